@@ -1,0 +1,64 @@
+//! The Pitboss wire protocol: every frame a client and the server exchange over the
+//! WebSocket, the ids they carry, the stable error and close codes, and the limits.
+//!
+//! This crate owns the shape of the wire and nothing else: no I/O, no policy. Both
+//! the server and the load generator decode and encode through it, and
+//! `docs/protocol.md` is its human-readable twin.
+
+mod codes;
+mod frames;
+mod ids;
+pub mod limits;
+
+pub use codes::{CloseCode, ErrorCode};
+pub use frames::*;
+pub use ids::{AgentId, ConversationId, PlayerId, Seq};
+
+/// The protocol version this build speaks. A client names the version it speaks in
+/// its `hello`; a server that does not speak it answers `unsupported_version` and
+/// closes with [`CloseCode::ProtocolError`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Why a text frame could not be turned into a [`ClientFrame`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    /// `bad_frame` for malformed JSON or a missing field, `unknown_type` for a
+    /// well-formed frame whose `type` this version does not know.
+    pub code: ErrorCode,
+    /// A human-readable explanation, safe to show to the client.
+    pub message: String,
+}
+
+/// Decodes one client text frame. Never panics, whatever the input.
+pub fn decode_client(text: &str) -> Result<ClientFrame, DecodeError> {
+    match serde_json::from_str::<ClientFrame>(text) {
+        Ok(frame) => Ok(frame),
+        Err(err) => {
+            // Tell an unknown `type` apart from broken JSON: a client talking to a
+            // newer or older server wants to know which of the two it did.
+            let code = match serde_json::from_str::<TypeOnly>(text) {
+                Ok(t) if !ClientFrame::KNOWN_TYPES.contains(&t.kind.as_str()) => {
+                    ErrorCode::UnknownType
+                }
+                _ => ErrorCode::BadFrame,
+            };
+            Err(DecodeError {
+                code,
+                message: err.to_string(),
+            })
+        }
+    }
+}
+
+/// Encodes one server frame as JSON text.
+pub fn encode_server(frame: &ServerFrame) -> String {
+    // Serialising these plain data types cannot fail: no maps with non-string keys,
+    // no custom serialisers that return errors.
+    serde_json::to_string(frame).expect("server frames always serialise")
+}
+
+#[derive(serde::Deserialize)]
+struct TypeOnly {
+    #[serde(rename = "type")]
+    kind: String,
+}

@@ -1,0 +1,410 @@
+//! The durable conversation log: conversations, transcript entries (messages, private
+//! notes, lifecycle events shown in the chat), KPI lifecycle events, hand-off records,
+//! ratings, agent accounts and the server's signing secrets.
+//!
+//! It owns what is durable and how it is written (one writer task per store that
+//! batches concurrent changes into one transaction: group commit). It does not own
+//! policy: who may write what is the desk's business, routing is `pitboss-routing`'s.
+//! [`Store`] is the trait every backend implements; [`sqlite`] is the embedded one.
+
+use async_trait::async_trait;
+use pitboss_protocol::{
+    AgentId, ConversationId, ConversationState, ConversationSummary, Message, MessageKind,
+    Participant, PlayerCard, PlayerId, Role, Seq,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+pub mod sqlite;
+
+/// `Result` with this crate's error.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What can go wrong in a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The client id was already used in this conversation by this sender, with
+    /// other text. Nothing was written.
+    #[error("client id already used with different text")]
+    Conflict,
+    /// The conversation (or account) does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A [`Change`]'s precondition did not hold: someone else changed the
+    /// conversation first. Nothing was written.
+    #[error("precondition failed: the conversation changed")]
+    Precondition,
+    /// The write queue is full. Nothing was written; the caller answers
+    /// `overloaded` and the client retries.
+    #[error("store overloaded")]
+    Overloaded,
+    /// The database failed or is unreachable. Nothing was acknowledged.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Milliseconds since the Unix epoch, the store's wall clock for timestamps.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A conversation to create.
+#[derive(Debug, Clone)]
+pub struct NewConversation {
+    /// Its id.
+    pub id: ConversationId,
+    /// The player's card (id and attributes as known at start).
+    pub player: PlayerCard,
+    /// Department.
+    pub department: String,
+    /// Language.
+    pub language: String,
+    /// `Queued`, or `Offline` when nobody was online.
+    pub state: ConversationState,
+    /// Created, Unix ms.
+    pub created_at: u64,
+}
+
+/// A conversation as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationRecord {
+    /// The summary the wire carries (state, owner, last sequence numbers, rating…).
+    pub summary: ConversationSummary,
+    /// The player's card.
+    pub player: PlayerCard,
+    /// The first sequence number still stored (1 unless retention purged entries).
+    pub first_seq: Seq,
+    /// The reason tag given at close.
+    pub close_reason: Option<String>,
+    /// The rating comment.
+    pub rating_comment: Option<String>,
+}
+
+/// A transcript entry to append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEntry {
+    /// Text, note or event.
+    pub kind: MessageKind,
+    /// Who wrote it.
+    pub sender: Participant,
+    /// Its text.
+    pub text: String,
+    /// The sender's client id; `None` for server-written events. Unique per
+    /// (conversation, sender id, client id), with no time window.
+    pub client_id: Option<String>,
+    /// For events, the stable event tag.
+    pub event: Option<String>,
+    /// Opaque to the store: handed back to the [`CommitObserver`] with the entry, so
+    /// the caller can tell which of its connections wrote it.
+    pub origin: u64,
+}
+
+/// A transcript entry as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEntry {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// Its sequence number (gap-free per conversation, from 1).
+    pub seq: Seq,
+    /// The sequence number of the previous entry a player may see (text or event),
+    /// 0 if none. Lets a player detect a gap in a view that skips notes.
+    pub prev_public: Seq,
+    /// Text, note or event.
+    pub kind: MessageKind,
+    /// Who wrote it.
+    pub sender: Participant,
+    /// Its text.
+    pub text: String,
+    /// The sender's client id.
+    pub client_id: Option<String>,
+    /// For events, the stable tag.
+    pub event: Option<String>,
+    /// Stored at, Unix ms.
+    pub at: u64,
+}
+
+impl StoredEntry {
+    /// Whether a player may see this entry.
+    pub fn is_public(&self) -> bool {
+        self.kind != MessageKind::Note
+    }
+
+    /// The wire form for a receiver: players see `prev` skip notes, agents see every
+    /// entry so their `prev` is `seq - 1`.
+    pub fn to_message(&self, for_player: bool) -> Message {
+        Message {
+            conversation: self.conversation,
+            seq: self.seq,
+            prev: if for_player {
+                self.prev_public
+            } else {
+                self.seq - 1
+            },
+            kind: self.kind,
+            sender: self.sender.clone(),
+            text: self.text.clone(),
+            client_id: self.client_id.clone(),
+            event: self.event.clone(),
+            at: self.at,
+        }
+    }
+}
+
+/// The outcome of appending an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The entry as stored (for a duplicate, the original).
+    pub entry: StoredEntry,
+    /// True when the client id had been stored before with the same text: nothing
+    /// new was written and the observer is not called.
+    pub duplicate: bool,
+}
+
+/// A KPI lifecycle event. Every transition of a conversation records one, so wait
+/// times, first response, handle times, transfers and ratings can be computed later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleEvent {
+    /// What happened.
+    pub kind: LifecycleKind,
+    /// The agent concerned, if any.
+    pub agent: Option<AgentId>,
+    /// Free-form detail (reason, note, target…), JSON.
+    pub detail: serde_json::Value,
+    /// When, Unix ms. Filled in by the caller.
+    pub at: u64,
+}
+
+/// Kinds of lifecycle event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LifecycleKind {
+    /// Entered a queue.
+    Queued,
+    /// Nobody was online: became an offline message.
+    Offline,
+    /// Offered to an agent.
+    Offered,
+    /// An offer expired unanswered.
+    OfferExpired,
+    /// An agent accepted an offer.
+    Accepted,
+    /// An agent declined an offer.
+    Declined,
+    /// An agent became the owner.
+    Assigned,
+    /// A transfer was requested.
+    TransferRequested,
+    /// A transfer completed: a new owner.
+    Transferred,
+    /// A transfer was declined or expired.
+    TransferFailed,
+    /// Put back at the head of the queue (its agent went away).
+    Requeued,
+    /// The player left while queued.
+    Abandoned,
+    /// Closed, with a reason.
+    Closed,
+    /// Rated by the player.
+    Rated,
+}
+
+/// A recorded lifecycle event with its conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The event.
+    #[serde(flatten)]
+    pub event: LifecycleEvent,
+}
+
+/// A hand-off from one agent to another agent or a department.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handoff {
+    /// The agent handing over.
+    pub from: AgentId,
+    /// `agent:<login>` or `department:<name>`.
+    pub to: String,
+    /// The private note for the receiver.
+    pub note: Option<String>,
+    /// `requested`, `accepted`, `declined`, `expired`, `takeover`.
+    pub outcome: String,
+    /// When, Unix ms.
+    pub at: u64,
+}
+
+/// What a conversation must look like for a [`Change`] to apply (compare-and-set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expect {
+    /// Its state now.
+    pub state: ConversationState,
+    /// Its owner now (`None`: no owner).
+    pub agent: Option<AgentId>,
+}
+
+/// A new state and owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetState {
+    /// The new state.
+    pub state: ConversationState,
+    /// The new owner (`None`: no owner).
+    pub agent: Option<AgentId>,
+    /// With `Closed`: the reason tag.
+    pub close_reason: Option<String>,
+}
+
+/// One atomic change to one conversation: everything in it is written in one
+/// transaction, or nothing is.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// Precondition; on mismatch the change fails with [`StoreError::Precondition`].
+    pub expect: Option<Expect>,
+    /// New state and owner.
+    pub set: Option<SetState>,
+    /// Transcript entry to append.
+    pub entry: Option<NewEntry>,
+    /// KPI events to record.
+    pub events: Vec<LifecycleEvent>,
+    /// Hand-off to record.
+    pub handoff: Option<Handoff>,
+    /// Rating to store (score 1–5, optional comment). Fails with
+    /// [`StoreError::Precondition`] if the conversation is already rated.
+    pub rating: Option<(u8, Option<String>)>,
+}
+
+impl Change {
+    /// A change that only appends an entry.
+    pub fn append(conversation: ConversationId, entry: NewEntry) -> Self {
+        Self {
+            conversation,
+            entry: Some(entry),
+            ..Self::default()
+        }
+    }
+}
+
+/// What a [`Change`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Applied {
+    /// The appended entry, when the change carried one.
+    pub appended: Option<Appended>,
+}
+
+/// An agent or supervisor account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentAccount {
+    /// Login, unique.
+    pub id: AgentId,
+    /// Display name.
+    pub name: String,
+    /// Argon2 PHC string.
+    pub password_hash: String,
+    /// `Agent` or `Supervisor`.
+    pub role: Role,
+    /// Languages served, such as `["en", "tr"]`.
+    pub languages: Vec<String>,
+    /// Departments served, such as `["general", "payments"]`.
+    pub departments: Vec<String>,
+    /// Conversations at once.
+    pub capacity: u32,
+    /// Created, Unix ms.
+    pub created_at: u64,
+}
+
+/// Filter for listing conversations.
+#[derive(Debug, Clone, Default)]
+pub struct ConversationFilter {
+    /// Only in this state.
+    pub state: Option<ConversationState>,
+    /// Only owned by this agent.
+    pub agent: Option<AgentId>,
+    /// Only of this player.
+    pub player: Option<PlayerId>,
+    /// At most this many (newest first).
+    pub limit: u32,
+}
+
+/// Told, inside the writer, of every newly stored entry, in commit order, right
+/// after its transaction committed. It must not block: it hands entries on to
+/// bounded queues and returns.
+pub trait CommitObserver: Send + Sync + 'static {
+    /// `entries` were just committed, in sequence order per conversation; each
+    /// comes with the `origin` its [`NewEntry`] carried.
+    fn committed(&self, entries: &[(StoredEntry, u64)]);
+}
+
+/// A durable store of conversations. Implemented by every backend; one conformance
+/// suite runs against each.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Installs the observer told of every committed entry. Called once, before the
+    /// first write; entries committed before it is set are not reported.
+    fn set_observer(&self, observer: Arc<dyn CommitObserver>);
+
+    /// Creates a conversation (and records its `queued` or `offline` event).
+    async fn create_conversation(&self, new: NewConversation) -> Result<()>;
+
+    /// Applies one atomic change, group-committed with concurrent ones. Returns once
+    /// the transaction is durable.
+    async fn apply(&self, change: Change) -> Result<Applied>;
+
+    /// One conversation.
+    async fn conversation(&self, id: ConversationId) -> Result<Option<ConversationRecord>>;
+
+    /// Entries with `seq > after`, in order, at most `limit`; notes only when
+    /// `include_notes`.
+    async fn entries(
+        &self,
+        id: ConversationId,
+        after: Seq,
+        limit: u32,
+        include_notes: bool,
+    ) -> Result<Vec<StoredEntry>>;
+
+    /// Conversations matching the filter, newest first.
+    async fn conversations(&self, filter: ConversationFilter) -> Result<Vec<ConversationRecord>>;
+
+    /// Every conversation that is not closed, oldest first (to rebuild the queue
+    /// after a restart).
+    async fn open_conversations(&self) -> Result<Vec<ConversationRecord>>;
+
+    /// A conversation's lifecycle events, oldest first.
+    async fn events(&self, id: ConversationId) -> Result<Vec<LifecycleEvent>>;
+
+    /// A conversation's hand-offs, oldest first.
+    async fn handoffs(&self, id: ConversationId) -> Result<Vec<Handoff>>;
+
+    /// Recent handle times (assignment to close), newest first, as
+    /// (department, milliseconds), at most `limit`.
+    async fn recent_handle_times(&self, limit: u32) -> Result<Vec<(String, u64)>>;
+
+    /// Creates or replaces an account.
+    async fn put_agent(&self, account: AgentAccount) -> Result<()>;
+
+    /// One account.
+    async fn agent(&self, id: &AgentId) -> Result<Option<AgentAccount>>;
+
+    /// Every account, by login.
+    async fn agents(&self) -> Result<Vec<AgentAccount>>;
+
+    /// Removes an account; false if there was none.
+    async fn remove_agent(&self, id: &AgentId) -> Result<bool>;
+
+    /// The secret named `name`, created from `fresh` on first use. Two callers
+    /// racing get the same secret.
+    async fn secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>>;
+
+    /// Whether the store answers now (for `/readyz`).
+    async fn ping(&self) -> Result<()>;
+
+    /// Stops the writer after it has written everything already queued.
+    async fn shutdown(&self);
+}
+
+/// A shared store.
+pub type SharedStore = Arc<dyn Store>;
