@@ -1,1 +1,72 @@
-//! Desk.
+//! The conversation engine: who is connected, which conversations are live and who
+//! is attached to them, the lifecycle of a conversation (queue, offer, assignment,
+//! transfer, close, rating), presence and grace periods.
+//!
+//! It uses `pitboss-routing` for every routing decision, `pitboss-transcripts` for
+//! everything durable and `pitboss-cluster` for what nodes share. It knows nothing
+//! of HTTP or WebSocket: the gateway hands it decoded frames and a connection
+//! handle, and writes what it queues on that handle.
+
+pub mod auth;
+pub mod connection;
+mod engine;
+mod live;
+mod session;
+
+pub use auth::{AuthError, Keys, PlayerTokenConfig};
+pub use connection::{CloseSignal, ConnRef, Delivery, FrameSink, Outbound};
+pub use engine::{Desk, DeskStats};
+pub use session::{Session, UserKey};
+
+use pitboss_protocol::WireLimits;
+use pitboss_routing::RoutingConfig;
+
+/// How the desk behaves. Defaults suit production; tests shorten the timers.
+#[derive(Clone)]
+pub struct DeskConfig {
+    /// This node's name, in logs and on the bus.
+    pub node: String,
+    /// The department a `start` without one goes to.
+    pub default_department: String,
+    /// The language a player without one is served in.
+    pub default_language: String,
+    /// Offer timeout, VIP aging and the rest of the routing policy's knobs.
+    pub routing: RoutingConfig,
+    /// How long an agent who lost every connection keeps their conversations
+    /// before they go back to the head of the queue.
+    pub agent_grace_ms: u64,
+    /// How long a queued player may be disconnected before the conversation is
+    /// marked abandoned.
+    pub abandon_after_ms: u64,
+    /// Conversations one player may have open at once.
+    pub max_open_per_player: usize,
+    /// Items queued for one connection before it counts as a slow consumer.
+    pub outbound_queue: usize,
+    /// How long an agent session token lasts.
+    pub agent_session_ms: u64,
+    /// How players identified by the casino are checked; `None`: visitors only.
+    pub player_tokens: Option<PlayerTokenConfig>,
+    /// How often timers (offer expiry, grace periods, queue updates) are checked.
+    pub tick_ms: u64,
+    /// The limits the gateway enforces, repeated to clients in `welcome`.
+    pub limits: WireLimits,
+}
+
+impl Default for DeskConfig {
+    fn default() -> Self {
+        Self {
+            node: "pitboss".into(),
+            default_department: "general".into(),
+            default_language: "en".into(),
+            routing: RoutingConfig::default(),
+            agent_grace_ms: 60_000,
+            abandon_after_ms: 120_000,
+            max_open_per_player: 3,
+            outbound_queue: 512,
+            agent_session_ms: 12 * 3600 * 1000,
+            player_tokens: None,
+            tick_ms: 200,
+            limits: WireLimits::default(),
+        }
+    }
+}

@@ -1,1 +1,92 @@
-//! Gateway.
+//! The HTTP edge of a node: the WebSocket endpoint (`/ws`), the agent REST API
+//! (`/api/…`), and the health endpoints. It decodes frames, enforces size and rate
+//! limits, and hands everything else to the desk. It holds no conversation state.
+
+mod rest;
+mod ws;
+
+use axum::routing::{get, post};
+use pitboss_desk::Desk;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Limits the gateway enforces on every connection.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Largest text frame read, in bytes; larger closes with 1009.
+    pub max_frame_bytes: usize,
+    /// Frames per second a connection may send, sustained.
+    pub frames_per_second: u32,
+    /// Frames a connection may send in one burst.
+    pub burst_frames: u32,
+    /// Rate-limited frames in a row before the connection is closed with 4029.
+    pub max_rate_strikes: u32,
+    /// How long a new connection has to send `hello`.
+    pub hello_timeout: Duration,
+    /// The socket's read buffer. Small, so tens of thousands of idle connections
+    /// stay cheap; tungstenite grows it for a larger frame as needed.
+    pub read_buffer_bytes: usize,
+    /// The socket's write buffer before a flush is forced.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        use pitboss_protocol::limits::*;
+        Self {
+            max_frame_bytes: MAX_FRAME_BYTES,
+            frames_per_second: FRAMES_PER_SECOND,
+            burst_frames: BURST_FRAMES,
+            max_rate_strikes: MAX_RATE_STRIKES,
+            hello_timeout: Duration::from_millis(HELLO_TIMEOUT_MS),
+            read_buffer_bytes: 4 * 1024,
+            write_buffer_bytes: 4 * 1024,
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The conversation engine.
+    pub desk: Arc<Desk>,
+    /// The limits.
+    pub config: Arc<GatewayConfig>,
+}
+
+/// The routes of a node.
+pub fn app(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route("/ws", get(ws::upgrade))
+        .route("/healthz", get(rest::healthz))
+        .route("/readyz", get(rest::readyz))
+        .route("/api/login", post(rest::login))
+        .route("/api/me", get(rest::me))
+        .route("/api/conversations", get(rest::list_conversations))
+        .route("/api/conversations/{id}", get(rest::conversation))
+        .route("/api/conversations/{id}/transcript", get(rest::transcript))
+        .route("/api/conversations/{id}/transcript.txt", get(rest::transcript_text))
+        .route("/api/offline", get(rest::offline))
+        .route("/api/players/{player}/conversations", get(rest::player_conversations))
+        .route("/api/agents", get(rest::agents))
+        .with_state(state)
+}
+
+/// Serves `app` on an already-bound listener until `shutdown` resolves; then the
+/// desk drains (every client is told to reconnect) and in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let desk = state.desk.clone();
+    let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            desk.drain();
+        })
+        .await
+}

@@ -1,1 +1,202 @@
-fn main() {}
+//! The `pitboss` binary: parses configuration, sets up logging, opens the
+//! backends, runs the node until SIGINT or SIGTERM, and manages agent accounts.
+
+mod config;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use config::{AgentCommand, ServeArgs, Settings};
+use pitboss_cluster::memory::Hub;
+use pitboss_desk::{auth::hash_password, Desk};
+use pitboss_gateway::AppState;
+use pitboss_protocol::{AgentId, Role};
+use pitboss_transcripts::sqlite::{SqliteOptions, SqliteStore};
+use pitboss_transcripts::{now_ms, AgentAccount, SharedStore};
+use std::io::Read;
+use std::sync::Arc;
+
+/// Pitboss: real-time live chat for casino customer support.
+#[derive(Parser)]
+#[command(name = "pitboss", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node.
+    Serve(Box<ServeArgs>),
+    /// Manage agent and supervisor accounts.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+        /// Where the embedded database lives.
+        #[arg(long, env = "PITBOSS_DATA_DIR", default_value = "pitboss-data", global = true)]
+        data_dir: std::path::PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        Command::Serve(args) => {
+            let settings = Settings::load(*args)?;
+            config::init_logging(&settings);
+            runtime.block_on(serve(settings))
+        }
+        Command::Agent { command, data_dir } => {
+            config::init_cli_logging();
+            runtime.block_on(agent(command, data_dir))
+        }
+    }
+}
+
+async fn open_store(data_dir: &std::path::Path) -> anyhow::Result<Arc<SqliteStore>> {
+    let path = data_dir.join("pitboss.db");
+    SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .with_context(|| format!("opening the store at {}", path.display()))
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let store = open_store(&settings.data_dir).await?;
+    let shared: SharedStore = store.clone();
+    let hub = Hub::new();
+    let (bus, lease) = hub.attach(settings.desk.node.clone());
+    let desk = Desk::start(settings.desk.clone(), shared.clone(), bus, lease)
+        .await
+        .context("starting the desk")?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("binding {}", settings.listen))?;
+    let local = listener.local_addr()?;
+    tracing::info!(node = %settings.desk.node, data_dir = %settings.data_dir.display(), "listening on {local}");
+
+    let state = AppState {
+        desk: desk.clone(),
+        config: Arc::new(settings.gateway.clone()),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(pitboss_gateway::serve(listener, state, async move {
+        let _ = stop_rx.await;
+    }));
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: telling clients to reconnect");
+    let _ = stop_tx.send(());
+    let deadline = settings.shutdown_timeout;
+    match tokio::time::timeout(deadline, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(%e, "server error during shutdown"),
+        Ok(Err(e)) => tracing::warn!(%e, "server task failed"),
+        Err(_) => tracing::warn!(?deadline, "connections still open at the shutdown deadline"),
+    }
+    // Everything acknowledged is already durable; this finishes queued writes.
+    shared.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn agent(command: AgentCommand, data_dir: std::path::PathBuf) -> anyhow::Result<()> {
+    let store = open_store(&data_dir).await?;
+    let result = run_agent(command, store.clone()).await;
+    pitboss_transcripts::Store::shutdown(&*store).await;
+    result
+}
+
+async fn run_agent(command: AgentCommand, store: Arc<SqliteStore>) -> anyhow::Result<()> {
+    use pitboss_transcripts::Store;
+    match command {
+        AgentCommand::Add {
+            login,
+            name,
+            password,
+            password_stdin,
+            supervisor,
+            languages,
+            departments,
+            capacity,
+        } => {
+            if login.is_empty() || login.len() > 64 || !login.chars().all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c)) {
+                bail!("a login is 1 to 64 letters, digits, '.', '_', '-' or '@'");
+            }
+            let password = match (password, password_stdin) {
+                (_, true) => {
+                    let mut s = String::new();
+                    std::io::stdin().read_to_string(&mut s)?;
+                    s.trim_end_matches(['\n', '\r']).to_owned()
+                }
+                (Some(p), false) => p,
+                (None, false) => bail!("give --password-stdin (or PITBOSS_AGENT_PASSWORD)"),
+            };
+            if password.len() < 8 {
+                bail!("a password has at least 8 characters");
+            }
+            let hash = hash_password(&password).map_err(|e| anyhow::anyhow!(e))?;
+            let id = AgentId(login.clone());
+            let existed = store.agent(&id).await?.is_some();
+            store
+                .put_agent(AgentAccount {
+                    id,
+                    name: name.unwrap_or_else(|| login.clone()),
+                    password_hash: hash,
+                    role: if supervisor { Role::Supervisor } else { Role::Agent },
+                    languages: split_list(&languages),
+                    departments: split_list(&departments),
+                    capacity,
+                    created_at: now_ms(),
+                })
+                .await?;
+            println!("{} {login}", if existed { "updated" } else { "added" });
+        }
+        AgentCommand::List => {
+            for a in store.agents().await? {
+                println!(
+                    "{}\t{}\t{}\tlanguages={}\tdepartments={}\tcapacity={}",
+                    a.id,
+                    a.name,
+                    if a.role == Role::Supervisor { "supervisor" } else { "agent" },
+                    a.languages.join(","),
+                    a.departments.join(","),
+                    a.capacity
+                );
+            }
+        }
+        AgentCommand::Remove { login } => {
+            if store.remove_agent(&AgentId(login.clone())).await? {
+                println!("removed {login}");
+            } else {
+                bail!("no agent {login}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(|p| p.trim().to_ascii_lowercase())
+        .filter(|p| !p.is_empty())
+        .collect()
+}

@@ -1,0 +1,297 @@
+//! Credentials: visitor tokens and agent session tokens (HMAC-signed by this server
+//! with keys kept in the store, so they survive restarts and are shared by every
+//! node), player tokens signed by the casino backend (JWT, algorithm and key from
+//! configuration only), and agent passwords (argon2).
+//!
+//! It does not own accounts (the store does) or decide what a role may do (the
+//! desk does).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use pitboss_protocol::{PlayerCard, PlayerId};
+use serde::Deserialize;
+use sha2::Sha256;
+use uuid::Uuid;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Why credentials were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Forged, malformed, for the wrong audience or issuer, or for no account.
+    #[error("invalid credentials: {0}")]
+    Invalid(String),
+    /// Correctly signed but expired.
+    #[error("token expired")]
+    Expired,
+    /// This kind of credential is not configured on this server.
+    #[error("{0} is not enabled on this server")]
+    NotConfigured(&'static str),
+}
+
+/// The server's own signing keys.
+#[derive(Clone)]
+pub struct Keys {
+    visitor: Vec<u8>,
+    agent: Vec<u8>,
+}
+
+impl Keys {
+    /// Keys from raw secrets (at least 32 bytes each).
+    pub fn new(visitor: Vec<u8>, agent: Vec<u8>) -> Self {
+        Self { visitor, agent }
+    }
+
+    fn sign(key: &[u8], payload: &str) -> String {
+        let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any size");
+        mac.update(payload.as_bytes());
+        B64.encode(mac.finalize().into_bytes())
+    }
+
+    fn verify(key: &[u8], payload: &str, signature: &str) -> bool {
+        let Ok(sig) = B64.decode(signature) else {
+            return false;
+        };
+        let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any size");
+        mac.update(payload.as_bytes());
+        // `verify_slice` compares in constant time.
+        mac.verify_slice(&sig).is_ok()
+    }
+
+    /// A new visitor: a fresh id and the token that names it.
+    pub fn new_visitor(&self) -> (Uuid, String) {
+        let id = Uuid::new_v4();
+        (id, self.visitor_token(id))
+    }
+
+    /// The token naming visitor `id`.
+    pub fn visitor_token(&self, id: Uuid) -> String {
+        let payload = format!("v1.{id}");
+        let sig = Self::sign(&self.visitor, &payload);
+        format!("{payload}.{sig}")
+    }
+
+    /// The visitor a token names.
+    pub fn check_visitor(&self, token: &str) -> Result<Uuid, AuthError> {
+        let (payload, sig) = token
+            .rsplit_once('.')
+            .ok_or_else(|| AuthError::Invalid("malformed visitor token".into()))?;
+        if !Self::verify(&self.visitor, payload, sig) {
+            return Err(AuthError::Invalid("bad visitor token signature".into()));
+        }
+        payload
+            .strip_prefix("v1.")
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| AuthError::Invalid("malformed visitor token".into()))
+    }
+
+    /// A session token for agent `login`, valid until `expires_ms` (Unix ms).
+    pub fn agent_token(&self, login: &str, expires_ms: u64) -> String {
+        let payload = format!("a1.{}.{expires_ms}", B64.encode(login));
+        let sig = Self::sign(&self.agent, &payload);
+        format!("{payload}.{sig}")
+    }
+
+    /// The agent login a session token names, if it is genuine and unexpired at `now_ms`.
+    pub fn check_agent(&self, token: &str, now_ms: u64) -> Result<String, AuthError> {
+        let (payload, sig) = token
+            .rsplit_once('.')
+            .ok_or_else(|| AuthError::Invalid("malformed session token".into()))?;
+        if !Self::verify(&self.agent, payload, sig) {
+            return Err(AuthError::Invalid("bad session token signature".into()));
+        }
+        let mut parts = payload.split('.');
+        let (Some("a1"), Some(login), Some(exp), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AuthError::Invalid("malformed session token".into()));
+        };
+        let exp: u64 = exp
+            .parse()
+            .map_err(|_| AuthError::Invalid("malformed session token".into()))?;
+        if exp <= now_ms {
+            return Err(AuthError::Expired);
+        }
+        let login = B64
+            .decode(login)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| AuthError::Invalid("malformed session token".into()))?;
+        Ok(login)
+    }
+}
+
+/// How the casino backend signs player tokens. The algorithm and key come from
+/// here, never from the token's header.
+#[derive(Clone)]
+pub struct PlayerTokenConfig {
+    /// HS256, RS256 or ES256.
+    pub algorithm: jsonwebtoken::Algorithm,
+    /// The shared secret (HS256) or the PEM public key (RS256, ES256).
+    pub key: jsonwebtoken::DecodingKey,
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required `aud`.
+    pub audience: String,
+    /// Clock skew allowed on `exp`, in seconds (at most 60).
+    pub leeway_secs: u64,
+}
+
+impl PlayerTokenConfig {
+    /// Builds the configuration from the algorithm's name and key material: the
+    /// secret itself for HS256, a PEM public key for RS256 and ES256.
+    pub fn new(
+        algorithm: &str,
+        key: &[u8],
+        issuer: String,
+        audience: String,
+        leeway_secs: u64,
+    ) -> Result<Self, String> {
+        use jsonwebtoken::{Algorithm, DecodingKey};
+        let (algorithm, key) = match algorithm.to_ascii_uppercase().as_str() {
+            "HS256" => {
+                if key.len() < 32 {
+                    return Err("an HS256 player-token secret must be at least 32 bytes".into());
+                }
+                (Algorithm::HS256, DecodingKey::from_secret(key))
+            }
+            "RS256" => (
+                Algorithm::RS256,
+                DecodingKey::from_rsa_pem(key).map_err(|e| format!("RS256 public key: {e}"))?,
+            ),
+            "ES256" => (
+                Algorithm::ES256,
+                DecodingKey::from_ec_pem(key).map_err(|e| format!("ES256 public key: {e}"))?,
+            ),
+            other => return Err(format!("unsupported player-token algorithm {other:?}")),
+        };
+        if leeway_secs > 60 {
+            return Err("player-token leeway may be at most 60 seconds".into());
+        }
+        Ok(Self {
+            algorithm,
+            key,
+            issuer,
+            audience,
+            leeway_secs,
+        })
+    }
+
+    /// Checks a player token and returns the player it vouches for.
+    pub fn verify(&self, token: &str) -> Result<PlayerCard, AuthError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let mut validation = jsonwebtoken::Validation::new(self.algorithm);
+        validation.leeway = self.leeway_secs;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<PlayerClaims>(token, &self.key, &validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid(format!("player token: {e}")),
+            },
+        )?;
+        let c = data.claims;
+        if c.sub.is_empty() || c.sub.len() > 128 {
+            return Err(AuthError::Invalid("player token: bad sub".into()));
+        }
+        Ok(PlayerCard {
+            id: PlayerId::verified(&c.sub),
+            name: c.name.map(|n| clip(&n, 100)),
+            language: c.language.map(|l| clip(&l, 16)),
+            vip_tier: c.vip_tier.unwrap_or(0).min(MAX_VIP_TIER),
+            jurisdiction: c.jurisdiction.map(|j| clip(&j, 16)),
+            self_excluded: c.self_excluded.unwrap_or(false),
+            verified: true,
+        })
+    }
+}
+
+/// The highest VIP tier a token may claim; higher claims are clipped to it.
+pub const MAX_VIP_TIER: u8 = 5;
+
+/// The claims Pitboss reads from a player token. Registered claims (`exp`, `iss`,
+/// `aud`) are checked by the validation itself.
+#[derive(Debug, Deserialize)]
+struct PlayerClaims {
+    sub: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default, alias = "lang")]
+    language: Option<String>,
+    #[serde(default)]
+    vip_tier: Option<u8>,
+    #[serde(default)]
+    jurisdiction: Option<String>,
+    #[serde(default)]
+    self_excluded: Option<bool>,
+}
+
+/// At most `max` characters of `s`.
+pub(crate) fn clip(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// Hashes a password with argon2 (a fresh salt each time) into a PHC string.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+    let salt = SaltString::generate(&mut OsRng);
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Whether `password` matches a PHC string from [`hash_password`].
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    argon2::Argon2::default()
+        .verify_password(password.as_bytes(), &hash)
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Keys {
+        Keys::new(vec![1; 32], vec![2; 32])
+    }
+
+    #[test]
+    fn visitor_tokens_round_trip_and_forgeries_fail() {
+        let k = keys();
+        let (id, token) = k.new_visitor();
+        assert_eq!(k.check_visitor(&token), Ok(id));
+        let other = Keys::new(vec![9; 32], vec![2; 32]);
+        assert!(other.check_visitor(&token).is_err());
+        let forged = format!("v1.{}.{}", Uuid::new_v4(), token.rsplit_once('.').unwrap().1);
+        assert!(k.check_visitor(&forged).is_err());
+        assert!(k.check_visitor("garbage").is_err());
+    }
+
+    #[test]
+    fn agent_tokens_expire_and_cannot_be_forged() {
+        let k = keys();
+        let t = k.agent_token("ayla", 1_000);
+        assert_eq!(k.check_agent(&t, 999), Ok("ayla".to_string()));
+        assert_eq!(k.check_agent(&t, 1_000), Err(AuthError::Expired));
+        let tampered = t.replacen("1000", "9999", 1);
+        assert!(matches!(k.check_agent(&tampered, 0), Err(AuthError::Invalid(_))));
+        // A visitor key cannot mint agent sessions.
+        let v = Keys::new(vec![2; 32], vec![1; 32]);
+        assert!(v.check_agent(&t, 0).is_err());
+    }
+
+    #[test]
+    fn passwords_verify_only_with_the_right_password() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("wrong", &h));
+        assert!(!verify_password("correct horse", "not a hash"));
+    }
+}

@@ -1,0 +1,360 @@
+//! One client connection as the desk sees it: the bounded queue of what is to be
+//! sent to it, the signal that closes it, and the writer-side view that turns queued
+//! items into frames (dropping duplicates, filling gaps from the store, replaying on
+//! `resume`).
+//!
+//! It owns per-connection delivery state. It does not own the socket: the gateway
+//! reads and writes the WebSocket and hands frames to and from here.
+
+use pitboss_protocol::{
+    limits::RESUME_PAGE, CannotResumeReason, CloseCode, ConversationId, Seq, ServerFrame,
+};
+use pitboss_transcripts::{SharedStore, StoredEntry};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::{mpsc, Notify};
+
+use crate::UserKey;
+
+/// Something to send to one connection.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A frame to send as it is.
+    Frame(ServerFrame),
+    /// A transcript entry, live: sent if the connection is attached to its
+    /// conversation and has not had it yet; a gap before it is filled first.
+    Entry(Arc<StoredEntry>),
+    /// The entry this connection wrote is durable: send the `ack`.
+    Ack(Arc<StoredEntry>),
+    /// Attach to a conversation: replay everything after `after`, then `resumed`.
+    Attach {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The last sequence number the client has.
+        after: Seq,
+    },
+    /// Stop sending this conversation's entries.
+    Detach(ConversationId),
+}
+
+impl Outbound {
+    /// Droppable items may be lost when the queue is full (typing, read receipts,
+    /// queue snapshots); everything else disconnects the slow consumer instead.
+    fn droppable(&self) -> bool {
+        matches!(
+            self,
+            Outbound::Frame(
+                ServerFrame::Typing { .. }
+                    | ServerFrame::Read { .. }
+                    | ServerFrame::QueueSnapshot { .. }
+                    | ServerFrame::Queued { .. }
+            )
+        )
+    }
+}
+
+/// Asks a connection to close with a code; the first code asked for wins.
+#[derive(Default)]
+pub struct CloseSignal {
+    code: OnceLock<CloseCode>,
+    notify: Notify,
+}
+
+impl CloseSignal {
+    /// Asks for the close.
+    pub fn close(&self, code: CloseCode) {
+        if self.code.set(code).is_ok() {
+            self.notify.notify_one();
+        }
+    }
+    /// The code asked for, if any.
+    pub fn code(&self) -> Option<CloseCode> {
+        self.code.get().copied()
+    }
+    /// Resolves once a close is asked for.
+    pub async fn wait(&self) -> CloseCode {
+        loop {
+            if let Some(code) = self.code() {
+                return code;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// The desk's handle on one connection. Cheap to clone.
+#[derive(Clone)]
+pub struct ConnRef(pub(crate) Arc<ConnShared>);
+
+pub(crate) struct ConnShared {
+    pub(crate) id: u64,
+    pub(crate) user: UserKey,
+    /// Bounded: a client that does not read cannot grow the server's memory.
+    pub(crate) tx: mpsc::Sender<Outbound>,
+    pub(crate) close: Arc<CloseSignal>,
+    /// Conversations this connection is attached to, so a disconnect can detach it
+    /// everywhere. A std mutex: never held across an await.
+    pub(crate) attached: Mutex<Vec<ConversationId>>,
+    pub(crate) dropped: AtomicU64,
+}
+
+impl ConnRef {
+    /// This connection's id, unique in the process.
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    /// Whether this connection belongs to a player (who never sees notes).
+    pub fn is_player(&self) -> bool {
+        matches!(self.0.user, UserKey::Player(_))
+    }
+
+    /// Queues an item without waiting. A full queue drops a droppable item and
+    /// disconnects the slow consumer for anything else. Returns whether queued.
+    pub fn push(&self, item: Outbound) -> bool {
+        match self.0.tx.try_send(item) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(item)) => {
+                if item.droppable() {
+                    self.0.dropped.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    tracing::info!(conn = self.0.id, "slow consumer disconnected");
+                    self.0.close.close(CloseCode::SlowConsumer);
+                }
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Sends a frame (see [`ConnRef::push`]).
+    pub fn send(&self, frame: ServerFrame) -> bool {
+        self.push(Outbound::Frame(frame))
+    }
+
+    /// Asks the connection to close.
+    pub fn close(&self, code: CloseCode) {
+        self.0.close.close(code);
+    }
+}
+
+/// Where the writer puts frames: the gateway's socket, or a test's vector.
+pub trait FrameSink {
+    /// Writes one frame; an error ends the connection.
+    fn send(
+        &mut self,
+        frame: ServerFrame,
+    ) -> impl std::future::Future<Output = Result<(), ()>> + Send;
+}
+
+/// The writer side of a connection: what it has delivered per conversation.
+pub struct Delivery {
+    store: SharedStore,
+    for_player: bool,
+    /// Per attached conversation, the highest sequence number delivered. Only
+    /// entries above it are sent; an entry whose `prev` is above it reveals a gap.
+    attached: HashMap<ConversationId, Seq>,
+}
+
+impl Delivery {
+    /// A fresh view for a connection of a player (`for_player`) or an agent.
+    pub fn new(store: SharedStore, for_player: bool) -> Self {
+        Self {
+            store,
+            for_player,
+            attached: HashMap::new(),
+        }
+    }
+
+    /// Turns one queued item into frames on `sink`.
+    pub async fn process<S: FrameSink + Send>(
+        &mut self,
+        item: Outbound,
+        sink: &mut S,
+    ) -> Result<(), ()> {
+        match item {
+            Outbound::Frame(frame) => sink.send(frame).await,
+            Outbound::Entry(entry) => {
+                if self.for_player && !entry.is_public() {
+                    return Ok(());
+                }
+                let Some(&hwm) = self.attached.get(&entry.conversation) else {
+                    return Ok(());
+                };
+                if entry.seq <= hwm {
+                    return Ok(());
+                }
+                self.fill_gap(&entry, hwm, sink).await?;
+                self.attached.insert(entry.conversation, entry.seq);
+                sink.send(ServerFrame::Message(entry.to_message(self.for_player)))
+                    .await
+            }
+            Outbound::Ack(entry) => {
+                if let Some(&hwm) = self.attached.get(&entry.conversation) {
+                    if entry.seq > hwm {
+                        self.fill_gap(&entry, hwm, sink).await?;
+                        self.attached.insert(entry.conversation, entry.seq);
+                    }
+                }
+                let m = entry.to_message(self.for_player);
+                sink.send(ServerFrame::Ack {
+                    conversation: entry.conversation,
+                    client_id: entry.client_id.clone().unwrap_or_default(),
+                    seq: entry.seq,
+                    prev: m.prev,
+                    duplicate: false,
+                })
+                .await
+            }
+            Outbound::Attach {
+                conversation,
+                after,
+            } => self.attach(conversation, after, sink).await,
+            Outbound::Detach(conversation) => {
+                self.attached.remove(&conversation);
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends what lies between `hwm` and `entry` from the store, if anything does.
+    async fn fill_gap<S: FrameSink + Send>(
+        &mut self,
+        entry: &StoredEntry,
+        hwm: Seq,
+        sink: &mut S,
+    ) -> Result<(), ()> {
+        let prev = entry.to_message(self.for_player).prev;
+        if prev <= hwm {
+            return Ok(());
+        }
+        let mut last = hwm;
+        while last < prev {
+            let page = match self
+                .store
+                .entries(
+                    entry.conversation,
+                    last,
+                    RESUME_PAGE as u32,
+                    !self.for_player,
+                )
+                .await
+            {
+                Ok(page) => page,
+                Err(err) => {
+                    // The client will notice the gap from `prev` and resume.
+                    tracing::warn!(%err, conversation = %entry.conversation, "gap fill failed");
+                    return Ok(());
+                }
+            };
+            let full = page.len() == RESUME_PAGE;
+            for e in page {
+                if e.seq >= entry.seq {
+                    return Ok(());
+                }
+                last = e.seq;
+                self.attached.insert(entry.conversation, last);
+                sink.send(ServerFrame::Message(e.to_message(self.for_player)))
+                    .await?;
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn attach<S: FrameSink + Send>(
+        &mut self,
+        conversation: ConversationId,
+        after: Seq,
+        sink: &mut S,
+    ) -> Result<(), ()> {
+        let record = match self.store.conversation(conversation).await {
+            Ok(Some(record)) => record,
+            Ok(None) => {
+                return sink
+                    .send(ServerFrame::error(
+                        pitboss_protocol::ErrorCode::NotFound,
+                        "no such conversation",
+                    ))
+                    .await
+            }
+            Err(err) => {
+                return sink
+                    .send(ServerFrame::Error {
+                        code: pitboss_protocol::ErrorCode::Overloaded,
+                        message: format!("cannot read the transcript now: {err}"),
+                        frame: Some("resume".into()),
+                        conversation: Some(conversation),
+                        client_id: None,
+                    })
+                    .await
+            }
+        };
+        let last_seq = if self.for_player {
+            record.summary.last_public_seq
+        } else {
+            record.summary.last_seq
+        };
+        let ahead = after > record.summary.last_seq;
+        let purged = after + 1 < record.first_seq;
+        if ahead || purged {
+            return sink
+                .send(ServerFrame::CannotResume {
+                    conversation,
+                    reason: if ahead {
+                        CannotResumeReason::Ahead
+                    } else {
+                        CannotResumeReason::Purged
+                    },
+                    first_seq: record.first_seq,
+                    last_seq,
+                })
+                .await;
+        }
+        // Live entries queued behind this item are dropped if the replay already
+        // covered them: `hwm` moves with every replayed entry.
+        let mut hwm = after;
+        let mut cursor = after;
+        loop {
+            let page = match self
+                .store
+                .entries(conversation, cursor, RESUME_PAGE as u32, !self.for_player)
+                .await
+            {
+                Ok(page) => page,
+                Err(err) => {
+                    return sink
+                        .send(ServerFrame::Error {
+                            code: pitboss_protocol::ErrorCode::Overloaded,
+                            message: format!("cannot read the transcript now: {err}"),
+                            frame: Some("resume".into()),
+                            conversation: Some(conversation),
+                            client_id: None,
+                        })
+                        .await
+                }
+            };
+            let full = page.len() == RESUME_PAGE;
+            for e in page {
+                // The client said what it has: send everything after that, even
+                // what this connection delivered before.
+                cursor = e.seq;
+                hwm = hwm.max(e.seq);
+                sink.send(ServerFrame::Message(e.to_message(self.for_player)))
+                    .await?;
+            }
+            if !full {
+                break;
+            }
+        }
+        self.attached.insert(conversation, hwm);
+        sink.send(ServerFrame::Resumed {
+            conversation,
+            last_seq: hwm.max(after),
+        })
+        .await
+    }
+}

@@ -1,0 +1,67 @@
+//! Who is on the other end of a connection, once `hello` has been checked.
+
+use pitboss_protocol::{AgentId, Participant, PlayerCard, PlayerId, Role};
+
+/// A user, as the key of their set of connections.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum UserKey {
+    /// A player.
+    Player(PlayerId),
+    /// An agent or supervisor.
+    Agent(AgentId),
+}
+
+/// An authenticated connection's identity.
+#[derive(Debug, Clone)]
+pub enum Session {
+    /// A player: anonymous visitor or verified by the casino.
+    Player {
+        /// The player and their attributes.
+        card: PlayerCard,
+        /// For a visitor, the token to present next time.
+        visitor_token: Option<String>,
+    },
+    /// An agent or supervisor.
+    Agent {
+        /// Login.
+        id: AgentId,
+        /// Display name.
+        name: String,
+        /// Whether they may see and take over every conversation.
+        supervisor: bool,
+    },
+}
+
+impl Session {
+    /// The key of this user's connections.
+    pub fn user(&self) -> UserKey {
+        match self {
+            Session::Player { card, .. } => UserKey::Player(card.id.clone()),
+            Session::Agent { id, .. } => UserKey::Agent(id.clone()),
+        }
+    }
+
+    /// This user as the author of entries.
+    pub fn participant(&self) -> Participant {
+        match self {
+            Session::Player { card, .. } => Participant {
+                role: Role::Player,
+                id: card.id.0.clone(),
+                name: card.name.clone(),
+            },
+            Session::Agent {
+                id,
+                name,
+                supervisor,
+            } => Participant {
+                role: if *supervisor {
+                    Role::Supervisor
+                } else {
+                    Role::Agent
+                },
+                id: id.0.clone(),
+                name: Some(name.clone()),
+            },
+        }
+    }
+}

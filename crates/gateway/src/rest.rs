@@ -1,0 +1,302 @@
+//! The agent REST API and the health endpoints. Every `/api` route but `login`
+//! takes `Authorization: Bearer <session token>`; errors are JSON
+//! `{"error": code, "message": text}`.
+
+use crate::AppState;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use pitboss_protocol::{ConversationId, ConversationState, MessageKind, PlayerId, Role};
+use pitboss_transcripts::{AgentAccount, ConversationFilter, ConversationRecord, StoreError};
+use serde::Deserialize;
+use serde_json::json;
+
+/// An API error: HTTP status, stable code, message.
+pub(crate) struct ApiError(StatusCode, &'static str, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1, "message": self.2 }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, "unavailable", err.to_string())
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn not_found() -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "not_found", "no such conversation, or not yours".into())
+}
+
+/// `GET /healthz`: the process is up.
+pub(crate) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /readyz`: this node takes new work (its store answers and it is not
+/// draining).
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
+    if state.desk.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    match state.desk.store().ping().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LoginBody {
+    login: String,
+    password: String,
+}
+
+/// `POST /api/login`: `{login, password}` → `{token, agent}`.
+pub(crate) async fn login(State(state): State<AppState>, Json(body): Json<LoginBody>) -> ApiResult<Response> {
+    if body.login.len() > 64 || body.password.len() > 1024 {
+        return Err(ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "wrong login or password".into()));
+    }
+    match state.desk.login(&body.login, &body.password).await {
+        Some((token, account)) => Ok(Json(json!({ "token": token, "agent": public(&account) })).into_response()),
+        None => Err(ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "wrong login or password".into())),
+    }
+}
+
+/// The account named by the bearer token.
+async fn caller(state: &AppState, headers: &HeaderMap) -> ApiResult<AgentAccount> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "missing bearer token".into()))?;
+    state.desk.agent_session(token).await.map_err(|e| match e {
+        pitboss_desk::AuthError::Expired => {
+            ApiError(StatusCode::UNAUTHORIZED, "token_expired", "the session has expired: log in again".into())
+        }
+        e => ApiError(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()),
+    })
+}
+
+fn public(a: &AgentAccount) -> serde_json::Value {
+    json!({
+        "id": a.id,
+        "name": a.name,
+        "role": a.role,
+        "languages": a.languages,
+        "departments": a.departments,
+        "capacity": a.capacity,
+    })
+}
+
+/// `GET /api/me`.
+pub(crate) async fn me(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    let account = caller(&state, &headers).await?;
+    Ok(Json(public(&account)).into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    state: Option<ConversationState>,
+    limit: Option<u32>,
+}
+
+/// `GET /api/conversations?state=&limit=`: an agent's own conversations; a
+/// supervisor's view is every conversation.
+pub(crate) async fn list_conversations(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Response> {
+    let account = caller(&state, &headers).await?;
+    let supervisor = account.role == Role::Supervisor;
+    let records = state
+        .desk
+        .store()
+        .conversations(ConversationFilter {
+            state: q.state,
+            agent: (!supervisor).then(|| account.id.clone()),
+            player: None,
+            limit: q.limit.unwrap_or(100).clamp(1, 500),
+        })
+        .await?;
+    let list: Vec<_> = records.into_iter().map(|r| r.summary).collect();
+    Ok(Json(json!({ "conversations": list })).into_response())
+}
+
+async fn readable(state: &AppState, headers: &HeaderMap, id: &str) -> ApiResult<(AgentAccount, ConversationRecord)> {
+    let account = caller(state, headers).await?;
+    let id: ConversationId = id.parse().map_err(|_| not_found())?;
+    let record = state.desk.readable(&account, id).await?.ok_or_else(not_found)?;
+    Ok((account, record))
+}
+
+/// `GET /api/conversations/{id}`: the conversation, its player, its lifecycle
+/// events and hand-offs.
+pub(crate) async fn conversation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let (_, record) = readable(&state, &headers, &id).await?;
+    let store = state.desk.store();
+    let events = store.events(record.summary.id).await?;
+    let handoffs = store.handoffs(record.summary.id).await?;
+    Ok(Json(json!({
+        "conversation": record.summary,
+        "player": record.player,
+        "close_reason": record.close_reason,
+        "rating_comment": record.rating_comment,
+        "events": events,
+        "handoffs": handoffs,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct TranscriptQuery {
+    after: Option<u64>,
+    limit: Option<u32>,
+}
+
+/// `GET /api/conversations/{id}/transcript?after=&limit=`: entries as JSON
+/// messages (notes included), in pages of at most 1000.
+pub(crate) async fn transcript(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<TranscriptQuery>,
+) -> ApiResult<Response> {
+    let (_, record) = readable(&state, &headers, &id).await?;
+    let entries = state
+        .desk
+        .store()
+        .entries(record.summary.id, q.after.unwrap_or(0), q.limit.unwrap_or(1000).clamp(1, 1000), true)
+        .await?;
+    let messages: Vec<_> = entries.iter().map(|e| e.to_message(false)).collect();
+    Ok(Json(json!({ "conversation": record.summary.id, "messages": messages })).into_response())
+}
+
+/// `GET /api/conversations/{id}/transcript.txt`: the whole transcript as plain text.
+pub(crate) async fn transcript_text(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let (_, record) = readable(&state, &headers, &id).await?;
+    let s = &record.summary;
+    let mut out = format!(
+        "Conversation {}\nPlayer: {}{}\nDepartment: {}  Language: {}\nState: {:?}\n\n",
+        s.id,
+        s.player,
+        record.player.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
+        s.department,
+        s.language,
+        s.state,
+    );
+    let mut after = 0;
+    loop {
+        let page = state.desk.store().entries(s.id, after, 1000, true).await?;
+        let full = page.len() == 1000;
+        for e in &page {
+            after = e.seq;
+            let who = e.sender.name.clone().unwrap_or_else(|| e.sender.id.clone());
+            let time = format_time(e.at);
+            let line = match e.kind {
+                MessageKind::Text => format!("[{time}] #{} {who}: {}\n", e.seq, e.text),
+                MessageKind::Note => format!("[{time}] #{} (note) {who}: {}\n", e.seq, e.text),
+                MessageKind::Event => format!("[{time}] #{} * {}\n", e.seq, e.text),
+            };
+            out.push_str(&line);
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], out).into_response())
+}
+
+/// `GET /api/offline`: offline messages awaiting an answer (any agent).
+pub(crate) async fn offline(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    caller(&state, &headers).await?;
+    let records = state
+        .desk
+        .store()
+        .conversations(ConversationFilter {
+            state: Some(ConversationState::Offline),
+            limit: 500,
+            ..Default::default()
+        })
+        .await?;
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        let first = state.desk.store().entries(r.summary.id, 0, 20, false).await?;
+        let texts: Vec<_> = first
+            .iter()
+            .filter(|e| e.kind == MessageKind::Text)
+            .map(|e| e.to_message(false))
+            .collect();
+        out.push(json!({ "conversation": r.summary, "player": r.player, "messages": texts }));
+    }
+    Ok(Json(json!({ "offline": out })).into_response())
+}
+
+/// `GET /api/players/{player}/conversations`: the player's earlier conversations,
+/// for an agent who owns or is offered one of them, or a supervisor.
+pub(crate) async fn player_conversations(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(player): Path<String>,
+) -> ApiResult<Response> {
+    let account = caller(&state, &headers).await?;
+    let records = state
+        .desk
+        .store()
+        .conversations(ConversationFilter {
+            player: Some(PlayerId(player)),
+            limit: 50,
+            ..Default::default()
+        })
+        .await?;
+    let mut allowed = account.role == Role::Supervisor;
+    if !allowed {
+        for r in &records {
+            if state.desk.readable(&account, r.summary.id).await?.is_some() {
+                allowed = true;
+                break;
+            }
+        }
+    }
+    if !allowed {
+        return Err(ApiError(StatusCode::FORBIDDEN, "forbidden", "you serve none of this player's conversations".into()));
+    }
+    let list: Vec<_> = records.into_iter().map(|r| r.summary).collect();
+    Ok(Json(json!({ "conversations": list })).into_response())
+}
+
+/// `GET /api/agents`: accounts (without password hashes), for transfer targets.
+pub(crate) async fn agents(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    caller(&state, &headers).await?;
+    let accounts = state.desk.store().agents().await?;
+    let list: Vec<_> = accounts.iter().map(public).collect();
+    Ok(Json(json!({ "agents": list })).into_response())
+}
+
+/// RFC 3339 UTC, to the second, for Unix milliseconds.
+fn format_time(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_format_as_utc() {
+        assert_eq!(super::format_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::format_time(1_700_000_000_000), "2023-11-14T22:13:20Z");
+    }
+}

@@ -1,0 +1,220 @@
+//! The WebSocket endpoint: `hello` first, then one task reading frames (decode,
+//! rate limit, hand to the desk) and one writing what the desk queued.
+
+use crate::AppState;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use governor::{Quota, RateLimiter};
+use pitboss_desk::{Delivery, FrameSink, Session};
+use pitboss_protocol::{
+    decode_client, encode_server, ClientFrame, CloseCode, ErrorCode, ServerFrame, PROTOCOL_VERSION,
+};
+use std::num::NonZeroU32;
+use tracing::Instrument;
+
+/// `GET /ws`: upgrades with small buffers and the frame-size limit.
+pub(crate) async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    let c = &state.config;
+    ws.read_buffer_size(c.read_buffer_bytes)
+        .write_buffer_size(c.write_buffer_bytes)
+        .max_write_buffer_size(c.write_buffer_bytes.max(64 * 1024) * 16)
+        .max_message_size(c.max_frame_bytes)
+        .max_frame_size(c.max_frame_bytes)
+        .on_upgrade(move |socket| connection(socket, state))
+}
+
+struct Sink(SplitSink<WebSocket, Message>);
+
+impl FrameSink for Sink {
+    async fn send(&mut self, frame: ServerFrame) -> Result<(), ()> {
+        let text = encode_server(&frame);
+        self.0
+            .feed(Message::Text(Utf8Bytes::from(text)))
+            .await
+            .map_err(|_| ())
+    }
+}
+
+async fn send_now(sink: &mut Sink, frame: ServerFrame) {
+    if sink.send(frame).await.is_ok() {
+        let _ = sink.0.flush().await;
+    }
+}
+
+async fn close_now(sink: &mut Sink, code: CloseCode) {
+    let _ = sink
+        .0
+        .send(Message::Close(Some(CloseFrame {
+            code: code.code(),
+            reason: Utf8Bytes::from_static(code.reason()),
+        })))
+        .await;
+}
+
+async fn connection(socket: WebSocket, state: AppState) {
+    let (sink, mut stream) = socket.split();
+    let mut sink = Sink(sink);
+    let Some(session) = hello(&mut stream, &mut sink, &state).await else {
+        return;
+    };
+    let span = tracing::info_span!("connection", user = ?session.user());
+    session_loop(stream, sink, state, session).instrument(span).await;
+}
+
+/// Serves an authenticated connection until either side ends it.
+async fn session_loop(mut stream: SplitStream<WebSocket>, mut sink: Sink, state: AppState, session: Session) {
+    let desk = state.desk.clone();
+    let (conn, mut rx, close) = desk.connect(&session).await;
+    send_now(&mut sink, desk.welcome(&session).await).await;
+
+    let store = desk.store().clone();
+    let for_player = conn.is_player();
+    let writer_close = close.clone();
+    let writer = tokio::spawn(async move {
+        let mut delivery = Delivery::new(store, for_player);
+        loop {
+            tokio::select! {
+                // Deliver what is queued before honouring a close, so frames
+                // queued ahead of it (an error explaining it) still go out.
+                biased;
+                item = rx.recv() => {
+                    let Some(item) = item else { break };
+                    if delivery.process(item, &mut sink).await.is_err() {
+                        return;
+                    }
+                    if rx.is_empty() && sink.0.flush().await.is_err() {
+                        return;
+                    }
+                }
+                code = writer_close.wait() => {
+                    let _ = sink.0.flush().await;
+                    close_now(&mut sink, code).await;
+                    return;
+                }
+            }
+        }
+    });
+
+    let config = &state.config;
+    let quota = Quota::per_second(NonZeroU32::new(config.frames_per_second.max(1)).expect("nonzero"))
+        .allow_burst(NonZeroU32::new(config.burst_frames.max(1)).expect("nonzero"));
+    let limiter = RateLimiter::direct(quota);
+    let mut strikes = 0u32;
+
+    loop {
+        let message = tokio::select! {
+            m = stream.next() => m,
+            _ = close.wait() => break,
+        };
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Binary(_))) => {
+                conn.send(ServerFrame::error(
+                    ErrorCode::BadFrame,
+                    "binary frames are not part of the protocol: send JSON text",
+                ));
+                continue;
+            }
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Ok(_)) => continue, // ping/pong: answered by the WebSocket layer
+            Some(Err(err)) => {
+                // Over the size limit: tungstenite refuses to buffer the frame.
+                let too_big = std::error::Error::source(&err)
+                    .map(|s| s.to_string().contains("too long") || s.to_string().contains("too big"))
+                    .unwrap_or(false)
+                    || err.to_string().contains("too long")
+                    || err.to_string().contains("too big");
+                if too_big {
+                    conn.close(CloseCode::MessageTooBig);
+                } else {
+                    tracing::debug!(%err, "read error");
+                }
+                break;
+            }
+        };
+        if limiter.check().is_err() {
+            strikes += 1;
+            if strikes > config.max_rate_strikes {
+                conn.close(CloseCode::RateLimited);
+                break;
+            }
+            conn.send(ServerFrame::error(
+                ErrorCode::RateLimited,
+                "too many frames: this one was dropped",
+            ));
+            continue;
+        }
+        strikes = 0;
+        match decode_client(&text) {
+            Ok(frame) => desk.handle(&conn, &session, frame).await,
+            Err(e) => {
+                conn.send(ServerFrame::error(e.code, e.message));
+            }
+        }
+    }
+    desk.disconnect(&conn, &session).await;
+    if close.code().is_none() {
+        close.close(CloseCode::Normal);
+    }
+    let _ = writer.await;
+}
+
+/// Reads and checks `hello`. On failure the client gets an error frame and a
+/// close code, and `None` is returned.
+async fn hello(stream: &mut SplitStream<WebSocket>, sink: &mut Sink, state: &AppState) -> Option<Session> {
+    let first = tokio::time::timeout(state.config.hello_timeout, stream.next()).await;
+    let text = match first {
+        Ok(Some(Ok(Message::Text(text)))) => text,
+        Ok(Some(Err(_))) => {
+            close_now(sink, CloseCode::MessageTooBig).await;
+            return None;
+        }
+        Ok(Some(Ok(_))) | Ok(None) => {
+            refuse(sink, ErrorCode::HelloRequired, "the first frame must be hello", CloseCode::ProtocolError).await;
+            return None;
+        }
+        Err(_) => {
+            refuse(sink, ErrorCode::HelloRequired, "no hello in time", CloseCode::ProtocolError).await;
+            return None;
+        }
+    };
+    let frame = match decode_client(&text) {
+        Ok(frame) => frame,
+        Err(e) => {
+            refuse(sink, e.code, &e.message, CloseCode::ProtocolError).await;
+            return None;
+        }
+    };
+    let ClientFrame::Hello { protocol, auth } = frame else {
+        refuse(sink, ErrorCode::HelloRequired, "the first frame must be hello", CloseCode::ProtocolError).await;
+        return None;
+    };
+    if protocol != PROTOCOL_VERSION {
+        let message = format!("this server speaks protocol {PROTOCOL_VERSION}");
+        refuse(sink, ErrorCode::UnsupportedVersion, &message, CloseCode::ProtocolError).await;
+        return None;
+    }
+    if state.desk.is_draining() {
+        close_now(sink, CloseCode::Restart).await;
+        return None;
+    }
+    match state.desk.authenticate(auth).await {
+        Ok(session) => Some(session),
+        Err((code, close, message)) => {
+            refuse(sink, code, &message, close).await;
+            None
+        }
+    }
+}
+
+async fn refuse(sink: &mut Sink, code: ErrorCode, message: &str, close: CloseCode) {
+    let mut frame = ServerFrame::error(code, message);
+    if let ServerFrame::Error { frame: f, .. } = &mut frame {
+        *f = Some("hello".into());
+    }
+    send_now(sink, frame).await;
+    close_now(sink, close).await;
+}

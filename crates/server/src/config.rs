@@ -1,0 +1,294 @@
+//! Configuration: command-line flags, `PITBOSS_*` environment variables, and an
+//! optional TOML file, merged in that order of precedence over the defaults (which
+//! live here and in the crates' `Default` impls, and nowhere else).
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use pitboss_desk::{DeskConfig, PlayerTokenConfig};
+use pitboss_gateway::GatewayConfig;
+use pitboss_protocol::WireLimits;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `pitboss serve` flags. Every one also reads `PITBOSS_<NAME>` and the TOML key
+/// of the same name with `_` for `-`.
+#[derive(Args, Debug, Default)]
+pub(crate) struct ServeArgs {
+    /// A TOML file with any of the settings below.
+    #[arg(long, env = "PITBOSS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on; port 0 picks a free port. [default: 127.0.0.1:8080]
+    #[arg(long, env = "PITBOSS_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Directory of the embedded database. [default: ./pitboss-data]
+    #[arg(long, env = "PITBOSS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// This node's name in logs. [default: the host name, or "pitboss"]
+    #[arg(long, env = "PITBOSS_NODE")]
+    node: Option<String>,
+    /// Log format: text or json. [default: text]
+    #[arg(long, env = "PITBOSS_LOG_FORMAT")]
+    log_format: Option<String>,
+    /// Log filter, such as info or pitboss_desk=debug. [default: info]
+    #[arg(long, env = "PITBOSS_LOG")]
+    log: Option<String>,
+    /// Seconds an offer waits for the agent before moving on. [default: 20]
+    #[arg(long, env = "PITBOSS_OFFER_TIMEOUT_SECS")]
+    offer_timeout_secs: Option<f64>,
+    /// Seconds of waiting one VIP tier is worth. [default: 60]
+    #[arg(long, env = "PITBOSS_VIP_AGING_SECS")]
+    vip_aging_secs: Option<f64>,
+    /// Seconds a disconnected agent keeps their conversations. [default: 60]
+    #[arg(long, env = "PITBOSS_AGENT_GRACE_SECS")]
+    agent_grace_secs: Option<f64>,
+    /// Seconds a disconnected queued player keeps their place. [default: 120]
+    #[arg(long, env = "PITBOSS_ABANDON_AFTER_SECS")]
+    abandon_after_secs: Option<f64>,
+    /// Seconds a department transfer may wait for an agent. [default: 120]
+    #[arg(long, env = "PITBOSS_TRANSFER_TIMEOUT_SECS")]
+    transfer_timeout_secs: Option<f64>,
+    /// Seconds allowed for a graceful shutdown. [default: 10]
+    #[arg(long, env = "PITBOSS_SHUTDOWN_TIMEOUT_SECS")]
+    shutdown_timeout_secs: Option<f64>,
+    /// Department of a chat that names none. [default: general]
+    #[arg(long, env = "PITBOSS_DEFAULT_DEPARTMENT")]
+    default_department: Option<String>,
+    /// Language of a player who names none. [default: en]
+    #[arg(long, env = "PITBOSS_DEFAULT_LANGUAGE")]
+    default_language: Option<String>,
+    /// Open conversations allowed per player. [default: 3]
+    #[arg(long, env = "PITBOSS_MAX_OPEN_PER_PLAYER")]
+    max_open_per_player: Option<usize>,
+    /// Frames per second one connection may send. [default: 20]
+    #[arg(long, env = "PITBOSS_FRAMES_PER_SECOND")]
+    frames_per_second: Option<u32>,
+    /// Burst of frames above that rate. [default: 40]
+    #[arg(long, env = "PITBOSS_BURST_FRAMES")]
+    burst_frames: Option<u32>,
+    /// Items queued to one connection before it is a slow consumer. [default: 512]
+    #[arg(long, env = "PITBOSS_OUTBOUND_QUEUE")]
+    outbound_queue: Option<usize>,
+    /// Player-token algorithm: HS256, RS256 or ES256. Unset: visitors only.
+    #[arg(long, env = "PITBOSS_PLAYER_TOKEN_ALG")]
+    player_token_alg: Option<String>,
+    /// HS256 shared secret (at least 32 bytes).
+    #[arg(long, env = "PITBOSS_PLAYER_TOKEN_SECRET", hide_env_values = true)]
+    player_token_secret: Option<String>,
+    /// File with the HS256 secret, or the RS256/ES256 public key in PEM.
+    #[arg(long, env = "PITBOSS_PLAYER_TOKEN_KEY_FILE")]
+    player_token_key_file: Option<PathBuf>,
+    /// Required issuer (`iss`) of player tokens.
+    #[arg(long, env = "PITBOSS_PLAYER_TOKEN_ISSUER")]
+    player_token_issuer: Option<String>,
+    /// Required audience (`aud`) of player tokens.
+    #[arg(long, env = "PITBOSS_PLAYER_TOKEN_AUDIENCE")]
+    player_token_audience: Option<String>,
+    /// Clock skew allowed on `exp`, at most 60. [default: 30]
+    #[arg(long, env = "PITBOSS_PLAYER_TOKEN_LEEWAY_SECS")]
+    player_token_leeway_secs: Option<u64>,
+}
+
+/// The same settings, from the TOML file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    node: Option<String>,
+    log_format: Option<String>,
+    log: Option<String>,
+    offer_timeout_secs: Option<f64>,
+    vip_aging_secs: Option<f64>,
+    agent_grace_secs: Option<f64>,
+    abandon_after_secs: Option<f64>,
+    transfer_timeout_secs: Option<f64>,
+    shutdown_timeout_secs: Option<f64>,
+    default_department: Option<String>,
+    default_language: Option<String>,
+    max_open_per_player: Option<usize>,
+    frames_per_second: Option<u32>,
+    burst_frames: Option<u32>,
+    outbound_queue: Option<usize>,
+    player_token_alg: Option<String>,
+    player_token_secret: Option<String>,
+    player_token_key_file: Option<PathBuf>,
+    player_token_issuer: Option<String>,
+    player_token_audience: Option<String>,
+    player_token_leeway_secs: Option<u64>,
+}
+
+/// `pitboss agent …`.
+#[derive(Subcommand, Debug)]
+pub(crate) enum AgentCommand {
+    /// Add an account, or replace one with the same login.
+    Add {
+        /// Login name.
+        login: String,
+        /// Display name shown to players. [default: the login]
+        #[arg(long)]
+        name: Option<String>,
+        /// Password (prefer --password-stdin: arguments show in `ps`).
+        #[arg(long, env = "PITBOSS_AGENT_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// A supervisor sees and may take over every conversation.
+        #[arg(long)]
+        supervisor: bool,
+        /// Languages served, comma-separated.
+        #[arg(long, default_value = "en")]
+        languages: String,
+        /// Departments served, comma-separated.
+        #[arg(long, default_value = "general")]
+        departments: String,
+        /// Conversations at once.
+        #[arg(long, default_value_t = 3)]
+        capacity: u32,
+    },
+    /// List accounts.
+    List,
+    /// Remove an account.
+    Remove {
+        /// Login name.
+        login: String,
+    },
+}
+
+/// Everything `serve` needs, merged and checked.
+pub(crate) struct Settings {
+    pub(crate) listen: SocketAddr,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) log_format: String,
+    pub(crate) log: String,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) desk: DeskConfig,
+    pub(crate) gateway: GatewayConfig,
+}
+
+fn ms(secs: f64, what: &str) -> anyhow::Result<u64> {
+    if !(secs.is_finite() && secs > 0.0 && secs < 1e7) {
+        bail!("{what} must be a positive number of seconds");
+    }
+    Ok((secs * 1000.0).round() as u64)
+}
+
+impl Settings {
+    pub(crate) fn load(args: ServeArgs) -> anyhow::Result<Self> {
+        let file: FileSettings = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => FileSettings::default(),
+        };
+        macro_rules! pick {
+            ($name:ident) => {
+                args.$name.clone().or(file.$name.clone())
+            };
+        }
+        let mut desk = DeskConfig::default();
+        let mut gateway = GatewayConfig::default();
+        desk.node = pick!(node).unwrap_or_else(|| {
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "pitboss".into())
+        });
+        if let Some(v) = pick!(offer_timeout_secs) {
+            desk.routing.offer_timeout_ms = ms(v, "offer-timeout-secs")?;
+        }
+        if let Some(v) = pick!(vip_aging_secs) {
+            desk.routing.aging_per_tier_ms = ms(v, "vip-aging-secs")?;
+        }
+        if let Some(v) = pick!(transfer_timeout_secs) {
+            desk.routing.transfer_timeout_ms = ms(v, "transfer-timeout-secs")?;
+        }
+        if let Some(v) = pick!(agent_grace_secs) {
+            desk.agent_grace_ms = ms(v, "agent-grace-secs")?;
+        }
+        if let Some(v) = pick!(abandon_after_secs) {
+            desk.abandon_after_ms = ms(v, "abandon-after-secs")?;
+        }
+        if let Some(v) = pick!(default_department) {
+            desk.default_department = v;
+        }
+        if let Some(v) = pick!(default_language) {
+            desk.default_language = v;
+        }
+        if let Some(v) = pick!(max_open_per_player) {
+            desk.max_open_per_player = v.max(1);
+        }
+        if let Some(v) = pick!(outbound_queue) {
+            desk.outbound_queue = v.clamp(16, 1 << 16);
+        }
+        if let Some(v) = pick!(frames_per_second) {
+            gateway.frames_per_second = v.max(1);
+        }
+        if let Some(v) = pick!(burst_frames) {
+            gateway.burst_frames = v.max(1);
+        }
+        desk.limits = WireLimits {
+            max_frame_bytes: gateway.max_frame_bytes,
+            frames_per_second: gateway.frames_per_second,
+            burst_frames: gateway.burst_frames,
+            ..WireLimits::default()
+        };
+        desk.player_tokens = match pick!(player_token_alg) {
+            None => None,
+            Some(alg) => {
+                let key = match (pick!(player_token_secret), pick!(player_token_key_file)) {
+                    (Some(secret), None) => secret.into_bytes(),
+                    (None, Some(path)) => std::fs::read(&path)
+                        .with_context(|| format!("reading {}", path.display()))?,
+                    _ => bail!("player tokens need exactly one of player-token-secret or player-token-key-file"),
+                };
+                let issuer = pick!(player_token_issuer)
+                    .context("player tokens need player-token-issuer")?;
+                let audience = pick!(player_token_audience)
+                    .context("player tokens need player-token-audience")?;
+                let leeway = pick!(player_token_leeway_secs).unwrap_or(30);
+                Some(
+                    PlayerTokenConfig::new(&alg, &key, issuer, audience, leeway)
+                        .map_err(|e| anyhow::anyhow!(e))?,
+                )
+            }
+        };
+        Ok(Settings {
+            listen: pick!(listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid address")),
+            data_dir: pick!(data_dir).unwrap_or_else(|| PathBuf::from("pitboss-data")),
+            log_format: pick!(log_format).unwrap_or_else(|| "text".into()),
+            log: pick!(log).unwrap_or_else(|| "info".into()),
+            shutdown_timeout: Duration::from_millis(ms(
+                pick!(shutdown_timeout_secs).unwrap_or(10.0),
+                "shutdown-timeout-secs",
+            )?),
+            desk,
+            gateway,
+        })
+    }
+}
+
+/// `tracing` to standard output, as text or JSON lines.
+pub(crate) fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log));
+    // Colour only on a terminal: logs piped to files or collectors stay plain.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
+    if settings.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Quiet logging for one-shot commands.
+pub(crate) fn init_cli_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
