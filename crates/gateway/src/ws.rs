@@ -104,10 +104,17 @@ async fn session_loop(mut stream: SplitStream<WebSocket>, mut sink: Sink, state:
     let limiter = RateLimiter::direct(quota);
     let mut strikes = 0u32;
 
+    // Whether the server ended the connection (then the client's remaining frames
+    // are read and dropped until it answers the close: closing a socket with
+    // unread input resets it, and the client would never see the close code).
+    let mut server_closing = false;
     loop {
         let message = tokio::select! {
             m = stream.next() => m,
-            _ = close.wait() => break,
+            _ = close.wait() => {
+                server_closing = true;
+                break;
+            }
         };
         let text = match message {
             Some(Ok(Message::Text(text))) => text,
@@ -139,6 +146,7 @@ async fn session_loop(mut stream: SplitStream<WebSocket>, mut sink: Sink, state:
             strikes += 1;
             if strikes > config.max_rate_strikes {
                 conn.close(CloseCode::RateLimited);
+                server_closing = true;
                 break;
             }
             conn.send(ServerFrame::error(
@@ -159,8 +167,22 @@ async fn session_loop(mut stream: SplitStream<WebSocket>, mut sink: Sink, state:
     if close.code().is_none() {
         close.close(CloseCode::Normal);
     }
+    if server_closing {
+        let drain = async {
+            while let Some(Ok(message)) = stream.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_DRAIN, drain).await;
+    }
     let _ = writer.await;
 }
+
+/// How long a closing connection's remaining input is read, waiting for the
+/// client to answer the close.
+const CLOSE_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reads and checks `hello`. On failure the client gets an error frame and a
 /// close code, and `None` is returned.

@@ -49,6 +49,9 @@ pub(crate) struct ServeArgs {
     /// Seconds a department transfer may wait for an agent. [default: 120]
     #[arg(long, env = "PITBOSS_TRANSFER_TIMEOUT_SECS")]
     transfer_timeout_secs: Option<f64>,
+    /// Seconds a new connection has to send hello. [default: 10]
+    #[arg(long, env = "PITBOSS_HELLO_TIMEOUT_SECS")]
+    hello_timeout_secs: Option<f64>,
     /// Seconds allowed for a graceful shutdown. [default: 10]
     #[arg(long, env = "PITBOSS_SHUTDOWN_TIMEOUT_SECS")]
     shutdown_timeout_secs: Option<f64>,
@@ -105,6 +108,7 @@ struct FileSettings {
     abandon_after_secs: Option<f64>,
     transfer_timeout_secs: Option<f64>,
     shutdown_timeout_secs: Option<f64>,
+    hello_timeout_secs: Option<f64>,
     default_department: Option<String>,
     default_language: Option<String>,
     max_open_per_player: Option<usize>,
@@ -224,6 +228,9 @@ impl Settings {
         }
         if let Some(v) = pick!(frames_per_second) {
             gateway.frames_per_second = v.max(1);
+        }
+        if let Some(v) = pick!(hello_timeout_secs) {
+            gateway.hello_timeout = Duration::from_millis(ms(v, "hello-timeout-secs")?);
         }
         if let Some(v) = pick!(burst_frames) {
             gateway.burst_frames = v.max(1);

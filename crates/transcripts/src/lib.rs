@@ -15,6 +15,7 @@ use pitboss_protocol::{
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+pub mod conformance;
 pub mod sqlite;
 
 /// `Result` with this crate's error.

@@ -1,1 +1,1032 @@
-//! The embedded SQLite backend.
+//! The embedded SQLite backend: one database file, one writer task that owns the only
+//! write connection and group-commits every change, and a small read-only pool beside
+//! it (WAL lets readers run while the writer writes).
+//!
+//! It owns the SQL, the schema (`migrations/sqlite`) and the writer's batching. What
+//! the rows mean, and what a [`Change`] does, is the [`Store`] contract in the crate
+//! root; who may write what is the desk's business.
+
+use crate::{
+    now_ms, AgentAccount, Appended, Applied, Change, CommitObserver, ConversationFilter,
+    ConversationRecord, Handoff, LifecycleEvent, LifecycleKind, NewConversation, NewEntry, Result,
+    Store, StoreError, StoredEntry,
+};
+use async_trait::async_trait;
+use pitboss_protocol::{
+    AgentId, ConversationId, ConversationState, ConversationSummary, MessageKind, Participant,
+    PlayerCard, PlayerId, Seq,
+};
+use serde::{de::DeserializeOwned, Serialize};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+/// The schema, embedded at build time from `migrations/sqlite`.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How long a connection waits for a lock before failing. Only the writer takes write
+/// locks, so this covers checkpoints and a second process opening the file by mistake.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `ConversationFilter::limit == 0` lists this many.
+const DEFAULT_LIST_LIMIT: u32 = 100;
+
+/// Tuning for a [`SqliteStore`]. The defaults suit one node serving thousands of
+/// concurrent conversations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// Pending writes the queue holds before callers get [`StoreError::Overloaded`]
+    /// (default 8192). Bounded so that a slow disk pushes back on clients instead of
+    /// growing memory. Values below 1 count as 1.
+    pub write_queue: usize,
+    /// Most writes committed in one transaction (default 512). Bounds how long one
+    /// commit holds its callers and how much one failed commit takes down with it.
+    /// Values below 1 count as 1.
+    pub max_batch: usize,
+    /// Read-only connections beside the writer (default 4). Values below 1 count as 1.
+    pub read_connections: u32,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            write_queue: 8192,
+            max_batch: 512,
+            read_connections: 4,
+        }
+    }
+}
+
+/// The SQLite [`Store`]. Open it with [`SqliteStore::open`].
+///
+/// Every write (`create_conversation`, `apply`, `put_agent`, `remove_agent`,
+/// `secret`) is queued to one writer task, which commits whatever is queued together
+/// in one transaction, each write in its own savepoint: one flush serves many
+/// callers, and a write that fails (conflict, precondition, not found) rolls back
+/// only itself. Reads go to a read-only pool and never wait for the writer.
+///
+/// Beyond the trait's contract: `create_conversation` fails with
+/// [`StoreError::Conflict`] when the id exists already, and with
+/// [`StoreError::Precondition`] for a state other than `Queued` or `Offline`;
+/// `entries` of an unknown conversation is empty.
+pub struct SqliteStore {
+    /// The writer's queue; `None` once [`Store::shutdown`] began. Only read-locked to
+    /// `try_send`, which never awaits, so the lock is never held across `.await`.
+    writes: RwLock<Option<mpsc::Sender<Request>>>,
+    /// The writer task, awaited by `shutdown` so that everything queued is written.
+    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Read-only connections.
+    reads: SqlitePool,
+    /// What the store and its writer task share.
+    shared: Arc<Shared>,
+}
+
+/// State shared by the store handle and its writer task.
+struct Shared {
+    /// Told of every committed entry; set once, before the first write.
+    observer: OnceLock<Arc<dyn CommitObserver>>,
+    /// Transactions committed by the writer, for tests and metrics.
+    commits: AtomicU64,
+}
+
+impl SqliteStore {
+    /// Opens (creating the parent directory and the file if missing) the database at
+    /// `path`, brings its schema up to date and starts the writer task.
+    pub async fn open(path: &Path, options: SqliteOptions) -> Result<Arc<SqliteStore>> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(parent).await.map_err(|e| {
+                StoreError::Unavailable(format!("creating {}: {e}", parent.display()))
+            })?;
+        }
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        // Durability: WAL with synchronous=FULL fsyncs the log on every commit, so an
+        // acknowledged write survives power loss, not just a process crash.
+        let write_options = base
+            .clone()
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full);
+        let mut conn = write_options.connect().await.map_err(db)?;
+        MIGRATOR
+            .run(&mut conn)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migrating {}: {e}", path.display())))?;
+
+        // Read-only: a bug in a read path cannot write behind the writer's back. The
+        // journal mode is a property of the file, already WAL.
+        let reads = SqlitePoolOptions::new()
+            .max_connections(options.read_connections.max(1))
+            .connect_with(base.read_only(true))
+            .await
+            .map_err(db)?;
+
+        let shared = Arc::new(Shared {
+            observer: OnceLock::new(),
+            commits: AtomicU64::new(0),
+        });
+        let (tx, rx) = mpsc::channel(options.write_queue.max(1));
+        let writer = Writer {
+            conn,
+            requests: rx,
+            max_batch: options.max_batch.max(1),
+            shared: shared.clone(),
+        };
+        let span = tracing::info_span!("transcript_writer", path = %path.display());
+        let handle = tokio::spawn(writer.run().instrument(span));
+        Ok(Arc::new(SqliteStore {
+            writes: RwLock::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+            reads,
+            shared,
+        }))
+    }
+
+    /// The journal mode (`"wal"`) and `synchronous` level (2 = FULL) in force on the
+    /// writer's connection, asked of that connection itself.
+    pub async fn pragmas(&self) -> Result<(String, i64)> {
+        match self.write(Op::Pragmas).await? {
+            Output::Pragmas(mode, sync) => Ok((mode, sync)),
+            other => Err(wrong_answer(&other)),
+        }
+    }
+
+    /// Transactions the writer has committed since the store was opened.
+    pub fn commits(&self) -> u64 {
+        self.shared.commits.load(Ordering::Relaxed)
+    }
+
+    /// Queues `op` for the writer and waits for its answer. Never blocks on a full
+    /// queue: that is [`StoreError::Overloaded`], and nothing is written.
+    async fn write(&self, op: Op) -> Result<Output> {
+        let (reply, answer) = oneshot::channel();
+        {
+            // A poisoned lock only means a panic elsewhere while it was held; the
+            // Option inside is still whole.
+            let writes = self.writes.read().unwrap_or_else(PoisonError::into_inner);
+            let Some(tx) = writes.as_ref() else {
+                return Err(StoreError::Unavailable("store is shut down".into()));
+            };
+            tx.try_send(Request { op, reply }).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => {
+                    StoreError::Unavailable("store writer has stopped".into())
+                }
+            })?;
+        }
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("store writer stopped before answering".into()))?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn set_observer(&self, observer: Arc<dyn CommitObserver>) {
+        if self.shared.observer.set(observer).is_err() {
+            tracing::warn!("commit observer already set; the new one is ignored");
+        }
+    }
+
+    async fn create_conversation(&self, new: NewConversation) -> Result<()> {
+        match self.write(Op::Create(new)).await? {
+            Output::Unit => Ok(()),
+            other => Err(wrong_answer(&other)),
+        }
+    }
+
+    async fn apply(&self, change: Change) -> Result<Applied> {
+        match self.write(Op::Apply(change)).await? {
+            Output::Applied(applied) => Ok(applied),
+            other => Err(wrong_answer(&other)),
+        }
+    }
+
+    async fn conversation(&self, id: ConversationId) -> Result<Option<ConversationRecord>> {
+        let sql = format!("{CONVERSATION_SELECT} WHERE c.id = ?");
+        let row = sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(conversation_from_row).transpose()
+    }
+
+    async fn entries(
+        &self,
+        id: ConversationId,
+        after: Seq,
+        limit: u32,
+        include_notes: bool,
+    ) -> Result<Vec<StoredEntry>> {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT seq, prev_public, kind, sender_role, sender_id, sender_name, body, \
+             client_id, event, at FROM entries WHERE conversation_id = ",
+        );
+        q.push_bind(id.to_string())
+            .push(" AND seq > ")
+            .push_bind(to_db(after));
+        if !include_notes {
+            q.push(" AND kind <> ").push_bind(tag(MessageKind::Note)?);
+        }
+        q.push(" ORDER BY seq LIMIT ").push_bind(i64::from(limit));
+        let rows = q.build().fetch_all(&self.reads).await.map_err(db)?;
+        rows.iter().map(|row| entry_from_row(row, "", id)).collect()
+    }
+
+    async fn conversations(&self, filter: ConversationFilter) -> Result<Vec<ConversationRecord>> {
+        let mut q = QueryBuilder::<Sqlite>::new(CONVERSATION_SELECT);
+        q.push(" WHERE 1 = 1");
+        if let Some(state) = filter.state {
+            q.push(" AND c.state = ").push_bind(tag(state)?);
+        }
+        if let Some(agent) = filter.agent {
+            q.push(" AND c.agent_id = ").push_bind(agent.0);
+        }
+        if let Some(player) = filter.player {
+            q.push(" AND c.player_id = ").push_bind(player.0);
+        }
+        let limit = if filter.limit == 0 {
+            DEFAULT_LIST_LIMIT
+        } else {
+            filter.limit
+        };
+        // Ids are UUIDv7, time-ordered: they break ties between equal timestamps.
+        q.push(" ORDER BY c.created_at DESC, c.id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = q.build().fetch_all(&self.reads).await.map_err(db)?;
+        rows.iter().map(conversation_from_row).collect()
+    }
+
+    async fn open_conversations(&self) -> Result<Vec<ConversationRecord>> {
+        let sql = format!("{CONVERSATION_SELECT} WHERE c.state <> ? ORDER BY c.created_at, c.id");
+        let rows = sqlx::query(&sql)
+            .bind(tag(ConversationState::Closed)?)
+            .fetch_all(&self.reads)
+            .await
+            .map_err(db)?;
+        rows.iter().map(conversation_from_row).collect()
+    }
+
+    async fn events(&self, id: ConversationId) -> Result<Vec<LifecycleEvent>> {
+        let rows = sqlx::query(
+            "SELECT kind, agent_id, detail, at FROM lifecycle_events \
+             WHERE conversation_id = ? ORDER BY id",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.reads)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                let detail: String = get(row, "detail")?;
+                Ok(LifecycleEvent {
+                    kind: untag(get(row, "kind")?)?,
+                    agent: get::<Option<String>>(row, "agent_id")?.map(AgentId),
+                    detail: serde_json::from_str(&detail).map_err(corrupt)?,
+                    at: from_db(get(row, "at")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn handoffs(&self, id: ConversationId) -> Result<Vec<Handoff>> {
+        let rows = sqlx::query(
+            "SELECT from_agent, to_target, note, outcome, at FROM handoffs \
+             WHERE conversation_id = ? ORDER BY id",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.reads)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Handoff {
+                    from: AgentId(get(row, "from_agent")?),
+                    to: get(row, "to_target")?,
+                    note: get(row, "note")?,
+                    outcome: get(row, "outcome")?,
+                    at: from_db(get(row, "at")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn recent_handle_times(&self, limit: u32) -> Result<Vec<(String, u64)>> {
+        // Handle time runs from the first assignment to the close; conversations
+        // that were never assigned (abandoned in the queue) have none.
+        let rows = sqlx::query(
+            "SELECT c.department, c.closed_at, MIN(e.at) AS assigned_at \
+             FROM conversations c \
+             JOIN lifecycle_events e ON e.conversation_id = c.id AND e.kind = ? \
+             WHERE c.state = ? AND c.closed_at IS NOT NULL \
+             GROUP BY c.id, c.department, c.closed_at \
+             ORDER BY c.closed_at DESC, c.id DESC LIMIT ?",
+        )
+        .bind(tag(LifecycleKind::Assigned)?)
+        .bind(tag(ConversationState::Closed)?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reads)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                let closed_at: i64 = get(row, "closed_at")?;
+                let assigned_at: i64 = get(row, "assigned_at")?;
+                // Event times come from the caller's clock: never report a negative.
+                Ok((get(row, "department")?, from_db(closed_at - assigned_at)))
+            })
+            .collect()
+    }
+
+    async fn put_agent(&self, account: AgentAccount) -> Result<()> {
+        match self.write(Op::PutAgent(account)).await? {
+            Output::Unit => Ok(()),
+            other => Err(wrong_answer(&other)),
+        }
+    }
+
+    async fn agent(&self, id: &AgentId) -> Result<Option<AgentAccount>> {
+        let sql = format!("{AGENT_SELECT} WHERE id = ?");
+        let row = sqlx::query(&sql)
+            .bind(&id.0)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(agent_from_row).transpose()
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentAccount>> {
+        let sql = format!("{AGENT_SELECT} ORDER BY id");
+        let rows = sqlx::query(&sql).fetch_all(&self.reads).await.map_err(db)?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
+    async fn remove_agent(&self, id: &AgentId) -> Result<bool> {
+        match self.write(Op::RemoveAgent(id.clone())).await? {
+            Output::Removed(removed) => Ok(removed),
+            other => Err(wrong_answer(&other)),
+        }
+    }
+
+    async fn secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>> {
+        match self.write(Op::Secret(name.to_owned(), fresh)).await? {
+            Output::Secret(value) => Ok(value),
+            other => Err(wrong_answer(&other)),
+        }
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reads)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn shutdown(&self) {
+        // Dropping the only sender closes the queue: the writer drains what is
+        // already queued, commits it, answers, and ends.
+        let sender = self
+            .writes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(sender);
+        let handle = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            if let Err(e) = handle.await {
+                tracing::error!(error = %e, "transcript writer task failed");
+            }
+        }
+        self.reads.close().await;
+    }
+}
+
+/// One write, queued for the writer with the channel its answer goes back on.
+struct Request {
+    /// What to do.
+    op: Op,
+    /// Where the answer goes, after the transaction committed (or failed).
+    reply: oneshot::Sender<Result<Output>>,
+}
+
+impl Request {
+    /// Sends the answer to a caller that may have stopped waiting.
+    fn answer(self, result: Result<Output>) {
+        if self.reply.send(result).is_err() {
+            // The caller's task was cancelled. The write is committed (or not)
+            // regardless, and the observer was told; nobody is left to answer.
+            tracing::debug!("a write finished after its caller went away");
+        }
+    }
+}
+
+/// The writes the writer performs.
+// Nearly every queued write is an `Apply`, the largest variant: boxing it would add
+// an allocation per write and make the queue no smaller.
+#[allow(clippy::large_enum_variant)]
+enum Op {
+    /// `create_conversation`.
+    Create(NewConversation),
+    /// `apply`.
+    Apply(Change),
+    /// `put_agent`.
+    PutAgent(AgentAccount),
+    /// `remove_agent`.
+    RemoveAgent(AgentId),
+    /// `secret`: name and fresh bytes.
+    Secret(String, Vec<u8>),
+    /// `pragmas`: asked of the write connection, so it goes through the writer.
+    Pragmas,
+}
+
+/// The writer's answers, one variant per kind of [`Op`].
+enum Output {
+    /// Done, nothing to say.
+    Unit,
+    /// What an `apply` did.
+    Applied(Applied),
+    /// Whether `remove_agent` removed an account.
+    Removed(bool),
+    /// The secret's bytes.
+    Secret(Vec<u8>),
+    /// Journal mode and synchronous level.
+    Pragmas(String, i64),
+}
+
+/// An answer of the wrong kind: a bug in this module, reported as unavailable
+/// rather than a panic. Names only the variant: the answer may hold a secret.
+fn wrong_answer(output: &Output) -> StoreError {
+    let kind = match output {
+        Output::Unit => "unit",
+        Output::Applied(_) => "applied",
+        Output::Removed(_) => "removed",
+        Output::Secret(_) => "secret",
+        Output::Pragmas(..) => "pragmas",
+    };
+    StoreError::Unavailable(format!("store writer gave an unexpected answer: {kind}"))
+}
+
+/// The writer task: owns the single write connection and commits queued writes in
+/// batches. Ends when the queue is closed and drained.
+struct Writer {
+    /// The only connection that writes.
+    conn: SqliteConnection,
+    /// Queued writes.
+    requests: mpsc::Receiver<Request>,
+    /// Most writes per transaction.
+    max_batch: usize,
+    /// Observer and commit counter.
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    /// Commits batches until the queue is closed and empty, then closes the connection.
+    async fn run(mut self) {
+        // Capped: `max_batch` is a bound, not a size to allocate up front.
+        let mut batch = Vec::with_capacity(self.max_batch.min(1024));
+        // Waits for one write, then takes whatever else is queued, up to max_batch.
+        while self.requests.recv_many(&mut batch, self.max_batch).await > 0 {
+            self.commit_batch(&mut batch).await;
+        }
+        if let Err(e) = self.conn.close().await {
+            tracing::warn!(error = %e, "closing the write connection failed");
+        }
+        tracing::debug!("transcript writer stopped");
+    }
+
+    /// Runs every write of `batch` in one transaction, commits, tells the observer,
+    /// then answers every caller. Leaves `batch` empty.
+    async fn commit_batch(&mut self, batch: &mut Vec<Request>) {
+        let mut results = Vec::with_capacity(batch.len());
+        let mut committed = Vec::new();
+        match self.run_batch(batch, &mut results, &mut committed).await {
+            Ok(()) => {
+                self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                tracing::trace!(
+                    writes = batch.len(),
+                    entries = committed.len(),
+                    "batch committed"
+                );
+                // Observer first, answers after: by the time a sender sees its ack,
+                // its entry is already on its way to every receiver.
+                if !committed.is_empty() {
+                    if let Some(observer) = self.shared.observer.get() {
+                        observer.committed(&committed);
+                    }
+                }
+                for (request, result) in batch.drain(..).zip(results) {
+                    request.answer(result);
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                tracing::error!(error = %message, writes = batch.len(), "batch failed");
+                // The transaction may already be gone (SQLite rolls back by itself
+                // on some I/O errors); then ROLLBACK fails and that is fine.
+                if let Err(e) = exec(&mut self.conn, "ROLLBACK").await {
+                    tracing::debug!(error = %e, "rollback after a failed batch");
+                }
+                for request in batch.drain(..) {
+                    request.answer(Err(StoreError::Unavailable(message.clone())));
+                }
+            }
+        }
+    }
+
+    /// The transaction of one batch. `Err` means the batch as a whole failed and
+    /// nothing of it may be acknowledged; a single write's own failure is in
+    /// `results` and only its savepoint was rolled back.
+    async fn run_batch(
+        &mut self,
+        batch: &[Request],
+        results: &mut Vec<Result<Output>>,
+        committed: &mut Vec<(StoredEntry, u64)>,
+    ) -> Result<(), sqlx::Error> {
+        // IMMEDIATE: take the write lock now, not at the first write, so a second
+        // process on the same file fails here instead of halfway through.
+        exec(&mut self.conn, "BEGIN IMMEDIATE").await?;
+        for request in batch {
+            exec(&mut self.conn, "SAVEPOINT op").await?;
+            let mut appended = None;
+            let result = execute(&mut self.conn, &request.op, &mut appended).await;
+            if result.is_ok() {
+                exec(&mut self.conn, "RELEASE op").await?;
+                committed.extend(appended);
+            } else {
+                exec(&mut self.conn, "ROLLBACK TO op").await?;
+                exec(&mut self.conn, "RELEASE op").await?;
+            }
+            results.push(result);
+        }
+        exec(&mut self.conn, "COMMIT").await?;
+        Ok(())
+    }
+}
+
+/// Runs one statement that returns nothing.
+async fn exec(conn: &mut SqliteConnection, sql: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(sql).execute(&mut *conn).await.map(|_| ())
+}
+
+/// Performs one write inside its savepoint. A new entry it stores is put in
+/// `appended`, with its origin, for the observer.
+async fn execute(
+    conn: &mut SqliteConnection,
+    op: &Op,
+    appended: &mut Option<(StoredEntry, u64)>,
+) -> Result<Output> {
+    match op {
+        Op::Create(new) => create_conversation(conn, new).await,
+        Op::Apply(change) => apply_change(conn, change, appended).await,
+        Op::PutAgent(account) => put_agent(conn, account).await,
+        Op::RemoveAgent(id) => {
+            let done = sqlx::query("DELETE FROM agents WHERE id = ?")
+                .bind(&id.0)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+            Ok(Output::Removed(done.rows_affected() > 0))
+        }
+        Op::Secret(name, fresh) => {
+            // Get-or-create in one place: the writer is the only writer, and the
+            // insert is a no-op when the name exists, so racing callers agree.
+            sqlx::query(
+                "INSERT INTO secrets (name, value, created_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(fresh.as_slice())
+            .bind(to_db(now_ms()))
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+            let value: Vec<u8> = sqlx::query_scalar("SELECT value FROM secrets WHERE name = ?")
+                .bind(name)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db)?;
+            Ok(Output::Secret(value))
+        }
+        Op::Pragmas => {
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db)?;
+            let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db)?;
+            Ok(Output::Pragmas(mode, sync))
+        }
+    }
+}
+
+/// Inserts a conversation and its `queued` or `offline` event.
+async fn create_conversation(conn: &mut SqliteConnection, new: &NewConversation) -> Result<Output> {
+    let kind = match new.state {
+        ConversationState::Queued => LifecycleKind::Queued,
+        ConversationState::Offline => LifecycleKind::Offline,
+        // A conversation is born waiting; owning or closing it are changes with
+        // their own events, which a creation would skip.
+        ConversationState::Active | ConversationState::Closed => {
+            return Err(StoreError::Precondition)
+        }
+    };
+    let id = new.id.to_string();
+    let card = serde_json::to_string(&new.player).map_err(corrupt)?;
+    let inserted = sqlx::query(
+        "INSERT INTO conversations (id, player_id, player_card, department, language, state, \
+         last_seq, last_public_seq, created_at) VALUES (?, ?, ?, ?, ?, ?, 0, 0, ?)",
+    )
+    .bind(&id)
+    .bind(&new.player.id.0)
+    .bind(card)
+    .bind(&new.department)
+    .bind(&new.language)
+    .bind(tag(new.state)?)
+    .bind(to_db(new.created_at))
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            return Err(StoreError::Conflict)
+        }
+        Err(e) => return Err(db(e)),
+    }
+    let event = LifecycleEvent {
+        kind,
+        agent: None,
+        detail: serde_json::json!({
+            "department": new.department,
+            "language": new.language,
+        }),
+        at: new.created_at,
+    };
+    insert_event(conn, &id, &event).await?;
+    Ok(Output::Unit)
+}
+
+/// Applies one [`Change`] (the caller holds its savepoint).
+async fn apply_change(
+    conn: &mut SqliteConnection,
+    change: &Change,
+    appended: &mut Option<(StoredEntry, u64)>,
+) -> Result<Output> {
+    let id = change.conversation.to_string();
+    // One round trip reads the conversation and, for an entry with a client id, the
+    // entry already stored under that id (if any).
+    let (sender_id, client_id) = match &change.entry {
+        Some(NewEntry {
+            sender,
+            client_id: Some(client_id),
+            ..
+        }) => (Some(sender.id.as_str()), Some(client_id.as_str())),
+        _ => (None, None),
+    };
+    let row = sqlx::query(
+        "SELECT c.state, c.agent_id, c.last_seq, c.last_public_seq, c.closed_at, \
+         c.close_reason, c.rating, c.rating_comment, \
+         e.seq AS dup_seq, e.prev_public AS dup_prev_public, e.kind AS dup_kind, \
+         e.sender_role AS dup_sender_role, e.sender_id AS dup_sender_id, \
+         e.sender_name AS dup_sender_name, e.body AS dup_body, e.client_id AS dup_client_id, \
+         e.event AS dup_event, e.at AS dup_at \
+         FROM conversations c \
+         LEFT JOIN entries e ON e.conversation_id = c.id AND e.sender_id = ? AND e.client_id = ? \
+         WHERE c.id = ?",
+    )
+    .bind(sender_id)
+    .bind(client_id)
+    .bind(&id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db)?;
+    let Some(row) = row else {
+        return Err(StoreError::NotFound);
+    };
+
+    // A resend is answered before anything else is looked at: the change it belongs
+    // to was applied when the original was stored, and must not apply twice.
+    if let Some(entry) = &change.entry {
+        if get::<Option<i64>>(&row, "dup_seq")?.is_some() {
+            let original = entry_from_row(&row, "dup_", change.conversation)?;
+            if original.text != entry.text {
+                return Err(StoreError::Conflict);
+            }
+            return Ok(Output::Applied(Applied {
+                appended: Some(Appended {
+                    entry: original,
+                    duplicate: true,
+                }),
+            }));
+        }
+    }
+
+    let mut state: ConversationState = untag(get(&row, "state")?)?;
+    let mut agent: Option<String> = get(&row, "agent_id")?;
+    let mut last_seq = from_db(get(&row, "last_seq")?);
+    let mut last_public_seq = from_db(get(&row, "last_public_seq")?);
+    let mut closed_at: Option<i64> = get(&row, "closed_at")?;
+    let mut close_reason: Option<String> = get(&row, "close_reason")?;
+    let mut rating: Option<i64> = get(&row, "rating")?;
+    let mut rating_comment: Option<String> = get(&row, "rating_comment")?;
+
+    if let Some(expect) = &change.expect {
+        if expect.state != state || expect.agent.as_ref().map(|a| a.0.as_str()) != agent.as_deref()
+        {
+            return Err(StoreError::Precondition);
+        }
+    }
+    if let Some((score, comment)) = &change.rating {
+        if rating.is_some() || !(1..=5).contains(score) {
+            return Err(StoreError::Precondition);
+        }
+        rating = Some(i64::from(*score));
+        rating_comment.clone_from(comment);
+    }
+    if let Some(set) = &change.set {
+        if set.state == ConversationState::Closed {
+            if state != ConversationState::Closed {
+                closed_at = Some(to_db(now_ms()));
+                close_reason.clone_from(&set.close_reason);
+            } else if set.close_reason.is_some() {
+                close_reason.clone_from(&set.close_reason);
+            }
+        } else {
+            closed_at = None;
+            close_reason = None;
+        }
+        state = set.state;
+        agent = set.agent.as_ref().map(|a| a.0.clone());
+    }
+
+    let mut outcome = Applied::default();
+    if let Some(entry) = &change.entry {
+        let stored = StoredEntry {
+            conversation: change.conversation,
+            seq: last_seq + 1,
+            prev_public: last_public_seq,
+            kind: entry.kind,
+            sender: entry.sender.clone(),
+            text: entry.text.clone(),
+            client_id: entry.client_id.clone(),
+            event: entry.event.clone(),
+            at: now_ms(),
+        };
+        insert_entry(conn, &id, &stored).await?;
+        last_seq = stored.seq;
+        if stored.is_public() {
+            last_public_seq = stored.seq;
+        }
+        *appended = Some((stored.clone(), entry.origin));
+        outcome.appended = Some(Appended {
+            entry: stored,
+            duplicate: false,
+        });
+    }
+
+    if change.set.is_some() || change.entry.is_some() || change.rating.is_some() {
+        sqlx::query(
+            "UPDATE conversations SET state = ?, agent_id = ?, last_seq = ?, \
+             last_public_seq = ?, closed_at = ?, close_reason = ?, rating = ?, \
+             rating_comment = ? WHERE id = ?",
+        )
+        .bind(tag(state)?)
+        .bind(agent)
+        .bind(to_db(last_seq))
+        .bind(to_db(last_public_seq))
+        .bind(closed_at)
+        .bind(close_reason)
+        .bind(rating)
+        .bind(rating_comment)
+        .bind(&id)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    }
+    for event in &change.events {
+        insert_event(conn, &id, event).await?;
+    }
+    if let Some(handoff) = &change.handoff {
+        sqlx::query(
+            "INSERT INTO handoffs (conversation_id, from_agent, to_target, note, outcome, at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(&handoff.from.0)
+        .bind(&handoff.to)
+        .bind(&handoff.note)
+        .bind(&handoff.outcome)
+        .bind(to_db(handoff.at))
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    }
+    Ok(Output::Applied(outcome))
+}
+
+/// Inserts one transcript entry.
+async fn insert_entry(conn: &mut SqliteConnection, id: &str, entry: &StoredEntry) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO entries (conversation_id, seq, prev_public, kind, sender_role, sender_id, \
+         sender_name, body, client_id, event, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(id)
+    .bind(to_db(entry.seq))
+    .bind(to_db(entry.prev_public))
+    .bind(tag(entry.kind)?)
+    .bind(tag(entry.sender.role)?)
+    .bind(&entry.sender.id)
+    .bind(&entry.sender.name)
+    .bind(&entry.text)
+    .bind(&entry.client_id)
+    .bind(&entry.event)
+    .bind(to_db(entry.at))
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Inserts one lifecycle event.
+async fn insert_event(conn: &mut SqliteConnection, id: &str, event: &LifecycleEvent) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO lifecycle_events (conversation_id, kind, agent_id, detail, at) \
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(id)
+    .bind(tag(event.kind)?)
+    .bind(event.agent.as_ref().map(|a| a.0.as_str()))
+    .bind(event.detail.to_string())
+    .bind(to_db(event.at))
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Creates or replaces an account.
+async fn put_agent(conn: &mut SqliteConnection, account: &AgentAccount) -> Result<Output> {
+    sqlx::query(
+        "INSERT INTO agents (id, name, password_hash, role, languages, departments, capacity, \
+         created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
+         password_hash = excluded.password_hash, role = excluded.role, \
+         languages = excluded.languages, departments = excluded.departments, \
+         capacity = excluded.capacity, created_at = excluded.created_at",
+    )
+    .bind(&account.id.0)
+    .bind(&account.name)
+    .bind(&account.password_hash)
+    .bind(tag(account.role)?)
+    .bind(serde_json::to_string(&account.languages).map_err(corrupt)?)
+    .bind(serde_json::to_string(&account.departments).map_err(corrupt)?)
+    .bind(i64::from(account.capacity))
+    .bind(to_db(account.created_at))
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(Output::Unit)
+}
+
+/// The columns of a [`ConversationRecord`]; `first_seq` is NULL when no entry is stored.
+const CONVERSATION_SELECT: &str = "SELECT c.id, c.player_id, c.player_card, c.department, \
+     c.language, c.state, c.agent_id, c.last_seq, c.last_public_seq, c.created_at, \
+     c.closed_at, c.close_reason, c.rating, c.rating_comment, \
+     (SELECT MIN(e.seq) FROM entries e WHERE e.conversation_id = c.id) AS first_seq \
+     FROM conversations c";
+
+/// The columns of an [`AgentAccount`].
+const AGENT_SELECT: &str = "SELECT id, name, password_hash, role, languages, departments, \
+     capacity, created_at FROM agents";
+
+/// Decodes a row of [`CONVERSATION_SELECT`].
+fn conversation_from_row(row: &SqliteRow) -> Result<ConversationRecord> {
+    let id: String = get(row, "id")?;
+    let card: String = get(row, "player_card")?;
+    let last_seq = from_db(get(row, "last_seq")?);
+    let rating: Option<i64> = get(row, "rating")?;
+    Ok(ConversationRecord {
+        summary: ConversationSummary {
+            id: id.parse().map_err(corrupt)?,
+            state: untag(get(row, "state")?)?,
+            department: get(row, "department")?,
+            language: get(row, "language")?,
+            player: PlayerId(get(row, "player_id")?),
+            agent: get::<Option<String>>(row, "agent_id")?.map(AgentId),
+            last_seq,
+            last_public_seq: from_db(get(row, "last_public_seq")?),
+            created_at: from_db(get(row, "created_at")?),
+            closed_at: get::<Option<i64>>(row, "closed_at")?.map(from_db),
+            rating: rating
+                .map(|r| u8::try_from(r).map_err(corrupt))
+                .transpose()?,
+        },
+        player: serde_json::from_str::<PlayerCard>(&card).map_err(corrupt)?,
+        first_seq: get::<Option<i64>>(row, "first_seq")?.map_or(last_seq + 1, from_db),
+        close_reason: get(row, "close_reason")?,
+        rating_comment: get(row, "rating_comment")?,
+    })
+}
+
+/// Decodes an entry whose column names carry `prefix`.
+fn entry_from_row(
+    row: &SqliteRow,
+    prefix: &str,
+    conversation: ConversationId,
+) -> Result<StoredEntry> {
+    let col = |name: &str| format!("{prefix}{name}");
+    Ok(StoredEntry {
+        conversation,
+        seq: from_db(get(row, &col("seq"))?),
+        prev_public: from_db(get(row, &col("prev_public"))?),
+        kind: untag(get(row, &col("kind"))?)?,
+        sender: Participant {
+            role: untag(get(row, &col("sender_role"))?)?,
+            id: get(row, &col("sender_id"))?,
+            name: get(row, &col("sender_name"))?,
+        },
+        text: get(row, &col("body"))?,
+        client_id: get(row, &col("client_id"))?,
+        event: get(row, &col("event"))?,
+        at: from_db(get(row, &col("at"))?),
+    })
+}
+
+/// Decodes a row of [`AGENT_SELECT`].
+fn agent_from_row(row: &SqliteRow) -> Result<AgentAccount> {
+    let languages: String = get(row, "languages")?;
+    let departments: String = get(row, "departments")?;
+    let capacity: i64 = get(row, "capacity")?;
+    Ok(AgentAccount {
+        id: AgentId(get(row, "id")?),
+        name: get(row, "name")?,
+        password_hash: get(row, "password_hash")?,
+        role: untag(get(row, "role")?)?,
+        languages: serde_json::from_str(&languages).map_err(corrupt)?,
+        departments: serde_json::from_str(&departments).map_err(corrupt)?,
+        capacity: u32::try_from(capacity).map_err(corrupt)?,
+        created_at: from_db(get(row, "created_at")?),
+    })
+}
+
+/// One column of a row.
+fn get<'r, T>(row: &'r SqliteRow, column: &str) -> Result<T>
+where
+    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
+{
+    row.try_get(column).map_err(db)
+}
+
+/// An enum's snake_case serde name, as stored.
+fn tag<T: Serialize>(value: T) -> Result<String> {
+    match serde_json::to_value(value).map_err(corrupt)? {
+        serde_json::Value::String(s) => Ok(s),
+        other => Err(StoreError::Unavailable(format!(
+            "not a unit enum variant: {other}"
+        ))),
+    }
+}
+
+/// An enum from its stored snake_case serde name.
+fn untag<T: DeserializeOwned>(name: String) -> Result<T> {
+    serde_json::from_value(serde_json::Value::String(name)).map_err(corrupt)
+}
+
+/// A `u64` (sequence number, Unix ms) as the signed 64-bit integer SQL stores.
+/// Neither comes anywhere near `i64::MAX`; saturate rather than wrap if one did.
+fn to_db(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A stored integer as a `u64`; negatives (which this store never writes) read as 0.
+fn from_db(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// A database failure.
+fn db(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// A value that does not decode: the file was changed by something else.
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("corrupt stored value: {e}"))
+}

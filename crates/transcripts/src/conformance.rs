@@ -1,0 +1,1370 @@
+//! The backend-neutral conformance suite: one async function per behaviour of the
+//! [`Store`] contract, each given a fresh, empty store. Every backend (SQLite now,
+//! PostgreSQL later) runs all of them through [`run_all`], or one by one.
+//!
+//! It owns the checks, not the stores: a backend's tests make the stores. The
+//! functions panic (assert) on the first broken behaviour, like any test; they are
+//! plain library code so that another crate's tests can run them.
+
+use crate::{
+    now_ms, AgentAccount, Applied, Change, CommitObserver, ConversationFilter, Expect, Handoff,
+    LifecycleEvent, LifecycleKind, NewConversation, NewEntry, SetState, Store, StoreError,
+    StoredEntry,
+};
+use pitboss_protocol::{
+    AgentId, ConversationId, ConversationState, MessageKind, Participant, PlayerCard, PlayerId,
+    Role, Seq,
+};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::task::JoinSet;
+
+/// The future of one conformance case.
+pub type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// One conformance case: runs against a fresh, empty store and panics if the store
+/// breaks the contract.
+pub type Case = fn(Arc<dyn Store>) -> CaseFuture;
+
+/// Every case, by name, in the order [`run_all`] runs them.
+pub fn cases() -> Vec<(&'static str, Case)> {
+    macro_rules! case {
+        ($name:ident) => {
+            (stringify!($name), {
+                fn run(store: Arc<dyn Store>) -> CaseFuture {
+                    Box::pin($name(store))
+                }
+                run as Case
+            })
+        };
+    }
+    vec![
+        case!(create_and_read_back),
+        case!(seq_gap_free_under_concurrency),
+        case!(seq_gap_free_across_conversations),
+        case!(prev_public_skips_notes),
+        case!(idempotent_resend),
+        case!(client_id_conflict),
+        case!(client_id_scoped_by_sender),
+        case!(unknown_conversation_not_found),
+        case!(precondition_mismatch_writes_nothing),
+        case!(rating_once),
+        case!(entries_paging),
+        case!(observer_sees_every_entry_once),
+        case!(events_and_handoffs_recorded),
+        case!(agents_crud),
+        case!(secret_get_or_create),
+        case!(open_conversations_exclude_closed),
+        case!(conversations_filtered_newest_first),
+        case!(recent_handle_times),
+        case!(writes_after_shutdown_unavailable),
+    ]
+}
+
+/// Runs every case, each on a fresh store from `make`, and shuts each store down
+/// after its case. Panics naming the first case that fails.
+pub async fn run_all<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    for (name, case) in cases() {
+        tracing::info!(case = name, "store conformance case");
+        let store = make().await;
+        // On its own task so a failing assertion can be reported with the case's name.
+        let outcome = tokio::spawn(case(store.clone())).await;
+        store.shutdown().await;
+        if let Err(e) = outcome {
+            let why = if e.is_panic() {
+                let payload = e.into_panic();
+                payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panicked".into())
+            } else {
+                e.to_string()
+            };
+            panic!("store conformance case `{name}` failed: {why}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The cases.
+
+/// A created conversation reads back as it was given, with no entries, and its
+/// `queued` or `offline` event; creating the same id again fails and changes nothing.
+pub async fn create_and_read_back(store: Arc<dyn Store>) {
+    let queued = new_conversation("p:alice", ConversationState::Queued, 1_700_000_000_000);
+    store
+        .create_conversation(queued.clone())
+        .await
+        .expect("create queued");
+    let offline = new_conversation("v:bob", ConversationState::Offline, 1_700_000_001_000);
+    store
+        .create_conversation(offline.clone())
+        .await
+        .expect("create offline");
+
+    let record = store
+        .conversation(queued.id)
+        .await
+        .expect("read")
+        .expect("created conversation is found");
+    assert_eq!(record.player, queued.player, "player card round-trips");
+    assert_eq!(record.summary.id, queued.id);
+    assert_eq!(record.summary.player, queued.player.id);
+    assert_eq!(record.summary.state, ConversationState::Queued);
+    assert_eq!(record.summary.department, "general");
+    assert_eq!(record.summary.language, "tr");
+    assert_eq!(record.summary.agent, None);
+    assert_eq!(record.summary.last_seq, 0);
+    assert_eq!(record.summary.last_public_seq, 0);
+    assert_eq!(record.summary.created_at, queued.created_at);
+    assert_eq!(record.summary.closed_at, None);
+    assert_eq!(record.summary.rating, None);
+    assert_eq!(
+        record.first_seq, 1,
+        "nothing stored yet: the first entry will be 1"
+    );
+    assert_eq!(record.close_reason, None);
+    assert_eq!(record.rating_comment, None);
+
+    let kinds = |events: Vec<LifecycleEvent>| events.iter().map(|e| e.kind).collect::<Vec<_>>();
+    assert_eq!(
+        kinds(store.events(queued.id).await.expect("events")),
+        [LifecycleKind::Queued]
+    );
+    assert_eq!(
+        kinds(store.events(offline.id).await.expect("events")),
+        [LifecycleKind::Offline]
+    );
+    assert_eq!(
+        store.events(queued.id).await.expect("events")[0].at,
+        queued.created_at,
+        "the creation event happens when the conversation was created"
+    );
+
+    // A second create with the same id must not replace the first.
+    let mut again = new_conversation("p:mallory", ConversationState::Offline, 1_800_000_000_000);
+    again.id = queued.id;
+    assert!(
+        store.create_conversation(again).await.is_err(),
+        "creating an existing id must fail"
+    );
+    let after = store
+        .conversation(queued.id)
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(after, record, "a failed create changes nothing");
+    assert_eq!(store.events(queued.id).await.expect("events").len(), 1);
+}
+
+/// 200 concurrent appends to one conversation get sequence numbers 1..=200, no gap,
+/// no repeat, and read back in that order with correct `prev_public`.
+pub async fn seq_gap_free_under_concurrency(store: Arc<dyn Store>) {
+    const APPENDS: usize = 200;
+    let id = create(&store, ConversationState::Active).await;
+    let mut tasks = JoinSet::new();
+    for i in 0..APPENDS {
+        let store = store.clone();
+        // Every third is a note, so public and private numbering interleave.
+        let entry = if i % 3 == 0 {
+            note(agent("ayla"), &format!("n{i}"), &format!("note {i}"))
+        } else {
+            message(player("p:1"), &format!("m{i}"), &format!("message {i}"))
+        };
+        tasks.spawn(async move { store.apply(Change::append(id, entry)).await });
+    }
+    let mut returned = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        let appended = appended(joined.expect("task")).expect("append succeeds");
+        assert!(!appended.duplicate, "every client id is new");
+        let seq = appended.entry.seq;
+        assert!(
+            returned.insert(seq, appended.entry).is_none(),
+            "sequence number {seq} given twice"
+        );
+    }
+    let seqs: Vec<Seq> = returned.keys().copied().collect();
+    assert_eq!(
+        seqs,
+        (1..=APPENDS as Seq).collect::<Vec<_>>(),
+        "gap-free from 1"
+    );
+
+    let stored = store.entries(id, 0, 1000, true).await.expect("entries");
+    assert_eq!(stored.len(), APPENDS);
+    check_prev_public(&stored);
+    for entry in &stored {
+        assert_eq!(
+            Some(entry),
+            returned.get(&entry.seq),
+            "stored as acknowledged"
+        );
+    }
+    let record = store.conversation(id).await.expect("read").expect("found");
+    assert_eq!(record.summary.last_seq, APPENDS as Seq);
+    let last_public = stored.iter().filter(|e| e.is_public()).map(|e| e.seq).max();
+    assert_eq!(Some(record.summary.last_public_seq), last_public);
+    assert_eq!(record.first_seq, 1);
+}
+
+/// Concurrent appends spread over several conversations number each conversation
+/// on its own, from 1, without gaps or cross-talk.
+pub async fn seq_gap_free_across_conversations(store: Arc<dyn Store>) {
+    const CONVERSATIONS: usize = 5;
+    const EACH: usize = 40;
+    let mut ids = Vec::new();
+    for _ in 0..CONVERSATIONS {
+        ids.push(create(&store, ConversationState::Active).await);
+    }
+    let mut tasks = JoinSet::new();
+    // Interleaved: conversation 0, 1, 2… then again, so batches mix conversations.
+    for i in 0..EACH {
+        for (c, id) in ids.iter().copied().enumerate() {
+            let store = store.clone();
+            let entry = message(player("p:1"), &format!("m{i}"), &format!("c{c} m{i}"));
+            tasks.spawn(async move { (c, store.apply(Change::append(id, entry)).await) });
+        }
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let (c, result) = joined.expect("task");
+        let appended = appended(result).expect("append succeeds");
+        assert_eq!(appended.entry.conversation, ids[c]);
+    }
+    for (c, id) in ids.iter().copied().enumerate() {
+        let stored = store.entries(id, 0, 1000, true).await.expect("entries");
+        let seqs: Vec<Seq> = stored.iter().map(|e| e.seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=EACH as Seq).collect::<Vec<_>>(),
+            "conversation {c}"
+        );
+        assert!(
+            stored.iter().all(|e| e.text.starts_with(&format!("c{c} "))),
+            "conversation {c} holds only its own entries"
+        );
+        check_prev_public(&stored);
+    }
+}
+
+/// `prev_public` points at the previous entry a player may see, skipping notes, and
+/// `last_public_seq` does not move for a note.
+pub async fn prev_public_skips_notes(store: Arc<dyn Store>) {
+    let id = create(&store, ConversationState::Active).await;
+    let script = [
+        message(player("p:1"), "a", "hello"),
+        note(agent("ayla"), "b", "VIP, be nice"),
+        note(agent("ayla"), "c", "checking payments"),
+        system_event("transferred"),
+        message(agent("ayla"), "d", "hi"),
+        note(agent("ayla"), "e", "done"),
+    ];
+    let mut got = Vec::new();
+    for entry in script {
+        let applied = store.apply(Change::append(id, entry)).await;
+        let entry = appended(applied).expect("append").entry;
+        got.push((entry.seq, entry.prev_public));
+    }
+    assert_eq!(got, [(1, 0), (2, 1), (3, 1), (4, 1), (5, 4), (6, 5)]);
+    let record = store.conversation(id).await.expect("read").expect("found");
+    assert_eq!(record.summary.last_seq, 6);
+    assert_eq!(
+        record.summary.last_public_seq, 5,
+        "a trailing note is not public"
+    );
+    let stored = store.entries(id, 0, 100, true).await.expect("entries");
+    // Agents see every entry, so their `prev` is always the one before.
+    assert!(stored.iter().all(|e| e.to_message(false).prev == e.seq - 1));
+    assert_eq!(stored[4].to_message(true).prev, 4);
+}
+
+/// Resending a client id with the same text returns the original entry, marked
+/// duplicate, however much later; nothing new is stored. Concurrent resends store
+/// the message once.
+pub async fn idempotent_resend(store: Arc<dyn Store>) {
+    let id = create(&store, ConversationState::Active).await;
+    let first = appended(
+        store
+            .apply(Change::append(id, message(player("p:1"), "c1", "hello")))
+            .await,
+    )
+    .expect("first send");
+    assert!(!first.duplicate);
+    appended(
+        store
+            .apply(Change::append(id, message(agent("ayla"), "a1", "hi there")))
+            .await,
+    )
+    .expect("reply");
+
+    let resent = appended(
+        store
+            .apply(Change::append(id, message(player("p:1"), "c1", "hello")))
+            .await,
+    )
+    .expect("resend");
+    assert!(resent.duplicate, "a resend is reported as a duplicate");
+    assert_eq!(
+        resent.entry, first.entry,
+        "a resend returns the original entry"
+    );
+    let record = store.conversation(id).await.expect("read").expect("found");
+    assert_eq!(record.summary.last_seq, 2, "a resend stores nothing");
+    assert_eq!(
+        store
+            .entries(id, 0, 100, true)
+            .await
+            .expect("entries")
+            .len(),
+        2
+    );
+
+    // The same message sent ten times at once (a client retrying over several
+    // connections) is stored once; every answer carries that one sequence number.
+    let mut tasks = JoinSet::new();
+    for _ in 0..10 {
+        let store = store.clone();
+        let entry = message(player("p:1"), "burst", "are you there?");
+        tasks.spawn(async move { store.apply(Change::append(id, entry)).await });
+    }
+    let mut originals = 0;
+    let mut seqs = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let appended = appended(joined.expect("task")).expect("send");
+        originals += usize::from(!appended.duplicate);
+        seqs.push(appended.entry.seq);
+    }
+    assert_eq!(originals, 1, "exactly one send is the original");
+    assert!(
+        seqs.iter().all(|&s| s == 3),
+        "all answers name seq 3: {seqs:?}"
+    );
+    let record = store.conversation(id).await.expect("read").expect("found");
+    assert_eq!(record.summary.last_seq, 3);
+}
+
+/// The same client id by the same sender with other text is a conflict, and the
+/// whole change it came in is refused.
+pub async fn client_id_conflict(store: Arc<dyn Store>) {
+    let id = create(&store, ConversationState::Active).await;
+    appended(
+        store
+            .apply(Change::append(id, message(player("p:1"), "c1", "hello")))
+            .await,
+    )
+    .expect("first send");
+    let other = store
+        .apply(Change::append(
+            id,
+            message(player("p:1"), "c1", "something else"),
+        ))
+        .await;
+    assert!(
+        matches!(other, Err(StoreError::Conflict)),
+        "expected Conflict, got {other:?}"
+    );
+    // In a change that also closes the conversation: nothing of it is written.
+    let change = Change {
+        set: Some(SetState {
+            state: ConversationState::Closed,
+            agent: None,
+            close_reason: Some("resolved".into()),
+        }),
+        events: vec![lifecycle(LifecycleKind::Closed, None)],
+        ..Change::append(id, message(player("p:1"), "c1", "bye"))
+    };
+    let result = store.apply(change).await;
+    assert!(
+        matches!(result, Err(StoreError::Conflict)),
+        "got {result:?}"
+    );
+    let record = store.conversation(id).await.expect("read").expect("found");
+    assert_eq!(record.summary.last_seq, 1, "a conflict stores nothing");
+    assert_eq!(record.summary.state, ConversationState::Active);
+    let stored = store.entries(id, 0, 100, true).await.expect("entries");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].text, "hello", "the original text is kept");
+    assert_eq!(store.events(id).await.expect("events").len(), 1);
+}
+
+/// A client id belongs to its sender and conversation: another sender, or another
+/// conversation, may use the same id for a separate message.
+pub async fn client_id_scoped_by_sender(store: Arc<dyn Store>) {
+    let id = create(&store, ConversationState::Active).await;
+    let other = create(&store, ConversationState::Active).await;
+    let by_player = appended(
+        store
+            .apply(Change::append(id, message(player("p:1"), "x", "hello")))
+            .await,
+    )
+    .expect("player");
+    let by_agent = appended(
+        store
+            .apply(Change::append(id, message(agent("ayla"), "x", "hello")))
+            .await,
+    )
+    .expect("agent");
+    let elsewhere = appended(
+        store
+            .apply(Change::append(other, message(player("p:1"), "x", "hello")))
+            .await,
+    )
+    .expect("other conversation");
+    assert!(!by_player.duplicate && !by_agent.duplicate && !elsewhere.duplicate);
+    assert_eq!((by_player.entry.seq, by_agent.entry.seq), (1, 2));
+    assert_eq!(elsewhere.entry.seq, 1);
+    assert_eq!(by_agent.entry.sender, agent("ayla"));
+}
+
+/// Changing a conversation that does not exist is `NotFound` and reading it is
+/// `None`.
+pub async fn unknown_conversation_not_found(store: Arc<dyn Store>) {
+    let nowhere = ConversationId::new();
+    let result = store
+        .apply(Change::append(nowhere, message(player("p:1"), "c", "hi")))
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::NotFound)),
+        "got {result:?}"
+    );
+    let result = store
+        .apply(Change {
+            conversation: nowhere,
+            events: vec![lifecycle(LifecycleKind::Offered, Some("ayla"))],
+            ..Change::default()
+        })
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::NotFound)),
+        "got {result:?}"
+    );
+    assert_eq!(store.conversation(nowhere).await.expect("read"), None);
+}
+
+/// A change whose precondition does not hold fails with `Precondition` and writes
+/// nothing at all; among concurrent claims on one queued conversation exactly one
+/// wins (the compare-and-set that fences a deposed router).
+pub async fn precondition_mismatch_writes_nothing(store: Arc<dyn Store>) {
+    let id = create(&store, ConversationState::Queued).await;
+    let before = store.conversation(id).await.expect("read").expect("found");
+    let everything = |expect: Expect| Change {
+        conversation: id,
+        expect: Some(expect),
+        set: Some(SetState {
+            state: ConversationState::Closed,
+            agent: None,
+            close_reason: Some("spam".into()),
+        }),
+        entry: Some(system_event("closed")),
+        events: vec![lifecycle(LifecycleKind::Closed, Some("ayla"))],
+        handoff: Some(handoff("ayla", "department:payments", "requested")),
+        rating: Some((5, Some("great".into()))),
+    };
+    // Wrong state.
+    let result = store
+        .apply(everything(Expect {
+            state: ConversationState::Active,
+            agent: None,
+        }))
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Precondition)),
+        "got {result:?}"
+    );
+    // Right state, wrong owner.
+    let result = store
+        .apply(everything(Expect {
+            state: ConversationState::Queued,
+            agent: Some(AgentId("ayla".into())),
+        }))
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Precondition)),
+        "got {result:?}"
+    );
+
+    let after = store.conversation(id).await.expect("read").expect("found");
+    assert_eq!(after, before, "no state, owner, sequence or rating change");
+    assert!(store
+        .entries(id, 0, 100, true)
+        .await
+        .expect("entries")
+        .is_empty());
+    assert_eq!(
+        store.events(id).await.expect("events").len(),
+        1,
+        "only `queued`"
+    );
+    assert!(store.handoffs(id).await.expect("handoffs").is_empty());
+
+    // Twenty agents claim the queued conversation at once, each expecting it
+    // unowned: one gets it, the rest are refused and leave no trace.
+    let mut tasks = JoinSet::new();
+    for i in 0..20 {
+        let store = store.clone();
+        let me = format!("agent{i}");
+        tasks.spawn(async move {
+            let claim = Change {
+                conversation: id,
+                expect: Some(Expect {
+                    state: ConversationState::Queued,
+                    agent: None,
+                }),
+                set: Some(SetState {
+                    state: ConversationState::Active,
+                    agent: Some(AgentId(me.clone())),
+                    close_reason: None,
+                }),
+                entry: Some(system_event("assigned")),
+                events: vec![lifecycle(LifecycleKind::Assigned, Some(&me))],
+                ..Change::default()
+            };
+            (me, store.apply(claim).await)
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined.expect("task") {
+            (me, Ok(_)) => winners.push(me),
+            (_, Err(StoreError::Precondition)) => {}
+            (_, Err(e)) => panic!("a losing claim must fail with Precondition, got {e:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one claim wins: {winners:?}");
+    let record = store.conversation(id).await.expect("read").expect("found");
+    assert_eq!(record.summary.state, ConversationState::Active);
+    assert_eq!(record.summary.agent, Some(AgentId(winners[0].clone())));
+    assert_eq!(
+        record.summary.last_seq, 1,
+        "only the winner's entry is stored"
+    );
+    let events = store.events(id).await.expect("events");
+    assert_eq!(events.len(), 2, "queued, and the winner's assigned");
+    assert_eq!(events[1].agent, Some(AgentId(winners[0].clone())));
+}
+
+/// A conversation is rated once, with a score from 1 to 5; anything else is
+/// `Precondition` and leaves the stored rating alone.
+pub async fn rating_once(store: Arc<dyn Store>) {
+    let id = create(&store, ConversationState::Active).await;
+    let rate = |score: u8, comment: &str| Change {
+        conversation: id,
+        rating: Some((score, Some(comment.to_string()))),
+        events: vec![lifecycle(LifecycleKind::Rated, None)],
+        ..Change::default()
+    };
+    for bad in [0, 6] {
+        let result = store.apply(rate(bad, "out of range")).await;
+        assert!(
+            matches!(result, Err(StoreError::Precondition)),
+            "score {bad}: got {result:?}"
+        );
+    }
+    let record = store.conversation(id).await.expect("read").expect("found");
+    assert_eq!(record.summary.rating, None, "a refused score is not stored");
+
+    store.apply(rate(4, "quick")).await.expect("first rating");
+    let again = store.apply(rate(1, "changed my mind")).await;
+    assert!(
+        matches!(again, Err(StoreError::Precondition)),
+        "got {again:?}"
+    );
+
+    let record = store.conversation(id).await.expect("read").expect("found");
+    assert_eq!(record.summary.rating, Some(4));
+    assert_eq!(record.rating_comment.as_deref(), Some("quick"));
+    let rated = store.events(id).await.expect("events");
+    assert_eq!(
+        rated
+            .iter()
+            .filter(|e| e.kind == LifecycleKind::Rated)
+            .count(),
+        1,
+        "only the accepted rating left an event"
+    );
+}
+
+/// `entries` pages by `after` and `limit`, ascending, and leaves notes out unless
+/// asked; every field round-trips.
+pub async fn entries_paging(store: Arc<dyn Store>) {
+    let id = create(&store, ConversationState::Active).await;
+    let mut sent = Vec::new();
+    for i in 1..=10u64 {
+        // Notes at 3 and 6.
+        let entry = match i {
+            3 | 6 => note(agent("ayla"), &format!("k{i}"), &format!("note {i}")),
+            7 => system_event("transfer_requested"),
+            _ => message(player("p:1"), &format!("k{i}"), &format!("text {i}")),
+        };
+        let stored = appended(store.apply(Change::append(id, entry.clone())).await)
+            .expect("append")
+            .entry;
+        assert_eq!(stored.kind, entry.kind);
+        assert_eq!(stored.sender, entry.sender);
+        assert_eq!(stored.text, entry.text);
+        assert_eq!(stored.client_id, entry.client_id);
+        assert_eq!(stored.event, entry.event);
+        sent.push(stored);
+    }
+    let seqs = |entries: Vec<StoredEntry>| entries.iter().map(|e| e.seq).collect::<Vec<_>>();
+    let page = |after, limit, notes| {
+        let store = store.clone();
+        async move {
+            seqs(
+                store
+                    .entries(id, after, limit, notes)
+                    .await
+                    .expect("entries"),
+            )
+        }
+    };
+    assert_eq!(page(0, 4, true).await, [1, 2, 3, 4]);
+    assert_eq!(page(4, 4, true).await, [5, 6, 7, 8]);
+    assert_eq!(page(8, 4, true).await, [9, 10]);
+    assert_eq!(page(10, 4, true).await, Vec::<Seq>::new());
+    assert_eq!(page(0, 100, false).await, [1, 2, 4, 5, 7, 8, 9, 10]);
+    assert_eq!(
+        page(2, 3, false).await,
+        [4, 5, 7],
+        "limit counts public entries"
+    );
+    assert_eq!(
+        store.entries(id, 0, 100, true).await.expect("entries"),
+        sent,
+        "entries read back exactly as acknowledged"
+    );
+}
+
+/// The observer is told of every newly stored entry exactly once, in sequence order
+/// per conversation, with its origin, before the writer's caller gets its answer;
+/// never of resends, conflicts or refused changes.
+pub async fn observer_sees_every_entry_once(store: Arc<dyn Store>) {
+    let recorder = Arc::new(Recorder::default());
+    store.set_observer(recorder.clone());
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(create(&store, ConversationState::Active).await);
+    }
+    let mut tasks = JoinSet::new();
+    for round in 0..30u64 {
+        for (c, id) in ids.iter().copied().enumerate() {
+            let origin = (c as u64) * 1000 + round;
+            let mut entry = message(
+                player("p:1"),
+                &format!("m{round}"),
+                &format!("text {round}"),
+            );
+            entry.origin = origin;
+            let kinds = [
+                Change::append(id, entry.clone()),
+                // A resend of the same message (may even arrive first).
+                Change::append(id, entry.clone()),
+                // The same id with other text: one of the two is a conflict.
+                Change::append(
+                    id,
+                    NewEntry {
+                        text: format!("other {round}"),
+                        ..entry.clone()
+                    },
+                ),
+                // A refused change carrying an entry.
+                Change {
+                    expect: Some(Expect {
+                        state: ConversationState::Closed,
+                        agent: None,
+                    }),
+                    ..Change::append(id, note(agent("ayla"), &format!("n{round}"), "never"))
+                },
+            ];
+            for change in kinds {
+                let store = store.clone();
+                let recorder = recorder.clone();
+                tasks.spawn(async move {
+                    let result = store.apply(change).await;
+                    if let Ok(Applied {
+                        appended: Some(a), ..
+                    }) = &result
+                    {
+                        // Told before answered: a new entry is already with the
+                        // observer when its writer hears back.
+                        let seen = recorder.seen();
+                        assert!(
+                            seen.iter().any(|(e, _)| e == &a.entry),
+                            "entry {}#{} answered before the observer saw it",
+                            a.entry.conversation,
+                            a.entry.seq
+                        );
+                    }
+                    result
+                });
+            }
+        }
+    }
+    while let Some(joined) = tasks.join_next().await {
+        match joined.expect("task") {
+            Ok(_) | Err(StoreError::Conflict) | Err(StoreError::Precondition) => {}
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+
+    let seen = recorder.seen();
+    let mut total = 0;
+    for (c, id) in ids.iter().copied().enumerate() {
+        let stored = store.entries(id, 0, 1000, true).await.expect("entries");
+        assert_eq!(stored.len(), 30, "one entry per client id");
+        let observed: Vec<&(StoredEntry, u64)> =
+            seen.iter().filter(|(e, _)| e.conversation == id).collect();
+        let observed_entries: Vec<StoredEntry> = observed.iter().map(|(e, _)| e.clone()).collect();
+        assert_eq!(
+            observed_entries, stored,
+            "the observer saw exactly the stored entries, once each, in seq order"
+        );
+        for (entry, origin) in observed {
+            let round: u64 = entry
+                .client_id
+                .as_deref()
+                .and_then(|id| id.strip_prefix('m'))
+                .and_then(|n| n.parse().ok())
+                .expect("client id m<round>");
+            assert_eq!(
+                *origin,
+                c as u64 * 1000 + round,
+                "origin travels with its entry"
+            );
+        }
+        total += stored.len();
+    }
+    assert_eq!(
+        seen.len(),
+        total,
+        "no entry reported twice, none from elsewhere"
+    );
+}
+
+/// Lifecycle events and hand-offs are recorded with the change that carries them,
+/// oldest first, as given; closing sets `closed_at` and the reason.
+pub async fn events_and_handoffs_recorded(store: Arc<dyn Store>) {
+    let id = create(&store, ConversationState::Queued).await;
+    let ayla = Some(AgentId("ayla".into()));
+    let assigned = vec![
+        LifecycleEvent {
+            kind: LifecycleKind::Offered,
+            agent: ayla.clone(),
+            detail: serde_json::json!({"expires_in_ms": 30000}),
+            at: 1_000,
+        },
+        lifecycle(LifecycleKind::Accepted, Some("ayla")),
+        lifecycle(LifecycleKind::Assigned, Some("ayla")),
+    ];
+    store
+        .apply(Change {
+            conversation: id,
+            expect: Some(Expect {
+                state: ConversationState::Queued,
+                agent: None,
+            }),
+            set: Some(SetState {
+                state: ConversationState::Active,
+                agent: ayla.clone(),
+                close_reason: None,
+            }),
+            entry: Some(system_event("assigned")),
+            events: assigned.clone(),
+            ..Change::default()
+        })
+        .await
+        .expect("assign");
+
+    let requested = handoff("ayla", "agent:bora", "requested");
+    store
+        .apply(Change {
+            conversation: id,
+            events: vec![lifecycle(LifecycleKind::TransferRequested, Some("ayla"))],
+            handoff: Some(requested.clone()),
+            ..Change::default()
+        })
+        .await
+        .expect("request transfer");
+    let accepted = handoff("ayla", "agent:bora", "accepted");
+    let bora = Some(AgentId("bora".into()));
+    store
+        .apply(Change {
+            conversation: id,
+            expect: Some(Expect {
+                state: ConversationState::Active,
+                agent: ayla.clone(),
+            }),
+            set: Some(SetState {
+                state: ConversationState::Active,
+                agent: bora.clone(),
+                close_reason: None,
+            }),
+            events: vec![lifecycle(LifecycleKind::Transferred, Some("bora"))],
+            handoff: Some(accepted.clone()),
+            ..Change::default()
+        })
+        .await
+        .expect("transfer");
+    assert_eq!(
+        store.handoffs(id).await.expect("handoffs"),
+        [requested, accepted],
+        "hand-offs oldest first, as given"
+    );
+
+    let before_close = now_ms();
+    store
+        .apply(Change {
+            conversation: id,
+            set: Some(SetState {
+                state: ConversationState::Closed,
+                agent: bora.clone(),
+                close_reason: Some("resolved".into()),
+            }),
+            entry: Some(system_event("closed")),
+            events: vec![lifecycle(LifecycleKind::Closed, Some("bora"))],
+            ..Change::default()
+        })
+        .await
+        .expect("close");
+    let record = store.conversation(id).await.expect("read").expect("found");
+    assert_eq!(record.summary.state, ConversationState::Closed);
+    assert_eq!(record.summary.agent, bora);
+    assert_eq!(record.close_reason.as_deref(), Some("resolved"));
+    let closed_at = record.summary.closed_at.expect("closing sets closed_at");
+    assert!(closed_at >= before_close && closed_at <= now_ms() + 1);
+
+    let events = store.events(id).await.expect("events");
+    let kinds: Vec<LifecycleKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            LifecycleKind::Queued,
+            LifecycleKind::Offered,
+            LifecycleKind::Accepted,
+            LifecycleKind::Assigned,
+            LifecycleKind::TransferRequested,
+            LifecycleKind::Transferred,
+            LifecycleKind::Closed,
+        ]
+    );
+    assert_eq!(
+        events[1..4],
+        assigned[..],
+        "agent, detail and time as given"
+    );
+}
+
+/// Accounts are created, read, listed by login, replaced and removed.
+pub async fn agents_crud(store: Arc<dyn Store>) {
+    let mut bora = account("bora", Role::Agent);
+    let ayla = account("ayla", Role::Supervisor);
+    store.put_agent(bora.clone()).await.expect("put bora");
+    store.put_agent(ayla.clone()).await.expect("put ayla");
+    assert_eq!(
+        store.agent(&bora.id).await.expect("read"),
+        Some(bora.clone())
+    );
+    assert_eq!(
+        store.agents().await.expect("list"),
+        [ayla.clone(), bora.clone()],
+        "listed by login"
+    );
+
+    bora.name = "Bora K.".into();
+    bora.languages = vec!["tr".into()];
+    bora.departments = vec!["risk".into()];
+    bora.capacity = 7;
+    store.put_agent(bora.clone()).await.expect("replace bora");
+    assert_eq!(
+        store.agent(&bora.id).await.expect("read"),
+        Some(bora.clone())
+    );
+    assert_eq!(
+        store.agents().await.expect("list").len(),
+        2,
+        "replaced, not added"
+    );
+
+    assert!(store.remove_agent(&bora.id).await.expect("remove"));
+    assert!(!store.remove_agent(&bora.id).await.expect("remove again"));
+    assert_eq!(store.agent(&bora.id).await.expect("read"), None);
+    assert_eq!(store.agents().await.expect("list"), [ayla]);
+}
+
+/// A secret is created from the first caller's bytes; every later (or racing)
+/// caller gets those bytes back, whatever it offered.
+pub async fn secret_get_or_create(store: Arc<dyn Store>) {
+    let first = store.secret("jwt", vec![1, 2, 3]).await.expect("create");
+    assert_eq!(first, [1, 2, 3]);
+    let again = store.secret("jwt", vec![9, 9, 9]).await.expect("get");
+    assert_eq!(again, [1, 2, 3], "an existing secret is never replaced");
+    let other = store.secret("cookie", vec![4, 5]).await.expect("other");
+    assert_eq!(other, [4, 5], "secrets are per name");
+
+    let mut tasks = JoinSet::new();
+    for i in 0..10u8 {
+        let store = store.clone();
+        tasks.spawn(async move { store.secret("raced", vec![i; 32]).await });
+    }
+    let mut values = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        values.push(joined.expect("task").expect("secret"));
+    }
+    assert!(
+        values.windows(2).all(|w| w[0] == w[1]),
+        "racing callers get the same secret"
+    );
+}
+
+/// `open_conversations` lists everything not closed (queued, active, offline),
+/// oldest first.
+pub async fn open_conversations_exclude_closed(store: Arc<dyn Store>) {
+    let base = 1_700_000_000_000;
+    let mut ids = Vec::new();
+    for (i, state) in [
+        ConversationState::Queued,
+        ConversationState::Queued,
+        ConversationState::Offline,
+        ConversationState::Queued,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Created in reverse order of id, so ordering by id alone would be wrong.
+        let new = new_conversation("p:1", state, base + 10_000 - i as u64 * 1000);
+        ids.push(new.id);
+        store.create_conversation(new).await.expect("create");
+    }
+    close(&store, ids[1]).await;
+    store
+        .apply(Change {
+            conversation: ids[3],
+            set: Some(SetState {
+                state: ConversationState::Active,
+                agent: Some(AgentId("ayla".into())),
+                close_reason: None,
+            }),
+            ..Change::default()
+        })
+        .await
+        .expect("assign");
+    let open: Vec<ConversationId> = store
+        .open_conversations()
+        .await
+        .expect("open")
+        .iter()
+        .map(|r| r.summary.id)
+        .collect();
+    assert_eq!(open, [ids[3], ids[2], ids[0]], "not closed, oldest first");
+}
+
+/// `conversations` filters by state, owner and player, newest first, with a limit
+/// (0 meaning the default of 100).
+pub async fn conversations_filtered_newest_first(store: Arc<dyn Store>) {
+    let base = 1_700_000_000_000;
+    let mut ids = Vec::new();
+    for i in 0..6u64 {
+        let player = if i % 2 == 0 { "p:even" } else { "p:odd" };
+        let new = new_conversation(player, ConversationState::Queued, base + i * 1000);
+        ids.push(new.id);
+        store.create_conversation(new).await.expect("create");
+    }
+    // 1, 2 and 3 go to ayla; 4 is closed from the queue.
+    for i in [1, 2, 3] {
+        store
+            .apply(Change {
+                conversation: ids[i],
+                set: Some(SetState {
+                    state: ConversationState::Active,
+                    agent: Some(AgentId("ayla".into())),
+                    close_reason: None,
+                }),
+                ..Change::default()
+            })
+            .await
+            .expect("assign");
+    }
+    close(&store, ids[4]).await;
+
+    let list = |filter: ConversationFilter| {
+        let store = store.clone();
+        async move {
+            store
+                .conversations(filter)
+                .await
+                .expect("list")
+                .iter()
+                .map(|r| r.summary.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let all = list(ConversationFilter::default()).await;
+    assert_eq!(
+        all,
+        ids.iter().rev().copied().collect::<Vec<_>>(),
+        "newest first"
+    );
+    let limited = list(ConversationFilter {
+        limit: 2,
+        ..ConversationFilter::default()
+    })
+    .await;
+    assert_eq!(limited, [ids[5], ids[4]]);
+    let even = list(ConversationFilter {
+        player: Some(PlayerId("p:even".into())),
+        ..ConversationFilter::default()
+    })
+    .await;
+    assert_eq!(even, [ids[4], ids[2], ids[0]]);
+    let ayla = list(ConversationFilter {
+        agent: Some(AgentId("ayla".into())),
+        ..ConversationFilter::default()
+    })
+    .await;
+    assert_eq!(ayla, [ids[3], ids[2], ids[1]]);
+    let queued = list(ConversationFilter {
+        state: Some(ConversationState::Queued),
+        ..ConversationFilter::default()
+    })
+    .await;
+    assert_eq!(queued, [ids[5], ids[0]]);
+    let closed = list(ConversationFilter {
+        state: Some(ConversationState::Closed),
+        ..ConversationFilter::default()
+    })
+    .await;
+    assert_eq!(closed, [ids[4]]);
+    let combined = list(ConversationFilter {
+        state: Some(ConversationState::Active),
+        agent: Some(AgentId("ayla".into())),
+        player: Some(PlayerId("p:odd".into())),
+        limit: 10,
+    })
+    .await;
+    assert_eq!(combined, [ids[3], ids[1]], "filters combine");
+    let one = list(ConversationFilter {
+        agent: Some(AgentId("ayla".into())),
+        limit: 1,
+        ..ConversationFilter::default()
+    })
+    .await;
+    assert_eq!(one, [ids[3]], "limit applies after filtering, newest first");
+}
+
+/// Handle times run from the first assignment to the close, for closed
+/// conversations only, newest close first.
+pub async fn recent_handle_times(store: Arc<dyn Store>) {
+    // Assigned "5 s ago" (the caller's clock dates events), closed now.
+    let older = create_in(&store, "payments").await;
+    assign_at(&store, older, now_ms() - 5_000).await;
+    // A second assignment (a transfer) does not restart the clock.
+    assign_at(&store, older, now_ms() - 1_000).await;
+    close(&store, older).await;
+    // Distinct close times, so "newest first" is well defined.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+
+    let newer = create_in(&store, "general").await;
+    assign_at(&store, newer, now_ms() - 2_000).await;
+    close(&store, newer).await;
+
+    // Still open, and closed without ever being assigned: no handle time.
+    let open = create_in(&store, "risk").await;
+    assign_at(&store, open, now_ms() - 3_000).await;
+    let abandoned = create_in(&store, "risk").await;
+    close(&store, abandoned).await;
+
+    let times = store.recent_handle_times(10).await.expect("handle times");
+    assert_eq!(
+        times.len(),
+        2,
+        "only assigned and closed conversations: {times:?}"
+    );
+    let (department, ms) = &times[0];
+    assert_eq!(department, "general", "newest close first");
+    assert!((2_000..60_000).contains(ms), "about 2 s, got {ms}");
+    let (department, ms) = &times[1];
+    assert_eq!(department, "payments");
+    assert!(
+        (5_000..60_000).contains(ms),
+        "from the first assignment, got {ms}"
+    );
+
+    let one = store.recent_handle_times(1).await.expect("handle times");
+    assert_eq!(one.len(), 1, "limit is honoured");
+    assert_eq!(one[0].0, "general");
+}
+
+/// After `shutdown` every write is refused with `Unavailable`; what was written
+/// before stays written.
+pub async fn writes_after_shutdown_unavailable(store: Arc<dyn Store>) {
+    let id = create(&store, ConversationState::Active).await;
+    appended(
+        store
+            .apply(Change::append(id, message(player("p:1"), "c1", "hello")))
+            .await,
+    )
+    .expect("before shutdown");
+    store.shutdown().await;
+    let result = store
+        .apply(Change::append(id, message(player("p:1"), "c2", "late")))
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "got {result:?}"
+    );
+    let result = store
+        .create_conversation(new_conversation("p:2", ConversationState::Queued, now_ms()))
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "got {result:?}"
+    );
+    let result = store.put_agent(account("late", Role::Agent)).await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "got {result:?}"
+    );
+    let result = store.secret("late", vec![1]).await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "got {result:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Helpers.
+
+/// An observer that records what it is told.
+#[derive(Default)]
+struct Recorder {
+    /// Every entry reported, in the order reported.
+    seen: Mutex<Vec<(StoredEntry, u64)>>,
+}
+
+impl Recorder {
+    /// A copy of what was reported so far.
+    fn seen(&self) -> Vec<(StoredEntry, u64)> {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl CommitObserver for Recorder {
+    fn committed(&self, entries: &[(StoredEntry, u64)]) {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(entries);
+    }
+}
+
+/// Checks `prev_public` along a complete, ordered transcript.
+fn check_prev_public(entries: &[StoredEntry]) {
+    let mut last_public = 0;
+    for entry in entries {
+        assert_eq!(
+            entry.prev_public, last_public,
+            "prev_public of #{} skips notes back to the last public entry",
+            entry.seq
+        );
+        if entry.is_public() {
+            last_public = entry.seq;
+        }
+    }
+}
+
+/// The entry an `apply` appended.
+fn appended(result: crate::Result<Applied>) -> crate::Result<crate::Appended> {
+    result.map(|a| a.appended.expect("a change with an entry reports it"))
+}
+
+/// A conversation to create, in department `general`, language `tr`.
+fn new_conversation(player: &str, state: ConversationState, created_at: u64) -> NewConversation {
+    NewConversation {
+        id: ConversationId::new(),
+        player: PlayerCard {
+            id: PlayerId(player.into()),
+            name: Some("Deniz".into()),
+            language: Some("tr".into()),
+            vip_tier: 3,
+            jurisdiction: Some("MT".into()),
+            self_excluded: false,
+            verified: player.starts_with("p:"),
+        },
+        department: "general".into(),
+        language: "tr".into(),
+        state,
+        created_at,
+    }
+}
+
+/// Creates a conversation, in `state` (an `Active` one is created queued, then
+/// assigned to `ayla`).
+async fn create(store: &Arc<dyn Store>, state: ConversationState) -> ConversationId {
+    let born = if state == ConversationState::Offline {
+        state
+    } else {
+        ConversationState::Queued
+    };
+    let new = new_conversation("p:1", born, now_ms());
+    let id = new.id;
+    store.create_conversation(new).await.expect("create");
+    if state == ConversationState::Active {
+        store
+            .apply(Change {
+                conversation: id,
+                set: Some(SetState {
+                    state,
+                    agent: Some(AgentId("ayla".into())),
+                    close_reason: None,
+                }),
+                ..Change::default()
+            })
+            .await
+            .expect("assign");
+    }
+    id
+}
+
+/// Creates a queued conversation in `department`.
+async fn create_in(store: &Arc<dyn Store>, department: &str) -> ConversationId {
+    let mut new = new_conversation("p:1", ConversationState::Queued, now_ms());
+    new.department = department.into();
+    let id = new.id;
+    store.create_conversation(new).await.expect("create");
+    id
+}
+
+/// Assigns a conversation to `ayla`, dating the `assigned` event `at`.
+async fn assign_at(store: &Arc<dyn Store>, id: ConversationId, at: u64) {
+    store
+        .apply(Change {
+            conversation: id,
+            set: Some(SetState {
+                state: ConversationState::Active,
+                agent: Some(AgentId("ayla".into())),
+                close_reason: None,
+            }),
+            events: vec![LifecycleEvent {
+                at,
+                ..lifecycle(LifecycleKind::Assigned, Some("ayla"))
+            }],
+            ..Change::default()
+        })
+        .await
+        .expect("assign");
+}
+
+/// Closes a conversation (reason `resolved`).
+async fn close(store: &Arc<dyn Store>, id: ConversationId) {
+    store
+        .apply(Change {
+            conversation: id,
+            set: Some(SetState {
+                state: ConversationState::Closed,
+                agent: None,
+                close_reason: Some("resolved".into()),
+            }),
+            events: vec![lifecycle(LifecycleKind::Closed, None)],
+            ..Change::default()
+        })
+        .await
+        .expect("close");
+}
+
+/// A lifecycle event now.
+fn lifecycle(kind: LifecycleKind, agent: Option<&str>) -> LifecycleEvent {
+    LifecycleEvent {
+        kind,
+        agent: agent.map(|a| AgentId(a.into())),
+        detail: serde_json::json!({}),
+        at: now_ms(),
+    }
+}
+
+/// A hand-off now.
+fn handoff(from: &str, to: &str, outcome: &str) -> Handoff {
+    Handoff {
+        from: AgentId(from.into()),
+        to: to.into(),
+        note: Some("player asks about a withdrawal".into()),
+        outcome: outcome.into(),
+        at: now_ms(),
+    }
+}
+
+/// A player.
+fn player(id: &str) -> Participant {
+    Participant {
+        role: Role::Player,
+        id: id.into(),
+        name: Some("Deniz".into()),
+    }
+}
+
+/// An agent.
+fn agent(id: &str) -> Participant {
+    Participant {
+        role: Role::Agent,
+        id: id.into(),
+        name: Some(id.to_uppercase()),
+    }
+}
+
+/// A chat message.
+fn message(sender: Participant, client_id: &str, text: &str) -> NewEntry {
+    NewEntry {
+        kind: MessageKind::Text,
+        sender,
+        text: text.into(),
+        client_id: Some(client_id.into()),
+        event: None,
+        origin: 0,
+    }
+}
+
+/// A private note.
+fn note(sender: Participant, client_id: &str, text: &str) -> NewEntry {
+    NewEntry {
+        kind: MessageKind::Note,
+        ..message(sender, client_id, text)
+    }
+}
+
+/// A server-written event entry.
+fn system_event(tag: &str) -> NewEntry {
+    NewEntry {
+        kind: MessageKind::Event,
+        sender: Participant {
+            role: Role::System,
+            id: "system".into(),
+            name: None,
+        },
+        text: tag.replace('_', " "),
+        client_id: None,
+        event: Some(tag.into()),
+        origin: 0,
+    }
+}
+
+/// An account.
+fn account(id: &str, role: Role) -> AgentAccount {
+    AgentAccount {
+        id: AgentId(id.into()),
+        name: id.to_uppercase(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        role,
+        languages: vec!["en".into(), "tr".into()],
+        departments: vec!["general".into(), "payments".into()],
+        capacity: 3,
+        created_at: 1_700_000_000_000,
+    }
+}

@@ -1,0 +1,714 @@
+//! The SQLite backend: the backend-neutral conformance suite, then what only SQLite
+//! has: durability pragmas, the file surviving a restart, group commit, savepoint
+//! isolation inside one batch, the bounded write queue and a draining shutdown.
+//!
+//! The group-commit and queue tests run on tokio's current-thread runtime on
+//! purpose: every write future is polled (and so queued with `try_send`) before the
+//! writer task can run, which makes batch sizes and a full queue deterministic
+//! instead of a matter of timing.
+
+use futures_util::future::join_all;
+use futures_util::FutureExt;
+use pitboss_protocol::{
+    AgentId, ConversationId, ConversationState, MessageKind, Participant, PlayerCard, PlayerId,
+    Role, Seq,
+};
+use pitboss_transcripts::sqlite::{SqliteOptions, SqliteStore};
+use pitboss_transcripts::{
+    conformance, now_ms, AgentAccount, Applied, Change, CommitObserver, Expect, Handoff,
+    LifecycleEvent, LifecycleKind, NewConversation, NewEntry, SetState, Store, StoreError,
+    StoredEntry,
+};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Opens a store in `dir`.
+async fn open(dir: &Path, options: SqliteOptions) -> Arc<SqliteStore> {
+    SqliteStore::open(&dir.join("pitboss.sqlite"), options)
+        .await
+        .expect("open store")
+}
+
+// ---------------------------------------------------------------------------------
+// The conformance suite, one test per case so a failure names its behaviour.
+
+macro_rules! conformance_tests {
+    ($($case:ident),* $(,)?) => {
+        /// The cases given a test of their own here.
+        const NAMED: &[&str] = &[$(stringify!($case)),*];
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let store = open(dir.path(), SqliteOptions::default()).await;
+                conformance::$case(store.clone()).await;
+                store.shutdown().await;
+            }
+        )*
+    };
+}
+
+conformance_tests!(
+    create_and_read_back,
+    seq_gap_free_under_concurrency,
+    seq_gap_free_across_conversations,
+    prev_public_skips_notes,
+    idempotent_resend,
+    client_id_conflict,
+    client_id_scoped_by_sender,
+    unknown_conversation_not_found,
+    precondition_mismatch_writes_nothing,
+    rating_once,
+    entries_paging,
+    observer_sees_every_entry_once,
+    events_and_handoffs_recorded,
+    agents_crud,
+    secret_get_or_create,
+    open_conversations_exclude_closed,
+    conversations_filtered_newest_first,
+    recent_handle_times,
+    writes_after_shutdown_unavailable,
+);
+
+/// A case added to the suite but not here would only run through `run_all`; this
+/// keeps the per-case tests complete.
+#[test]
+fn every_conformance_case_has_a_test() {
+    let all: Vec<&str> = conformance::cases().iter().map(|(name, _)| *name).collect();
+    assert_eq!(all, NAMED);
+}
+
+/// `run_all`, as the PostgreSQL backend will call it: a fresh file per case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_run_all() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let made = AtomicUsize::new(0);
+    conformance::run_all(|| {
+        let path = root.path().join(format!(
+            "case-{}.sqlite",
+            made.fetch_add(1, Ordering::Relaxed)
+        ));
+        async move {
+            let store: Arc<dyn Store> = SqliteStore::open(&path, SqliteOptions::default())
+                .await
+                .expect("open store");
+            store
+        }
+    })
+    .await;
+    assert_eq!(made.load(Ordering::Relaxed), conformance::cases().len());
+}
+
+// ---------------------------------------------------------------------------------
+// SQLite only.
+
+/// The durability settings are in force on the connection that writes, not merely
+/// requested: WAL journal and synchronous=FULL (2), so an ack survives power loss.
+#[tokio::test]
+async fn pragmas_are_wal_and_synchronous_full() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), SqliteOptions::default()).await;
+    let (journal_mode, synchronous) = store.pragmas().await.expect("pragmas");
+    assert_eq!(journal_mode, "wal");
+    assert_eq!(synchronous, 2, "2 is FULL");
+    store.shutdown().await;
+}
+
+/// Everything written is there after the store is closed and the file reopened,
+/// and numbering goes on where it stopped. The parent directory is created.
+#[tokio::test]
+async fn data_survives_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir
+        .path()
+        .join("nested")
+        .join("deeper")
+        .join("pitboss.sqlite");
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .expect("open creates the parent directory");
+
+    let new = new_conversation();
+    let id = new.id;
+    store.create_conversation(new).await.expect("create");
+    store
+        .apply(Change {
+            conversation: id,
+            set: Some(SetState {
+                state: ConversationState::Active,
+                agent: Some(AgentId("ayla".into())),
+                close_reason: None,
+            }),
+            events: vec![event(LifecycleKind::Assigned)],
+            handoff: Some(Handoff {
+                from: AgentId("bora".into()),
+                to: "agent:ayla".into(),
+                note: Some("wants a bonus".into()),
+                outcome: "accepted".into(),
+                at: now_ms(),
+            }),
+            rating: Some((5, Some("fast".into()))),
+            ..Change::append(id, text("c1", "hello"))
+        })
+        .await
+        .expect("first change");
+    store
+        .apply(Change::append(id, note("n1", "VIP")))
+        .await
+        .expect("note");
+    let account = AgentAccount {
+        id: AgentId("ayla".into()),
+        name: "Ayla".into(),
+        password_hash: "$argon2id$stub".into(),
+        role: Role::Supervisor,
+        languages: vec!["tr".into()],
+        departments: vec!["payments".into()],
+        capacity: 4,
+        created_at: 1_700_000_000_000,
+    };
+    store.put_agent(account.clone()).await.expect("agent");
+    let secret = store.secret("jwt", vec![7; 32]).await.expect("secret");
+
+    let record = store.conversation(id).await.expect("read");
+    let entries = store.entries(id, 0, 100, true).await.expect("entries");
+    let events = store.events(id).await.expect("events");
+    let handoffs = store.handoffs(id).await.expect("handoffs");
+    store.shutdown().await;
+
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .expect("reopen");
+    assert_eq!(store.conversation(id).await.expect("read"), record);
+    assert_eq!(
+        store.entries(id, 0, 100, true).await.expect("entries"),
+        entries
+    );
+    assert_eq!(entries.len(), 2);
+    assert_eq!(store.events(id).await.expect("events"), events);
+    assert_eq!(events.len(), 2, "queued and assigned");
+    assert_eq!(store.handoffs(id).await.expect("handoffs"), handoffs);
+    assert_eq!(handoffs.len(), 1);
+    assert_eq!(
+        store.agent(&account.id).await.expect("agent"),
+        Some(account)
+    );
+    assert_eq!(
+        store.secret("jwt", vec![0; 32]).await.expect("secret"),
+        secret
+    );
+    // Numbering continues from the stored counters, not from 1.
+    let next = appended(store.apply(Change::append(id, text("c2", "again"))).await);
+    assert_eq!((next.entry.seq, next.entry.prev_public), (3, 1));
+    // And a resend from before the restart is still recognised.
+    let resent = appended(store.apply(Change::append(id, text("c1", "hello"))).await);
+    assert!(resent.duplicate);
+    assert_eq!(resent.entry, entries[0]);
+    store.shutdown().await;
+}
+
+/// Concurrent appends share transactions: 1000 of them take far fewer commits, yet
+/// each is numbered and stored.
+#[tokio::test]
+async fn group_commit_batches_appends() {
+    const APPENDS: usize = 1000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), SqliteOptions::default()).await;
+    let id = create(&store).await;
+    let before = store.commits();
+
+    let sends = (0..APPENDS)
+        .map(|i| store.apply(Change::append(id, text(&format!("c{i}"), "x"))))
+        .collect::<Vec<_>>();
+    let results = join_all(sends).await;
+    let mut seqs: Vec<Seq> = results.into_iter().map(|r| appended(r).entry.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=APPENDS as Seq).collect::<Vec<_>>());
+
+    let transactions = store.commits() - before;
+    assert!(
+        transactions <= (APPENDS / 10) as u64,
+        "{APPENDS} appends took {transactions} transactions: not group-committed"
+    );
+    assert!(
+        transactions >= APPENDS.div_ceil(512) as u64,
+        "max_batch (512) caps a transaction, yet only {transactions} for {APPENDS}"
+    );
+    store.shutdown().await;
+}
+
+/// `max_batch` bounds how many writes share one transaction.
+#[tokio::test]
+async fn max_batch_bounds_a_transaction() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = SqliteOptions {
+        max_batch: 10,
+        ..SqliteOptions::default()
+    };
+    let store = open(dir.path(), options).await;
+    let id = create(&store).await;
+    let before = store.commits();
+    let sends = (0..100)
+        .map(|i| store.apply(Change::append(id, text(&format!("c{i}"), "x"))))
+        .collect::<Vec<_>>();
+    for result in join_all(sends).await {
+        appended(result);
+    }
+    let transactions = store.commits() - before;
+    assert!(
+        transactions >= 10,
+        "100 writes at 10 a batch, got {transactions}"
+    );
+    store.shutdown().await;
+}
+
+/// Writes that fail inside a batch (conflict, precondition, not found) roll back
+/// only their own savepoint: the others in the same transaction commit, gap-free.
+#[tokio::test]
+async fn a_failed_write_spares_its_batch() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), SqliteOptions::default()).await;
+    let id = create(&store).await;
+    store
+        .apply(Change::append(id, text("taken", "original")))
+        .await
+        .expect("seed");
+    let before = store.commits();
+
+    let refused_precondition = Change {
+        expect: Some(Expect {
+            state: ConversationState::Closed,
+            agent: None,
+        }),
+        set: Some(SetState {
+            state: ConversationState::Closed,
+            agent: None,
+            close_reason: Some("x".into()),
+        }),
+        ..Change::append(id, text("p", "never"))
+    };
+    let writes = vec![
+        store.apply(Change::append(id, text("a", "one"))),
+        store.apply(Change::append(id, text("taken", "different"))),
+        store.apply(Change::append(id, text("b", "two"))),
+        store.apply(refused_precondition),
+        store.apply(Change::append(ConversationId::new(), text("c", "lost"))),
+        store.apply(Change::append(id, text("d", "three"))),
+    ];
+    let results = join_all(writes).await;
+    assert_eq!(store.commits() - before, 1, "all six in one transaction");
+
+    assert_eq!(seq_of(&results[0]), Some(2));
+    assert!(
+        matches!(results[1], Err(StoreError::Conflict)),
+        "{:?}",
+        results[1]
+    );
+    assert_eq!(seq_of(&results[2]), Some(3));
+    assert!(
+        matches!(results[3], Err(StoreError::Precondition)),
+        "{:?}",
+        results[3]
+    );
+    assert!(
+        matches!(results[4], Err(StoreError::NotFound)),
+        "{:?}",
+        results[4]
+    );
+    assert_eq!(seq_of(&results[5]), Some(4));
+
+    let texts: Vec<String> = store
+        .entries(id, 0, 100, true)
+        .await
+        .expect("entries")
+        .into_iter()
+        .map(|e| e.text)
+        .collect();
+    assert_eq!(texts, ["original", "one", "two", "three"]);
+    let record = store.conversation(id).await.expect("read").expect("found");
+    assert_eq!(
+        record.summary.state,
+        ConversationState::Active,
+        "refused set undone"
+    );
+    store.shutdown().await;
+}
+
+/// A write that fails halfway, after it had already inserted its entry and moved the
+/// conversation, is undone whole by its savepoint and answered `Unavailable`; the
+/// rest of its batch commits. The failure is injected with a trigger.
+#[tokio::test]
+async fn a_write_failing_halfway_is_undone_whole() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), SqliteOptions::default()).await;
+    let id = create(&store).await;
+    side_sql(
+        dir.path(),
+        "CREATE TRIGGER injected_fault BEFORE INSERT ON handoffs WHEN NEW.outcome = 'boom' \
+         BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+    )
+    .await;
+    let before = store.commits();
+
+    // Entry, state and events are written before the hand-off insert fails.
+    let doomed = Change {
+        set: Some(SetState {
+            state: ConversationState::Closed,
+            agent: None,
+            close_reason: Some("resolved".into()),
+        }),
+        events: vec![event(LifecycleKind::Closed)],
+        handoff: Some(Handoff {
+            from: AgentId("ayla".into()),
+            to: "agent:bora".into(),
+            note: None,
+            outcome: "boom".into(),
+            at: now_ms(),
+        }),
+        ..Change::append(id, text("doomed", "half written"))
+    };
+    let results = join_all(vec![
+        store.apply(Change::append(id, text("a", "before"))),
+        store.apply(doomed),
+        store.apply(Change::append(id, text("b", "after"))),
+    ])
+    .await;
+    assert_eq!(store.commits() - before, 1, "one batch");
+    assert_eq!(seq_of(&results[0]), Some(1));
+    assert!(
+        matches!(results[1], Err(StoreError::Unavailable(_))),
+        "{:?}",
+        results[1]
+    );
+    assert_eq!(seq_of(&results[2]), Some(2), "the failed write left no gap");
+
+    let texts: Vec<String> = store
+        .entries(id, 0, 100, true)
+        .await
+        .expect("entries")
+        .into_iter()
+        .map(|e| e.text)
+        .collect();
+    assert_eq!(texts, ["before", "after"]);
+    let record = store.conversation(id).await.expect("read").expect("found");
+    assert_eq!(
+        record.summary.state,
+        ConversationState::Active,
+        "state undone"
+    );
+    assert_eq!(record.summary.closed_at, None);
+    let kinds: Vec<LifecycleKind> = store
+        .events(id)
+        .await
+        .expect("events")
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, [LifecycleKind::Queued], "events undone");
+    store.shutdown().await;
+}
+
+/// When the COMMIT itself fails, every write of the batch is answered
+/// `Unavailable`, nothing of it is stored, and the observer hears of none of it.
+/// The failure is injected as a deferred foreign key, which SQLite checks at COMMIT.
+#[tokio::test]
+async fn a_failed_commit_fails_the_whole_batch() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), SqliteOptions::default()).await;
+    let recorder = Arc::new(Recorder::default());
+    store.set_observer(recorder.clone());
+    let id = create(&store).await;
+    side_sql(dir.path(), "CREATE TABLE parent (id TEXT PRIMARY KEY)").await;
+    side_sql(
+        dir.path(),
+        "CREATE TABLE trap (parent_id TEXT REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)",
+    )
+    .await;
+    side_sql(
+        dir.path(),
+        "CREATE TRIGGER commit_bomb AFTER INSERT ON entries WHEN NEW.body = 'commit bomb' \
+         BEGIN INSERT INTO trap (parent_id) VALUES ('missing'); END",
+    )
+    .await;
+    let before = store.commits();
+
+    let results = join_all(vec![
+        store.apply(Change::append(id, text("a", "innocent"))),
+        store.apply(Change::append(id, text("b", "commit bomb"))),
+        store.apply(Change::append(id, text("c", "bystander"))),
+    ])
+    .await;
+    for (i, result) in results.iter().enumerate() {
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "write {i}: {result:?}"
+        );
+    }
+    assert_eq!(store.commits(), before, "nothing committed");
+    assert!(recorder.seen().is_empty(), "the observer heard of no entry");
+    assert!(store
+        .entries(id, 0, 100, true)
+        .await
+        .expect("entries")
+        .is_empty());
+
+    // The writer goes on: the next batch commits from seq 1 and is observed.
+    let next = appended(store.apply(Change::append(id, text("a", "innocent"))).await);
+    assert_eq!(next.entry.seq, 1);
+    assert_eq!(recorder.seen(), [(next.entry, 0)]);
+    store.shutdown().await;
+}
+
+/// A full write queue answers `Overloaded` at once instead of waiting or growing;
+/// every write that was accepted is durable, and none that was refused is stored.
+#[tokio::test]
+async fn full_write_queue_is_overloaded() {
+    const WRITES: usize = 50;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = SqliteOptions {
+        write_queue: 1,
+        ..SqliteOptions::default()
+    };
+    let store = open(dir.path(), options.clone()).await;
+    let id = create(&store).await;
+
+    let sends = (0..WRITES)
+        .map(|i| store.apply(Change::append(id, text(&format!("c{i}"), "flood"))))
+        .collect::<Vec<_>>();
+    let results = join_all(sends).await;
+    let mut accepted = Vec::new();
+    let mut overloaded = 0;
+    for (i, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(applied) => accepted.push((i, applied.appended.expect("entry").entry)),
+            Err(StoreError::Overloaded) => overloaded += 1,
+            Err(e) => panic!("write {i}: expected Ok or Overloaded, got {e:?}"),
+        }
+    }
+    assert!(
+        overloaded >= 1,
+        "a queue of 1 cannot take {WRITES} writes at once"
+    );
+    assert!(!accepted.is_empty(), "the first write fits in the queue");
+
+    store.shutdown().await;
+    // Read back from a fresh open: what was acknowledged is on disk.
+    let store = open(dir.path(), options).await;
+    let stored = store.entries(id, 0, 1000, true).await.expect("entries");
+    assert_eq!(stored.len(), accepted.len(), "refused writes left nothing");
+    for ((i, entry), stored) in accepted.iter().zip(&stored) {
+        assert_eq!(entry, stored);
+        assert_eq!(entry.client_id.as_deref(), Some(format!("c{i}").as_str()));
+    }
+    // Overload is momentary: with the queue drained, writes go through again.
+    let later = appended(store.apply(Change::append(id, text("later", "ok"))).await);
+    assert_eq!(later.entry.seq, accepted.len() as Seq + 1);
+    store.shutdown().await;
+}
+
+/// `shutdown` writes everything already queued before it returns, answers those
+/// callers, and refuses what comes after.
+#[tokio::test]
+async fn shutdown_drains_the_queue() {
+    const WRITES: usize = 100;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), SqliteOptions::default()).await;
+    let id = create(&store).await;
+
+    let sends = join_all(
+        (0..WRITES)
+            .map(|i| store.apply(Change::append(id, text(&format!("c{i}"), "bye"))))
+            .collect::<Vec<_>>(),
+    );
+    tokio::pin!(sends);
+    // One poll queues all of them; none can be answered yet.
+    assert!((&mut sends).now_or_never().is_none());
+    store.shutdown().await;
+    for result in sends.await {
+        appended(result);
+    }
+    let late = store.apply(Change::append(id, text("late", "no"))).await;
+    assert!(matches!(late, Err(StoreError::Unavailable(_))), "{late:?}");
+
+    let store = open(dir.path(), SqliteOptions::default()).await;
+    let record = store.conversation(id).await.expect("read").expect("found");
+    assert_eq!(
+        record.summary.last_seq, WRITES as Seq,
+        "every queued write is durable"
+    );
+    store.shutdown().await;
+}
+
+/// A conversation is born queued or offline; this backend refuses any other state
+/// rather than skip the queue's lifecycle event, and refuses an existing id as a
+/// conflict (not a retryable outage).
+#[tokio::test]
+async fn create_refuses_existing_ids_and_other_states() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), SqliteOptions::default()).await;
+    let first = new_conversation();
+    store
+        .create_conversation(first.clone())
+        .await
+        .expect("create");
+    let again = store.create_conversation(first).await;
+    assert!(matches!(again, Err(StoreError::Conflict)), "{again:?}");
+    for state in [ConversationState::Active, ConversationState::Closed] {
+        let new = NewConversation {
+            state,
+            ..new_conversation()
+        };
+        let id = new.id;
+        let result = store.create_conversation(new).await;
+        assert!(
+            matches!(result, Err(StoreError::Precondition)),
+            "{result:?}"
+        );
+        assert_eq!(store.conversation(id).await.expect("read"), None);
+    }
+    store.shutdown().await;
+}
+
+/// `ping` answers while open and fails once shut down.
+#[tokio::test]
+async fn ping_follows_the_store() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), SqliteOptions::default()).await;
+    store.ping().await.expect("ping while open");
+    store.shutdown().await;
+    assert!(store.ping().await.is_err(), "ping after shutdown");
+}
+
+// ---------------------------------------------------------------------------------
+// Helpers.
+
+/// Runs one statement on a second connection to the store's file: how the tests
+/// inject faults (triggers) the store's own code cannot be made to produce.
+async fn side_sql(dir: &Path, sql: &str) {
+    use sqlx::{ConnectOptions, Connection};
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.join("pitboss.sqlite"))
+        .connect()
+        .await
+        .expect("side connection");
+    sqlx::query(sql)
+        .execute(&mut conn)
+        .await
+        .expect("side statement");
+    conn.close().await.expect("close side connection");
+}
+
+/// An observer that records what it is told.
+#[derive(Default)]
+struct Recorder {
+    /// Every entry reported, in order.
+    seen: Mutex<Vec<(StoredEntry, u64)>>,
+}
+
+impl Recorder {
+    /// A copy of what was reported so far.
+    fn seen(&self) -> Vec<(StoredEntry, u64)> {
+        self.seen.lock().expect("recorder lock").clone()
+    }
+}
+
+impl CommitObserver for Recorder {
+    fn committed(&self, entries: &[(StoredEntry, u64)]) {
+        self.seen
+            .lock()
+            .expect("recorder lock")
+            .extend_from_slice(entries);
+    }
+}
+
+/// A queued conversation of player `p:1`.
+fn new_conversation() -> NewConversation {
+    NewConversation {
+        id: ConversationId::new(),
+        player: PlayerCard {
+            id: PlayerId("p:1".into()),
+            name: Some("Deniz".into()),
+            ..PlayerCard::default()
+        },
+        department: "general".into(),
+        language: "tr".into(),
+        state: ConversationState::Queued,
+        created_at: now_ms(),
+    }
+}
+
+/// Creates an active conversation owned by `ayla`.
+async fn create(store: &SqliteStore) -> ConversationId {
+    let new = new_conversation();
+    let id = new.id;
+    store.create_conversation(new).await.expect("create");
+    store
+        .apply(Change {
+            conversation: id,
+            set: Some(SetState {
+                state: ConversationState::Active,
+                agent: Some(AgentId("ayla".into())),
+                close_reason: None,
+            }),
+            ..Change::default()
+        })
+        .await
+        .expect("assign");
+    id
+}
+
+/// A player's message.
+fn text(client_id: &str, body: &str) -> NewEntry {
+    NewEntry {
+        kind: MessageKind::Text,
+        sender: Participant {
+            role: Role::Player,
+            id: "p:1".into(),
+            name: None,
+        },
+        text: body.into(),
+        client_id: Some(client_id.into()),
+        event: None,
+        origin: 0,
+    }
+}
+
+/// An agent's note.
+fn note(client_id: &str, body: &str) -> NewEntry {
+    NewEntry {
+        kind: MessageKind::Note,
+        sender: Participant {
+            role: Role::Agent,
+            id: "ayla".into(),
+            name: Some("Ayla".into()),
+        },
+        ..text(client_id, body)
+    }
+}
+
+/// A lifecycle event by `ayla`, now.
+fn event(kind: LifecycleKind) -> LifecycleEvent {
+    LifecycleEvent {
+        kind,
+        agent: Some(AgentId("ayla".into())),
+        detail: serde_json::json!({"why": "test"}),
+        at: now_ms(),
+    }
+}
+
+/// The entry a successful append stored; panics on failure.
+fn appended(result: Result<Applied, StoreError>) -> pitboss_transcripts::Appended {
+    result
+        .expect("append succeeds")
+        .appended
+        .expect("an append reports its entry")
+}
+
+/// The sequence number of a successful append.
+fn seq_of(result: &Result<Applied, StoreError>) -> Option<Seq> {
+    result
+        .as_ref()
+        .ok()
+        .and_then(|a| a.appended.as_ref())
+        .map(|a| a.entry.seq)
+}
