@@ -18,10 +18,13 @@ pub const NODE_QUEUE: usize = 4096;
 pub struct Hub {
     /// The attached nodes' inboxes. A std mutex: held only to copy the list, never
     /// across an await.
-    nodes: Mutex<Vec<(NodeId, mpsc::Sender<Envelope>, Arc<AtomicU64>)>>,
+    nodes: Mutex<Vec<AttachedNode>>,
     /// Holder, epoch and expiry of the one lease.
     lease: Mutex<LeaseState>,
 }
+
+/// A node's id, its inbox, and its count of events it lost to a full inbox.
+type AttachedNode = (NodeId, mpsc::Sender<Envelope>, Arc<AtomicU64>);
 
 #[derive(Default)]
 struct LeaseState {

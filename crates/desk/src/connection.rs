@@ -20,8 +20,9 @@ use crate::UserKey;
 /// Something to send to one connection.
 #[derive(Debug, Clone)]
 pub enum Outbound {
-    /// A frame to send as it is.
-    Frame(ServerFrame),
+    /// A frame to send as it is. Boxed: the queue's slots are as large as the
+    /// largest variant, and every idle connection holds a block of them.
+    Frame(Box<ServerFrame>),
     /// A transcript entry, live: sent if the connection is attached to its
     /// conversation and has not had it yet; a gap before it is filled first.
     Entry(Arc<StoredEntry>),
@@ -44,7 +45,8 @@ impl Outbound {
     fn droppable(&self) -> bool {
         matches!(
             self,
-            Outbound::Frame(
+            Outbound::Frame(frame) if matches!(
+                **frame,
                 ServerFrame::Typing { .. }
                     | ServerFrame::Read { .. }
                     | ServerFrame::QueueSnapshot { .. }
@@ -57,7 +59,9 @@ impl Outbound {
 /// Asks a connection to close with a code; the first code asked for wins.
 #[derive(Default)]
 pub struct CloseSignal {
+    /// Set once; later requests keep the first code.
     code: OnceLock<CloseCode>,
+    /// Wakes every task waiting for the close.
     notify: Notify,
 }
 
@@ -65,7 +69,8 @@ impl CloseSignal {
     /// Asks for the close.
     pub fn close(&self, code: CloseCode) {
         if self.code.set(code).is_ok() {
-            self.notify.notify_one();
+            // Both the reading and the writing task wait on this signal.
+            self.notify.notify_waiters();
         }
     }
     /// The code asked for, if any.
@@ -75,10 +80,15 @@ impl CloseSignal {
     /// Resolves once a close is asked for.
     pub async fn wait(&self) -> CloseCode {
         loop {
+            // Register before checking, so a close between the check and the
+            // await is not missed (`notify_waiters` wakes only registered waiters).
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             if let Some(code) = self.code() {
                 return code;
             }
-            self.notify.notified().await;
+            notified.await;
         }
     }
 }
@@ -130,7 +140,7 @@ impl ConnRef {
 
     /// Sends a frame (see [`ConnRef::push`]).
     pub fn send(&self, frame: ServerFrame) -> bool {
-        self.push(Outbound::Frame(frame))
+        self.push(Outbound::Frame(Box::new(frame)))
     }
 
     /// Asks the connection to close.
@@ -174,7 +184,7 @@ impl Delivery {
         sink: &mut S,
     ) -> Result<(), ()> {
         match item {
-            Outbound::Frame(frame) => sink.send(frame).await,
+            Outbound::Frame(frame) => sink.send(*frame).await,
             Outbound::Entry(entry) => {
                 if self.for_player && !entry.is_public() {
                     return Ok(());
@@ -356,5 +366,32 @@ impl Delivery {
             last_seq: hwm.max(after),
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_close_wakes_every_waiter_and_keeps_the_first_code() {
+        let signal = Arc::new(CloseSignal::default());
+        let a = tokio::spawn({
+            let s = signal.clone();
+            async move { s.wait().await }
+        });
+        let b = tokio::spawn({
+            let s = signal.clone();
+            async move { s.wait().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        signal.close(CloseCode::Restart);
+        signal.close(CloseCode::SlowConsumer);
+        let wait = Duration::from_secs(2);
+        assert_eq!(tokio::time::timeout(wait, a).await.unwrap().unwrap(), CloseCode::Restart);
+        assert_eq!(tokio::time::timeout(wait, b).await.unwrap().unwrap(), CloseCode::Restart);
+        // A waiter arriving after the close returns at once.
+        assert_eq!(signal.wait().await, CloseCode::Restart);
     }
 }

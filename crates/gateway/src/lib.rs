@@ -8,6 +8,7 @@ mod ws;
 use axum::routing::{get, post};
 use pitboss_desk::Desk;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -54,6 +55,20 @@ pub struct AppState {
     pub desk: Arc<Desk>,
     /// The limits.
     pub config: Arc<GatewayConfig>,
+    /// WebSocket connections whose task is still running. The HTTP server's
+    /// graceful shutdown does not wait for upgraded connections; this does.
+    pub sockets: Arc<AtomicUsize>,
+}
+
+impl AppState {
+    /// State for a desk with these limits.
+    pub fn new(desk: Arc<Desk>, config: GatewayConfig) -> Self {
+        Self {
+            desk,
+            config: Arc::new(config),
+            sockets: Arc::new(AtomicUsize::new(0)),
+        }
+    }
 }
 
 /// The routes of a node.
@@ -82,11 +97,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let desk = state.desk.clone();
+    let sockets = state.sockets.clone();
     let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             desk.drain();
         })
-        .await
+        .await?;
+    // Every WebSocket was told to close; wait until each has sent its close frame
+    // and finished (the caller bounds the whole shutdown).
+    while sockets.load(Ordering::Acquire) > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }

@@ -54,7 +54,18 @@ async fn close_now(sink: &mut Sink, code: CloseCode) {
         .await;
 }
 
+/// Counts a running connection task for as long as it lives.
+struct SocketGuard(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 async fn connection(socket: WebSocket, state: AppState) {
+    state.sockets.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    let _guard = SocketGuard(state.sockets.clone());
     let (sink, mut stream) = socket.split();
     let mut sink = Sink(sink);
     let Some(session) = hello(&mut stream, &mut sink, &state).await else {
@@ -82,16 +93,30 @@ async fn session_loop(mut stream: SplitStream<WebSocket>, mut sink: Sink, state:
                 biased;
                 item = rx.recv() => {
                     let Some(item) = item else { break };
-                    if delivery.process(item, &mut sink).await.is_err() {
-                        return;
-                    }
-                    if rx.is_empty() && sink.0.flush().await.is_err() {
+                    // A write blocked on a client that does not read must not
+                    // keep the close (slow consumer, shutdown) from happening.
+                    let written = tokio::select! {
+                        r = async {
+                            delivery.process(item, &mut sink).await?;
+                            if rx.is_empty() {
+                                sink.0.flush().await.map_err(|_| ())?;
+                            }
+                            Ok::<(), ()>(())
+                        } => r,
+                        code = writer_close.wait() => {
+                            let _ = tokio::time::timeout(CLOSE_DRAIN, close_now(&mut sink, code)).await;
+                            return;
+                        }
+                    };
+                    if written.is_err() {
                         return;
                     }
                 }
                 code = writer_close.wait() => {
-                    let _ = sink.0.flush().await;
-                    close_now(&mut sink, code).await;
+                    let _ = tokio::time::timeout(CLOSE_DRAIN, async {
+                        let _ = sink.0.flush().await;
+                        close_now(&mut sink, code).await;
+                    }).await;
                     return;
                 }
             }

@@ -77,10 +77,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     tracing::info!(node = %settings.desk.node, data_dir = %settings.data_dir.display(), "listening on {local}");
 
-    let state = AppState {
-        desk: desk.clone(),
-        config: Arc::new(settings.gateway.clone()),
-    };
+    let state = AppState::new(desk.clone(), settings.gateway.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(pitboss_gateway::serve(listener, state, async move {
         let _ = stop_rx.await;

@@ -107,13 +107,17 @@ impl Server {
         }
     }
 
-    /// SIGTERM, then wait for the exit; returns how long it took and the status.
-    pub fn terminate(&mut self) -> (Duration, std::process::ExitStatus) {
+    /// Sends SIGTERM; `wait_exit` then collects the process.
+    pub fn signal_term(&self) -> std::time::Instant {
+        let pid = self.child.as_ref().expect("running").id();
+        Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+        std::time::Instant::now()
+    }
+
+    /// Waits for the process to exit (without blocking the async runtime).
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
-        let started = std::time::Instant::now();
-        Command::new("kill").arg("-TERM").arg(c.id().to_string()).status().unwrap();
-        let status = c.wait().unwrap();
-        (started.elapsed(), status)
+        tokio::task::spawn_blocking(move || c.wait().unwrap()).await.unwrap()
     }
 
     /// Adds an account through the CLI, as an operator would.

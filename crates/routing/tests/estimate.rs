@@ -1,0 +1,141 @@
+//! Scenarios for queue positions and the wait estimate, with concrete numbers for
+//! the formula documented in the crate docs.
+
+mod common;
+
+use common::*;
+use pitboss_protocol::AgentStatus;
+use pitboss_routing::{Position, Router, RoutingConfig};
+
+fn pos(position: u32, estimated_wait_ms: Option<u64>) -> Position {
+    Position {
+        position,
+        estimated_wait_ms,
+    }
+}
+
+/// ana and bo (capacity 2 each) are full with c1–c3 offered and x1 restored to
+/// ana; c4 waits. C = 4, F = 0.
+fn full_house(r: &mut Router) {
+    add_online(r, "ana", &["en"], &["support"], 2, 0);
+    add_online(r, "bo", &["en"], &["support"], 2, 1);
+    r.restore_owned(cid(100), &agent("ana"), req("support", "en", 0), 2)
+        .unwrap();
+    for n in 1..=4 {
+        r.enqueue(cid(n), req("support", "en", 0), 10 + n as u64)
+            .unwrap();
+    }
+    assert_eq!((load(r, "ana"), load(r, "bo")), (2, 2));
+    assert_eq!(offered_to(r, cid(4)), None);
+}
+
+#[test]
+fn estimate_follows_the_formula() {
+    let mut r = router();
+    r.record_handle_time("support", 60_000);
+    r.record_handle_time("support", 120_000); // H = 90 s
+    full_house(&mut r);
+    // F = 0, C = 4: ceil(p × 90 000 / 4).
+    assert_eq!(r.position(cid(1)), Some(pos(1, Some(22_500))));
+    assert_eq!(r.position(cid(2)), Some(pos(2, Some(45_000))));
+    assert_eq!(r.position(cid(3)), Some(pos(3, Some(67_500))));
+    assert_eq!(r.position(cid(4)), Some(pos(4, Some(90_000))));
+
+    // Dee (capacity 3) comes online and declines c4: her 3 slots are free but she
+    // is in cooldown for c4. C = 7, F = 3.
+    add_online(&mut r, "dee", &["en"], &["support"], 3, 20);
+    assert_eq!(offered_to(&r, cid(4)), Some(agent("dee")));
+    r.decline(cid(4), &agent("dee"), 30).unwrap();
+    assert_eq!(r.position(cid(1)), Some(pos(1, Some(0))));
+    assert_eq!(r.position(cid(3)), Some(pos(3, Some(0))));
+    // p = 4 > F = 3: ceil(1 × 90 000 / 7) = ceil(12 857.14…) = 12 858.
+    assert_eq!(r.position(cid(4)), Some(pos(4, Some(12_858))));
+    assert_eq!(
+        r.positions(),
+        vec![
+            (cid(1), pos(1, Some(0))),
+            (cid(2), pos(2, Some(0))),
+            (cid(3), pos(3, Some(0))),
+            (cid(4), pos(4, Some(12_858))),
+        ]
+    );
+    invariants(&r);
+}
+
+#[test]
+fn no_history_means_no_estimate() {
+    let mut r = router();
+    full_house(&mut r);
+    assert_eq!(r.position(cid(1)), Some(pos(1, None)));
+    assert_eq!(r.position(cid(4)), Some(pos(4, None)));
+    // History for another department does not count.
+    r.record_handle_time("payments", 60_000);
+    assert_eq!(r.position(cid(4)), Some(pos(4, None)));
+    r.record_handle_time("support", 60_000);
+    assert_eq!(r.position(cid(4)), Some(pos(4, Some(60_000))));
+}
+
+#[test]
+fn no_online_agent_means_no_estimate() {
+    let mut r = router();
+    r.record_handle_time("support", 60_000);
+    r.upsert_agent(agent("ana"), profile(&["en"], &["support"], 2), 0);
+    r.enqueue(cid(1), req("support", "en", 0), 1).unwrap();
+    assert_eq!(r.position(cid(1)), Some(pos(1, None)), "C = 0");
+    r.set_status(&agent("ana"), AgentStatus::Online, 2).unwrap();
+    r.set_status(&agent("ana"), AgentStatus::Away, 3).unwrap();
+    assert_eq!(
+        r.position(cid(1)),
+        Some(pos(1, None)),
+        "away agents do not count"
+    );
+}
+
+#[test]
+fn positions_count_within_department_and_language() {
+    let mut r = router();
+    r.enqueue(cid(1), req("support", "en", 0), 1).unwrap();
+    r.enqueue(cid(2), req("support", "de", 0), 2).unwrap();
+    r.enqueue(cid(3), req("payments", "en", 0), 3).unwrap();
+    r.enqueue(cid(4), req("support", "en", 0), 4).unwrap();
+    let p: Vec<u32> = (1..=4)
+        .map(|n| r.position(cid(n)).unwrap().position)
+        .collect();
+    assert_eq!(p, vec![1, 1, 1, 2]);
+    assert_eq!(r.position(cid(9)), None);
+}
+
+#[test]
+fn release_records_the_handle_time_of_its_department() {
+    let mut r = router();
+    add_online(&mut r, "ana", &["en"], &["support"], 1, 0);
+    assign(&mut r, cid(1), req("support", "en", 0), "ana", 1_000);
+    r.enqueue(cid(2), req("support", "en", 0), 2_000).unwrap();
+    assert_eq!(r.position(cid(2)), Some(pos(1, None)), "nothing closed yet");
+    r.release(cid(1), 61_000); // handled for 60 s
+    r.accept(cid(2), &agent("ana"), 61_500).unwrap();
+    r.enqueue(cid(3), req("support", "en", 0), 62_000).unwrap();
+    // F = 0, C = 1, H = 60 s.
+    assert_eq!(r.position(cid(3)), Some(pos(1, Some(60_000))));
+    // A queued player who abandons records nothing.
+    r.enqueue(cid(4), req("support", "en", 0), 63_000).unwrap();
+    r.release(cid(4), 900_000);
+    assert_eq!(r.position(cid(3)), Some(pos(1, Some(60_000))));
+}
+
+#[test]
+fn only_the_last_window_of_handle_times_counts() {
+    let mut r = Router::new(RoutingConfig {
+        handle_time_window: 2,
+        ..RoutingConfig::default()
+    });
+    r.upsert_agent(agent("ana"), profile(&["en"], &["support"], 1), 0);
+    r.set_status(&agent("ana"), AgentStatus::Online, 0).unwrap();
+    r.restore_owned(cid(100), &agent("ana"), req("support", "en", 0), 0)
+        .unwrap();
+    r.enqueue(cid(1), req("support", "en", 0), 1).unwrap();
+    r.record_handle_time("support", 1_000_000);
+    r.record_handle_time("support", 10_000);
+    r.record_handle_time("support", 30_000);
+    assert_eq!(r.position(cid(1)), Some(pos(1, Some(20_000))));
+}

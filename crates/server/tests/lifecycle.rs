@@ -1,0 +1,170 @@
+//! Presence and process lifecycle: graceful shutdown, an agent's grace period, a
+//! queued player who leaves, a client that stops reading.
+#![allow(missing_docs)]
+
+mod common;
+use common::*;
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_tells_clients_to_reconnect_and_exits_promptly_keeping_everything() {
+    let dir = tempdir();
+    let mut server = Server::start(dir.path(), &[]);
+    server.add_agent("ayla", "en", "general", 2, false);
+    let mut ayla = server.agent("ayla").await;
+    let mut player = server.visitor("en").await;
+    let token = player.welcome["visitor_token"].as_str().unwrap().to_string();
+    let conv = start_chat(&mut player, None).await;
+    accept(&mut ayla, &conv).await;
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        acked.push(player.say(&conv, &format!("m{i}"), "before shutdown").await);
+    }
+
+    let signalled = server.signal_term();
+    assert_eq!(player.expect_close().await, Some(1012), "told to reconnect");
+    assert_eq!(ayla.expect_close().await, Some(1012));
+    let status = server.wait_exit().await;
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit status {status:?}\n{}", server.logs());
+    assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+
+    server.spawn();
+    let mut back = server.visitor_with(Some(&token), "en").await;
+    back.send(json!({"type":"resume","conversation":conv,"after":0})).await;
+    let (msgs, _) = back.replay(&conv).await;
+    let seqs: Vec<u64> = msgs.iter().filter(|m| m["kind"] == "text").map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, acked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_who_does_not_come_back_loses_the_chat_to_the_head_of_the_queue() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &["--agent-grace-secs", "1"]);
+    server.add_agent("ayla", "en", "general", 2, false);
+    server.add_agent("boris", "en", "general", 1, false);
+    let mut ayla = server.agent("ayla").await;
+    let mut player = server.visitor("en").await;
+    let conv = start_chat(&mut player, None).await;
+    accept(&mut ayla, &conv).await;
+    player.expect("assigned").await;
+
+    // A quick reconnect within the grace period keeps the chat.
+    ayla.close().await;
+    let mut ayla = server.agent("ayla").await;
+    let open = ayla.welcome["conversations"].as_array().unwrap();
+    assert!(open.iter().any(|c| c["id"] == conv.as_str()), "kept across a quick reconnect");
+
+    // boris is busy with another player, so the requeued chat must wait for him.
+    let mut boris = server.agent("boris").await;
+    let mut other = server.visitor("en").await;
+    let other_conv = start_chat(&mut other, None).await;
+    // ayla has the lower load (1 of 2 vs 0 of 1: equal count, so longest idle);
+    // whoever is offered, accept it so that boris ends up busy.
+    let offered_to_boris = tokio::select! {
+        v = boris.expect_where(|v| v["type"] == "offer") => v["conversation"] == other_conv.as_str(),
+        _ = ayla.expect_where(|v| v["type"] == "offer") => false,
+    };
+    if offered_to_boris {
+        boris.send(json!({"type":"accept","conversation":other_conv})).await;
+    } else {
+        ayla.send(json!({"type":"accept","conversation":other_conv})).await;
+    }
+
+    // ayla leaves for good: after a second her chat goes back to the queue.
+    ayla.close().await;
+    let ev = player.expect_where(|v| v["type"] == "message" && v["event"] == "requeued").await;
+    assert_eq!(ev["kind"], "event");
+    player.expect_where(|v| v["type"] == "queued" && v["position"] == 1).await;
+    if !offered_to_boris {
+        // ayla owned both; both are requeued, and boris takes the first to arrive.
+        let offer = boris.expect_where(|v| v["type"] == "offer").await;
+        boris.send(json!({"type":"accept","conversation":offer["conversation"]})).await;
+    } else {
+        boris.send(json!({"type":"close","conversation":other_conv})).await;
+        let offer = boris.expect_where(|v| v["type"] == "offer").await;
+        assert_eq!(offer["conversation"], conv.as_str(), "the requeued chat is first");
+        boris.send(json!({"type":"accept","conversation":conv})).await;
+        player.expect_where(|v| v["type"] == "assigned" && v["agent"]["id"] == "boris").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_player_who_stays_away_is_marked_abandoned() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &["--abandon-after-secs", "1"]);
+    server.add_agent("sam", "en", "general", 1, true);
+    server.add_agent("ayla", "en", "general", 1, false);
+    let mut ayla = server.agent("ayla").await;
+    let mut busy = server.visitor("en").await;
+    let busy_conv = start_chat(&mut busy, None).await;
+    accept(&mut ayla, &busy_conv).await;
+
+    let mut player = server.visitor("en").await;
+    let conv = start_chat(&mut player, None).await;
+    player.close().await;
+
+    let token = server.login("sam").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let detail = server.get_json(&format!("/api/conversations/{conv}"), &token).await;
+        if detail["conversation"]["state"] == "closed" {
+            assert_eq!(detail["close_reason"], "abandoned");
+            let kinds: Vec<&str> = detail["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+            assert!(kinds.contains(&"abandoned"), "{kinds:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not abandoned in time: {detail}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // ayla's slot frees: the abandoned chat is not offered to her.
+    ayla.send(json!({"type":"close","conversation":busy_conv})).await;
+    ayla.send(json!({"type":"ping"})).await;
+    ayla.expect("pong").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ayla.send(json!({"type":"ping"})).await;
+    ayla.expect("pong").await;
+    assert!(!ayla.backlog.iter().any(|v| v["type"] == "offer" && v["conversation"] == conv.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected_as_a_slow_consumer() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &["--outbound-queue", "16"]);
+    server.add_agent("ayla", "en", "general", 2, false);
+    let mut ayla = server.agent("ayla").await;
+    let mut player = server.visitor("en").await;
+    let token = player.welcome["visitor_token"].as_str().unwrap().to_string();
+    let conv = start_chat(&mut player, None).await;
+    accept(&mut ayla, &conv).await;
+    player.expect("assigned").await;
+
+    // The player stops reading; the agent keeps writing large messages. The
+    // agent is never slowed down: every message is acked.
+    let text = "z".repeat(3900);
+    let mut last = 0;
+    for i in 0..3000 {
+        last = ayla.say(&conv, &format!("big-{i}"), &text).await;
+        if server.logs().contains("slow consumer disconnected") {
+            break;
+        }
+    }
+    assert!(server.logs().contains("slow consumer disconnected"), "never detected");
+    // Now the player reads what reached it, then the close code.
+    assert_eq!(player.expect_close().await, Some(4008));
+
+    // Reconnecting and resuming from the last message it saw recovers the rest.
+    let seen = player.backlog.iter().filter(|v| v["type"] == "message").filter_map(|v| v["seq"].as_u64()).max().unwrap_or(0);
+    let mut back = server.visitor_with(Some(&token), "en").await;
+    back.send(json!({"type":"resume","conversation":conv,"after":seen})).await;
+    let (rest, last_seq) = back.replay(&conv).await;
+    assert_eq!(last_seq, last);
+    let mut expect = seen;
+    for m in &rest {
+        assert_eq!(m["prev"].as_u64(), Some(expect));
+        expect = m["seq"].as_u64().unwrap();
+    }
+    assert_eq!(expect, last);
+    assert!(server.healthy().await);
+}
