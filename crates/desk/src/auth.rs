@@ -269,7 +269,11 @@ mod tests {
         assert_eq!(k.check_visitor(&token), Ok(id));
         let other = Keys::new(vec![9; 32], vec![2; 32]);
         assert!(other.check_visitor(&token).is_err());
-        let forged = format!("v1.{}.{}", Uuid::new_v4(), token.rsplit_once('.').unwrap().1);
+        let forged = format!(
+            "v1.{}.{}",
+            Uuid::new_v4(),
+            token.rsplit_once('.').unwrap().1
+        );
         assert!(k.check_visitor(&forged).is_err());
         assert!(k.check_visitor("garbage").is_err());
     }
@@ -281,7 +285,10 @@ mod tests {
         assert_eq!(k.check_agent(&t, 999), Ok("ayla".to_string()));
         assert_eq!(k.check_agent(&t, 1_000), Err(AuthError::Expired));
         let tampered = t.replacen("1000", "9999", 1);
-        assert!(matches!(k.check_agent(&tampered, 0), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            k.check_agent(&tampered, 0),
+            Err(AuthError::Invalid(_))
+        ));
         // A visitor key cannot mint agent sessions.
         let v = Keys::new(vec![2; 32], vec![1; 32]);
         assert!(v.check_agent(&t, 0).is_err());

@@ -389,8 +389,14 @@ mod tests {
         signal.close(CloseCode::Restart);
         signal.close(CloseCode::SlowConsumer);
         let wait = Duration::from_secs(2);
-        assert_eq!(tokio::time::timeout(wait, a).await.unwrap().unwrap(), CloseCode::Restart);
-        assert_eq!(tokio::time::timeout(wait, b).await.unwrap().unwrap(), CloseCode::Restart);
+        assert_eq!(
+            tokio::time::timeout(wait, a).await.unwrap().unwrap(),
+            CloseCode::Restart
+        );
+        assert_eq!(
+            tokio::time::timeout(wait, b).await.unwrap().unwrap(),
+            CloseCode::Restart
+        );
         // A waiter arriving after the close returns at once.
         assert_eq!(signal.wait().await, CloseCode::Restart);
     }

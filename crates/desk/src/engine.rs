@@ -13,11 +13,12 @@ use pitboss_protocol::limits::{MAX_CLIENT_ID_BYTES, MAX_SHORT_TEXT_CHARS, MAX_TE
 use pitboss_protocol::{
     AgentId, AgentStatus, Auth, ClientFrame, CloseCode, ConversationId, ConversationState,
     ConversationSummary, ErrorCode, MessageKind, Offer, Participant, PlayerCard, PlayerId,
-    QueueEntry, Role, ServerFrame, TransferInfo, TransferOutcome, TransferTarget,
-    WithdrawReason, PROTOCOL_VERSION,
+    QueueEntry, Role, ServerFrame, TransferInfo, TransferOutcome, TransferTarget, WithdrawReason,
+    PROTOCOL_VERSION,
 };
 use pitboss_routing::{
-    AgentProfile, ConversationView, Decision, Request, Router, RoutingError, TransferFailure,
+    AgentProfile, ConversationView, Decision, Position, Request, Router, RoutingError,
+    TransferFailure,
 };
 use pitboss_transcripts::{
     now_ms, AgentAccount, Change, CommitObserver, ConversationFilter, ConversationRecord, Expect,
@@ -245,7 +246,9 @@ impl Desk {
             capacity: account.capacity,
         };
         let decisions = self.router().upsert_agent(account.id.clone(), profile, now);
-        debug_assert!(decisions.iter().all(|d| matches!(d, Decision::QueueChanged)));
+        debug_assert!(decisions
+            .iter()
+            .all(|d| matches!(d, Decision::QueueChanged)));
     }
 
     fn insert_live(&self, record: &ConversationRecord, request: Request) {
@@ -274,7 +277,8 @@ impl Desk {
             if let Some(mut list) = self.player_live.get_mut(&player) {
                 list.retain(|c| *c != id);
             }
-            self.player_live.remove_if(&player, |_, list| list.is_empty());
+            self.player_live
+                .remove_if(&player, |_, list| list.is_empty());
         }
         self.player_gone.remove(&id);
         self.transfers.remove(&id);
@@ -323,7 +327,10 @@ impl Desk {
 
     /// Checks the credentials of a `hello`. The error carries the code for the
     /// error frame and the close code that follows it.
-    pub async fn authenticate(&self, auth: Auth) -> Result<Session, (ErrorCode, CloseCode, String)> {
+    pub async fn authenticate(
+        &self,
+        auth: Auth,
+    ) -> Result<Session, (ErrorCode, CloseCode, String)> {
         let invalid = |m: String| (ErrorCode::Unauthorized, CloseCode::AuthFailed, m);
         match auth {
             Auth::Visitor {
@@ -341,7 +348,9 @@ impl Desk {
                 let card = PlayerCard {
                     id: PlayerId::visitor(id),
                     name: name.map(|n| clip(n.trim(), 100)).filter(|n| !n.is_empty()),
-                    language: language.map(|l| clip(l.trim(), 16)).filter(|l| !l.is_empty()),
+                    language: language
+                        .map(|l| clip(l.trim(), 16))
+                        .filter(|l| !l.is_empty()),
                     // Unsigned attributes never raise priority.
                     vip_tier: 0,
                     jurisdiction: None,
@@ -373,17 +382,14 @@ impl Desk {
                 }
             }
             Auth::Agent { token } => {
-                let account = self
-                    .agent_session(&token)
-                    .await
-                    .map_err(|e| match e {
-                        AuthError::Expired => (
-                            ErrorCode::TokenExpired,
-                            CloseCode::TokenExpired,
-                            "the session has expired: log in again".to_string(),
-                        ),
-                        e => invalid(e.to_string()),
-                    })?;
+                let account = self.agent_session(&token).await.map_err(|e| match e {
+                    AuthError::Expired => (
+                        ErrorCode::TokenExpired,
+                        CloseCode::TokenExpired,
+                        "the session has expired: log in again".to_string(),
+                    ),
+                    e => invalid(e.to_string()),
+                })?;
                 Ok(Session::Agent {
                     id: account.id,
                     name: account.name,
@@ -419,9 +425,10 @@ impl Desk {
             .map(|a| a.password_hash.clone())
             .unwrap_or_else(|| DUMMY_HASH.to_owned());
         let password = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || crate::auth::verify_password(&password, &hash))
-            .await
-            .unwrap_or(false);
+        let ok =
+            tokio::task::spawn_blocking(move || crate::auth::verify_password(&password, &hash))
+                .await
+                .unwrap_or(false);
         let account = account.filter(|_| ok)?;
         let token = self
             .keys
@@ -634,7 +641,12 @@ impl Desk {
         }
     }
 
-    async fn dispatch(self: &Arc<Self>, conn: &ConnRef, session: &Session, frame: ClientFrame) -> Outcome {
+    async fn dispatch(
+        self: &Arc<Self>,
+        conn: &ConnRef,
+        session: &Session,
+        frame: ClientFrame,
+    ) -> Outcome {
         match frame {
             ClientFrame::Hello { .. } => refuse(ErrorCode::HelloRequired, "hello was already sent"),
             ClientFrame::Ping => {
@@ -648,15 +660,23 @@ impl Desk {
                 let Session::Player { card, .. } = session else {
                     return refuse(ErrorCode::Forbidden, "only players start conversations");
                 };
-                self.start_conversation(conn, card, department, language).await
+                self.start_conversation(conn, card, department, language)
+                    .await
             }
             ClientFrame::Send {
                 conversation,
                 client_id,
                 text,
             } => {
-                self.append(conn, session, conversation, client_id, text, MessageKind::Text)
-                    .await
+                self.append(
+                    conn,
+                    session,
+                    conversation,
+                    client_id,
+                    text,
+                    MessageKind::Text,
+                )
+                .await
             }
             ClientFrame::Note {
                 conversation,
@@ -666,28 +686,43 @@ impl Desk {
                 if !matches!(session, Session::Agent { .. }) {
                     return refuse(ErrorCode::Forbidden, "only agents write notes");
                 }
-                self.append(conn, session, conversation, client_id, text, MessageKind::Note)
-                    .await
+                self.append(
+                    conn,
+                    session,
+                    conversation,
+                    client_id,
+                    text,
+                    MessageKind::Note,
+                )
+                .await
             }
             ClientFrame::Typing {
                 conversation,
                 active,
             } => {
                 self.participant_live(session, conversation).await?;
-                self.signal(conn, conversation, ServerFrame::Typing {
+                self.signal(
+                    conn,
                     conversation,
-                    from: session.participant(),
-                    active,
-                });
+                    ServerFrame::Typing {
+                        conversation,
+                        from: session.participant(),
+                        active,
+                    },
+                );
                 Ok(())
             }
             ClientFrame::Read { conversation, seq } => {
                 self.participant_live(session, conversation).await?;
-                self.signal(conn, conversation, ServerFrame::Read {
+                self.signal(
+                    conn,
                     conversation,
-                    by: session.participant(),
-                    seq,
-                });
+                    ServerFrame::Read {
+                        conversation,
+                        by: session.participant(),
+                        seq,
+                    },
+                );
                 Ok(())
             }
             ClientFrame::Resume {
@@ -761,7 +796,12 @@ impl Desk {
                     .router()
                     .decline(conversation, id, self.now())
                     .map_err(routing_refusal)?;
-                self.record(conversation, LifecycleKind::Declined, Some(id), serde_json::Value::Null);
+                self.record(
+                    conversation,
+                    LifecycleKind::Declined,
+                    Some(id),
+                    serde_json::Value::Null,
+                );
                 self.carry_out(decisions).await;
                 Ok(())
             }
@@ -864,7 +904,11 @@ impl Desk {
             rating_comment: None,
         };
         self.insert_live(&record, request.clone());
-        let live = self.live.get(&id).map(|l| l.clone()).expect("just inserted");
+        let live = self
+            .live
+            .get(&id)
+            .map(|l| l.clone())
+            .expect("just inserted");
         self.attach(conn, &live, 0);
         if !serve {
             conn.send(ServerFrame::NoAgents { conversation: id });
@@ -880,7 +924,13 @@ impl Desk {
     }
 
     /// Tells a (re)connected player where an existing conversation stands.
-    fn tell_state(&self, conn: &ConnRef, id: ConversationId, state: ConversationState, agent: Option<AgentId>) {
+    fn tell_state(
+        &self,
+        conn: &ConnRef,
+        id: ConversationId,
+        state: ConversationState,
+        agent: Option<AgentId>,
+    ) {
         match (state, agent) {
             (ConversationState::Offline, _) => {
                 conn.send(ServerFrame::NoAgents { conversation: id });
@@ -1041,7 +1091,12 @@ impl Desk {
         conn.push(Outbound::Detach(live.id));
     }
 
-    async fn close(self: &Arc<Self>, session: &Session, conversation: ConversationId, reason: Option<String>) -> Outcome {
+    async fn close(
+        self: &Arc<Self>,
+        session: &Session,
+        conversation: ConversationId,
+        reason: Option<String>,
+    ) -> Outcome {
         let reason = match reason {
             Some(r) => Some(short(r, "reason")?),
             None => None,
@@ -1088,7 +1143,8 @@ impl Desk {
                 ..Default::default()
             })
             .await?;
-        self.finish_close(&live, conversation, reason, by, agent, player).await;
+        self.finish_close(&live, conversation, reason, by, agent, player)
+            .await;
         Ok(())
     }
 
@@ -1160,12 +1216,17 @@ impl Desk {
                     detail: serde_json::json!({ "score": score, "comment": comment }),
                     at: now_ms(),
                 }],
-                entry: Some(system_entry("rated", format!("The player rated the chat {score}/5"))),
+                entry: Some(system_entry(
+                    "rated",
+                    format!("The player rated the chat {score}/5"),
+                )),
                 ..Default::default()
             })
             .await
             .map_err(|e| match e {
-                StoreError::Precondition => Refusal(ErrorCode::InvalidState, "already rated".into()),
+                StoreError::Precondition => {
+                    Refusal(ErrorCode::InvalidState, "already rated".into())
+                }
                 e => e.into(),
             })?;
         conn.send(ServerFrame::Rated {
@@ -1198,7 +1259,10 @@ impl Desk {
         };
         let live = self.participant_live(session, conversation).await?;
         if live.lock().agent.as_ref() != Some(id) {
-            return refuse(ErrorCode::Forbidden, "only the owner transfers a conversation");
+            return refuse(
+                ErrorCode::Forbidden,
+                "only the owner transfers a conversation",
+            );
         }
         self.transfers.insert(
             conversation,
@@ -1208,7 +1272,10 @@ impl Desk {
                 note: note.clone(),
             },
         );
-        let decisions = match self.router().transfer(conversation, id, to.clone(), self.now()) {
+        let decisions = match self
+            .router()
+            .transfer(conversation, id, to.clone(), self.now())
+        {
             Ok(d) => d,
             Err(e) => {
                 self.transfers.remove(&conversation);
@@ -1244,7 +1311,9 @@ impl Desk {
                 conversation,
                 entry: Some(system_entry(
                     "transfer_requested",
-                    format!("You are being transferred to {shown}. Your conversation stays with you."),
+                    format!(
+                        "You are being transferred to {shown}. Your conversation stays with you."
+                    ),
                 )),
                 events: vec![LifecycleEvent {
                     kind: LifecycleKind::TransferRequested,
@@ -1279,7 +1348,12 @@ impl Desk {
             .live
             .get(&conversation)
             .map(|l| l.clone())
-            .ok_or_else(|| Refusal(ErrorCode::NotFound, "no open conversation with that id".into()))?;
+            .ok_or_else(|| {
+                Refusal(
+                    ErrorCode::NotFound,
+                    "no open conversation with that id".into(),
+                )
+            })?;
         let (state, request) = {
             let s = live.lock();
             (s.state, s.request.clone())
@@ -1318,7 +1392,10 @@ impl Desk {
             return Ok(());
         }
         if !supervisor {
-            return refuse(ErrorCode::Forbidden, "only supervisors take over conversations");
+            return refuse(
+                ErrorCode::Forbidden,
+                "only supervisors take over conversations",
+            );
         }
         let decisions = self
             .router()
@@ -1332,7 +1409,11 @@ impl Desk {
 
     /// The live conversation, if this session is one of its parties (the player,
     /// the owner, or a supervisor).
-    async fn participant_live(&self, session: &Session, conversation: ConversationId) -> Result<Arc<Live>, Refusal> {
+    async fn participant_live(
+        &self,
+        session: &Session,
+        conversation: ConversationId,
+    ) -> Result<Arc<Live>, Refusal> {
         let Some(live) = self.live.get(&conversation).map(|l| l.clone()) else {
             return match self.store.conversation(conversation).await? {
                 Some(r) if may_view_record(session, &r) => {
@@ -1346,7 +1427,9 @@ impl Desk {
             let s = live.lock();
             match session {
                 Session::Player { card, .. } => s.player.id == card.id,
-                Session::Agent { id, supervisor, .. } => *supervisor || s.agent.as_ref() == Some(id),
+                Session::Agent { id, supervisor, .. } => {
+                    *supervisor || s.agent.as_ref() == Some(id)
+                }
             }
         };
         if ok {
@@ -1434,7 +1517,12 @@ impl Desk {
                 } => {
                     let reason = match reason {
                         pitboss_routing::WithdrawReason::Expired => {
-                            self.record(conversation, LifecycleKind::OfferExpired, Some(&agent), serde_json::Value::Null);
+                            self.record(
+                                conversation,
+                                LifecycleKind::OfferExpired,
+                                Some(&agent),
+                                serde_json::Value::Null,
+                            );
                             WithdrawReason::Expired
                         }
                         pitboss_routing::WithdrawReason::Declined => WithdrawReason::Declined,
@@ -1469,7 +1557,13 @@ impl Desk {
         }
     }
 
-    fn offer(&self, conversation: ConversationId, agent: AgentId, expires_at: u64, transfer_from: Option<AgentId>) {
+    fn offer(
+        &self,
+        conversation: ConversationId,
+        agent: AgentId,
+        expires_at: u64,
+        transfer_from: Option<AgentId>,
+    ) {
         let Some(live) = self.live.get(&conversation).map(|l| l.clone()) else {
             return;
         };
@@ -1479,12 +1573,16 @@ impl Desk {
         };
         let now = self.now();
         let since = match self.router().conversation(conversation) {
-            Some(ConversationView::Queued { since, .. }) | Some(ConversationView::Owned { since, .. }) => since,
+            Some(ConversationView::Queued { since, .. })
+            | Some(ConversationView::Owned { since, .. }) => since,
             None => now,
         };
         let transfer = transfer_from.map(|from| TransferInfo {
             from: self.agent_participant(&from),
-            note: self.transfers.get(&conversation).and_then(|t| t.note.clone()),
+            note: self
+                .transfers
+                .get(&conversation)
+                .and_then(|t| t.note.clone()),
         });
         let frame = ServerFrame::Offer(Offer {
             conversation,
@@ -1495,13 +1593,23 @@ impl Desk {
             expires_in_ms: expires_at.saturating_sub(now),
             transfer,
         });
-        self.record(conversation, LifecycleKind::Offered, Some(&agent), serde_json::Value::Null);
+        self.record(
+            conversation,
+            LifecycleKind::Offered,
+            Some(&agent),
+            serde_json::Value::Null,
+        );
         self.each_conn(&UserKey::Agent(agent), |c| {
             c.send(frame.clone());
         });
     }
 
-    async fn assign(self: &Arc<Self>, conversation: ConversationId, agent: AgentId, previous: Option<AgentId>) {
+    async fn assign(
+        self: &Arc<Self>,
+        conversation: ConversationId,
+        agent: AgentId,
+        previous: Option<AgentId>,
+    ) {
         let Some(live) = self.live.get(&conversation).map(|l| l.clone()) else {
             // Closed meanwhile: free the router's slot.
             let decisions = self.router().release(conversation, self.now());
@@ -1518,15 +1626,30 @@ impl Desk {
         let (events, handoff, text) = match (&previous, &transfer) {
             (None, _) => (
                 vec![
-                    LifecycleEvent { kind: LifecycleKind::Accepted, agent: Some(agent.clone()), detail: serde_json::Value::Null, at: now },
-                    LifecycleEvent { kind: LifecycleKind::Assigned, agent: Some(agent.clone()), detail: serde_json::Value::Null, at: now },
+                    LifecycleEvent {
+                        kind: LifecycleKind::Accepted,
+                        agent: Some(agent.clone()),
+                        detail: serde_json::Value::Null,
+                        at: now,
+                    },
+                    LifecycleEvent {
+                        kind: LifecycleKind::Assigned,
+                        agent: Some(agent.clone()),
+                        detail: serde_json::Value::Null,
+                        at: now,
+                    },
                 ],
                 None,
                 format!("{name} joined the chat"),
             ),
             (Some(prev), Some(t)) if t.from == *prev => (
                 vec![
-                    LifecycleEvent { kind: LifecycleKind::Accepted, agent: Some(agent.clone()), detail: serde_json::Value::Null, at: now },
+                    LifecycleEvent {
+                        kind: LifecycleKind::Accepted,
+                        agent: Some(agent.clone()),
+                        detail: serde_json::Value::Null,
+                        at: now,
+                    },
                     LifecycleEvent {
                         kind: LifecycleKind::Transferred,
                         agent: Some(agent.clone()),
@@ -1564,7 +1687,10 @@ impl Desk {
             .store
             .apply(Change {
                 conversation,
-                expect: Some(Expect { state, agent: owner.clone() }),
+                expect: Some(Expect {
+                    state,
+                    agent: owner.clone(),
+                }),
                 set: Some(SetState {
                     state: ConversationState::Active,
                     agent: Some(agent.clone()),
@@ -1581,7 +1707,8 @@ impl Desk {
             self.each_conn(&UserKey::Agent(agent.clone()), |c| {
                 c.send(ServerFrame::Error {
                     code: ErrorCode::Overloaded,
-                    message: "the assignment could not be stored; the conversation was put back".into(),
+                    message: "the assignment could not be stored; the conversation was put back"
+                        .into(),
                     frame: Some("accept".into()),
                     conversation: Some(conversation),
                     client_id: None,
@@ -1615,7 +1742,11 @@ impl Desk {
         self.player_gone.remove(&live.id);
         let who = self.agent_participant(agent);
         if let Some(prev) = previous.filter(|p| p != agent) {
-            let supervisor = self.agents.get(&prev).map(|a| a.supervisor).unwrap_or(false);
+            let supervisor = self
+                .agents
+                .get(&prev)
+                .map(|a| a.supervisor)
+                .unwrap_or(false);
             self.each_conn(&UserKey::Agent(prev), |c| {
                 if !supervisor {
                     self.detach(c, live);
@@ -1644,7 +1775,12 @@ impl Desk {
         self.queue_dirty.store(true, Ordering::Relaxed);
     }
 
-    async fn transfer_failed(&self, conversation: ConversationId, owner: AgentId, reason: TransferFailure) {
+    async fn transfer_failed(
+        &self,
+        conversation: ConversationId,
+        owner: AgentId,
+        reason: TransferFailure,
+    ) {
         let transfer = self.transfers.remove(&conversation).map(|(_, t)| t);
         let outcome = match reason {
             TransferFailure::Declined => TransferOutcome::Declined,
@@ -1712,9 +1848,14 @@ impl Desk {
         };
         let request = live.lock().request.clone();
         let mut more = Vec::new();
-        match record.as_ref().map(|r| (r.summary.state, r.summary.agent.clone())) {
+        match record
+            .as_ref()
+            .map(|r| (r.summary.state, r.summary.agent.clone()))
+        {
             Some((ConversationState::Active, Some(agent))) => {
-                let _ = self.router().restore_owned(conversation, &agent, request, now);
+                let _ = self
+                    .router()
+                    .restore_owned(conversation, &agent, request, now);
                 let mut s = live.lock();
                 s.state = ConversationState::Active;
                 s.agent = Some(agent);
@@ -1864,7 +2005,10 @@ impl Desk {
                     agent: None,
                     close_reason: Some("abandoned".into()),
                 }),
-                entry: Some(system_entry("closed", "The player left before an agent was free.".into())),
+                entry: Some(system_entry(
+                    "closed",
+                    "The player left before an agent was free.".into(),
+                )),
                 events: vec![
                     LifecycleEvent {
                         kind: LifecycleKind::Abandoned,
@@ -1884,8 +2028,15 @@ impl Desk {
             .await;
         match result {
             Ok(_) => {
-                self.finish_close(&live, conversation, Some("abandoned".into()), Role::System, None, player)
-                    .await
+                self.finish_close(
+                    &live,
+                    conversation,
+                    Some("abandoned".into()),
+                    Role::System,
+                    None,
+                    player,
+                )
+                .await
             }
             Err(err) => tracing::warn!(%err, conversation = %conversation, "abandon not stored"),
         }
@@ -1894,9 +2045,12 @@ impl Desk {
     /// Sends each queued player their position when it changed, and each online
     /// agent the queue they could be offered from.
     fn send_queue_updates(&self) {
-        let queue = self.router().queue();
-        for item in &queue {
-            self.send_position(item.conversation, false);
+        let (queue, positions) = {
+            let router = self.router();
+            (router.queue(), router.positions())
+        };
+        for (conversation, position) in positions {
+            self.tell_position(conversation, position, false);
         }
         let agents: Vec<AgentId> = self
             .users
@@ -1908,7 +2062,11 @@ impl Desk {
             .collect();
         let now = self.now();
         for agent in agents {
-            let supervisor = self.agents.get(&agent).map(|a| a.supervisor).unwrap_or(false);
+            let supervisor = self
+                .agents
+                .get(&agent)
+                .map(|a| a.supervisor)
+                .unwrap_or(false);
             let (total, items) = if supervisor {
                 (queue.len(), queue.iter().take(100).cloned().collect())
             } else {
@@ -1938,6 +2096,10 @@ impl Desk {
         let Some(position) = self.router().position(conversation) else {
             return;
         };
+        self.tell_position(conversation, position, force);
+    }
+
+    fn tell_position(&self, conversation: ConversationId, position: Position, force: bool) {
         let Some(live) = self.live.get(&conversation).map(|l| l.clone()) else {
             return;
         };
@@ -1991,7 +2153,13 @@ impl Desk {
 
     /// Records a KPI event without waiting for it. Losing one to a full store
     /// queue costs a statistic, never a message, so it is logged and dropped.
-    fn record(&self, conversation: ConversationId, kind: LifecycleKind, agent: Option<&AgentId>, detail: serde_json::Value) {
+    fn record(
+        &self,
+        conversation: ConversationId,
+        kind: LifecycleKind,
+        agent: Option<&AgentId>,
+        detail: serde_json::Value,
+    ) {
         let store = self.store.clone();
         let event = LifecycleEvent {
             kind,
@@ -2017,7 +2185,11 @@ impl Desk {
 
     /// A conversation, if this agent may read it: the owner, an agent it is
     /// offered to, or a supervisor.
-    pub async fn readable(&self, account: &AgentAccount, id: ConversationId) -> Result<Option<ConversationRecord>, StoreError> {
+    pub async fn readable(
+        &self,
+        account: &AgentAccount,
+        id: ConversationId,
+    ) -> Result<Option<ConversationRecord>, StoreError> {
         let Some(record) = self.store.conversation(id).await? else {
             return Ok(None);
         };
@@ -2045,22 +2217,32 @@ impl Desk {
 fn may_view_record(session: &Session, record: &ConversationRecord) -> bool {
     match session {
         Session::Player { card, .. } => record.summary.player == card.id,
-        Session::Agent { id, supervisor, .. } => *supervisor || record.summary.agent.as_ref() == Some(id),
+        Session::Agent { id, supervisor, .. } => {
+            *supervisor || record.summary.agent.as_ref() == Some(id)
+        }
     }
 }
 
 fn routing_refusal(err: RoutingError) -> Refusal {
     let (code, message) = match err {
-        RoutingError::UnknownConversation => (ErrorCode::NotFound, "no such conversation in the queue"),
+        RoutingError::UnknownConversation => {
+            (ErrorCode::NotFound, "no such conversation in the queue")
+        }
         RoutingError::UnknownAgent => (ErrorCode::NotFound, "no such agent"),
         RoutingError::AlreadyKnown => (ErrorCode::InvalidState, "already queued"),
-        RoutingError::NotOffered => (ErrorCode::InvalidState, "this conversation is not offered to you"),
+        RoutingError::NotOffered => (
+            ErrorCode::InvalidState,
+            "this conversation is not offered to you",
+        ),
         RoutingError::NotOwner => (ErrorCode::Forbidden, "you do not own this conversation"),
         RoutingError::TargetUnavailable => (
             ErrorCode::InvalidState,
             "that agent cannot take it now (offline, away, full, or wrong language)",
         ),
-        RoutingError::InvalidState => (ErrorCode::InvalidState, "not possible in the conversation's state"),
+        RoutingError::InvalidState => (
+            ErrorCode::InvalidState,
+            "not possible in the conversation's state",
+        ),
     };
     Refusal(code, message.into())
 }
@@ -2073,7 +2255,8 @@ fn tag(value: Option<String>, default: &str, what: &str) -> Result<String, Refus
         .unwrap_or_else(|| default.to_owned());
     let ok = !v.is_empty()
         && v.len() <= 32
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if ok {
         Ok(v)
     } else {

@@ -82,9 +82,15 @@ pub fn app(state: AppState) -> axum::Router {
         .route("/api/conversations", get(rest::list_conversations))
         .route("/api/conversations/{id}", get(rest::conversation))
         .route("/api/conversations/{id}/transcript", get(rest::transcript))
-        .route("/api/conversations/{id}/transcript.txt", get(rest::transcript_text))
+        .route(
+            "/api/conversations/{id}/transcript.txt",
+            get(rest::transcript_text),
+        )
         .route("/api/offline", get(rest::offline))
-        .route("/api/players/{player}/conversations", get(rest::player_conversations))
+        .route(
+            "/api/players/{player}/conversations",
+            get(rest::player_conversations),
+        )
         .route("/api/agents", get(rest::agents))
         .with_state(state)
 }

@@ -23,14 +23,22 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
-        ApiError(StatusCode::SERVICE_UNAVAILABLE, "unavailable", err.to_string())
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            err.to_string(),
+        )
     }
 }
 
 type ApiResult<T> = Result<T, ApiError>;
 
 fn not_found() -> ApiError {
-    ApiError(StatusCode::NOT_FOUND, "not_found", "no such conversation, or not yours".into())
+    ApiError(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such conversation, or not yours".into(),
+    )
 }
 
 /// `GET /healthz`: the process is up.
@@ -57,13 +65,26 @@ pub(crate) struct LoginBody {
 }
 
 /// `POST /api/login`: `{login, password}` → `{token, agent}`.
-pub(crate) async fn login(State(state): State<AppState>, Json(body): Json<LoginBody>) -> ApiResult<Response> {
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    Json(body): Json<LoginBody>,
+) -> ApiResult<Response> {
     if body.login.len() > 64 || body.password.len() > 1024 {
-        return Err(ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "wrong login or password".into()));
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "wrong login or password".into(),
+        ));
     }
     match state.desk.login(&body.login, &body.password).await {
-        Some((token, account)) => Ok(Json(json!({ "token": token, "agent": public(&account) })).into_response()),
-        None => Err(ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "wrong login or password".into())),
+        Some((token, account)) => {
+            Ok(Json(json!({ "token": token, "agent": public(&account) })).into_response())
+        }
+        None => Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "wrong login or password".into(),
+        )),
     }
 }
 
@@ -73,11 +94,19 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> ApiResult<AgentAccount
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "missing bearer token".into()))?;
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing bearer token".into(),
+            )
+        })?;
     state.desk.agent_session(token).await.map_err(|e| match e {
-        pitboss_desk::AuthError::Expired => {
-            ApiError(StatusCode::UNAUTHORIZED, "token_expired", "the session has expired: log in again".into())
-        }
+        pitboss_desk::AuthError::Expired => ApiError(
+            StatusCode::UNAUTHORIZED,
+            "token_expired",
+            "the session has expired: log in again".into(),
+        ),
         e => ApiError(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()),
     })
 }
@@ -128,10 +157,18 @@ pub(crate) async fn list_conversations(
     Ok(Json(json!({ "conversations": list })).into_response())
 }
 
-async fn readable(state: &AppState, headers: &HeaderMap, id: &str) -> ApiResult<(AgentAccount, ConversationRecord)> {
+async fn readable(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> ApiResult<(AgentAccount, ConversationRecord)> {
     let account = caller(state, headers).await?;
     let id: ConversationId = id.parse().map_err(|_| not_found())?;
-    let record = state.desk.readable(&account, id).await?.ok_or_else(not_found)?;
+    let record = state
+        .desk
+        .readable(&account, id)
+        .await?
+        .ok_or_else(not_found)?;
     Ok((account, record))
 }
 
@@ -175,7 +212,12 @@ pub(crate) async fn transcript(
     let entries = state
         .desk
         .store()
-        .entries(record.summary.id, q.after.unwrap_or(0), q.limit.unwrap_or(1000).clamp(1, 1000), true)
+        .entries(
+            record.summary.id,
+            q.after.unwrap_or(0),
+            q.limit.unwrap_or(1000).clamp(1, 1000),
+            true,
+        )
         .await?;
     let messages: Vec<_> = entries.iter().map(|e| e.to_message(false)).collect();
     Ok(Json(json!({ "conversation": record.summary.id, "messages": messages })).into_response())
@@ -193,7 +235,12 @@ pub(crate) async fn transcript_text(
         "Conversation {}\nPlayer: {}{}\nDepartment: {}  Language: {}\nState: {:?}\n\n",
         s.id,
         s.player,
-        record.player.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
+        record
+            .player
+            .name
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default(),
         s.department,
         s.language,
         s.state,
@@ -221,7 +268,10 @@ pub(crate) async fn transcript_text(
 }
 
 /// `GET /api/offline`: offline messages awaiting an answer (any agent).
-pub(crate) async fn offline(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+pub(crate) async fn offline(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     caller(&state, &headers).await?;
     let records = state
         .desk
@@ -234,7 +284,11 @@ pub(crate) async fn offline(State(state): State<AppState>, headers: HeaderMap) -
         .await?;
     let mut out = Vec::with_capacity(records.len());
     for r in records {
-        let first = state.desk.store().entries(r.summary.id, 0, 20, false).await?;
+        let first = state
+            .desk
+            .store()
+            .entries(r.summary.id, 0, 20, false)
+            .await?;
         let texts: Vec<_> = first
             .iter()
             .filter(|e| e.kind == MessageKind::Text)
@@ -272,14 +326,21 @@ pub(crate) async fn player_conversations(
         }
     }
     if !allowed {
-        return Err(ApiError(StatusCode::FORBIDDEN, "forbidden", "you serve none of this player's conversations".into()));
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "you serve none of this player's conversations".into(),
+        ));
     }
     let list: Vec<_> = records.into_iter().map(|r| r.summary).collect();
     Ok(Json(json!({ "conversations": list })).into_response())
 }
 
 /// `GET /api/agents`: accounts (without password hashes), for transfer targets.
-pub(crate) async fn agents(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+pub(crate) async fn agents(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     caller(&state, &headers).await?;
     let accounts = state.desk.store().agents().await?;
     let list: Vec<_> = accounts.iter().map(public).collect();
@@ -297,6 +358,9 @@ mod tests {
     #[test]
     fn times_format_as_utc() {
         assert_eq!(super::format_time(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::format_time(1_700_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(
+            super::format_time(1_700_000_000_000),
+            "2023-11-14T22:13:20Z"
+        );
     }
 }

@@ -64,7 +64,9 @@ impl Drop for SocketGuard {
 }
 
 async fn connection(socket: WebSocket, state: AppState) {
-    state.sockets.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    state
+        .sockets
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     let _guard = SocketGuard(state.sockets.clone());
     let (sink, mut stream) = socket.split();
     let mut sink = Sink(sink);
@@ -72,11 +74,18 @@ async fn connection(socket: WebSocket, state: AppState) {
         return;
     };
     let span = tracing::info_span!("connection", user = ?session.user());
-    session_loop(stream, sink, state, session).instrument(span).await;
+    session_loop(stream, sink, state, session)
+        .instrument(span)
+        .await;
 }
 
 /// Serves an authenticated connection until either side ends it.
-async fn session_loop(mut stream: SplitStream<WebSocket>, mut sink: Sink, state: AppState, session: Session) {
+async fn session_loop(
+    mut stream: SplitStream<WebSocket>,
+    mut sink: Sink,
+    state: AppState,
+    session: Session,
+) {
     let desk = state.desk.clone();
     let (conn, mut rx, close) = desk.connect(&session).await;
     send_now(&mut sink, desk.welcome(&session).await).await;
@@ -124,8 +133,9 @@ async fn session_loop(mut stream: SplitStream<WebSocket>, mut sink: Sink, state:
     });
 
     let config = &state.config;
-    let quota = Quota::per_second(NonZeroU32::new(config.frames_per_second.max(1)).expect("nonzero"))
-        .allow_burst(NonZeroU32::new(config.burst_frames.max(1)).expect("nonzero"));
+    let quota =
+        Quota::per_second(NonZeroU32::new(config.frames_per_second.max(1)).expect("nonzero"))
+            .allow_burst(NonZeroU32::new(config.burst_frames.max(1)).expect("nonzero"));
     let limiter = RateLimiter::direct(quota);
     let mut strikes = 0u32;
 
@@ -155,7 +165,9 @@ async fn session_loop(mut stream: SplitStream<WebSocket>, mut sink: Sink, state:
             Some(Err(err)) => {
                 // Over the size limit: tungstenite refuses to buffer the frame.
                 let too_big = std::error::Error::source(&err)
-                    .map(|s| s.to_string().contains("too long") || s.to_string().contains("too big"))
+                    .map(|s| {
+                        s.to_string().contains("too long") || s.to_string().contains("too big")
+                    })
                     .unwrap_or(false)
                     || err.to_string().contains("too long")
                     || err.to_string().contains("too big");
@@ -211,7 +223,11 @@ const CLOSE_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reads and checks `hello`. On failure the client gets an error frame and a
 /// close code, and `None` is returned.
-async fn hello(stream: &mut SplitStream<WebSocket>, sink: &mut Sink, state: &AppState) -> Option<Session> {
+async fn hello(
+    stream: &mut SplitStream<WebSocket>,
+    sink: &mut Sink,
+    state: &AppState,
+) -> Option<Session> {
     let first = tokio::time::timeout(state.config.hello_timeout, stream.next()).await;
     let text = match first {
         Ok(Some(Ok(Message::Text(text)))) => text,
@@ -220,11 +236,23 @@ async fn hello(stream: &mut SplitStream<WebSocket>, sink: &mut Sink, state: &App
             return None;
         }
         Ok(Some(Ok(_))) | Ok(None) => {
-            refuse(sink, ErrorCode::HelloRequired, "the first frame must be hello", CloseCode::ProtocolError).await;
+            refuse(
+                sink,
+                ErrorCode::HelloRequired,
+                "the first frame must be hello",
+                CloseCode::ProtocolError,
+            )
+            .await;
             return None;
         }
         Err(_) => {
-            refuse(sink, ErrorCode::HelloRequired, "no hello in time", CloseCode::ProtocolError).await;
+            refuse(
+                sink,
+                ErrorCode::HelloRequired,
+                "no hello in time",
+                CloseCode::ProtocolError,
+            )
+            .await;
             return None;
         }
     };
@@ -236,12 +264,24 @@ async fn hello(stream: &mut SplitStream<WebSocket>, sink: &mut Sink, state: &App
         }
     };
     let ClientFrame::Hello { protocol, auth } = frame else {
-        refuse(sink, ErrorCode::HelloRequired, "the first frame must be hello", CloseCode::ProtocolError).await;
+        refuse(
+            sink,
+            ErrorCode::HelloRequired,
+            "the first frame must be hello",
+            CloseCode::ProtocolError,
+        )
+        .await;
         return None;
     };
     if protocol != PROTOCOL_VERSION {
         let message = format!("this server speaks protocol {PROTOCOL_VERSION}");
-        refuse(sink, ErrorCode::UnsupportedVersion, &message, CloseCode::ProtocolError).await;
+        refuse(
+            sink,
+            ErrorCode::UnsupportedVersion,
+            &message,
+            CloseCode::ProtocolError,
+        )
+        .await;
         return None;
     }
     if state.desk.is_draining() {

@@ -30,9 +30,14 @@
 //!
 //! # Estimated wait
 //!
-//! For a queued conversation at position `p` (1-based, in priority order) among the
-//! waiting conversations of the same department and language (department-transfer
-//! waiters for that department and language included, since they are ahead of it):
+//! A queued conversation's *position* is its 1-based place in priority order among
+//! the waiting conversations of the same department and language (department-transfer
+//! waiters for that department and language included, since they are ahead of it).
+//!
+//! Its *estimate*: a conversation with an open offer is being answered now, so its
+//! estimate is `Some(0)`. Otherwise let `p` be its place counting only the
+//! conversations up to it that have **no** open offer (an offer already holds its
+//! agent's slot), and
 //!
 //! * `H` = mean of the department's recent handle times (the last
 //!   `handle_time_window` closed conversations, see [`Router::record_handle_time`]);

@@ -775,41 +775,19 @@ impl Router {
     /// and language, in priority order, and the estimate. None if not queued (a
     /// department-transfer waiter is owned, so None too).
     pub fn position(&self, conversation: ConversationId) -> Option<Position> {
-        let c = self.conversations.get(&conversation)?;
-        if !matches!(c.state, State::Queued { .. }) {
-            return None;
-        }
-        let (department, language) = (c.request.department.as_str(), c.request.language.as_str());
-        let mut position = 0;
-        for id in self.waiting.values() {
-            let same_group = self
-                .conversations
-                .get(id)
-                .and_then(line_group)
-                .is_some_and(|group| group == (department, language));
-            if same_group {
-                position += 1;
-            }
-            if *id == conversation {
-                break;
-            }
-        }
-        let (capacity, free) = self.slots_for(department, language);
-        Some(Position {
-            position,
-            estimated_wait_ms: estimate(
-                position,
-                capacity,
-                free,
-                self.handle_times.mean(department),
-            ),
-        })
+        self.positions()
+            .into_iter()
+            .find(|(id, _)| *id == conversation)
+            .map(|(_, p)| p)
     }
 
     /// Every queued conversation's position, in priority order: what to re-send
     /// after a [`Decision::QueueChanged`], computed in one pass.
     pub fn positions(&self) -> Vec<(ConversationId, Position)> {
-        let mut seen: BTreeMap<(&str, &str), u32> = BTreeMap::new();
+        // Per line: how many are ahead (shown position), and how many of those
+        // still wait for an offer (what the estimate counts: an open offer has
+        // already claimed its slot).
+        let mut seen: BTreeMap<(&str, &str), (u32, u32)> = BTreeMap::new();
         let mut slots: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
         let mut out = Vec::new();
         for id in self.waiting.values() {
@@ -819,8 +797,12 @@ impl Router {
             let Some(group) = line_group(c) else {
                 continue;
             };
-            let position = seen.entry(group).or_insert(0);
+            let offered = open_offer(&c.state).is_some();
+            let (position, unoffered) = seen.entry(group).or_insert((0, 0));
             *position += 1;
+            if !offered {
+                *unoffered += 1;
+            }
             if !matches!(c.state, State::Queued { .. }) {
                 continue; // a department-transfer waiter: counts, but has no position
             }
@@ -828,16 +810,22 @@ impl Router {
             let (capacity, free) = *slots
                 .entry(group)
                 .or_insert_with(|| self.slots_for(department, language));
+            let estimated_wait_ms = if offered {
+                // An agent is being asked right now.
+                Some(0)
+            } else {
+                estimate(
+                    *unoffered,
+                    capacity,
+                    free,
+                    self.handle_times.mean(department),
+                )
+            };
             out.push((
                 *id,
                 Position {
                     position: *position,
-                    estimated_wait_ms: estimate(
-                        *position,
-                        capacity,
-                        free,
-                        self.handle_times.mean(department),
-                    ),
+                    estimated_wait_ms,
                 },
             ));
         }

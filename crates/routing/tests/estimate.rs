@@ -35,11 +35,15 @@ fn estimate_follows_the_formula() {
     r.record_handle_time("support", 60_000);
     r.record_handle_time("support", 120_000); // H = 90 s
     full_house(&mut r);
-    // F = 0, C = 4: ceil(p × 90 000 / 4).
-    assert_eq!(r.position(cid(1)), Some(pos(1, Some(22_500))));
-    assert_eq!(r.position(cid(2)), Some(pos(2, Some(45_000))));
-    assert_eq!(r.position(cid(3)), Some(pos(3, Some(67_500))));
-    assert_eq!(r.position(cid(4)), Some(pos(4, Some(90_000))));
+    // c1–c3 hold offers: answered now. c4 is the first without one:
+    // F = 0, C = 4, p = 1: ceil(1 × 90 000 / 4).
+    assert_eq!(r.position(cid(1)), Some(pos(1, Some(0))));
+    assert_eq!(r.position(cid(3)), Some(pos(3, Some(0))));
+    assert_eq!(r.position(cid(4)), Some(pos(4, Some(22_500))));
+    // A fifth: p = 2.
+    r.enqueue(cid(5), req("support", "en", 0), 15).unwrap();
+    assert_eq!(r.position(cid(5)), Some(pos(5, Some(45_000))));
+    r.release(cid(5), 16);
 
     // Dee (capacity 3) comes online and declines c4: her 3 slots are free but she
     // is in cooldown for c4. C = 7, F = 3.
@@ -48,8 +52,13 @@ fn estimate_follows_the_formula() {
     r.decline(cid(4), &agent("dee"), 30).unwrap();
     assert_eq!(r.position(cid(1)), Some(pos(1, Some(0))));
     assert_eq!(r.position(cid(3)), Some(pos(3, Some(0))));
-    // p = 4 > F = 3: ceil(1 × 90 000 / 7) = ceil(12 857.14…) = 12 858.
-    assert_eq!(r.position(cid(4)), Some(pos(4, Some(12_858))));
+    // c4: p = 1 ≤ F = 3 → 0. Three more arrive and take dee's slots by offers;
+    // the fourth new one (c9) has p = 2, F = 0, C = 7: ceil(2 × 90 000 / 7) =
+    // ceil(25 714.28…) = 25 715.
+    assert_eq!(r.position(cid(4)), Some(pos(4, Some(0))));
+    for n in 6..=9 {
+        r.enqueue(cid(n), req("support", "en", 0), 31).unwrap();
+    }
     assert_eq!(
         r.positions(),
         vec![
@@ -57,6 +66,10 @@ fn estimate_follows_the_formula() {
             (cid(2), pos(2, Some(0))),
             (cid(3), pos(3, Some(0))),
             (cid(4), pos(4, Some(12_858))),
+            (cid(6), pos(5, Some(0))),
+            (cid(7), pos(6, Some(0))),
+            (cid(8), pos(7, Some(0))),
+            (cid(9), pos(8, Some(25_715))),
         ]
     );
     invariants(&r);
@@ -66,13 +79,15 @@ fn estimate_follows_the_formula() {
 fn no_history_means_no_estimate() {
     let mut r = router();
     full_house(&mut r);
-    assert_eq!(r.position(cid(1)), Some(pos(1, None)));
+    // An open offer means now, history or not; c4 has none.
+    assert_eq!(r.position(cid(1)), Some(pos(1, Some(0))));
     assert_eq!(r.position(cid(4)), Some(pos(4, None)));
     // History for another department does not count.
     r.record_handle_time("payments", 60_000);
     assert_eq!(r.position(cid(4)), Some(pos(4, None)));
     r.record_handle_time("support", 60_000);
-    assert_eq!(r.position(cid(4)), Some(pos(4, Some(60_000))));
+    // p = 1, F = 0, C = 4: ceil(60 000 / 4).
+    assert_eq!(r.position(cid(4)), Some(pos(4, Some(15_000))));
 }
 
 #[test]

@@ -196,9 +196,8 @@ impl Settings {
         }
         let mut desk = DeskConfig::default();
         let mut gateway = GatewayConfig::default();
-        desk.node = pick!(node).unwrap_or_else(|| {
-            std::env::var("HOSTNAME").unwrap_or_else(|_| "pitboss".into())
-        });
+        desk.node = pick!(node)
+            .unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| "pitboss".into()));
         if let Some(v) = pick!(offer_timeout_secs) {
             desk.routing.offer_timeout_ms = ms(v, "offer-timeout-secs")?;
         }
@@ -250,8 +249,8 @@ impl Settings {
                         .with_context(|| format!("reading {}", path.display()))?,
                     _ => bail!("player tokens need exactly one of player-token-secret or player-token-key-file"),
                 };
-                let issuer = pick!(player_token_issuer)
-                    .context("player tokens need player-token-issuer")?;
+                let issuer =
+                    pick!(player_token_issuer).context("player tokens need player-token-issuer")?;
                 let audience = pick!(player_token_audience)
                     .context("player tokens need player-token-audience")?;
                 let leeway = pick!(player_token_leeway_secs).unwrap_or(30);
@@ -262,7 +261,8 @@ impl Settings {
             }
         };
         Ok(Settings {
-            listen: pick!(listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid address")),
+            listen: pick!(listen)
+                .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid address")),
             data_dir: pick!(data_dir).unwrap_or_else(|| PathBuf::from("pitboss-data")),
             log_format: pick!(log_format).unwrap_or_else(|| "text".into()),
             log: pick!(log).unwrap_or_else(|| "info".into()),
@@ -282,7 +282,9 @@ pub(crate) fn init_logging(settings: &Settings) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log));
     // Colour only on a terminal: logs piped to files or collectors stay plain.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     if settings.log_format == "json" {
         builder.json().init();
     } else {

@@ -32,7 +32,12 @@ enum Command {
         #[command(subcommand)]
         command: AgentCommand,
         /// Where the embedded database lives.
-        #[arg(long, env = "PITBOSS_DATA_DIR", default_value = "pitboss-data", global = true)]
+        #[arg(
+            long,
+            env = "PITBOSS_DATA_DIR",
+            default_value = "pitboss-data",
+            global = true
+        )]
         data_dir: std::path::PathBuf,
     },
 }
@@ -135,7 +140,12 @@ async fn run_agent(command: AgentCommand, store: Arc<SqliteStore>) -> anyhow::Re
             departments,
             capacity,
         } => {
-            if login.is_empty() || login.len() > 64 || !login.chars().all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c)) {
+            if login.is_empty()
+                || login.len() > 64
+                || !login
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
+            {
                 bail!("a login is 1 to 64 letters, digits, '.', '_', '-' or '@'");
             }
             let password = match (password, password_stdin) {
@@ -158,7 +168,11 @@ async fn run_agent(command: AgentCommand, store: Arc<SqliteStore>) -> anyhow::Re
                     id,
                     name: name.unwrap_or_else(|| login.clone()),
                     password_hash: hash,
-                    role: if supervisor { Role::Supervisor } else { Role::Agent },
+                    role: if supervisor {
+                        Role::Supervisor
+                    } else {
+                        Role::Agent
+                    },
                     languages: split_list(&languages),
                     departments: split_list(&departments),
                     capacity,
@@ -173,7 +187,11 @@ async fn run_agent(command: AgentCommand, store: Arc<SqliteStore>) -> anyhow::Re
                     "{}\t{}\t{}\tlanguages={}\tdepartments={}\tcapacity={}",
                     a.id,
                     a.name,
-                    if a.role == Role::Supervisor { "supervisor" } else { "agent" },
+                    if a.role == Role::Supervisor {
+                        "supervisor"
+                    } else {
+                        "agent"
+                    },
                     a.languages.join(","),
                     a.departments.join(","),
                     a.capacity

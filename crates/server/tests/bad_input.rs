@@ -9,7 +9,10 @@ use serde_json::{json, Value};
 const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
 
 fn jwt(sub: &str, exp_offset: i64, aud: &str, secret: &str) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     let claims = json!({ "sub": sub, "iss": "casino", "aud": aud, "exp": now + exp_offset });
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
@@ -67,13 +70,23 @@ async fn credentials_are_checked_in_hello() {
     // An unsigned token ("alg": "none") is refused: the algorithm comes from configuration.
     use base64::Engine;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let none = format!(
         "{}.{}.",
         b64.encode(br#"{"alg":"none","typ":"JWT"}"#),
-        b64.encode(json!({"sub":"p1","iss":"casino","aud":"pitboss","exp":now+300,"vip_tier":5}).to_string())
+        b64.encode(
+            json!({"sub":"p1","iss":"casino","aud":"pitboss","exp":now+300,"vip_tier":5})
+                .to_string()
+        )
     );
-    let (e, _) = hello_refused(&server, json!({"type":"hello","protocol":1,"auth":{"kind":"player","token":none}})).await;
+    let (e, _) = hello_refused(
+        &server,
+        json!({"type":"hello","protocol":1,"auth":{"kind":"player","token":none}}),
+    )
+    .await;
     assert_eq!(e["code"], "unauthorized");
 
     // Forged agent session, and a session of a removed account.
@@ -87,13 +100,21 @@ async fn credentials_are_checked_in_hello() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let (e, _) = hello_refused(&server, json!({"type":"hello","protocol":1,"auth":{"kind":"agent","token":token}})).await;
+    let (e, _) = hello_refused(
+        &server,
+        json!({"type":"hello","protocol":1,"auth":{"kind":"agent","token":token}}),
+    )
+    .await;
     assert_eq!(e["code"], "unauthorized");
     let (status, _) = server.get("/api/me", &token).await;
     assert_eq!(status, 401);
 
     // Wrong protocol version, and a first frame that is not hello.
-    let (e, code) = hello_refused(&server, json!({"type":"hello","protocol":99,"auth":{"kind":"visitor"}})).await;
+    let (e, code) = hello_refused(
+        &server,
+        json!({"type":"hello","protocol":99,"auth":{"kind":"visitor"}}),
+    )
+    .await;
     assert_eq!(e["code"], "unsupported_version");
     assert_eq!(code, Some(4000));
     let (e, code) = hello_refused(&server, json!({"type":"ping"})).await;
@@ -116,32 +137,48 @@ async fn malformed_frames_get_typed_errors_and_lose_nothing() {
     let mut player = server.visitor("en").await;
     let conv = start_chat(&mut player, None).await;
     accept(&mut ayla, &conv).await;
-    let acked = player.say(&conv, "before", "acked before the bad input").await;
+    let acked = player
+        .say(&conv, "before", "acked before the bad input")
+        .await;
 
     player.send_raw("{not json").await;
     assert_eq!(player.expect("error").await["code"], "bad_frame");
     player.send_raw(r#"{"type":"launch_rocket"}"#).await;
     assert_eq!(player.expect("error").await["code"], "unknown_type");
-    player.send_raw(r#"{"type":"send","conversation":"nope"}"#).await;
+    player
+        .send_raw(r#"{"type":"send","conversation":"nope"}"#)
+        .await;
     assert_eq!(player.expect("error").await["code"], "bad_frame");
     let long = "x".repeat(4001);
-    player.send(json!({"type":"send","conversation":conv,"client_id":"long","text":long})).await;
+    player
+        .send(json!({"type":"send","conversation":conv,"client_id":"long","text":long}))
+        .await;
     let e = player.expect("error").await;
     assert_eq!(e["code"], "text_too_long");
     assert_eq!(e["client_id"], "long");
-    player.send(json!({"type":"send","conversation":conv,"client_id":"","text":"hi"})).await;
+    player
+        .send(json!({"type":"send","conversation":conv,"client_id":"","text":"hi"}))
+        .await;
     assert_eq!(player.expect("error").await["code"], "invalid_field");
-    player.send(json!({"type":"rate","conversation":conv,"score":9})).await;
+    player
+        .send(json!({"type":"rate","conversation":conv,"score":9}))
+        .await;
     assert_eq!(player.expect("error").await["code"], "invalid_field");
     // Agent-only commands from a player.
-    player.send(json!({"type":"accept","conversation":conv})).await;
+    player
+        .send(json!({"type":"accept","conversation":conv}))
+        .await;
     assert_eq!(player.expect("error").await["code"], "forbidden");
 
     // Someone else's conversation: another player can neither read nor write it.
     let mut other = server.visitor("en").await;
-    other.send(json!({"type":"resume","conversation":conv,"after":0})).await;
+    other
+        .send(json!({"type":"resume","conversation":conv,"after":0}))
+        .await;
     assert_eq!(other.expect("error").await["code"], "forbidden");
-    other.send(json!({"type":"send","conversation":conv,"client_id":"x","text":"let me in"})).await;
+    other
+        .send(json!({"type":"send","conversation":conv,"client_id":"x","text":"let me in"}))
+        .await;
     assert_eq!(other.expect("error").await["code"], "forbidden");
     other.send(json!({"type":"resume","conversation":"01890a5d-ac96-774b-bcce-b302099a8057","after":0})).await;
     assert_eq!(other.expect("error").await["code"], "not_found");
@@ -151,14 +188,21 @@ async fn malformed_frames_get_typed_errors_and_lose_nothing() {
     assert_eq!(after, acked + 1);
 
     // An oversized frame closes that connection with 1009; the server stays up.
-    let huge = format!(r#"{{"type":"send","conversation":"{conv}","client_id":"big","text":"{}"}}"#, "y".repeat(64 * 1024));
+    let huge = format!(
+        r#"{{"type":"send","conversation":"{conv}","client_id":"big","text":"{}"}}"#,
+        "y".repeat(64 * 1024)
+    );
     player.send_raw(&huge).await;
     assert_eq!(player.expect_close().await, Some(1009));
     assert!(server.healthy().await);
     let mut back = server.agent("ayla").await;
-    back.send(json!({"type":"resume","conversation":conv,"after":0})).await;
+    back.send(json!({"type":"resume","conversation":conv,"after":0}))
+        .await;
     let (msgs, _) = back.replay(&conv).await;
-    let ids: Vec<&str> = msgs.iter().filter_map(|m| m["client_id"].as_str()).collect();
+    let ids: Vec<&str> = msgs
+        .iter()
+        .filter_map(|m| m["client_id"].as_str())
+        .collect();
     assert!(ids.contains(&"before") && ids.contains(&"after"), "{ids:?}");
     assert!(!ids.contains(&"big") && !ids.contains(&"long"));
 }
@@ -167,16 +211,30 @@ async fn malformed_frames_get_typed_errors_and_lose_nothing() {
 async fn a_flood_is_refused_not_queued_then_disconnected() {
     let dir = tempdir();
     // The real default limits: 20 frames/s, bursts of 40.
-    let server = Server::start(dir.path(), &["--frames-per-second", "20", "--burst-frames", "40"]);
+    let server = Server::start(
+        dir.path(),
+        &["--frames-per-second", "20", "--burst-frames", "40"],
+    );
     let mut flooder = server.visitor("en").await;
     for _ in 0..200 {
         flooder.send(json!({"type":"ping"})).await;
     }
     let code = flooder.expect_close().await;
     assert_eq!(code, Some(4029));
-    let pongs = flooder.backlog.iter().filter(|v| v["type"] == "pong").count();
-    let limited = flooder.backlog.iter().filter(|v| v["code"] == "rate_limited").count();
-    assert!((40..=60).contains(&pongs), "about a burst answered, got {pongs}");
+    let pongs = flooder
+        .backlog
+        .iter()
+        .filter(|v| v["type"] == "pong")
+        .count();
+    let limited = flooder
+        .backlog
+        .iter()
+        .filter(|v| v["code"] == "rate_limited")
+        .count();
+    assert!(
+        (40..=60).contains(&pongs),
+        "about a burst answered, got {pongs}"
+    );
     assert!(limited >= 50, "refusals were sent: {limited}");
     assert!(server.healthy().await);
     // Other clients are unaffected.
@@ -191,7 +249,10 @@ async fn a_client_that_never_says_hello_is_closed() {
     let server = Server::start(dir.path(), &["--hello-timeout-secs", "1"]);
     let mut silent = Client::connect(&server.addr).await;
     let started = std::time::Instant::now();
-    let err = silent.read().await.expect("an error frame before the close");
+    let err = silent
+        .read()
+        .await
+        .expect("an error frame before the close");
     assert_eq!(err["code"], "hello_required");
     assert_eq!(silent.expect_close().await, Some(4000));
     assert!(started.elapsed() >= std::time::Duration::from_millis(900));

@@ -14,7 +14,10 @@ async fn sigterm_tells_clients_to_reconnect_and_exits_promptly_keeping_everythin
     server.add_agent("ayla", "en", "general", 2, false);
     let mut ayla = server.agent("ayla").await;
     let mut player = server.visitor("en").await;
-    let token = player.welcome["visitor_token"].as_str().unwrap().to_string();
+    let token = player.welcome["visitor_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let conv = start_chat(&mut player, None).await;
     accept(&mut ayla, &conv).await;
     let mut acked = Vec::new();
@@ -27,14 +30,23 @@ async fn sigterm_tells_clients_to_reconnect_and_exits_promptly_keeping_everythin
     assert_eq!(ayla.expect_close().await, Some(1012));
     let status = server.wait_exit().await;
     let took = signalled.elapsed();
-    assert!(status.success(), "exit status {status:?}\n{}", server.logs());
+    assert!(
+        status.success(),
+        "exit status {status:?}\n{}",
+        server.logs()
+    );
     assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
 
     server.spawn();
     let mut back = server.visitor_with(Some(&token), "en").await;
-    back.send(json!({"type":"resume","conversation":conv,"after":0})).await;
+    back.send(json!({"type":"resume","conversation":conv,"after":0}))
+        .await;
     let (msgs, _) = back.replay(&conv).await;
-    let seqs: Vec<u64> = msgs.iter().filter(|m| m["kind"] == "text").map(|m| m["seq"].as_u64().unwrap()).collect();
+    let seqs: Vec<u64> = msgs
+        .iter()
+        .filter(|m| m["kind"] == "text")
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(seqs, acked);
 }
 
@@ -54,7 +66,10 @@ async fn an_agent_who_does_not_come_back_loses_the_chat_to_the_head_of_the_queue
     ayla.close().await;
     let mut ayla = server.agent("ayla").await;
     let open = ayla.welcome["conversations"].as_array().unwrap();
-    assert!(open.iter().any(|c| c["id"] == conv.as_str()), "kept across a quick reconnect");
+    assert!(
+        open.iter().any(|c| c["id"] == conv.as_str()),
+        "kept across a quick reconnect"
+    );
 
     // boris is busy with another player, so the requeued chat must wait for him.
     let mut boris = server.agent("boris").await;
@@ -67,26 +82,45 @@ async fn an_agent_who_does_not_come_back_loses_the_chat_to_the_head_of_the_queue
         _ = ayla.expect_where(|v| v["type"] == "offer") => false,
     };
     if offered_to_boris {
-        boris.send(json!({"type":"accept","conversation":other_conv})).await;
+        boris
+            .send(json!({"type":"accept","conversation":other_conv}))
+            .await;
     } else {
-        ayla.send(json!({"type":"accept","conversation":other_conv})).await;
+        ayla.send(json!({"type":"accept","conversation":other_conv}))
+            .await;
     }
 
     // ayla leaves for good: after a second her chat goes back to the queue.
     ayla.close().await;
-    let ev = player.expect_where(|v| v["type"] == "message" && v["event"] == "requeued").await;
+    let ev = player
+        .expect_where(|v| v["type"] == "message" && v["event"] == "requeued")
+        .await;
     assert_eq!(ev["kind"], "event");
-    player.expect_where(|v| v["type"] == "queued" && v["position"] == 1).await;
+    player
+        .expect_where(|v| v["type"] == "queued" && v["position"] == 1)
+        .await;
     if !offered_to_boris {
         // ayla owned both; both are requeued, and boris takes the first to arrive.
         let offer = boris.expect_where(|v| v["type"] == "offer").await;
-        boris.send(json!({"type":"accept","conversation":offer["conversation"]})).await;
+        boris
+            .send(json!({"type":"accept","conversation":offer["conversation"]}))
+            .await;
     } else {
-        boris.send(json!({"type":"close","conversation":other_conv})).await;
+        boris
+            .send(json!({"type":"close","conversation":other_conv}))
+            .await;
         let offer = boris.expect_where(|v| v["type"] == "offer").await;
-        assert_eq!(offer["conversation"], conv.as_str(), "the requeued chat is first");
-        boris.send(json!({"type":"accept","conversation":conv})).await;
-        player.expect_where(|v| v["type"] == "assigned" && v["agent"]["id"] == "boris").await;
+        assert_eq!(
+            offer["conversation"],
+            conv.as_str(),
+            "the requeued chat is first"
+        );
+        boris
+            .send(json!({"type":"accept","conversation":conv}))
+            .await;
+        player
+            .expect_where(|v| v["type"] == "assigned" && v["agent"]["id"] == "boris")
+            .await;
     }
 }
 
@@ -108,24 +142,38 @@ async fn a_queued_player_who_stays_away_is_marked_abandoned() {
     let token = server.login("sam").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let detail = server.get_json(&format!("/api/conversations/{conv}"), &token).await;
+        let detail = server
+            .get_json(&format!("/api/conversations/{conv}"), &token)
+            .await;
         if detail["conversation"]["state"] == "closed" {
             assert_eq!(detail["close_reason"], "abandoned");
-            let kinds: Vec<&str> = detail["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+            let kinds: Vec<&str> = detail["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["kind"].as_str().unwrap())
+                .collect();
             assert!(kinds.contains(&"abandoned"), "{kinds:?}");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "not abandoned in time: {detail}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not abandoned in time: {detail}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // ayla's slot frees: the abandoned chat is not offered to her.
-    ayla.send(json!({"type":"close","conversation":busy_conv})).await;
+    ayla.send(json!({"type":"close","conversation":busy_conv}))
+        .await;
     ayla.send(json!({"type":"ping"})).await;
     ayla.expect("pong").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     ayla.send(json!({"type":"ping"})).await;
     ayla.expect("pong").await;
-    assert!(!ayla.backlog.iter().any(|v| v["type"] == "offer" && v["conversation"] == conv.as_str()));
+    assert!(!ayla
+        .backlog
+        .iter()
+        .any(|v| v["type"] == "offer" && v["conversation"] == conv.as_str()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,7 +183,10 @@ async fn a_client_that_stops_reading_is_disconnected_as_a_slow_consumer() {
     server.add_agent("ayla", "en", "general", 2, false);
     let mut ayla = server.agent("ayla").await;
     let mut player = server.visitor("en").await;
-    let token = player.welcome["visitor_token"].as_str().unwrap().to_string();
+    let token = player.welcome["visitor_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let conv = start_chat(&mut player, None).await;
     accept(&mut ayla, &conv).await;
     player.expect("assigned").await;
@@ -150,14 +201,24 @@ async fn a_client_that_stops_reading_is_disconnected_as_a_slow_consumer() {
             break;
         }
     }
-    assert!(server.logs().contains("slow consumer disconnected"), "never detected");
+    assert!(
+        server.logs().contains("slow consumer disconnected"),
+        "never detected"
+    );
     // Now the player reads what reached it, then the close code.
     assert_eq!(player.expect_close().await, Some(4008));
 
     // Reconnecting and resuming from the last message it saw recovers the rest.
-    let seen = player.backlog.iter().filter(|v| v["type"] == "message").filter_map(|v| v["seq"].as_u64()).max().unwrap_or(0);
+    let seen = player
+        .backlog
+        .iter()
+        .filter(|v| v["type"] == "message")
+        .filter_map(|v| v["seq"].as_u64())
+        .max()
+        .unwrap_or(0);
     let mut back = server.visitor_with(Some(&token), "en").await;
-    back.send(json!({"type":"resume","conversation":conv,"after":seen})).await;
+    back.send(json!({"type":"resume","conversation":conv,"after":seen}))
+        .await;
     let (rest, last_seq) = back.replay(&conv).await;
     assert_eq!(last_seq, last);
     let mut expect = seen;

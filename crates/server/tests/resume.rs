@@ -21,10 +21,15 @@ async fn drop_and_resume_sees_every_message_once_in_order_across_pages() {
     let server = Server::start(dir.path(), &[]);
     server.add_agent("ayla", "en", "general", 3, false);
     let (mut agent, mut player, conv) = chat(&server).await;
-    let token = player.welcome["visitor_token"].as_str().unwrap().to_string();
+    let token = player.welcome["visitor_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let first = player.say(&conv, "p-0", "before the drop").await;
-    agent.expect_where(|v| v["type"] == "message" && v["client_id"] == "p-0").await;
+    agent
+        .expect_where(|v| v["type"] == "message" && v["client_id"] == "p-0")
+        .await;
     player.close().await;
 
     // 450 messages while the player is away: more than two resume pages of 200.
@@ -35,23 +40,38 @@ async fn drop_and_resume_sees_every_message_once_in_order_across_pages() {
         sent.push(id);
     }
     for id in &sent {
-        agent.expect_where(|v| v["type"] == "ack" && v["client_id"] == id.as_str()).await;
+        agent
+            .expect_where(|v| v["type"] == "ack" && v["client_id"] == id.as_str())
+            .await;
     }
     // A note among them: the player must not get it, and must see no gap for it.
-    agent.send(json!({"type":"note","conversation":conv,"client_id":"n","text":"private"})).await;
-    agent.expect_where(|v| v["type"] == "ack" && v["client_id"] == "n").await;
+    agent
+        .send(json!({"type":"note","conversation":conv,"client_id":"n","text":"private"}))
+        .await;
+    agent
+        .expect_where(|v| v["type"] == "ack" && v["client_id"] == "n")
+        .await;
 
     let mut back = server.visitor_with(Some(&token), "en").await;
     let open = back.welcome["conversations"].as_array().unwrap();
-    assert!(open.iter().any(|c| c["id"] == conv.as_str()), "welcome lists the open conversation");
-    back.send(json!({"type":"resume","conversation":conv,"after":first})).await;
+    assert!(
+        open.iter().any(|c| c["id"] == conv.as_str()),
+        "welcome lists the open conversation"
+    );
+    back.send(json!({"type":"resume","conversation":conv,"after":first}))
+        .await;
     // Live traffic during and after the replay must not duplicate or reorder it.
     agent.send(json!({"type":"send","conversation":conv,"client_id":"live-1","text":"live while resuming"})).await;
     let (replayed, _) = back.replay(&conv).await;
-    let mut texts: Vec<String> = replayed.iter().map(|m| m["client_id"].as_str().unwrap_or("").to_string()).collect();
+    let mut texts: Vec<String> = replayed
+        .iter()
+        .map(|m| m["client_id"].as_str().unwrap_or("").to_string())
+        .collect();
     // live-1 may arrive within the replay or right after it.
     if !texts.contains(&"live-1".to_string()) {
-        let m = back.expect_where(|v| v["type"] == "message" && v["conversation"] == conv.as_str()).await;
+        let m = back
+            .expect_where(|v| v["type"] == "message" && v["conversation"] == conv.as_str())
+            .await;
         texts.push(m["client_id"].as_str().unwrap().to_string());
     }
     let mut expected = sent.clone();
@@ -61,13 +81,19 @@ async fn drop_and_resume_sees_every_message_once_in_order_across_pages() {
     // Sequence numbers increase and each `prev` names the previous one the player saw.
     let mut last = first;
     for m in &replayed {
-        assert_eq!(m["prev"].as_u64(), Some(last), "gap in the player's view at {m}");
+        assert_eq!(
+            m["prev"].as_u64(),
+            Some(last),
+            "gap in the player's view at {m}"
+        );
         last = m["seq"].as_u64().unwrap();
     }
 
     // Nothing more arrives: no duplicates after the live message.
     back.send(json!({"type":"ping"})).await;
-    let next = back.expect_where(|v| v["type"] == "pong" || v["type"] == "message").await;
+    let next = back
+        .expect_where(|v| v["type"] == "pong" || v["type"] == "message")
+        .await;
     assert_eq!(next["type"], "pong", "unexpected extra frame {next}");
 }
 
@@ -79,20 +105,40 @@ async fn resends_are_idempotent_and_conflicts_are_refused() {
     let (mut agent, mut player, conv) = chat(&server).await;
 
     let seq = player.say(&conv, "same-id", "hello").await;
-    player.send(json!({"type":"send","conversation":conv,"client_id":"same-id","text":"hello"})).await;
-    let dup = player.expect_where(|v| v["type"] == "ack" && v["duplicate"] == true).await;
-    assert_eq!(dup["seq"].as_u64(), Some(seq), "a resend returns the original sequence number");
+    player
+        .send(json!({"type":"send","conversation":conv,"client_id":"same-id","text":"hello"}))
+        .await;
+    let dup = player
+        .expect_where(|v| v["type"] == "ack" && v["duplicate"] == true)
+        .await;
+    assert_eq!(
+        dup["seq"].as_u64(),
+        Some(seq),
+        "a resend returns the original sequence number"
+    );
 
-    player.send(json!({"type":"send","conversation":conv,"client_id":"same-id","text":"different"})).await;
+    player
+        .send(json!({"type":"send","conversation":conv,"client_id":"same-id","text":"different"}))
+        .await;
     let e = player.expect("error").await;
     assert_eq!(e["code"], "conflict");
     assert_eq!(e["client_id"], "same-id");
 
     // The agent got the message exactly once.
     let next = player.say(&conv, "after", "after").await;
-    assert_eq!(next, seq + 1, "neither the resend nor the conflict took a sequence number");
-    agent.expect_where(|v| v["type"] == "message" && v["client_id"] == "after").await;
-    let copies = agent.backlog.iter().filter(|v| v["client_id"] == "same-id").count();
+    assert_eq!(
+        next,
+        seq + 1,
+        "neither the resend nor the conflict took a sequence number"
+    );
+    agent
+        .expect_where(|v| v["type"] == "message" && v["client_id"] == "after")
+        .await;
+    let copies = agent
+        .backlog
+        .iter()
+        .filter(|v| v["client_id"] == "same-id")
+        .count();
     assert_eq!(copies, 1);
 
     // The same client id from the other side is a different message.
@@ -106,7 +152,10 @@ async fn sigkill_and_restart_keeps_every_acked_message() {
     let mut server = Server::start(dir.path(), &["--agent-grace-secs", "30"]);
     server.add_agent("ayla", "en", "general", 3, false);
     let (mut agent, mut player, conv) = chat(&server).await;
-    let token = player.welcome["visitor_token"].as_str().unwrap().to_string();
+    let token = player.welcome["visitor_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // Fire many messages from both sides without waiting, then collect the acks.
     for i in 0..200 {
@@ -116,10 +165,14 @@ async fn sigkill_and_restart_keeps_every_acked_message() {
     let mut acked = std::collections::BTreeMap::new();
     for i in 0..200 {
         let id = format!("p{i}");
-        let ack = player.expect_where(|v| v["type"] == "ack" && v["client_id"] == id.as_str()).await;
+        let ack = player
+            .expect_where(|v| v["type"] == "ack" && v["client_id"] == id.as_str())
+            .await;
         acked.insert(ack["seq"].as_u64().unwrap(), id);
         let id = format!("a{i}");
-        let ack = agent.expect_where(|v| v["type"] == "ack" && v["client_id"] == id.as_str()).await;
+        let ack = agent
+            .expect_where(|v| v["type"] == "ack" && v["client_id"] == id.as_str())
+            .await;
         acked.insert(ack["seq"].as_u64().unwrap(), id);
     }
     assert_eq!(acked.len(), 400, "every ack has its own sequence number");
@@ -130,27 +183,52 @@ async fn sigkill_and_restart_keeps_every_acked_message() {
     // The agent's conversation is still theirs after the restart.
     let mut agent = server.agent("ayla").await;
     let open = agent.welcome["conversations"].as_array().unwrap();
-    assert!(open.iter().any(|c| c["id"] == conv.as_str() && c["state"] == "active"), "{open:?}");
+    assert!(
+        open.iter()
+            .any(|c| c["id"] == conv.as_str() && c["state"] == "active"),
+        "{open:?}"
+    );
 
     let mut back = server.visitor_with(Some(&token), "en").await;
-    back.send(json!({"type":"resume","conversation":conv,"after":0})).await;
+    back.send(json!({"type":"resume","conversation":conv,"after":0}))
+        .await;
     let (replayed, _) = back.replay(&conv).await;
     let by_seq: std::collections::BTreeMap<u64, String> = replayed
         .iter()
         .filter(|m| m["kind"] == "text")
-        .map(|m| (m["seq"].as_u64().unwrap(), m["client_id"].as_str().unwrap().to_string()))
+        .map(|m| {
+            (
+                m["seq"].as_u64().unwrap(),
+                m["client_id"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     for (seq, id) in &acked {
-        assert_eq!(by_seq.get(seq), Some(id), "acked message {id} (seq {seq}) lost or moved");
+        assert_eq!(
+            by_seq.get(seq),
+            Some(id),
+            "acked message {id} (seq {seq}) lost or moved"
+        );
     }
-    let seqs: Vec<u64> = replayed.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "gap-free");
+    let seqs: Vec<u64> = replayed
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "gap-free"
+    );
 
     // And the chat goes on with the next sequence number.
-    agent.send(json!({"type":"resume","conversation":conv,"after":*seqs.last().unwrap()})).await;
+    agent
+        .send(json!({"type":"resume","conversation":conv,"after":*seqs.last().unwrap()}))
+        .await;
     agent.replay(&conv).await;
     let s = agent.say(&conv, "after-restart", "we are back").await;
     assert_eq!(s, seqs.last().unwrap() + 1);
-    let m = back.expect_where(|v| v["type"] == "message" && v["client_id"] == "after-restart").await;
+    let m = back
+        .expect_where(|v| v["type"] == "message" && v["client_id"] == "after-restart")
+        .await;
     assert_eq!(m["seq"].as_u64(), Some(s));
 }

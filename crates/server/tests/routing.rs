@@ -22,7 +22,10 @@ fn jwt_args() -> Vec<&'static str> {
 }
 
 pub fn player_jwt(sub: &str, claims: Value, exp_offset: i64, aud: &str) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     let mut c = json!({ "sub": sub, "iss": "casino", "aud": aud, "exp": now + exp_offset });
     for (k, v) in claims.as_object().unwrap() {
         c[k] = v.clone();
@@ -37,7 +40,8 @@ pub fn player_jwt(sub: &str, claims: Value, exp_offset: i64, aud: &str) -> Strin
 
 async fn verified(server: &Server, token: &str) -> Client {
     let mut c = Client::connect(&server.addr).await;
-    c.send(json!({"type":"hello","protocol":1,"auth":{"kind":"player","token":token}})).await;
+    c.send(json!({"type":"hello","protocol":1,"auth":{"kind":"player","token":token}}))
+        .await;
     c.welcome = c.expect("welcome").await;
     c
 }
@@ -68,11 +72,18 @@ async fn capacity_and_language_decide_who_is_offered() {
     // olga does not speak Turkish and is full anyway; nobody is offered it.
     emre.send(json!({"type":"ping"})).await;
     emre.expect("pong").await;
-    assert!(!emre.backlog.iter().any(|v| v["type"] == "offer"), "offered beyond capacity");
-    assert!(!olga.backlog.iter().any(|v| v["type"] == "offer" && v["conversation"] == tr2_conv.as_str()));
+    assert!(
+        !emre.backlog.iter().any(|v| v["type"] == "offer"),
+        "offered beyond capacity"
+    );
+    assert!(!olga
+        .backlog
+        .iter()
+        .any(|v| v["type"] == "offer" && v["conversation"] == tr2_conv.as_str()));
 
     // When emre's chat closes, the freed slot goes at once to the waiting player.
-    emre.send(json!({"type":"close","conversation":tr1_conv,"reason":"resolved"})).await;
+    emre.send(json!({"type":"close","conversation":tr1_conv,"reason":"resolved"}))
+        .await;
     accept(&mut emre, &tr2_conv).await;
     tr2.expect("assigned").await;
 }
@@ -95,13 +106,27 @@ async fn vip_players_go_first_and_unsigned_claims_do_not() {
     // the protocol has no place for, so it is ignored), and a signed VIP tier 3.
     let mut regular = server.visitor("en").await;
     let regular_conv = start_chat(&mut regular, None).await;
-    let mut vip = verified(&server, &player_jwt("p-77", json!({"vip_tier": 3, "name": "Vera", "language": "en"}), 300, "pitboss")).await;
+    let mut vip = verified(
+        &server,
+        &player_jwt(
+            "p-77",
+            json!({"vip_tier": 3, "name": "Vera", "language": "en"}),
+            300,
+            "pitboss",
+        ),
+    )
+    .await;
     assert_eq!(vip.welcome["you"]["id"], "p:p-77");
     vip.send(json!({"type":"start"})).await;
     let q = vip.expect("queued").await;
-    assert_eq!(q["position"], 1, "a VIP tier 3 goes ahead of a regular player who waited less than 3 aging periods");
+    assert_eq!(
+        q["position"], 1,
+        "a VIP tier 3 goes ahead of a regular player who waited less than 3 aging periods"
+    );
     let vip_conv = q["conversation"].as_str().unwrap().to_string();
-    let q = regular.expect_where(|v| v["type"] == "queued" && v["position"] == 2).await;
+    let q = regular
+        .expect_where(|v| v["type"] == "queued" && v["position"] == 2)
+        .await;
     assert_eq!(q["conversation"], regular_conv.as_str());
     // A visitor who slips a VIP claim into hello gains nothing: only a signed token counts.
     let mut claimer = Client::connect(&server.addr).await;
@@ -109,9 +134,13 @@ async fn vip_players_go_first_and_unsigned_claims_do_not() {
     claimer.expect("welcome").await;
     claimer.send(json!({"type":"start"})).await;
     let q = claimer.expect("queued").await;
-    assert_eq!(q["position"], 3, "an unsigned claim must not raise priority");
+    assert_eq!(
+        q["position"], 3,
+        "an unsigned claim must not raise priority"
+    );
 
-    ayla.send(json!({"type":"close","conversation":first_conv})).await;
+    ayla.send(json!({"type":"close","conversation":first_conv}))
+        .await;
     let offer = ayla.expect_where(|v| v["type"] == "offer").await;
     assert_eq!(offer["conversation"], vip_conv.as_str());
     assert_eq!(offer["player"]["vip_tier"], 3);
@@ -128,7 +157,8 @@ async fn an_unanswered_offer_expires_and_moves_to_the_next_agent() {
     let mut ayla = server.agent("ayla").await;
     let mut player = server.visitor("en").await;
     let conv = start_chat(&mut player, None).await;
-    ayla.expect_where(|v| v["type"] == "offer" && v["conversation"] == conv.as_str()).await;
+    ayla.expect_where(|v| v["type"] == "offer" && v["conversation"] == conv.as_str())
+        .await;
 
     let mut boris = server.agent("boris").await;
     // ayla does not answer: after a second the offer is withdrawn and she is set away.
@@ -141,18 +171,25 @@ async fn an_unanswered_offer_expires_and_moves_to_the_next_agent() {
     assert_eq!(a["agent"]["id"], "boris");
 
     // Accepting an expired offer is refused.
-    ayla.send(json!({"type":"accept","conversation":conv})).await;
+    ayla.send(json!({"type":"accept","conversation":conv}))
+        .await;
     assert_eq!(ayla.expect("error").await["code"], "invalid_state");
 
     // A declined offer moves on too, and the decliner is told.
     let mut p2 = server.visitor("en").await;
-    ayla.send(json!({"type":"set_status","status":"online"})).await;
-    ayla.expect_where(|v| v["type"] == "status" && v["status"] == "online").await;
+    ayla.send(json!({"type":"set_status","status":"online"}))
+        .await;
+    ayla.expect_where(|v| v["type"] == "status" && v["status"] == "online")
+        .await;
     let conv2 = start_chat(&mut p2, None).await;
     // boris has 1 chat, ayla 0: the least loaded gets it.
-    ayla.expect_where(|v| v["type"] == "offer" && v["conversation"] == conv2.as_str()).await;
-    ayla.send(json!({"type":"decline","conversation":conv2})).await;
-    let w = ayla.expect_where(|v| v["type"] == "offer_withdrawn" && v["conversation"] == conv2.as_str()).await;
+    ayla.expect_where(|v| v["type"] == "offer" && v["conversation"] == conv2.as_str())
+        .await;
+    ayla.send(json!({"type":"decline","conversation":conv2}))
+        .await;
+    let w = ayla
+        .expect_where(|v| v["type"] == "offer_withdrawn" && v["conversation"] == conv2.as_str())
+        .await;
     assert_eq!(w["reason"], "declined");
     accept(&mut boris, &conv2).await;
 }
@@ -164,37 +201,62 @@ async fn with_nobody_online_the_player_leaves_a_message_that_an_agent_answers() 
     server.add_agent("ayla", "en", "general", 2, false);
 
     let mut player = server.visitor("en").await;
-    let token = player.welcome["visitor_token"].as_str().unwrap().to_string();
+    let token = player.welcome["visitor_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     player.send(json!({"type":"start"})).await;
     let n = player.expect("no_agents").await;
     let conv = n["conversation"].as_str().unwrap().to_string();
-    player.say(&conv, "off-1", "Please call me back about my withdrawal").await;
+    player
+        .say(&conv, "off-1", "Please call me back about my withdrawal")
+        .await;
     player.close().await;
 
     // An agent comes online, finds it in the offline list, takes and answers it.
     let token_a = server.login("ayla").await;
     let list = server.get_json("/api/offline", &token_a).await;
-    let item = list["offline"].as_array().unwrap().iter().find(|o| o["conversation"]["id"] == conv.as_str()).cloned().expect("listed");
-    assert_eq!(item["messages"][0]["text"], "Please call me back about my withdrawal");
+    let item = list["offline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["conversation"]["id"] == conv.as_str())
+        .cloned()
+        .expect("listed");
+    assert_eq!(
+        item["messages"][0]["text"],
+        "Please call me back about my withdrawal"
+    );
     let mut ayla = server.agent("ayla").await;
     ayla.send(json!({"type":"take","conversation":conv})).await;
     ayla.expect("assigned").await;
     let (seen, _) = ayla.replay(&conv).await;
     assert!(seen.iter().any(|m| m["client_id"] == "off-1"));
-    ayla.say(&conv, "ans-1", "Your withdrawal was approved").await;
-    ayla.send(json!({"type":"close","conversation":conv,"reason":"answered"})).await;
+    ayla.say(&conv, "ans-1", "Your withdrawal was approved")
+        .await;
+    ayla.send(json!({"type":"close","conversation":conv,"reason":"answered"}))
+        .await;
     ayla.expect("closed").await;
     let list = server.get_json("/api/offline", &token_a).await;
-    assert!(list["offline"].as_array().unwrap().iter().all(|o| o["conversation"]["id"] != conv.as_str()));
+    assert!(list["offline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|o| o["conversation"]["id"] != conv.as_str()));
 
     // The player returns and finds the answer waiting.
     let mut back = server.visitor_with(Some(&token), "en").await;
     back.send(json!({"type":"history"})).await;
     let h = back.expect("history").await;
     assert_eq!(h["conversations"][0]["id"], conv.as_str());
-    back.send(json!({"type":"resume","conversation":conv,"after":0})).await;
+    back.send(json!({"type":"resume","conversation":conv,"after":0}))
+        .await;
     let (msgs, _) = back.replay(&conv).await;
-    assert!(msgs.iter().any(|m| m["text"] == "Your withdrawal was approved"), "{msgs:?}");
+    assert!(
+        msgs.iter()
+            .any(|m| m["text"] == "Your withdrawal was approved"),
+        "{msgs:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,30 +280,49 @@ async fn department_transfer_waits_at_the_head_and_supervisor_takes_over() {
     let later_conv = start_chat(&mut later, Some("payments")).await;
 
     ayla.send(json!({"type":"transfer","conversation":conv,"to":{"department":"payments"},"note":"card declined"})).await;
-    ayla.expect_where(|v| v["type"] == "transfer_update" && v["outcome"] == "pending").await;
+    ayla.expect_where(|v| v["type"] == "transfer_update" && v["outcome"] == "pending")
+        .await;
     ayla.say(&conv, "still-mine", "One moment please").await;
 
     // paula frees her slot: the transfer (at the head) comes before the later arrival.
-    paula.send(json!({"type":"close","conversation":busy})).await;
+    paula
+        .send(json!({"type":"close","conversation":busy}))
+        .await;
     let offer = paula.expect_where(|v| v["type"] == "offer").await;
     assert_eq!(offer["conversation"], conv.as_str());
     assert_eq!(offer["transfer"]["note"], "card declined");
-    paula.send(json!({"type":"accept","conversation":conv})).await;
-    paula.expect_where(|v| v["type"] == "assigned" && v["conversation"] == conv.as_str()).await;
-    ayla.expect_where(|v| v["type"] == "transfer_update" && v["outcome"] == "accepted").await;
-    player.expect_where(|v| v["type"] == "assigned" && v["agent"]["id"] == "paula").await;
-    assert!(!paula.backlog.iter().any(|v| v["type"] == "offer" && v["conversation"] == later_conv.as_str()));
+    paula
+        .send(json!({"type":"accept","conversation":conv}))
+        .await;
+    paula
+        .expect_where(|v| v["type"] == "assigned" && v["conversation"] == conv.as_str())
+        .await;
+    ayla.expect_where(|v| v["type"] == "transfer_update" && v["outcome"] == "accepted")
+        .await;
+    player
+        .expect_where(|v| v["type"] == "assigned" && v["agent"]["id"] == "paula")
+        .await;
+    assert!(!paula
+        .backlog
+        .iter()
+        .any(|v| v["type"] == "offer" && v["conversation"] == later_conv.as_str()));
 
     // A supervisor takes over; paula is released and the player told.
     let mut sam = server.agent("sam").await;
     sam.send(json!({"type":"take","conversation":conv})).await;
-    sam.expect_where(|v| v["type"] == "assigned" && v["conversation"] == conv.as_str()).await;
-    paula.expect_where(|v| v["type"] == "released" && v["conversation"] == conv.as_str()).await;
-    player.expect_where(|v| v["type"] == "assigned" && v["agent"]["id"] == "sam").await;
+    sam.expect_where(|v| v["type"] == "assigned" && v["conversation"] == conv.as_str())
+        .await;
+    paula
+        .expect_where(|v| v["type"] == "released" && v["conversation"] == conv.as_str())
+        .await;
+    player
+        .expect_where(|v| v["type"] == "assigned" && v["agent"]["id"] == "sam")
+        .await;
     let (seen, _) = sam.replay(&conv).await;
     assert!(seen.iter().any(|m| m["client_id"] == "still-mine"));
 
     // A plain agent may not take over.
-    ayla.send(json!({"type":"take","conversation":later_conv})).await;
+    ayla.send(json!({"type":"take","conversation":later_conv}))
+        .await;
     assert_eq!(ayla.expect("error").await["code"], "forbidden");
 }

@@ -33,7 +33,9 @@ impl Server {
         // Tests send faster than a person types; the flood test sets its own limits.
         let mut args: Vec<String> = Vec::new();
         if !extra.contains(&"--frames-per-second") {
-            args.extend(["--frames-per-second", "100000", "--burst-frames", "100000"].map(String::from));
+            args.extend(
+                ["--frames-per-second", "100000", "--burst-frames", "100000"].map(String::from),
+            );
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut s = Server {
@@ -68,7 +70,11 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(i) = line.find("listening on ") {
-                    let addr = line[i + "listening on ".len()..].split_whitespace().next().unwrap_or("").to_string();
+                    let addr = line[i + "listening on ".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
                     let _ = tx.send(addr);
                 }
                 log.lock().unwrap().push(line);
@@ -110,22 +116,41 @@ impl Server {
     /// Sends SIGTERM; `wait_exit` then collects the process.
     pub fn signal_term(&self) -> std::time::Instant {
         let pid = self.child.as_ref().expect("running").id();
-        Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
         std::time::Instant::now()
     }
 
     /// Waits for the process to exit (without blocking the async runtime).
     pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
-        tokio::task::spawn_blocking(move || c.wait().unwrap()).await.unwrap()
+        tokio::task::spawn_blocking(move || c.wait().unwrap())
+            .await
+            .unwrap()
     }
 
     /// Adds an account through the CLI, as an operator would.
-    pub fn add_agent(&self, login: &str, languages: &str, departments: &str, capacity: u32, supervisor: bool) {
+    pub fn add_agent(
+        &self,
+        login: &str,
+        languages: &str,
+        departments: &str,
+        capacity: u32,
+        supervisor: bool,
+    ) {
         let mut cmd = Command::new(BIN);
         cmd.args(["agent", "add", login, "--password-stdin", "--name"])
             .arg(format!("Agent {login}"))
-            .args(["--languages", languages, "--departments", departments, "--capacity"])
+            .args([
+                "--languages",
+                languages,
+                "--departments",
+                departments,
+                "--capacity",
+            ])
             .arg(capacity.to_string())
             .arg("--data-dir")
             .arg(&self.dir)
@@ -137,9 +162,18 @@ impl Server {
         }
         let mut child = cmd.spawn().unwrap();
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(b"secret-password\n").unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"secret-password\n")
+            .unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "agent add failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "agent add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub async fn login(&self, login: &str) -> String {
@@ -179,7 +213,8 @@ impl Server {
     pub async fn agent(&self, login: &str) -> Client {
         let token = self.login(login).await;
         let mut c = Client::connect(&self.addr).await;
-        c.send(json!({"type":"hello","protocol":1,"auth":{"kind":"agent","token":token}})).await;
+        c.send(json!({"type":"hello","protocol":1,"auth":{"kind":"agent","token":token}}))
+            .await;
         let w = c.expect("welcome").await;
         c.welcome = w;
         c
@@ -217,16 +252,28 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(addr: &str) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.expect("connect");
-        Client { ws, welcome: Value::Null, backlog: Vec::new() }
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+            .await
+            .expect("connect");
+        Client {
+            ws,
+            welcome: Value::Null,
+            backlog: Vec::new(),
+        }
     }
 
     pub async fn send(&mut self, v: Value) {
-        self.ws.send(Message::Text(v.to_string().into())).await.expect("send");
+        self.ws
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .expect("send");
     }
 
     pub async fn send_raw(&mut self, text: &str) {
-        self.ws.send(Message::Text(text.to_string().into())).await.expect("send");
+        self.ws
+            .send(Message::Text(text.to_string().into()))
+            .await
+            .expect("send");
     }
 
     /// The next frame (from the backlog first). Panics on close or timeout.
@@ -234,14 +281,19 @@ impl Client {
         if !self.backlog.is_empty() {
             return self.backlog.remove(0);
         }
-        self.read().await.unwrap_or_else(|c| panic!("connection closed: {c:?}"))
+        self.read()
+            .await
+            .unwrap_or_else(|c| panic!("connection closed: {c:?}"))
     }
 
     /// Reads one frame from the socket; Err(close code) when closed.
     pub async fn read(&mut self) -> Result<Value, Option<u16>> {
         loop {
             let Ok(msg) = tokio::time::timeout(WAIT, self.ws.next()).await else {
-                panic!("timed out waiting for a frame; received meanwhile: {:?}", self.backlog);
+                panic!(
+                    "timed out waiting for a frame; received meanwhile: {:?}",
+                    self.backlog
+                );
             };
             match msg {
                 Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(&t).unwrap()),
@@ -262,7 +314,9 @@ impl Client {
             return self.backlog.remove(i);
         }
         loop {
-            let v = self.read().await.unwrap_or_else(|c| panic!("closed ({c:?}) while waiting; backlog: {:?}", self.backlog));
+            let v = self.read().await.unwrap_or_else(|c| {
+                panic!("closed ({c:?}) while waiting; backlog: {:?}", self.backlog)
+            });
             if pred(&v) {
                 return v;
             }
@@ -282,8 +336,13 @@ impl Client {
 
     /// Sends a message and waits for its ack; returns the seq.
     pub async fn say(&mut self, conversation: &str, client_id: &str, text: &str) -> u64 {
-        self.send(json!({"type":"send","conversation":conversation,"client_id":client_id,"text":text})).await;
-        let ack = self.expect_where(|v| v["type"] == "ack" && v["client_id"] == client_id).await;
+        self.send(
+            json!({"type":"send","conversation":conversation,"client_id":client_id,"text":text}),
+        )
+        .await;
+        let ack = self
+            .expect_where(|v| v["type"] == "ack" && v["client_id"] == client_id)
+            .await;
         ack["seq"].as_u64().unwrap()
     }
 
@@ -291,7 +350,12 @@ impl Client {
     pub async fn replay(&mut self, conversation: &str) -> (Vec<Value>, u64) {
         let mut out = Vec::new();
         loop {
-            let v = self.expect_where(|v| v["conversation"] == conversation && (v["type"] == "message" || v["type"] == "resumed")).await;
+            let v = self
+                .expect_where(|v| {
+                    v["conversation"] == conversation
+                        && (v["type"] == "message" || v["type"] == "resumed")
+                })
+                .await;
             if v["type"] == "resumed" {
                 return (out, v["last_seq"].as_u64().unwrap());
             }
@@ -310,20 +374,38 @@ impl Client {
 
 /// A player starts a chat; returns the conversation id.
 pub async fn start_chat(player: &mut Client, department: Option<&str>) -> String {
-    player.send(json!({"type":"start","department":department})).await;
-    let v = player.expect_where(|v| matches!(v["type"].as_str(), Some("queued") | Some("no_agents") | Some("assigned"))).await;
+    player
+        .send(json!({"type":"start","department":department}))
+        .await;
+    let v = player
+        .expect_where(|v| {
+            matches!(
+                v["type"].as_str(),
+                Some("queued") | Some("no_agents") | Some("assigned")
+            )
+        })
+        .await;
     v["conversation"].as_str().unwrap().to_string()
 }
 
 /// An agent waits for an offer of this conversation and accepts it; the agent is
 /// then attached and receives the transcript so far, then `resumed`.
 pub async fn accept(agent: &mut Client, conversation: &str) -> Vec<Value> {
-    agent.expect_where(|v| v["type"] == "offer" && v["conversation"] == conversation).await;
-    agent.send(json!({"type":"accept","conversation":conversation})).await;
-    agent.expect_where(|v| v["type"] == "assigned" && v["conversation"] == conversation).await;
+    agent
+        .expect_where(|v| v["type"] == "offer" && v["conversation"] == conversation)
+        .await;
+    agent
+        .send(json!({"type":"accept","conversation":conversation}))
+        .await;
+    agent
+        .expect_where(|v| v["type"] == "assigned" && v["conversation"] == conversation)
+        .await;
     agent.replay(conversation).await.0
 }
 
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("pitboss-test").tempdir().unwrap()
+    tempfile::Builder::new()
+        .prefix("pitboss-test")
+        .tempdir()
+        .unwrap()
 }
