@@ -95,39 +95,49 @@ async fn session_loop(
     let writer_close = close.clone();
     let writer = tokio::spawn(async move {
         let mut delivery = Delivery::new(store, for_player);
+        // When a close was first seen: what is queued ahead of it still goes out
+        // (an error frame explaining the close, say) for up to CLOSE_GRACE.
+        let mut closing_since: Option<tokio::time::Instant> = None;
         loop {
-            tokio::select! {
-                // Deliver what is queued before honouring a close, so frames
-                // queued ahead of it (an error explaining it) still go out.
-                biased;
-                item = rx.recv() => {
-                    let Some(item) = item else { break };
-                    // A write blocked on a client that does not read must not
-                    // keep the close (slow consumer, shutdown) from happening.
-                    let written = tokio::select! {
-                        r = async {
-                            delivery.process(item, &mut sink).await?;
-                            if rx.is_empty() {
-                                sink.0.flush().await.map_err(|_| ())?;
-                            }
-                            Ok::<(), ()>(())
-                        } => r,
-                        code = writer_close.wait() => {
-                            let _ = tokio::time::timeout(CLOSE_DRAIN, close_now(&mut sink, code)).await;
-                            return;
-                        }
-                    };
-                    if written.is_err() {
-                        return;
-                    }
-                }
-                code = writer_close.wait() => {
+            if writer_close.code().is_some() {
+                let since = *closing_since.get_or_insert_with(tokio::time::Instant::now);
+                if rx.is_empty() || since.elapsed() >= CLOSE_GRACE {
+                    let code = writer_close.code().unwrap_or(CloseCode::Normal);
                     let _ = tokio::time::timeout(CLOSE_DRAIN, async {
                         let _ = sink.0.flush().await;
                         close_now(&mut sink, code).await;
-                    }).await;
+                    })
+                    .await;
                     return;
                 }
+            }
+            tokio::select! {
+                biased;
+                item = rx.recv() => {
+                    let Some(item) = item else { break };
+                    let write = async {
+                        delivery.process(item, &mut sink).await?;
+                        if rx.is_empty() {
+                            sink.0.flush().await.map_err(|_| ())?;
+                        }
+                        Ok::<(), ()>(())
+                    };
+                    // A write blocked on a client that does not read must not keep
+                    // the close (slow consumer, shutdown) from happening.
+                    let stuck = async {
+                        let code = writer_close.wait().await;
+                        tokio::time::sleep(CLOSE_GRACE).await;
+                        code
+                    };
+                    tokio::select! {
+                        written = write => if written.is_err() { return },
+                        code = stuck => {
+                            let _ = tokio::time::timeout(CLOSE_DRAIN, close_now(&mut sink, code)).await;
+                            return;
+                        }
+                    }
+                }
+                _ = writer_close.wait() => {}
             }
         }
     });
@@ -220,6 +230,10 @@ async fn session_loop(
 /// How long a closing connection's remaining input is read, waiting for the
 /// client to answer the close.
 const CLOSE_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long frames queued ahead of a close may take to go out before the close
+/// frame is sent regardless.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Reads and checks `hello`. On failure the client gets an error frame and a
 /// close code, and `None` is returned.

@@ -1,0 +1,86 @@
+//! Configuration: flags over `PITBOSS_*` environment variables over the TOML file.
+#![allow(missing_docs)]
+
+mod common;
+use common::*;
+use std::process::Command;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flags_beat_environment_which_beats_the_file() {
+    let dir = tempdir();
+    let file = dir.path().join("pitboss.toml");
+    std::fs::write(
+        &file,
+        "frames_per_second = 3\nburst_frames = 4\nhello_timeout_secs = 5\nlisten = \"127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    // The harness passes --listen 127.0.0.1:0, which must win over the file's port 1.
+    std::env::set_var("PITBOSS_BURST_FRAMES", "9");
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--frames-per-second",
+            "7",
+        ],
+    );
+    std::env::remove_var("PITBOSS_BURST_FRAMES");
+    let client = server.visitor("en").await;
+    let limits = &client.welcome["limits"];
+    assert_eq!(limits["frames_per_second"], 7, "flag over file");
+    assert_eq!(limits["burst_frames"], 9, "environment over file");
+    assert_eq!(limits["max_frame_bytes"], 16384);
+    assert!(dir.path().join("pitboss.db").exists(), "data dir used");
+}
+
+#[test]
+fn a_bad_configuration_is_refused_with_a_clear_message() {
+    let dir = tempdir();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:0\"\nofer_timeout_secs = 3\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ofer_timeout_secs"),
+        "names the unknown key: {err}"
+    );
+
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--offer-timeout-secs=-1",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("offer-timeout-secs"));
+
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--player-token-alg",
+            "HS256",
+            "--player-token-secret",
+            "short",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "an incomplete player-token setup must not start"
+    );
+}
