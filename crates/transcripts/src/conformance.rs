@@ -56,6 +56,7 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         case!(events_and_handoffs_recorded),
         case!(agents_crud),
         case!(secret_get_or_create),
+        case!(catalog_per_kind_and_language),
         case!(open_conversations_exclude_closed),
         case!(conversations_filtered_newest_first),
         case!(recent_handle_times),
@@ -920,6 +921,74 @@ pub async fn secret_get_or_create(store: Arc<dyn Store>) {
         values.windows(2).all(|w| w[0] == w[1]),
         "racing callers get the same secret"
     );
+}
+
+/// Catalog items are kept per kind, language and key; a put replaces the text.
+pub async fn catalog_per_kind_and_language(store: Arc<dyn Store>) {
+    use crate::{CatalogItem, CatalogKind};
+    let item = |kind, language: &str, key: &str, text: &str| CatalogItem {
+        kind,
+        language: language.into(),
+        key: key.into(),
+        text: text.into(),
+    };
+    let hello_en = item(
+        CatalogKind::CannedReply,
+        "en",
+        "hello",
+        "Hello! How can I help?",
+    );
+    let hello_tr = item(
+        CatalogKind::CannedReply,
+        "tr",
+        "hello",
+        "Merhaba! Nasıl yardımcı olabilirim?",
+    );
+    let resolved = item(CatalogKind::CloseReason, "en", "resolved", "Resolved");
+    for i in [&hello_tr, &hello_en, &resolved] {
+        store.put_catalog(i.clone()).await.expect("put");
+    }
+    let canned = store
+        .catalog(CatalogKind::CannedReply, None)
+        .await
+        .expect("list");
+    assert_eq!(
+        canned,
+        [hello_en.clone(), hello_tr.clone()],
+        "by language, then key"
+    );
+    let tr = store
+        .catalog(CatalogKind::CannedReply, Some("tr"))
+        .await
+        .expect("list tr");
+    assert_eq!(tr, [hello_tr.clone()]);
+    let reasons = store
+        .catalog(CatalogKind::CloseReason, Some("en"))
+        .await
+        .expect("reasons");
+    assert_eq!(reasons, [resolved]);
+
+    let changed = item(CatalogKind::CannedReply, "en", "hello", "Hi there!");
+    store.put_catalog(changed.clone()).await.expect("replace");
+    let en = store
+        .catalog(CatalogKind::CannedReply, Some("en"))
+        .await
+        .expect("list en");
+    assert_eq!(en, [changed]);
+
+    assert!(store
+        .remove_catalog(CatalogKind::CannedReply, "en", "hello")
+        .await
+        .expect("remove"));
+    assert!(!store
+        .remove_catalog(CatalogKind::CannedReply, "en", "hello")
+        .await
+        .expect("again"));
+    let canned = store
+        .catalog(CatalogKind::CannedReply, None)
+        .await
+        .expect("list");
+    assert_eq!(canned, [hello_tr]);
 }
 
 /// `open_conversations` lists everything not closed (queued, active, offline),

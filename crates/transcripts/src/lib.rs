@@ -317,6 +317,30 @@ pub struct AgentAccount {
     pub created_at: u64,
 }
 
+/// What a catalog item is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatalogKind {
+    /// A canned reply agents insert with `/key`.
+    CannedReply,
+    /// A reason tag for closing a conversation.
+    CloseReason,
+}
+
+/// A per-language text managed by supervisors: canned replies and close reasons.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogItem {
+    /// What it is.
+    pub kind: CatalogKind,
+    /// Its language, such as `en`.
+    pub language: String,
+    /// Its key, unique per kind and language (the canned reply's shortcut, the
+    /// reason tag).
+    pub key: String,
+    /// The text.
+    pub text: String,
+}
+
 /// Filter for listing conversations.
 #[derive(Debug, Clone, Default)]
 pub struct ConversationFilter {
@@ -395,6 +419,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes an account; false if there was none.
     async fn remove_agent(&self, id: &AgentId) -> Result<bool>;
+
+    /// Catalog items of a kind, in one language or all, ordered by language and key.
+    async fn catalog(&self, kind: CatalogKind, language: Option<&str>) -> Result<Vec<CatalogItem>>;
+
+    /// Creates or replaces a catalog item (by kind, language and key).
+    async fn put_catalog(&self, item: CatalogItem) -> Result<()>;
+
+    /// Removes a catalog item; false if there was none.
+    async fn remove_catalog(&self, kind: CatalogKind, language: &str, key: &str) -> Result<bool>;
 
     /// The secret named `name`, created from `fresh` on first use. Two callers
     /// racing get the same secret.

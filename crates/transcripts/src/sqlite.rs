@@ -7,9 +7,9 @@
 //! root; who may write what is the desk's business.
 
 use crate::{
-    now_ms, AgentAccount, Appended, Applied, Change, CommitObserver, ConversationFilter,
-    ConversationRecord, Handoff, LifecycleEvent, LifecycleKind, NewConversation, NewEntry, Result,
-    Store, StoreError, StoredEntry,
+    now_ms, AgentAccount, Appended, Applied, CatalogItem, CatalogKind, Change, CommitObserver,
+    ConversationFilter, ConversationRecord, Handoff, LifecycleEvent, LifecycleKind,
+    NewConversation, NewEntry, Result, Store, StoreError, StoredEntry,
 };
 use async_trait::async_trait;
 use pitboss_protocol::{
@@ -380,6 +380,46 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn catalog(&self, kind: CatalogKind, language: Option<&str>) -> Result<Vec<CatalogItem>> {
+        let rows = sqlx::query(
+            "SELECT kind, language, key, text FROM catalog \
+             WHERE kind = ? AND (? IS NULL OR language = ?) ORDER BY language, key",
+        )
+        .bind(tag(kind)?)
+        .bind(language)
+        .bind(language)
+        .fetch_all(&self.reads)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok(CatalogItem {
+                    kind: untag(get(row, "kind")?)?,
+                    language: get(row, "language")?,
+                    key: get(row, "key")?,
+                    text: get(row, "text")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_catalog(&self, item: CatalogItem) -> Result<()> {
+        match self.write(Op::PutCatalog(item)).await? {
+            Output::Unit => Ok(()),
+            other => Err(wrong_answer(&other)),
+        }
+    }
+
+    async fn remove_catalog(&self, kind: CatalogKind, language: &str, key: &str) -> Result<bool> {
+        match self
+            .write(Op::RemoveCatalog(kind, language.to_owned(), key.to_owned()))
+            .await?
+        {
+            Output::Removed(removed) => Ok(removed),
+            other => Err(wrong_answer(&other)),
+        }
+    }
+
     async fn secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>> {
         match self.write(Op::Secret(name.to_owned(), fresh)).await? {
             Output::Secret(value) => Ok(value),
@@ -452,6 +492,10 @@ enum Op {
     RemoveAgent(AgentId),
     /// `secret`: name and fresh bytes.
     Secret(String, Vec<u8>),
+    /// `put_catalog`.
+    PutCatalog(CatalogItem),
+    /// `remove_catalog`: kind, language, key.
+    RemoveCatalog(CatalogKind, String, String),
     /// `pragmas`: asked of the write connection, so it goes through the writer.
     Pragmas,
 }
@@ -623,6 +667,31 @@ async fn execute(
                 .await
                 .map_err(db)?;
             Ok(Output::Secret(value))
+        }
+        Op::PutCatalog(item) => {
+            sqlx::query(
+                "INSERT INTO catalog (kind, language, key, text) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (kind, language, key) DO UPDATE SET text = excluded.text",
+            )
+            .bind(tag(item.kind)?)
+            .bind(&item.language)
+            .bind(&item.key)
+            .bind(&item.text)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+            Ok(Output::Unit)
+        }
+        Op::RemoveCatalog(kind, language, key) => {
+            let done =
+                sqlx::query("DELETE FROM catalog WHERE kind = ? AND language = ? AND key = ?")
+                    .bind(tag(*kind)?)
+                    .bind(language)
+                    .bind(key)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db)?;
+            Ok(Output::Removed(done.rows_affected() > 0))
         }
         Op::Pragmas => {
             let mode: String = sqlx::query_scalar("PRAGMA journal_mode")

@@ -65,6 +65,7 @@ conformance_tests!(
     events_and_handoffs_recorded,
     agents_crud,
     secret_get_or_create,
+    catalog_per_kind_and_language,
     open_conversations_exclude_closed,
     conversations_filtered_newest_first,
     recent_handle_times,
