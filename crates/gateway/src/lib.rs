@@ -2,8 +2,11 @@
 //! (`/api/…`), and the health endpoints. It decodes frames, enforces size and rate
 //! limits, and hands everything else to the desk. It holds no conversation state.
 
+mod assets;
 mod rest;
 mod ws;
+
+pub use assets::embedded_files;
 
 use axum::routing::{get, post};
 use pitboss_desk::Desk;
@@ -31,6 +34,12 @@ pub struct GatewayConfig {
     pub read_buffer_bytes: usize,
     /// The socket's write buffer before a flush is forced.
     pub write_buffer_bytes: usize,
+    /// Web origins (`https://casino.example`) whose pages may open WebSockets; `*`
+    /// allows any. The server's own origin and clients that send no `Origin`
+    /// (non-browser clients) are always allowed.
+    pub allowed_origins: Vec<String>,
+    /// Serve the demo casino page at `/`.
+    pub demo: bool,
 }
 
 impl Default for GatewayConfig {
@@ -44,6 +53,8 @@ impl Default for GatewayConfig {
             hello_timeout: Duration::from_millis(HELLO_TIMEOUT_MS),
             read_buffer_bytes: 4 * 1024,
             write_buffer_bytes: 4 * 1024,
+            allowed_origins: Vec::new(),
+            demo: false,
         }
     }
 }
@@ -92,6 +103,13 @@ pub fn app(state: AppState) -> axum::Router {
             get(rest::player_conversations),
         )
         .route("/api/agents", get(rest::agents))
+        .route("/api/departments", get(rest::departments))
+        .route("/api/catalog", get(rest::catalog).put(rest::put_catalog))
+        .route(
+            "/api/catalog/{kind}/{language}/{key}",
+            axum::routing::delete(rest::remove_catalog),
+        )
+        .fallback(assets::serve)
         .with_state(state)
 }
 

@@ -8,7 +8,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pitboss_protocol::{ConversationId, ConversationState, MessageKind, PlayerId, Role};
-use pitboss_transcripts::{AgentAccount, ConversationFilter, ConversationRecord, StoreError};
+use pitboss_transcripts::{
+    AgentAccount, CatalogItem, CatalogKind, ConversationFilter, ConversationRecord, StoreError,
+};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -345,6 +347,115 @@ pub(crate) async fn agents(
     let accounts = state.desk.store().agents().await?;
     let list: Vec<_> = accounts.iter().map(public).collect();
     Ok(Json(json!({ "agents": list })).into_response())
+}
+
+/// `GET /api/departments`: every department some account serves, and the default.
+pub(crate) async fn departments(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    caller(&state, &headers).await?;
+    let mut list: Vec<String> = state
+        .desk
+        .store()
+        .agents()
+        .await?
+        .into_iter()
+        .flat_map(|a| a.departments)
+        .collect();
+    list.push(state.desk.config().default_department.clone());
+    list.sort();
+    list.dedup();
+    Ok(Json(json!({ "departments": list })).into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CatalogQuery {
+    kind: CatalogKind,
+    language: Option<String>,
+}
+
+/// `GET /api/catalog?kind=canned_reply|close_reason&language=`: per-language texts.
+pub(crate) async fn catalog(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<CatalogQuery>,
+) -> ApiResult<Response> {
+    caller(&state, &headers).await?;
+    let items = state
+        .desk
+        .store()
+        .catalog(q.kind, q.language.as_deref())
+        .await?;
+    Ok(Json(json!({ "items": items })).into_response())
+}
+
+async fn supervisor(state: &AppState, headers: &HeaderMap) -> ApiResult<AgentAccount> {
+    let account = caller(state, headers).await?;
+    if account.role != Role::Supervisor {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "supervisors only".into(),
+        ));
+    }
+    Ok(account)
+}
+
+fn catalog_field(value: &str, max: usize, what: &str) -> ApiResult<()> {
+    if value.trim().is_empty() || value.chars().count() > max {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            format!("{what} must be 1 to {max} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// `PUT /api/catalog` (supervisors): creates or replaces `{kind, language, key, text}`.
+pub(crate) async fn put_catalog(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(item): Json<CatalogItem>,
+) -> ApiResult<Response> {
+    supervisor(&state, &headers).await?;
+    catalog_field(&item.language, 16, "language")?;
+    catalog_field(&item.key, 64, "key")?;
+    catalog_field(&item.text, pitboss_protocol::limits::MAX_TEXT_CHARS, "text")?;
+    state.desk.store().put_catalog(item.clone()).await?;
+    Ok((StatusCode::OK, Json(json!({ "item": item }))).into_response())
+}
+
+/// `DELETE /api/catalog/{kind}/{language}/{key}` (supervisors).
+pub(crate) async fn remove_catalog(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((kind, language, key)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    supervisor(&state, &headers).await?;
+    let kind: CatalogKind =
+        serde_json::from_value(serde_json::Value::String(kind)).map_err(|_| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such catalog kind".into(),
+            )
+        })?;
+    if state
+        .desk
+        .store()
+        .remove_catalog(kind, &language, &key)
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such item".into(),
+        ))
+    }
 }
 
 /// RFC 3339 UTC, to the second, for Unix milliseconds.

@@ -4,7 +4,8 @@
 use crate::AppState;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::response::Response;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use governor::{Quota, RateLimiter};
@@ -16,7 +17,19 @@ use std::num::NonZeroU32;
 use tracing::Instrument;
 
 /// `GET /ws`: upgrades with small buffers and the frame-size limit.
-pub(crate) async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub(crate) async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if !origin_allowed(&headers, &state.config.allowed_origins) {
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        tracing::info!(origin, "WebSocket from an origin that is not allowed");
+        return (StatusCode::FORBIDDEN, "this origin may not connect\n").into_response();
+    }
     let c = &state.config;
     ws.read_buffer_size(c.read_buffer_bytes)
         .write_buffer_size(c.write_buffer_bytes)
@@ -318,4 +331,73 @@ async fn refuse(sink: &mut Sink, code: ErrorCode, message: &str, close: CloseCod
     }
     send_now(sink, frame).await;
     close_now(sink, close).await;
+}
+
+/// Whether a browser page of this `Origin` may connect: no `Origin` (not a
+/// browser), the server's own origin, or one in the allowlist (`*`: any).
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let origin = origin.trim_end_matches('/');
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let own = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    matches!((own, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, host.parse().unwrap());
+        if let Some(o) = origin {
+            h.insert(header::ORIGIN, o.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn origins_are_checked_against_the_allowlist_and_the_own_host() {
+        let allowed = vec!["https://casino.example".to_string()];
+        assert!(
+            origin_allowed(&headers(None, "chat.example"), &allowed),
+            "non-browser client"
+        );
+        assert!(origin_allowed(
+            &headers(Some("https://casino.example"), "chat.example"),
+            &allowed
+        ));
+        assert!(
+            origin_allowed(
+                &headers(Some("http://chat.example"), "chat.example"),
+                &allowed
+            ),
+            "same origin"
+        );
+        assert!(!origin_allowed(
+            &headers(Some("https://evil.example"), "chat.example"),
+            &allowed
+        ));
+        assert!(!origin_allowed(
+            &headers(Some("https://casino.example.evil"), "chat.example"),
+            &allowed
+        ));
+        assert!(origin_allowed(
+            &headers(Some("https://anything"), "x"),
+            &["*".to_string()]
+        ));
+    }
 }

@@ -73,6 +73,13 @@ pub(crate) struct ServeArgs {
     /// Items queued to one connection before it is a slow consumer. [default: 512]
     #[arg(long, env = "PITBOSS_OUTBOUND_QUEUE")]
     outbound_queue: Option<usize>,
+    /// Web origins allowed to open WebSockets, comma-separated (`*`: any). The
+    /// server's own origin is always allowed.
+    #[arg(long, env = "PITBOSS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Option<Vec<String>>,
+    /// Serve a demo casino page at `/` and create demo agents (logins are logged).
+    #[arg(long, env = "PITBOSS_DEMO")]
+    demo: bool,
     /// Player-token algorithm: HS256, RS256 or ES256. Unset: visitors only.
     #[arg(long, env = "PITBOSS_PLAYER_TOKEN_ALG")]
     player_token_alg: Option<String>,
@@ -115,6 +122,8 @@ struct FileSettings {
     frames_per_second: Option<u32>,
     burst_frames: Option<u32>,
     outbound_queue: Option<usize>,
+    allowed_origins: Option<Vec<String>>,
+    demo: Option<bool>,
     player_token_alg: Option<String>,
     player_token_secret: Option<String>,
     player_token_key_file: Option<PathBuf>,
@@ -228,6 +237,14 @@ impl Settings {
         if let Some(v) = pick!(frames_per_second) {
             gateway.frames_per_second = v.max(1);
         }
+        if let Some(v) = pick!(allowed_origins) {
+            gateway.allowed_origins = v
+                .into_iter()
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect();
+        }
+        gateway.demo = args.demo || file.demo.unwrap_or(false);
         if let Some(v) = pick!(hello_timeout_secs) {
             gateway.hello_timeout = Duration::from_millis(ms(v, "hello-timeout-secs")?);
         }

@@ -2,6 +2,7 @@
 //! backends, runs the node until SIGINT or SIGTERM, and manages agent accounts.
 
 mod config;
+mod demo;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -71,6 +72,9 @@ async fn open_store(data_dir: &std::path::Path) -> anyhow::Result<Arc<SqliteStor
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let store = open_store(&settings.data_dir).await?;
     let shared: SharedStore = store.clone();
+    if settings.gateway.demo {
+        demo::prepare(&*store).await.context("preparing the demo")?;
+    }
     let hub = Hub::new();
     let (bus, lease) = hub.attach(settings.desk.node.clone());
     let desk = Desk::start(settings.desk.clone(), shared.clone(), bus, lease)
@@ -81,6 +85,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", settings.listen))?;
     let local = listener.local_addr()?;
     tracing::info!(node = %settings.desk.node, data_dir = %settings.data_dir.display(), "listening on {local}");
+    if settings.gateway.demo {
+        tracing::info!("demo casino page: http://{local}/  agent console: http://{local}/console");
+    }
 
     let state = AppState::new(desk.clone(), settings.gateway.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

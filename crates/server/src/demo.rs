@@ -1,0 +1,144 @@
+//! `pitboss serve --demo`: demo agents in two languages, a supervisor, and canned
+//! replies and close reasons in every shipped language, so a new user sees the
+//! whole thing in a minute. Passwords are fresh at every start and logged.
+
+use pitboss_desk::auth::hash_password;
+use pitboss_protocol::{AgentId, Role};
+use pitboss_transcripts::{now_ms, AgentAccount, CatalogItem, CatalogKind, Store};
+
+struct DemoAgent {
+    login: &'static str,
+    name: &'static str,
+    role: Role,
+    languages: &'static [&'static str],
+    departments: &'static [&'static str],
+}
+
+const AGENTS: &[DemoAgent] = &[
+    DemoAgent {
+        login: "ayla",
+        name: "Ayla",
+        role: Role::Agent,
+        languages: &["en", "tr"],
+        departments: &["general", "payments"],
+    },
+    DemoAgent {
+        login: "olga",
+        name: "Olga",
+        role: Role::Agent,
+        languages: &["ru", "az", "en"],
+        departments: &["general", "technical"],
+    },
+    DemoAgent {
+        login: "sam",
+        name: "Sam",
+        role: Role::Supervisor,
+        languages: &["en", "tr", "az", "ru"],
+        departments: &["general", "payments", "technical"],
+    },
+];
+
+const CANNED: &[(&str, &str, &str)] = &[
+    ("en", "hello", "Hello! How can I help you today?"),
+    (
+        "en",
+        "wait",
+        "Thank you for waiting, I am checking this for you.",
+    ),
+    ("en", "bye", "Is there anything else I can help you with?"),
+    (
+        "tr",
+        "hello",
+        "Merhaba! Size bugün nasıl yardımcı olabilirim?",
+    ),
+    (
+        "tr",
+        "wait",
+        "Beklediğiniz için teşekkürler, sizin için kontrol ediyorum.",
+    ),
+    (
+        "tr",
+        "bye",
+        "Size yardımcı olabileceğim başka bir konu var mı?",
+    ),
+    ("az", "hello", "Salam! Bu gün sizə necə kömək edə bilərəm?"),
+    (
+        "az",
+        "wait",
+        "Gözlədiyiniz üçün təşəkkürlər, sizin üçün yoxlayıram.",
+    ),
+    ("az", "bye", "Sizə kömək edə biləcəyim başqa bir şey varmı?"),
+    ("ru", "hello", "Здравствуйте! Чем я могу вам помочь?"),
+    ("ru", "wait", "Спасибо за ожидание, я проверяю это для вас."),
+    ("ru", "bye", "Могу ли я помочь вам чем-нибудь ещё?"),
+];
+
+const REASONS: &[(&str, &str, &str)] = &[
+    ("en", "resolved", "Resolved"),
+    ("en", "no_reply", "No reply from player"),
+    ("en", "spam", "Spam"),
+    ("tr", "resolved", "Çözüldü"),
+    ("tr", "no_reply", "Oyuncudan yanıt yok"),
+    ("tr", "spam", "Spam"),
+    ("az", "resolved", "Həll edildi"),
+    ("az", "no_reply", "Oyunçudan cavab yoxdur"),
+    ("az", "spam", "Spam"),
+    ("ru", "resolved", "Решено"),
+    ("ru", "no_reply", "Игрок не ответил"),
+    ("ru", "spam", "Спам"),
+];
+
+/// Creates (or resets) the demo accounts and seeds the catalog where it is empty.
+pub(crate) async fn prepare(store: &dyn Store) -> anyhow::Result<()> {
+    let password = fresh_password();
+    let hash = hash_password(&password).map_err(|e| anyhow::anyhow!(e))?;
+    for a in AGENTS {
+        store
+            .put_agent(AgentAccount {
+                id: AgentId(a.login.into()),
+                name: a.name.into(),
+                password_hash: hash.clone(),
+                role: a.role,
+                languages: a.languages.iter().map(|s| s.to_string()).collect(),
+                departments: a.departments.iter().map(|s| s.to_string()).collect(),
+                capacity: 3,
+                created_at: now_ms(),
+            })
+            .await?;
+        tracing::info!(
+            login = a.login,
+            password = %password,
+            languages = %a.languages.join(","),
+            supervisor = a.role == Role::Supervisor,
+            "demo agent"
+        );
+    }
+    for (kind, items) in [
+        (CatalogKind::CannedReply, CANNED),
+        (CatalogKind::CloseReason, REASONS),
+    ] {
+        if !store.catalog(kind, None).await?.is_empty() {
+            continue;
+        }
+        for (language, key, text) in items {
+            store
+                .put_catalog(CatalogItem {
+                    kind,
+                    language: (*language).into(),
+                    key: (*key).into(),
+                    text: (*text).into(),
+                })
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+fn fresh_password() -> String {
+    use std::fmt::Write;
+    let bytes: [u8; 6] = rand::random();
+    bytes.iter().fold(String::from("demo-"), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}

@@ -1,0 +1,172 @@
+//! The REST API beyond transcripts: catalog management by supervisors,
+//! departments, origin checks on the WebSocket, the demo accounts.
+#![allow(missing_docs)]
+
+mod common;
+use common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisors_manage_canned_replies_and_agents_read_them() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    server.add_agent("ayla", "en,tr", "general,payments", 2, false);
+    server.add_agent("sam", "en", "general,technical", 2, true);
+    let ayla = server.login("ayla").await;
+    let sam = server.login("sam").await;
+    let http = reqwest::Client::new();
+    let item = json!({"kind":"canned_reply","language":"tr","key":"hello","text":"Merhaba!"});
+
+    let r = http
+        .put(server.url("/api/catalog"))
+        .bearer_auth(&ayla)
+        .json(&item)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "agents may not edit the catalog");
+    let r = http
+        .put(server.url("/api/catalog"))
+        .bearer_auth(&sam)
+        .json(&item)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let bad = json!({"kind":"canned_reply","language":"tr","key":"","text":"x"});
+    let r = http
+        .put(server.url("/api/catalog"))
+        .bearer_auth(&sam)
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    let list = server
+        .get_json("/api/catalog?kind=canned_reply&language=tr", &ayla)
+        .await;
+    assert_eq!(list["items"][0]["text"], "Merhaba!");
+    let list = server
+        .get_json("/api/catalog?kind=canned_reply&language=en", &ayla)
+        .await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 0);
+
+    let r = http
+        .delete(server.url("/api/catalog/canned_reply/tr/hello"))
+        .bearer_auth(&ayla)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = http
+        .delete(server.url("/api/catalog/canned_reply/tr/hello"))
+        .bearer_auth(&sam)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = http
+        .delete(server.url("/api/catalog/canned_reply/tr/hello"))
+        .bearer_auth(&sam)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    let deps = server.get_json("/api/departments", &ayla).await;
+    assert_eq!(
+        deps["departments"],
+        json!(["general", "payments", "technical"])
+    );
+    let (status, _) = server.get("/api/departments", "not-a-token").await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_allowed_origins_may_open_a_websocket() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &["--allowed-origins", "https://casino.example"]);
+    let connect = |origin: Option<&'static str>| {
+        let addr = server.addr.clone();
+        async move {
+            let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+            if let Some(o) = origin {
+                req.headers_mut().insert("origin", o.parse().unwrap());
+            }
+            tokio_tungstenite::connect_async(req).await
+        }
+    };
+    assert!(connect(Some("https://casino.example")).await.is_ok());
+    assert!(
+        connect(None).await.is_ok(),
+        "non-browser clients send no Origin"
+    );
+    let own = format!("http://{}", server.addr);
+    let own: &'static str = Box::leak(own.into_boxed_str());
+    assert!(connect(Some(own)).await.is_ok(), "the server's own pages");
+    match connect(Some("https://evil.example")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("expected 403, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_creates_agents_in_two_languages_and_a_catalog() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &["--demo"]);
+    // The logins and the fresh password are logged.
+    let logs = server.logs();
+    let line = logs
+        .lines()
+        .find(|l| {
+            l.contains("demo agent") && l.contains("login=\"ayla\"")
+                || l.contains("demo agent") && l.contains("login=ayla")
+        })
+        .expect("demo login logged");
+    let password = line
+        .split("password=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let r = reqwest::Client::new()
+        .post(server.url("/api/login"))
+        .json(&json!({"login":"olga","password":password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let token = r.json::<serde_json::Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let me = server.get_json("/api/me", &token).await;
+    assert_eq!(me["languages"], json!(["ru", "az", "en"]));
+    for lang in ["en", "tr", "az", "ru"] {
+        let list = server
+            .get_json(
+                &format!("/api/catalog?kind=canned_reply&language={lang}"),
+                &token,
+            )
+            .await;
+        assert!(
+            !list["items"].as_array().unwrap().is_empty(),
+            "canned replies in {lang}"
+        );
+        let list = server
+            .get_json(
+                &format!("/api/catalog?kind=close_reason&language={lang}"),
+                &token,
+            )
+            .await;
+        assert!(
+            !list["items"].as_array().unwrap().is_empty(),
+            "close reasons in {lang}"
+        );
+    }
+}
