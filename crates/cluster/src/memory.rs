@@ -1,9 +1,12 @@
-//! In-process implementations of the bus and the lease. One [`Hub`] stands for the
-//! shared backend; every node in the process attaches to it. A single node alone
-//! on a hub is the embedded default: nobody else to tell, a lease nobody contests.
-//! Its limit: it spans one process only.
+//! In-process implementations of the bus, the lease and presence. One [`Hub`]
+//! stands for the shared backend; every node in the process attaches to it. A single
+//! node alone on a hub is the embedded default: nobody else to tell, a lease nobody
+//! contests. Its limit: it spans one process only.
 
-use crate::{Bus, BusHandler, ClusterError, Envelope, Epoch, Lease, NodeId};
+use crate::{
+    Bus, BusHandler, ClusterError, Envelope, Epoch, Lease, NodeId, NodePresence, Presence,
+};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -21,6 +24,10 @@ pub struct Hub {
     nodes: Mutex<Vec<AttachedNode>>,
     /// Holder, epoch and expiry of the one lease.
     lease: Mutex<LeaseState>,
+    /// Each node's last heartbeat: its agents and when it expires. A std mutex held
+    /// for a copy or an insert only. Bounded by the number of nodes: expired entries
+    /// are removed whenever presence is read.
+    presence: Mutex<BTreeMap<NodeId, (Vec<String>, Instant)>>,
 }
 
 /// A node's id, its inbox, and its count of events it lost to a full inbox.
@@ -59,8 +66,18 @@ impl Hub {
         let lease = Arc::new(MemoryLease {
             hub: self.clone(),
             node,
+            floor: AtomicU64::new(0),
         });
         (bus, lease)
+    }
+
+    /// A node's presence handle. Separate from [`Hub::attach`] so that callers that
+    /// need no presence keep their two-handle form.
+    pub fn presence(self: &Arc<Self>, node: impl Into<NodeId>) -> Arc<MemoryPresence> {
+        Arc::new(MemoryPresence {
+            hub: self.clone(),
+            node: node.into(),
+        })
     }
 }
 
@@ -117,6 +134,10 @@ impl Bus for MemoryBus {
         };
         let lost = self.lost.clone();
         tokio::spawn(async move {
+            // The subscription is live from here: whatever was dropped before is
+            // covered by this one call, like the Redis bus after it subscribes.
+            lost.swap(0, Ordering::Relaxed);
+            handler.lost();
             while let Some(envelope) = rx.recv().await {
                 if lost.swap(0, Ordering::Relaxed) > 0 {
                     handler.lost();
@@ -135,6 +156,8 @@ impl Bus for MemoryBus {
 pub struct MemoryLease {
     hub: Arc<Hub>,
     node: NodeId,
+    /// Set by [`Lease::raise_epoch_floor`]: a new term of this handle starts above it.
+    floor: AtomicU64,
 }
 
 #[async_trait::async_trait]
@@ -149,7 +172,7 @@ impl Lease for MemoryLease {
         };
         if free {
             lease.holder = Some(self.node.clone());
-            lease.epoch += 1;
+            lease.epoch = lease.epoch.max(self.floor.load(Ordering::Relaxed)) + 1;
         } else if lease.holder.as_deref() != Some(self.node.as_str()) {
             return Ok(None);
         }
@@ -163,6 +186,62 @@ impl Lease for MemoryLease {
             lease.holder = None;
             lease.expires = None;
         }
+        Ok(())
+    }
+
+    fn current_epoch(&self) -> Option<Epoch> {
+        let lease = self.hub.lease.lock().expect("lease lock poisoned");
+        match (&lease.holder, lease.expires) {
+            (Some(holder), Some(expires)) if *holder == self.node && expires > Instant::now() => {
+                Some(Epoch(lease.epoch))
+            }
+            _ => None,
+        }
+    }
+
+    fn raise_epoch_floor(&self, floor: Epoch) {
+        self.floor.fetch_max(floor.0, Ordering::Relaxed);
+    }
+}
+
+/// One node's handle on in-process presence.
+pub struct MemoryPresence {
+    hub: Arc<Hub>,
+    node: NodeId,
+}
+
+#[async_trait::async_trait]
+impl Presence for MemoryPresence {
+    async fn heartbeat(&self, agents_online: Vec<String>, ttl_ms: u64) -> Result<(), ClusterError> {
+        let expires = Instant::now() + Duration::from_millis(ttl_ms);
+        self.hub
+            .presence
+            .lock()
+            .expect("presence lock poisoned")
+            .insert(self.node.clone(), (agents_online, expires));
+        Ok(())
+    }
+
+    async fn alive(&self) -> Result<Vec<NodePresence>, ClusterError> {
+        let now = Instant::now();
+        let mut presence = self.hub.presence.lock().expect("presence lock poisoned");
+        presence.retain(|_, (_, expires)| *expires > now);
+        // A BTreeMap iterates in node order, which is the order the trait promises.
+        Ok(presence
+            .iter()
+            .map(|(node, (agents, _))| NodePresence {
+                node: node.clone(),
+                agents: agents.clone(),
+            })
+            .collect())
+    }
+
+    async fn leave(&self) -> Result<(), ClusterError> {
+        self.hub
+            .presence
+            .lock()
+            .expect("presence lock poisoned")
+            .remove(&self.node);
         Ok(())
     }
 }

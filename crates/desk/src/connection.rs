@@ -291,17 +291,7 @@ impl Delivery {
                     ))
                     .await
             }
-            Err(err) => {
-                return sink
-                    .send(ServerFrame::Error {
-                        code: pitboss_protocol::ErrorCode::Overloaded,
-                        message: format!("cannot read the transcript now: {err}"),
-                        frame: Some("resume".into()),
-                        conversation: Some(conversation),
-                        client_id: None,
-                    })
-                    .await
-            }
+            Err(err) => return sink.send(unreadable(conversation, &err)).await,
         };
         let last_seq = if self.for_player {
             record.summary.last_public_seq
@@ -335,17 +325,7 @@ impl Delivery {
                 .await
             {
                 Ok(page) => page,
-                Err(err) => {
-                    return sink
-                        .send(ServerFrame::Error {
-                            code: pitboss_protocol::ErrorCode::Overloaded,
-                            message: format!("cannot read the transcript now: {err}"),
-                            frame: Some("resume".into()),
-                            conversation: Some(conversation),
-                            client_id: None,
-                        })
-                        .await
-                }
+                Err(err) => return sink.send(unreadable(conversation, &err)).await,
             };
             let full = page.len() == RESUME_PAGE;
             for e in page {
@@ -366,6 +346,17 @@ impl Delivery {
             last_seq: hwm.max(after),
         })
         .await
+    }
+}
+
+/// The answer to a resume the store cannot serve now: retry later.
+fn unreadable(conversation: ConversationId, err: &pitboss_transcripts::StoreError) -> ServerFrame {
+    ServerFrame::Error {
+        code: pitboss_protocol::ErrorCode::Overloaded,
+        message: format!("cannot read the transcript now: {err}"),
+        frame: Some("resume".into()),
+        conversation: Some(conversation),
+        client_id: None,
     }
 }
 

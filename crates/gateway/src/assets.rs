@@ -16,6 +16,11 @@ struct Assets;
 /// in demo mode; `/console` is the agent console.
 pub(crate) async fn serve(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
     let path = uri.path().trim_start_matches('/');
+    if path == "api" || path.starts_with("api/") {
+        // The API answers in JSON, even for a path it does not have.
+        let body = serde_json::json!({ "error": "not_found", "message": "no such API endpoint" });
+        return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+    }
     let path = match path {
         "" if state.config.demo => "demo/index.html",
         "" => {

@@ -9,6 +9,7 @@ mod ws;
 pub use assets::embedded_files;
 
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use pitboss_desk::Desk;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,6 +41,9 @@ pub struct GatewayConfig {
     pub allowed_origins: Vec<String>,
     /// Serve the demo casino page at `/`.
     pub demo: bool,
+    /// WebSocket connections this node holds at most; one more is closed with
+    /// 1013 (overloaded) right after the upgrade.
+    pub max_connections: usize,
 }
 
 impl Default for GatewayConfig {
@@ -55,6 +59,7 @@ impl Default for GatewayConfig {
             write_buffer_bytes: 4 * 1024,
             allowed_origins: Vec::new(),
             demo: false,
+            max_connections: 50_000,
         }
     }
 }
@@ -84,10 +89,7 @@ impl AppState {
 
 /// The routes of a node.
 pub fn app(state: AppState) -> axum::Router {
-    axum::Router::new()
-        .route("/ws", get(ws::upgrade))
-        .route("/healthz", get(rest::healthz))
-        .route("/readyz", get(rest::readyz))
+    let api = axum::Router::new()
         .route("/api/login", post(rest::login))
         .route("/api/me", get(rest::me))
         .route("/api/conversations", get(rest::list_conversations))
@@ -109,6 +111,12 @@ pub fn app(state: AppState) -> axum::Router {
             "/api/catalog/{kind}/{language}/{key}",
             axum::routing::delete(rest::remove_catalog),
         )
+        .layer(axum::middleware::map_response(rest::json_errors));
+    axum::Router::new()
+        .route("/ws", get(ws::upgrade))
+        .route("/healthz", get(rest::healthz))
+        .route("/readyz", get(rest::readyz))
+        .merge(api)
         .fallback(assets::serve)
         .with_state(state)
 }
@@ -123,6 +131,13 @@ pub async fn serve(
     let desk = state.desk.clone();
     let sockets = state.sockets.clone();
     let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Chat frames are small and latency-bound: without TCP_NODELAY, Nagle's
+    // algorithm holds a frame back until the peer's delayed ack (tens of ms).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -43,6 +43,32 @@ fn not_found() -> ApiError {
     )
 }
 
+/// Turns the framework's plain-text rejections of `/api` requests (unparseable
+/// JSON, a wrong content type, a bad query string) into the API's JSON errors.
+pub(crate) async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !status.is_client_error() || is_json {
+        return response;
+    }
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        _ => "bad_request",
+    };
+    // Rejection bodies are a line of text; anything longer is cut.
+    let body = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    ApiError(status, code, body).into_response()
+}
+
 /// `GET /healthz`: the process is up.
 pub(crate) async fn healthz() -> &'static str {
     "ok\n"

@@ -31,6 +31,15 @@ pub(crate) async fn upgrade(
         return (StatusCode::FORBIDDEN, "this origin may not connect\n").into_response();
     }
     let c = &state.config;
+    if state.sockets.load(std::sync::atomic::Ordering::Acquire) >= c.max_connections {
+        // Over the cap: accept the upgrade only to say "overloaded, come back
+        // later" with a close code a client understands.
+        return ws.on_upgrade(|socket| async move {
+            let (sink, _stream) = socket.split();
+            let mut sink = Sink(sink);
+            close_now(&mut sink, CloseCode::Overloaded).await;
+        });
+    }
     ws.read_buffer_size(c.read_buffer_bytes)
         .write_buffer_size(c.write_buffer_bytes)
         .max_write_buffer_size(c.write_buffer_bytes.max(64 * 1024) * 16)
@@ -177,24 +186,16 @@ async fn session_loop(
         let text = match message {
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Binary(_))) => {
-                conn.send(ServerFrame::error(
-                    ErrorCode::BadFrame,
-                    "binary frames are not part of the protocol: send JSON text",
-                ));
-                continue;
+                // Not a protocol this server speaks: a client sending binary is
+                // broken or hostile, and an error frame would not help it.
+                conn.close(CloseCode::PolicyViolation);
+                server_closing = true;
+                break;
             }
             Some(Ok(Message::Close(_))) | None => break,
             Some(Ok(_)) => continue, // ping/pong: answered by the WebSocket layer
             Some(Err(err)) => {
-                // Over the size limit: tungstenite refuses to buffer the frame.
-                let too_big = std::error::Error::source(&err)
-                    .map(|s| {
-                        s.to_string().contains("too long") || s.to_string().contains("too big")
-                    })
-                    .unwrap_or(false)
-                    || err.to_string().contains("too long")
-                    || err.to_string().contains("too big");
-                if too_big {
+                if too_big(&err) {
                     conn.close(CloseCode::MessageTooBig);
                 } else {
                     tracing::debug!(%err, "read error");
@@ -255,73 +256,73 @@ async fn hello(
     sink: &mut Sink,
     state: &AppState,
 ) -> Option<Session> {
-    let first = tokio::time::timeout(state.config.hello_timeout, stream.next()).await;
-    let text = match first {
-        Ok(Some(Ok(Message::Text(text)))) => text,
-        Ok(Some(Err(_))) => {
-            close_now(sink, CloseCode::MessageTooBig).await;
-            return None;
-        }
-        Ok(Some(Ok(_))) | Ok(None) => {
-            refuse(
-                sink,
-                ErrorCode::HelloRequired,
-                "the first frame must be hello",
-                CloseCode::ProtocolError,
-            )
-            .await;
-            return None;
-        }
-        Err(_) => {
-            refuse(
-                sink,
-                ErrorCode::HelloRequired,
-                "no hello in time",
-                CloseCode::ProtocolError,
-            )
-            .await;
-            return None;
-        }
-    };
-    let frame = match decode_client(&text) {
-        Ok(frame) => frame,
-        Err(e) => {
-            refuse(sink, e.code, &e.message, CloseCode::ProtocolError).await;
-            return None;
-        }
-    };
-    let ClientFrame::Hello { protocol, auth } = frame else {
-        refuse(
-            sink,
-            ErrorCode::HelloRequired,
-            "the first frame must be hello",
-            CloseCode::ProtocolError,
-        )
-        .await;
-        return None;
-    };
-    if protocol != PROTOCOL_VERSION {
-        let message = format!("this server speaks protocol {PROTOCOL_VERSION}");
-        refuse(
-            sink,
-            ErrorCode::UnsupportedVersion,
-            &message,
-            CloseCode::ProtocolError,
-        )
-        .await;
-        return None;
-    }
-    if state.desk.is_draining() {
-        close_now(sink, CloseCode::Restart).await;
-        return None;
-    }
-    match state.desk.authenticate(auth).await {
+    match read_hello(stream, state).await {
         Ok(session) => Some(session),
-        Err((code, close, message)) => {
+        Err(Refused::Close(code)) => {
+            close_now(sink, code).await;
+            None
+        }
+        Err(Refused::Error(code, message, close)) => {
             refuse(sink, code, &message, close).await;
             None
         }
     }
+}
+
+/// Why a connection ends before `welcome`.
+enum Refused {
+    /// Close without an error frame.
+    Close(CloseCode),
+    /// An error frame, then the close.
+    Error(ErrorCode, String, CloseCode),
+}
+
+async fn read_hello(
+    stream: &mut SplitStream<WebSocket>,
+    state: &AppState,
+) -> Result<Session, Refused> {
+    let not_hello = || {
+        Refused::Error(
+            ErrorCode::HelloRequired,
+            "the first frame must be hello".into(),
+            CloseCode::ProtocolError,
+        )
+    };
+    let text = match tokio::time::timeout(state.config.hello_timeout, stream.next()).await {
+        Ok(Some(Ok(Message::Text(text)))) => text,
+        Ok(Some(Err(err))) if too_big(&err) => {
+            return Err(Refused::Close(CloseCode::MessageTooBig))
+        }
+        Ok(Some(Err(_))) => return Err(Refused::Close(CloseCode::ProtocolError)),
+        Ok(Some(Ok(_))) | Ok(None) => return Err(not_hello()),
+        Err(_) => {
+            return Err(Refused::Error(
+                ErrorCode::HelloRequired,
+                "no hello in time".into(),
+                CloseCode::ProtocolError,
+            ))
+        }
+    };
+    let frame = decode_client(&text)
+        .map_err(|e| Refused::Error(e.code, e.message, CloseCode::ProtocolError))?;
+    let ClientFrame::Hello { protocol, auth } = frame else {
+        return Err(not_hello());
+    };
+    if protocol != PROTOCOL_VERSION {
+        return Err(Refused::Error(
+            ErrorCode::UnsupportedVersion,
+            format!("this server speaks protocol {PROTOCOL_VERSION}"),
+            CloseCode::ProtocolError,
+        ));
+    }
+    if state.desk.is_draining() {
+        return Err(Refused::Close(CloseCode::Restart));
+    }
+    state
+        .desk
+        .authenticate(auth)
+        .await
+        .map_err(|(code, close, message)| Refused::Error(code, message, close))
 }
 
 async fn refuse(sink: &mut Sink, code: ErrorCode, message: &str, close: CloseCode) {
@@ -331,6 +332,16 @@ async fn refuse(sink: &mut Sink, code: ErrorCode, message: &str, close: CloseCod
     }
     send_now(sink, frame).await;
     close_now(sink, close).await;
+}
+
+/// Whether a read failed because the frame was over the size limit (tungstenite
+/// refuses to buffer it, with a capacity error: "Message too long").
+fn too_big(err: &axum::Error) -> bool {
+    let mut text = err.to_string();
+    if let Some(source) = std::error::Error::source(err) {
+        text.push_str(&source.to_string());
+    }
+    text.to_ascii_lowercase().contains("too long")
 }
 
 /// Whether a browser page of this `Origin` may connect: no `Origin` (not a

@@ -23,15 +23,18 @@ pub enum ErrorCode {
     /// The caller may not do this (someone else's conversation, a player command
     /// from an agent, a supervisor command from an agent…).
     Forbidden,
-    /// No such conversation, agent or department.
+    /// No such conversation, no such agent (transfer target), or no agent serves
+    /// that department.
     NotFound,
     /// The conversation is not in a state that allows this (closed, not offered to
     /// you, already rated…).
     InvalidState,
-    /// A message or note is longer than `max_text_chars`, or empty.
+    /// A message or note is longer than `max_text_chars` (empty text is
+    /// `invalid_field`).
     TextTooLong,
-    /// A field is out of range: an empty or over-long client id, a score outside
-    /// 1–5, an over-long note or reason.
+    /// A field is out of range: empty text, an empty or over-long client id, a
+    /// score outside 1–5, an over-long note or reason, a malformed department or
+    /// language tag.
     InvalidField,
     /// This client id was already used in this conversation with other text.
     Conflict,
@@ -42,7 +45,8 @@ pub enum ErrorCode {
     Overloaded,
     /// The player already has as many open conversations as allowed.
     TooManyConversations,
-    /// An unexpected server fault. Nothing was acknowledged.
+    /// An unexpected server fault. Nothing was acknowledged. (Reserved: this
+    /// version reports store failures as `overloaded`.)
     Internal,
 }
 
@@ -77,23 +81,23 @@ impl ErrorCode {
 pub enum CloseCode {
     /// The client asked to close, or the server is done with the connection.
     Normal = 1000,
-    /// A frame larger than `max_frame_bytes`, or a binary frame.
+    /// A frame larger than `max_frame_bytes`.
     MessageTooBig = 1009,
     /// The node is shutting down or draining: reconnect (to any node) and resume.
     Restart = 1012,
-    /// The node is overloaded: reconnect after a backoff.
+    /// The node holds as many connections as it may: reconnect after a backoff
+    /// (to another node, if there is one).
     Overloaded = 1013,
     /// `hello` missing, malformed, late, or of an unsupported version.
     ProtocolError = 4000,
-    /// Credentials refused in `hello`, or the account was removed.
+    /// Credentials refused in `hello`.
     AuthFailed = 4001,
     /// The player token expired: fetch a fresh one, reconnect, resume.
     TokenExpired = 4002,
     /// The connection did not read its frames fast enough and its outbound queue
     /// filled: reconnect and resume from the last sequence seen.
     SlowConsumer = 4008,
-    /// The client broke a rule that is not about rate (for example it kept sending
-    /// frames the server had refused).
+    /// The client broke a rule that is not about rate: it sent a binary frame.
     PolicyViolation = 4009,
     /// The client kept sending after `rate_limited` errors.
     RateLimited = 4029,

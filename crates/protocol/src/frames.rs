@@ -75,7 +75,7 @@ pub enum ClientFrame {
         #[serde(default)]
         reason: Option<String>,
     },
-    /// Player: rate a conversation, once it is closed or while it is active.
+    /// Player: rate a conversation an agent has answered (active or closed), once.
     Rate {
         /// The conversation.
         conversation: ConversationId,
@@ -113,8 +113,8 @@ pub enum ClientFrame {
         #[serde(default)]
         note: Option<String>,
     },
-    /// Supervisor: take over any conversation. Agent: take an offline message to
-    /// answer it. Answered by `assigned`.
+    /// Supervisor: take over any conversation not already theirs. Agent: take an
+    /// offline message to answer it. Answered by `assigned`.
     Take {
         /// The conversation.
         conversation: ConversationId,
@@ -296,8 +296,9 @@ pub struct Message {
     /// The sender's client id (absent for events).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
-    /// For events, a stable tag: `joined`, `transfer_requested`, `transferred`,
-    /// `closed`, `offline`, `rated`.
+    /// A stable tag: for events `joined`, `transfer_requested`,
+    /// `transfer_cancelled`, `requeued`, `closed`, `rated`; for the note a
+    /// transfer writes, `transfer_note`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
     /// When the server stored it, Unix milliseconds.
@@ -384,7 +385,8 @@ pub struct Offer {
     pub department: String,
     /// Language.
     pub language: String,
-    /// How long the player has waited, in milliseconds.
+    /// How long the player has waited, in milliseconds; for a transfer, how long
+    /// the current owner has had it.
     pub waited_ms: u64,
     /// The offer expires after this many milliseconds and moves on.
     pub expires_in_ms: u64,
@@ -500,8 +502,9 @@ pub enum ServerFrame {
         /// For agents: your status now.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         status: Option<AgentStatus>,
-        /// Your conversations that are not closed (players: all of yours that
-        /// are open; agents: those you own). `resume` each to receive its traffic.
+        /// Conversations that are not closed: a player's own, the ones an agent
+        /// owns, every one for a supervisor (up to 500). `resume` each to receive
+        /// its traffic.
         conversations: Vec<ConversationSummary>,
         /// Limits in force.
         limits: WireLimits,

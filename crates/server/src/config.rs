@@ -49,6 +49,9 @@ pub(crate) struct ServeArgs {
     /// Seconds a department transfer may wait for an agent. [default: 120]
     #[arg(long, env = "PITBOSS_TRANSFER_TIMEOUT_SECS")]
     transfer_timeout_secs: Option<f64>,
+    /// WebSocket connections one node holds at most. [default: 50000]
+    #[arg(long, env = "PITBOSS_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
     /// Seconds a new connection has to send hello. [default: 10]
     #[arg(long, env = "PITBOSS_HELLO_TIMEOUT_SECS")]
     hello_timeout_secs: Option<f64>,
@@ -116,6 +119,7 @@ struct FileSettings {
     transfer_timeout_secs: Option<f64>,
     shutdown_timeout_secs: Option<f64>,
     hello_timeout_secs: Option<f64>,
+    max_connections: Option<usize>,
     default_department: Option<String>,
     default_language: Option<String>,
     max_open_per_player: Option<usize>,
@@ -245,6 +249,9 @@ impl Settings {
                 .collect();
         }
         gateway.demo = args.demo || file.demo.unwrap_or(false);
+        if let Some(v) = pick!(max_connections) {
+            gateway.max_connections = v.max(1);
+        }
         if let Some(v) = pick!(hello_timeout_secs) {
             gateway.hello_timeout = Duration::from_millis(ms(v, "hello-timeout-secs")?);
         }

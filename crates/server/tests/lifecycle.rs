@@ -53,7 +53,9 @@ async fn sigterm_tells_clients_to_reconnect_and_exits_promptly_keeping_everythin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_who_does_not_come_back_loses_the_chat_to_the_head_of_the_queue() {
     let dir = tempdir();
-    let server = Server::start(dir.path(), &["--agent-grace-secs", "1"]);
+    // Long enough for a reconnect (a debug build's argon2 login is slow on a
+    // loaded machine), short enough to wait out.
+    let server = Server::start(dir.path(), &["--agent-grace-secs", "4"]);
     server.add_agent("ayla", "en", "general", 2, false);
     server.add_agent("boris", "en", "general", 1, false);
     let mut ayla = server.agent("ayla").await;
@@ -90,7 +92,7 @@ async fn an_agent_who_does_not_come_back_loses_the_chat_to_the_head_of_the_queue
             .await;
     }
 
-    // ayla leaves for good: after a second her chat goes back to the queue.
+    // ayla leaves for good: after the grace period her chat goes back to the queue.
     ayla.close().await;
     let ev = player
         .expect_where(|v| v["type"] == "message" && v["event"] == "requeued")

@@ -57,6 +57,8 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         case!(agents_crud),
         case!(secret_get_or_create),
         case!(catalog_per_kind_and_language),
+        case!(set_state_moves_department),
+        case!(resend_recognised_before_precondition),
         case!(open_conversations_exclude_closed),
         case!(conversations_filtered_newest_first),
         case!(recent_handle_times),
@@ -376,6 +378,7 @@ pub async fn client_id_conflict(store: Arc<dyn Store>) {
             state: ConversationState::Closed,
             agent: None,
             close_reason: Some("resolved".into()),
+            department: None,
         }),
         events: vec![lifecycle(LifecycleKind::Closed, None)],
         ..Change::append(id, message(player("p:1"), "c1", "bye"))
@@ -461,6 +464,7 @@ pub async fn precondition_mismatch_writes_nothing(store: Arc<dyn Store>) {
             state: ConversationState::Closed,
             agent: None,
             close_reason: Some("spam".into()),
+            department: None,
         }),
         entry: Some(system_event("closed")),
         events: vec![lifecycle(LifecycleKind::Closed, Some("ayla"))],
@@ -521,6 +525,7 @@ pub async fn precondition_mismatch_writes_nothing(store: Arc<dyn Store>) {
                     state: ConversationState::Active,
                     agent: Some(AgentId(me.clone())),
                     close_reason: None,
+                    department: None,
                 }),
                 entry: Some(system_event("assigned")),
                 events: vec![lifecycle(LifecycleKind::Assigned, Some(&me))],
@@ -774,6 +779,7 @@ pub async fn events_and_handoffs_recorded(store: Arc<dyn Store>) {
                 state: ConversationState::Active,
                 agent: ayla.clone(),
                 close_reason: None,
+                department: None,
             }),
             entry: Some(system_event("assigned")),
             events: assigned.clone(),
@@ -805,6 +811,7 @@ pub async fn events_and_handoffs_recorded(store: Arc<dyn Store>) {
                 state: ConversationState::Active,
                 agent: bora.clone(),
                 close_reason: None,
+                department: None,
             }),
             events: vec![lifecycle(LifecycleKind::Transferred, Some("bora"))],
             handoff: Some(accepted.clone()),
@@ -826,6 +833,7 @@ pub async fn events_and_handoffs_recorded(store: Arc<dyn Store>) {
                 state: ConversationState::Closed,
                 agent: bora.clone(),
                 close_reason: Some("resolved".into()),
+                department: None,
             }),
             entry: Some(system_event("closed")),
             events: vec![lifecycle(LifecycleKind::Closed, Some("bora"))],
@@ -923,6 +931,127 @@ pub async fn secret_get_or_create(store: Arc<dyn Store>) {
     );
 }
 
+/// A resend is answered with its original entry even when the change's
+/// precondition no longer holds (a conversation closed since); anything new with
+/// that precondition fails and writes nothing.
+pub async fn resend_recognised_before_precondition(store: Arc<dyn Store>) {
+    let new = new_conversation("p:erin", ConversationState::Queued, 1_700_000_000_000);
+    store
+        .create_conversation(new.clone())
+        .await
+        .expect("create");
+    let sender = Participant {
+        role: Role::Player,
+        id: "p:erin".into(),
+        name: None,
+    };
+    let entry = |client_id: &str| NewEntry {
+        kind: MessageKind::Text,
+        sender: sender.clone(),
+        text: "hello".into(),
+        client_id: Some(client_id.into()),
+        event: None,
+        origin: 0,
+    };
+    let first = store
+        .apply(Change::append(new.id, entry("c1")))
+        .await
+        .expect("append");
+    let seq = first.appended.expect("appended").entry.seq;
+    store
+        .apply(Change {
+            conversation: new.id,
+            set: Some(SetState {
+                state: ConversationState::Closed,
+                agent: None,
+                close_reason: None,
+                department: None,
+            }),
+            ..Change::default()
+        })
+        .await
+        .expect("close");
+    let never = Some(Expect {
+        state: ConversationState::Active,
+        agent: None,
+    });
+    let mut resend = Change::append(new.id, entry("c1"));
+    resend.expect = never.clone();
+    let again = store
+        .apply(resend)
+        .await
+        .expect("a resend is still answered");
+    let again = again.appended.expect("appended");
+    assert!(again.duplicate);
+    assert_eq!(again.entry.seq, seq);
+    let mut fresh = Change::append(new.id, entry("c2"));
+    fresh.expect = never;
+    assert!(matches!(
+        store.apply(fresh).await,
+        Err(StoreError::Precondition)
+    ));
+    let record = store
+        .conversation(new.id)
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(record.summary.last_seq, seq, "nothing new was written");
+}
+
+/// An accepted department transfer moves the conversation to the new department;
+/// a change without a department keeps it.
+pub async fn set_state_moves_department(store: Arc<dyn Store>) {
+    let new = new_conversation("p:dana", ConversationState::Queued, 1_700_000_000_000);
+    store
+        .create_conversation(new.clone())
+        .await
+        .expect("create");
+    let ayla = AgentId("ayla".into());
+    let set = |agent: &AgentId, department: Option<&str>| SetState {
+        state: ConversationState::Active,
+        agent: Some(agent.clone()),
+        close_reason: None,
+        department: department.map(str::to_owned),
+    };
+    store
+        .apply(Change {
+            conversation: new.id,
+            set: Some(set(&ayla, None)),
+            ..Change::default()
+        })
+        .await
+        .expect("assign");
+    let read = |store: Arc<dyn Store>| async move {
+        store
+            .conversation(new.id)
+            .await
+            .expect("read")
+            .expect("found")
+            .summary
+    };
+    assert_eq!(
+        read(store.clone()).await.department,
+        "general",
+        "unchanged without a department"
+    );
+    let paula = AgentId("paula".into());
+    store
+        .apply(Change {
+            conversation: new.id,
+            expect: Some(Expect {
+                state: ConversationState::Active,
+                agent: Some(ayla),
+            }),
+            set: Some(set(&paula, Some("payments"))),
+            ..Change::default()
+        })
+        .await
+        .expect("transfer");
+    let summary = read(store.clone()).await;
+    assert_eq!(summary.department, "payments");
+    assert_eq!(summary.agent, Some(paula));
+}
+
 /// Catalog items are kept per kind, language and key; a put replaces the text.
 pub async fn catalog_per_kind_and_language(store: Arc<dyn Store>) {
     use crate::{CatalogItem, CatalogKind};
@@ -961,7 +1090,7 @@ pub async fn catalog_per_kind_and_language(store: Arc<dyn Store>) {
         .catalog(CatalogKind::CannedReply, Some("tr"))
         .await
         .expect("list tr");
-    assert_eq!(tr, [hello_tr.clone()]);
+    assert_eq!(tr, std::slice::from_ref(&hello_tr));
     let reasons = store
         .catalog(CatalogKind::CloseReason, Some("en"))
         .await
@@ -1018,6 +1147,7 @@ pub async fn open_conversations_exclude_closed(store: Arc<dyn Store>) {
                 state: ConversationState::Active,
                 agent: Some(AgentId("ayla".into())),
                 close_reason: None,
+                department: None,
             }),
             ..Change::default()
         })
@@ -1053,6 +1183,7 @@ pub async fn conversations_filtered_newest_first(store: Arc<dyn Store>) {
                     state: ConversationState::Active,
                     agent: Some(AgentId("ayla".into())),
                     close_reason: None,
+                    department: None,
                 }),
                 ..Change::default()
             })
@@ -1294,6 +1425,7 @@ async fn create(store: &Arc<dyn Store>, state: ConversationState) -> Conversatio
                     state,
                     agent: Some(AgentId("ayla".into())),
                     close_reason: None,
+                    department: None,
                 }),
                 ..Change::default()
             })
@@ -1321,6 +1453,7 @@ async fn assign_at(store: &Arc<dyn Store>, id: ConversationId, at: u64) {
                 state: ConversationState::Active,
                 agent: Some(AgentId("ayla".into())),
                 close_reason: None,
+                department: None,
             }),
             events: vec![LifecycleEvent {
                 at,
@@ -1341,6 +1474,7 @@ async fn close(store: &Arc<dyn Store>, id: ConversationId) {
                 state: ConversationState::Closed,
                 agent: None,
                 close_reason: Some("resolved".into()),
+                department: None,
             }),
             events: vec![lifecycle(LifecycleKind::Closed, None)],
             ..Change::default()

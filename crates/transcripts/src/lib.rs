@@ -5,7 +5,9 @@
 //! It owns what is durable and how it is written (one writer task per store that
 //! batches concurrent changes into one transaction: group commit). It does not own
 //! policy: who may write what is the desk's business, routing is `pitboss-routing`'s.
-//! [`Store`] is the trait every backend implements; [`sqlite`] is the embedded one.
+//! [`Store`] is the trait every backend implements: [`sqlite`] is the embedded one
+//! (a single node), [`postgres`] the one several nodes share. [`conformance`] is the
+//! suite both pass.
 
 use async_trait::async_trait;
 use pitboss_protocol::{
@@ -16,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
 
 /// `Result` with this crate's error.
@@ -231,7 +234,7 @@ pub struct Handoff {
     pub to: String,
     /// The private note for the receiver.
     pub note: Option<String>,
-    /// `requested`, `accepted`, `declined`, `expired`, `takeover`.
+    /// `requested`, `accepted`, `declined`, `expired`, `cancelled`, `takeover`.
     pub outcome: String,
     /// When, Unix ms.
     pub at: u64,
@@ -255,6 +258,8 @@ pub struct SetState {
     pub agent: Option<AgentId>,
     /// With `Closed`: the reason tag.
     pub close_reason: Option<String>,
+    /// A new department (a department transfer was accepted); `None`: unchanged.
+    pub department: Option<String>,
 }
 
 /// One atomic change to one conversation: everything in it is written in one

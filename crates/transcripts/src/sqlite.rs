@@ -772,7 +772,7 @@ async fn apply_change(
     };
     let row = sqlx::query(
         "SELECT c.state, c.agent_id, c.last_seq, c.last_public_seq, c.closed_at, \
-         c.close_reason, c.rating, c.rating_comment, \
+         c.close_reason, c.rating, c.rating_comment, c.department, \
          e.seq AS dup_seq, e.prev_public AS dup_prev_public, e.kind AS dup_kind, \
          e.sender_role AS dup_sender_role, e.sender_id AS dup_sender_id, \
          e.sender_name AS dup_sender_name, e.body AS dup_body, e.client_id AS dup_client_id, \
@@ -816,6 +816,7 @@ async fn apply_change(
     let mut close_reason: Option<String> = get(&row, "close_reason")?;
     let mut rating: Option<i64> = get(&row, "rating")?;
     let mut rating_comment: Option<String> = get(&row, "rating_comment")?;
+    let mut department: String = get(&row, "department")?;
 
     if let Some(expect) = &change.expect {
         if expect.state != state || expect.agent.as_ref().map(|a| a.0.as_str()) != agent.as_deref()
@@ -844,6 +845,9 @@ async fn apply_change(
         }
         state = set.state;
         agent = set.agent.as_ref().map(|a| a.0.clone());
+        if let Some(d) = &set.department {
+            department.clone_from(d);
+        }
     }
 
     let mut outcome = Applied::default();
@@ -875,7 +879,7 @@ async fn apply_change(
         sqlx::query(
             "UPDATE conversations SET state = ?, agent_id = ?, last_seq = ?, \
              last_public_seq = ?, closed_at = ?, close_reason = ?, rating = ?, \
-             rating_comment = ? WHERE id = ?",
+             rating_comment = ?, department = ? WHERE id = ?",
         )
         .bind(tag(state)?)
         .bind(agent)
@@ -885,6 +889,7 @@ async fn apply_change(
         .bind(close_reason)
         .bind(rating)
         .bind(rating_comment)
+        .bind(department)
         .bind(&id)
         .execute(&mut *conn)
         .await

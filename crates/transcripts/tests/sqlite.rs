@@ -66,6 +66,8 @@ conformance_tests!(
     agents_crud,
     secret_get_or_create,
     catalog_per_kind_and_language,
+    set_state_moves_department,
+    resend_recognised_before_precondition,
     open_conversations_exclude_closed,
     conversations_filtered_newest_first,
     recent_handle_times,
@@ -140,6 +142,7 @@ async fn data_survives_reopen() {
                 state: ConversationState::Active,
                 agent: Some(AgentId("ayla".into())),
                 close_reason: None,
+                department: None,
             }),
             events: vec![event(LifecycleKind::Assigned)],
             handoff: Some(Handoff {
@@ -285,6 +288,7 @@ async fn a_failed_write_spares_its_batch() {
             state: ConversationState::Closed,
             agent: None,
             close_reason: Some("x".into()),
+            department: None,
         }),
         ..Change::append(id, text("p", "never"))
     };
@@ -357,6 +361,7 @@ async fn a_write_failing_halfway_is_undone_whole() {
             state: ConversationState::Closed,
             agent: None,
             close_reason: Some("resolved".into()),
+            department: None,
         }),
         events: vec![event(LifecycleKind::Closed)],
         handoff: Some(Handoff {
@@ -650,6 +655,7 @@ async fn create(store: &SqliteStore) -> ConversationId {
                 state: ConversationState::Active,
                 agent: Some(AgentId("ayla".into())),
                 close_reason: None,
+                department: None,
             }),
             ..Change::default()
         })

@@ -17,7 +17,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub const BIN: &str = env!("CARGO_BIN_EXE_pitboss");
 
 /// How long any single expectation may take before the test fails.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub const WAIT: Duration = Duration::from_secs(20);
 
 pub struct Server {
     pub child: Option<Child>,

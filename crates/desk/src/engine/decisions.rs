@@ -1,0 +1,443 @@
+//! The commit path (entries fanned out in commit order) and carrying out routing decisions: offers, withdrawals, assignments, failed transfers, reconciliation.
+
+use super::*;
+
+impl Desk {
+    // ------------------------------------------------------------ commit path
+
+    /// Called by the store's writer right after a commit, in commit order: every
+    /// attached connection gets the entry, the writer's own connection its ack.
+    pub(super) fn fan_out(&self, entries: &[(StoredEntry, u64)]) {
+        for (entry, origin) in entries {
+            self.stats.entries.fetch_add(1, Ordering::Relaxed);
+            let entry = Arc::new(entry.clone());
+            let subscribers = self
+                .live
+                .get(&entry.conversation)
+                .map(|l| l.lock().subscribers.clone());
+            if let Some(subscribers) = subscribers {
+                for c in subscribers.iter() {
+                    if c.id() == *origin || (c.is_player() && !entry.is_public()) {
+                        continue;
+                    }
+                    c.push(Outbound::Entry(entry.clone()));
+                }
+            }
+            if *origin != 0 {
+                if let Some(c) = self.conns.get(origin).map(|c| c.clone()) {
+                    c.push(Outbound::Ack(entry));
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------- decisions
+
+    /// Carries out what the router decided: offers, withdrawals, assignments
+    /// (made durable with a compare-and-set), failed transfers.
+    pub(super) async fn carry_out(self: &Arc<Self>, decisions: Vec<Decision>) {
+        for decision in decisions {
+            match decision {
+                Decision::QueueChanged => {
+                    self.queue_dirty.store(true, Ordering::Relaxed);
+                }
+                Decision::Offer {
+                    conversation,
+                    agent,
+                    expires_at,
+                    transfer_from,
+                } => self.offer(conversation, agent, expires_at, transfer_from),
+                Decision::OfferWithdrawn {
+                    conversation,
+                    agent,
+                    reason,
+                } => {
+                    let reason = match reason {
+                        pitboss_routing::WithdrawReason::Expired => {
+                            self.record(
+                                conversation,
+                                LifecycleKind::OfferExpired,
+                                Some(&agent),
+                                serde_json::Value::Null,
+                            );
+                            WithdrawReason::Expired
+                        }
+                        pitboss_routing::WithdrawReason::Declined => WithdrawReason::Declined,
+                        pitboss_routing::WithdrawReason::Cancelled => WithdrawReason::Cancelled,
+                    };
+                    // An agent who read the conversation while it was offered
+                    // stops receiving it, unless it is theirs or they supervise.
+                    let live = self.live.get(&conversation).map(|l| l.clone());
+                    let keeps = live
+                        .as_ref()
+                        .is_none_or(|l| l.lock().agent.as_ref() == Some(&agent))
+                        || self.agents.get(&agent).is_some_and(|a| a.supervisor);
+                    self.each_conn(&UserKey::Agent(agent), |c| {
+                        if let (false, Some(live)) = (keeps, &live) {
+                            self.detach(c, live);
+                        }
+                        c.send(ServerFrame::OfferWithdrawn {
+                            conversation,
+                            reason,
+                        });
+                    });
+                }
+                Decision::Assigned {
+                    conversation,
+                    agent,
+                    previous,
+                } => self.assign(conversation, agent, previous).await,
+                Decision::TransferFailed {
+                    conversation,
+                    owner,
+                    reason,
+                } => self.transfer_failed(conversation, owner, reason).await,
+                Decision::AgentAway { agent } => {
+                    tracing::info!(agent = %agent, "offer expired unanswered: agent set away");
+                    self.each_conn(&UserKey::Agent(agent), |c| {
+                        c.send(ServerFrame::Status {
+                            status: AgentStatus::Away,
+                        });
+                    });
+                }
+            }
+        }
+    }
+
+    pub(super) fn offer(
+        &self,
+        conversation: ConversationId,
+        agent: AgentId,
+        expires_at: u64,
+        transfer_from: Option<AgentId>,
+    ) {
+        let Some(live) = self.live.get(&conversation).map(|l| l.clone()) else {
+            return;
+        };
+        let (card, request) = {
+            let s = live.lock();
+            (s.player.clone(), s.request.clone())
+        };
+        let now = self.now();
+        let since = match self.router().conversation(conversation) {
+            Some(ConversationView::Queued { since, .. })
+            | Some(ConversationView::Owned { since, .. }) => since,
+            None => now,
+        };
+        let transfer = transfer_from.map(|from| TransferInfo {
+            from: self.agent_participant(&from),
+            note: self
+                .transfers
+                .get(&conversation)
+                .and_then(|t| t.note.clone()),
+        });
+        let frame = ServerFrame::Offer(Offer {
+            conversation,
+            player: card,
+            department: request.department,
+            language: request.language,
+            waited_ms: now.saturating_sub(since),
+            expires_in_ms: expires_at.saturating_sub(now),
+            transfer,
+        });
+        self.record(
+            conversation,
+            LifecycleKind::Offered,
+            Some(&agent),
+            serde_json::Value::Null,
+        );
+        self.each_conn(&UserKey::Agent(agent), |c| {
+            c.send(frame.clone());
+        });
+    }
+
+    pub(super) async fn assign(
+        self: &Arc<Self>,
+        conversation: ConversationId,
+        agent: AgentId,
+        previous: Option<AgentId>,
+    ) {
+        let Some(live) = self.live.get(&conversation).map(|l| l.clone()) else {
+            // Closed meanwhile: free the router's slot.
+            let decisions = self.router().release(conversation, self.now());
+            Box::pin(self.carry_out(decisions)).await;
+            return;
+        };
+        let (state, owner) = {
+            let s = live.lock();
+            (s.state, s.agent.clone())
+        };
+        let transfer = self.transfers.remove(&conversation).map(|(_, t)| t);
+        // An accepted department transfer moves the conversation there.
+        let new_department = match (&previous, &transfer) {
+            (Some(prev), Some(t)) if t.from == *prev => match &t.to {
+                TransferTarget::Department(d) => Some(d.clone()),
+                TransferTarget::Agent(_) => None,
+            },
+            _ => None,
+        };
+        let name = self.agent_name(&agent);
+        let now = now_ms();
+        let (events, handoff, text) = match (&previous, &transfer) {
+            (None, _) => (
+                vec![
+                    LifecycleEvent {
+                        kind: LifecycleKind::Accepted,
+                        agent: Some(agent.clone()),
+                        detail: serde_json::Value::Null,
+                        at: now,
+                    },
+                    LifecycleEvent {
+                        kind: LifecycleKind::Assigned,
+                        agent: Some(agent.clone()),
+                        detail: serde_json::Value::Null,
+                        at: now,
+                    },
+                ],
+                None,
+                format!("{name} joined the chat"),
+            ),
+            (Some(prev), Some(t)) if t.from == *prev => (
+                vec![
+                    LifecycleEvent {
+                        kind: LifecycleKind::Accepted,
+                        agent: Some(agent.clone()),
+                        detail: serde_json::Value::Null,
+                        at: now,
+                    },
+                    LifecycleEvent {
+                        kind: LifecycleKind::Transferred,
+                        agent: Some(agent.clone()),
+                        detail: serde_json::json!({ "from": prev }),
+                        at: now,
+                    },
+                ],
+                Some(Handoff {
+                    from: prev.clone(),
+                    to: format!("agent:{agent}"),
+                    note: t.note.clone(),
+                    outcome: "accepted".into(),
+                    at: now,
+                }),
+                format!("{name} joined the chat"),
+            ),
+            (Some(prev), _) => (
+                vec![LifecycleEvent {
+                    kind: LifecycleKind::Transferred,
+                    agent: Some(agent.clone()),
+                    detail: serde_json::json!({ "from": prev, "takeover": true }),
+                    at: now,
+                }],
+                Some(Handoff {
+                    from: prev.clone(),
+                    to: format!("agent:{agent}"),
+                    note: None,
+                    outcome: "takeover".into(),
+                    at: now,
+                }),
+                format!("{name} took over the chat"),
+            ),
+        };
+        let result = self
+            .store
+            .apply(Change {
+                conversation,
+                expect: Some(Expect {
+                    state,
+                    agent: owner.clone(),
+                }),
+                set: Some(SetState {
+                    state: ConversationState::Active,
+                    agent: Some(agent.clone()),
+                    close_reason: None,
+                    department: new_department.clone(),
+                }),
+                entry: Some(system_entry("joined", text)),
+                events,
+                handoff,
+                ..Default::default()
+            })
+            .await;
+        if let Err(err) = result {
+            tracing::warn!(%err, conversation = %conversation, agent = %agent, "assignment not stored; reconciling");
+            self.each_conn(&UserKey::Agent(agent.clone()), |c| {
+                c.send(ServerFrame::Error {
+                    code: ErrorCode::Overloaded,
+                    message: "the assignment could not be stored; the conversation was put back"
+                        .into(),
+                    frame: Some("accept".into()),
+                    conversation: Some(conversation),
+                    client_id: None,
+                });
+            });
+            Box::pin(self.reconcile(conversation)).await;
+            return;
+        }
+        if let (Some(prev), Some(t)) = (&previous, &transfer) {
+            self.each_conn(&UserKey::Agent(prev.clone()), |c| {
+                c.send(ServerFrame::TransferUpdate {
+                    conversation,
+                    to: t.to.clone(),
+                    outcome: TransferOutcome::Accepted,
+                });
+            });
+        }
+        if let Some(d) = new_department {
+            live.lock().request.department = d;
+        }
+        self.assigned_now(&live, &agent, previous);
+    }
+
+    /// After an assignment is durable: updates the live state, releases the former
+    /// owner, tells the player, and attaches the new owner from the first entry.
+    pub(super) fn assigned_now(&self, live: &Live, agent: &AgentId, previous: Option<AgentId>) {
+        let player = {
+            let mut s = live.lock();
+            s.state = ConversationState::Active;
+            s.agent = Some(agent.clone());
+            s.last_position = None;
+            s.player.clone()
+        };
+        self.player_gone.remove(&live.id);
+        let who = self.agent_participant(agent);
+        if let Some(prev) = previous.filter(|p| p != agent) {
+            let supervisor = self
+                .agents
+                .get(&prev)
+                .map(|a| a.supervisor)
+                .unwrap_or(false);
+            self.each_conn(&UserKey::Agent(prev), |c| {
+                if !supervisor {
+                    self.detach(c, live);
+                }
+                c.send(ServerFrame::Released {
+                    conversation: live.id,
+                    to: Some(who.clone()),
+                });
+            });
+        }
+        self.each_conn(&UserKey::Player(player.id.clone()), |c| {
+            c.send(ServerFrame::Assigned {
+                conversation: live.id,
+                agent: who.clone(),
+                player: None,
+            });
+        });
+        self.each_conn(&UserKey::Agent(agent.clone()), |c| {
+            c.send(ServerFrame::Assigned {
+                conversation: live.id,
+                agent: who.clone(),
+                player: Some(player.clone()),
+            });
+            self.attach(c, live, 0);
+        });
+        self.queue_dirty.store(true, Ordering::Relaxed);
+    }
+
+    pub(super) async fn transfer_failed(
+        &self,
+        conversation: ConversationId,
+        owner: AgentId,
+        reason: TransferFailure,
+    ) {
+        let transfer = self.transfers.remove(&conversation).map(|(_, t)| t);
+        let outcome = match reason {
+            TransferFailure::Declined => TransferOutcome::Declined,
+            TransferFailure::Expired | TransferFailure::Cancelled => TransferOutcome::Expired,
+        };
+        let word = match reason {
+            TransferFailure::Declined => "declined",
+            TransferFailure::Expired => "expired",
+            TransferFailure::Cancelled => "cancelled",
+        };
+        let to = transfer.as_ref().map(|t| t.to.clone());
+        let target = match &to {
+            Some(TransferTarget::Agent(a)) => format!("agent:{a}"),
+            Some(TransferTarget::Department(d)) => format!("department:{d}"),
+            None => String::new(),
+        };
+        let owner_name = self.agent_name(&owner);
+        let stored = self
+            .store
+            .apply(Change {
+                conversation,
+                entry: Some(system_entry(
+                    "transfer_cancelled",
+                    format!("The transfer did not happen; {owner_name} stays with you."),
+                )),
+                events: vec![LifecycleEvent {
+                    kind: LifecycleKind::TransferFailed,
+                    agent: Some(owner.clone()),
+                    detail: serde_json::json!({ "to": target, "reason": word }),
+                    at: now_ms(),
+                }],
+                handoff: Some(Handoff {
+                    from: owner.clone(),
+                    to: target,
+                    note: transfer.as_ref().and_then(|t| t.note.clone()),
+                    outcome: word.into(),
+                    at: now_ms(),
+                }),
+                ..Default::default()
+            })
+            .await;
+        if let Err(err) = stored {
+            tracing::warn!(%err, conversation = %conversation, "failed transfer not recorded");
+        }
+        if let Some(to) = to {
+            self.each_conn(&UserKey::Agent(owner), |c| {
+                c.send(ServerFrame::TransferUpdate {
+                    conversation,
+                    to: to.clone(),
+                    outcome,
+                });
+            });
+        }
+    }
+
+    /// Makes the router agree with the store about one conversation after a write
+    /// that the router had already decided failed.
+    pub(super) async fn reconcile(self: &Arc<Self>, conversation: ConversationId) {
+        let now = self.now();
+        let decisions = self.router().release(conversation, now);
+        let record = self.store.conversation(conversation).await.ok().flatten();
+        let Some(live) = self.live.get(&conversation).map(|l| l.clone()) else {
+            self.carry_out(decisions).await;
+            return;
+        };
+        let request = live.lock().request.clone();
+        let mut more = Vec::new();
+        match record
+            .as_ref()
+            .map(|r| (r.summary.state, r.summary.agent.clone()))
+        {
+            Some((ConversationState::Active, Some(agent))) => {
+                let _ = self
+                    .router()
+                    .restore_owned(conversation, &agent, request, now);
+                let mut s = live.lock();
+                s.state = ConversationState::Active;
+                s.agent = Some(agent);
+            }
+            Some((ConversationState::Closed, _)) => {
+                self.remove_live(conversation);
+            }
+            Some((ConversationState::Offline, _)) => {}
+            // Queued, or the store cannot tell now: wait at the head of the queue.
+            _ => {
+                more = self
+                    .router()
+                    .requeue_at_head(conversation, request, now)
+                    .unwrap_or_default();
+                {
+                    let mut s = live.lock();
+                    s.state = ConversationState::Queued;
+                    s.agent = None;
+                }
+                self.watch_player_presence(&live);
+            }
+        }
+        self.carry_out(decisions).await;
+        self.carry_out(more).await;
+    }
+}

@@ -1,0 +1,757 @@
+//! Conversation flow: start, messages and notes, typing and receipts, resume, close, rating, transfer, take; and who may do what.
+
+use super::*;
+
+impl Desk {
+    // ------------------------------------------------------- conversation flow
+
+    pub(super) async fn start_conversation(
+        self: &Arc<Self>,
+        conn: &ConnRef,
+        card: &PlayerCard,
+        department: Option<String>,
+        language: Option<String>,
+    ) -> Outcome {
+        let department = tag(department, &self.config.default_department, "department")?;
+        let default_language = card
+            .language
+            .clone()
+            .unwrap_or_else(|| self.config.default_language.clone());
+        let language = tag(language, &default_language, "language")?;
+
+        // An open conversation in this department is returned, not duplicated: a
+        // player who resends `start` after a reconnect keeps their place.
+        let open: Vec<ConversationId> = self
+            .player_live
+            .get(&card.id)
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        for id in &open {
+            let Some(live) = self.live.get(id).map(|l| l.clone()) else {
+                continue;
+            };
+            let (same, state, agent) = {
+                let s = live.lock();
+                (s.request.department == department, s.state, s.agent.clone())
+            };
+            if same {
+                self.attach(conn, &live, 0);
+                self.tell_state(conn, *id, state, agent);
+                return Ok(());
+            }
+        }
+        if open.len() >= self.config.max_open_per_player {
+            return refuse(
+                ErrorCode::TooManyConversations,
+                format!(
+                    "at most {} open conversations per player",
+                    self.config.max_open_per_player
+                ),
+            );
+        }
+
+        let id = ConversationId::new();
+        let request = Request {
+            department: department.clone(),
+            language: language.clone(),
+            tier: if card.verified { card.vip_tier } else { 0 },
+        };
+        let serve = self.router().can_serve(&department, &language);
+        let state = if serve {
+            ConversationState::Queued
+        } else {
+            ConversationState::Offline
+        };
+        let created_at = now_ms();
+        self.store
+            .create_conversation(NewConversation {
+                id,
+                player: card.clone(),
+                department: department.clone(),
+                language: language.clone(),
+                state,
+                created_at,
+            })
+            .await?;
+        let record = ConversationRecord {
+            summary: ConversationSummary {
+                id,
+                state,
+                department,
+                language,
+                player: card.id.clone(),
+                agent: None,
+                last_seq: 0,
+                last_public_seq: 0,
+                created_at,
+                closed_at: None,
+                rating: None,
+            },
+            player: card.clone(),
+            first_seq: 1,
+            close_reason: None,
+            rating_comment: None,
+        };
+        self.insert_live(&record, request.clone());
+        let live = self
+            .live
+            .get(&id)
+            .map(|l| l.clone())
+            .expect("just inserted");
+        self.attach(conn, &live, 0);
+        if !serve {
+            conn.send(ServerFrame::NoAgents { conversation: id });
+            return Ok(());
+        }
+        let decisions = self
+            .router()
+            .enqueue(id, request, self.now())
+            .map_err(routing_refusal)?;
+        self.send_position(id, true);
+        self.carry_out(decisions).await;
+        Ok(())
+    }
+
+    /// Tells a (re)connected player where an existing conversation stands.
+    pub(super) fn tell_state(
+        &self,
+        conn: &ConnRef,
+        id: ConversationId,
+        state: ConversationState,
+        agent: Option<AgentId>,
+    ) {
+        match (state, agent) {
+            (ConversationState::Offline, _) => {
+                conn.send(ServerFrame::NoAgents { conversation: id });
+            }
+            (_, Some(agent)) => {
+                conn.send(ServerFrame::Assigned {
+                    conversation: id,
+                    agent: self.agent_participant(&agent),
+                    player: None,
+                });
+            }
+            _ => {
+                if let Some(live) = self.live.get(&id) {
+                    live.lock().last_position = None;
+                }
+                self.send_position(id, true);
+            }
+        }
+    }
+
+    /// Validates and stores a message or note. The ack is sent by the commit path
+    /// (in commit order with the other entries) unless the message is a resend.
+    pub(super) async fn append(
+        &self,
+        conn: &ConnRef,
+        session: &Session,
+        conversation: ConversationId,
+        client_id: String,
+        text: String,
+        kind: MessageKind,
+    ) -> Outcome {
+        if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID_BYTES {
+            return refuse(
+                ErrorCode::InvalidField,
+                format!("client_id must be 1 to {MAX_CLIENT_ID_BYTES} bytes"),
+            );
+        }
+        if text.trim().is_empty() {
+            return refuse(ErrorCode::InvalidField, "text is empty");
+        }
+        if text.chars().count() > MAX_TEXT_CHARS {
+            return refuse(
+                ErrorCode::TextTooLong,
+                format!("text is longer than {MAX_TEXT_CHARS} characters"),
+            );
+        }
+        // A closed conversation takes no new entries, but a resend of one it
+        // already has must still get its original ack.
+        let live = match self.participant_live(session, conversation).await {
+            Ok(live) => Some(live),
+            Err(Refusal(ErrorCode::InvalidState, _)) => None,
+            Err(refusal) => return Err(refusal),
+        };
+        if let Some(live) = &live {
+            let s = live.lock();
+            let is_player = matches!(session, Session::Player { .. });
+            match s.state {
+                ConversationState::Closed => {
+                    return refuse(ErrorCode::InvalidState, "the conversation is closed")
+                }
+                ConversationState::Offline if !is_player => {
+                    return refuse(
+                        ErrorCode::InvalidState,
+                        "take the offline message before answering it",
+                    )
+                }
+                _ => {}
+            }
+        }
+        // For a closed conversation: a precondition no closed conversation meets,
+        // so only a resend (recognised before preconditions) succeeds.
+        let expect = live.is_none().then_some(Expect {
+            state: ConversationState::Active,
+            agent: None,
+        });
+        let mut change = Change::append(
+            conversation,
+            NewEntry {
+                kind,
+                sender: session.participant(),
+                text,
+                client_id: Some(client_id),
+                event: None,
+                origin: conn.id(),
+            },
+        );
+        change.expect = expect;
+        let applied = self.store.apply(change).await.map_err(|e| match e {
+            StoreError::Precondition => {
+                Refusal(ErrorCode::InvalidState, "the conversation is closed".into())
+            }
+            e => e.into(),
+        })?;
+        if let Some(appended) = applied.appended {
+            if appended.duplicate {
+                let e = appended.entry;
+                let prev = e.to_message(conn.is_player()).prev;
+                conn.send(ServerFrame::Ack {
+                    conversation,
+                    client_id: e.client_id.unwrap_or_default(),
+                    seq: e.seq,
+                    prev,
+                    duplicate: true,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Typing and read receipts go to the other connections attached to the
+    /// conversation; they are droppable and not stored.
+    pub(super) fn signal(&self, conn: &ConnRef, conversation: ConversationId, frame: ServerFrame) {
+        let Some(live) = self.live.get(&conversation).map(|l| l.clone()) else {
+            return;
+        };
+        let subscribers = live.lock().subscribers.clone();
+        for c in subscribers.iter().filter(|c| c.id() != conn.id()) {
+            c.send(frame.clone());
+        }
+    }
+
+    pub(super) async fn resume(
+        &self,
+        conn: &ConnRef,
+        session: &Session,
+        conversation: ConversationId,
+        after: u64,
+    ) -> Outcome {
+        let live = self.live.get(&conversation).map(|l| l.clone());
+        if let Some(live) = &live {
+            if !self.may_view_live(session, live) {
+                return refuse(ErrorCode::Forbidden, "not your conversation");
+            }
+        }
+        let record = self
+            .store
+            .conversation(conversation)
+            .await?
+            .ok_or_else(|| Refusal(ErrorCode::NotFound, "no such conversation".into()))?;
+        if live.is_none() && !may_view_record(session, &record) {
+            return refuse(ErrorCode::Forbidden, "not your conversation");
+        }
+        // A range the client cannot have is answered before subscribing, so a
+        // refused resume leaves no subscription behind.
+        let for_player = conn.is_player();
+        let last = if for_player {
+            record.summary.last_public_seq
+        } else {
+            record.summary.last_seq
+        };
+        let ahead = after > last;
+        if ahead || after + 1 < record.first_seq {
+            conn.send(ServerFrame::CannotResume {
+                conversation,
+                reason: if ahead {
+                    CannotResumeReason::Ahead
+                } else {
+                    CannotResumeReason::Purged
+                },
+                first_seq: record.first_seq,
+                last_seq: last,
+            });
+            return Ok(());
+        }
+        match live {
+            Some(live) => self.attach(conn, &live, after),
+            None => {
+                conn.push(Outbound::Attach {
+                    conversation,
+                    after,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Subscribes a connection to a live conversation, then queues the replay: the
+    /// order that guarantees nothing committed meanwhile is missed.
+    pub(super) fn attach(&self, conn: &ConnRef, live: &Live, after: u64) {
+        live.subscribe(conn);
+        {
+            let mut attached = conn.0.attached.lock().expect("attached lock");
+            if !attached.contains(&live.id) {
+                attached.push(live.id);
+            }
+        }
+        conn.push(Outbound::Attach {
+            conversation: live.id,
+            after,
+        });
+    }
+
+    pub(super) fn detach(&self, conn: &ConnRef, live: &Live) {
+        live.unsubscribe(conn.id());
+        conn.0
+            .attached
+            .lock()
+            .expect("attached lock")
+            .retain(|c| *c != live.id);
+        conn.push(Outbound::Detach(live.id));
+    }
+
+    pub(super) async fn close(
+        self: &Arc<Self>,
+        session: &Session,
+        conversation: ConversationId,
+        reason: Option<String>,
+    ) -> Outcome {
+        let reason = match reason {
+            Some(r) => Some(short(r, "reason")?),
+            None => None,
+        };
+        let live = self.participant_live(session, conversation).await?;
+        let (state, agent, player) = {
+            let s = live.lock();
+            (s.state, s.agent.clone(), s.player.id.clone())
+        };
+        if state == ConversationState::Closed {
+            return refuse(ErrorCode::InvalidState, "already closed");
+        }
+        let who = session.participant();
+        let by = who.role;
+        let mut events = vec![LifecycleEvent {
+            kind: LifecycleKind::Closed,
+            agent: agent.clone(),
+            detail: serde_json::json!({ "reason": reason, "by": who.id }),
+            at: now_ms(),
+        }];
+        if by == Role::Player && state == ConversationState::Queued {
+            events.push(LifecycleEvent {
+                kind: LifecycleKind::Abandoned,
+                agent: None,
+                detail: serde_json::json!({ "by": "player" }),
+                at: now_ms(),
+            });
+        }
+        let name = who.name.clone().unwrap_or_else(|| role_name(by).to_owned());
+        self.store
+            .apply(Change {
+                conversation,
+                expect: Some(Expect {
+                    state,
+                    agent: agent.clone(),
+                }),
+                set: Some(SetState {
+                    state: ConversationState::Closed,
+                    agent: agent.clone(),
+                    close_reason: reason.clone(),
+                    department: None,
+                }),
+                entry: Some(system_entry("closed", format!("{name} closed the chat"))),
+                events,
+                ..Default::default()
+            })
+            .await?;
+        self.finish_close(
+            &live,
+            conversation,
+            reason.clone(),
+            by,
+            agent.clone(),
+            player,
+        )
+        .await;
+        if let Session::Agent { id, .. } = session {
+            if agent.as_ref() != Some(id) {
+                // A supervisor closing someone else's conversation is told too.
+                self.each_conn(&UserKey::Agent(id.clone()), |c| {
+                    c.send(ServerFrame::Closed {
+                        conversation,
+                        reason: reason.clone(),
+                        by,
+                    });
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn finish_close(
+        self: &Arc<Self>,
+        live: &Live,
+        conversation: ConversationId,
+        reason: Option<String>,
+        by: Role,
+        agent: Option<AgentId>,
+        player: PlayerId,
+    ) {
+        live.lock().state = ConversationState::Closed;
+        let decisions = self.router().release(conversation, self.now());
+        let frame = ServerFrame::Closed {
+            conversation,
+            reason,
+            by,
+        };
+        self.each_conn(&UserKey::Player(player), |c| {
+            c.send(frame.clone());
+        });
+        if let Some(agent) = agent {
+            self.each_conn(&UserKey::Agent(agent), |c| {
+                c.send(frame.clone());
+            });
+        }
+        self.remove_live(conversation);
+        self.queue_dirty.store(true, Ordering::Relaxed);
+        self.carry_out(decisions).await;
+    }
+
+    pub(super) async fn rate(
+        &self,
+        conn: &ConnRef,
+        session: &Session,
+        conversation: ConversationId,
+        score: u8,
+        comment: Option<String>,
+    ) -> Outcome {
+        let Session::Player { card, .. } = session else {
+            return refuse(ErrorCode::Forbidden, "only players rate conversations");
+        };
+        if !(1..=5).contains(&score) {
+            return refuse(ErrorCode::InvalidField, "score must be 1 to 5");
+        }
+        let comment = match comment {
+            Some(c) if !c.trim().is_empty() => Some(short(c, "comment")?),
+            _ => None,
+        };
+        let record = self
+            .store
+            .conversation(conversation)
+            .await?
+            .ok_or_else(|| Refusal(ErrorCode::NotFound, "no such conversation".into()))?;
+        if record.summary.player != card.id {
+            return refuse(ErrorCode::Forbidden, "not your conversation");
+        }
+        if record.summary.rating.is_some() {
+            return refuse(ErrorCode::InvalidState, "already rated");
+        }
+        if !matches!(
+            record.summary.state,
+            ConversationState::Active | ConversationState::Closed
+        ) {
+            return refuse(
+                ErrorCode::InvalidState,
+                "a conversation is rated once an agent has answered it",
+            );
+        }
+        self.store
+            .apply(Change {
+                conversation,
+                rating: Some((score, comment.clone())),
+                events: vec![LifecycleEvent {
+                    kind: LifecycleKind::Rated,
+                    agent: record.summary.agent.clone(),
+                    detail: serde_json::json!({ "score": score, "comment": comment }),
+                    at: now_ms(),
+                }],
+                entry: Some(system_entry(
+                    "rated",
+                    format!("The player rated the chat {score}/5"),
+                )),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::Precondition => {
+                    Refusal(ErrorCode::InvalidState, "already rated".into())
+                }
+                e => e.into(),
+            })?;
+        conn.send(ServerFrame::Rated {
+            conversation,
+            score,
+        });
+        Ok(())
+    }
+
+    pub(super) async fn transfer(
+        self: &Arc<Self>,
+        conn: &ConnRef,
+        session: &Session,
+        conversation: ConversationId,
+        to: TransferTarget,
+        note: Option<String>,
+    ) -> Outcome {
+        let Session::Agent { id, .. } = session else {
+            return refuse(ErrorCode::Forbidden, "only agents transfer conversations");
+        };
+        let note = match note {
+            Some(n) if !n.trim().is_empty() => Some(short(n, "note")?),
+            _ => None,
+        };
+        let to = match to {
+            TransferTarget::Department(d) => {
+                TransferTarget::Department(tag(Some(d), "", "department")?)
+            }
+            t => t,
+        };
+        let live = self.participant_live(session, conversation).await?;
+        if live.lock().agent.as_ref() != Some(id) {
+            return refuse(
+                ErrorCode::Forbidden,
+                "only the owner transfers a conversation",
+            );
+        }
+        match &to {
+            TransferTarget::Agent(a) if !self.agents.contains_key(a) => {
+                return refuse(ErrorCode::NotFound, "no such agent")
+            }
+            TransferTarget::Department(d) => {
+                let served = self
+                    .store
+                    .agents()
+                    .await?
+                    .iter()
+                    .any(|a| a.departments.contains(d));
+                if !served {
+                    return refuse(ErrorCode::NotFound, "no agent serves that department");
+                }
+            }
+            _ => {}
+        }
+        match self.transfers.entry(conversation) {
+            dashmap::Entry::Occupied(_) => {
+                return refuse(ErrorCode::InvalidState, "a transfer is already pending")
+            }
+            dashmap::Entry::Vacant(v) => {
+                v.insert(PendingTransfer {
+                    from: id.clone(),
+                    to: to.clone(),
+                    note: note.clone(),
+                });
+            }
+        }
+        let decisions = match self
+            .router()
+            .transfer(conversation, id, to.clone(), self.now())
+        {
+            Ok(d) => d,
+            Err(e) => {
+                self.transfers.remove(&conversation);
+                return Err(routing_refusal(e));
+            }
+        };
+        let target = match &to {
+            TransferTarget::Agent(a) => format!("agent:{a}"),
+            TransferTarget::Department(d) => format!("department:{d}"),
+        };
+        if let Some(note) = &note {
+            self.store
+                .apply(Change {
+                    conversation,
+                    entry: Some(NewEntry {
+                        kind: MessageKind::Note,
+                        sender: session.participant(),
+                        text: format!("Transfer to {target}: {note}"),
+                        client_id: None,
+                        event: Some("transfer_note".into()),
+                        origin: 0,
+                    }),
+                    ..Default::default()
+                })
+                .await?;
+        }
+        let shown = match &to {
+            TransferTarget::Agent(a) => self.agent_name(a),
+            TransferTarget::Department(d) => d.clone(),
+        };
+        self.store
+            .apply(Change {
+                conversation,
+                entry: Some(system_entry(
+                    "transfer_requested",
+                    format!(
+                        "You are being transferred to {shown}. Your conversation stays with you."
+                    ),
+                )),
+                events: vec![LifecycleEvent {
+                    kind: LifecycleKind::TransferRequested,
+                    agent: Some(id.clone()),
+                    detail: serde_json::json!({ "to": target, "note": note }),
+                    at: now_ms(),
+                }],
+                handoff: Some(Handoff {
+                    from: id.clone(),
+                    to: target,
+                    note,
+                    outcome: "requested".into(),
+                    at: now_ms(),
+                }),
+                ..Default::default()
+            })
+            .await?;
+        conn.send(ServerFrame::TransferUpdate {
+            conversation,
+            to,
+            outcome: TransferOutcome::Pending,
+        });
+        self.carry_out(decisions).await;
+        Ok(())
+    }
+
+    pub(super) async fn take(
+        self: &Arc<Self>,
+        session: &Session,
+        conversation: ConversationId,
+    ) -> Outcome {
+        let Session::Agent { id, supervisor, .. } = session else {
+            return refuse(ErrorCode::Forbidden, "only agents take conversations");
+        };
+        let live = self
+            .live
+            .get(&conversation)
+            .map(|l| l.clone())
+            .ok_or_else(|| {
+                Refusal(
+                    ErrorCode::NotFound,
+                    "no open conversation with that id".into(),
+                )
+            })?;
+        let (state, request) = {
+            let s = live.lock();
+            (s.state, s.request.clone())
+        };
+        if state == ConversationState::Offline {
+            // Answering an offline message: any agent may take it.
+            self.store
+                .apply(Change {
+                    conversation,
+                    expect: Some(Expect {
+                        state: ConversationState::Offline,
+                        agent: None,
+                    }),
+                    set: Some(SetState {
+                        state: ConversationState::Active,
+                        agent: Some(id.clone()),
+                        close_reason: None,
+                        department: None,
+                    }),
+                    entry: Some(system_entry(
+                        "joined",
+                        format!("{} answered your message", self.agent_name(id)),
+                    )),
+                    events: vec![LifecycleEvent {
+                        kind: LifecycleKind::Assigned,
+                        agent: Some(id.clone()),
+                        detail: serde_json::json!({ "from": "offline" }),
+                        at: now_ms(),
+                    }],
+                    ..Default::default()
+                })
+                .await?;
+            self.router()
+                .restore_owned(conversation, id, request, self.now())
+                .map_err(routing_refusal)?;
+            self.assigned_now(&live, id, None);
+            return Ok(());
+        }
+        if !supervisor {
+            return refuse(
+                ErrorCode::Forbidden,
+                "only supervisors take over conversations",
+            );
+        }
+        if live.lock().agent.as_ref() == Some(id) {
+            return refuse(ErrorCode::InvalidState, "the conversation is already yours");
+        }
+        let decisions = self
+            .router()
+            .take_over(conversation, id, self.now())
+            .map_err(routing_refusal)?;
+        self.carry_out(decisions).await;
+        Ok(())
+    }
+
+    // --------------------------------------------------------- authorization
+
+    /// The live conversation, if this session is one of its parties (the player,
+    /// the owner, or a supervisor).
+    pub(super) async fn participant_live(
+        &self,
+        session: &Session,
+        conversation: ConversationId,
+    ) -> Result<Arc<Live>, Refusal> {
+        let Some(live) = self.live.get(&conversation).map(|l| l.clone()) else {
+            return match self.store.conversation(conversation).await? {
+                Some(r) if may_view_record(session, &r) => {
+                    refuse(ErrorCode::InvalidState, "the conversation is closed")
+                }
+                Some(_) => refuse(ErrorCode::Forbidden, "not your conversation"),
+                None => refuse(ErrorCode::NotFound, "no such conversation"),
+            };
+        };
+        let ok = {
+            let s = live.lock();
+            match session {
+                Session::Player { card, .. } => s.player.id == card.id,
+                Session::Agent { id, supervisor, .. } => {
+                    *supervisor || s.agent.as_ref() == Some(id)
+                }
+            }
+        };
+        if ok {
+            Ok(live)
+        } else {
+            refuse(ErrorCode::Forbidden, "not your conversation")
+        }
+    }
+
+    /// Whether this session may read a live conversation: its parties, and an
+    /// agent it is offered to (to read before accepting).
+    pub(super) fn may_view_live(&self, session: &Session, live: &Live) -> bool {
+        let (player, owner) = {
+            let s = live.lock();
+            (s.player.id.clone(), s.agent.clone())
+        };
+        match session {
+            Session::Player { card, .. } => player == card.id,
+            Session::Agent { id, supervisor, .. } => {
+                if *supervisor || owner.as_ref() == Some(id) {
+                    return true;
+                }
+                match self.router().conversation(live.id) {
+                    Some(ConversationView::Queued { offer, .. }) => {
+                        offer.map(|(a, _)| &a == id).unwrap_or(false)
+                    }
+                    Some(ConversationView::Owned { transfer, .. }) => transfer
+                        .and_then(|t| t.offer)
+                        .map(|(a, _)| &a == id)
+                        .unwrap_or(false),
+                    None => false,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,520 @@
+//! The desk itself: one `match` over client frames, the commit path that fans
+//! durable entries out to attached connections, the carrying-out of routing
+//! decisions, and the timers (offer expiry, grace periods, abandoned players,
+//! queue updates).
+
+mod decisions;
+mod flow;
+mod frames;
+mod sessions;
+mod timers;
+
+use crate::auth::{clip, AuthError, Keys};
+use crate::connection::{CloseSignal, ConnRef, ConnShared, Outbound};
+use crate::live::{Live, LiveState};
+use crate::{DeskConfig, Session, UserKey};
+use dashmap::DashMap;
+use pitboss_cluster::{Bus, Lease};
+use pitboss_protocol::limits::{MAX_CLIENT_ID_BYTES, MAX_SHORT_TEXT_CHARS, MAX_TEXT_CHARS};
+use pitboss_protocol::{
+    AgentId, AgentStatus, Auth, CannotResumeReason, ClientFrame, CloseCode, ConversationId,
+    ConversationState, ConversationSummary, ErrorCode, MessageKind, Offer, Participant, PlayerCard,
+    PlayerId, QueueEntry, Role, ServerFrame, TransferInfo, TransferOutcome, TransferTarget,
+    WithdrawReason, PROTOCOL_VERSION,
+};
+use pitboss_routing::{
+    AgentProfile, ConversationView, Decision, Position, Request, Router, RoutingError,
+    TransferFailure,
+};
+use pitboss_transcripts::{
+    now_ms, AgentAccount, Change, CommitObserver, ConversationFilter, ConversationRecord, Expect,
+    Handoff, LifecycleEvent, LifecycleKind, NewConversation, NewEntry, SetState, SharedStore,
+    StoreError, StoredEntry,
+};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// A refused frame: its code and a message for the client.
+#[derive(Debug)]
+struct Refusal(ErrorCode, String);
+
+type Outcome = Result<(), Refusal>;
+
+fn refuse<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal(code, message.into()))
+}
+
+impl From<StoreError> for Refusal {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Conflict => Refusal(
+                ErrorCode::Conflict,
+                "this client_id was already used with different text".into(),
+            ),
+            StoreError::NotFound => Refusal(ErrorCode::NotFound, "no such conversation".into()),
+            StoreError::Precondition => Refusal(
+                ErrorCode::InvalidState,
+                "the conversation changed meanwhile".into(),
+            ),
+            StoreError::Overloaded => Refusal(
+                ErrorCode::Overloaded,
+                "the server is busy: nothing was stored, retry".into(),
+            ),
+            StoreError::Unavailable(e) => Refusal(
+                ErrorCode::Overloaded,
+                format!("storage unavailable: nothing was stored, retry ({e})"),
+            ),
+        }
+    }
+}
+
+/// Counters for health and metrics.
+#[derive(Debug, Default)]
+pub struct DeskStats {
+    /// Connections open now.
+    pub connections: AtomicU64,
+    /// Entries committed and fanned out.
+    pub entries: AtomicU64,
+    /// Frames refused with an error.
+    pub refused: AtomicU64,
+}
+
+/// A transfer waiting for its receiver: who asked, and their note.
+#[derive(Clone)]
+struct PendingTransfer {
+    from: AgentId,
+    to: TransferTarget,
+    note: Option<String>,
+}
+
+/// Display name and role of an account, kept in memory for frames.
+#[derive(Clone)]
+struct AgentCard {
+    name: String,
+    supervisor: bool,
+}
+
+/// The conversation engine of one node.
+pub struct Desk {
+    config: DeskConfig,
+    store: SharedStore,
+    bus: Arc<dyn Bus>,
+    lease: Arc<dyn Lease>,
+    keys: Keys,
+    /// The routing policy's state. A std mutex: every call into the router is
+    /// synchronous and short; decisions are carried out after it is released.
+    router: Mutex<Router>,
+    /// Origin of the monotonic clock handed to the router.
+    started: Instant,
+    live: DashMap<ConversationId, Arc<Live>>,
+    /// Live conversations per player, so connecting and disconnecting a player
+    /// does not scan every conversation.
+    player_live: DashMap<PlayerId, Vec<ConversationId>>,
+    conns: DashMap<u64, ConnRef>,
+    users: DashMap<UserKey, Vec<ConnRef>>,
+    agents: DashMap<AgentId, AgentCard>,
+    /// Agents with no connection left, since when (monotonic ms).
+    agent_gone: DashMap<AgentId, u64>,
+    /// Queued conversations whose player has no connection, since when.
+    player_gone: DashMap<ConversationId, u64>,
+    transfers: DashMap<ConversationId, PendingTransfer>,
+    next_conn: AtomicU64,
+    queue_dirty: AtomicBool,
+    draining: AtomicBool,
+    stats: DeskStats,
+}
+
+/// Adapts the desk to the store's commit observer without a reference cycle.
+struct Committed(Weak<Desk>);
+
+impl CommitObserver for Committed {
+    fn committed(&self, entries: &[(StoredEntry, u64)]) {
+        if let Some(desk) = self.0.upgrade() {
+            desk.fan_out(entries);
+        }
+    }
+}
+
+impl Desk {
+    /// Starts the desk on a store: loads keys, accounts and open conversations,
+    /// installs the commit observer and starts the timers.
+    pub async fn start(
+        config: DeskConfig,
+        store: SharedStore,
+        bus: Arc<dyn Bus>,
+        lease: Arc<dyn Lease>,
+    ) -> Result<Arc<Self>, StoreError> {
+        let visitor_key = store.secret("visitor-token-key", random_key()).await?;
+        let agent_key = store.secret("agent-token-key", random_key()).await?;
+        let desk = Arc::new(Self {
+            router: Mutex::new(Router::new(config.routing.clone())),
+            config,
+            store: store.clone(),
+            bus,
+            lease,
+            keys: Keys::new(visitor_key, agent_key),
+            started: Instant::now(),
+            live: DashMap::new(),
+            player_live: DashMap::new(),
+            conns: DashMap::new(),
+            users: DashMap::new(),
+            agents: DashMap::new(),
+            agent_gone: DashMap::new(),
+            player_gone: DashMap::new(),
+            transfers: DashMap::new(),
+            next_conn: AtomicU64::new(1),
+            queue_dirty: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            stats: DeskStats::default(),
+        });
+        store.set_observer(Arc::new(Committed(Arc::downgrade(&desk))));
+        desk.recover().await?;
+        let weak = Arc::downgrade(&desk);
+        let tick = Duration::from_millis(desk.config.tick_ms.max(10));
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let Some(desk) = weak.upgrade() else { break };
+                if desk.draining.load(Ordering::Relaxed) {
+                    break;
+                }
+                desk.on_tick().await;
+            }
+        });
+        tracing::info!(node = %desk.config.node, "desk started");
+        Ok(desk)
+    }
+
+    /// Rebuilds the router and the live index from the store (after a restart).
+    async fn recover(&self) -> Result<(), StoreError> {
+        let now = self.now();
+        for account in self.store.agents().await? {
+            self.learn_agent(&account, now);
+        }
+        {
+            let handle_times = self.store.recent_handle_times(500).await?;
+            let mut router = self.router();
+            for (department, ms) in handle_times.into_iter().rev() {
+                router.record_handle_time(&department, ms);
+            }
+        }
+        let open = self.store.open_conversations().await?;
+        let count = open.len();
+        for record in open {
+            let request = Request {
+                department: record.summary.department.clone(),
+                language: record.summary.language.clone(),
+                tier: record.player.vip_tier,
+            };
+            let id = record.summary.id;
+            match (record.summary.state, record.summary.agent.clone()) {
+                (ConversationState::Queued, _) => {
+                    let _ = self.router().enqueue(id, request.clone(), now);
+                    self.player_gone.insert(id, now);
+                }
+                (ConversationState::Active, Some(agent)) => {
+                    if self
+                        .router()
+                        .restore_owned(id, &agent, request.clone(), now)
+                        .is_err()
+                    {
+                        // The account is gone: back to the head of the queue.
+                        let _ = self.router().requeue_at_head(id, request.clone(), now);
+                    } else {
+                        self.agent_gone.entry(agent).or_insert(now);
+                    }
+                }
+                _ => {}
+            }
+            self.insert_live(&record, request);
+        }
+        if count > 0 {
+            tracing::info!(conversations = count, "recovered open conversations");
+        }
+        Ok(())
+    }
+
+    fn learn_agent(&self, account: &AgentAccount, now: u64) {
+        self.agents.insert(
+            account.id.clone(),
+            AgentCard {
+                name: account.name.clone(),
+                supervisor: account.role == Role::Supervisor,
+            },
+        );
+        let profile = AgentProfile {
+            languages: account.languages.clone(),
+            departments: account.departments.clone(),
+            capacity: account.capacity,
+        };
+        let decisions = self.router().upsert_agent(account.id.clone(), profile, now);
+        debug_assert!(decisions
+            .iter()
+            .all(|d| matches!(d, Decision::QueueChanged)));
+    }
+
+    fn insert_live(&self, record: &ConversationRecord, request: Request) {
+        let id = record.summary.id;
+        let live = Live::new(
+            id,
+            LiveState {
+                player: record.player.clone(),
+                request,
+                state: record.summary.state,
+                agent: record.summary.agent.clone(),
+                subscribers: Arc::new(Vec::new()),
+                last_position: None,
+            },
+        );
+        self.live.insert(id, live);
+        self.player_live
+            .entry(record.player.id.clone())
+            .or_default()
+            .push(id);
+    }
+
+    fn remove_live(&self, id: ConversationId) {
+        if let Some((_, live)) = self.live.remove(&id) {
+            let player = live.lock().player.id.clone();
+            if let Some(mut list) = self.player_live.get_mut(&player) {
+                list.retain(|c| *c != id);
+            }
+            self.player_live
+                .remove_if(&player, |_, list| list.is_empty());
+        }
+        self.player_gone.remove(&id);
+        self.transfers.remove(&id);
+    }
+
+    fn router(&self) -> std::sync::MutexGuard<'_, Router> {
+        self.router.lock().expect("router lock poisoned")
+    }
+
+    /// Monotonic milliseconds since the desk started: the router's clock.
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// The store this desk writes to.
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    /// The server's signing keys.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &DeskConfig {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &DeskStats {
+        &self.stats
+    }
+
+    /// This node's name on the bus.
+    pub fn node(&self) -> &str {
+        self.bus.node()
+    }
+
+    /// Whether the desk is draining for shutdown.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    // ---------------------------------------------------------------- helpers
+
+    fn each_conn(&self, user: &UserKey, mut f: impl FnMut(&ConnRef)) {
+        let conns: Vec<ConnRef> = self.users.get(user).map(|l| l.clone()).unwrap_or_default();
+        for c in &conns {
+            f(c);
+        }
+    }
+
+    fn agent_name(&self, agent: &AgentId) -> String {
+        self.agents
+            .get(agent)
+            .map(|a| a.name.clone())
+            .unwrap_or_else(|| agent.0.clone())
+    }
+
+    fn agent_participant(&self, agent: &AgentId) -> Participant {
+        let card = self.agents.get(agent).map(|a| a.clone());
+        Participant {
+            role: if card.as_ref().map(|c| c.supervisor).unwrap_or(false) {
+                Role::Supervisor
+            } else {
+                Role::Agent
+            },
+            id: agent.0.clone(),
+            name: Some(card.map(|c| c.name).unwrap_or_else(|| agent.0.clone())),
+        }
+    }
+
+    /// Records a KPI event without waiting for it. Losing one to a full store
+    /// queue costs a statistic, never a message, so it is logged and dropped.
+    fn record(
+        &self,
+        conversation: ConversationId,
+        kind: LifecycleKind,
+        agent: Option<&AgentId>,
+        detail: serde_json::Value,
+    ) {
+        let store = self.store.clone();
+        let event = LifecycleEvent {
+            kind,
+            agent: agent.cloned(),
+            detail,
+            at: now_ms(),
+        };
+        tokio::spawn(async move {
+            if let Err(err) = store
+                .apply(Change {
+                    conversation,
+                    events: vec![event],
+                    ..Default::default()
+                })
+                .await
+            {
+                tracing::debug!(%err, "lifecycle event not recorded");
+            }
+        });
+    }
+
+    // ------------------------------------------------------------------ REST
+
+    /// A conversation, if this agent may read it: the owner, an agent it is
+    /// offered to, or a supervisor.
+    pub async fn readable(
+        &self,
+        account: &AgentAccount,
+        id: ConversationId,
+    ) -> Result<Option<ConversationRecord>, StoreError> {
+        let Some(record) = self.store.conversation(id).await? else {
+            return Ok(None);
+        };
+        let session = Session::Agent {
+            id: account.id.clone(),
+            name: account.name.clone(),
+            supervisor: account.role == Role::Supervisor,
+        };
+        if let Some(live) = self.live.get(&id).map(|l| l.clone()) {
+            if self.may_view_live(&session, &live) {
+                return Ok(Some(record));
+            }
+        }
+        Ok(may_view_record(&session, &record).then_some(record))
+    }
+
+    /// Marks an account's profile as changed (after the CLI or API edited it).
+    pub fn refresh_agent(&self, account: &AgentAccount) {
+        self.learn_agent(account, self.now());
+    }
+}
+
+/// Whether this session may read a stored conversation: its player, the agent who
+/// owns or owned it last, or a supervisor.
+fn may_view_record(session: &Session, record: &ConversationRecord) -> bool {
+    match session {
+        Session::Player { card, .. } => record.summary.player == card.id,
+        Session::Agent { id, supervisor, .. } => {
+            *supervisor || record.summary.agent.as_ref() == Some(id)
+        }
+    }
+}
+
+fn routing_refusal(err: RoutingError) -> Refusal {
+    let (code, message) = match err {
+        RoutingError::UnknownConversation => {
+            (ErrorCode::NotFound, "no such conversation in the queue")
+        }
+        RoutingError::UnknownAgent => (ErrorCode::NotFound, "no such agent"),
+        RoutingError::AlreadyKnown => (ErrorCode::InvalidState, "already queued"),
+        RoutingError::NotOffered => (
+            ErrorCode::InvalidState,
+            "this conversation is not offered to you",
+        ),
+        RoutingError::NotOwner => (ErrorCode::Forbidden, "you do not own this conversation"),
+        RoutingError::TargetUnavailable => (
+            ErrorCode::InvalidState,
+            "that agent cannot take it now (offline, away, full, or wrong language)",
+        ),
+        RoutingError::InvalidState => (
+            ErrorCode::InvalidState,
+            "not possible in the conversation's state",
+        ),
+    };
+    Refusal(code, message.into())
+}
+
+/// A department or language tag: lowercase letters, digits, `-` and `_`, 1–32.
+fn tag(value: Option<String>, default: &str, what: &str) -> Result<String, Refusal> {
+    let v = value
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned());
+    let ok = !v.is_empty()
+        && v.len() <= 32
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(v)
+    } else {
+        refuse(
+            ErrorCode::InvalidField,
+            format!("{what} must be 1 to 32 letters, digits, '-' or '_'"),
+        )
+    }
+}
+
+fn short(value: String, what: &str) -> Result<String, Refusal> {
+    if value.chars().count() > MAX_SHORT_TEXT_CHARS {
+        return refuse(
+            ErrorCode::InvalidField,
+            format!("{what} is longer than {MAX_SHORT_TEXT_CHARS} characters"),
+        );
+    }
+    Ok(value)
+}
+
+fn system_entry(event: &str, text: String) -> NewEntry {
+    NewEntry {
+        kind: MessageKind::Event,
+        sender: Participant {
+            role: Role::System,
+            id: "system".into(),
+            name: None,
+        },
+        text,
+        client_id: None,
+        event: Some(event.into()),
+        origin: 0,
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Player => "The player",
+        Role::Agent => "The agent",
+        Role::Supervisor => "A supervisor",
+        Role::System => "Pitboss",
+    }
+}
+
+fn random_key() -> Vec<u8> {
+    use rand::RngCore;
+    let mut key = vec![0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    key
+}
+
+/// An argon2 hash of a random password, verified against when a login names no
+/// account so that a missing account takes as long as a wrong password.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0Nh4Pz0vS2fNsKcOzVwGx7bnaYdXiMzqX5OqyA7i0uU";

@@ -1,0 +1,298 @@
+//! Sessions: checking credentials, registering and forgetting connections, `welcome`, draining.
+
+use super::*;
+
+impl Desk {
+    // ---------------------------------------------------------------- sessions
+
+    /// Checks the credentials of a `hello`. The error carries the code for the
+    /// error frame and the close code that follows it.
+    pub async fn authenticate(
+        &self,
+        auth: Auth,
+    ) -> Result<Session, (ErrorCode, CloseCode, String)> {
+        let invalid = |m: String| (ErrorCode::Unauthorized, CloseCode::AuthFailed, m);
+        match auth {
+            Auth::Visitor {
+                token,
+                name,
+                language,
+            } => {
+                let (id, token) = match token {
+                    Some(token) => match self.keys.check_visitor(&token) {
+                        Ok(id) => (id, token),
+                        Err(e) => return Err(invalid(e.to_string())),
+                    },
+                    None => self.keys.new_visitor(),
+                };
+                let card = PlayerCard {
+                    id: PlayerId::visitor(id),
+                    name: name.map(|n| clip(n.trim(), 100)).filter(|n| !n.is_empty()),
+                    language: language
+                        .map(|l| clip(l.trim(), 16))
+                        .filter(|l| !l.is_empty()),
+                    // Unsigned attributes never raise priority.
+                    vip_tier: 0,
+                    jurisdiction: None,
+                    self_excluded: false,
+                    verified: false,
+                };
+                Ok(Session::Player {
+                    card,
+                    visitor_token: Some(token),
+                })
+            }
+            Auth::Player { token } => {
+                let Some(config) = &self.config.player_tokens else {
+                    return Err(invalid(
+                        AuthError::NotConfigured("player tokens").to_string(),
+                    ));
+                };
+                match config.verify(&token) {
+                    Ok(card) => Ok(Session::Player {
+                        card,
+                        visitor_token: None,
+                    }),
+                    Err(AuthError::Expired) => Err((
+                        ErrorCode::TokenExpired,
+                        CloseCode::TokenExpired,
+                        "the player token has expired: fetch a fresh one and reconnect".into(),
+                    )),
+                    Err(e) => Err(invalid(e.to_string())),
+                }
+            }
+            Auth::Agent { token } => {
+                let account = self.agent_session(&token).await.map_err(|e| match e {
+                    AuthError::Expired => (
+                        ErrorCode::TokenExpired,
+                        CloseCode::TokenExpired,
+                        "the session has expired: log in again".to_string(),
+                    ),
+                    e => invalid(e.to_string()),
+                })?;
+                Ok(Session::Agent {
+                    id: account.id,
+                    name: account.name,
+                    supervisor: account.role == Role::Supervisor,
+                })
+            }
+        }
+    }
+
+    /// The account behind an agent session token, if the token is genuine,
+    /// unexpired, and the account still exists.
+    pub async fn agent_session(&self, token: &str) -> Result<AgentAccount, AuthError> {
+        let login = self.keys.check_agent(token, now_ms())?;
+        match self.store.agent(&AgentId(login)).await {
+            Ok(Some(account)) => Ok(account),
+            Ok(None) => Err(AuthError::Invalid("no such account".into())),
+            Err(e) => Err(AuthError::Invalid(format!("cannot check the account: {e}"))),
+        }
+    }
+
+    /// Checks a login and password; returns a session token and the account.
+    pub async fn login(&self, login: &str, password: &str) -> Option<(String, AgentAccount)> {
+        let account = self
+            .store
+            .agent(&AgentId(login.to_owned()))
+            .await
+            .ok()
+            .flatten();
+        // Verify against a fixed hash when the account does not exist, so timing
+        // does not tell which logins exist.
+        let hash = account
+            .as_ref()
+            .map(|a| a.password_hash.clone())
+            .unwrap_or_else(|| DUMMY_HASH.to_owned());
+        let password = password.to_owned();
+        let ok =
+            tokio::task::spawn_blocking(move || crate::auth::verify_password(&password, &hash))
+                .await
+                .unwrap_or(false);
+        let account = account.filter(|_| ok)?;
+        let token = self
+            .keys
+            .agent_token(&account.id.0, now_ms() + self.config.agent_session_ms);
+        Some((token, account))
+    }
+
+    /// Registers an authenticated connection. Returns its handle, the queue the
+    /// gateway's writer drains, and the signal that closes it.
+    pub async fn connect(
+        self: &Arc<Self>,
+        session: &Session,
+    ) -> (ConnRef, mpsc::Receiver<Outbound>, Arc<CloseSignal>) {
+        let (tx, rx) = mpsc::channel(self.config.outbound_queue.max(8));
+        let close = Arc::new(CloseSignal::default());
+        let user = session.user();
+        let conn = ConnRef(Arc::new(ConnShared {
+            id: self.next_conn.fetch_add(1, Ordering::Relaxed),
+            user: user.clone(),
+            tx,
+            close: close.clone(),
+            attached: Mutex::new(Vec::new()),
+            dropped: AtomicU64::new(0),
+        }));
+        self.conns.insert(conn.id(), conn.clone());
+        self.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let first = {
+            let mut list = self.users.entry(user.clone()).or_default();
+            list.push(conn.clone());
+            list.len() == 1
+        };
+        if self.draining.load(Ordering::Relaxed) {
+            conn.close(CloseCode::Restart);
+        }
+        match session {
+            Session::Player { card, .. } => {
+                if let Some(list) = self.player_live.get(&card.id) {
+                    for id in list.iter() {
+                        self.player_gone.remove(id);
+                    }
+                }
+            }
+            Session::Agent { id, .. } => {
+                if first {
+                    self.agent_gone.remove(id);
+                    // Refresh the profile: the account may have changed.
+                    if let Ok(Some(account)) = self.store.agent(id).await {
+                        self.learn_agent(&account, self.now());
+                    }
+                    let offline = self
+                        .router()
+                        .agent(id)
+                        .map(|a| a.status == AgentStatus::Offline)
+                        .unwrap_or(false);
+                    if offline {
+                        let decisions = self
+                            .router()
+                            .set_status(id, AgentStatus::Online, self.now())
+                            .unwrap_or_default();
+                        self.carry_out(decisions).await;
+                    }
+                }
+            }
+        }
+        (conn, rx, close)
+    }
+
+    /// The `welcome` frame for a freshly connected session.
+    pub async fn welcome(&self, session: &Session) -> ServerFrame {
+        let (conversations, status, visitor_token) = match session {
+            Session::Player {
+                card,
+                visitor_token,
+            } => {
+                let list = self
+                    .store
+                    .conversations(ConversationFilter {
+                        player: Some(card.id.clone()),
+                        limit: 50,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|r| r.summary.state != ConversationState::Closed)
+                    .map(|r| r.summary)
+                    .collect();
+                (list, None, visitor_token.clone())
+            }
+            Session::Agent { id, supervisor, .. } => {
+                let mut list = Vec::new();
+                for entry in self.live.iter() {
+                    let s = entry.value().lock();
+                    if *supervisor || s.agent.as_ref() == Some(id) {
+                        list.push(entry.key().to_owned());
+                    }
+                    if list.len() >= 500 {
+                        break;
+                    }
+                }
+                let mut summaries = Vec::with_capacity(list.len());
+                for cid in list {
+                    if let Ok(Some(r)) = self.store.conversation(cid).await {
+                        summaries.push(r.summary);
+                    }
+                }
+                let status = self.router().agent(id).map(|a| a.status);
+                (summaries, status, None)
+            }
+        };
+        ServerFrame::Welcome {
+            protocol: PROTOCOL_VERSION,
+            you: session.participant(),
+            visitor_token,
+            status,
+            conversations,
+            limits: self.config.limits.clone(),
+        }
+    }
+
+    /// Forgets a connection that has gone.
+    pub async fn disconnect(self: &Arc<Self>, conn: &ConnRef, session: &Session) {
+        self.conns.remove(&conn.id());
+        self.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        let attached = std::mem::take(&mut *conn.0.attached.lock().expect("attached lock"));
+        for id in attached {
+            if let Some(live) = self.live.get(&id) {
+                live.unsubscribe(conn.id());
+            }
+        }
+        let user = session.user();
+        let last = {
+            let mut last = false;
+            if let Some(mut list) = self.users.get_mut(&user) {
+                list.retain(|c| c.id() != conn.id());
+                last = list.is_empty();
+            }
+            last
+        };
+        if !last {
+            return;
+        }
+        self.users.remove_if(&user, |_, list| list.is_empty());
+        let now = self.now();
+        match session {
+            Session::Player { card, .. } => {
+                if let Some(list) = self.player_live.get(&card.id) {
+                    for id in list.iter() {
+                        let queued = self
+                            .live
+                            .get(id)
+                            .map(|l| l.lock().state == ConversationState::Queued)
+                            .unwrap_or(false);
+                        if queued {
+                            self.player_gone.insert(*id, now);
+                        }
+                    }
+                }
+            }
+            Session::Agent { id, .. } => {
+                if self.draining.load(Ordering::Relaxed) {
+                    return;
+                }
+                self.agent_gone.insert(id.clone(), now);
+                let decisions = self
+                    .router()
+                    .set_status(id, AgentStatus::Offline, now)
+                    .unwrap_or_default();
+                self.carry_out(decisions).await;
+                self.queue_dirty.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Stops taking work: every connection is told to reconnect elsewhere.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        for conn in self.conns.iter() {
+            conn.close(CloseCode::Restart);
+        }
+    }
+
+    /// Connections open now.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+}

@@ -1,0 +1,271 @@
+//! Timers: router ticks under the lease, agents' grace periods, abandoned players, queue positions and snapshots.
+
+use super::*;
+
+impl Desk {
+    // ----------------------------------------------------------------- timers
+
+    pub(super) async fn on_tick(self: &Arc<Self>) {
+        // Only the lease holder runs the router's timers; alone, that is us.
+        let lease_ttl = self.config.tick_ms.max(10) * 25;
+        match self.lease.acquire_or_renew(lease_ttl).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(%err, "cannot renew the routing lease");
+                return;
+            }
+        }
+        let now = self.now();
+        let decisions = self.router().tick(now);
+        self.carry_out(decisions).await;
+
+        let grace: Vec<AgentId> = self
+            .agent_gone
+            .iter()
+            .filter(|e| now.saturating_sub(*e.value()) >= self.config.agent_grace_ms)
+            .map(|e| e.key().clone())
+            .collect();
+        for agent in grace {
+            self.agent_gone.remove(&agent);
+            if self.users.contains_key(&UserKey::Agent(agent.clone())) {
+                continue;
+            }
+            let owned = self.router().owned_by(&agent);
+            for conversation in owned {
+                self.requeue_from(conversation, &agent).await;
+            }
+        }
+
+        let abandoned: Vec<ConversationId> = self
+            .player_gone
+            .iter()
+            .filter(|e| now.saturating_sub(*e.value()) >= self.config.abandon_after_ms)
+            .map(|e| *e.key())
+            .collect();
+        for conversation in abandoned {
+            self.abandon(conversation).await;
+        }
+
+        if self.queue_dirty.swap(false, Ordering::Relaxed) {
+            self.send_queue_updates();
+        }
+    }
+
+    /// An agent's grace period ran out: their conversation goes back to the head
+    /// of the queue.
+    pub(super) async fn requeue_from(
+        self: &Arc<Self>,
+        conversation: ConversationId,
+        agent: &AgentId,
+    ) {
+        let Some(live) = self.live.get(&conversation).map(|l| l.clone()) else {
+            return;
+        };
+        let request = live.lock().request.clone();
+        let result = self
+            .store
+            .apply(Change {
+                conversation,
+                expect: Some(Expect {
+                    state: ConversationState::Active,
+                    agent: Some(agent.clone()),
+                }),
+                set: Some(SetState {
+                    state: ConversationState::Queued,
+                    agent: None,
+                    close_reason: None,
+                    department: None,
+                }),
+                entry: Some(system_entry(
+                    "requeued",
+                    "Your agent was disconnected; you are first in line for the next one.".into(),
+                )),
+                events: vec![LifecycleEvent {
+                    kind: LifecycleKind::Requeued,
+                    agent: Some(agent.clone()),
+                    detail: serde_json::json!({ "reason": "agent_gone" }),
+                    at: now_ms(),
+                }],
+                ..Default::default()
+            })
+            .await;
+        if let Err(err) = result {
+            tracing::warn!(%err, conversation = %conversation, "requeue not stored; will retry");
+            self.agent_gone.insert(agent.clone(), self.now());
+            return;
+        }
+        {
+            let mut s = live.lock();
+            s.state = ConversationState::Queued;
+            s.agent = None;
+            s.last_position = None;
+        }
+        let decisions = self
+            .router()
+            .requeue_at_head(conversation, request, self.now())
+            .unwrap_or_default();
+        self.carry_out(decisions).await;
+        self.send_position(conversation, true);
+        self.watch_player_presence(&live);
+    }
+
+    /// A queued conversation whose player has no connection starts its
+    /// abandonment clock.
+    pub(super) fn watch_player_presence(&self, live: &Live) {
+        let player = live.lock().player.id.clone();
+        if !self.users.contains_key(&UserKey::Player(player)) {
+            self.player_gone
+                .entry(live.id)
+                .or_insert_with(|| self.now());
+        }
+    }
+
+    pub(super) async fn abandon(self: &Arc<Self>, conversation: ConversationId) {
+        self.player_gone.remove(&conversation);
+        let Some(live) = self.live.get(&conversation).map(|l| l.clone()) else {
+            return;
+        };
+        let (state, player) = {
+            let s = live.lock();
+            (s.state, s.player.id.clone())
+        };
+        if state != ConversationState::Queued {
+            return;
+        }
+        let result = self
+            .store
+            .apply(Change {
+                conversation,
+                expect: Some(Expect {
+                    state: ConversationState::Queued,
+                    agent: None,
+                }),
+                set: Some(SetState {
+                    state: ConversationState::Closed,
+                    agent: None,
+                    close_reason: Some("abandoned".into()),
+                    department: None,
+                }),
+                entry: Some(system_entry(
+                    "closed",
+                    "The player left before an agent was free.".into(),
+                )),
+                events: vec![
+                    LifecycleEvent {
+                        kind: LifecycleKind::Abandoned,
+                        agent: None,
+                        detail: serde_json::json!({ "by": "timeout" }),
+                        at: now_ms(),
+                    },
+                    LifecycleEvent {
+                        kind: LifecycleKind::Closed,
+                        agent: None,
+                        detail: serde_json::json!({ "reason": "abandoned" }),
+                        at: now_ms(),
+                    },
+                ],
+                ..Default::default()
+            })
+            .await;
+        match result {
+            Ok(_) => {
+                self.finish_close(
+                    &live,
+                    conversation,
+                    Some("abandoned".into()),
+                    Role::System,
+                    None,
+                    player,
+                )
+                .await
+            }
+            Err(err) => tracing::warn!(%err, conversation = %conversation, "abandon not stored"),
+        }
+    }
+
+    /// Sends each queued player their position when it changed, and each online
+    /// agent the queue they could be offered from.
+    pub(super) fn send_queue_updates(&self) {
+        let (queue, positions) = {
+            let router = self.router();
+            (router.queue(), router.positions())
+        };
+        for (conversation, position) in positions {
+            self.tell_position(conversation, position, false);
+        }
+        let agents: Vec<AgentId> = self
+            .users
+            .iter()
+            .filter_map(|e| match e.key() {
+                UserKey::Agent(a) => Some(a.clone()),
+                _ => None,
+            })
+            .collect();
+        let now = self.now();
+        for agent in agents {
+            let supervisor = self
+                .agents
+                .get(&agent)
+                .map(|a| a.supervisor)
+                .unwrap_or(false);
+            let (total, items) = if supervisor {
+                (queue.len(), queue.iter().take(100).cloned().collect())
+            } else {
+                self.router().queue_for(&agent, 100)
+            };
+            let entries = items
+                .into_iter()
+                .map(|i| QueueEntry {
+                    conversation: i.conversation,
+                    department: i.request.department,
+                    language: i.request.language,
+                    vip_tier: i.request.tier,
+                    waited_ms: now.saturating_sub(i.since),
+                    offered: i.offered_to.is_some(),
+                })
+                .collect::<Vec<_>>();
+            let frame = ServerFrame::QueueSnapshot { total, entries };
+            self.each_conn(&UserKey::Agent(agent), |c| {
+                c.send(frame.clone());
+            });
+        }
+    }
+
+    /// Sends the player of a queued conversation their position, if it changed
+    /// (or always, with `force`).
+    pub(super) fn send_position(&self, conversation: ConversationId, force: bool) {
+        let Some(position) = self.router().position(conversation) else {
+            return;
+        };
+        self.tell_position(conversation, position, force);
+    }
+
+    pub(super) fn tell_position(
+        &self,
+        conversation: ConversationId,
+        position: Position,
+        force: bool,
+    ) {
+        let Some(live) = self.live.get(&conversation).map(|l| l.clone()) else {
+            return;
+        };
+        let estimate = position.estimated_wait_ms.map(|ms| ms.div_ceil(1000));
+        let now = (position.position, estimate);
+        let player = {
+            let mut s = live.lock();
+            if !force && s.last_position == Some(now) {
+                return;
+            }
+            s.last_position = Some(now);
+            s.player.id.clone()
+        };
+        self.each_conn(&UserKey::Player(player), |c| {
+            c.send(ServerFrame::Queued {
+                conversation,
+                position: position.position,
+                estimated_wait_secs: estimate,
+            });
+        });
+    }
+}

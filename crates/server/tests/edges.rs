@@ -1,0 +1,243 @@
+//! Edge cases of the lifecycle: competing transfers, department moves, what an
+//! agent stops seeing, resends after close, limits on connections and frames.
+#![allow(missing_docs)]
+
+mod common;
+use common::*;
+use serde_json::json;
+
+async fn chat(server: &Server, agent: &str) -> (Client, Client, String) {
+    let mut a = server.agent(agent).await;
+    let mut player = server.visitor("en").await;
+    let conv = start_chat(&mut player, None).await;
+    accept(&mut a, &conv).await;
+    player.expect("assigned").await;
+    (a, player, conv)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_second_transfer_leaves_the_first_intact() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    server.add_agent("ayla", "en", "general", 2, false);
+    server.add_agent("boris", "en", "general", 2, false);
+    server.add_agent("cem", "en", "general", 2, false);
+    let (mut ayla, _player, conv) = chat(&server, "ayla").await;
+    let mut boris = server.agent("boris").await;
+    let _cem = server.agent("cem").await;
+
+    ayla.send(json!({"type":"transfer","conversation":conv,"to":{"agent":"boris"},"note":"first"}))
+        .await;
+    ayla.expect_where(|v| v["type"] == "transfer_update" && v["outcome"] == "pending")
+        .await;
+    ayla.send(json!({"type":"transfer","conversation":conv,"to":{"agent":"cem"},"note":"second"}))
+        .await;
+    assert_eq!(ayla.expect("error").await["code"], "invalid_state");
+    ayla.send(json!({"type":"transfer","conversation":conv,"to":{"agent":"nobody"}}))
+        .await;
+    assert_eq!(ayla.expect("error").await["code"], "not_found");
+
+    let offer = boris.expect("offer").await;
+    assert_eq!(offer["transfer"]["note"], "first");
+    boris
+        .send(json!({"type":"accept","conversation":conv}))
+        .await;
+    let done = ayla
+        .expect_where(|v| v["type"] == "transfer_update" && v["outcome"] != "pending")
+        .await;
+    assert_eq!(done["outcome"], "accepted");
+    let sam = {
+        server.add_agent("sam", "en", "general", 2, true);
+        server.login("sam").await
+    };
+    let detail = server
+        .get_json(&format!("/api/conversations/{conv}"), &sam)
+        .await;
+    let outcomes: Vec<&str> = detail["handoffs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["requested", "accepted"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_department_transfer_moves_the_conversation_to_that_department() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    server.add_agent("ayla", "en", "general", 2, false);
+    server.add_agent("paula", "en", "payments", 2, false);
+    let (mut ayla, _player, conv) = chat(&server, "ayla").await;
+    let mut paula = server.agent("paula").await;
+    ayla.send(json!({"type":"transfer","conversation":conv,"to":{"department":"vip-lounge"}}))
+        .await;
+    assert_eq!(
+        ayla.expect("error").await["code"],
+        "not_found",
+        "no agent serves it"
+    );
+    ayla.send(json!({"type":"transfer","conversation":conv,"to":{"department":"payments"}}))
+        .await;
+    paula.expect("offer").await;
+    paula
+        .send(json!({"type":"accept","conversation":conv}))
+        .await;
+    paula.expect_where(|v| v["type"] == "assigned").await;
+    let token = server.login("paula").await;
+    let detail = server
+        .get_json(&format!("/api/conversations/{conv}"), &token)
+        .await;
+    assert_eq!(detail["conversation"]["department"], "payments");
+    assert_eq!(detail["conversation"]["agent"], "paula");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_who_read_an_offer_stops_receiving_it_after_declining() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    server.add_agent("ayla", "en", "general", 2, false);
+    server.add_agent("boris", "en", "general", 2, false);
+    let mut ayla = server.agent("ayla").await;
+    let mut player = server.visitor("en").await;
+    let conv = start_chat(&mut player, None).await;
+    player
+        .say(&conv, "early", "I wrote before anyone came")
+        .await;
+    ayla.expect_where(|v| v["type"] == "offer").await;
+    // ayla reads it before deciding, then declines.
+    ayla.send(json!({"type":"resume","conversation":conv,"after":0}))
+        .await;
+    let (seen, _) = ayla.replay(&conv).await;
+    assert!(seen.iter().any(|m| m["client_id"] == "early"));
+    ayla.send(json!({"type":"decline","conversation":conv}))
+        .await;
+    ayla.expect("offer_withdrawn").await;
+    let mut boris = server.agent("boris").await;
+    accept(&mut boris, &conv).await;
+    boris
+        .say(&conv, "secret-note-free", "Hello from Boris")
+        .await;
+    boris
+        .send(json!({"type":"note","conversation":conv,"client_id":"n1","text":"private"}))
+        .await;
+    boris
+        .expect_where(|v| v["type"] == "ack" && v["client_id"] == "n1")
+        .await;
+    ayla.send(json!({"type":"ping"})).await;
+    ayla.expect("pong").await;
+    assert!(
+        !ayla.backlog.iter().any(|v| v["type"] == "message"
+            && v["conversation"] == conv.as_str()
+            && v["seq"].as_u64() > Some(seen.len() as u64)),
+        "ayla still receives the conversation: {:?}",
+        ayla.backlog
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resends_after_close_are_acked_and_new_text_refused() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    server.add_agent("ayla", "en", "general", 2, false);
+    server.add_agent("sam", "en", "general", 2, true);
+    let (_ayla, mut player, conv) = chat(&server, "ayla").await;
+    let seq = player.say(&conv, "last", "thanks, bye").await;
+    // A supervisor closes someone else's chat and is told.
+    let mut sam = server.agent("sam").await;
+    sam.send(json!({"type":"close","conversation":conv,"reason":"resolved"}))
+        .await;
+    let c = sam.expect("closed").await;
+    assert_eq!(c["by"], "supervisor");
+    player.expect("closed").await;
+
+    player
+        .send(json!({"type":"send","conversation":conv,"client_id":"last","text":"thanks, bye"}))
+        .await;
+    let ack = player.expect("ack").await;
+    assert_eq!(ack["seq"].as_u64(), Some(seq));
+    assert_eq!(ack["duplicate"], true);
+    player
+        .send(json!({"type":"send","conversation":conv,"client_id":"new","text":"one more"}))
+        .await;
+    assert_eq!(player.expect("error").await["code"], "invalid_state");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_conversations_cannot_be_rated_and_resume_ranges_are_checked() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    let mut player = server.visitor("en").await;
+    player.send(json!({"type":"start"})).await;
+    let conv = player.expect("no_agents").await["conversation"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    player
+        .send(json!({"type":"rate","conversation":conv,"score":5}))
+        .await;
+    assert_eq!(player.expect("error").await["code"], "invalid_state");
+    player.say(&conv, "m1", "hello?").await;
+    player
+        .send(json!({"type":"resume","conversation":conv,"after":5}))
+        .await;
+    let c = player.expect("cannot_resume").await;
+    assert_eq!(c["reason"], "ahead");
+    assert_eq!(c["last_seq"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_frames_and_connections_over_the_cap_are_closed_with_their_codes() {
+    use futures_util::SinkExt;
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &["--max-connections", "2"]);
+    let b = server.visitor("en").await;
+    let _c = server.visitor("en").await;
+    let mut d = Client::connect(&server.addr).await;
+    assert_eq!(d.expect_close().await, Some(1013), "over the cap");
+    // A place frees when a connection ends.
+    drop(b);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut a = loop {
+        let mut c = Client::connect(&server.addr).await;
+        c.send(json!({"type":"hello","protocol":1,"auth":{"kind":"visitor"}}))
+            .await;
+        match c.read().await {
+            Ok(v) if v["type"] == "welcome" => break c,
+            _ => assert!(std::time::Instant::now() < deadline, "no place freed"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    a.ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+        vec![1u8, 2, 3].into(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(a.expect_close().await, Some(4009));
+    assert!(server.healthy().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_errors_are_json_even_for_unparseable_requests() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    let r = reqwest::Client::new()
+        .post(server.url("/api/login"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "bad_request");
+    let r = reqwest::Client::new()
+        .post(server.url("/api/login"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "unsupported_media_type");
+}

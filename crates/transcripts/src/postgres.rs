@@ -1,0 +1,1388 @@
+//! The PostgreSQL backend, for a cluster: every node has its own [`PostgresStore`] on one
+//! shared database. Each store has one writer task that owns one connection and
+//! group-commits every change of its node, and a small read-only pool beside it.
+//!
+//! It owns the SQL, the schema (`migrations/postgres`), the writer's batching and what
+//! makes concurrent writers on different nodes safe. What the rows mean, and what a
+//! [`Change`] does, is the [`Store`] contract in the crate root; the semantics are the
+//! SQLite backend's ([`crate::sqlite`]) exactly, down to the errors. Who may write
+//! what is the desk's business.
+//!
+//! # Several writers on one database
+//!
+//! Within one node the writer task serialises writes, as in SQLite. Across nodes the
+//! database does, with row locks, all inside the batch's `READ COMMITTED` transaction:
+//!
+//! * **Sequence numbers.** An append bumps the counter with
+//!   `UPDATE conversations SET last_seq = last_seq + 1 … RETURNING last_seq`; the row
+//!   lock it holds to commit serialises appends to one conversation across nodes, so
+//!   numbers stay unique and gap-free.
+//! * **Preconditions, ratings, resends** are checked on the conversation row read
+//!   `FOR NO KEY UPDATE` (the lock the `UPDATE` takes anyway, so it is never upgraded).
+//!   A second node's check waits until the first commits, then sees its result: two
+//!   nodes cannot both pass a compare-and-set, nor both store one client id.
+//! * **Resends** are also backed by the unique index `entries_client_id`: should an
+//!   insert ever race past the check, the unique violation rolls back the write's
+//!   savepoint and the stored entry is re-read to answer duplicate or `Conflict`.
+//! * **Secrets** are get-or-create with `INSERT … ON CONFLICT DO NOTHING`, then a read.
+//!
+//! # Deadlocks
+//!
+//! A batch locks every conversation it changes up front, in id order
+//! (`SELECT … ORDER BY id FOR NO KEY UPDATE`), so two nodes' batches never wait for
+//! each other in a cycle over conversations. Other rows (accounts, catalog items,
+//! secrets) are not pre-locked, as they are rare writes; should PostgreSQL still
+//! abort the batch as a deadlock victim (or with a serialization failure), the writer
+//! rolls the whole transaction back and, after a short pause ([`RETRY_BACKOFF`]) that
+//! lets the surviving transaction finish, runs the batch again, at most
+//! [`MAX_BATCH_ATTEMPTS`] times in all, then answers every write in it
+//! [`StoreError::Unavailable`]. Retrying is safe: nothing of a failed attempt was
+//! committed, acknowledged or reported to the observer. A lock held elsewhere for
+//! longer than [`LOCK_TIMEOUT`] fails the write (or the batch) as `Unavailable`
+//! instead of stalling this node's writer behind another node.
+//!
+//! # Durability
+//!
+//! The writer sets `synchronous_commit = on` on its connection, whatever the server's
+//! default: a commit returns once its WAL is flushed (and, with synchronous standbys
+//! configured, replicated), so an acknowledged write survives a crash of the database
+//! host. [`PostgresStore::synchronous_commit`] asks that connection what is in force.
+//!
+//! A connection that breaks fails its batch with `Unavailable` and is replaced for the
+//! next one; a broken batch is not retried. If it broke during COMMIT, the batch may
+//! have committed after all, unacknowledged and unreported: a client's resend then
+//! gets its original back as a duplicate, and a receiver that missed the entry sees
+//! the gap in sequence numbers and resumes from the store.
+
+use crate::{
+    now_ms, AgentAccount, Appended, Applied, CatalogItem, CatalogKind, Change, CommitObserver,
+    ConversationFilter, ConversationRecord, Handoff, LifecycleEvent, LifecycleKind,
+    NewConversation, NewEntry, Result, Store, StoreError, StoredEntry,
+};
+use async_trait::async_trait;
+use pitboss_protocol::{
+    AgentId, ConversationId, ConversationState, ConversationSummary, MessageKind, Participant,
+    PlayerCard, PlayerId, Seq,
+};
+use serde::{de::DeserializeOwned, Serialize};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow, Postgres};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Row};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+/// The schema, embedded at build time from `migrations/postgres`. Running it takes an
+/// advisory lock, so nodes starting together migrate one after the other.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How long opening a connection (the writer's, or one of the read pool's) may take
+/// before the store reports the database unavailable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a write waits for a row lock another node holds before it fails, as the
+/// writer's `lock_timeout`. Another node's batch holds its locks for one commit
+/// (milliseconds); a wait this long means that node is stuck, and every write of this
+/// node queued behind it would be stuck too.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Attempts at one batch when PostgreSQL aborts it as a deadlock victim or with a
+/// serialization failure: the first run and two retries. Bounded, so a pathological
+/// contention pattern ends in `Unavailable` (the clients retry) instead of a writer
+/// that never answers.
+pub const MAX_BATCH_ATTEMPTS: u32 = 3;
+
+/// The pause before running an aborted batch again, times the attempt number. Run at
+/// once, the batch could take back the rows it just released before the transaction
+/// that was waiting for them (the deadlock's survivor) gets them, and deadlock with it
+/// all over again; a pause lets the survivor lock, write and commit first.
+pub const RETRY_BACKOFF: Duration = Duration::from_millis(50);
+
+/// `ConversationFilter::limit == 0` lists this many.
+const DEFAULT_LIST_LIMIT: u32 = 100;
+
+/// `application_name` of the writer's connection, so an operator (or a test) can
+/// tell it from the readers in `pg_stat_activity`.
+pub const WRITER_APPLICATION_NAME: &str = "pitboss-transcripts-writer";
+
+/// `application_name` of the read pool's connections.
+pub const READER_APPLICATION_NAME: &str = "pitboss-transcripts-reader";
+
+/// Tuning for a [`PostgresStore`]. The defaults suit one node serving thousands of
+/// concurrent conversations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresOptions {
+    /// Pending writes the queue holds before callers get [`StoreError::Overloaded`]
+    /// (default 8192). Bounded so that a slow database pushes back on clients instead
+    /// of growing memory. Values below 1 count as 1.
+    pub write_queue: usize,
+    /// Most writes committed in one transaction (default 512). Bounds how long one
+    /// commit holds its callers, how long its row locks block other nodes, and how
+    /// much one failed commit takes down with it. Values below 1 count as 1.
+    pub max_batch: usize,
+    /// Read-only connections beside the writer (default 8). Values below 1 count as 1.
+    pub read_connections: u32,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            write_queue: 8192,
+            max_batch: 512,
+            read_connections: 8,
+        }
+    }
+}
+
+/// The PostgreSQL [`Store`]. Open it with [`PostgresStore::connect`].
+///
+/// Every write (`create_conversation`, `apply`, `put_agent`, `remove_agent`,
+/// `put_catalog`, `remove_catalog`, `secret`) is queued to one writer task, which
+/// commits whatever is queued together in one transaction, each write in its own
+/// savepoint: one WAL flush serves many callers, and a write that fails (conflict,
+/// precondition, not found) rolls back only itself. Reads go to a read-only pool and
+/// never wait for the writer.
+///
+/// Beyond the trait's contract, as in SQLite: `create_conversation` fails with
+/// [`StoreError::Conflict`] when the id exists already, and with
+/// [`StoreError::Precondition`] for a state other than `Queued` or `Offline`;
+/// `entries` of an unknown conversation is empty.
+pub struct PostgresStore {
+    /// The writer's queue; `None` once [`Store::shutdown`] began. Only read-locked to
+    /// `try_send`, which never awaits, so the lock is never held across `.await`.
+    writes: RwLock<Option<mpsc::Sender<Request>>>,
+    /// The writer task, awaited by `shutdown` so that everything queued is written.
+    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Read-only connections.
+    reads: PgPool,
+    /// What the store and its writer task share.
+    shared: Arc<Shared>,
+}
+
+/// State shared by the store handle and its writer task.
+struct Shared {
+    /// Told of every committed entry; set once, before the first write.
+    observer: OnceLock<Arc<dyn CommitObserver>>,
+    /// Transactions committed by the writer, for tests and metrics.
+    commits: AtomicU64,
+    /// Batches run again after a deadlock or serialization failure.
+    retries: AtomicU64,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/db`),
+    /// brings its schema up to date and starts the writer task. The database itself
+    /// must exist.
+    pub async fn connect(url: &str, options: PostgresOptions) -> Result<Arc<PostgresStore>> {
+        // The parse error does not repeat the URL, which may hold a password.
+        let base: PgConnectOptions = url
+            .parse()
+            .map_err(|e| StoreError::Unavailable(format!("invalid PostgreSQL URL: {e}")))?;
+        let target = format!(
+            "{}:{}/{}",
+            base.get_host(),
+            base.get_port(),
+            base.get_database().unwrap_or("")
+        );
+
+        let write_options = base.clone().application_name(WRITER_APPLICATION_NAME);
+        let mut conn = open_connection(&write_options).await.map_err(db)?;
+        // Before the writer's session settings: waiting for another node's migration
+        // (an advisory lock) must not be cut short by the writer's lock timeout.
+        MIGRATOR
+            .run(&mut conn)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migrating {target}: {e}")))?;
+        configure_writer(&mut conn).await.map_err(db)?;
+
+        // Read-only sessions: a bug in a read path cannot write behind the writer's
+        // back. Set as a startup parameter, so every pooled connection has it.
+        let read_options = base
+            .application_name(READER_APPLICATION_NAME)
+            .options([("default_transaction_read_only", "on")]);
+        let reads = PgPoolOptions::new()
+            .max_connections(options.read_connections.max(1))
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(read_options)
+            .await
+            .map_err(db)?;
+
+        let shared = Arc::new(Shared {
+            observer: OnceLock::new(),
+            commits: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+        });
+        let (tx, rx) = mpsc::channel(options.write_queue.max(1));
+        let writer = Writer {
+            conn: Some(conn),
+            connect: write_options,
+            requests: rx,
+            max_batch: options.max_batch.max(1),
+            shared: shared.clone(),
+        };
+        let span = tracing::info_span!("transcript_writer", backend = "postgres", %target);
+        let handle = tokio::spawn(writer.run().instrument(span));
+        Ok(Arc::new(PostgresStore {
+            writes: RwLock::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+            reads,
+            shared,
+        }))
+    }
+
+    /// The `synchronous_commit` level in force on the writer's connection (`"on"`),
+    /// asked of that connection itself.
+    pub async fn synchronous_commit(&self) -> Result<String> {
+        match self.write(Op::SynchronousCommit).await? {
+            Output::Setting(value) => Ok(value),
+            other => Err(wrong_answer(&other)),
+        }
+    }
+
+    /// Transactions the writer has committed since the store was connected.
+    pub fn commits(&self) -> u64 {
+        self.shared.commits.load(Ordering::Relaxed)
+    }
+
+    /// Batches the writer ran again because PostgreSQL aborted them as a deadlock
+    /// victim or with a serialization failure, since the store was connected.
+    pub fn retried_batches(&self) -> u64 {
+        self.shared.retries.load(Ordering::Relaxed)
+    }
+
+    /// Queues `op` for the writer and waits for its answer. Never blocks on a full
+    /// queue: that is [`StoreError::Overloaded`], and nothing is written.
+    async fn write(&self, op: Op) -> Result<Output> {
+        let (reply, answer) = oneshot::channel();
+        {
+            // A poisoned lock only means a panic elsewhere while it was held; the
+            // Option inside is still whole.
+            let writes = self.writes.read().unwrap_or_else(PoisonError::into_inner);
+            let Some(tx) = writes.as_ref() else {
+                return Err(StoreError::Unavailable("store is shut down".into()));
+            };
+            tx.try_send(Request { op, reply }).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => {
+                    StoreError::Unavailable("store writer has stopped".into())
+                }
+            })?;
+        }
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("store writer stopped before answering".into()))?
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn set_observer(&self, observer: Arc<dyn CommitObserver>) {
+        if self.shared.observer.set(observer).is_err() {
+            tracing::warn!("commit observer already set; the new one is ignored");
+        }
+    }
+
+    async fn create_conversation(&self, new: NewConversation) -> Result<()> {
+        match self.write(Op::Create(new)).await? {
+            Output::Unit => Ok(()),
+            other => Err(wrong_answer(&other)),
+        }
+    }
+
+    async fn apply(&self, change: Change) -> Result<Applied> {
+        match self.write(Op::Apply(change)).await? {
+            Output::Applied(applied) => Ok(applied),
+            other => Err(wrong_answer(&other)),
+        }
+    }
+
+    async fn conversation(&self, id: ConversationId) -> Result<Option<ConversationRecord>> {
+        let sql = format!("{CONVERSATION_SELECT} WHERE c.id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(conversation_from_row).transpose()
+    }
+
+    async fn entries(
+        &self,
+        id: ConversationId,
+        after: Seq,
+        limit: u32,
+        include_notes: bool,
+    ) -> Result<Vec<StoredEntry>> {
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE conversation_id = "
+        ));
+        q.push_bind(id.to_string())
+            .push(" AND seq > ")
+            .push_bind(to_db(after));
+        if !include_notes {
+            q.push(" AND kind <> ").push_bind(tag(MessageKind::Note)?);
+        }
+        q.push(" ORDER BY seq LIMIT ").push_bind(i64::from(limit));
+        let rows = q.build().fetch_all(&self.reads).await.map_err(db)?;
+        rows.iter().map(|row| entry_from_row(row, id)).collect()
+    }
+
+    async fn conversations(&self, filter: ConversationFilter) -> Result<Vec<ConversationRecord>> {
+        let mut q = QueryBuilder::<Postgres>::new(CONVERSATION_SELECT);
+        q.push(" WHERE TRUE");
+        if let Some(state) = filter.state {
+            q.push(" AND c.state = ").push_bind(tag(state)?);
+        }
+        if let Some(agent) = filter.agent {
+            q.push(" AND c.agent_id = ").push_bind(agent.0);
+        }
+        if let Some(player) = filter.player {
+            q.push(" AND c.player_id = ").push_bind(player.0);
+        }
+        let limit = if filter.limit == 0 {
+            DEFAULT_LIST_LIMIT
+        } else {
+            filter.limit
+        };
+        // Ids are UUIDv7, time-ordered: they break ties between equal timestamps.
+        q.push(" ORDER BY c.created_at DESC, c.id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = q.build().fetch_all(&self.reads).await.map_err(db)?;
+        rows.iter().map(conversation_from_row).collect()
+    }
+
+    async fn open_conversations(&self) -> Result<Vec<ConversationRecord>> {
+        let sql = format!("{CONVERSATION_SELECT} WHERE c.state <> $1 ORDER BY c.created_at, c.id");
+        let rows = sqlx::query(&sql)
+            .bind(tag(ConversationState::Closed)?)
+            .fetch_all(&self.reads)
+            .await
+            .map_err(db)?;
+        rows.iter().map(conversation_from_row).collect()
+    }
+
+    async fn events(&self, id: ConversationId) -> Result<Vec<LifecycleEvent>> {
+        let rows = sqlx::query(
+            "SELECT kind, agent_id, detail, at FROM lifecycle_events \
+             WHERE conversation_id = $1 ORDER BY id",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.reads)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                let detail: String = get(row, "detail")?;
+                Ok(LifecycleEvent {
+                    kind: untag(get(row, "kind")?)?,
+                    agent: get::<Option<String>>(row, "agent_id")?.map(AgentId),
+                    detail: serde_json::from_str(&detail).map_err(corrupt)?,
+                    at: from_db(get(row, "at")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn handoffs(&self, id: ConversationId) -> Result<Vec<Handoff>> {
+        let rows = sqlx::query(
+            "SELECT from_agent, to_target, note, outcome, at FROM handoffs \
+             WHERE conversation_id = $1 ORDER BY id",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.reads)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Handoff {
+                    from: AgentId(get(row, "from_agent")?),
+                    to: get(row, "to_target")?,
+                    note: get(row, "note")?,
+                    outcome: get(row, "outcome")?,
+                    at: from_db(get(row, "at")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn recent_handle_times(&self, limit: u32) -> Result<Vec<(String, u64)>> {
+        // Handle time runs from the first assignment to the close; conversations
+        // that were never assigned (abandoned in the queue) have none.
+        let rows = sqlx::query(
+            "SELECT c.department, c.closed_at, MIN(e.at) AS assigned_at \
+             FROM conversations c \
+             JOIN lifecycle_events e ON e.conversation_id = c.id AND e.kind = $1 \
+             WHERE c.state = $2 AND c.closed_at IS NOT NULL \
+             GROUP BY c.id, c.department, c.closed_at \
+             ORDER BY c.closed_at DESC, c.id DESC LIMIT $3",
+        )
+        .bind(tag(LifecycleKind::Assigned)?)
+        .bind(tag(ConversationState::Closed)?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reads)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                let closed_at: i64 = get(row, "closed_at")?;
+                let assigned_at: i64 = get(row, "assigned_at")?;
+                // Event times come from the caller's clock: never report a negative.
+                Ok((
+                    get(row, "department")?,
+                    from_db(closed_at.saturating_sub(assigned_at)),
+                ))
+            })
+            .collect()
+    }
+
+    async fn put_agent(&self, account: AgentAccount) -> Result<()> {
+        match self.write(Op::PutAgent(account)).await? {
+            Output::Unit => Ok(()),
+            other => Err(wrong_answer(&other)),
+        }
+    }
+
+    async fn agent(&self, id: &AgentId) -> Result<Option<AgentAccount>> {
+        let sql = format!("{AGENT_SELECT} WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(&id.0)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(agent_from_row).transpose()
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentAccount>> {
+        let sql = format!("{AGENT_SELECT} ORDER BY id");
+        let rows = sqlx::query(&sql).fetch_all(&self.reads).await.map_err(db)?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
+    async fn remove_agent(&self, id: &AgentId) -> Result<bool> {
+        match self.write(Op::RemoveAgent(id.clone())).await? {
+            Output::Removed(removed) => Ok(removed),
+            other => Err(wrong_answer(&other)),
+        }
+    }
+
+    async fn catalog(&self, kind: CatalogKind, language: Option<&str>) -> Result<Vec<CatalogItem>> {
+        let rows = sqlx::query(
+            "SELECT kind, language, key, text FROM catalog \
+             WHERE kind = $1 AND ($2::text IS NULL OR language = $2) ORDER BY language, key",
+        )
+        .bind(tag(kind)?)
+        .bind(language)
+        .fetch_all(&self.reads)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok(CatalogItem {
+                    kind: untag(get(row, "kind")?)?,
+                    language: get(row, "language")?,
+                    key: get(row, "key")?,
+                    text: get(row, "text")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_catalog(&self, item: CatalogItem) -> Result<()> {
+        match self.write(Op::PutCatalog(item)).await? {
+            Output::Unit => Ok(()),
+            other => Err(wrong_answer(&other)),
+        }
+    }
+
+    async fn remove_catalog(&self, kind: CatalogKind, language: &str, key: &str) -> Result<bool> {
+        match self
+            .write(Op::RemoveCatalog(kind, language.to_owned(), key.to_owned()))
+            .await?
+        {
+            Output::Removed(removed) => Ok(removed),
+            other => Err(wrong_answer(&other)),
+        }
+    }
+
+    async fn secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>> {
+        match self.write(Op::Secret(name.to_owned(), fresh)).await? {
+            Output::Secret(value) => Ok(value),
+            other => Err(wrong_answer(&other)),
+        }
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reads)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn shutdown(&self) {
+        // Dropping the only sender closes the queue: the writer drains what is
+        // already queued, commits it, answers, and ends.
+        let sender = self
+            .writes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(sender);
+        let handle = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            if let Err(e) = handle.await {
+                tracing::error!(error = %e, "transcript writer task failed");
+            }
+        }
+        self.reads.close().await;
+    }
+}
+
+/// One write, queued for the writer with the channel its answer goes back on.
+struct Request {
+    /// What to do.
+    op: Op,
+    /// Where the answer goes, after the transaction committed (or failed).
+    reply: oneshot::Sender<Result<Output>>,
+}
+
+impl Request {
+    /// Sends the answer to a caller that may have stopped waiting.
+    fn answer(self, result: Result<Output>) {
+        if self.reply.send(result).is_err() {
+            // The caller's task was cancelled. The write is committed (or not)
+            // regardless, and the observer was told; nobody is left to answer.
+            tracing::debug!("a write finished after its caller went away");
+        }
+    }
+}
+
+/// The writes the writer performs.
+// Nearly every queued write is an `Apply`, the largest variant: boxing it would add
+// an allocation per write and make the queue no smaller.
+#[allow(clippy::large_enum_variant)]
+enum Op {
+    /// `create_conversation`.
+    Create(NewConversation),
+    /// `apply`.
+    Apply(Change),
+    /// `put_agent`.
+    PutAgent(AgentAccount),
+    /// `remove_agent`.
+    RemoveAgent(AgentId),
+    /// `secret`: name and fresh bytes.
+    Secret(String, Vec<u8>),
+    /// `put_catalog`.
+    PutCatalog(CatalogItem),
+    /// `remove_catalog`: kind, language, key.
+    RemoveCatalog(CatalogKind, String, String),
+    /// `synchronous_commit`: asked of the write connection, so it goes through the
+    /// writer.
+    SynchronousCommit,
+}
+
+/// The writer's answers, one variant per kind of [`Op`].
+enum Output {
+    /// Done, nothing to say.
+    Unit,
+    /// What an `apply` did.
+    Applied(Applied),
+    /// Whether `remove_agent` or `remove_catalog` removed something.
+    Removed(bool),
+    /// The secret's bytes.
+    Secret(Vec<u8>),
+    /// A session setting's value.
+    Setting(String),
+}
+
+/// An answer of the wrong kind: a bug in this module, reported as unavailable
+/// rather than a panic. Names only the variant: the answer may hold a secret.
+fn wrong_answer(output: &Output) -> StoreError {
+    let kind = match output {
+        Output::Unit => "unit",
+        Output::Applied(_) => "applied",
+        Output::Removed(_) => "removed",
+        Output::Secret(_) => "secret",
+        Output::Setting(_) => "setting",
+    };
+    StoreError::Unavailable(format!("store writer gave an unexpected answer: {kind}"))
+}
+
+/// Why one write inside a batch did not succeed.
+enum Fail {
+    /// The write is refused or failed on its own: its savepoint is rolled back, it is
+    /// answered with this error, and the rest of the batch goes on.
+    Refused(StoreError),
+    /// PostgreSQL aborted the transaction (deadlock victim, serialization failure):
+    /// the whole batch is rolled back and may be run again.
+    Retry(sqlx::Error),
+    /// Inserting the entry hit `entries_client_id`: another transaction stored that
+    /// client id after this write checked for it. Resolved by re-reading it.
+    ClientIdTaken,
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        Fail::Refused(e)
+    }
+}
+
+/// A database failure inside a write: retry the batch, or fail the write alone.
+fn fail(e: sqlx::Error) -> Fail {
+    if is_retryable(&e) {
+        Fail::Retry(e)
+    } else {
+        Fail::Refused(db(e))
+    }
+}
+
+/// Whether PostgreSQL aborted the transaction in a way that running it again can
+/// cure: `40P01` deadlock detected, `40001` serialization failure.
+fn is_retryable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => matches!(d.code().as_deref(), Some("40P01" | "40001")),
+        _ => false,
+    }
+}
+
+/// The writer task: owns this node's only write connection and commits queued writes
+/// in batches. Ends when the queue is closed and drained.
+struct Writer {
+    /// The write connection; `None` after it broke, until the next batch reconnects.
+    conn: Option<PgConnection>,
+    /// How to open it again.
+    connect: PgConnectOptions,
+    /// Queued writes.
+    requests: mpsc::Receiver<Request>,
+    /// Most writes per transaction.
+    max_batch: usize,
+    /// Observer and counters.
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    /// Commits batches until the queue is closed and empty, then closes the connection.
+    async fn run(mut self) {
+        // Capped: `max_batch` is a bound, not a size to allocate up front.
+        let mut batch = Vec::with_capacity(self.max_batch.min(1024));
+        // Waits for one write, then takes whatever else is queued, up to max_batch.
+        while self.requests.recv_many(&mut batch, self.max_batch).await > 0 {
+            self.commit_batch(&mut batch).await;
+        }
+        if let Some(conn) = self.conn.take() {
+            if let Err(e) = conn.close().await {
+                tracing::warn!(error = %e, "closing the write connection failed");
+            }
+        }
+        tracing::debug!("transcript writer stopped");
+    }
+
+    /// Runs every write of `batch` in one transaction (again, after a deadlock, up to
+    /// [`MAX_BATCH_ATTEMPTS`] in all), commits, tells the observer, then answers every
+    /// caller. Leaves `batch` empty.
+    async fn commit_batch(&mut self, batch: &mut Vec<Request>) {
+        let mut attempt = 1;
+        loop {
+            let mut results = Vec::with_capacity(batch.len());
+            let mut committed = Vec::new();
+            let Err(e) = self.run_batch(batch, &mut results, &mut committed).await else {
+                self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                tracing::trace!(
+                    writes = batch.len(),
+                    entries = committed.len(),
+                    "batch committed"
+                );
+                // Observer first, answers after: by the time a sender sees its ack,
+                // its entry is already on its way to every receiver.
+                if !committed.is_empty() {
+                    if let Some(observer) = self.shared.observer.get() {
+                        observer.committed(&committed);
+                    }
+                }
+                for (request, result) in batch.drain(..).zip(results) {
+                    request.answer(result);
+                }
+                return;
+            };
+            self.abandon_transaction().await;
+            if is_retryable(&e) && attempt < MAX_BATCH_ATTEMPTS {
+                attempt += 1;
+                self.shared.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, attempt, writes = batch.len(), "batch retried");
+                tokio::time::sleep(RETRY_BACKOFF * attempt).await;
+                continue;
+            }
+            let message = e.to_string();
+            tracing::error!(error = %message, writes = batch.len(), "batch failed");
+            for request in batch.drain(..) {
+                request.answer(Err(StoreError::Unavailable(message.clone())));
+            }
+            return;
+        }
+    }
+
+    /// Rolls back a failed batch. A connection that cannot even do that is broken
+    /// (or in an unknown state): it is dropped, and the next batch opens a new one.
+    async fn abandon_transaction(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        // ROLLBACK outside a transaction (BEGIN itself failed) is only a warning.
+        if let Err(e) = exec(conn, "ROLLBACK").await {
+            tracing::warn!(error = %e, "rollback failed; reconnecting for the next batch");
+            self.conn = None;
+        }
+    }
+
+    /// The write connection, opened again if the last one broke.
+    async fn connection(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => {
+                let mut conn = open_connection(&self.connect).await?;
+                configure_writer(&mut conn).await?;
+                tracing::info!("write connection reopened");
+                conn
+            }
+        };
+        Ok(self.conn.insert(conn))
+    }
+
+    /// The transaction of one batch. `Err` means the batch as a whole failed and
+    /// nothing of it may be acknowledged; a single write's own failure is in
+    /// `results` and only its savepoint was rolled back.
+    async fn run_batch(
+        &mut self,
+        batch: &[Request],
+        results: &mut Vec<Result<Output>>,
+        committed: &mut Vec<(StoredEntry, u64)>,
+    ) -> Result<(), sqlx::Error> {
+        let conn = self.connection().await?;
+        // Explicit, whatever the database's default: the locking below relies on each
+        // statement seeing what other nodes committed before it started.
+        exec(conn, "BEGIN ISOLATION LEVEL READ COMMITTED").await?;
+        // Every conversation this batch changes, locked now and in id order, so that
+        // two nodes' batches never wait for each other in a cycle.
+        let mut ids: Vec<String> = batch
+            .iter()
+            .filter_map(|request| match &request.op {
+                Op::Apply(change) => Some(change.conversation.to_string()),
+                _ => None,
+            })
+            .collect();
+        if !ids.is_empty() {
+            ids.sort_unstable();
+            ids.dedup();
+            sqlx::query(
+                "SELECT id FROM conversations WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+            )
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?;
+        }
+        for request in batch {
+            exec(conn, "SAVEPOINT op").await?;
+            let mut appended = None;
+            let mut outcome = execute(conn, &request.op, &mut appended).await;
+            if matches!(outcome, Err(Fail::ClientIdTaken)) {
+                // Undo the half-done write (its counter bump), then answer from the
+                // entry that won: the same text is a resend, other text a conflict.
+                exec(conn, "ROLLBACK TO SAVEPOINT op").await?;
+                appended = None;
+                outcome = match &request.op {
+                    Op::Apply(change) => resolve_resend(conn, change).await,
+                    _ => Err(Fail::Refused(StoreError::Unavailable(
+                        "client id violation outside an append".into(),
+                    ))),
+                };
+            }
+            let result = match outcome {
+                Ok(output) => {
+                    exec(conn, "RELEASE SAVEPOINT op").await?;
+                    committed.extend(appended);
+                    Ok(output)
+                }
+                Err(Fail::Retry(e)) => return Err(e),
+                Err(Fail::Refused(e)) => {
+                    exec(conn, "ROLLBACK TO SAVEPOINT op").await?;
+                    exec(conn, "RELEASE SAVEPOINT op").await?;
+                    Err(e)
+                }
+                Err(Fail::ClientIdTaken) => {
+                    exec(conn, "ROLLBACK TO SAVEPOINT op").await?;
+                    exec(conn, "RELEASE SAVEPOINT op").await?;
+                    Err(StoreError::Unavailable(
+                        "client id taken, yet no entry holds it".into(),
+                    ))
+                }
+            };
+            results.push(result);
+        }
+        exec(conn, "COMMIT").await?;
+        Ok(())
+    }
+}
+
+/// Opens one connection, giving up after [`CONNECT_TIMEOUT`].
+async fn open_connection(options: &PgConnectOptions) -> Result<PgConnection, sqlx::Error> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
+        Ok(connected) => connected,
+        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "connecting to PostgreSQL took more than {}s",
+                CONNECT_TIMEOUT.as_secs()
+            ),
+        ))),
+    }
+}
+
+/// The write connection's session settings, set on every (re)connect.
+async fn configure_writer(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    // An acknowledged write must be flushed, whatever the server's default says.
+    exec(conn, "SET synchronous_commit = on").await?;
+    let lock_timeout = format!("SET lock_timeout = '{}ms'", LOCK_TIMEOUT.as_millis());
+    exec(conn, &lock_timeout).await
+}
+
+/// Runs one statement that returns nothing.
+async fn exec(conn: &mut PgConnection, sql: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(sql).execute(&mut *conn).await.map(|_| ())
+}
+
+/// Performs one write inside its savepoint. A new entry it stores is put in
+/// `appended`, with its origin, for the observer.
+async fn execute(
+    conn: &mut PgConnection,
+    op: &Op,
+    appended: &mut Option<(StoredEntry, u64)>,
+) -> Result<Output, Fail> {
+    match op {
+        Op::Create(new) => create_conversation(conn, new).await,
+        Op::Apply(change) => apply_change(conn, change, appended).await,
+        Op::PutAgent(account) => put_agent(conn, account).await,
+        Op::RemoveAgent(id) => {
+            let done = sqlx::query("DELETE FROM agents WHERE id = $1")
+                .bind(&id.0)
+                .execute(&mut *conn)
+                .await
+                .map_err(fail)?;
+            Ok(Output::Removed(done.rows_affected() > 0))
+        }
+        Op::Secret(name, fresh) => {
+            // Get-or-create across nodes: a racing insert of the same name waits for
+            // the first to commit and then does nothing; the read that follows is a
+            // new statement, so it sees whichever insert won.
+            sqlx::query(
+                "INSERT INTO secrets (name, value, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(fresh.as_slice())
+            .bind(to_db(now_ms()))
+            .execute(&mut *conn)
+            .await
+            .map_err(fail)?;
+            let value: Vec<u8> = sqlx::query_scalar("SELECT value FROM secrets WHERE name = $1")
+                .bind(name)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(fail)?;
+            Ok(Output::Secret(value))
+        }
+        Op::PutCatalog(item) => {
+            sqlx::query(
+                "INSERT INTO catalog (kind, language, key, text) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (kind, language, key) DO UPDATE SET text = EXCLUDED.text",
+            )
+            .bind(tag(item.kind)?)
+            .bind(&item.language)
+            .bind(&item.key)
+            .bind(&item.text)
+            .execute(&mut *conn)
+            .await
+            .map_err(fail)?;
+            Ok(Output::Unit)
+        }
+        Op::RemoveCatalog(kind, language, key) => {
+            let done =
+                sqlx::query("DELETE FROM catalog WHERE kind = $1 AND language = $2 AND key = $3")
+                    .bind(tag(*kind)?)
+                    .bind(language)
+                    .bind(key)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(fail)?;
+            Ok(Output::Removed(done.rows_affected() > 0))
+        }
+        Op::SynchronousCommit => {
+            let value: String = sqlx::query_scalar("SHOW synchronous_commit")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(fail)?;
+            Ok(Output::Setting(value))
+        }
+    }
+}
+
+/// Inserts a conversation and its `queued` or `offline` event.
+async fn create_conversation(
+    conn: &mut PgConnection,
+    new: &NewConversation,
+) -> Result<Output, Fail> {
+    let kind = match new.state {
+        ConversationState::Queued => LifecycleKind::Queued,
+        ConversationState::Offline => LifecycleKind::Offline,
+        // A conversation is born waiting; owning or closing it are changes with
+        // their own events, which a creation would skip.
+        ConversationState::Active | ConversationState::Closed => {
+            return Err(StoreError::Precondition.into())
+        }
+    };
+    let id = new.id.to_string();
+    let card = serde_json::to_string(&new.player).map_err(corrupt)?;
+    let inserted = sqlx::query(
+        "INSERT INTO conversations (id, player_id, player_card, department, language, state, \
+         last_seq, last_public_seq, created_at) VALUES ($1, $2, $3, $4, $5, $6, 0, 0, $7)",
+    )
+    .bind(&id)
+    .bind(&new.player.id.0)
+    .bind(card)
+    .bind(&new.department)
+    .bind(&new.language)
+    .bind(tag(new.state)?)
+    .bind(to_db(new.created_at))
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        // Also when another node created the same id first: it waited for that
+        // node's commit, then found the key taken.
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            return Err(StoreError::Conflict.into())
+        }
+        Err(e) => return Err(fail(e)),
+    }
+    let event = LifecycleEvent {
+        kind,
+        agent: None,
+        detail: serde_json::json!({
+            "department": new.department,
+            "language": new.language,
+        }),
+        at: new.created_at,
+    };
+    insert_event(conn, &id, &event).await?;
+    Ok(Output::Unit)
+}
+
+/// Applies one [`Change`] (the caller holds its savepoint).
+async fn apply_change(
+    conn: &mut PgConnection,
+    change: &Change,
+    appended: &mut Option<(StoredEntry, u64)>,
+) -> Result<Output, Fail> {
+    let id = change.conversation.to_string();
+    // Locked: the checks below are made on the row as it is, and stay true until
+    // this transaction commits, whatever other nodes do meanwhile.
+    let row = sqlx::query(
+        "SELECT state, agent_id, last_seq, last_public_seq, closed_at, close_reason, rating, \
+         rating_comment, department FROM conversations WHERE id = $1 FOR NO KEY UPDATE",
+    )
+    .bind(&id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(fail)?;
+    let Some(row) = row else {
+        return Err(StoreError::NotFound.into());
+    };
+
+    // A resend is answered before anything else is looked at: the change it belongs
+    // to was applied when the original was stored, and must not apply twice. A new
+    // statement under the row lock: it sees every entry another node committed.
+    if let Some(entry) = &change.entry {
+        if let Some(original) = stored_under_client_id(conn, change.conversation, entry).await? {
+            return resend_answer(original, entry);
+        }
+    }
+
+    let mut state: ConversationState = untag(get(&row, "state")?)?;
+    let mut agent: Option<String> = get(&row, "agent_id")?;
+    let last_seq = from_db(get(&row, "last_seq")?);
+    let last_public_seq = from_db(get(&row, "last_public_seq")?);
+    let mut closed_at: Option<i64> = get(&row, "closed_at")?;
+    let mut close_reason: Option<String> = get(&row, "close_reason")?;
+    let mut rating: Option<i32> = get(&row, "rating")?;
+    let mut rating_comment: Option<String> = get(&row, "rating_comment")?;
+    let mut department: String = get(&row, "department")?;
+
+    if let Some(expect) = &change.expect {
+        if expect.state != state || expect.agent.as_ref().map(|a| a.0.as_str()) != agent.as_deref()
+        {
+            return Err(StoreError::Precondition.into());
+        }
+    }
+    if let Some((score, comment)) = &change.rating {
+        if rating.is_some() || !(1..=5).contains(score) {
+            return Err(StoreError::Precondition.into());
+        }
+        rating = Some(i32::from(*score));
+        rating_comment.clone_from(comment);
+    }
+    if let Some(set) = &change.set {
+        if set.state == ConversationState::Closed {
+            if state != ConversationState::Closed {
+                closed_at = Some(to_db(now_ms()));
+                close_reason.clone_from(&set.close_reason);
+            } else if set.close_reason.is_some() {
+                close_reason.clone_from(&set.close_reason);
+            }
+        } else {
+            closed_at = None;
+            close_reason = None;
+        }
+        state = set.state;
+        agent = set.agent.as_ref().map(|a| a.0.clone());
+        if let Some(moved) = &set.department {
+            department.clone_from(moved);
+        }
+    }
+
+    let mut seq = last_seq;
+    if change.set.is_some() || change.entry.is_some() || change.rating.is_some() {
+        let step = i64::from(change.entry.is_some());
+        let public = change
+            .entry
+            .as_ref()
+            .is_some_and(|e| e.kind != MessageKind::Note);
+        // The counter moves in the database, not from the value read: the number
+        // handed out is the one the row holds after this UPDATE.
+        let bumped = sqlx::query(
+            "UPDATE conversations SET last_seq = last_seq + $2, \
+             last_public_seq = CASE WHEN $3 THEN last_seq + $2 ELSE last_public_seq END, \
+             state = $4, agent_id = $5, closed_at = $6, close_reason = $7, rating = $8, \
+             rating_comment = $9, department = $10 WHERE id = $1 RETURNING last_seq",
+        )
+        .bind(&id)
+        .bind(step)
+        .bind(public)
+        .bind(tag(state)?)
+        .bind(agent)
+        .bind(closed_at)
+        .bind(close_reason)
+        .bind(rating)
+        .bind(rating_comment)
+        .bind(department)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(fail)?;
+        seq = from_db(get(&bumped, "last_seq")?);
+        // Cannot happen while the row is locked; refuse rather than store an entry
+        // whose `prev_public` would be wrong.
+        if seq != last_seq + from_db(step) {
+            return Err(StoreError::Unavailable(format!(
+                "conversation {id} moved under its row lock: read {last_seq}, now {seq}"
+            ))
+            .into());
+        }
+    }
+
+    let mut outcome = Applied::default();
+    if let Some(entry) = &change.entry {
+        let stored = StoredEntry {
+            conversation: change.conversation,
+            seq,
+            prev_public: last_public_seq,
+            kind: entry.kind,
+            sender: entry.sender.clone(),
+            text: entry.text.clone(),
+            client_id: entry.client_id.clone(),
+            event: entry.event.clone(),
+            at: now_ms(),
+        };
+        insert_entry(conn, &id, &stored).await?;
+        *appended = Some((stored.clone(), entry.origin));
+        outcome.appended = Some(Appended {
+            entry: stored,
+            duplicate: false,
+        });
+    }
+    for event in &change.events {
+        insert_event(conn, &id, event).await?;
+    }
+    if let Some(handoff) = &change.handoff {
+        sqlx::query(
+            "INSERT INTO handoffs (conversation_id, from_agent, to_target, note, outcome, at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(&handoff.from.0)
+        .bind(&handoff.to)
+        .bind(&handoff.note)
+        .bind(&handoff.outcome)
+        .bind(to_db(handoff.at))
+        .execute(&mut *conn)
+        .await
+        .map_err(fail)?;
+    }
+    Ok(Output::Applied(outcome))
+}
+
+/// After an insert lost the race for its client id (the savepoint is rolled back):
+/// the entry that won decides. Nothing else of the change is applied, as for any
+/// resend.
+async fn resolve_resend(conn: &mut PgConnection, change: &Change) -> Result<Output, Fail> {
+    let Some(entry) = &change.entry else {
+        return Err(StoreError::Unavailable("client id violation without an entry".into()).into());
+    };
+    match stored_under_client_id(conn, change.conversation, entry).await? {
+        Some(original) => resend_answer(original, entry),
+        None => Err(Fail::ClientIdTaken),
+    }
+}
+
+/// The entry stored under `entry`'s sender and client id in this conversation, if
+/// any (none for entries without a client id).
+async fn stored_under_client_id(
+    conn: &mut PgConnection,
+    conversation: ConversationId,
+    entry: &NewEntry,
+) -> Result<Option<StoredEntry>, Fail> {
+    let Some(client_id) = &entry.client_id else {
+        return Ok(None);
+    };
+    let row = sqlx::query(&format!(
+        "SELECT {ENTRY_COLUMNS} FROM entries \
+         WHERE conversation_id = $1 AND sender_id = $2 AND client_id = $3"
+    ))
+    .bind(conversation.to_string())
+    .bind(&entry.sender.id)
+    .bind(client_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(fail)?;
+    Ok(row
+        .as_ref()
+        .map(|row| entry_from_row(row, conversation))
+        .transpose()?)
+}
+
+/// The answer to an entry whose client id is stored already: the original, marked
+/// duplicate, when the text is the same; `Conflict` when it is not.
+fn resend_answer(original: StoredEntry, entry: &NewEntry) -> Result<Output, Fail> {
+    if original.text != entry.text {
+        return Err(StoreError::Conflict.into());
+    }
+    Ok(Output::Applied(Applied {
+        appended: Some(Appended {
+            entry: original,
+            duplicate: true,
+        }),
+    }))
+}
+
+/// Inserts one transcript entry. Its client id being taken is [`Fail::ClientIdTaken`].
+async fn insert_entry(conn: &mut PgConnection, id: &str, entry: &StoredEntry) -> Result<(), Fail> {
+    let inserted = sqlx::query(
+        "INSERT INTO entries (conversation_id, seq, prev_public, kind, sender_role, sender_id, \
+         sender_name, body, client_id, event, at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(id)
+    .bind(to_db(entry.seq))
+    .bind(to_db(entry.prev_public))
+    .bind(tag(entry.kind)?)
+    .bind(tag(entry.sender.role)?)
+    .bind(&entry.sender.id)
+    .bind(&entry.sender.name)
+    .bind(&entry.text)
+    .bind(&entry.client_id)
+    .bind(&entry.event)
+    .bind(to_db(entry.at))
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e))
+            if e.is_unique_violation() && e.constraint() == Some("entries_client_id") =>
+        {
+            Err(Fail::ClientIdTaken)
+        }
+        Err(e) => Err(fail(e)),
+    }
+}
+
+/// Inserts one lifecycle event.
+async fn insert_event(
+    conn: &mut PgConnection,
+    id: &str,
+    event: &LifecycleEvent,
+) -> Result<(), Fail> {
+    sqlx::query(
+        "INSERT INTO lifecycle_events (conversation_id, kind, agent_id, detail, at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(tag(event.kind)?)
+    .bind(event.agent.as_ref().map(|a| a.0.as_str()))
+    .bind(event.detail.to_string())
+    .bind(to_db(event.at))
+    .execute(&mut *conn)
+    .await
+    .map_err(fail)?;
+    Ok(())
+}
+
+/// Creates or replaces an account.
+async fn put_agent(conn: &mut PgConnection, account: &AgentAccount) -> Result<Output, Fail> {
+    sqlx::query(
+        "INSERT INTO agents (id, name, password_hash, role, languages, departments, capacity, \
+         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, \
+         password_hash = EXCLUDED.password_hash, role = EXCLUDED.role, \
+         languages = EXCLUDED.languages, departments = EXCLUDED.departments, \
+         capacity = EXCLUDED.capacity, created_at = EXCLUDED.created_at",
+    )
+    .bind(&account.id.0)
+    .bind(&account.name)
+    .bind(&account.password_hash)
+    .bind(tag(account.role)?)
+    .bind(serde_json::to_string(&account.languages).map_err(corrupt)?)
+    .bind(serde_json::to_string(&account.departments).map_err(corrupt)?)
+    .bind(i64::from(account.capacity))
+    .bind(to_db(account.created_at))
+    .execute(&mut *conn)
+    .await
+    .map_err(fail)?;
+    Ok(Output::Unit)
+}
+
+/// The columns of a [`ConversationRecord`]; `first_seq` is NULL when no entry is stored.
+const CONVERSATION_SELECT: &str = "SELECT c.id, c.player_id, c.player_card, c.department, \
+     c.language, c.state, c.agent_id, c.last_seq, c.last_public_seq, c.created_at, \
+     c.closed_at, c.close_reason, c.rating, c.rating_comment, \
+     (SELECT MIN(e.seq) FROM entries e WHERE e.conversation_id = c.id) AS first_seq \
+     FROM conversations c";
+
+/// The columns of a [`StoredEntry`], as [`entry_from_row`] reads them.
+const ENTRY_COLUMNS: &str =
+    "seq, prev_public, kind, sender_role, sender_id, sender_name, body, client_id, event, at";
+
+/// The columns of an [`AgentAccount`].
+const AGENT_SELECT: &str = "SELECT id, name, password_hash, role, languages, departments, \
+     capacity, created_at FROM agents";
+
+/// Decodes a row of [`CONVERSATION_SELECT`].
+fn conversation_from_row(row: &PgRow) -> Result<ConversationRecord> {
+    let id: String = get(row, "id")?;
+    let card: String = get(row, "player_card")?;
+    let last_seq = from_db(get(row, "last_seq")?);
+    let rating: Option<i32> = get(row, "rating")?;
+    Ok(ConversationRecord {
+        summary: ConversationSummary {
+            id: id.parse().map_err(corrupt)?,
+            state: untag(get(row, "state")?)?,
+            department: get(row, "department")?,
+            language: get(row, "language")?,
+            player: PlayerId(get(row, "player_id")?),
+            agent: get::<Option<String>>(row, "agent_id")?.map(AgentId),
+            last_seq,
+            last_public_seq: from_db(get(row, "last_public_seq")?),
+            created_at: from_db(get(row, "created_at")?),
+            closed_at: get::<Option<i64>>(row, "closed_at")?.map(from_db),
+            rating: rating
+                .map(|r| u8::try_from(r).map_err(corrupt))
+                .transpose()?,
+        },
+        player: serde_json::from_str::<PlayerCard>(&card).map_err(corrupt)?,
+        first_seq: get::<Option<i64>>(row, "first_seq")?.map_or(last_seq + 1, from_db),
+        close_reason: get(row, "close_reason")?,
+        rating_comment: get(row, "rating_comment")?,
+    })
+}
+
+/// Decodes a row of [`ENTRY_COLUMNS`].
+fn entry_from_row(row: &PgRow, conversation: ConversationId) -> Result<StoredEntry> {
+    Ok(StoredEntry {
+        conversation,
+        seq: from_db(get(row, "seq")?),
+        prev_public: from_db(get(row, "prev_public")?),
+        kind: untag(get(row, "kind")?)?,
+        sender: Participant {
+            role: untag(get(row, "sender_role")?)?,
+            id: get(row, "sender_id")?,
+            name: get(row, "sender_name")?,
+        },
+        text: get(row, "body")?,
+        client_id: get(row, "client_id")?,
+        event: get(row, "event")?,
+        at: from_db(get(row, "at")?),
+    })
+}
+
+/// Decodes a row of [`AGENT_SELECT`].
+fn agent_from_row(row: &PgRow) -> Result<AgentAccount> {
+    let languages: String = get(row, "languages")?;
+    let departments: String = get(row, "departments")?;
+    let capacity: i64 = get(row, "capacity")?;
+    Ok(AgentAccount {
+        id: AgentId(get(row, "id")?),
+        name: get(row, "name")?,
+        password_hash: get(row, "password_hash")?,
+        role: untag(get(row, "role")?)?,
+        languages: serde_json::from_str(&languages).map_err(corrupt)?,
+        departments: serde_json::from_str(&departments).map_err(corrupt)?,
+        capacity: u32::try_from(capacity).map_err(corrupt)?,
+        created_at: from_db(get(row, "created_at")?),
+    })
+}
+
+/// One column of a row.
+fn get<'r, T>(row: &'r PgRow, column: &str) -> Result<T>
+where
+    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+{
+    row.try_get(column).map_err(db)
+}
+
+/// An enum's snake_case serde name, as stored.
+fn tag<T: Serialize>(value: T) -> Result<String> {
+    match serde_json::to_value(value).map_err(corrupt)? {
+        serde_json::Value::String(s) => Ok(s),
+        other => Err(StoreError::Unavailable(format!(
+            "not a unit enum variant: {other}"
+        ))),
+    }
+}
+
+/// An enum from its stored snake_case serde name.
+fn untag<T: DeserializeOwned>(name: String) -> Result<T> {
+    serde_json::from_value(serde_json::Value::String(name)).map_err(corrupt)
+}
+
+/// A `u64` (sequence number, Unix ms) as the signed 64-bit integer SQL stores.
+/// Neither comes anywhere near `i64::MAX`; saturate rather than wrap if one did.
+fn to_db(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A stored integer as a `u64`; negatives (which this store never writes) read as 0.
+fn from_db(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// A database failure.
+fn db(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// A value that does not decode: the database was changed by something else.
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("corrupt stored value: {e}"))
+}

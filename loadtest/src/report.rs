@@ -1,0 +1,560 @@
+//! What a run leaves behind: a JSON result, a human summary with ratios between
+//! the servers, and an SVG plot (latency against offered load, one line per
+//! server). Pure formatting: the scenarios measure, this writes.
+
+use crate::churn::ChurnResult;
+use crate::idle::IdleResult;
+use crate::relay::RelayResult;
+use crate::stats::ms;
+use crate::target::TargetKind;
+use anyhow::Context;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `relay`, `idle`, `churn`, `smoke` or `table`.
+    pub scenario: String,
+    /// When the run started, Unix milliseconds.
+    pub started_unix_ms: u64,
+    /// Where it ran.
+    pub machine: Machine,
+    /// The scenario's settings.
+    pub config: serde_json::Value,
+    /// Relay results, one per server.
+    pub relay: Vec<RelayResult>,
+    /// Idle results, one per server.
+    pub idle: Vec<IdleResult>,
+    /// Churn results, one per server.
+    pub churn: Vec<ChurnResult>,
+    /// Servers that failed to start or a scenario that failed, with why.
+    pub failures: Vec<String>,
+}
+
+/// The machine a run measured on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// Cores the machine has.
+    pub cores: usize,
+    /// The CPUs the generator may run on (`Cpus_allowed_list`).
+    pub generator_cpus: String,
+    /// The CPUs the servers were pinned to, if pinned.
+    pub server_cpus: Option<String>,
+    /// `uname -r`-like kernel release, when readable.
+    pub kernel: String,
+}
+
+impl Machine {
+    /// Reads the machine's description.
+    pub fn detect(server_cpus: Option<String>) -> Self {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let generator_cpus = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        Self {
+            cores: std::fs::read_to_string("/proc/cpuinfo")
+                .map(|c| c.lines().filter(|l| l.starts_with("processor")).count())
+                .unwrap_or(0),
+            generator_cpus,
+            server_cpus,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        }
+    }
+}
+
+impl Report {
+    /// An empty report for a scenario with these settings.
+    pub fn new(scenario: &str, machine: Machine, config: serde_json::Value) -> Self {
+        Self {
+            scenario: scenario.to_string(),
+            started_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            machine,
+            config,
+            relay: Vec::new(),
+            idle: Vec::new(),
+            churn: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    /// Writes `result.json`, `summary.txt` and `plot.svg` (or `plot-<kind>.svg`
+    /// when the report holds several scenarios) into `dir`.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(dir.join("result.json"), serde_json::to_string_pretty(self)?)?;
+        std::fs::write(dir.join("summary.txt"), self.summary())?;
+        let kinds = [
+            !self.relay.is_empty(),
+            !self.idle.is_empty(),
+            !self.churn.is_empty(),
+        ]
+        .iter()
+        .filter(|&&b| b)
+        .count();
+        let name = |kind: &str| {
+            if kinds > 1 {
+                dir.join(format!("plot-{kind}.svg"))
+            } else {
+                dir.join("plot.svg")
+            }
+        };
+        if !self.relay.is_empty() {
+            plot_relay(&self.relay, &name("relay"))?;
+        }
+        if !self.idle.is_empty() {
+            plot_idle(&self.idle, &name("idle"))?;
+        }
+        if !self.churn.is_empty() {
+            plot_churn(&self.churn, &name("churn"))?;
+        }
+        Ok(())
+    }
+
+    /// The human summary: one table per scenario, then the ratios.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let m = &self.machine;
+        let _ = writeln!(
+            s,
+            "{} run: {} cores, generator on CPUs {}, servers on {}",
+            self.scenario,
+            m.cores,
+            m.generator_cpus,
+            m.server_cpus.as_deref().unwrap_or("any CPU")
+        );
+        if !self.relay.is_empty() {
+            s.push_str(&relay_summary(&self.relay));
+        }
+        if !self.idle.is_empty() {
+            s.push_str(&idle_summary(&self.idle));
+        }
+        if !self.churn.is_empty() {
+            s.push_str(&churn_summary(&self.churn));
+        }
+        for f in &self.failures {
+            let _ = writeln!(s, "FAILED: {f}");
+        }
+        s
+    }
+}
+
+// `write!` to a String cannot fail; the results are ignored throughout.
+
+fn relay_summary(results: &[RelayResult]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\nrelay (latency from scheduled send time to receipt, ms)"
+    );
+    let _ = writeln!(
+        s,
+        "{:<9} {:>6} {:>9} {:>10} {:>7} {:>7} {:>7} {:>8} {:>8} {:>7} {:>7} {:>6} {:>4} {:>4} {:>4}",
+        "target", "convs", "offered/s", "delivered/s", "p50", "p99", "p99.9", "max", "cpu µs/m", "srv cpu", "gen cpu", "lost", "dup", "ooo", "err"
+    );
+    for r in results {
+        for st in &r.steps {
+            let _ = writeln!(
+                s,
+                "{:<9} {:>6} {:>9.0} {:>11.0} {:>7} {:>7} {:>7} {:>8} {:>8.1} {:>7.2} {:>7.2} {:>6} {:>4} {:>4} {:>4}",
+                r.target.name(),
+                r.conversations,
+                st.offered_per_sec,
+                st.delivered_per_sec,
+                ms(st.latency.p50_us),
+                ms(st.latency.p99_us),
+                ms(st.latency.p999_us),
+                ms(st.latency.max_us),
+                st.server_cpu_us_per_msg,
+                st.server_cpu_cores,
+                st.generator_cpu_cores,
+                st.lost,
+                st.duplicated,
+                st.out_of_order + st.seq_regressions,
+                st.errors.values().sum::<u64>(),
+            );
+            if !st.errors.is_empty() {
+                let _ = writeln!(s, "          errors: {:?}", st.errors);
+            }
+        }
+    }
+    for r in results {
+        let _ = writeln!(
+            s,
+            "{}: highest offered load within the p99 objective: {}; server RSS with all conversations {:.1} MiB over {} sockets",
+            r.target.name(),
+            r.max_offered_within_slo.map_or("none".to_string(), |v| format!("{v:.0} msg/s")),
+            r.server_rss_bytes as f64 / 1048576.0,
+            r.sockets
+        );
+    }
+    if let Some(p) = results.iter().find(|r| r.target == TargetKind::Pitboss) {
+        for other in results.iter().filter(|r| r.target != TargetKind::Pitboss) {
+            for st in &p.steps {
+                if let Some(o) = other
+                    .steps
+                    .iter()
+                    .find(|o| o.offered_per_sec == st.offered_per_sec)
+                {
+                    let _ = writeln!(
+                        s,
+                        "pitboss / {} at {:.0} msg/s: p99 {} , CPU per message {}",
+                        other.target.name(),
+                        st.offered_per_sec,
+                        ratio(st.latency.p99_us as f64, o.latency.p99_us as f64),
+                        ratio(st.server_cpu_us_per_msg, o.server_cpu_us_per_msg),
+                    );
+                }
+            }
+        }
+    }
+    s
+}
+
+fn idle_summary(results: &[IdleResult]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\nidle (server RSS per connection = (RSS with C − RSS with none) / C)"
+    );
+    let _ = writeln!(
+        s,
+        "{:<9} {:>8} {:>8} {:>6} {:>8} {:>11} {:>13} {:>9} {:>8} {:>8}",
+        "target",
+        "asked",
+        "held",
+        "failed",
+        "workers",
+        "base MiB",
+        "loaded MiB",
+        "KiB/conn",
+        "connect s",
+        "idle cpu"
+    );
+    for r in results {
+        let _ = writeln!(
+            s,
+            "{:<9} {:>8} {:>8} {:>6} {:>8} {:>11.1} {:>13.1} {:>9.2} {:>8.1} {:>8.3}",
+            r.target.name(),
+            r.connections,
+            r.alive_at_end,
+            r.failed,
+            r.workers,
+            r.server_rss_base_bytes as f64 / 1048576.0,
+            r.server_rss_loaded_bytes as f64 / 1048576.0,
+            r.rss_per_connection_bytes / 1024.0,
+            r.connect_secs,
+            r.server_cpu_cores_idle
+        );
+        if let Some(e) = &r.first_error {
+            let _ = writeln!(s, "          first error: {e}");
+        }
+    }
+    if let Some(p) = results.iter().find(|r| r.target == TargetKind::Pitboss) {
+        for o in results.iter().filter(|r| r.target != TargetKind::Pitboss) {
+            let _ = writeln!(
+                s,
+                "pitboss / {}: memory per connection {}",
+                o.target.name(),
+                ratio(p.rss_per_connection_bytes, o.rss_per_connection_bytes)
+            );
+        }
+    }
+    s
+}
+
+fn churn_summary(results: &[ChurnResult]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\nchurn (from the player's start to assigned, ms; `free`: players who found a free agent and nobody waiting)"
+    );
+    let _ = writeln!(
+        s,
+        "{:<9} {:>6} {:>8} {:>8} {:>6} {:>7} {:>7} {:>8} {:>13} {:>10} {:>6} {:>5} {:>7} {:>4}",
+        "target",
+        "λ/s",
+        "arrived",
+        "assigned",
+        "unasg",
+        "p50",
+        "p99",
+        "max",
+        "free p50/p99",
+        "decide p99",
+        "queue",
+        "fifo",
+        "srv cpu",
+        "err"
+    );
+    for r in results {
+        for st in &r.steps {
+            let _ = writeln!(
+                s,
+                "{:<9} {:>6} {:>8} {:>8} {:>6} {:>7} {:>7} {:>8} {:>13} {:>10} {:>6} {:>5} {:>7.3} {:>4}",
+                r.target.name(),
+                st.arrival_rate,
+                st.arrivals,
+                st.assigned,
+                st.unassigned,
+                ms(st.assign_latency.p50_us),
+                ms(st.assign_latency.p99_us),
+                ms(st.assign_latency.max_us),
+                format!(
+                    "{}/{}",
+                    ms(st.free_agent_assign_latency.p50_us),
+                    ms(st.free_agent_assign_latency.p99_us)
+                ),
+                ms(st.decide_latency.p99_us),
+                st.max_queue_position,
+                st.fifo_violations,
+                st.server_cpu_cores,
+                st.errors.values().sum::<u64>()
+            );
+            if !st.errors.is_empty() {
+                let _ = writeln!(s, "          errors: {:?}", st.errors);
+            }
+        }
+    }
+    if let Some(p) = results.iter().find(|r| r.target == TargetKind::Pitboss) {
+        for o in results.iter().filter(|r| r.target != TargetKind::Pitboss) {
+            for st in &p.steps {
+                if let Some(os) = o.steps.iter().find(|x| x.arrival_rate == st.arrival_rate) {
+                    let _ = writeln!(
+                        s,
+                        "pitboss / {} at λ={}: assignment p99 {}, to a free agent p99 {}",
+                        o.target.name(),
+                        st.arrival_rate,
+                        ratio(
+                            st.assign_latency.p99_us as f64,
+                            os.assign_latency.p99_us as f64
+                        ),
+                        ratio(
+                            st.free_agent_assign_latency.p99_us as f64,
+                            os.free_agent_assign_latency.p99_us as f64
+                        )
+                    );
+                }
+            }
+        }
+    }
+    s
+}
+
+/// `a / b` as `1.23×`, or `n/a` when `b` is zero.
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}×", a / b)
+    } else {
+        "n/a".into()
+    }
+}
+
+/// The colour of a server's line, the same in every plot.
+fn colour(kind: TargetKind) -> plotters::style::RGBColor {
+    use plotters::style::RGBColor;
+    match kind {
+        TargetKind::Pitboss => RGBColor(0xc0, 0x39, 0x2b),
+        TargetKind::Bare => RGBColor(0x27, 0x6f, 0xbf),
+        TargetKind::Socketio => RGBColor(0x2e, 0x8b, 0x57),
+    }
+}
+
+/// One line of a plot: its label, colour, dashed or not, and its points.
+struct Line {
+    label: String,
+    kind: TargetKind,
+    thin: bool,
+    points: Vec<(f64, f64)>,
+}
+
+fn plot_relay(results: &[RelayResult], path: &Path) -> anyhow::Result<()> {
+    let mut lines = Vec::new();
+    for r in results {
+        for (label, thin, pick) in [
+            (
+                "p99",
+                false,
+                (|s: &crate::relay::RelayStep| s.latency.p99_us) as fn(&_) -> u64,
+            ),
+            ("p50", true, |s| s.latency.p50_us),
+        ] {
+            lines.push(Line {
+                label: format!("{} {label}", r.target.name()),
+                kind: r.target,
+                thin,
+                points: r
+                    .steps
+                    .iter()
+                    .map(|s| (s.offered_per_sec, pick(s) as f64 / 1000.0))
+                    .collect(),
+            });
+        }
+    }
+    plot(
+        path,
+        "Relay: delivery latency against offered load",
+        "offered load (messages/s)",
+        "latency (ms, log)",
+        &lines,
+        true,
+    )
+}
+
+fn plot_churn(results: &[ChurnResult], path: &Path) -> anyhow::Result<()> {
+    let mut lines = Vec::new();
+    for r in results {
+        for (label, thin, pick) in [
+            (
+                "p99",
+                false,
+                (|s: &crate::churn::ChurnStep| s.assign_latency.p99_us) as fn(&_) -> u64,
+            ),
+            ("p50", true, |s| s.assign_latency.p50_us),
+        ] {
+            lines.push(Line {
+                label: format!("{} {label}", r.target.name()),
+                kind: r.target,
+                thin,
+                points: r
+                    .steps
+                    .iter()
+                    .map(|s| (s.arrival_rate, pick(s) as f64 / 1000.0))
+                    .collect(),
+            });
+        }
+    }
+    plot(
+        path,
+        "Queue churn: arrival-to-assignment latency against arrival rate",
+        "arrival rate λ (players/s)",
+        "latency (ms, log)",
+        &lines,
+        true,
+    )
+}
+
+fn plot_idle(results: &[IdleResult], path: &Path) -> anyhow::Result<()> {
+    let lines: Vec<Line> = results
+        .iter()
+        .map(|r| Line {
+            label: format!(
+                "{} ({:.1} KiB/conn)",
+                r.target.name(),
+                r.rss_per_connection_bytes / 1024.0
+            ),
+            kind: r.target,
+            thin: false,
+            points: vec![
+                (0.0, r.server_rss_base_bytes as f64 / 1048576.0),
+                (
+                    r.connected as f64,
+                    r.server_rss_loaded_bytes as f64 / 1048576.0,
+                ),
+            ],
+        })
+        .collect();
+    plot(
+        path,
+        "Idle: server RSS against connections held",
+        "connections",
+        "server RSS (MiB)",
+        &lines,
+        false,
+    )
+}
+
+/// Draws lines with markers. With `log_y` the y axis is logarithmic (latencies
+/// span orders of magnitude between an idle relay and a saturated one).
+fn plot(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    lines: &[Line],
+    log_y: bool,
+) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let pts = || lines.iter().flat_map(|l| l.points.iter().copied());
+    let x_max = pts().map(|p| p.0).fold(0.0, f64::max).max(1.0) * 1.05;
+    let x_min = 0.0;
+    let floor = 0.01; // 10 µs: below any loopback round trip.
+    let y_max = pts().map(|p| p.1).fold(0.0, f64::max).max(floor) * 1.5;
+    let y_min = if log_y {
+        pts()
+            .map(|p| p.1.max(floor))
+            .fold(f64::INFINITY, f64::min)
+            .min(y_max / 10.0)
+            / 1.5
+    } else {
+        0.0
+    };
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let draw = |err: &dyn std::fmt::Debug| anyhow::anyhow!("drawing {}: {err:?}", path.display());
+    let mut builder = ChartBuilder::on(&root);
+    builder
+        .caption(title, ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(64);
+    macro_rules! finish {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_desc(x_desc)
+                .y_desc(y_desc)
+                .draw()
+                .map_err(|e| draw(&e))?;
+            for l in lines {
+                let c = colour(l.kind);
+                let style = if l.thin {
+                    c.mix(0.6).stroke_width(1)
+                } else {
+                    c.stroke_width(2)
+                };
+                let pts: Vec<(f64, f64)> = l
+                    .points
+                    .iter()
+                    .map(|&(x, y)| (x, if log_y { y.max(floor) } else { y }))
+                    .collect();
+                chart
+                    .draw_series(LineSeries::new(pts.clone(), style))
+                    .map_err(|e| draw(&e))?
+                    .label(l.label.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+                chart
+                    .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                    .map_err(|e| draw(&e))?;
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| draw(&e))?;
+        }};
+    }
+    if log_y {
+        finish!(builder
+            .build_cartesian_2d(x_min..x_max, (y_min..y_max).log_scale())
+            .map_err(|e| draw(&e))?);
+    } else {
+        finish!(builder
+            .build_cartesian_2d(x_min..x_max, y_min..y_max)
+            .map_err(|e| draw(&e))?);
+    }
+    root.present().map_err(|e| draw(&e))?;
+    Ok(())
+}

@@ -1,0 +1,397 @@
+//! The servers under test: starting one (Pitboss, the bare relay or the Socket.IO
+//! relay) as a child process on a free loopback port, creating Pitboss agents
+//! through its CLI, and stopping it again by its process id. It does not talk
+//! WebSocket; `wire` does.
+
+use crate::procstat::ProcStats;
+use anyhow::{bail, Context};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Which server a run drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    /// The `pitboss` binary, on a fresh data directory.
+    Pitboss,
+    /// `bare-relay`: tokio-tungstenite pairing two sockets, the stack's limit.
+    Bare,
+    /// `node socketio/server.js`: Socket.IO 4 with rooms.
+    Socketio,
+}
+
+impl TargetKind {
+    /// Every target, in the order a run drives them.
+    pub const ALL: [TargetKind; 3] = [TargetKind::Pitboss, TargetKind::Bare, TargetKind::Socketio];
+
+    /// The name used in reports and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetKind::Pitboss => "pitboss",
+            TargetKind::Bare => "bare",
+            TargetKind::Socketio => "socketio",
+        }
+    }
+}
+
+/// Where the servers' programs are and how to run them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TargetOptions {
+    /// The pitboss binary. [default: `pitboss` beside this program, as cargo builds it]
+    #[arg(long, global = true)]
+    pub pitboss_bin: Option<PathBuf>,
+    /// The bare-relay binary. [default: `bare-relay` beside this program]
+    #[arg(long, global = true)]
+    pub bare_bin: Option<PathBuf>,
+    /// The Node.js program.
+    #[arg(long, global = true, default_value = "node")]
+    pub node: String,
+    /// The directory of the Socket.IO relay (with `npm ci` done in it).
+    /// [default: loadtest/socketio of this workspace]
+    #[arg(long, global = true)]
+    pub socketio_dir: Option<PathBuf>,
+    /// Pin the server under test to these CPUs (a `taskset -c` list, such as `1`),
+    /// so that it and the generator do not compete for a core.
+    #[arg(long, global = true)]
+    pub server_cpus: Option<String>,
+    /// Extra arguments for `pitboss serve`.
+    #[arg(long, global = true, allow_hyphen_values = true)]
+    pub pitboss_arg: Vec<String>,
+}
+
+/// The password of every agent the generator creates; the server is throwaway.
+const AGENT_PASSWORD: &str = "loadtest-password";
+
+/// Log lines kept from a server, to show when it fails. Bounded: a busy server
+/// could log without end.
+const LOG_LINES: usize = 200;
+
+/// How long a server may take to print `listening on`.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running server under test. Dropping it stops the process.
+pub struct Target {
+    /// Which server.
+    pub kind: TargetKind,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Child,
+    /// Pitboss's data directory, removed when the target is dropped.
+    data_dir: Option<tempfile::TempDir>,
+    pitboss_bin: PathBuf,
+    log: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl Target {
+    /// Starts the server and waits until it listens.
+    pub fn start(kind: TargetKind, opts: &TargetOptions) -> anyhow::Result<Target> {
+        let pitboss_bin = opts
+            .pitboss_bin
+            .clone()
+            .unwrap_or_else(|| sibling("pitboss"));
+        let (mut cmd, data_dir) = match kind {
+            TargetKind::Pitboss => {
+                if !pitboss_bin.exists() {
+                    bail!(
+                        "{} not found: build it (cargo build -p pitboss-server) or pass --pitboss-bin",
+                        pitboss_bin.display()
+                    );
+                }
+                let dir = tempfile::Builder::new()
+                    .prefix("pitboss-loadtest")
+                    .tempdir()?;
+                let mut cmd = pinned(opts, &pitboss_bin);
+                cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+                    .arg(dir.path())
+                    // The generator sends faster than a person types; the default
+                    // per-connection rate limit would throttle it, not the server.
+                    .args(["--frames-per-second", "100000", "--burst-frames", "100000"])
+                    .args(["--log", "warn,pitboss=info"])
+                    // A RUST_LOG meant for the generator must not hide the
+                    // `listening on` line.
+                    .env_remove("RUST_LOG")
+                    .env_remove("PITBOSS_LOG")
+                    .args(&opts.pitboss_arg);
+                (cmd, Some(dir))
+            }
+            TargetKind::Bare => {
+                let bin = opts
+                    .bare_bin
+                    .clone()
+                    .unwrap_or_else(|| sibling("bare-relay"));
+                if !bin.exists() {
+                    bail!(
+                        "{} not found: build it (cargo build -p pitboss-loadtest) or pass --bare-bin",
+                        bin.display()
+                    );
+                }
+                let mut cmd = pinned(opts, &bin);
+                cmd.args(["--listen", "127.0.0.1:0"])
+                    .env("RUST_LOG", "warn,bare_relay=info");
+                (cmd, None)
+            }
+            TargetKind::Socketio => {
+                let dir = opts.socketio_dir.clone().unwrap_or_else(socketio_dir);
+                if !dir.join("node_modules/socket.io").exists() {
+                    bail!(
+                        "{}/node_modules/socket.io is missing: run `npm ci` in {}",
+                        dir.display(),
+                        dir.display()
+                    );
+                }
+                let mut cmd = pinned(opts, Path::new(&opts.node));
+                cmd.arg(dir.join("server.js"))
+                    .env("HOST", "127.0.0.1")
+                    .env("PORT", "0");
+                (cmd, None)
+            }
+        };
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", kind.name()))?;
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        // A bounded channel of one: only the first `listening on` line matters.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(1);
+        // Both pipes are read to the end, or a chatty server would block on a
+        // full pipe and look slow.
+        for (pipe, is_stdout) in [
+            (
+                child
+                    .stdout
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+                true,
+            ),
+            (
+                child
+                    .stderr
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+                false,
+            ),
+        ] {
+            let Some(pipe) = pipe else { continue };
+            let log = log.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if let Some(i) = line.find("listening on ") {
+                        let addr = line[i + "listening on ".len()..]
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or("")
+                            .to_string();
+                        // Full or closed: the address was already taken.
+                        let _ignored = tx.try_send(addr);
+                    }
+                    let mut log = log.lock().expect("log poisoned");
+                    if log.len() == LOG_LINES {
+                        log.pop_front();
+                    }
+                    log.push_back(if is_stdout {
+                        line
+                    } else {
+                        format!("stderr: {line}")
+                    });
+                }
+            });
+        }
+        drop(tx);
+        let addr = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ignored = child.kill();
+                let _ignored = child.wait();
+                let log = log
+                    .lock()
+                    .expect("log poisoned")
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                bail!(
+                    "no `listening on` line within {} s; its output:\n{}",
+                    START_TIMEOUT.as_secs(),
+                    if log.is_empty() { "(none)" } else { &log }
+                );
+            }
+        };
+        let addr: SocketAddr = addr
+            .parse()
+            .with_context(|| format!("{} printed an odd address: {addr}", kind.name()))?;
+        tracing::info!(target_kind = kind.name(), %addr, pid = child.id(), "server started");
+        Ok(Target {
+            kind,
+            addr,
+            child,
+            data_dir,
+            pitboss_bin,
+            log,
+        })
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's memory and CPU counters.
+    pub fn stats(&self) -> ProcStats {
+        ProcStats::of(self.pid())
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The last lines the server logged.
+    pub fn logs(&self) -> String {
+        let log = self.log.lock().expect("log poisoned");
+        log.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Creates Pitboss agents `{prefix}{i}` for `i` in `0..count`, serving `en` in
+    /// `general`, through the CLI as an operator would. Several at once: each
+    /// hashes a password, which is slow in a debug build.
+    pub fn add_agents(
+        &self,
+        prefix: &str,
+        count: usize,
+        capacity: usize,
+    ) -> anyhow::Result<Vec<String>> {
+        let data_dir = self
+            .data_dir
+            .as_ref()
+            .context("agents exist only on pitboss")?
+            .path()
+            .to_path_buf();
+        let logins: Vec<String> = (0..count).map(|i| format!("{prefix}{i}")).collect();
+        // Two at a time per core is enough to hide process start-up.
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
+        for chunk in logins.chunks(parallel) {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|login| {
+                    let bin = self.pitboss_bin.clone();
+                    let dir = data_dir.clone();
+                    let login = login.clone();
+                    std::thread::spawn(move || add_agent(&bin, &dir, &login, capacity))
+                })
+                .collect();
+            for h in handles {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("agent add thread panicked"))??;
+            }
+        }
+        Ok(logins)
+    }
+
+    /// Logs an agent in through `POST /api/login` and returns the session token.
+    pub async fn login(&self, login: &str) -> anyhow::Result<String> {
+        let res = reqwest::Client::new()
+            .post(format!("http://{}/api/login", self.addr))
+            .json(&serde_json::json!({ "login": login, "password": AGENT_PASSWORD }))
+            .send()
+            .await?;
+        if !res.status().is_success() {
+            bail!("login {login}: HTTP {}", res.status());
+        }
+        let body: serde_json::Value = res.json().await?;
+        Ok(body["token"]
+            .as_str()
+            .context("login answer has no token")?
+            .to_string())
+    }
+
+    /// Stops the server: SIGKILL by its pid (the run is over, nothing of it is
+    /// kept), then reaps it.
+    pub fn stop(mut self) {
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            if let Err(err) = self.child.kill() {
+                tracing::warn!(%err, pid = self.child.id(), "cannot stop the server");
+            }
+        }
+        if let Err(err) = self.child.wait() {
+            tracing::warn!(%err, "cannot reap the server");
+        }
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn add_agent(bin: &Path, data_dir: &Path, login: &str, capacity: usize) -> anyhow::Result<()> {
+    let mut child = Command::new(bin)
+        .args(["agent", "add", login, "--password-stdin"])
+        .args([
+            "--languages",
+            "en",
+            "--departments",
+            "general",
+            "--capacity",
+        ])
+        .arg(capacity.to_string())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running pitboss agent add")?;
+    child
+        .stdin
+        .take()
+        .context("no stdin")?
+        .write_all(format!("{AGENT_PASSWORD}\n").as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "pitboss agent add {login} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A command that runs `program`, under `taskset` when CPUs are given. `taskset`
+/// execs the program, so the child's pid is the server's own.
+fn pinned(opts: &TargetOptions, program: &Path) -> Command {
+    match &opts.server_cpus {
+        Some(cpus) => {
+            let mut cmd = Command::new("taskset");
+            cmd.arg("-c").arg(cpus).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
+/// A program cargo built beside this one (`target/<profile>/<name>`).
+pub fn sibling(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// `loadtest/socketio` of the workspace this program was built in.
+fn socketio_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("socketio")
+}

@@ -1,0 +1,900 @@
+/*! Pitboss agent console: log in, status, the live queue, offers, several chats
+ * in tabs, the player's card and earlier conversations beside each chat, canned
+ * replies ("/"), private notes, transfers, closing with a reason, offline
+ * messages, and (supervisors) every live conversation with take-over.
+ * The protocol is the shared Pitboss.Client's; the REST calls are
+ * docs/protocol.md §7. Text from players and other agents goes in with
+ * textContent only. */
+(function (root, doc) {
+  "use strict";
+  var P = root.Pitboss;
+  var TOKEN = "pitboss.console.token";
+  var LANG = "pitboss.console.lang";
+
+  function stored(area, k, v) {
+    try {
+      if (arguments.length === 2) return root[area].getItem(k);
+      if (v == null) root[area].removeItem(k); else root[area].setItem(k, v);
+    } catch (e) { return null; }
+  }
+
+  var lang = P.i18n.pick([stored("localStorage", LANG)].concat(P.i18n.preferred()));
+  var t = P.i18n.translator("console", lang);
+  doc.documentElement.lang = lang;
+  doc.title = t("page_title");
+
+  function $(sel, el) { return (el || doc).querySelector(sel); }
+  function $$(sel, el) { return Array.prototype.slice.call((el || doc).querySelectorAll(sel)); }
+  $$("[data-i18n]").forEach(function (el) { el.textContent = t(el.getAttribute("data-i18n")); });
+  $$("[data-i18n-label]").forEach(function (el) { el.setAttribute("aria-label", t(el.getAttribute("data-i18n-label"))); });
+
+  function h(tag, props, kids) {
+    var el = doc.createElement(tag);
+    for (var k in props || {}) {
+      var v = props[k];
+      if (v == null || v === false) continue;
+      if (k === "text") el.textContent = v;
+      else if (k.slice(0, 2) === "on") el.addEventListener(k.slice(2), v);
+      else el.setAttribute(k, v === true ? "" : v);
+    }
+    (kids || []).forEach(function (c) { if (c != null && c !== false) el.appendChild(typeof c === "string" ? doc.createTextNode(c) : c); });
+    return el;
+  }
+  function show(el, on) { el.hidden = !on; }
+  function clear(el) { el.textContent = ""; }
+
+  var langSelect = $("#lang-select");
+  Object.keys(P.i18n.LANGUAGES).forEach(function (code) {
+    langSelect.appendChild(h("option", { value: code, text: P.i18n.LANGUAGES[code], selected: code === lang }));
+  });
+  langSelect.addEventListener("change", function () {
+    stored("localStorage", LANG, langSelect.value);
+    root.location.reload();
+  });
+
+  // ------------------------------------------------------------------ state
+
+  var token = stored("sessionStorage", TOKEN);
+  var me = null;
+  var client = null;
+  var chats = {}; // conversation id → chat (a tab and its panel)
+  var selected = null;
+  var offers = {};
+  var queue = { total: 0, entries: [], at: 0 };
+  var catalogs = {};
+  var agents = [];
+  var departments = [];
+  var timers = [];
+  var audio = null;
+  var status = null;
+
+  // -------------------------------------------------------------------- REST
+
+  function api(path, opts) {
+    opts = opts || {};
+    return fetch(path, {
+      method: opts.method || "GET",
+      headers: Object.assign({ "content-type": "application/json" }, token ? { authorization: "Bearer " + token } : {}),
+      body: opts.body ? JSON.stringify(opts.body) : undefined
+    }).then(function (res) {
+      return res.json().catch(function () { return {}; }).then(function (body) {
+        if (res.status === 401 && token) { logout(t("session_expired")); }
+        if (!res.ok) { var err = new Error(body.message || res.statusText); err.code = body.error; throw err; }
+        return body;
+      });
+    });
+  }
+
+  function catalog(kind, language) {
+    var key = kind + ":" + language;
+    if (!catalogs[key]) {
+      catalogs[key] = api("/api/catalog?kind=" + kind + "&language=" + encodeURIComponent(language)).then(function (b) {
+        if ((b.items || []).length || language === "en") return b.items || [];
+        return catalog(kind, "en");
+      }).catch(function () { delete catalogs[key]; return []; });
+    }
+    return catalogs[key];
+  }
+
+  // ------------------------------------------------------------- logging in
+
+  $("#login-form").addEventListener("submit", function (e) {
+    e.preventDefault();
+    unlockAudio();
+    $("#login-error").textContent = "";
+    var body = { login: $("#login-name").value.trim(), password: $("#login-password").value };
+    token = null;
+    api("/api/login", { method: "POST", body: body }).then(function (b) {
+      token = b.token;
+      stored("sessionStorage", TOKEN, token);
+      $("#login-password").value = "";
+      startApp();
+    }, function () {
+      $("#login-error").textContent = t("login_failed");
+    });
+  });
+
+  function logout(message) {
+    if (client) client.stop();
+    client = null;
+    token = null;
+    stored("sessionStorage", TOKEN, null);
+    timers.forEach(clearInterval);
+    timers = [];
+    Object.keys(chats).forEach(function (id) { dropChat(id); });
+    offers = {};
+    show($("#app"), false);
+    show($("#login-view"), true);
+    $("#login-error").textContent = message || "";
+    $("#login-name").focus();
+  }
+  $("#logout").addEventListener("click", function () { logout(""); });
+
+  function startApp() {
+    api("/api/me").then(function (account) {
+      me = account;
+      $("#me").textContent = me.role === "supervisor" ? t("me_supervisor", { name: me.name }) : t("me_agent", { name: me.name });
+      show($("#login-view"), false);
+      show($("#app"), true);
+      show($("#live-section"), me.role === "supervisor");
+      connect();
+      loadOffline();
+      timers.push(setInterval(loadOffline, 15000));
+      if (me.role === "supervisor") { loadLive(); timers.push(setInterval(loadLive, 5000)); }
+      timers.push(setInterval(renderQueue, 1000));
+      api("/api/agents").then(function (b) { agents = b.agents || []; });
+      api("/api/departments").then(function (b) { departments = b.departments || []; });
+    }, function () { logout(token ? t("session_expired") : ""); });
+  }
+
+  function connect() {
+    client = new P.Client({
+      url: root.location.origin.replace(/^http/, "ws") + "/ws",
+      auth: function () { return token ? { kind: "agent", token: token } : null; }
+    });
+    root.pitbossConsole = { client: client, chats: chats };
+    client.on("state", function (s) {
+      $("#app").setAttribute("data-state", s);
+      var c = $("#conn");
+      c.textContent = s === "open" ? "" : s === "reconnecting" ? t("reconnecting") : t("connecting");
+      c.classList.toggle("warn", s === "reconnecting");
+    });
+    client.on("auth_failed", function () { logout(t("session_expired")); });
+    client.on("welcome", onWelcome);
+    client.on("status", function (f) { setStatusButtons(f.status); });
+    client.on("offer", onOffer);
+    client.on("offer_withdrawn", function (f) { delete offers[f.conversation]; renderOffers(); });
+    client.on("assigned", onAssigned);
+    client.on("message", onMessage);
+    client.on("ack", onAck);
+    client.on("failed", function (f) {
+      var chat = chats[f.entry.conversation];
+      var li = chat && chat.byClient[f.entry.client_id];
+      if (li) meta(chat, li, "not_sent");
+      toast(t("refused", { code: f.code }));
+    });
+    client.on("typing", function (f) {
+      var chat = chats[f.conversation];
+      if (!chat || !f.from || f.from.role !== "player") return;
+      clearTimeout(chat.typingTimer);
+      chat.typing.textContent = f.active ? t("typing", { name: f.from.name || t("player") }) : "";
+      if (f.active) chat.typingTimer = setTimeout(function () { chat.typing.textContent = ""; }, 6000);
+    });
+    client.on("read", function (f) {
+      var chat = chats[f.conversation];
+      if (!chat || !f.by || f.by.role !== "player") return;
+      chat.readSeq = Math.max(chat.readSeq, f.seq);
+      Object.keys(chat.bySeq).forEach(function (s) {
+        var li = chat.bySeq[s];
+        if (li.state === "sent" && +s <= chat.readSeq) meta(chat, li, "read");
+      });
+    });
+    client.on("transfer_update", function (f) {
+      var chat = chats[f.conversation];
+      if (!chat) return;
+      var to = f.to.agent ? agentName(f.to.agent) : f.to.department;
+      banner(chat, t("transfer_" + f.outcome, { to: to }), f.outcome !== "accepted" && f.outcome !== "pending");
+      if (f.outcome !== "pending") chat.transferring = false;
+      updateActions(chat);
+    });
+    client.on("released", function (f) {
+      var chat = chats[f.conversation];
+      if (!chat) return;
+      end(chat, t("released", { name: f.to ? f.to.name || f.to.id : "—" }));
+    });
+    client.on("closed", function (f) {
+      var chat = chats[f.conversation];
+      if (chat) {
+        end(chat, f.reason ? t("closed_with", { reason: f.reason }) : t("closed"));
+        // Show the reason as the catalog words it in the chat's language.
+        if (f.reason) catalog("close_reason", chat.language).then(function (items) {
+          items.forEach(function (i) { if (i.key === f.reason) banner(chat, t("closed_with", { reason: i.text }), true); });
+        });
+      }
+      if (me.role === "supervisor") loadLive();
+    });
+    client.on("queue_snapshot", function (f) {
+      queue = { total: f.total, entries: f.entries || [], at: Date.now() };
+      renderQueue();
+      if (me.role === "supervisor") loadLive();
+    });
+    client.on("error", function (f) {
+      if (f.client_id) return; // shown on the message itself
+      if (f.frame === "resume" && (f.code === "forbidden" || f.code === "not_found")) return;
+      toast(t("refused", { code: f.code }) + (f.message ? " — " + f.message : ""));
+    });
+    client.start();
+  }
+
+  function onWelcome(w) {
+    setStatusButtons(w.status || "online");
+    var listed = {};
+    (w.conversations || []).forEach(function (s) {
+      listed[s.id] = true;
+      if (s.agent !== me.id) return; // supervisors: the others are in the live list
+      var chat = openChat(s.id, { owned: true, summary: s });
+      if (!chat.ended) client.watch(s.id); // resumed from the last seq seen (0 for a new tab)
+    });
+    // Chats that ended or moved while we were away: read their tail once.
+    Object.keys(chats).forEach(function (id) {
+      var chat = chats[id];
+      if (listed[id] || chat.ended || !chat.owned) return;
+      client.unwatch(id);
+      client.send({ type: "resume", conversation: id, after: client.last(id) });
+      end(chat, t("ended_elsewhere"));
+    });
+  }
+
+  // ---------------------------------------------------------------- status
+
+  function setStatusButtons(s) {
+    status = s;
+    $("#status-online").setAttribute("aria-pressed", String(s === "online"));
+    $("#status-away").setAttribute("aria-pressed", String(s === "away"));
+  }
+  $("#status-online").addEventListener("click", function () { client.send({ type: "set_status", status: "online" }); });
+  $("#status-away").addEventListener("click", function () { client.send({ type: "set_status", status: "away" }); });
+
+  // --------------------------------------------------------- notifications
+
+  function unlockAudio() {
+    try { audio = audio || new (root.AudioContext || root.webkitAudioContext)(); } catch (e) { audio = null; }
+  }
+
+  function notify(title, body) {
+    try {
+      if (audio) {
+        var o = audio.createOscillator();
+        var g = audio.createGain();
+        o.frequency.value = 880;
+        g.gain.setValueAtTime(0.15, audio.currentTime);
+        g.gain.exponentialRampToValueAtTime(0.001, audio.currentTime + 0.4);
+        o.connect(g);
+        g.connect(audio.destination);
+        o.start();
+        o.stop(audio.currentTime + 0.4);
+      }
+    } catch (e) { /* no sound device */ }
+    try {
+      if (root.Notification && root.Notification.permission === "granted") new root.Notification(title, { body: body, tag: "pitboss" });
+    } catch (e) { /* notifications unavailable */ }
+  }
+
+  var notifyBtn = $("#notify-btn");
+  function updateNotifyBtn() {
+    var perm = root.Notification ? root.Notification.permission : "denied";
+    show(notifyBtn, perm === "default");
+  }
+  notifyBtn.addEventListener("click", function () {
+    unlockAudio();
+    if (root.Notification) root.Notification.requestPermission().then(updateNotifyBtn, updateNotifyBtn);
+  });
+  updateNotifyBtn();
+
+  function toast(text) {
+    var el = $("#toast");
+    el.textContent = text;
+    show(el, true);
+    clearTimeout(toast.timer);
+    toast.timer = setTimeout(function () { show(el, false); }, 6000);
+  }
+
+  // ----------------------------------------------------------------- offers
+
+  function onOffer(o) {
+    offers[o.conversation] = Object.assign({ received: Date.now() }, o);
+    renderOffers();
+    var who = playerName(o.player);
+    notify(o.transfer ? t("notify_transfer", { name: who }) : t("notify_offer", { name: who }), o.department + " · " + o.language);
+  }
+
+  function renderOffers() {
+    var ul = $("#offers");
+    clear(ul);
+    var ids = Object.keys(offers);
+    ids.forEach(function (id) {
+      var o = offers[id];
+      var card = o.player || {};
+      ul.appendChild(h("li", { class: o.transfer ? "card transfer" : "card" }, [
+        h("strong", { text: playerName(card) }),
+        card.vip_tier ? h("span", { class: "vip", text: t("vip", { n: card.vip_tier }) }) : null,
+        h("span", { class: "sub", text: o.department + " · " + o.language.toUpperCase() + " · " + t("waited", { time: duration(o.waited_ms) }) }),
+        o.transfer ? h("p", { class: "note", text: t("transfer_from", { name: o.transfer.from.name || o.transfer.from.id }) + (o.transfer.note ? ": " + o.transfer.note : "") }) : null,
+        h("div", { class: "row" }, [
+          h("button", { type: "button", class: "primary", text: t("accept"), "aria-label": t("accept_from", { name: playerName(card) }), onclick: function () { accepting[id] = true; client.send({ type: "accept", conversation: id }); } }),
+          h("button", { type: "button", text: t("decline"), onclick: function () { client.send({ type: "decline", conversation: id }); } })
+        ])
+      ]));
+    });
+    show($("#offers-empty"), !ids.length);
+  }
+  var accepting = {};
+
+  function onAssigned(a) {
+    delete offers[a.conversation];
+    renderOffers();
+    if (!a.player || a.agent.id !== me.id) return;
+    var chat = openChat(a.conversation, { owned: true, player: a.player });
+    chat.owned = true;
+    chat.ended = null;
+    chat.watching = false;
+    banner(chat, "");
+    updateActions(chat);
+    if (accepting[a.conversation] || !selected) select(a.conversation);
+    delete accepting[a.conversation];
+    loadOffline();
+  }
+
+  // ------------------------------------------------------------------ queue
+
+  function renderQueue() {
+    var tbody = $("#queue tbody");
+    clear(tbody);
+    var elapsed = Date.now() - queue.at;
+    queue.entries.forEach(function (e) {
+      tbody.appendChild(h("tr", {}, [
+        h("td", { text: duration(e.waited_ms + elapsed) }),
+        h("td", { text: e.language.toUpperCase() }),
+        h("td", { text: e.vip_tier ? t("vip", { n: e.vip_tier }) : "—" }),
+        h("td", { text: e.department }),
+        h("td", {}, [
+          e.offered ? t("offered") : t("waiting"),
+          me && me.role === "supervisor" ? h("button", { type: "button", class: "small", text: t("take_over"), onclick: function () { accepting[e.conversation] = true; client.send({ type: "take", conversation: e.conversation }); } }) : null
+        ])
+      ]));
+    });
+    $("#queue-total").textContent = "(" + queue.total + ")";
+    show($("#queue"), queue.entries.length > 0);
+    show($("#queue-empty"), !queue.entries.length);
+  }
+
+  // ------------------------------------------------------- offline messages
+
+  function loadOffline() {
+    if (!token) return;
+    api("/api/offline").then(function (b) {
+      var ul = $("#offline");
+      clear(ul);
+      var list = b.offline || [];
+      list.forEach(function (o) {
+        var c = o.conversation;
+        var first = (o.messages || [])[0];
+        ul.appendChild(h("li", { class: "card" }, [
+          h("strong", { text: playerName(o.player) }),
+          h("span", { class: "sub", text: c.department + " · " + c.language.toUpperCase() + " · " + when(c.created_at) }),
+          first ? h("p", { class: "quote", text: first.text }) : null,
+          (o.messages || []).length > 1 ? h("span", { class: "sub", text: t("more_messages", { n: o.messages.length - 1 }) }) : null,
+          h("div", { class: "row" }, [
+            h("button", { type: "button", class: "primary", text: t("answer"), "aria-label": t("answer_from", { name: playerName(o.player) }), onclick: function () { accepting[c.id] = true; client.send({ type: "take", conversation: c.id }); } })
+          ])
+        ]));
+      });
+      $("#offline-total").textContent = "(" + list.length + ")";
+      show($("#offline-empty"), !list.length);
+    }, function () { /* shown next time */ });
+  }
+  $("#offline-refresh").addEventListener("click", loadOffline);
+
+  // ------------------------------------------------ supervisors: everything
+
+  function loadLive() {
+    if (!token || !me || me.role !== "supervisor") return;
+    Promise.all(["active", "queued"].map(function (s) { return api("/api/conversations?state=" + s + "&limit=200"); })).then(function (r) {
+      var list = (r[0].conversations || []).concat(r[1].conversations || []);
+      var ul = $("#live");
+      clear(ul);
+      list.forEach(function (c) {
+        var mine = c.agent === me.id;
+        ul.appendChild(h("li", { class: "card" }, [
+          h("strong", { text: shortPlayer(c.player) }),
+          h("span", { class: "sub", text: t("state_" + c.state) + " · " + (c.agent ? agentName(c.agent) : t("nobody")) + " · " + c.department + " · " + c.language.toUpperCase() }),
+          mine ? null : h("div", { class: "row" }, [
+            h("button", { type: "button", text: t("view"), "aria-label": t("view_conversation", { id: shortPlayer(c.player) }), onclick: function () { watchChat(c); } }),
+            h("button", { type: "button", class: "primary", text: t("take_over"), "aria-label": t("take_over_conversation", { id: shortPlayer(c.player) }), onclick: function () { accepting[c.id] = true; client.send({ type: "take", conversation: c.id }); } })
+          ])
+        ]));
+      });
+      $("#live-total").textContent = "(" + list.length + ")";
+      show($("#live-empty"), !list.length);
+    }, function () { /* shown next time */ });
+  }
+
+  function watchChat(summary) {
+    var chat = openChat(summary.id, { owned: false, summary: summary });
+    chat.watching = true;
+    banner(chat, t("watching"));
+    updateActions(chat);
+    client.watch(summary.id);
+    select(summary.id);
+  }
+
+  // ------------------------------------------------------------------- chats
+
+  function openChat(id, opts) {
+    var chat = chats[id];
+    if (chat) {
+      if (opts.player) setPlayer(chat, opts.player);
+      return chat;
+    }
+    var tabId = "tab-" + id;
+    var panelId = "panel-" + id;
+    chat = chats[id] = {
+      id: id, owned: !!opts.owned, ended: null, watching: false, transferring: false,
+      language: opts.summary ? opts.summary.language : opts.player && opts.player.language || "en",
+      department: opts.summary ? opts.summary.department : "",
+      player: null, bySeq: {}, byClient: {}, unread: 0, readSeq: 0, readSent: 0, typingSent: 0
+    };
+    chat.label = h("span", { class: "label", text: opts.summary ? shortPlayer(opts.summary.player) : "…" });
+    chat.badge = h("span", { class: "badge", hidden: true });
+    chat.tab = h("button", { type: "button", role: "tab", id: tabId, "aria-controls": panelId, "aria-selected": "false", tabindex: "-1", onclick: function () { select(id); }, onkeydown: tabKeys }, [chat.label, chat.badge]);
+    $("#tabs").appendChild(chat.tab);
+
+    chat.log = h("ol", { class: "msgs" });
+    chat.scroll = h("div", { class: "log", role: "log", "aria-live": "polite", "aria-label": t("messages") }, [chat.log]);
+    chat.typing = h("p", { class: "typing", "aria-live": "polite" });
+    chat.bannerEl = h("p", { class: "banner", role: "status", hidden: true });
+    chat.input = h("textarea", { id: "input-" + id, rows: "3", maxlength: "4000", "aria-autocomplete": "list", "aria-controls": "canned-" + id, placeholder: t("placeholder"), onkeydown: function (e) { composerKeys(chat, e); }, oninput: function () { composerInput(chat); } });
+    chat.noteMode = h("input", { type: "checkbox", id: "note-" + id, onchange: function () { chat.composer.classList.toggle("noting", chat.noteMode.checked); chat.input.placeholder = chat.noteMode.checked ? t("note_placeholder") : t("placeholder"); } });
+    chat.canned = h("ul", { class: "canned", role: "listbox", id: "canned-" + id, "aria-label": t("canned_replies"), hidden: true });
+    chat.sendBtn = h("button", { type: "submit", class: "primary", text: t("send") });
+    chat.composer = h("form", { class: "composer", onsubmit: function (e) { e.preventDefault(); sendFrom(chat); } }, [
+      h("label", { for: "input-" + id, class: "sr", text: t("reply_to_player") }),
+      chat.canned,
+      chat.input,
+      h("div", { class: "row" }, [
+        h("label", { class: "check" }, [chat.noteMode, " ", t("private_note")]),
+        h("span", { class: "hint", text: t("canned_hint") }),
+        chat.sendBtn
+      ])
+    ]);
+    chat.transferBtn = h("button", { type: "button", text: t("transfer"), onclick: function () { openTransfer(chat); } });
+    chat.closeBtn = h("button", { type: "button", text: t("close_chat"), onclick: function () { openClose(chat); } });
+    chat.takeBtn = h("button", { type: "button", class: "primary", text: t("take_over"), hidden: true, onclick: function () { accepting[id] = true; client.send({ type: "take", conversation: id }); } });
+    chat.closeTab = h("button", { type: "button", hidden: true, text: t("close_tab"), onclick: function () { dropChat(id); } });
+    chat.actions = h("div", { class: "actions" }, [chat.transferBtn, chat.closeBtn, chat.takeBtn, chat.closeTab]);
+    chat.attrs = h("dl", { class: "attrs" });
+    chat.history = h("ul", { class: "history" });
+    chat.panel = h("div", { role: "tabpanel", id: panelId, "aria-labelledby": tabId, class: "chat", hidden: true }, [
+      h("div", { class: "main" }, [chat.actions, chat.bannerEl, chat.scroll, chat.typing, chat.composer]),
+      h("aside", { class: "about", "aria-label": t("about_player") }, [
+        h("h3", { text: t("player") }), chat.attrs,
+        h("h3", { text: t("earlier_conversations") }), chat.history
+      ])
+    ]);
+    $("#panels").appendChild(chat.panel);
+    show($("#no-chats"), false);
+    if (opts.player) setPlayer(chat, opts.player);
+    updateActions(chat);
+    api("/api/conversations/" + id).then(function (b) {
+      chat.language = b.conversation.language;
+      chat.department = b.conversation.department;
+      if (b.player) setPlayer(chat, b.player);
+      catalog("canned_reply", chat.language);
+    }, function () { /* not readable (yet) */ });
+    return chat;
+  }
+
+  function setPlayer(chat, card) {
+    chat.player = card;
+    chat.label.textContent = playerName(card);
+    clear(chat.attrs);
+    var rows = [
+      [t("attr_name"), card.name || "—"],
+      [t("attr_id"), card.id],
+      [t("attr_language"), (card.language || "—").toUpperCase()],
+      [t("attr_vip"), card.vip_tier ? t("vip", { n: card.vip_tier }) : t("no")],
+      [t("attr_jurisdiction"), card.jurisdiction || "—"],
+      [t("attr_self_excluded"), card.self_excluded ? t("yes") : t("no")],
+      [t("attr_verified"), card.verified ? t("yes") : t("no")]
+    ];
+    if (chat.department) rows.push([t("attr_department"), chat.department]);
+    rows.forEach(function (r, i) {
+      chat.attrs.appendChild(h("dt", { text: r[0] }));
+      chat.attrs.appendChild(h("dd", { class: i === 5 && card.self_excluded ? "warn" : null, text: r[1] }));
+    });
+    loadHistory(chat);
+  }
+
+  function loadHistory(chat) {
+    if (!chat.player || chat.historyLoaded) return;
+    chat.historyLoaded = true;
+    api("/api/players/" + encodeURIComponent(chat.player.id) + "/conversations").then(function (b) {
+      clear(chat.history);
+      var list = (b.conversations || []).filter(function (c) { return c.id !== chat.id; });
+      if (!list.length) chat.history.appendChild(h("li", { class: "empty", text: t("no_earlier") }));
+      list.forEach(function (c) {
+        chat.history.appendChild(h("li", {}, [
+          h("button", { type: "button", class: "link", onclick: function () { showTranscript(c); } }, [
+            when(c.created_at) + " · " + t("state_" + c.state) + (c.agent ? " · " + agentName(c.agent) : "") + (c.rating ? " · " + c.rating + "/5" : "")
+          ])
+        ]));
+      });
+    }, function () { chat.historyLoaded = false; });
+  }
+
+  function showTranscript(c) {
+    var dlg = $("#transcript-dialog");
+    $("#transcript-h").textContent = t("transcript_of", { date: when(c.created_at) });
+    var ol = $("#transcript-log");
+    clear(ol);
+    api("/api/conversations/" + c.id + "/transcript").then(function (b) {
+      (b.messages || []).forEach(function (m) { ol.appendChild(item(m)); });
+    });
+    dlg.showModal();
+  }
+
+  function select(id) {
+    selected = id;
+    Object.keys(chats).forEach(function (k) {
+      var chat = chats[k];
+      var on = k === id;
+      chat.tab.setAttribute("aria-selected", String(on));
+      chat.tab.tabIndex = on ? 0 : -1;
+      show(chat.panel, on);
+    });
+    var chat = chats[id];
+    if (!chat) return;
+    chat.unread = 0;
+    updateBadge(chat);
+    markRead(chat);
+    chat.scroll.scrollTop = chat.scroll.scrollHeight;
+  }
+
+  function tabKeys(e) {
+    var ids = Object.keys(chats);
+    var i = ids.indexOf(selected);
+    var next = e.key === "ArrowRight" ? ids[(i + 1) % ids.length] : e.key === "ArrowLeft" ? ids[(i - 1 + ids.length) % ids.length] : e.key === "Home" ? ids[0] : e.key === "End" ? ids[ids.length - 1] : null;
+    if (!next) return;
+    e.preventDefault();
+    select(next);
+    chats[next].tab.focus();
+  }
+
+  function dropChat(id) {
+    var chat = chats[id];
+    if (!chat) return;
+    if (client) client.unwatch(id);
+    chat.tab.remove();
+    chat.panel.remove();
+    delete chats[id];
+    if (selected === id) {
+      selected = null;
+      var rest = Object.keys(chats);
+      if (rest.length) select(rest[rest.length - 1]);
+    }
+    show($("#no-chats"), !Object.keys(chats).length);
+    updateTitle();
+  }
+
+  function end(chat, text) {
+    chat.ended = text;
+    chat.owned = false;
+    chat.transferring = false;
+    if (client) client.unwatch(chat.id);
+    banner(chat, text, true);
+    chat.typing.textContent = "";
+    updateActions(chat);
+  }
+
+  function banner(chat, text, important) {
+    chat.bannerEl.textContent = text || "";
+    chat.bannerEl.classList.toggle("important", !!important);
+    show(chat.bannerEl, !!text);
+  }
+
+  function updateActions(chat) {
+    var canWrite = chat.owned && !chat.ended;
+    show(chat.composer, canWrite);
+    chat.transferBtn.disabled = !canWrite || chat.transferring;
+    show(chat.transferBtn, canWrite);
+    show(chat.closeBtn, canWrite || (chat.watching && !chat.ended));
+    show(chat.takeBtn, chat.watching && !chat.ended && me && me.role === "supervisor");
+    show(chat.closeTab, !!chat.ended || chat.watching);
+  }
+
+  function updateBadge(chat) {
+    chat.badge.textContent = String(chat.unread);
+    show(chat.badge, chat.unread > 0);
+    chat.tab.setAttribute("aria-label", chat.label.textContent + (chat.unread ? " — " + t("unread", { n: chat.unread }) : ""));
+    updateTitle();
+  }
+
+  function updateTitle() {
+    var n = 0;
+    Object.keys(chats).forEach(function (k) { n += chats[k].unread; });
+    doc.title = (n ? "(" + n + ") " : "") + t("page_title");
+  }
+
+  // --------------------------------------------------------------- messages
+
+  function item(m) {
+    var li;
+    if (m.kind === "event") {
+      li = h("li", { class: "event" }, [h("p", { text: P.i18n.eventText(m, t) })]);
+    } else {
+      var mine = m.sender && me && m.sender.id === me.id;
+      var who = !m.sender ? "" : m.sender.name || (m.sender.role === "player" ? shortPlayer(m.sender.id) : m.sender.id);
+      var cls = m.kind === "note" ? "msg note" : m.sender && m.sender.role === "player" ? "msg player" : "msg agent";
+      li = h("li", { class: cls + (mine ? " mine" : "") }, [
+        h("span", { class: "who", text: m.kind === "note" ? t("note_by", { name: who }) : who }),
+        h("p", { class: "text", text: m.text }),
+        h("span", { class: "meta", "aria-hidden": "true" })
+      ]);
+    }
+    li.at = m.at || Date.now();
+    var el = li.querySelector(".meta");
+    if (el) el.textContent = clock(li.at);
+    return li;
+  }
+
+  function meta(chat, li, state) {
+    var el = li.querySelector(".meta");
+    if (!el) return;
+    li.state = state;
+    el.textContent = clock(li.at) + (state ? " · " + t(state) : "");
+    li.classList.toggle("failed", state === "not_sent");
+  }
+
+  function place(chat, li, seq) {
+    var kids = chat.log.children;
+    var before = null;
+    for (var i = kids.length - 1; i >= 0; i--) {
+      var k = kids[i];
+      if (k === li) continue;
+      if (!k.seq || k.seq > seq) { before = k; continue; }
+      break;
+    }
+    chat.log.insertBefore(li, before);
+  }
+
+  function onMessage(m) {
+    var chat = chats[m.conversation];
+    if (!chat || chat.bySeq[m.seq]) return;
+    var li = m.client_id && chat.byClient[m.client_id];
+    if (li && m.sender && me && m.sender.id === me.id) delete chat.byClient[m.client_id];
+    else li = item(m);
+    li.seq = m.seq;
+    chat.bySeq[m.seq] = li;
+    place(chat, li, m.seq);
+    var mine = m.sender && me && m.sender.id === me.id && m.kind === "text";
+    if (mine) meta(chat, li, chat.readSeq >= m.seq ? "read" : "sent");
+    if (m.sender && m.sender.role === "player") {
+      clearTimeout(chat.typingTimer);
+      chat.typing.textContent = "";
+      if (selected !== m.conversation || doc.hidden) { chat.unread++; updateBadge(chat); }
+      else markRead(chat);
+    }
+    if (m.kind === "event" && m.event === "closed" && !chat.ended) end(chat, t("closed"));
+    chat.scroll.scrollTop = chat.scroll.scrollHeight;
+  }
+
+  function onAck(a) {
+    var chat = chats[a.conversation];
+    var li = chat && chat.byClient[a.client_id];
+    if (!li) return;
+    delete chat.byClient[a.client_id];
+    if (chat.bySeq[a.seq]) { li.remove(); return; }
+    li.seq = a.seq;
+    chat.bySeq[a.seq] = li;
+    place(chat, li, a.seq);
+    if (!li.classList.contains("note")) meta(chat, li, chat.readSeq >= a.seq ? "read" : "sent");
+    else meta(chat, li, "");
+  }
+
+  function markRead(chat) {
+    clearTimeout(chat.readTimer);
+    chat.readTimer = setTimeout(function () {
+      if (!client || selected !== chat.id || doc.hidden || chat.ended) return;
+      var seq = client.last(chat.id);
+      if (seq > chat.readSent && client.send({ type: "read", conversation: chat.id, seq: seq })) chat.readSent = seq;
+    }, 300);
+  }
+  doc.addEventListener("visibilitychange", function () {
+    if (doc.hidden || !selected || !chats[selected]) return;
+    chats[selected].unread = 0;
+    updateBadge(chats[selected]);
+    markRead(chats[selected]);
+  });
+
+  function sendFrom(chat) {
+    var text = chat.input.value.trim();
+    if (!text || !chat.owned || chat.ended) return;
+    var note = chat.noteMode.checked;
+    var e = client.say(chat.id, text, note ? "note" : "text");
+    var li = item({ kind: note ? "note" : "text", text: text, at: e.at, sender: { id: me.id, name: me.name, role: me.role } });
+    chat.byClient[e.client_id] = li;
+    chat.log.appendChild(li);
+    meta(chat, li, "sending");
+    chat.input.value = "";
+    closeCanned(chat);
+    if (chat.typingSent && !note) client.send({ type: "typing", conversation: chat.id, active: false });
+    chat.typingSent = 0;
+    chat.scroll.scrollTop = chat.scroll.scrollHeight;
+  }
+
+  // ----------------------------------------------------- composer, canned
+
+  function composerInput(chat) {
+    var v = chat.input.value;
+    if (v.charAt(0) === "/") searchCanned(chat, v.slice(1).trim().toLowerCase());
+    else closeCanned(chat);
+    if (chat.noteMode.checked || !v || v.charAt(0) === "/") return;
+    var now = Date.now();
+    if (now - chat.typingSent > 3000) { chat.typingSent = now; client.send({ type: "typing", conversation: chat.id, active: true }); }
+    clearTimeout(chat.typingIdle);
+    chat.typingIdle = setTimeout(function () {
+      if (chat.typingSent) client.send({ type: "typing", conversation: chat.id, active: false });
+      chat.typingSent = 0;
+    }, 4000);
+  }
+
+  function searchCanned(chat, q) {
+    catalog("canned_reply", chat.language).then(function (items) {
+      if (chat.input.value.charAt(0) !== "/") return;
+      // Keys that start with the query first, then keys that contain it, then texts.
+      var rank = function (i) {
+        var k = i.key.toLowerCase();
+        return k.indexOf(q) === 0 ? 0 : k.indexOf(q) > 0 ? 1 : i.text.toLowerCase().indexOf(q) >= 0 ? 2 : 3;
+      };
+      var found = items.map(function (i) { return { i: i, r: rank(i) }; })
+        .filter(function (x) { return x.r < 3; })
+        .sort(function (a, b) { return a.r - b.r; })
+        .map(function (x) { return x.i; }).slice(0, 8);
+      chat.cannedItems = found;
+      chat.cannedActive = 0;
+      clear(chat.canned);
+      found.forEach(function (i, n) {
+        chat.canned.appendChild(h("li", { role: "option", id: "canned-" + chat.id + "-" + n, "aria-selected": String(n === 0), onmousedown: function (e) { e.preventDefault(); useCanned(chat, n); } }, [
+          h("strong", { text: "/" + i.key }), " ", i.text
+        ]));
+      });
+      if (!found.length) chat.canned.appendChild(h("li", { class: "empty", role: "option", "aria-disabled": "true", "aria-selected": "false", text: t("no_canned") }));
+      show(chat.canned, true);
+      activeCanned(chat, 0);
+    });
+  }
+
+  function activeCanned(chat, n) {
+    var opts = $$("[role=option]", chat.canned);
+    opts.forEach(function (o, i) { o.setAttribute("aria-selected", String(i === n)); });
+    chat.cannedActive = n;
+    if (opts[n] && chat.cannedItems.length) chat.input.setAttribute("aria-activedescendant", opts[n].id);
+  }
+
+  function useCanned(chat, n) {
+    var i = chat.cannedItems && chat.cannedItems[n];
+    if (!i) return;
+    chat.input.value = i.text;
+    closeCanned(chat);
+    chat.input.focus();
+  }
+
+  function closeCanned(chat) {
+    show(chat.canned, false);
+    chat.cannedItems = null;
+    chat.input.removeAttribute("aria-activedescendant");
+  }
+
+  function composerKeys(chat, e) {
+    var open = !chat.canned.hidden && chat.cannedItems && chat.cannedItems.length;
+    if (open && (e.key === "ArrowDown" || e.key === "ArrowUp")) {
+      e.preventDefault();
+      var n = chat.cannedItems.length;
+      activeCanned(chat, (chat.cannedActive + (e.key === "ArrowDown" ? 1 : n - 1)) % n);
+      return;
+    }
+    if (open && (e.key === "Enter" || e.key === "Tab")) { e.preventDefault(); useCanned(chat, chat.cannedActive); return; }
+    if (!chat.canned.hidden && e.key === "Escape") { e.preventDefault(); closeCanned(chat); return; }
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); sendFrom(chat); }
+  }
+
+  // ------------------------------------------------------- transfer, close
+
+  var dialogChat = null;
+
+  function openTransfer(chat) {
+    dialogChat = chat;
+    var agentSel = $("#transfer-agent");
+    clear(agentSel);
+    agents.filter(function (a) { return a.id !== me.id; }).forEach(function (a) {
+      agentSel.appendChild(h("option", { value: a.id, text: a.name + " (" + a.id + ") · " + (a.languages || []).join(", ").toUpperCase() }));
+    });
+    var depSel = $("#transfer-department");
+    clear(depSel);
+    departments.forEach(function (d) { depSel.appendChild(h("option", { value: d, text: d })); });
+    $("#transfer-note").value = "";
+    $("#transfer-form").elements.kind.value = "agent";
+    syncTransferKind();
+    $("#transfer-dialog").returnValue = "";
+    $("#transfer-dialog").showModal();
+  }
+  function syncTransferKind() {
+    var kind = $("#transfer-form").elements.kind.value;
+    $("#transfer-agent").disabled = kind !== "agent";
+    $("#transfer-department").disabled = kind !== "department";
+  }
+  $$("#transfer-form input[name=kind]").forEach(function (r) { r.addEventListener("change", syncTransferKind); });
+  $("#transfer-dialog").addEventListener("close", function () {
+    var chat = dialogChat;
+    if ($("#transfer-dialog").returnValue !== "ok" || !chat || !chat.owned || chat.ended) return;
+    var kind = $("#transfer-form").elements.kind.value;
+    var value = kind === "agent" ? $("#transfer-agent").value : $("#transfer-department").value;
+    if (!value) return;
+    var to = {};
+    to[kind] = value;
+    var note = $("#transfer-note").value.trim();
+    chat.transferring = true;
+    updateActions(chat);
+    client.send({ type: "transfer", conversation: chat.id, to: to, note: note || null });
+    chat.transferBtn.focus();
+  });
+
+  function openClose(chat) {
+    dialogChat = chat;
+    var sel = $("#close-reason");
+    clear(sel);
+    catalog("close_reason", chat.language).then(function (items) {
+      if (!items.length) items = [{ key: "resolved", text: t("reason_resolved") }];
+      items.forEach(function (i) { sel.appendChild(h("option", { value: i.key, text: i.text })); });
+    });
+    $("#close-dialog").returnValue = "";
+    $("#close-dialog").showModal();
+  }
+  $("#close-dialog").addEventListener("close", function () {
+    var chat = dialogChat;
+    if ($("#close-dialog").returnValue !== "ok" || !chat || chat.ended) return;
+    client.send({ type: "close", conversation: chat.id, reason: $("#close-reason").value || null });
+  });
+
+  // ---------------------------------------------------------------- helpers
+
+  function playerName(card) {
+    if (!card) return t("player");
+    if (card.name) return card.name;
+    return shortPlayer(card.id);
+  }
+  // "v:8a1d…" (an anonymous visitor) reads better as "Visitor 8a1d820c".
+  function shortPlayer(id) {
+    id = String(id || "");
+    return id.slice(0, 2) === "v:" ? t("visitor", { id: id.slice(2, 10) }) : id.replace(/^p:/, "");
+  }
+  function agentName(id) {
+    for (var i = 0; i < agents.length; i++) if (agents[i].id === id) return agents[i].name;
+    return id;
+  }
+  function duration(ms) {
+    var s = Math.max(0, Math.round(ms / 1000));
+    return s < 60 ? t("secs", { n: s }) : t("mins", { m: Math.floor(s / 60), s: ("0" + s % 60).slice(-2) });
+  }
+  function clock(ms) {
+    try { return new Date(ms).toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" }); } catch (e) { return ""; }
+  }
+  function when(ms) {
+    try { return new Date(ms).toLocaleString(lang, { dateStyle: "medium", timeStyle: "short" }); } catch (e) { return ""; }
+  }
+
+  // ------------------------------------------------------------------ start
+
+  if (token) startApp();
+  else { show($("#login-view"), true); $("#login-name").focus(); }
+})(window, document);

@@ -1,0 +1,582 @@
+/*! Pitboss player widget: a chat launcher and panel in a shadow root, embedded on a
+ * casino page with one script tag (docs/widget.md):
+ *
+ *   <script src="https://chat.example.com/widget.js" data-department="payments"
+ *           data-language="tr" data-get-token="casinoChatToken" async></script>
+ *
+ * or a config object set before it: window.PitbossConfig = {server, department,
+ * language, name, getToken}. It loads its few other files (the shared protocol
+ * client, translations, its stylesheet) from the same server and talks to nothing
+ * else. Everything from the other side is put on the page as text, never as HTML. */
+(function (root, doc) {
+  "use strict";
+  var P = (root.Pitboss = root.Pitboss || {});
+  if (P.widget) return;
+  P.widget = {};
+
+  var script = doc.currentScript;
+  var data = (script && script.dataset) || {};
+  var given = root.PitbossConfig || {};
+  var src = script && script.src ? new URL(script.src, doc.baseURI) : null;
+  var server = String(given.server || data.server || (src ? src.origin + src.pathname.replace(/\/[^/]*$/, "") : root.location.origin)).replace(/\/+$/, "");
+  var tokenFn = given.getToken || (data.getToken && function (info) {
+    var f = root[data.getToken];
+    return typeof f === "function" ? f(info) : null;
+  });
+  var cfg = {
+    department: given.department || data.department || undefined,
+    language: given.language || data.language || undefined,
+    name: given.name || data.name || undefined,
+    open: given.open != null ? !!given.open : data.open === "true"
+  };
+
+  function load(path, done) {
+    var s = doc.createElement("script");
+    s.src = server + path;
+    s.async = false; // run in the order inserted
+    s.onload = function () { done && done(); };
+    s.onerror = function () { done && done(new Error("cannot load " + path)); };
+    (doc.head || doc.documentElement).appendChild(s);
+  }
+
+  var host = doc.createElement("div");
+  host.id = "pitboss-widget";
+  var shadow = host.attachShadow({ mode: "open" });
+  var css = doc.createElement("link");
+  css.rel = "stylesheet";
+  css.href = server + "/widget/widget.css";
+  shadow.appendChild(css);
+
+  load("/client.js");
+  load("/i18n.js", function (err) {
+    if (err) return;
+    var lang = P.i18n.pick(P.i18n.preferred(cfg.language));
+    load("/widget/i18n/" + lang + ".js", function (err2) {
+      if (!err2) return boot(lang);
+      if (lang === "en") return;
+      load("/widget/i18n/en.js", function (err3) { if (!err3) boot("en"); });
+    });
+  });
+
+  function boot(lang) {
+    var t = P.i18n.translator("widget", lang);
+    var key = "pitboss:" + server + ":";
+    var store = {
+      get: function (k) { try { return root.localStorage.getItem(key + k); } catch (e) { return null; } },
+      set: function (k, v) { try { if (v == null) root.localStorage.removeItem(key + k); else root.localStorage.setItem(key + k, v); } catch (e) { /* private mode */ } }
+    };
+    var session = {
+      get: function (k) { try { return root.sessionStorage.getItem(key + k); } catch (e) { return null; } },
+      set: function (k, v) { try { root.sessionStorage.setItem(key + k, v); } catch (e) { /* private mode */ } }
+    };
+
+    // ------------------------------------------------------------- the DOM
+
+    function h(tag, props, kids) {
+      var el = doc.createElement(tag);
+      for (var k in props || {}) {
+        var v = props[k];
+        if (v == null || v === false) continue;
+        if (k === "text") el.textContent = v;
+        else if (k.slice(0, 2) === "on") el.addEventListener(k.slice(2), v);
+        else el.setAttribute(k, v === true ? "" : v);
+      }
+      (kids || []).forEach(function (c) { if (c) el.appendChild(typeof c === "string" ? doc.createTextNode(c) : c); });
+      return el;
+    }
+    function show(el, on) { el.hidden = !on; }
+
+    var badge = h("span", { class: "badge", hidden: true, "aria-hidden": "true" });
+    var launcherLabel = h("span", { class: "sr", text: t("open_chat") });
+    var launcher = h("button", { type: "button", class: "launcher", "aria-expanded": "false", "aria-controls": "pb-panel", onclick: function () { setOpen(panel.hidden); } }, [icon(), launcherLabel, badge]);
+    var statusLine = h("p", { class: "status", role: "status" });
+    var conn = h("p", { class: "conn", role: "status", hidden: true });
+    var endBtn = h("button", { type: "button", class: "end", hidden: true, text: t("end_chat"), onclick: endChat });
+    var minBtn = h("button", { type: "button", class: "min", "aria-label": t("minimize"), title: t("minimize"), onclick: function () { setOpen(false); } }, ["\u2013"]);
+    var intro = h("div", { class: "intro", hidden: true }, [
+      h("p", { text: t("intro") }),
+      h("button", { type: "button", class: "primary", text: t("start_chat"), onclick: startChat })
+    ]);
+    var log = h("div", { class: "log", role: "log", "aria-live": "polite", "aria-label": t("messages") });
+    var typingLine = h("p", { class: "typing", "aria-live": "polite" });
+    var offline = h("div", { class: "notice", hidden: true }, [h("p", { text: t("offline_intro") })]);
+    var offlineDone = h("p", { class: "notice", role: "status", hidden: true, text: t("offline_sent") });
+
+    var stars = [];
+    var rateForm = h("form", { class: "rate", hidden: true, onsubmit: sendRating }, [
+      h("fieldset", {}, [
+        h("legend", { text: t("rate_title") }),
+        h("div", { class: "stars" }, [1, 2, 3, 4, 5].map(function (n) {
+          var input = h("input", { type: "radio", name: "pb-score", value: String(n), id: "pb-star" + n, required: n === 1 });
+          stars.push(input);
+          return h("span", {}, [input, h("label", { for: "pb-star" + n, title: t("stars", { n: n }) }, [h("span", { "aria-hidden": "true", text: "\u2605" }), h("span", { class: "sr", text: t("stars", { n: n }) })])]);
+        }))
+      ]),
+      h("label", { for: "pb-comment", text: t("rate_comment") }),
+      h("textarea", { id: "pb-comment", rows: "2", maxlength: "1000" }),
+      h("div", { class: "row" }, [
+        h("button", { type: "submit", class: "primary", text: t("rate_send") }),
+        h("button", { type: "button", text: t("rate_skip"), onclick: function () { finish(false); } })
+      ])
+    ]);
+    var after = h("div", { class: "after", hidden: true }, [
+      h("p", { class: "thanks", role: "status" }),
+      h("button", { type: "button", class: "primary", text: t("new_chat"), onclick: startChat })
+    ]);
+    var input = h("textarea", { id: "pb-input", rows: "2", maxlength: "4000", placeholder: t("placeholder"), onkeydown: onKey, oninput: onTyping });
+    var inputLabel = h("label", { class: "sr", for: "pb-input", text: t("your_message") });
+    var sendBtn = h("button", { type: "submit", class: "primary", text: t("send") });
+    var composer = h("form", { class: "composer", hidden: true, onsubmit: function (e) { e.preventDefault(); sendMessage(); } }, [inputLabel, input, sendBtn]);
+    var scroller = h("div", { class: "scroll" }, [log, typingLine, offline, offlineDone, rateForm, after, intro]);
+    var panel = h("section", { id: "pb-panel", class: "panel", role: "dialog", "aria-labelledby": "pb-title", hidden: true, onkeydown: function (e) { if (e.key === "Escape") { setOpen(false); launcher.focus(); } } }, [
+      h("header", {}, [h("h2", { id: "pb-title", text: t("title") }), endBtn, minBtn]),
+      statusLine, conn, scroller, composer
+    ]);
+    var rootEl = h("div", { class: "pb", lang: lang, dir: "ltr" }, [panel, launcher]);
+    shadow.appendChild(rootEl);
+    (doc.body || doc.documentElement).appendChild(host);
+
+    function icon() {
+      var ns = "http://www.w3.org/2000/svg";
+      var svg = doc.createElementNS(ns, "svg");
+      svg.setAttribute("viewBox", "0 0 24 24");
+      svg.setAttribute("aria-hidden", "true");
+      var path = doc.createElementNS(ns, "path");
+      path.setAttribute("d", "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z");
+      svg.appendChild(path);
+      return svg;
+    }
+
+    // ------------------------------------------------------------ the state
+
+    var client = null;
+    var cur = null; // {id, state, agent, readSeq}
+    var views = {}; // conversation → {box, ol, bySeq, byClient}
+    var starting = false;
+    var historyAsked = false;
+    var earlier = null; // id of an earlier conversation shown read-only
+    var rateFor = null;
+    var unread = 0;
+    var typingTimer = null;
+    var typingSent = 0;
+    var typingIdle = null;
+    var readTimer = null;
+    var readSent = {};
+
+    function setOpen(open) {
+      show(panel, open);
+      launcher.setAttribute("aria-expanded", String(open));
+      session.set("open", open ? "1" : "");
+      if (open) {
+        connect();
+        unread = 0;
+        updateBadge();
+        scrollDown();
+        focusFirst(true);
+        markRead();
+      }
+    }
+
+    // The first useful control of the panel: the message box, else the start
+    // button, else the minimise button (until the connection tells which).
+    function focusFirst(always) {
+      if (panel.hidden || (!always && shadow.activeElement && shadow.activeElement !== minBtn)) return;
+      (!composer.hidden ? input : !intro.hidden ? intro.querySelector("button") : minBtn).focus();
+    }
+
+    function updateBadge() {
+      badge.textContent = unread > 9 ? "9+" : String(unread);
+      show(badge, unread > 0);
+      launcherLabel.textContent = unread ? t("open_chat_unread", { n: unread }) : t("open_chat");
+    }
+
+    function scrollDown() { scroller.scrollTop = scroller.scrollHeight; }
+
+    function setStatus(text) { statusLine.textContent = text || ""; show(statusLine, !!text); }
+
+    function view(id) {
+      var v = views[id];
+      if (v) return v;
+      var ol = h("ol", { class: "msgs" });
+      var box = h("section", { class: "conv", "aria-label": t("conversation") }, [ol]);
+      log.appendChild(box);
+      return (views[id] = { box: box, ol: ol, bySeq: {}, byClient: {} });
+    }
+
+    // Conversations shown: an earlier one read-only at the top, the current one below.
+    function adopt(id, state) {
+      if (!cur || cur.id !== id) {
+        cur = { id: id, state: state, agent: null, readSeq: 0 };
+        store.set("conv", id);
+        if (earlier === id) { earlier = null; }
+        var v = view(id);
+        var label = v.box.querySelector(".earlier");
+        if (label) label.remove();
+        log.appendChild(v.box);
+        client.watch(id, { resume: false });
+      } else if (state) cur.state = state;
+      starting = false;
+      show(intro, false);
+      show(after, false);
+      show(rateForm, false);
+      show(composer, cur.state !== "closed");
+      show(endBtn, cur.state !== "closed");
+      focusFirst(false);
+    }
+
+    // ---------------------------------------------------------- rendering
+
+    function time(ms) {
+      try { return new Date(ms).toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" }); } catch (e) { return ""; }
+    }
+
+    function item(m, mine) {
+      var li;
+      if (m.kind === "event") {
+        li = h("li", { class: "event" }, [h("p", { text: P.i18n.eventText(m, t) })]);
+      } else {
+        var who = mine ? t("you") : (m.sender && (m.sender.name || m.sender.id)) || t("agent");
+        li = h("li", { class: mine ? "msg me" : "msg them" }, [
+          h("span", { class: mine ? "who sr" : "who", text: who }),
+          h("p", { class: "text", text: m.text }),
+          h("span", { class: "meta", "aria-hidden": "true" })
+        ]);
+      }
+      li.at = m.at || Date.now();
+      return li;
+    }
+
+    function meta(li, state) {
+      var el = li.querySelector(".meta");
+      if (!el) return;
+      li.state = state;
+      el.textContent = time(li.at) + (state ? " \u00b7 " + t(state) : "");
+      li.classList.toggle("failed", state === "not_sent");
+    }
+
+    // Keeps a conversation's list in seq order; unacknowledged ones stay last.
+    function place(v, li, seq) {
+      var kids = v.ol.children;
+      var before = null;
+      for (var i = kids.length - 1; i >= 0; i--) {
+        var k = kids[i];
+        if (k === li) continue;
+        if (!k.seq || k.seq > seq) { before = k; continue; }
+        break;
+      }
+      v.ol.insertBefore(li, before);
+    }
+
+    function onMessage(m) {
+      if (m.kind === "note") return;
+      var v = view(m.conversation);
+      if (v.bySeq[m.seq]) return;
+      var mine = m.sender && m.sender.role === "player";
+      var li = m.client_id && mine && v.byClient[m.client_id];
+      if (li) delete v.byClient[m.client_id];
+      else li = item(m, mine);
+      li.seq = m.seq;
+      v.bySeq[m.seq] = li;
+      place(v, li, m.seq);
+      var current = cur && m.conversation === cur.id;
+      if (mine && current) meta(li, cur.readSeq >= m.seq ? "read" : "sent");
+      else meta(li, "");
+      if (cur && m.conversation === cur.id) {
+        if (m.kind === "event" && m.event === "joined") cur.answered = true;
+        if (m.kind === "event" && m.event === "closed") closedNow();
+        if (!mine && m.kind === "text") {
+          showTyping(null);
+          // Unread: what the player has not had in front of them, across reloads too.
+          if ((panel.hidden || doc.hidden) && m.seq > seen(m.conversation)) { unread++; updateBadge(); }
+          markRead();
+        }
+      }
+      scrollDown();
+    }
+
+    function renderPending(e) {
+      var v = view(e.conversation);
+      if (v.byClient[e.client_id]) return;
+      var li = item({ kind: "text", text: e.text, at: e.at }, true);
+      v.byClient[e.client_id] = li;
+      v.ol.appendChild(li);
+      meta(li, "sending");
+      scrollDown();
+    }
+
+    function onAck(a) {
+      var v = views[a.conversation];
+      if (!v) return;
+      var li = v.byClient[a.client_id];
+      if (!li) return;
+      delete v.byClient[a.client_id];
+      if (v.bySeq[a.seq]) { li.remove(); return; }
+      li.seq = a.seq;
+      v.bySeq[a.seq] = li;
+      place(v, li, a.seq);
+      meta(li, cur && cur.readSeq >= a.seq ? "read" : "sent");
+    }
+
+    function onRead(r) {
+      if (!cur || r.conversation !== cur.id || !r.by || r.by.role === "player") return;
+      cur.readSeq = Math.max(cur.readSeq, r.seq);
+      var v = views[cur.id];
+      for (var s in v.bySeq) {
+        var li = v.bySeq[s];
+        if (li.state === "sent" && +s <= cur.readSeq) meta(li, "read");
+      }
+    }
+
+    function showTyping(name) {
+      clearTimeout(typingTimer);
+      typingLine.textContent = name ? t("typing", { name: name }) : "";
+      if (name) typingTimer = setTimeout(function () { showTyping(null); }, 6000);
+    }
+
+    // ------------------------------------------------------------ protocol
+
+    function connect() {
+      if (client) return;
+      client = new P.Client({
+        url: server.replace(/^http/, "ws") + "/ws",
+        auth: auth,
+        storage: {
+          load: function () { try { return JSON.parse(store.get("outbox") || "[]"); } catch (e) { return []; } },
+          save: function (list) { store.set("outbox", list.length ? JSON.stringify(list) : null); }
+        }
+      });
+      P.widget.client = client;
+      client.on("state", function (s) {
+        show(conn, s === "reconnecting" || s === "failed");
+        conn.textContent = s === "failed" ? t("unavailable") : t("reconnecting");
+        if (s === "connecting" && !cur) setStatus(t("connecting"));
+      });
+      client.on("welcome", onWelcome);
+      client.on("message", onMessage);
+      client.on("ack", onAck);
+      client.on("read", onRead);
+      client.on("failed", function (f) {
+        var v = views[f.entry.conversation];
+        var li = v && v.byClient[f.entry.client_id];
+        if (li) meta(li, "not_sent");
+      });
+      client.on("resumed", function (r) {
+        if (starting && !views[r.conversation] && r.conversation !== earlier) adopt(r.conversation, "queued");
+        var v = view(r.conversation);
+        v.box.removeAttribute("aria-busy");
+        client.pending(r.conversation).forEach(renderPending);
+        if (r.conversation === earlier) {
+          if (rateFor === earlier) askRating(); else { show(intro, true); }
+        }
+        scrollDown();
+      });
+      client.on("reset", function (r) {
+        var v = views[r.conversation];
+        if (!v) return;
+        v.ol.textContent = "";
+        v.bySeq = {};
+        v.byClient = {};
+      });
+      client.on("queued", function (q) {
+        adopt(q.conversation, "queued");
+        var wait = q.estimated_wait_secs;
+        setStatus(t("queued", { n: q.position }) + (wait == null ? "" : " " + (wait < 60 ? t("wait_soon") : t("wait_min", { n: Math.round(wait / 60) }))));
+      });
+      client.on("no_agents", function (n) {
+        adopt(n.conversation, "offline");
+        setStatus(t("no_agents"));
+        show(offline, true);
+        input.placeholder = t("offline_placeholder");
+        sendBtn.textContent = t("offline_send");
+      });
+      client.on("assigned", function (a) {
+        adopt(a.conversation, "active");
+        cur.agent = a.agent;
+        cur.answered = true;
+        show(offline, false);
+        show(offlineDone, false);
+        input.placeholder = t("placeholder");
+        sendBtn.textContent = t("send");
+        setStatus(t("assigned", { name: a.agent.name || a.agent.id }));
+      });
+      client.on("closed", function (c) { if (cur && c.conversation === cur.id) closedNow(); });
+      client.on("rated", function () { finish(true); });
+      client.on("typing", function (ty) {
+        if (cur && ty.conversation === cur.id && ty.from && ty.from.role !== "player") showTyping(ty.active ? ty.from.name || t("agent") : null);
+      });
+      client.on("history", onHistory);
+      client.on("error", function (e) {
+        if (e.frame === "rate" && e.code === "invalid_state") finish(true);
+        else if (e.frame === "start") { starting = false; setStatus(e.code === "too_many_conversations" ? t("too_many") : t("start_failed")); show(intro, true); }
+      });
+      client.on("auth_failed", function () {
+        if (!tokenFn && store.get("visitor")) { store.set("visitor", null); client.start(); return; }
+        setTimeout(function () { client.start(); }, 15000);
+      });
+      client.start();
+    }
+
+    function auth(info) {
+      return Promise.resolve(tokenFn ? tokenFn(info) : null).then(function (token) {
+        if (token) return { kind: "player", token: String(token) };
+        return { kind: "visitor", token: store.get("visitor") || undefined, name: cfg.name, language: lang };
+      });
+    }
+
+    function onWelcome(w) {
+      if (w.visitor_token) store.set("visitor", w.visitor_token);
+      if (!cur && !starting) setStatus("");
+      var open = (w.conversations || []).filter(function (c) {
+        return c.state !== "closed" && (!cfg.department || c.department === cfg.department);
+      });
+      if (cur) {
+        var s = open.filter(function (c) { return c.id === cur.id; })[0];
+        // The client resumes the current conversation by itself; a start as well
+        // tells where it stands now (queue position, a new agent).
+        if (s && (s.state !== "active" || !cur.agent || s.agent !== cur.agent.id)) client.send({ type: "start", department: s.department });
+        return;
+      }
+      if (starting) { client.send({ type: "start", department: cfg.department, language: lang }); return; }
+      if (open.length) {
+        view(open[0].id).box.setAttribute("aria-busy", "true");
+        adopt(open[0].id, open[0].state);
+        client.send({ type: "start", department: open[0].department });
+      } else if (!historyAsked) {
+        historyAsked = true;
+        client.send({ type: "history" });
+        setStatus("");
+        show(intro, true);
+        focusFirst(false);
+      }
+    }
+
+    function onHistory(hist) {
+      if (cur || earlier) return;
+      var prev = (hist.conversations || []).filter(function (c) { return !cfg.department || c.department === cfg.department; })[0];
+      if (!prev) return;
+      earlier = prev.id;
+      var v = view(prev.id);
+      v.box.setAttribute("aria-busy", "true");
+      v.box.insertBefore(h("h3", { class: "earlier", text: t("earlier", { date: new Date(prev.created_at).toLocaleDateString(lang) }) }), v.ol);
+      if (prev.state === "closed" && prev.rating == null && prev.agent && store.get("conv") === prev.id) rateFor = prev.id;
+      show(intro, false);
+      client.send({ type: "resume", conversation: prev.id, after: 0 });
+    }
+
+    function startChat() {
+      connect();
+      starting = true;
+      show(intro, false);
+      show(after, false);
+      setStatus(t("connecting"));
+      if (client.state === "open") client.send({ type: "start", department: cfg.department, language: lang });
+    }
+
+    function endChat() {
+      if (cur && cur.state !== "closed") client.send({ type: "close", conversation: cur.id });
+    }
+
+    function closedNow() {
+      if (!cur || cur.state === "closed") return;
+      cur.state = "closed";
+      client.unwatch(cur.id);
+      client.discard(cur.id).forEach(function (e) {
+        var li = views[cur.id].byClient[e.client_id];
+        if (li) meta(li, "not_sent");
+      });
+      showTyping(null);
+      show(composer, false);
+      show(endBtn, false);
+      show(offline, false);
+      setStatus(t("closed"));
+      // Only a chat an agent answered can be rated.
+      if (cur.answered) { rateFor = cur.id; askRating(); } else finish(false);
+    }
+
+    function askRating() {
+      show(intro, false);
+      show(rateForm, true);
+      scrollDown();
+      if (!panel.hidden) stars[0].focus();
+    }
+
+    function sendRating(e) {
+      e.preventDefault();
+      var score = 0;
+      stars.forEach(function (s) { if (s.checked) score = +s.value; });
+      if (!score || !rateFor) return;
+      var comment = rateForm.querySelector("textarea").value.trim();
+      client.send({ type: "rate", conversation: rateFor, score: score, comment: comment || null });
+    }
+
+    function finish(rated) {
+      rateFor = null;
+      show(rateForm, false);
+      after.querySelector(".thanks").textContent = rated ? t("rate_thanks") : "";
+      show(after, true);
+      scrollDown();
+      if (!panel.hidden) after.querySelector("button").focus();
+      // The chat is over: the next one starts fresh, and a reload does not ask again.
+      cur = null;
+      store.set("conv", null);
+    }
+
+    function sendMessage() {
+      var text = input.value.trim();
+      if (!text || !cur || cur.state === "closed") return;
+      var e = client.say(cur.id, text);
+      renderPending(e);
+      input.value = "";
+      typing(false);
+      if (cur.state === "offline") show(offlineDone, true);
+    }
+
+    function onKey(e) {
+      if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); sendMessage(); }
+    }
+
+    // Typing indicators are throttled: one "started" per 3 s, "stopped" after 4 s idle.
+    function onTyping() {
+      if (!cur || cur.state === "closed" || !input.value) return;
+      var now = Date.now();
+      if (now - typingSent > 3000) { typingSent = now; client.send({ type: "typing", conversation: cur.id, active: true }); }
+      clearTimeout(typingIdle);
+      typingIdle = setTimeout(function () { typing(false); }, 4000);
+    }
+
+    function typing(active) {
+      clearTimeout(typingIdle);
+      if (!active && typingSent && cur) client.send({ type: "typing", conversation: cur.id, active: false });
+      typingSent = 0;
+    }
+
+    function markRead() {
+      clearTimeout(readTimer);
+      readTimer = setTimeout(function () {
+        console.log("MARKREAD", !!cur, panel.hidden, doc.hidden, !!client, cur && client.last(cur.id), cur && seen(cur.id));
+        if (!cur || panel.hidden || doc.hidden || !client) return;
+        var seq = client.last(cur.id);
+        if (seq > seen(cur.id)) store.set("seen", cur.id + " " + seq);
+        if (seq > (readSent[cur.id] || 0) && client.send({ type: "read", conversation: cur.id, seq: seq })) readSent[cur.id] = seq;
+      }, 300);
+    }
+
+    // The last seq the player has seen with the panel open, kept for one conversation.
+    function seen(id) {
+      var v = (store.get("seen") || "").split(" ");
+      return v[0] === id ? +v[1] || 0 : 0;
+    }
+
+    doc.addEventListener("visibilitychange", function () {
+      if (!doc.hidden) { markRead(); if (!panel.hidden) { unread = 0; updateBadge(); } }
+    });
+
+    P.widget.open = function () { setOpen(true); };
+    P.widget.close = function () { setOpen(false); };
+    P.widget.language = lang;
+    P.widget.server = server;
+
+    if (cfg.open || session.get("open") === "1") setOpen(true);
+    else if (store.get("conv")) connect();
+  }
+})(window, document);

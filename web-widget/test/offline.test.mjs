@@ -1,0 +1,90 @@
+// When nobody can take the chat: the widget says so at once (here in Russian, the
+// page's language) and takes an offline message; an agent answers it from the
+// console's offline list; a supervisor, whose console is in Turkish, sees every
+// live conversation and takes this one over.
+
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startServer, launchBrowser, newPage, consoleLogin } from "./helpers.mjs";
+
+const W = "#pitboss-widget";
+
+describe("offline messages and supervisor take-over", () => {
+  let server, browser, player, olga, sam;
+  const MESSAGE = "Мой вывод средств задерживается уже три дня";
+
+  before(async () => {
+    server = await startServer();
+    browser = await launchBrowser();
+    player = await newPage(await browser.newContext({ locale: "en-US" }));
+    olga = await newPage(await browser.newContext({ viewport: { width: 1400, height: 900 } }));
+    const samCtx = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+    await samCtx.addInitScript(() => localStorage.setItem("pitboss.console.lang", "tr"));
+    sam = await newPage(samCtx);
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.close();
+  });
+
+  it("with no agent online the widget says so at once and offers an offline message form", async () => {
+    await player.goto(server.url + "/?lang=ru");
+    await player.getByRole("button", { name: "Открыть чат поддержки" }).click();
+    await player.getByRole("button", { name: "Начать чат" }).click();
+    await server.wait("the player is told nobody is available", () => player.locator(W).getByText("Сейчас нет свободных операторов.").waitFor());
+    await server.wait("and is offered to leave a message", () => player.locator(W).getByText(/Оставьте сообщение ниже/).waitFor());
+    const input = player.getByRole("textbox", { name: "Ваше сообщение" });
+    await input.fill(MESSAGE);
+    await player.getByRole("button", { name: "Отправить сообщение" }).click();
+    await server.wait("the offline message is confirmed", () => player.locator(W).getByText(/Мы получили ваше сообщение/).waitFor());
+    await server.wait("and acknowledged", () => player.locator(`${W} .me .meta`, { hasText: "Отправлено" }).waitFor());
+  });
+
+  it("an agent answers it from the offline messages list", async () => {
+    await consoleLogin(server, olga, "olga");
+    const card = olga.locator("#offline li", { hasText: MESSAGE });
+    await server.wait("olga sees the offline message", () => card.waitFor());
+    await card.getByRole("button", { name: /Answer the message/ }).click();
+    await server.wait("the offline conversation opens in a tab", () => olga.locator(".chat:not([hidden]) .msgs").getByText(MESSAGE).waitFor());
+    await server.wait("and leaves the offline list", () => olga.locator("#offline li", { hasText: MESSAGE }).waitFor({ state: "detached" }));
+    const reply = olga.getByRole("textbox", { name: "Reply to the player" });
+    await reply.fill("Здравствуйте! Проверяю ваш вывод.");
+    await reply.press("Enter");
+    await server.wait("the player, still on the page, gets the answer", () => player.locator(W).getByText("Здравствуйте! Проверяю ваш вывод.").waitFor());
+    await server.wait("and sees who answered, in Russian", () => player.locator(W).getByText("Оператор Olga отвечает на ваше сообщение").waitFor());
+    await server.wait("and who is helping now", () => player.locator(W).getByText("Вас обслуживает Olga.").waitFor());
+  });
+
+  it("an agent can go away and come back online", async () => {
+    await olga.locator("#status-away").click();
+    await server.wait("olga is away", () => olga.locator("#status-away[aria-pressed=true]").waitFor());
+    await olga.locator("#status-online").click();
+    await server.wait("olga is online again", () => olga.locator("#status-online[aria-pressed=true]").waitFor());
+  });
+
+  it("a supervisor sees every live conversation and takes one over", async () => {
+    await sam.goto(server.url + "/console");
+    await sam.getByLabel("Kullanıcı adı").fill("sam");
+    await sam.getByLabel("Parola").fill(server.password);
+    await sam.getByRole("button", { name: "Giriş yap" }).click();
+    await server.wait("sam's console connects", () => sam.locator("#app[data-state=open]").waitFor());
+    const live = sam.locator("#live li", { hasText: "Olga" });
+    await server.wait("sam sees olga's conversation in the live list", () => live.waitFor());
+    await live.getByRole("button", { name: /görüşmesini görüntüle/ }).click();
+    await server.wait("sam can read it without owning it", () => sam.locator(".chat:not([hidden]) .msgs").getByText(MESSAGE).waitFor());
+    await sam.locator(".chat:not([hidden])").getByRole("button", { name: "Devral" }).click();
+    await server.wait("olga is told sam has it now", () => olga.getByText("This chat is now with Sam.").waitFor());
+    await server.wait("the player sees the take-over", () => player.locator(W).getByText("Чат ведёт Sam").waitFor());
+    const reply = sam.getByRole("textbox", { name: "Oyuncuya yanıt" });
+    await reply.fill("Ваш вывод одобрен.");
+    await reply.press("Enter");
+    await server.wait("the player gets the supervisor's message", () => player.locator(W).getByText("Ваш вывод одобрен.").waitFor());
+    const lines = await player.locator(`${W} .msgs > li p`).allTextContents();
+    assert.equal(lines.filter((l) => l === MESSAGE).length, 1);
+  });
+
+  it("no page raised an error or a dialog", () => {
+    for (const p of [player, olga, sam]) assert.deepEqual(p.problems(), []);
+  });
+});
