@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 (cd loadtest/socketio && npm ci --no-audit --no-fund)
 cargo build --locked -p pitboss-server -p pitboss-loadtest
-exec target/debug/loadtest smoke "$@"
+exec "${CARGO_TARGET_DIR:-target}/debug/loadtest" smoke "$@"

@@ -59,6 +59,7 @@
     this.ws = null;
     this.serial = 0; // connection number, to tell which connection sent what
     this.attempt = 0;
+    this.attemptId = 0;
     this.everOpen = false;
     this.expired = false;
     this.timer = null;
@@ -78,7 +79,7 @@
       } catch (err) { /* a broken store must not stop the chat */ }
     }
     var self = this;
-    this.onOnline = function () { if (self.state === "reconnecting") self.connectSoon(0); };
+    this.onOnline = function () { if (self.state === "reconnecting" && !self.ws) self.connectSoon(0); };
     if (root.addEventListener) root.addEventListener("online", this.onOnline);
   }
 
@@ -136,14 +137,17 @@
     this.setState(this.everOpen || this.attempt > 0 ? "reconnecting" : "connecting");
     var expired = this.expired;
     this.expired = false;
+    // Only the latest attempt may open a socket (an "online" event can start a
+    // new one while the previous one still waits for its credentials).
+    var id = ++this.attemptId;
     Promise.resolve()
       .then(function () { return self.auth({ expired: expired }); })
       .then(function (auth) {
-        if (self.state === "closed") return;
+        if (self.state === "closed" || id !== self.attemptId) return;
         if (!auth) { self.fail("no credentials"); return; }
         self.open(auth);
       }, function (err) {
-        if (self.state === "closed") return;
+        if (self.state === "closed" || id !== self.attemptId) return;
         self.emit("error", { code: "auth_callback", message: String(err && err.message || err) });
         self.retry();
       });
@@ -152,6 +156,7 @@
   C.open = function (auth) {
     var self = this;
     var ws;
+    if (this.ws) { var old = this.ws; this.ws = null; try { old.close(1000); } catch (e) { /* gone */ } }
     try { ws = new this.WS(this.url); } catch (err) { this.retry(); return; }
     var serial = ++this.serial;
     this.ws = ws;

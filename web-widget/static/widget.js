@@ -88,11 +88,11 @@
 
     var badge = h("span", { class: "badge", hidden: true, "aria-hidden": "true" });
     var launcherLabel = h("span", { class: "sr", text: t("open_chat") });
-    var launcher = h("button", { type: "button", class: "launcher", "aria-expanded": "false", "aria-controls": "pb-panel", onclick: function () { setOpen(panel.hidden); } }, [icon(), launcherLabel, badge]);
+    var launcher = h("button", { type: "button", class: "launcher", "aria-expanded": "false", "aria-controls": "pb-panel", onclick: function () { setOpen(panel.hidden, true); } }, [icon(), launcherLabel, badge]);
     var statusLine = h("p", { class: "status", role: "status" });
     var conn = h("p", { class: "conn", role: "status", hidden: true });
     var endBtn = h("button", { type: "button", class: "end", hidden: true, text: t("end_chat"), onclick: endChat });
-    var minBtn = h("button", { type: "button", class: "min", "aria-label": t("minimize"), title: t("minimize"), onclick: function () { setOpen(false); } }, ["\u2013"]);
+    var minBtn = h("button", { type: "button", class: "min", "aria-label": t("minimize"), title: t("minimize"), onclick: function () { setOpen(false); launcher.focus(); } }, ["\u2013"]);
     var intro = h("div", { class: "intro", hidden: true }, [
       h("p", { text: t("intro") }),
       h("button", { type: "button", class: "primary", text: t("start_chat"), onclick: startChat })
@@ -162,8 +162,11 @@
     var typingIdle = null;
     var readTimer = null;
     var readSent = {};
+    var wantFocus = false;
 
-    function setOpen(open) {
+    // `byUser`: the player opened it (the focus moves in); otherwise a reload
+    // reopened it and the page keeps its focus.
+    function setOpen(open, byUser) {
       show(panel, open);
       launcher.setAttribute("aria-expanded", String(open));
       session.set("open", open ? "1" : "");
@@ -172,16 +175,19 @@
         unread = 0;
         updateBadge();
         scrollDown();
-        focusFirst(true);
+        if (byUser) { wantFocus = true; focusFirst(); }
         markRead();
       }
     }
 
-    // The first useful control of the panel: the message box, else the start
-    // button, else the minimise button (until the connection tells which).
-    function focusFirst(always) {
-      if (panel.hidden || (!always && shadow.activeElement && shadow.activeElement !== minBtn)) return;
-      (!composer.hidden ? input : !intro.hidden ? intro.querySelector("button") : minBtn).focus();
+    // After the player acted, the focus goes to the first useful control: the
+    // message box, else the start button; the minimise button holds it until the
+    // connection tells which.
+    function focusFirst() {
+      if (panel.hidden || !wantFocus) return;
+      var el = !composer.hidden ? input : !intro.hidden ? intro.querySelector("button") : null;
+      if (el) wantFocus = false;
+      (el || minBtn).focus();
     }
 
     function updateBadge() {
@@ -221,7 +227,7 @@
       show(rateForm, false);
       show(composer, cur.state !== "closed");
       show(endBtn, cur.state !== "closed");
-      focusFirst(false);
+      focusFirst();
     }
 
     // ---------------------------------------------------------- rendering
@@ -446,7 +452,7 @@
         client.send({ type: "history" });
         setStatus("");
         show(intro, true);
-        focusFirst(false);
+        focusFirst();
       }
     }
 
@@ -466,6 +472,7 @@
     function startChat() {
       connect();
       starting = true;
+      wantFocus = true;
       show(intro, false);
       show(after, false);
       setStatus(t("connecting"));
@@ -550,14 +557,16 @@
       typingSent = 0;
     }
 
+    // What is on screen counts as seen at once; the read receipt goes out a
+    // moment later, one for a burst of messages.
     function markRead() {
+      if (!cur || panel.hidden || doc.hidden || !client) return;
+      var id = cur.id;
+      var seq = client.last(id);
+      if (seq > seen(id)) store.set("seen", id + " " + seq);
       clearTimeout(readTimer);
       readTimer = setTimeout(function () {
-        console.log("MARKREAD", !!cur, panel.hidden, doc.hidden, !!client, cur && client.last(cur.id), cur && seen(cur.id));
-        if (!cur || panel.hidden || doc.hidden || !client) return;
-        var seq = client.last(cur.id);
-        if (seq > seen(cur.id)) store.set("seen", cur.id + " " + seq);
-        if (seq > (readSent[cur.id] || 0) && client.send({ type: "read", conversation: cur.id, seq: seq })) readSent[cur.id] = seq;
+        if (seq > (readSent[id] || 0) && client.send({ type: "read", conversation: id, seq: seq })) readSent[id] = seq;
       }, 300);
     }
 
@@ -571,7 +580,7 @@
       if (!doc.hidden) { markRead(); if (!panel.hidden) { unread = 0; updateBadge(); } }
     });
 
-    P.widget.open = function () { setOpen(true); };
+    P.widget.open = function () { setOpen(true, true); };
     P.widget.close = function () { setOpen(false); };
     P.widget.language = lang;
     P.widget.server = server;

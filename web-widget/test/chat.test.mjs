@@ -4,9 +4,9 @@
 // reloads, the server is killed and restarted on the same port and data directory,
 // the agent closes the chat, the player rates it, and comes back later.
 
-import { describe, it, before, after } from "node:test";
+import { describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, launchBrowser, newPage, consoleLogin, artifact, axe } from "./helpers.mjs";
+import { startServer, launchBrowser, newPage, consoleLogin, artifact, axe, stepsOf } from "./helpers.mjs";
 
 const W = "#pitboss-widget";
 const STUB_NOTIFICATIONS = () => {
@@ -23,6 +23,7 @@ const dupes = (lines) => lines.filter((l, i) => lines.indexOf(l) !== i);
 
 describe("a support chat from first message to rating", () => {
   let server, browser, player, ayla, olga, conversation;
+  const step = stepsOf(() => server);
   const FIRST = "Hi, my deposit of 50 EUR has not arrived";
 
   before(async () => {
@@ -36,7 +37,6 @@ describe("a support chat from first message to rating", () => {
     await olgaCtx.addInitScript(STUB_NOTIFICATIONS);
     olga = await newPage(olgaCtx);
     player = await newPage(await browser.newContext({ viewport: { width: 1280, height: 800 } }));
-    player.on("console", (m) => console.log("PLAYER", m.text()));
   });
 
   after(async () => {
@@ -44,12 +44,12 @@ describe("a support chat from first message to rating", () => {
     await server?.close();
   });
 
-  it("an agent logs in and is online", async () => {
+  step("an agent logs in and is online", async () => {
     await consoleLogin(server, ayla, "ayla");
     await server.wait("ayla is shown online", () => ayla.locator("#status-online[aria-pressed=true]").waitFor());
   });
 
-  it("the widget opens from the keyboard and Escape gives the focus back", async () => {
+  step("the widget opens from the keyboard and Escape gives the focus back", async () => {
     await player.goto(server.url + "/");
     const launcher = player.getByRole("button", { name: "Open support chat" });
     await server.wait("the launcher appears", () => launcher.waitFor());
@@ -62,7 +62,7 @@ describe("a support chat from first message to rating", () => {
     assert.equal(await player.evaluate(() => document.querySelector("#pitboss-widget").shadowRoot.activeElement?.getAttribute("aria-controls")), "pb-panel");
   });
 
-  it("the player starts a chat, sees the queue position and writes", async () => {
+  step("the player starts a chat, sees the queue position and writes", async () => {
     await player.getByRole("button", { name: "Open support chat" }).click();
     await player.getByRole("button", { name: "Start a chat" }).click();
     await server.wait("the player sees the queue position", () => player.locator(W).getByText("You are number 1 in line.").waitFor());
@@ -72,7 +72,7 @@ describe("a support chat from first message to rating", () => {
     await server.wait("the player's message is acknowledged", () => player.locator(`${W} .me .meta`, { hasText: "Sent" }).waitFor());
   });
 
-  it("the agent is notified, sees the queue live, accepts and answers with a canned reply", async () => {
+  step("the agent is notified, sees the queue live, accepts and answers with a canned reply", async () => {
     await server.wait("ayla gets the offer", () => ayla.getByRole("button", { name: /Accept the chat/ }).waitFor());
     const notes = await ayla.evaluate(() => window.__notes);
     assert.ok(notes.some((n) => n.title.startsWith("New chat")), `a desktop notification for the new chat: ${JSON.stringify(notes)}`);
@@ -107,7 +107,7 @@ describe("a support chat from first message to rating", () => {
     assert.deepEqual(violations, [], "serious or critical accessibility problems in the widget");
   });
 
-  it("the player reloads mid-chat: the transcript is intact and not doubled", async () => {
+  step("the player reloads mid-chat: the transcript is intact and not doubled", async () => {
     const lines = await widgetLines(player);
     assert.ok(lines.includes(FIRST) && !lines.some((l) => l.includes("PSP")), `the private note never reaches the player: ${lines}`);
     await player.reload();
@@ -122,7 +122,7 @@ describe("a support chat from first message to rating", () => {
     assert.equal((await consoleLines(ayla)).filter((l) => l === "Still there?").length, 1);
   });
 
-  it("the chat is transferred to a second agent, who sees the whole history", async () => {
+  step("the chat is transferred to a second agent, who sees the whole history", async () => {
     await consoleLogin(server, olga, "olga");
     await ayla.getByRole("button", { name: "Transfer", exact: true }).click();
     const dialog = ayla.locator("#transfer-dialog");
@@ -147,7 +147,7 @@ describe("a support chat from first message to rating", () => {
     assert.deepEqual(violations, [], "serious or critical accessibility problems in the console");
   });
 
-  it("the server is killed and restarted mid-chat; both sides recover and nothing is lost or doubled", async () => {
+  step("the server is killed and restarted mid-chat; both sides recover and nothing is lost or doubled", async () => {
     const before = await widgetLines(player);
     await server.kill();
     await server.wait("the player sees the connection is lost", () => player.locator(W).getByText("Connection lost. Reconnecting…").waitFor());
@@ -175,32 +175,31 @@ describe("a support chat from first message to rating", () => {
     assert.equal(agentLines.filter((l) => l === "Typed while you were away").length, 1, "olga has the offline message once");
   });
 
-  it("messages that arrive while the panel is closed are counted on the launcher, across a reload", async () => {
-    console.log("DEBUG0", await player.evaluate(() => JSON.stringify([document.hidden, document.visibilityState, Pitboss.widget.client.convs, localStorage.getItem(Object.keys(localStorage).find(k => k.endsWith(":seen")))])));
+  step("messages that arrive while the panel is closed are counted on the launcher, across a reload", async () => {
     await player.getByRole("button", { name: "Minimise chat" }).click();
     const reply = olga.getByRole("textbox", { name: "Reply to the player" });
     await reply.fill("One more thing: check your e-mail.");
     await reply.press("Enter");
     await server.wait("the launcher counts the unread message", () => player.getByRole("button", { name: "Open support chat (1 unread)" }).waitFor());
     await player.reload();
-    await new Promise((r) => setTimeout(r, 2000));
-    console.log("DEBUG", await player.locator(`${W} .launcher`).textContent(), await player.evaluate(() => JSON.stringify(Object.entries(localStorage))));
     await server.wait("after a reload only the unseen message counts", () => player.getByRole("button", { name: "Open support chat (1 unread)" }).waitFor());
     await player.getByRole("button", { name: "Open support chat (1 unread)" }).click();
     await server.wait("opening the chat clears the count", () => player.getByRole("button", { name: "Open support chat", exact: true }).waitFor());
     await server.wait("the message is there", () => player.locator(W).getByText("One more thing: check your e-mail.").waitFor());
   });
 
-  it("the agent closes with a reason; the player rates; the rating is stored", async () => {
+  step("the agent closes with a reason; the player rates; the rating is stored", async () => {
     await olga.getByRole("button", { name: "Close chat" }).click();
     await olga.locator("#close-reason").selectOption("resolved");
     await olga.locator("#close-dialog").getByRole("button", { name: "Close chat" }).click();
     await server.wait("olga sees the chat closed with its reason", () => olga.getByText("The chat is closed: Resolved.").waitFor());
     await server.wait("the player is asked for a rating", () => player.locator(W).getByText("How was your chat?").waitFor());
+    assert.deepEqual(await axe(player, [W, ".pb"]), [], "serious or critical accessibility problems in the rating form");
     await player.locator(`${W} label[for=pb-star4]`).click();
     await player.locator(W).getByLabel("Comment (optional)").fill("Quick and friendly");
     await player.getByRole("button", { name: "Send rating" }).click();
     await server.wait("the player is thanked", () => player.locator(W).getByText("Thank you for your feedback!").waitFor());
+    assert.deepEqual(await axe(player, [W, ".pb"]), [], "serious or critical accessibility problems after the rating");
     const token = await server.login("sam");
     const stored = await server.until("the rating is stored", async () => {
       const b = await server.api(`/api/conversations/${conversation}`, { token });
@@ -212,7 +211,7 @@ describe("a support chat from first message to rating", () => {
     assert.equal(stored.conversation.agent, "olga");
   });
 
-  it("a returning visitor sees the earlier conversation, also on a phone-sized screen", async () => {
+  step("a returning visitor sees the earlier conversation, also on a phone-sized screen", async () => {
     const page = await newPage(player.context());
     await page.setViewportSize({ width: 375, height: 667 });
     await page.goto(server.url + "/");
@@ -227,7 +226,7 @@ describe("a support chat from first message to rating", () => {
     assert.deepEqual(page.problems(), []);
   });
 
-  it("no page raised an error or a dialog", () => {
+  step("no page raised an error or a dialog", () => {
     for (const p of [player, ayla, olga]) assert.deepEqual(p.problems(), []);
   });
 });

@@ -4,12 +4,12 @@
 // expired), Turkish from the script tag's data-language, nothing fetched from
 // anywhere but the configured server, and everything it loads under 20 KB gzipped.
 
-import { describe, it, before, after } from "node:test";
+import { describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { gzipSync } from "node:zlib";
 import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { startServer, launchBrowser, newPage, consoleLogin, freePort, artifact, STATIC_DIR, PITBOSS_BIN } from "./helpers.mjs";
+import { startServer, launchBrowser, newPage, consoleLogin, freePort, artifact, STATIC_DIR, PITBOSS_BIN, stepsOf } from "./helpers.mjs";
 import { startCasino, TOKEN_ARGS } from "./casino.mjs";
 
 const W = "#pitboss-widget";
@@ -17,6 +17,7 @@ const LIMIT = 20 * 1024;
 
 describe("the widget embedded on a casino page of another origin", () => {
   let server, casino, browser, player, ayla;
+  const step = stepsOf(() => server);
   const requests = [];
   const loaded = new Map();
 
@@ -47,7 +48,7 @@ describe("the widget embedded on a casino page of another origin", () => {
     await casino?.close();
   });
 
-  it("a verified player connects with a fresh token after the first one expired", async () => {
+  step("a verified player connects with a fresh token after the first one expired", async () => {
     await consoleLogin(server, ayla, "ayla");
     await player.goto(casino.url + "/");
     await player.getByRole("button", { name: "Destek sohbetini aç" }).click();
@@ -56,7 +57,7 @@ describe("the widget embedded on a casino page of another origin", () => {
     assert.ok(casino.tokensIssued >= 2, "the casino backend signed a second token");
   });
 
-  it("the agent sees the verified player's VIP tier and attributes; they chat", async () => {
+  step("the agent sees the verified player's VIP tier and attributes; they chat", async () => {
     await player.getByRole("button", { name: "Sohbet başlat" }).click();
     const offer = ayla.locator("#offers li", { hasText: "Deniz" });
     await server.wait("ayla is offered Deniz's chat", () => offer.waitFor());
@@ -81,13 +82,13 @@ describe("the widget embedded on a casino page of another origin", () => {
     await server.wait("the player gets the canned reply", () => player.locator(W).getByText(/Beklediğiniz için teşekkürler/).waitFor());
   });
 
-  it("the widget talks to nobody but its configured server", () => {
+  step("the widget talks to nobody but its configured server", () => {
     const foreign = requests.filter((u) => !u.startsWith(casino.url + "/") && !u.startsWith(server.url + "/") && !u.startsWith(server.url.replace("http", "ws") + "/") && !u.startsWith("data:"));
     assert.deepEqual(foreign, []);
     assert.ok(requests.includes(server.url.replace("http", "ws") + "/ws"), "the WebSocket goes to the configured server");
   });
 
-  it("everything the widget loads is under 20 KB gzipped", (t) => {
+  step("everything the widget loads is under 20 KB gzipped", (t) => {
     for (const [path, body] of loaded) {
       assert.ok(body.equals(readFileSync(join(STATIC_DIR, path))),
         `${PITBOSS_BIN} serves an old copy of static${path}: rebuild it (cargo build -p pitboss-server) so that the measured files are the ones in the tree`);
@@ -112,7 +113,7 @@ describe("the widget embedded on a casino page of another origin", () => {
     assert.ok(worst <= LIMIT, `with its heaviest language the widget loads ${worst} bytes gzipped, more than ${LIMIT}`);
   });
 
-  it("the same verified player on another device sees the earlier conversation", async () => {
+  step("the same verified player on another device sees the earlier conversation", async () => {
     await player.getByRole("button", { name: "Sohbeti bitir" }).click();
     await server.wait("the player is asked for a rating", () => player.locator(W).getByText("Sohbetiniz nasıldı?").waitFor());
     await player.getByRole("button", { name: "Geç" }).click();
@@ -125,7 +126,7 @@ describe("the widget embedded on a casino page of another origin", () => {
     assert.deepEqual(other.problems(), []);
   });
 
-  it("a page of an origin that is not allowed cannot open the chat", async () => {
+  step("a page of an origin that is not allowed cannot open the chat", async () => {
     const page = await newPage(await browser.newContext());
     const origin = casino.url.replace("localhost", "127.0.0.1");
     await page.goto(origin + "/");
@@ -135,7 +136,7 @@ describe("the widget embedded on a casino page of another origin", () => {
     assert.equal(await page.getByRole("button", { name: "Sohbet başlat" }).count(), 0);
   });
 
-  it("no page raised an error or a dialog", () => {
+  step("no page raised an error or a dialog", () => {
     for (const p of [player, ayla]) assert.deepEqual(p.problems(), []);
   });
 });

@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync, mkdirSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { it } from "node:test";
 import { chromium } from "playwright-core";
 
 export const WIDGET_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -169,8 +170,22 @@ export async function startServer({ demo = true, args = [], dataDir, port } = {}
 }
 
 function withLog(err, server) {
-  err.message += `\n----- pitboss log (last lines) -----\n${server.log(60)}\n-----`;
+  if (!String(err.message).includes("----- pitboss log")) {
+    err.message += `\n----- pitboss log (last lines) -----\n${server.log(60)}\n-----`;
+  }
   return err;
+}
+
+/** `it` whose failures, whatever threw them, end with the server's log. */
+export function stepsOf(getServer) {
+  return (name, fn) => it(name, async (t) => {
+    try {
+      return await fn(t);
+    } catch (err) {
+      const server = getServer();
+      throw server && err instanceof Error ? withLog(err, server) : err;
+    }
+  });
 }
 
 /** Headless Chromium from the system. Never downloads a browser. */

@@ -54,7 +54,7 @@ function usedKeys(ns) {
 const { dicts, languages, i18n } = loadAll();
 
 test("the four shipped languages are listed", () => {
-  assert.deepEqual(languages.sort(), ["az", "en", "ru", "tr"]);
+  for (const lang of ["en", "tr", "az", "ru"]) assert.ok(languages.includes(lang), `${lang} is not in LANGUAGES`);
 });
 
 for (const ns of ["widget", "console"]) {

@@ -3,14 +3,15 @@
 // console's offline list; a supervisor, whose console is in Turkish, sees every
 // live conversation and takes this one over.
 
-import { describe, it, before, after } from "node:test";
+import { describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, launchBrowser, newPage, consoleLogin } from "./helpers.mjs";
+import { startServer, launchBrowser, newPage, consoleLogin, axe, artifact, stepsOf } from "./helpers.mjs";
 
 const W = "#pitboss-widget";
 
 describe("offline messages and supervisor take-over", () => {
   let server, browser, player, olga, sam;
+  const step = stepsOf(() => server);
   const MESSAGE = "Мой вывод средств задерживается уже три дня";
 
   before(async () => {
@@ -28,7 +29,7 @@ describe("offline messages and supervisor take-over", () => {
     await server?.close();
   });
 
-  it("with no agent online the widget says so at once and offers an offline message form", async () => {
+  step("with no agent online the widget says so at once and offers an offline message form", async () => {
     await player.goto(server.url + "/?lang=ru");
     await player.getByRole("button", { name: "Открыть чат поддержки" }).click();
     await player.getByRole("button", { name: "Начать чат" }).click();
@@ -39,9 +40,11 @@ describe("offline messages and supervisor take-over", () => {
     await player.getByRole("button", { name: "Отправить сообщение" }).click();
     await server.wait("the offline message is confirmed", () => player.locator(W).getByText(/Мы получили ваше сообщение/).waitFor());
     await server.wait("and acknowledged", () => player.locator(`${W} .me .meta`, { hasText: "Отправлено" }).waitFor());
+    assert.deepEqual(await axe(player, [W, ".pb"]), [], "serious or critical accessibility problems in the offline form");
+    await player.screenshot({ path: artifact("widget-offline-ru.png") });
   });
 
-  it("an agent answers it from the offline messages list", async () => {
+  step("an agent answers it from the offline messages list", async () => {
     await consoleLogin(server, olga, "olga");
     const card = olga.locator("#offline li", { hasText: MESSAGE });
     await server.wait("olga sees the offline message", () => card.waitFor());
@@ -56,14 +59,14 @@ describe("offline messages and supervisor take-over", () => {
     await server.wait("and who is helping now", () => player.locator(W).getByText("Вас обслуживает Olga.").waitFor());
   });
 
-  it("an agent can go away and come back online", async () => {
+  step("an agent can go away and come back online", async () => {
     await olga.locator("#status-away").click();
     await server.wait("olga is away", () => olga.locator("#status-away[aria-pressed=true]").waitFor());
     await olga.locator("#status-online").click();
     await server.wait("olga is online again", () => olga.locator("#status-online[aria-pressed=true]").waitFor());
   });
 
-  it("a supervisor sees every live conversation and takes one over", async () => {
+  step("a supervisor sees every live conversation and takes one over", async () => {
     await sam.goto(server.url + "/console");
     await sam.getByLabel("Kullanıcı adı").fill("sam");
     await sam.getByLabel("Parola").fill(server.password);
@@ -80,11 +83,43 @@ describe("offline messages and supervisor take-over", () => {
     await reply.fill("Ваш вывод одобрен.");
     await reply.press("Enter");
     await server.wait("the player gets the supervisor's message", () => player.locator(W).getByText("Ваш вывод одобрен.").waitFor());
+    assert.deepEqual(await axe(sam), [], "serious or critical accessibility problems in the supervisor's console");
+    await sam.screenshot({ path: artifact("console-supervisor-tr.png") });
     const lines = await player.locator(`${W} .msgs > li p`).allTextContents();
     assert.equal(lines.filter((l) => l === MESSAGE).length, 1);
   });
 
-  it("no page raised an error or a dialog", () => {
+  step("a transfer to a department reaches an agent of it, who accepts", async () => {
+    await sam.locator(".chat:not([hidden])").getByRole("button", { name: "Aktar" }).click();
+    const dialog = sam.locator("#transfer-dialog");
+    await dialog.getByRole("radio", { name: "Departman" }).check();
+    await sam.locator("#transfer-department").selectOption("technical");
+    await dialog.getByLabel("Sonraki temsilci için not (özel)").fill("Technical check of the payout, please");
+    await dialog.getByRole("button", { name: "Aktar" }).click();
+    await server.wait("sam sees the transfer pending (in Turkish)", () => sam.getByText("technical için aktarma istendi; yanıt bekleniyor.").waitFor());
+    const offer = olga.locator("#offers .transfer", { hasText: "Transfer from Sam: Technical check of the payout, please" });
+    await server.wait("olga, of the technical department, is offered it", () => offer.waitFor());
+    await offer.getByRole("button", { name: /Accept/ }).click();
+    await server.wait("sam is told olga has it now", () => sam.getByText("Bu sohbet artık Olga ile.").waitFor());
+    await server.wait("olga's tab is open again", () => olga.locator(".chat:not([hidden]) .msgs").getByText("Ваш вывод одобрен.").waitFor());
+  });
+
+  step("a transfer the receiving agent declines stays with the sender", async () => {
+    await olga.locator(".chat:not([hidden])").getByRole("button", { name: "Transfer", exact: true }).click();
+    await olga.locator("#transfer-agent").selectOption("sam");
+    await olga.locator("#transfer-note").fill("Supervisor approval needed");
+    await olga.locator("#transfer-dialog").getByRole("button", { name: "Transfer" }).click();
+    const offer = sam.locator("#offers .transfer", { hasText: "Olga tarafından aktarma: Supervisor approval needed" });
+    await server.wait("sam is offered the transfer", () => offer.waitFor());
+    await offer.getByRole("button", { name: "Reddet" }).click();
+    await server.wait("olga is told it was declined", () => olga.getByText("Sam declined the transfer; the chat stays with you.").waitFor());
+    const reply = olga.locator(".chat:not([hidden])").getByRole("textbox", { name: "Reply to the player" });
+    await reply.fill("Я остаюсь с вами.");
+    await reply.press("Enter");
+    await server.wait("olga still writes to the player", () => player.locator(W).getByText("Я остаюсь с вами.").waitFor());
+  });
+
+  step("no page raised an error or a dialog", () => {
     for (const p of [player, olga, sam]) assert.deepEqual(p.problems(), []);
   });
 });

@@ -2,11 +2,11 @@
 // messages, names, player attributes, notes, transfer notes, canned replies, close
 // reasons and offline messages show up literally and run nothing.
 
-import { test, describe, it, before, after } from "node:test";
+import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { startServer, launchBrowser, newPage, consoleLogin, freePort, STATIC_DIR } from "./helpers.mjs";
+import { startServer, launchBrowser, newPage, consoleLogin, freePort, STATIC_DIR, stepsOf } from "./helpers.mjs";
 import { startCasino, TOKEN_ARGS } from "./casino.mjs";
 
 const W = "#pitboss-widget";
@@ -49,6 +49,7 @@ test("the clients never write HTML from strings", () => {
 
 describe("payloads from the other side stay text", () => {
   let server, casino, browser, player, ayla, olga, visitor;
+  const step = stepsOf(() => server);
 
   before(async () => {
     casino = await startCasino({
@@ -75,7 +76,7 @@ describe("payloads from the other side stay text", () => {
     await casino?.close();
   });
 
-  it("an anonymous visitor named with a payload leaves a payload as an offline message", async () => {
+  step("an anonymous visitor named with a payload leaves a payload as an offline message", async () => {
     await visitor.goto(server.url + "/console");
     const ok = await visitor.evaluate(({ name, text }) => new Promise((resolve, reject) => {
       const ws = new WebSocket(location.origin.replace("http", "ws") + "/ws");
@@ -92,7 +93,7 @@ describe("payloads from the other side stay text", () => {
     assert.equal(ok, true);
   });
 
-  it("a verified player with payloads in name and attributes writes payloads", async () => {
+  step("a verified player with payloads in name and attributes writes payloads", async () => {
     await consoleLogin(server, ayla, "ayla");
     await player.goto(casino.url + "/");
     await player.getByRole("button", { name: "Open support chat" }).click();
@@ -112,7 +113,7 @@ describe("payloads from the other side stay text", () => {
     assert.equal(await ayla.getByRole("tab").first().locator(".label").textContent(), IMG);
   });
 
-  it("a canned reply, a note and a transfer note carrying payloads stay text", async () => {
+  step("a canned reply, a note and a transfer note carrying payloads stay text", async () => {
     await consoleLogin(server, olga, "olga");
     const reply = ayla.getByRole("textbox", { name: "Reply to the player" });
     await reply.fill("/xss");
@@ -134,12 +135,12 @@ describe("payloads from the other side stay text", () => {
     await server.wait("olga sees the note as text", () => olga.locator(".chat:not([hidden]) .note .text", { hasText: SVG }).waitFor());
   });
 
-  it("the offline list shows the visitor's payloads as text", async () => {
+  step("the offline list shows the visitor's payloads as text", async () => {
     await server.wait("the offline message is listed", () => olga.locator("#offline .quote", { hasText: SCRIPT }).waitFor());
     assert.equal(await olga.locator("#offline strong", { hasText: IMG }).count(), 1);
   });
 
-  it("a close reason carrying a payload stays text", async () => {
+  step("a close reason carrying a payload stays text", async () => {
     await olga.getByRole("button", { name: "Close chat" }).click();
     await olga.locator("#close-reason").selectOption("xss");
     assert.equal(await olga.locator("#close-reason option:checked").textContent(), SCRIPT);
@@ -148,7 +149,7 @@ describe("payloads from the other side stay text", () => {
     await server.wait("the player is asked for a rating", () => player.locator(W).getByText("How was your chat?").waitFor());
   });
 
-  it("no payload ran or became an element anywhere", async () => {
+  step("no payload ran or became an element anywhere", async () => {
     for (const [name, page] of [["player", player], ["ayla", ayla], ["olga", olga], ["visitor", visitor]]) {
       const r = await inert(page);
       assert.deepEqual(r, { ran: 0, elements: [] }, `${name}'s page`);

@@ -117,7 +117,14 @@ pub fn app(state: AppState) -> axum::Router {
         .route("/healthz", get(rest::healthz))
         .route("/readyz", get(rest::readyz))
         .merge(api)
-        .fallback(assets::serve)
+        .fallback_service(
+            // Static files go out gzipped to clients that accept it: the widget
+            // is loaded on every casino page view.
+            axum::Router::new()
+                .fallback(assets::serve)
+                .layer(tower_http::compression::CompressionLayer::new())
+                .with_state(state.clone()),
+        )
         .with_state(state)
 }
 

@@ -371,7 +371,14 @@ pub(crate) async fn agents(
 ) -> ApiResult<Response> {
     caller(&state, &headers).await?;
     let accounts = state.desk.store().agents().await?;
-    let list: Vec<_> = accounts.iter().map(public).collect();
+    let list: Vec<_> = accounts
+        .iter()
+        .map(|a| {
+            let mut v = public(a);
+            v["status"] = json!(state.desk.agent_status(&a.id));
+            v
+        })
+        .collect();
     Ok(Json(json!({ "agents": list })).into_response())
 }
 

@@ -241,3 +241,52 @@ async fn rest_errors_are_json_even_for_unparseable_requests() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "unsupported_media_type");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_console_connection_is_shown_the_offers_still_open() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    server.add_agent("ayla", "en", "general", 2, false);
+    let mut first = server.agent("ayla").await;
+    let mut player = server.visitor("en").await;
+    let conv = start_chat(&mut player, None).await;
+    first.expect_where(|v| v["type"] == "offer").await;
+    // A second tab (or a reload that connects before the old socket closed).
+    let mut second = server.agent("ayla").await;
+    let offer = second.expect_where(|v| v["type"] == "offer").await;
+    assert_eq!(offer["conversation"], conv.as_str());
+    assert!(offer["expires_in_ms"].as_u64().unwrap() > 0);
+    // The agents list shows who is online.
+    let token = server.login("ayla").await;
+    let agents = server.get_json("/api/agents", &token).await;
+    assert_eq!(agents["agents"][0]["status"], "online");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_files_are_served_gzipped_with_an_etag() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    let http = reqwest::Client::new();
+    let r = http
+        .get(server.url("/widget.js"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    let r = http
+        .get(server.url("/widget.js"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    let r = http.get(server.url("/console")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+}

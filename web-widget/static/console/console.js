@@ -144,13 +144,20 @@
       timers.push(setInterval(renderQueue, 1000));
       api("/api/agents").then(function (b) { agents = b.agents || []; });
       api("/api/departments").then(function (b) { departments = b.departments || []; });
-    }, function () { logout(token ? t("session_expired") : ""); });
+    }, function (err) {
+      // A refused session goes back to the login form; a server that is not
+      // reachable yet is asked again.
+      if (err.code) logout(t("session_expired"));
+      else setTimeout(startApp, 3000);
+    });
   }
 
   function connect() {
     client = new P.Client({
       url: root.location.origin.replace(/^http/, "ws") + "/ws",
-      auth: function () { return token ? { kind: "agent", token: token } : null; }
+      // An expired session cannot be refreshed here: null stops the client and
+      // sends the agent back to the login form.
+      auth: function (info) { return token && !info.expired ? { kind: "agent", token: token } : null; }
     });
     root.pitbossConsole = { client: client, chats: chats };
     client.on("state", function (s) {

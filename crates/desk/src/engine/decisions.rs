@@ -111,9 +111,28 @@ impl Desk {
         expires_at: u64,
         transfer_from: Option<AgentId>,
     ) {
-        let Some(live) = self.live.get(&conversation).map(|l| l.clone()) else {
+        let Some(frame) = self.offer_frame(conversation, expires_at, transfer_from) else {
             return;
         };
+        self.record(
+            conversation,
+            LifecycleKind::Offered,
+            Some(&agent),
+            serde_json::Value::Null,
+        );
+        self.each_conn(&UserKey::Agent(agent), |c| {
+            c.send(frame.clone());
+        });
+    }
+
+    /// The `offer` frame for a conversation, as it stands now.
+    pub(super) fn offer_frame(
+        &self,
+        conversation: ConversationId,
+        expires_at: u64,
+        transfer_from: Option<AgentId>,
+    ) -> Option<ServerFrame> {
+        let live = self.live.get(&conversation).map(|l| l.clone())?;
         let (card, request) = {
             let s = live.lock();
             (s.player.clone(), s.request.clone())
@@ -131,7 +150,7 @@ impl Desk {
                 .get(&conversation)
                 .and_then(|t| t.note.clone()),
         });
-        let frame = ServerFrame::Offer(Offer {
+        Some(ServerFrame::Offer(Offer {
             conversation,
             player: card,
             department: request.department,
@@ -139,16 +158,36 @@ impl Desk {
             waited_ms: now.saturating_sub(since),
             expires_in_ms: expires_at.saturating_sub(now),
             transfer,
-        });
-        self.record(
-            conversation,
-            LifecycleKind::Offered,
-            Some(&agent),
-            serde_json::Value::Null,
-        );
-        self.each_conn(&UserKey::Agent(agent), |c| {
-            c.send(frame.clone());
-        });
+        }))
+    }
+
+    /// Offers open to `agent` now (a console that reconnects shows them again):
+    /// conversation, expiry, and the owner handing over for a transfer.
+    pub(super) fn open_offers(
+        &self,
+        agent: &AgentId,
+    ) -> Vec<(ConversationId, u64, Option<AgentId>)> {
+        // Collect the ids first: the router's lock is never taken while a shard
+        // of the live map is held.
+        let ids: Vec<ConversationId> = self.live.iter().map(|e| *e.key()).collect();
+        let router = self.router();
+        ids.into_iter()
+            .filter_map(|id| match router.conversation(id)? {
+                ConversationView::Queued {
+                    offer: Some((a, expires)),
+                    ..
+                } if &a == agent => Some((id, expires, None)),
+                ConversationView::Owned {
+                    agent: owner,
+                    transfer: Some(t),
+                    ..
+                } => match t.offer {
+                    Some((a, expires)) if &a == agent => Some((id, expires, Some(owner))),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
     }
 
     pub(super) async fn assign(

@@ -413,6 +413,14 @@ impl Desk {
         Ok(may_view_record(&session, &record).then_some(record))
     }
 
+    /// An agent's status now (`offline` for an account the router does not know).
+    pub fn agent_status(&self, agent: &AgentId) -> AgentStatus {
+        self.router()
+            .agent(agent)
+            .map(|a| a.status)
+            .unwrap_or(AgentStatus::Offline)
+    }
+
     /// Marks an account's profile as changed (after the CLI or API edited it).
     pub fn refresh_agent(&self, account: &AgentAccount) {
         self.learn_agent(account, self.now());

@@ -171,6 +171,12 @@ impl Desk {
                         self.carry_out(decisions).await;
                     }
                 }
+                // Offers still open (a console that reloaded) are shown again.
+                for (conversation, expires_at, from) in self.open_offers(id) {
+                    if let Some(frame) = self.offer_frame(conversation, expires_at, from) {
+                        conn.send(frame);
+                    }
+                }
             }
         }
         (conn, rx, close)
