@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 pub mod conformance;
 pub mod postgres;
+mod queue;
 pub mod sqlite;
 
 /// `Result` with this crate's error.

@@ -54,6 +54,7 @@
 //! gets its original back as a duplicate, and a receiver that missed the entry sees
 //! the gap in sequence numbers and resumes from the store.
 
+use crate::queue::{corrupt, db, from_db, tag, to_db, untag, Op, Output, Request, WriteQueue};
 use crate::{
     now_ms, AgentAccount, Appended, Applied, CatalogItem, CatalogKind, Change, CommitObserver,
     ConversationFilter, ConversationRecord, Handoff, LifecycleEvent, LifecycleKind,
@@ -64,14 +65,12 @@ use pitboss_protocol::{
     AgentId, ConversationId, ConversationState, ConversationSummary, MessageKind, Participant,
     PlayerCard, PlayerId, Seq,
 };
-use serde::{de::DeserializeOwned, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow, Postgres};
 use sqlx::{ConnectOptions, Connection, QueryBuilder, Row};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
 /// The schema, embedded at build time from `migrations/postgres`. Running it takes an
@@ -150,11 +149,8 @@ impl Default for PostgresOptions {
 /// [`StoreError::Precondition`] for a state other than `Queued` or `Offline`;
 /// `entries` of an unknown conversation is empty.
 pub struct PostgresStore {
-    /// The writer's queue; `None` once [`Store::shutdown`] began. Only read-locked to
-    /// `try_send`, which never awaits, so the lock is never held across `.await`.
-    writes: RwLock<Option<mpsc::Sender<Request>>>,
-    /// The writer task, awaited by `shutdown` so that everything queued is written.
-    writer: Mutex<Option<JoinHandle<()>>>,
+    /// The writer task's queue.
+    queue: WriteQueue,
     /// Read-only connections.
     reads: PgPool,
     /// What the store and its writer task share.
@@ -225,8 +221,7 @@ impl PostgresStore {
         let span = tracing::info_span!("transcript_writer", backend = "postgres", %target);
         let handle = tokio::spawn(writer.run().instrument(span));
         Ok(Arc::new(PostgresStore {
-            writes: RwLock::new(Some(tx)),
-            writer: Mutex::new(Some(handle)),
+            queue: WriteQueue::new(tx, handle),
             reads,
             shared,
         }))
@@ -235,9 +230,9 @@ impl PostgresStore {
     /// The `synchronous_commit` level in force on the writer's connection (`"on"`),
     /// asked of that connection itself.
     pub async fn synchronous_commit(&self) -> Result<String> {
-        match self.write(Op::SynchronousCommit).await? {
-            Output::Setting(value) => Ok(value),
-            other => Err(wrong_answer(&other)),
+        match self.queue.settings().await?.pop() {
+            Some(value) => Ok(value),
+            None => Err(corrupt("synchronous_commit: no value")),
         }
     }
 
@@ -251,29 +246,6 @@ impl PostgresStore {
     pub fn retried_batches(&self) -> u64 {
         self.shared.retries.load(Ordering::Relaxed)
     }
-
-    /// Queues `op` for the writer and waits for its answer. Never blocks on a full
-    /// queue: that is [`StoreError::Overloaded`], and nothing is written.
-    async fn write(&self, op: Op) -> Result<Output> {
-        let (reply, answer) = oneshot::channel();
-        {
-            // A poisoned lock only means a panic elsewhere while it was held; the
-            // Option inside is still whole.
-            let writes = self.writes.read().unwrap_or_else(PoisonError::into_inner);
-            let Some(tx) = writes.as_ref() else {
-                return Err(StoreError::Unavailable("store is shut down".into()));
-            };
-            tx.try_send(Request { op, reply }).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
-                mpsc::error::TrySendError::Closed(_) => {
-                    StoreError::Unavailable("store writer has stopped".into())
-                }
-            })?;
-        }
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("store writer stopped before answering".into()))?
-    }
 }
 
 #[async_trait]
@@ -285,17 +257,11 @@ impl Store for PostgresStore {
     }
 
     async fn create_conversation(&self, new: NewConversation) -> Result<()> {
-        match self.write(Op::Create(new)).await? {
-            Output::Unit => Ok(()),
-            other => Err(wrong_answer(&other)),
-        }
+        self.queue.create_conversation(new).await
     }
 
     async fn apply(&self, change: Change) -> Result<Applied> {
-        match self.write(Op::Apply(change)).await? {
-            Output::Applied(applied) => Ok(applied),
-            other => Err(wrong_answer(&other)),
-        }
+        self.queue.apply(change).await
     }
 
     async fn conversation(&self, id: ConversationId) -> Result<Option<ConversationRecord>> {
@@ -438,10 +404,7 @@ impl Store for PostgresStore {
     }
 
     async fn put_agent(&self, account: AgentAccount) -> Result<()> {
-        match self.write(Op::PutAgent(account)).await? {
-            Output::Unit => Ok(()),
-            other => Err(wrong_answer(&other)),
-        }
+        self.queue.put_agent(account).await
     }
 
     async fn agent(&self, id: &AgentId) -> Result<Option<AgentAccount>> {
@@ -461,10 +424,7 @@ impl Store for PostgresStore {
     }
 
     async fn remove_agent(&self, id: &AgentId) -> Result<bool> {
-        match self.write(Op::RemoveAgent(id.clone())).await? {
-            Output::Removed(removed) => Ok(removed),
-            other => Err(wrong_answer(&other)),
-        }
+        self.queue.remove_agent(id).await
     }
 
     async fn catalog(&self, kind: CatalogKind, language: Option<&str>) -> Result<Vec<CatalogItem>> {
@@ -490,27 +450,15 @@ impl Store for PostgresStore {
     }
 
     async fn put_catalog(&self, item: CatalogItem) -> Result<()> {
-        match self.write(Op::PutCatalog(item)).await? {
-            Output::Unit => Ok(()),
-            other => Err(wrong_answer(&other)),
-        }
+        self.queue.put_catalog(item).await
     }
 
     async fn remove_catalog(&self, kind: CatalogKind, language: &str, key: &str) -> Result<bool> {
-        match self
-            .write(Op::RemoveCatalog(kind, language.to_owned(), key.to_owned()))
-            .await?
-        {
-            Output::Removed(removed) => Ok(removed),
-            other => Err(wrong_answer(&other)),
-        }
+        self.queue.remove_catalog(kind, language, key).await
     }
 
     async fn secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>> {
-        match self.write(Op::Secret(name.to_owned(), fresh)).await? {
-            Output::Secret(value) => Ok(value),
-            other => Err(wrong_answer(&other)),
-        }
+        self.queue.secret(name, fresh).await
     }
 
     async fn ping(&self) -> Result<()> {
@@ -522,96 +470,9 @@ impl Store for PostgresStore {
     }
 
     async fn shutdown(&self) {
-        // Dropping the only sender closes the queue: the writer drains what is
-        // already queued, commits it, answers, and ends.
-        let sender = self
-            .writes
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        drop(sender);
-        let handle = self
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(handle) = handle {
-            if let Err(e) = handle.await {
-                tracing::error!(error = %e, "transcript writer task failed");
-            }
-        }
+        self.queue.close().await;
         self.reads.close().await;
     }
-}
-
-/// One write, queued for the writer with the channel its answer goes back on.
-struct Request {
-    /// What to do.
-    op: Op,
-    /// Where the answer goes, after the transaction committed (or failed).
-    reply: oneshot::Sender<Result<Output>>,
-}
-
-impl Request {
-    /// Sends the answer to a caller that may have stopped waiting.
-    fn answer(self, result: Result<Output>) {
-        if self.reply.send(result).is_err() {
-            // The caller's task was cancelled. The write is committed (or not)
-            // regardless, and the observer was told; nobody is left to answer.
-            tracing::debug!("a write finished after its caller went away");
-        }
-    }
-}
-
-/// The writes the writer performs.
-// Nearly every queued write is an `Apply`, the largest variant: boxing it would add
-// an allocation per write and make the queue no smaller.
-#[allow(clippy::large_enum_variant)]
-enum Op {
-    /// `create_conversation`.
-    Create(NewConversation),
-    /// `apply`.
-    Apply(Change),
-    /// `put_agent`.
-    PutAgent(AgentAccount),
-    /// `remove_agent`.
-    RemoveAgent(AgentId),
-    /// `secret`: name and fresh bytes.
-    Secret(String, Vec<u8>),
-    /// `put_catalog`.
-    PutCatalog(CatalogItem),
-    /// `remove_catalog`: kind, language, key.
-    RemoveCatalog(CatalogKind, String, String),
-    /// `synchronous_commit`: asked of the write connection, so it goes through the
-    /// writer.
-    SynchronousCommit,
-}
-
-/// The writer's answers, one variant per kind of [`Op`].
-enum Output {
-    /// Done, nothing to say.
-    Unit,
-    /// What an `apply` did.
-    Applied(Applied),
-    /// Whether `remove_agent` or `remove_catalog` removed something.
-    Removed(bool),
-    /// The secret's bytes.
-    Secret(Vec<u8>),
-    /// A session setting's value.
-    Setting(String),
-}
-
-/// An answer of the wrong kind: a bug in this module, reported as unavailable
-/// rather than a panic. Names only the variant: the answer may hold a secret.
-fn wrong_answer(output: &Output) -> StoreError {
-    let kind = match output {
-        Output::Unit => "unit",
-        Output::Applied(_) => "applied",
-        Output::Removed(_) => "removed",
-        Output::Secret(_) => "secret",
-        Output::Setting(_) => "setting",
-    };
-    StoreError::Unavailable(format!("store writer gave an unexpected answer: {kind}"))
 }
 
 /// Why one write inside a batch did not succeed.
@@ -921,12 +782,12 @@ async fn execute(
                     .map_err(fail)?;
             Ok(Output::Removed(done.rows_affected() > 0))
         }
-        Op::SynchronousCommit => {
+        Op::Settings => {
             let value: String = sqlx::query_scalar("SHOW synchronous_commit")
                 .fetch_one(&mut *conn)
                 .await
                 .map_err(fail)?;
-            Ok(Output::Setting(value))
+            Ok(Output::Settings(vec![value]))
         }
     }
 }
@@ -1349,40 +1210,4 @@ where
     T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
 {
     row.try_get(column).map_err(db)
-}
-
-/// An enum's snake_case serde name, as stored.
-fn tag<T: Serialize>(value: T) -> Result<String> {
-    match serde_json::to_value(value).map_err(corrupt)? {
-        serde_json::Value::String(s) => Ok(s),
-        other => Err(StoreError::Unavailable(format!(
-            "not a unit enum variant: {other}"
-        ))),
-    }
-}
-
-/// An enum from its stored snake_case serde name.
-fn untag<T: DeserializeOwned>(name: String) -> Result<T> {
-    serde_json::from_value(serde_json::Value::String(name)).map_err(corrupt)
-}
-
-/// A `u64` (sequence number, Unix ms) as the signed 64-bit integer SQL stores.
-/// Neither comes anywhere near `i64::MAX`; saturate rather than wrap if one did.
-fn to_db(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// A stored integer as a `u64`; negatives (which this store never writes) read as 0.
-fn from_db(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
-
-/// A database failure.
-fn db(e: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
-
-/// A value that does not decode: the database was changed by something else.
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("corrupt stored value: {e}"))
 }

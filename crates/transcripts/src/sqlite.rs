@@ -6,6 +6,7 @@
 //! the rows mean, and what a [`Change`] does, is the [`Store`] contract in the crate
 //! root; who may write what is the desk's business.
 
+use crate::queue::{corrupt, db, from_db, tag, to_db, untag, Op, Output, Request, WriteQueue};
 use crate::{
     now_ms, AgentAccount, Appended, Applied, CatalogItem, CatalogKind, Change, CommitObserver,
     ConversationFilter, ConversationRecord, Handoff, LifecycleEvent, LifecycleKind,
@@ -16,7 +17,6 @@ use pitboss_protocol::{
     AgentId, ConversationId, ConversationState, ConversationSummary, MessageKind, Participant,
     PlayerCard, PlayerId, Seq,
 };
-use serde::{de::DeserializeOwned, Serialize};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
@@ -24,10 +24,9 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
 /// The schema, embedded at build time from `migrations/sqlite`.
@@ -79,11 +78,8 @@ impl Default for SqliteOptions {
 /// [`StoreError::Precondition`] for a state other than `Queued` or `Offline`;
 /// `entries` of an unknown conversation is empty.
 pub struct SqliteStore {
-    /// The writer's queue; `None` once [`Store::shutdown`] began. Only read-locked to
-    /// `try_send`, which never awaits, so the lock is never held across `.await`.
-    writes: RwLock<Option<mpsc::Sender<Request>>>,
-    /// The writer task, awaited by `shutdown` so that everything queued is written.
-    writer: Mutex<Option<JoinHandle<()>>>,
+    /// The writer task's queue.
+    queue: WriteQueue,
     /// Read-only connections.
     reads: SqlitePool,
     /// What the store and its writer task share.
@@ -146,8 +142,7 @@ impl SqliteStore {
         let span = tracing::info_span!("transcript_writer", path = %path.display());
         let handle = tokio::spawn(writer.run().instrument(span));
         Ok(Arc::new(SqliteStore {
-            writes: RwLock::new(Some(tx)),
-            writer: Mutex::new(Some(handle)),
+            queue: WriteQueue::new(tx, handle),
             reads,
             shared,
         }))
@@ -156,38 +151,19 @@ impl SqliteStore {
     /// The journal mode (`"wal"`) and `synchronous` level (2 = FULL) in force on the
     /// writer's connection, asked of that connection itself.
     pub async fn pragmas(&self) -> Result<(String, i64)> {
-        match self.write(Op::Pragmas).await? {
-            Output::Pragmas(mode, sync) => Ok((mode, sync)),
-            other => Err(wrong_answer(&other)),
+        match self.queue.settings().await?.as_slice() {
+            [mode, sync] => Ok((
+                mode.clone(),
+                sync.parse()
+                    .map_err(|e| corrupt(format!("synchronous: {e}")))?,
+            )),
+            other => Err(corrupt(format!("pragmas: {other:?}"))),
         }
     }
 
     /// Transactions the writer has committed since the store was opened.
     pub fn commits(&self) -> u64 {
         self.shared.commits.load(Ordering::Relaxed)
-    }
-
-    /// Queues `op` for the writer and waits for its answer. Never blocks on a full
-    /// queue: that is [`StoreError::Overloaded`], and nothing is written.
-    async fn write(&self, op: Op) -> Result<Output> {
-        let (reply, answer) = oneshot::channel();
-        {
-            // A poisoned lock only means a panic elsewhere while it was held; the
-            // Option inside is still whole.
-            let writes = self.writes.read().unwrap_or_else(PoisonError::into_inner);
-            let Some(tx) = writes.as_ref() else {
-                return Err(StoreError::Unavailable("store is shut down".into()));
-            };
-            tx.try_send(Request { op, reply }).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
-                mpsc::error::TrySendError::Closed(_) => {
-                    StoreError::Unavailable("store writer has stopped".into())
-                }
-            })?;
-        }
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("store writer stopped before answering".into()))?
     }
 }
 
@@ -200,17 +176,11 @@ impl Store for SqliteStore {
     }
 
     async fn create_conversation(&self, new: NewConversation) -> Result<()> {
-        match self.write(Op::Create(new)).await? {
-            Output::Unit => Ok(()),
-            other => Err(wrong_answer(&other)),
-        }
+        self.queue.create_conversation(new).await
     }
 
     async fn apply(&self, change: Change) -> Result<Applied> {
-        match self.write(Op::Apply(change)).await? {
-            Output::Applied(applied) => Ok(applied),
-            other => Err(wrong_answer(&other)),
-        }
+        self.queue.apply(change).await
     }
 
     async fn conversation(&self, id: ConversationId) -> Result<Option<ConversationRecord>> {
@@ -351,10 +321,7 @@ impl Store for SqliteStore {
     }
 
     async fn put_agent(&self, account: AgentAccount) -> Result<()> {
-        match self.write(Op::PutAgent(account)).await? {
-            Output::Unit => Ok(()),
-            other => Err(wrong_answer(&other)),
-        }
+        self.queue.put_agent(account).await
     }
 
     async fn agent(&self, id: &AgentId) -> Result<Option<AgentAccount>> {
@@ -374,10 +341,7 @@ impl Store for SqliteStore {
     }
 
     async fn remove_agent(&self, id: &AgentId) -> Result<bool> {
-        match self.write(Op::RemoveAgent(id.clone())).await? {
-            Output::Removed(removed) => Ok(removed),
-            other => Err(wrong_answer(&other)),
-        }
+        self.queue.remove_agent(id).await
     }
 
     async fn catalog(&self, kind: CatalogKind, language: Option<&str>) -> Result<Vec<CatalogItem>> {
@@ -404,27 +368,15 @@ impl Store for SqliteStore {
     }
 
     async fn put_catalog(&self, item: CatalogItem) -> Result<()> {
-        match self.write(Op::PutCatalog(item)).await? {
-            Output::Unit => Ok(()),
-            other => Err(wrong_answer(&other)),
-        }
+        self.queue.put_catalog(item).await
     }
 
     async fn remove_catalog(&self, kind: CatalogKind, language: &str, key: &str) -> Result<bool> {
-        match self
-            .write(Op::RemoveCatalog(kind, language.to_owned(), key.to_owned()))
-            .await?
-        {
-            Output::Removed(removed) => Ok(removed),
-            other => Err(wrong_answer(&other)),
-        }
+        self.queue.remove_catalog(kind, language, key).await
     }
 
     async fn secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>> {
-        match self.write(Op::Secret(name.to_owned(), fresh)).await? {
-            Output::Secret(value) => Ok(value),
-            other => Err(wrong_answer(&other)),
-        }
+        self.queue.secret(name, fresh).await
     }
 
     async fn ping(&self) -> Result<()> {
@@ -436,95 +388,9 @@ impl Store for SqliteStore {
     }
 
     async fn shutdown(&self) {
-        // Dropping the only sender closes the queue: the writer drains what is
-        // already queued, commits it, answers, and ends.
-        let sender = self
-            .writes
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        drop(sender);
-        let handle = self
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(handle) = handle {
-            if let Err(e) = handle.await {
-                tracing::error!(error = %e, "transcript writer task failed");
-            }
-        }
+        self.queue.close().await;
         self.reads.close().await;
     }
-}
-
-/// One write, queued for the writer with the channel its answer goes back on.
-struct Request {
-    /// What to do.
-    op: Op,
-    /// Where the answer goes, after the transaction committed (or failed).
-    reply: oneshot::Sender<Result<Output>>,
-}
-
-impl Request {
-    /// Sends the answer to a caller that may have stopped waiting.
-    fn answer(self, result: Result<Output>) {
-        if self.reply.send(result).is_err() {
-            // The caller's task was cancelled. The write is committed (or not)
-            // regardless, and the observer was told; nobody is left to answer.
-            tracing::debug!("a write finished after its caller went away");
-        }
-    }
-}
-
-/// The writes the writer performs.
-// Nearly every queued write is an `Apply`, the largest variant: boxing it would add
-// an allocation per write and make the queue no smaller.
-#[allow(clippy::large_enum_variant)]
-enum Op {
-    /// `create_conversation`.
-    Create(NewConversation),
-    /// `apply`.
-    Apply(Change),
-    /// `put_agent`.
-    PutAgent(AgentAccount),
-    /// `remove_agent`.
-    RemoveAgent(AgentId),
-    /// `secret`: name and fresh bytes.
-    Secret(String, Vec<u8>),
-    /// `put_catalog`.
-    PutCatalog(CatalogItem),
-    /// `remove_catalog`: kind, language, key.
-    RemoveCatalog(CatalogKind, String, String),
-    /// `pragmas`: asked of the write connection, so it goes through the writer.
-    Pragmas,
-}
-
-/// The writer's answers, one variant per kind of [`Op`].
-enum Output {
-    /// Done, nothing to say.
-    Unit,
-    /// What an `apply` did.
-    Applied(Applied),
-    /// Whether `remove_agent` removed an account.
-    Removed(bool),
-    /// The secret's bytes.
-    Secret(Vec<u8>),
-    /// Journal mode and synchronous level.
-    Pragmas(String, i64),
-}
-
-/// An answer of the wrong kind: a bug in this module, reported as unavailable
-/// rather than a panic. Names only the variant: the answer may hold a secret.
-fn wrong_answer(output: &Output) -> StoreError {
-    let kind = match output {
-        Output::Unit => "unit",
-        Output::Applied(_) => "applied",
-        Output::Removed(_) => "removed",
-        Output::Secret(_) => "secret",
-        Output::Pragmas(..) => "pragmas",
-    };
-    StoreError::Unavailable(format!("store writer gave an unexpected answer: {kind}"))
 }
 
 /// The writer task: owns the single write connection and commits queued writes in
@@ -693,7 +559,7 @@ async fn execute(
                     .map_err(db)?;
             Ok(Output::Removed(done.rows_affected() > 0))
         }
-        Op::Pragmas => {
+        Op::Settings => {
             let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
                 .fetch_one(&mut *conn)
                 .await
@@ -702,7 +568,7 @@ async fn execute(
                 .fetch_one(&mut *conn)
                 .await
                 .map_err(db)?;
-            Ok(Output::Pragmas(mode, sync))
+            Ok(Output::Settings(vec![mode, sync.to_string()]))
         }
     }
 }
@@ -1067,40 +933,4 @@ where
     T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
 {
     row.try_get(column).map_err(db)
-}
-
-/// An enum's snake_case serde name, as stored.
-fn tag<T: Serialize>(value: T) -> Result<String> {
-    match serde_json::to_value(value).map_err(corrupt)? {
-        serde_json::Value::String(s) => Ok(s),
-        other => Err(StoreError::Unavailable(format!(
-            "not a unit enum variant: {other}"
-        ))),
-    }
-}
-
-/// An enum from its stored snake_case serde name.
-fn untag<T: DeserializeOwned>(name: String) -> Result<T> {
-    serde_json::from_value(serde_json::Value::String(name)).map_err(corrupt)
-}
-
-/// A `u64` (sequence number, Unix ms) as the signed 64-bit integer SQL stores.
-/// Neither comes anywhere near `i64::MAX`; saturate rather than wrap if one did.
-fn to_db(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// A stored integer as a `u64`; negatives (which this store never writes) read as 0.
-fn from_db(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
-
-/// A database failure.
-fn db(e: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
-
-/// A value that does not decode: the file was changed by something else.
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("corrupt stored value: {e}"))
 }

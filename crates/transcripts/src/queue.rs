@@ -1,0 +1,253 @@
+//! What both SQL backends share: the bounded queue of writes to the one writer task,
+//! the writes it performs and its answers, the routing of the `Store` write calls
+//! onto that queue, and how values are stored (enum names, unsigned integers).
+//!
+//! It does not own SQL or batching: each backend's writer runs the ops its own way.
+
+use crate::{
+    AgentAccount, Applied, CatalogItem, CatalogKind, Change, NewConversation, Result, StoreError,
+};
+use pitboss_protocol::AgentId;
+use serde::{de::DeserializeOwned, Serialize};
+use std::sync::{Mutex, PoisonError, RwLock};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// One write, queued for the writer with the channel its answer goes back on.
+pub(crate) struct Request {
+    /// What to do.
+    pub(crate) op: Op,
+    /// Where the answer goes, after the transaction committed (or failed).
+    pub(crate) reply: oneshot::Sender<Result<Output>>,
+}
+
+impl Request {
+    /// Sends the answer to a caller that may have stopped waiting.
+    pub(crate) fn answer(self, result: Result<Output>) {
+        if self.reply.send(result).is_err() {
+            // The caller's task was cancelled. The write is committed (or not)
+            // regardless, and the observer was told; nobody is left to answer.
+            tracing::debug!("a write finished after its caller went away");
+        }
+    }
+}
+
+/// The writes a writer performs.
+// Nearly every queued write is an `Apply`, the largest variant: boxing it would add
+// an allocation per write and make the queue no smaller.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Op {
+    /// `create_conversation`.
+    Create(NewConversation),
+    /// `apply`.
+    Apply(Change),
+    /// `put_agent`.
+    PutAgent(AgentAccount),
+    /// `remove_agent`.
+    RemoveAgent(AgentId),
+    /// `secret`: name and fresh bytes.
+    Secret(String, Vec<u8>),
+    /// `put_catalog`.
+    PutCatalog(CatalogItem),
+    /// `remove_catalog`: kind, language, key.
+    RemoveCatalog(CatalogKind, String, String),
+    /// The durability settings in force on the write connection (asked of that
+    /// connection, so it goes through the writer).
+    Settings,
+}
+
+/// The writer's answers, one variant per kind of [`Op`].
+pub(crate) enum Output {
+    /// Done, nothing to say.
+    Unit,
+    /// What an `apply` did.
+    Applied(Applied),
+    /// Whether `remove_agent` or `remove_catalog` removed something.
+    Removed(bool),
+    /// The secret's bytes.
+    Secret(Vec<u8>),
+    /// Setting values, in the order the backend documents.
+    Settings(Vec<String>),
+}
+
+/// An answer of the wrong kind: a bug in a backend, reported as unavailable rather
+/// than a panic. Names only the variant: the answer may hold a secret.
+pub(crate) fn wrong_answer(output: &Output) -> StoreError {
+    let kind = match output {
+        Output::Unit => "unit",
+        Output::Applied(_) => "applied",
+        Output::Removed(_) => "removed",
+        Output::Secret(_) => "secret",
+        Output::Settings(_) => "settings",
+    };
+    StoreError::Unavailable(format!("store writer gave an unexpected answer: {kind}"))
+}
+
+/// The handle on a writer task: its bounded queue and the task itself.
+pub(crate) struct WriteQueue {
+    /// The writer's queue; `None` once shutdown began. Only read-locked to
+    /// `try_send`, which never awaits, so the lock is never held across `.await`.
+    writes: RwLock<Option<mpsc::Sender<Request>>>,
+    /// The writer task, awaited by `close` so that everything queued is written.
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl WriteQueue {
+    /// The queue `tx` of the writer task `handle`.
+    pub(crate) fn new(tx: mpsc::Sender<Request>, handle: JoinHandle<()>) -> Self {
+        Self {
+            writes: RwLock::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+        }
+    }
+
+    /// Queues `op` for the writer and waits for its answer. Never blocks on a full
+    /// queue: that is [`StoreError::Overloaded`], and nothing is written.
+    pub(crate) async fn write(&self, op: Op) -> Result<Output> {
+        let (reply, answer) = oneshot::channel();
+        {
+            // A poisoned lock only means a panic elsewhere while it was held; the
+            // Option inside is still whole.
+            let writes = self.writes.read().unwrap_or_else(PoisonError::into_inner);
+            let Some(tx) = writes.as_ref() else {
+                return Err(StoreError::Unavailable("store is shut down".into()));
+            };
+            tx.try_send(Request { op, reply }).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => {
+                    StoreError::Unavailable("store writer has stopped".into())
+                }
+            })?;
+        }
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("store writer stopped before answering".into()))?
+    }
+
+    /// Stops taking writes and waits until the writer has written, committed and
+    /// answered everything already queued.
+    pub(crate) async fn close(&self) {
+        // Dropping the only sender closes the queue: the writer drains it and ends.
+        let sender = self
+            .writes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(sender);
+        let handle = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            if let Err(e) = handle.await {
+                tracing::error!(error = %e, "transcript writer task failed");
+            }
+        }
+    }
+
+    /// [`crate::Store::create_conversation`].
+    pub(crate) async fn create_conversation(&self, new: NewConversation) -> Result<()> {
+        self.unit(Op::Create(new)).await
+    }
+
+    /// [`crate::Store::apply`].
+    pub(crate) async fn apply(&self, change: Change) -> Result<Applied> {
+        match self.write(Op::Apply(change)).await? {
+            Output::Applied(applied) => Ok(applied),
+            other => Err(wrong_answer(&other)),
+        }
+    }
+
+    /// [`crate::Store::put_agent`].
+    pub(crate) async fn put_agent(&self, account: AgentAccount) -> Result<()> {
+        self.unit(Op::PutAgent(account)).await
+    }
+
+    /// [`crate::Store::remove_agent`].
+    pub(crate) async fn remove_agent(&self, id: &AgentId) -> Result<bool> {
+        self.removed(Op::RemoveAgent(id.clone())).await
+    }
+
+    /// [`crate::Store::put_catalog`].
+    pub(crate) async fn put_catalog(&self, item: CatalogItem) -> Result<()> {
+        self.unit(Op::PutCatalog(item)).await
+    }
+
+    /// [`crate::Store::remove_catalog`].
+    pub(crate) async fn remove_catalog(
+        &self,
+        kind: CatalogKind,
+        language: &str,
+        key: &str,
+    ) -> Result<bool> {
+        self.removed(Op::RemoveCatalog(kind, language.to_owned(), key.to_owned()))
+            .await
+    }
+
+    /// [`crate::Store::secret`].
+    pub(crate) async fn secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>> {
+        match self.write(Op::Secret(name.to_owned(), fresh)).await? {
+            Output::Secret(value) => Ok(value),
+            other => Err(wrong_answer(&other)),
+        }
+    }
+
+    /// The write connection's durability settings.
+    pub(crate) async fn settings(&self) -> Result<Vec<String>> {
+        match self.write(Op::Settings).await? {
+            Output::Settings(values) => Ok(values),
+            other => Err(wrong_answer(&other)),
+        }
+    }
+
+    async fn unit(&self, op: Op) -> Result<()> {
+        match self.write(op).await? {
+            Output::Unit => Ok(()),
+            other => Err(wrong_answer(&other)),
+        }
+    }
+
+    async fn removed(&self, op: Op) -> Result<bool> {
+        match self.write(op).await? {
+            Output::Removed(removed) => Ok(removed),
+            other => Err(wrong_answer(&other)),
+        }
+    }
+}
+
+/// An enum's snake_case serde name, as stored.
+pub(crate) fn tag<T: Serialize>(value: T) -> Result<String> {
+    match serde_json::to_value(value).map_err(corrupt)? {
+        serde_json::Value::String(s) => Ok(s),
+        other => Err(StoreError::Unavailable(format!(
+            "not a unit enum variant: {other}"
+        ))),
+    }
+}
+
+/// An enum from its stored snake_case serde name.
+pub(crate) fn untag<T: DeserializeOwned>(name: String) -> Result<T> {
+    serde_json::from_value(serde_json::Value::String(name)).map_err(corrupt)
+}
+
+/// A `u64` (sequence number, Unix ms) as the signed 64-bit integer SQL stores.
+/// Neither comes anywhere near `i64::MAX`; saturate rather than wrap if one did.
+pub(crate) fn to_db(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A stored integer as a `u64`; negatives (which no backend writes) read as 0.
+pub(crate) fn from_db(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// A database failure.
+pub(crate) fn db(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// A value that does not decode: the database was changed by something else.
+pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("corrupt stored value: {e}"))
+}
