@@ -55,7 +55,7 @@ impl Default for GatewayConfig {
             burst_frames: BURST_FRAMES,
             max_rate_strikes: MAX_RATE_STRIKES,
             hello_timeout: Duration::from_millis(HELLO_TIMEOUT_MS),
-            read_buffer_bytes: 4 * 1024,
+            read_buffer_bytes: 1024,
             write_buffer_bytes: 4 * 1024,
             allowed_origins: Vec::new(),
             demo: false,

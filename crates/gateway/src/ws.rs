@@ -92,7 +92,7 @@ async fn connection(socket: WebSocket, state: AppState) {
     let _guard = SocketGuard(state.sockets.clone());
     let (sink, mut stream) = socket.split();
     let mut sink = Sink(sink);
-    let Some(session) = hello(&mut stream, &mut sink, &state).await else {
+    let Some(session) = Box::pin(hello(&mut stream, &mut sink, &state)).await else {
         return;
     };
     let span = tracing::info_span!("connection", user = ?session.user());
@@ -109,8 +109,11 @@ async fn session_loop(
     session: Session,
 ) {
     let desk = state.desk.clone();
-    let (conn, mut rx, close) = desk.connect(&session).await;
-    send_now(&mut sink, desk.welcome(&session).await).await;
+    // The desk's futures are large (they cover every kind of frame); boxing them
+    // keeps each connection's two tasks small while they sit idle, which is what
+    // tens of thousands of idle connections cost.
+    let (conn, mut rx, close) = Box::pin(desk.connect(&session)).await;
+    send_now(&mut sink, Box::pin(desk.welcome(&session)).await).await;
 
     let store = desk.store().clone();
     let for_player = conn.is_player();
@@ -138,7 +141,7 @@ async fn session_loop(
                 item = rx.recv() => {
                     let Some(item) = item else { break };
                     let write = async {
-                        delivery.process(item, &mut sink).await?;
+                        Box::pin(delivery.process(item, &mut sink)).await?;
                         if rx.is_empty() {
                             sink.0.flush().await.map_err(|_| ())?;
                         }
@@ -218,13 +221,13 @@ async fn session_loop(
         }
         strikes = 0;
         match decode_client(&text) {
-            Ok(frame) => desk.handle(&conn, &session, frame).await,
+            Ok(frame) => Box::pin(desk.handle(&conn, &session, frame)).await,
             Err(e) => {
                 conn.send(ServerFrame::error(e.code, e.message));
             }
         }
     }
-    desk.disconnect(&conn, &session).await;
+    Box::pin(desk.disconnect(&conn, &session)).await;
     if close.code().is_none() {
         close.close(CloseCode::Normal);
     }
