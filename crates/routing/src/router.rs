@@ -279,13 +279,17 @@ impl Router {
         if self.conversations.contains_key(&conversation) {
             return Err(RoutingError::AlreadyKnown);
         }
-        let before = self.snapshot();
         // In i128 so that no clock value or tier can overflow it: u64 − 255 × u64
         // fits with room to spare.
         let priority =
             i128::from(now) - i128::from(request.tier) * i128::from(self.config.aging_per_tier_ms);
         self.insert_queued(conversation, request, NORMAL_LANE, priority, now);
-        Ok(self.finish(before, now, Vec::new()))
+        // A new conversation in the line always changes what a listing shows, so
+        // no before-and-after comparison (O(queue) per arrival) is needed.
+        let mut out = Vec::new();
+        self.dispatch(now, &mut out);
+        out.push(Decision::QueueChanged);
+        Ok(out)
     }
 
     /// Puts a conversation (new to the router, or currently Owned — then the owner's
@@ -775,10 +779,39 @@ impl Router {
     /// and language, in priority order, and the estimate. None if not queued (a
     /// department-transfer waiter is owned, so None too).
     pub fn position(&self, conversation: ConversationId) -> Option<Position> {
-        self.positions()
-            .into_iter()
-            .find(|(id, _)| *id == conversation)
-            .map(|(_, p)| p)
+        let c = self.conversations.get(&conversation)?;
+        if !matches!(c.state, State::Queued { .. }) {
+            return None;
+        }
+        let group = line_group(c)?;
+        // The same counting as `positions`, walking the line only up to this
+        // conversation.
+        let (mut position, mut unoffered) = (0u32, 0u32);
+        for id in self.waiting.values() {
+            let Some(other) = self.conversations.get(id) else {
+                continue;
+            };
+            if line_group(other) != Some(group) {
+                continue;
+            }
+            position += 1;
+            if open_offer(&other.state).is_none() {
+                unoffered += 1;
+            }
+            if *id == conversation {
+                break;
+            }
+        }
+        let estimated_wait_ms = if open_offer(&c.state).is_some() {
+            Some(0)
+        } else {
+            let (capacity, free) = self.slots_for(group.0, group.1);
+            estimate(unoffered, capacity, free, self.handle_times.mean(group.0))
+        };
+        Some(Position {
+            position,
+            estimated_wait_ms,
+        })
     }
 
     /// Every queued conversation's position, in priority order: what to re-send
