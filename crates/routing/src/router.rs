@@ -454,18 +454,7 @@ impl Router {
             new_owner.offers.remove(&conversation);
             new_owner.owned.insert(conversation);
         }
-        if let Some(c) = self.conversations.get_mut(&conversation) {
-            c.state = State::Owned {
-                agent: agent.clone(),
-                since: now,
-                transfer: None,
-            };
-        }
-        out.push(Decision::Assigned {
-            conversation,
-            agent: agent.clone(),
-            previous,
-        });
+        self.make_owned(conversation, agent, previous, now, &mut out);
         Ok(self.finish(before, now, out))
     }
 
@@ -671,18 +660,7 @@ impl Router {
         if let Some(a) = self.agents.get_mut(agent) {
             a.owned.insert(conversation);
         }
-        if let Some(c) = self.conversations.get_mut(&conversation) {
-            c.state = State::Owned {
-                agent: agent.clone(),
-                since: now,
-                transfer: None,
-            };
-        }
-        out.push(Decision::Assigned {
-            conversation,
-            agent: agent.clone(),
-            previous,
-        });
+        self.make_owned(conversation, agent, previous, now, &mut out);
         Ok(self.finish(before, now, out))
     }
 
@@ -1246,6 +1224,30 @@ impl Router {
                 free -= 1;
             }
         }
+    }
+
+    /// `agent` owns `conversation` from `now` (their slot already counted), and the
+    /// assignment is reported.
+    fn make_owned(
+        &mut self,
+        conversation: ConversationId,
+        agent: &AgentId,
+        previous: Option<AgentId>,
+        now: Millis,
+        out: &mut Vec<Decision>,
+    ) {
+        if let Some(c) = self.conversations.get_mut(&conversation) {
+            c.state = State::Owned {
+                agent: agent.clone(),
+                since: now,
+                transfer: None,
+            };
+        }
+        out.push(Decision::Assigned {
+            conversation,
+            agent: agent.clone(),
+            previous,
+        });
     }
 
     fn offer(
