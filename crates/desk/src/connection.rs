@@ -37,6 +37,9 @@ pub enum Outbound {
     },
     /// Stop sending this conversation's entries.
     Detach(ConversationId),
+    /// Events may have been lost: send whatever the store has after what this
+    /// connection delivered (if it is attached to the conversation).
+    Catchup(ConversationId),
 }
 
 impl Outbound {
@@ -225,6 +228,12 @@ impl Delivery {
                 self.attached.remove(&conversation);
                 Ok(())
             }
+            Outbound::Catchup(conversation) => {
+                let Some(&hwm) = self.attached.get(&conversation) else {
+                    return Ok(());
+                };
+                self.send_stored(conversation, hwm, Seq::MAX, sink).await
+            }
         }
     }
 
@@ -239,40 +248,47 @@ impl Delivery {
         if prev <= hwm {
             return Ok(());
         }
+        self.send_stored(entry.conversation, hwm, entry.seq, sink)
+            .await
+    }
+
+    /// Sends the stored entries above `hwm` and below `before`, moving this
+    /// connection's high-water mark with each.
+    async fn send_stored<S: FrameSink + Send>(
+        &mut self,
+        conversation: ConversationId,
+        hwm: Seq,
+        before: Seq,
+        sink: &mut S,
+    ) -> Result<(), ()> {
         let mut last = hwm;
-        while last < prev {
+        loop {
             let page = match self
                 .store
-                .entries(
-                    entry.conversation,
-                    last,
-                    RESUME_PAGE as u32,
-                    !self.for_player,
-                )
+                .entries(conversation, last, RESUME_PAGE as u32, !self.for_player)
                 .await
             {
                 Ok(page) => page,
                 Err(err) => {
                     // The client will notice the gap from `prev` and resume.
-                    tracing::warn!(%err, conversation = %entry.conversation, "gap fill failed");
+                    tracing::warn!(%err, conversation = %conversation, "gap fill failed");
                     return Ok(());
                 }
             };
             let full = page.len() == RESUME_PAGE;
             for e in page {
-                if e.seq >= entry.seq {
+                if e.seq >= before {
                     return Ok(());
                 }
                 last = e.seq;
-                self.attached.insert(entry.conversation, last);
+                self.attached.insert(conversation, last);
                 sink.send(ServerFrame::Message(e.to_message(self.for_player)))
                     .await?;
             }
             if !full {
-                break;
+                return Ok(());
             }
         }
-        Ok(())
     }
 
     async fn attach<S: FrameSink + Send>(

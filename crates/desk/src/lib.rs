@@ -18,14 +18,36 @@ pub use connection::{CloseSignal, ConnRef, Delivery, FrameSink, Outbound};
 pub use engine::{Desk, DeskStats};
 pub use session::{Session, UserKey};
 
+use pitboss_cluster::{Bus, Lease, Presence};
 use pitboss_protocol::WireLimits;
+use std::sync::Arc;
+
+/// What a node shares with the others: the bus, the routing lease and presence
+/// (Redis in a cluster; an in-process hub for one node).
+pub struct Shared {
+    /// Events to and from the other nodes.
+    pub bus: Arc<dyn Bus>,
+    /// Who runs the router.
+    pub lease: Arc<dyn Lease>,
+    /// Which nodes are alive, with which agents and queued players.
+    pub presence: Arc<dyn Presence>,
+}
 use pitboss_routing::RoutingConfig;
 
 /// How the desk behaves. Defaults suit production; tests shorten the timers.
 #[derive(Clone)]
 pub struct DeskConfig {
-    /// This node's name, in logs and on the bus.
+    /// This node's name, in logs and on the bus; unique in a cluster.
     pub node: String,
+    /// Whether this node is one of several sharing the store, the queue and the
+    /// bus. Alone, the node runs the router itself and never waits for the bus.
+    pub cluster: bool,
+    /// How often a cluster node announces itself; a node silent for three periods
+    /// is presumed dead (its agents stop getting offers), and the routing lease
+    /// lasts three periods without renewal.
+    pub heartbeat_ms: u64,
+    /// How long a node waits for the leader to answer a routing command.
+    pub route_timeout_ms: u64,
     /// The department a `start` without one goes to.
     pub default_department: String,
     /// The language a player without one is served in.
@@ -56,6 +78,9 @@ impl Default for DeskConfig {
     fn default() -> Self {
         Self {
             node: "pitboss".into(),
+            cluster: false,
+            heartbeat_ms: 1000,
+            route_timeout_ms: 2000,
             default_department: "general".into(),
             default_language: "en".into(),
             routing: RoutingConfig::default(),

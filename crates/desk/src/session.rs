@@ -3,7 +3,8 @@
 use pitboss_protocol::{AgentId, Participant, PlayerCard, PlayerId, Role};
 
 /// A user, as the key of their set of connections.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "role", content = "id", rename_all = "snake_case")]
 pub enum UserKey {
     /// A player.
     Player(PlayerId),

@@ -80,6 +80,9 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     if state.desk.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
     }
+    if let Err(e) = state.desk.cluster_health() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response();
+    }
     match state.desk.store().ping().await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response(),
@@ -371,14 +374,12 @@ pub(crate) async fn agents(
 ) -> ApiResult<Response> {
     caller(&state, &headers).await?;
     let accounts = state.desk.store().agents().await?;
-    let list: Vec<_> = accounts
-        .iter()
-        .map(|a| {
-            let mut v = public(a);
-            v["status"] = json!(state.desk.agent_status(&a.id));
-            v
-        })
-        .collect();
+    let mut list = Vec::with_capacity(accounts.len());
+    for a in &accounts {
+        let mut v = public(a);
+        v["status"] = json!(state.desk.agent_status(&a.id).await);
+        list.push(v);
+    }
     Ok(Json(json!({ "agents": list })).into_response())
 }
 

@@ -25,9 +25,26 @@ pub(crate) struct ServeArgs {
     /// Directory of the embedded database. [default: ./pitboss-data]
     #[arg(long, env = "PITBOSS_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// This node's name in logs. [default: the host name, or "pitboss"]
+    /// This node's name in logs and in the cluster; unique per node. [default: the
+    /// host name, or "pitboss"; in a cluster, followed by a random suffix]
     #[arg(long, env = "PITBOSS_NODE")]
     node: Option<String>,
+    /// Redis shared by the nodes of a cluster (redis://host:port/db). Give it
+    /// together with --database-url, or neither (one node, embedded defaults).
+    #[arg(long, env = "PITBOSS_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+    /// PostgreSQL holding the transcripts of a cluster (postgres://...). Give it
+    /// together with --redis-url, or neither.
+    #[arg(long, env = "PITBOSS_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Key prefix in Redis; clusters sharing one Redis use different ones.
+    /// [default: pitboss:]
+    #[arg(long, env = "PITBOSS_REDIS_PREFIX")]
+    redis_prefix: Option<String>,
+    /// Seconds between presence heartbeats; a node silent for 3 is presumed dead.
+    /// [default: 1]
+    #[arg(long, env = "PITBOSS_HEARTBEAT_SECS")]
+    heartbeat_secs: Option<f64>,
     /// Log format: text or json. [default: text]
     #[arg(long, env = "PITBOSS_LOG_FORMAT")]
     log_format: Option<String>,
@@ -110,6 +127,10 @@ struct FileSettings {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     node: Option<String>,
+    redis_url: Option<String>,
+    database_url: Option<String>,
+    redis_prefix: Option<String>,
+    heartbeat_secs: Option<f64>,
     log_format: Option<String>,
     log: Option<String>,
     offer_timeout_secs: Option<f64>,
@@ -174,10 +195,20 @@ pub(crate) enum AgentCommand {
     },
 }
 
+/// Where a cluster's shared state lives.
+#[derive(Clone)]
+pub(crate) struct ClusterSettings {
+    pub(crate) redis_url: String,
+    pub(crate) database_url: String,
+    pub(crate) redis_prefix: String,
+}
+
 /// Everything `serve` needs, merged and checked.
 pub(crate) struct Settings {
     pub(crate) listen: SocketAddr,
     pub(crate) data_dir: PathBuf,
+    /// `None`: one node on the embedded defaults.
+    pub(crate) cluster: Option<ClusterSettings>,
     pub(crate) log_format: String,
     pub(crate) log: String,
     pub(crate) shutdown_timeout: Duration,
@@ -209,8 +240,40 @@ impl Settings {
         }
         let mut desk = DeskConfig::default();
         let mut gateway = GatewayConfig::default();
-        desk.node = pick!(node)
-            .unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| "pitboss".into()));
+        let cluster = match (pick!(redis_url), pick!(database_url)) {
+            (None, None) => None,
+            (Some(redis_url), Some(database_url)) => Some(ClusterSettings {
+                redis_url,
+                database_url,
+                redis_prefix: pick!(redis_prefix)
+                    .unwrap_or_else(|| pitboss_cluster::redis::DEFAULT_PREFIX.to_owned()),
+            }),
+            (Some(_), None) => bail!(
+                "--redis-url was given without --database-url: a cluster needs both \
+                 (Redis for what nodes share, PostgreSQL for transcripts); give neither \
+                 to run one node on the embedded database"
+            ),
+            (None, Some(_)) => bail!(
+                "--database-url was given without --redis-url: a cluster needs both \
+                 (Redis for what nodes share, PostgreSQL for transcripts); give neither \
+                 to run one node on the embedded database"
+            ),
+        };
+        desk.cluster = cluster.is_some();
+        desk.node = match pick!(node) {
+            Some(node) => node,
+            None => {
+                let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "pitboss".into());
+                if cluster.is_some() {
+                    format!("{host}-{:04x}", rand::random::<u16>())
+                } else {
+                    host
+                }
+            }
+        };
+        if let Some(v) = pick!(heartbeat_secs) {
+            desk.heartbeat_ms = ms(v, "heartbeat-secs")?;
+        }
         if let Some(v) = pick!(offer_timeout_secs) {
             desk.routing.offer_timeout_ms = ms(v, "offer-timeout-secs")?;
         }
@@ -288,6 +351,7 @@ impl Settings {
             listen: pick!(listen)
                 .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid address")),
             data_dir: pick!(data_dir).unwrap_or_else(|| PathBuf::from("pitboss-data")),
+            cluster,
             log_format: pick!(log_format).unwrap_or_else(|| "text".into()),
             log: pick!(log).unwrap_or_else(|| "info".into()),
             shutdown_timeout: Duration::from_millis(ms(

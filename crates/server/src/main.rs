@@ -8,13 +8,14 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use config::{AgentCommand, ServeArgs, Settings};
 use pitboss_cluster::memory::Hub;
-use pitboss_desk::{auth::hash_password, Desk};
+use pitboss_cluster::redis::{RedisBus, RedisLease, RedisOptions, RedisPresence};
+use pitboss_desk::{auth::hash_password, Desk, Shared};
 use pitboss_gateway::AppState;
 use pitboss_protocol::{AgentId, Role};
+use pitboss_transcripts::postgres::{PostgresOptions, PostgresStore};
 use pitboss_transcripts::sqlite::{SqliteOptions, SqliteStore};
 use pitboss_transcripts::{now_ms, AgentAccount, SharedStore};
 use std::io::Read;
-use std::sync::Arc;
 
 /// Pitboss: real-time live chat for casino customer support.
 #[derive(Parser)]
@@ -40,6 +41,14 @@ enum Command {
             global = true
         )]
         data_dir: std::path::PathBuf,
+        /// The cluster's PostgreSQL, instead of the embedded database.
+        #[arg(
+            long,
+            env = "PITBOSS_DATABASE_URL",
+            global = true,
+            hide_env_values = true
+        )]
+        database_url: Option<String>,
     },
 }
 
@@ -55,36 +64,91 @@ fn main() -> anyhow::Result<()> {
             config::init_logging(&settings);
             runtime.block_on(serve(settings))
         }
-        Command::Agent { command, data_dir } => {
+        Command::Agent {
+            command,
+            data_dir,
+            database_url,
+        } => {
             config::init_cli_logging();
-            runtime.block_on(agent(command, data_dir))
+            runtime.block_on(agent(command, data_dir, database_url))
         }
     }
 }
 
-async fn open_store(data_dir: &std::path::Path) -> anyhow::Result<Arc<SqliteStore>> {
+/// The embedded database in `data_dir`, or the cluster's PostgreSQL.
+async fn open_store(
+    data_dir: &std::path::Path,
+    database_url: Option<&str>,
+) -> anyhow::Result<SharedStore> {
+    if let Some(url) = database_url {
+        let store = PostgresStore::connect(url, PostgresOptions::default())
+            .await
+            .context("connecting to PostgreSQL (--database-url)")?;
+        return Ok(store);
+    }
     let path = data_dir.join("pitboss.db");
-    SqliteStore::open(&path, SqliteOptions::default())
+    let store = SqliteStore::open(&path, SqliteOptions::default())
         .await
-        .with_context(|| format!("opening the store at {}", path.display()))
+        .with_context(|| format!("opening the store at {}", path.display()))?;
+    Ok(store)
+}
+
+/// What this node shares with the others: Redis in a cluster, else an in-process hub.
+async fn open_shared(settings: &Settings) -> anyhow::Result<Shared> {
+    let node = settings.desk.node.clone();
+    let Some(cluster) = &settings.cluster else {
+        let hub = Hub::new();
+        let (bus, lease) = hub.attach(node.clone());
+        let presence = hub.presence(node);
+        return Ok(Shared {
+            bus,
+            lease,
+            presence,
+        });
+    };
+    let options = RedisOptions {
+        prefix: cluster.redis_prefix.clone(),
+        ..RedisOptions::default()
+    };
+    let url = cluster.redis_url.as_str();
+    let redis = |e: pitboss_cluster::ClusterError| {
+        anyhow::anyhow!("connecting to Redis (--redis-url): {e}")
+    };
+    Ok(Shared {
+        bus: RedisBus::connect(url, node.clone(), options.clone())
+            .await
+            .map_err(redis)?,
+        lease: RedisLease::connect(url, node.clone(), options.clone())
+            .await
+            .map_err(redis)?,
+        presence: RedisPresence::connect(url, node, options)
+            .await
+            .map_err(redis)?,
+    })
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let store = open_store(&settings.data_dir).await?;
-    let shared: SharedStore = store.clone();
+    let database_url = settings.cluster.as_ref().map(|c| c.database_url.as_str());
+    let shared = open_store(&settings.data_dir, database_url).await?;
     if settings.gateway.demo {
-        demo::prepare(&*store).await.context("preparing the demo")?;
+        demo::prepare(&*shared)
+            .await
+            .context("preparing the demo")?;
     }
-    let hub = Hub::new();
-    let (bus, lease) = hub.attach(settings.desk.node.clone());
-    let desk = Desk::start(settings.desk.clone(), shared.clone(), bus, lease)
+    let parts = open_shared(&settings).await?;
+    let desk = Desk::start(settings.desk.clone(), shared.clone(), parts)
         .await
         .context("starting the desk")?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
     let local = listener.local_addr()?;
-    tracing::info!(node = %settings.desk.node, data_dir = %settings.data_dir.display(), "listening on {local}");
+    match &settings.cluster {
+        Some(_) => tracing::info!(node = %settings.desk.node, "cluster node listening on {local}"),
+        None => {
+            tracing::info!(node = %settings.desk.node, data_dir = %settings.data_dir.display(), "listening on {local}")
+        }
+    }
     if settings.gateway.demo {
         tracing::info!("demo casino page: http://{local}/  agent console: http://{local}/console");
     }
@@ -97,6 +161,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     shutdown_signal().await;
     tracing::info!("shutting down: telling clients to reconnect");
+    desk.leave().await;
     let _ = stop_tx.send(());
     let deadline = settings.shutdown_timeout;
     match tokio::time::timeout(deadline, server).await {
@@ -127,15 +192,18 @@ async fn shutdown_signal() {
     }
 }
 
-async fn agent(command: AgentCommand, data_dir: std::path::PathBuf) -> anyhow::Result<()> {
-    let store = open_store(&data_dir).await?;
+async fn agent(
+    command: AgentCommand,
+    data_dir: std::path::PathBuf,
+    database_url: Option<String>,
+) -> anyhow::Result<()> {
+    let store = open_store(&data_dir, database_url.as_deref()).await?;
     let result = run_agent(command, store.clone()).await;
-    pitboss_transcripts::Store::shutdown(&*store).await;
+    store.shutdown().await;
     result
 }
 
-async fn run_agent(command: AgentCommand, store: Arc<SqliteStore>) -> anyhow::Result<()> {
-    use pitboss_transcripts::Store;
+async fn run_agent(command: AgentCommand, store: SharedStore) -> anyhow::Result<()> {
     match command {
         AgentCommand::Add {
             login,

@@ -7,8 +7,8 @@
 //! plain library code so that another crate's tests can run them.
 
 use crate::{
-    now_ms, AgentAccount, Applied, Change, CommitObserver, ConversationFilter, Expect, Handoff,
-    LifecycleEvent, LifecycleKind, NewConversation, NewEntry, SetState, Store, StoreError,
+    now_ms, AgentAccount, Applied, Change, CommitObserver, ConversationFilter, Expect, Fence,
+    Handoff, LifecycleEvent, LifecycleKind, NewConversation, NewEntry, SetState, Store, StoreError,
     StoredEntry,
 };
 use pitboss_protocol::{
@@ -60,9 +60,15 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         case!(set_state_moves_department),
         case!(resend_recognised_before_precondition),
         case!(open_conversations_exclude_closed),
+        case!(open_conversations_ordered_by_creation_then_id),
         case!(conversations_filtered_newest_first),
         case!(recent_handle_times),
         case!(writes_after_shutdown_unavailable),
+        case!(fence_at_or_above_recorded_epoch_applies),
+        case!(fence_below_recorded_epoch_writes_nothing),
+        case!(fence_checked_after_resend_and_expect_before_capacity),
+        case!(raise_routing_epoch_is_monotonic),
+        case!(fence_capacity_of_limits_active_conversations),
     ]
 }
 
@@ -470,6 +476,7 @@ pub async fn precondition_mismatch_writes_nothing(store: Arc<dyn Store>) {
         events: vec![lifecycle(LifecycleKind::Closed, Some("ayla"))],
         handoff: Some(handoff("ayla", "department:payments", "requested")),
         rating: Some((5, Some("great".into()))),
+        fence: None,
     };
     // Wrong state.
     let result = store
@@ -1163,6 +1170,48 @@ pub async fn open_conversations_exclude_closed(store: Arc<dyn Store>) {
     assert_eq!(open, [ids[3], ids[2], ids[0]], "not closed, oldest first");
 }
 
+/// `open_conversations` orders by `created_at` ascending, then by id: conversations
+/// created in the same millisecond come out in id order, whatever order they were
+/// stored in.
+pub async fn open_conversations_ordered_by_creation_then_id(store: Arc<dyn Store>) {
+    let base = 1_700_000_000_000;
+    let later = new_conversation("p:1", ConversationState::Queued, base + 5_000);
+    let mut tied = [
+        new_conversation("p:2", ConversationState::Queued, base + 1_000),
+        new_conversation("p:3", ConversationState::Offline, base + 1_000),
+        new_conversation("p:4", ConversationState::Queued, base + 1_000),
+    ];
+    // Stored in descending id order, so insertion order is the wrong answer.
+    tied.sort_by_key(|new| std::cmp::Reverse(new.id.to_string()));
+    let oldest = new_conversation("p:5", ConversationState::Queued, base);
+    store
+        .create_conversation(later.clone())
+        .await
+        .expect("create");
+    for new in &tied {
+        store
+            .create_conversation(new.clone())
+            .await
+            .expect("create");
+    }
+    store
+        .create_conversation(oldest.clone())
+        .await
+        .expect("create");
+
+    let open: Vec<ConversationId> = store
+        .open_conversations()
+        .await
+        .expect("open")
+        .iter()
+        .map(|r| r.summary.id)
+        .collect();
+    let mut expected = vec![oldest.id];
+    expected.extend(tied.iter().rev().map(|new| new.id));
+    expected.push(later.id);
+    assert_eq!(open, expected, "by created_at, then id");
+}
+
 /// `conversations` filters by state, owner and player, newest first, with a limit
 /// (0 meaning the default of 100).
 pub async fn conversations_filtered_newest_first(store: Arc<dyn Store>) {
@@ -1337,6 +1386,373 @@ pub async fn writes_after_shutdown_unavailable(store: Arc<dyn Store>) {
     );
 }
 
+/// A fenced change applies when its epoch is at least the highest recorded, and
+/// records it: an equal epoch leaves the record as it is, a higher one raises it.
+/// Changes without a fence neither look at the epoch nor move it.
+pub async fn fence_at_or_above_recorded_epoch_applies(store: Arc<dyn Store>) {
+    assert_eq!(
+        store.routing_epoch().await.expect("epoch"),
+        0,
+        "nothing recorded yet"
+    );
+    let first = create(&store, ConversationState::Queued).await;
+    store
+        .apply(assign(first, "ayla", fence(3, None)))
+        .await
+        .expect("epoch 3 over none recorded");
+    assert_eq!(store.routing_epoch().await.expect("epoch"), 3, "recorded");
+
+    let second = create(&store, ConversationState::Queued).await;
+    store
+        .apply(assign(second, "bora", fence(3, None)))
+        .await
+        .expect("the same epoch again");
+    assert_eq!(store.routing_epoch().await.expect("epoch"), 3);
+
+    store
+        .apply(requeue(first, "ayla", fence(5, None)))
+        .await
+        .expect("a higher epoch");
+    assert_eq!(store.routing_epoch().await.expect("epoch"), 5, "raised");
+
+    let record = store
+        .conversation(first)
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(record.summary.state, ConversationState::Queued);
+    assert_eq!(record.summary.agent, None);
+    assert_eq!(record.summary.last_seq, 2, "assigned, then requeued");
+    let kinds: Vec<LifecycleKind> = store
+        .events(first)
+        .await
+        .expect("events")
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            LifecycleKind::Queued,
+            LifecycleKind::Assigned,
+            LifecycleKind::Requeued
+        ]
+    );
+    let record = store
+        .conversation(second)
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(record.summary.state, ConversationState::Active);
+    assert_eq!(record.summary.agent, Some(AgentId("bora".into())));
+
+    // Unfenced changes pass whatever the epoch, and leave it alone.
+    store
+        .apply(Change::append(
+            second,
+            message(player("p:1"), "c1", "unfenced"),
+        ))
+        .await
+        .expect("unfenced append");
+    assert_eq!(store.routing_epoch().await.expect("epoch"), 5);
+
+    // An epoch a new router raised to is itself a valid fence.
+    assert_eq!(store.raise_routing_epoch(8).await.expect("raise"), 8);
+    store
+        .apply(assign(first, "ayla", fence(8, None)))
+        .await
+        .expect("the raised epoch");
+    assert_eq!(store.routing_epoch().await.expect("epoch"), 8);
+}
+
+/// A fenced change under an epoch older than the one recorded fails with `Fenced`
+/// and writes nothing: no state, owner, entry, event, hand-off or rating, no
+/// observer call, and the recorded epoch stays. The same change under the current
+/// epoch then applies.
+pub async fn fence_below_recorded_epoch_writes_nothing(store: Arc<dyn Store>) {
+    let recorder = Arc::new(Recorder::default());
+    store.set_observer(recorder.clone());
+    let id = create(&store, ConversationState::Queued).await;
+    assert_eq!(store.raise_routing_epoch(7).await.expect("raise"), 7);
+    let before = store.conversation(id).await.expect("read").expect("found");
+    let everything = |epoch: u64| Change {
+        handoff: Some(handoff("bora", "agent:ayla", "accepted")),
+        rating: Some((4, None)),
+        ..assign(id, "ayla", fence(epoch, None))
+    };
+
+    for stale in [6, 0] {
+        let result = store.apply(everything(stale)).await;
+        assert!(
+            matches!(result, Err(StoreError::Fenced)),
+            "epoch {stale} under 7: {result:?}"
+        );
+    }
+    assert_eq!(
+        store.conversation(id).await.expect("read").expect("found"),
+        before,
+        "no state, owner, sequence or rating change"
+    );
+    assert!(store
+        .entries(id, 0, 100, true)
+        .await
+        .expect("entries")
+        .is_empty());
+    assert_eq!(
+        store.events(id).await.expect("events").len(),
+        1,
+        "only `queued`"
+    );
+    assert!(store.handoffs(id).await.expect("handoffs").is_empty());
+    assert!(recorder.seen().is_empty(), "the observer heard of nothing");
+    assert_eq!(
+        store.routing_epoch().await.expect("epoch"),
+        7,
+        "a fenced change does not lower the epoch"
+    );
+
+    let applied = appended(store.apply(everything(7)).await).expect("the current epoch");
+    let record = store.conversation(id).await.expect("read").expect("found");
+    assert_eq!(record.summary.state, ConversationState::Active);
+    assert_eq!(record.summary.agent, Some(AgentId("ayla".into())));
+    assert_eq!(record.summary.rating, Some(4));
+    assert_eq!(store.handoffs(id).await.expect("handoffs").len(), 1);
+    assert_eq!(recorder.seen(), [(applied.entry, 0)]);
+}
+
+/// Where the fence sits among a change's checks: a resend is answered first, as
+/// ever (fence and all unchecked); then `expect` (`Precondition`), then the epoch
+/// (`Fenced`), then the capacity (`Precondition`). None of the refused changes
+/// writes anything, the recorded epoch included.
+pub async fn fence_checked_after_resend_and_expect_before_capacity(store: Arc<dyn Store>) {
+    let bora = AgentId("bora".into());
+    store
+        .put_agent(AgentAccount {
+            capacity: 1,
+            ..account("bora", Role::Agent)
+        })
+        .await
+        .expect("put bora");
+    let owned = create(&store, ConversationState::Queued).await;
+    store
+        .apply(assign(owned, "bora", fence(1, None)))
+        .await
+        .expect("bora's one conversation");
+    let id = create(&store, ConversationState::Queued).await;
+    let original = appended(
+        store
+            .apply(Change::append(id, message(player("p:1"), "c1", "hello")))
+            .await,
+    )
+    .expect("append");
+    assert_eq!(store.raise_routing_epoch(5).await.expect("raise"), 5);
+    let wrong_expect = Some(Expect {
+        state: ConversationState::Active,
+        agent: None,
+    });
+
+    // Stale epoch, wrong expectation, full agent: a resend is still a resend.
+    let resend = Change {
+        expect: wrong_expect.clone(),
+        fence: Some(fence(1, Some("bora"))),
+        ..Change::append(id, message(player("p:1"), "c1", "hello"))
+    };
+    let again = appended(store.apply(resend).await).expect("a resend is answered");
+    assert!(again.duplicate);
+    assert_eq!(again.entry, original.entry);
+
+    // Wrong expectation and stale epoch: the expectation decides.
+    let result = store
+        .apply(Change {
+            expect: wrong_expect,
+            ..assign(id, "bora", fence(1, Some("bora")))
+        })
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Precondition)),
+        "expect before the epoch: {result:?}"
+    );
+    // Stale epoch and full agent: the epoch decides.
+    let result = store
+        .apply(assign(id, "bora", fence(4, Some("bora"))))
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Fenced)),
+        "the epoch before the capacity: {result:?}"
+    );
+    // A new epoch and a full agent: the capacity decides, and the new epoch is not
+    // recorded.
+    let result = store
+        .apply(assign(id, "bora", fence(6, Some("bora"))))
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Precondition)),
+        "capacity: {result:?}"
+    );
+    assert_eq!(
+        store.routing_epoch().await.expect("epoch"),
+        5,
+        "a refused change records no epoch"
+    );
+
+    let record = store.conversation(id).await.expect("read").expect("found");
+    assert_eq!(record.summary.state, ConversationState::Queued);
+    assert_eq!(record.summary.agent, None);
+    assert_eq!(record.summary.last_seq, 1, "only the original entry");
+    assert_eq!(store.events(id).await.expect("events").len(), 1);
+    let record = store
+        .conversation(owned)
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(record.summary.agent, Some(bora));
+}
+
+/// `raise_routing_epoch` records the larger of the stored epoch and its argument and
+/// returns it: a lower value never lowers it, and racing raises end at the highest.
+pub async fn raise_routing_epoch_is_monotonic(store: Arc<dyn Store>) {
+    assert_eq!(store.routing_epoch().await.expect("epoch"), 0);
+    assert_eq!(store.raise_routing_epoch(0).await.expect("raise"), 0);
+    assert_eq!(store.raise_routing_epoch(3).await.expect("raise"), 3);
+    assert_eq!(
+        store.raise_routing_epoch(1).await.expect("raise"),
+        3,
+        "a lower epoch does not lower it"
+    );
+    assert_eq!(store.routing_epoch().await.expect("epoch"), 3);
+    assert_eq!(store.raise_routing_epoch(3).await.expect("raise"), 3);
+    assert_eq!(store.raise_routing_epoch(10).await.expect("raise"), 10);
+    assert_eq!(store.routing_epoch().await.expect("epoch"), 10);
+
+    let mut tasks = JoinSet::new();
+    for epoch in 1..=30u64 {
+        let store = store.clone();
+        tasks.spawn(async move { (epoch, store.raise_routing_epoch(epoch).await) });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let (epoch, recorded) = joined.expect("task");
+        let recorded = recorded.expect("raise");
+        assert!(
+            recorded >= epoch.max(10) && recorded <= 30,
+            "raising to {epoch} answered {recorded}"
+        );
+    }
+    assert_eq!(store.routing_epoch().await.expect("epoch"), 30);
+}
+
+/// With `capacity_of`, a fenced change requires the agent to own fewer `Active`
+/// conversations (not counting this one) than their capacity: an agent of capacity 1
+/// who owns one cannot be given a second (`Precondition`, nothing written), though
+/// the same change without `capacity_of` goes through. Closed conversations do not
+/// count, and an agent without an account has no capacity.
+pub async fn fence_capacity_of_limits_active_conversations(store: Arc<dyn Store>) {
+    let bora = AgentId("bora".into());
+    store
+        .put_agent(AgentAccount {
+            capacity: 1,
+            ..account("bora", Role::Agent)
+        })
+        .await
+        .expect("put bora");
+    let first = create(&store, ConversationState::Queued).await;
+    store
+        .apply(assign(first, "bora", fence(1, Some("bora"))))
+        .await
+        .expect("bora owns none");
+    // The conversation being decided does not count against its own owner.
+    store
+        .apply(Change {
+            conversation: first,
+            expect: Some(Expect {
+                state: ConversationState::Active,
+                agent: Some(bora.clone()),
+            }),
+            events: vec![lifecycle(LifecycleKind::Offered, Some("bora"))],
+            fence: Some(fence(1, Some("bora"))),
+            ..Change::default()
+        })
+        .await
+        .expect("bora's own conversation is not counted");
+
+    let second = create(&store, ConversationState::Queued).await;
+    let before = store
+        .conversation(second)
+        .await
+        .expect("read")
+        .expect("found");
+    let result = store
+        .apply(assign(second, "bora", fence(2, Some("bora"))))
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Precondition)),
+        "capacity 1, one active: {result:?}"
+    );
+    assert_eq!(
+        store
+            .conversation(second)
+            .await
+            .expect("read")
+            .expect("found"),
+        before,
+        "nothing written"
+    );
+    assert!(store
+        .entries(second, 0, 100, true)
+        .await
+        .expect("entries")
+        .is_empty());
+    assert_eq!(store.events(second).await.expect("events").len(), 1);
+    assert_eq!(
+        store.routing_epoch().await.expect("epoch"),
+        1,
+        "nor the epoch"
+    );
+
+    // Nobody's account: no capacity at all.
+    let result = store
+        .apply(assign(second, "ghost", fence(2, Some("ghost"))))
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Precondition)),
+        "no account: {result:?}"
+    );
+
+    // Without `capacity_of` the fence checks the epoch only.
+    store
+        .apply(assign(second, "bora", fence(2, None)))
+        .await
+        .expect("no capacity check");
+    let record = store
+        .conversation(second)
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(record.summary.agent, Some(bora.clone()));
+    assert_eq!(store.routing_epoch().await.expect("epoch"), 2);
+
+    // Closed conversations do not count, even with their owner kept.
+    for id in [first, second] {
+        store
+            .apply(Change {
+                conversation: id,
+                set: Some(SetState {
+                    state: ConversationState::Closed,
+                    agent: Some(bora.clone()),
+                    close_reason: Some("resolved".into()),
+                    department: None,
+                }),
+                ..Change::default()
+            })
+            .await
+            .expect("close");
+    }
+    let third = create(&store, ConversationState::Queued).await;
+    store
+        .apply(assign(third, "bora", fence(2, Some("bora"))))
+        .await
+        .expect("bora's active conversations are closed");
+}
+
 // ---------------------------------------------------------------------------------
 // Helpers.
 
@@ -1481,6 +1897,58 @@ async fn close(store: &Arc<dyn Store>, id: ConversationId) {
         })
         .await
         .expect("close");
+}
+
+/// A fence at `epoch`, checking `capacity_of`'s capacity if given.
+fn fence(epoch: u64, capacity_of: Option<&str>) -> Fence {
+    Fence {
+        epoch,
+        capacity_of: capacity_of.map(|a| AgentId(a.into())),
+    }
+}
+
+/// A fenced routing decision: the queued, unowned conversation `id` goes to `to`,
+/// with its `assigned` entry and event.
+fn assign(id: ConversationId, to: &str, fence: Fence) -> Change {
+    Change {
+        conversation: id,
+        expect: Some(Expect {
+            state: ConversationState::Queued,
+            agent: None,
+        }),
+        set: Some(SetState {
+            state: ConversationState::Active,
+            agent: Some(AgentId(to.into())),
+            close_reason: None,
+            department: None,
+        }),
+        entry: Some(system_event("assigned")),
+        events: vec![lifecycle(LifecycleKind::Assigned, Some(to))],
+        fence: Some(fence),
+        ..Change::default()
+    }
+}
+
+/// A fenced routing decision: `from` loses the active conversation `id`, which goes
+/// back to the queue, with its `requeued` entry and event.
+fn requeue(id: ConversationId, from: &str, fence: Fence) -> Change {
+    Change {
+        conversation: id,
+        expect: Some(Expect {
+            state: ConversationState::Active,
+            agent: Some(AgentId(from.into())),
+        }),
+        set: Some(SetState {
+            state: ConversationState::Queued,
+            agent: None,
+            close_reason: None,
+            department: None,
+        }),
+        entry: Some(system_event("requeued")),
+        events: vec![lifecycle(LifecycleKind::Requeued, Some(from))],
+        fence: Some(fence),
+        ..Change::default()
+    }
 }
 
 /// A lifecycle event now.

@@ -39,6 +39,11 @@ pub enum StoreError {
     /// conversation first. Nothing was written.
     #[error("precondition failed: the conversation changed")]
     Precondition,
+    /// A [`Change`]'s [`Fence`] carried a routing epoch older than the highest the
+    /// store has recorded: the decision was made by a deposed router. Nothing was
+    /// written.
+    #[error("a newer routing epoch exists: this decision is fenced")]
+    Fenced,
     /// The write queue is full. Nothing was written; the caller answers
     /// `overloaded` and the client retries.
     #[error("store overloaded")]
@@ -263,14 +268,45 @@ pub struct SetState {
     pub department: Option<String>,
 }
 
+/// Fences a routing decision (see [`Change::fence`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The routing lease epoch the decision was made under.
+    pub epoch: u64,
+    /// With `Some(agent)`: the change also requires that this agent owns fewer
+    /// `Active` conversations (not counting this one) than their account's capacity.
+    pub capacity_of: Option<AgentId>,
+}
+
 /// One atomic change to one conversation: everything in it is written in one
 /// transaction, or nothing is.
+///
+/// Its checks run in this order, and the first that fails decides the error: the
+/// conversation must exist ([`StoreError::NotFound`]); an entry whose client id is
+/// stored already is a resend, answered from the original (or
+/// [`StoreError::Conflict`]) with nothing else of the change applied or checked;
+/// then [`Change::expect`], then the fence's epoch, then the fence's capacity, then
+/// the rating.
 #[derive(Debug, Clone, Default)]
 pub struct Change {
     /// The conversation.
     pub conversation: ConversationId,
     /// Precondition; on mismatch the change fails with [`StoreError::Precondition`].
     pub expect: Option<Expect>,
+    /// Fences a routing decision (assigning, requeueing, abandoning) against deposed
+    /// routers. The change applies only if `epoch` is at least the highest routing
+    /// epoch the store has recorded (see [`Store::routing_epoch`]), and then records
+    /// `epoch` as the highest, in the same transaction; otherwise it fails with
+    /// [`StoreError::Fenced`] and writes nothing. With
+    /// [`capacity_of`](Fence::capacity_of), the capacity condition failing (or the
+    /// agent's account missing) fails the change with [`StoreError::Precondition`]
+    /// and writes nothing (the epoch is not recorded either).
+    ///
+    /// Fenced changes are serialised with each other across every node sharing the
+    /// store, so two of them cannot both pass the epoch or the capacity check on the
+    /// same state. The capacity count is only that strong against fenced changes:
+    /// routing decisions must all carry a fence.
+    pub fence: Option<Fence>,
     /// New state and owner.
     pub set: Option<SetState>,
     /// Transcript entry to append.
@@ -400,8 +436,9 @@ pub trait Store: Send + Sync + 'static {
     /// Conversations matching the filter, newest first.
     async fn conversations(&self, filter: ConversationFilter) -> Result<Vec<ConversationRecord>>;
 
-    /// Every conversation that is not closed, oldest first (to rebuild the queue
-    /// after a restart).
+    /// Every conversation that is not closed (to rebuild the queue after a
+    /// restart), ordered by `created_at` ascending, then by id (ids are UUIDv7, so
+    /// equal timestamps still come out in creation order).
     async fn open_conversations(&self) -> Result<Vec<ConversationRecord>>;
 
     /// A conversation's lifecycle events, oldest first.
@@ -438,6 +475,17 @@ pub trait Store: Send + Sync + 'static {
     /// The secret named `name`, created from `fresh` on first use. Two callers
     /// racing get the same secret.
     async fn secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>>;
+
+    /// The highest routing epoch recorded (by [`Store::raise_routing_epoch`] or by a
+    /// fenced [`Change`]), 0 if none.
+    async fn routing_epoch(&self) -> Result<u64>;
+
+    /// Records `max(stored, epoch)` as the highest routing epoch, durably, and
+    /// returns it. A new router calls it when it takes over the routing lease: from
+    /// then on every fenced change made under an older epoch fails with
+    /// [`StoreError::Fenced`]. Never lowers the recorded epoch. Epochs are stored as
+    /// signed 64-bit integers: one above `i64::MAX` counts as `i64::MAX`.
+    async fn raise_routing_epoch(&self, epoch: u64) -> Result<u64>;
 
     /// Whether the store answers now (for `/readyz`).
     async fn ping(&self) -> Result<()>;

@@ -25,15 +25,26 @@
 //!   insert ever race past the check, the unique violation rolls back the write's
 //!   savepoint and the stored entry is re-read to answer duplicate or `Conflict`.
 //! * **Secrets** are get-or-create with `INSERT … ON CONFLICT DO NOTHING`, then a read.
+//! * **The routing fence** is the one row of `routing_fence` (migration
+//!   `0003_routing_fence`), holding the highest routing epoch recorded. A fenced
+//!   change reads it `FOR UPDATE` after its `expect` check, fails `Fenced` on a lower
+//!   epoch, checks the agent's capacity with a new statement, then writes its epoch;
+//!   `raise_routing_epoch` is `UPDATE … SET epoch = GREATEST(epoch, $1)`. Both hold
+//!   the row lock until commit, so fenced changes from every node run one at a time:
+//!   a node waiting for the lock then sees the epoch and the assignments the holder
+//!   committed, which is what makes both checks sound under `READ COMMITTED`.
 //!
 //! # Deadlocks
 //!
 //! A batch locks every conversation it changes up front, in id order
-//! (`SELECT … ORDER BY id FOR NO KEY UPDATE`), so two nodes' batches never wait for
-//! each other in a cycle over conversations. Other rows (accounts, catalog items,
-//! secrets) are not pre-locked, as they are rare writes; should PostgreSQL still
-//! abort the batch as a deadlock victim (or with a serialization failure), the writer
-//! rolls the whole transaction back and, after a short pause ([`RETRY_BACKOFF`]) that
+//! (`SELECT … ORDER BY id FOR NO KEY UPDATE`), then, if any of its writes is fenced
+//! or raises the routing epoch, the fence row (`FOR UPDATE`): always in that order,
+//! so two nodes' batches never wait for each other in a cycle over conversations and
+//! the fence: a batch holding the fence lock waits for no conversation lock. Other
+//! rows (accounts, catalog items, secrets) are not pre-locked (the capacity check
+//! only reads accounts), as they are rare writes; should PostgreSQL still abort the
+//! batch as a deadlock victim (or with a serialization failure), the writer rolls the
+//! whole transaction back and, after a short pause ([`RETRY_BACKOFF`]) that
 //! lets the surviving transaction finish, runs the batch again, at most
 //! [`MAX_BATCH_ATTEMPTS`] times in all, then answers every write in it
 //! [`StoreError::Unavailable`]. Retrying is safe: nothing of a failed attempt was
@@ -57,7 +68,7 @@
 use crate::queue::{corrupt, db, from_db, tag, to_db, untag, Op, Output, Request, WriteQueue};
 use crate::{
     now_ms, AgentAccount, Appended, Applied, CatalogItem, CatalogKind, Change, CommitObserver,
-    ConversationFilter, ConversationRecord, Handoff, LifecycleEvent, LifecycleKind,
+    ConversationFilter, ConversationRecord, Fence, Handoff, LifecycleEvent, LifecycleKind,
     NewConversation, NewEntry, Result, Store, StoreError, StoredEntry,
 };
 use async_trait::async_trait;
@@ -138,11 +149,11 @@ impl Default for PostgresOptions {
 /// The PostgreSQL [`Store`]. Open it with [`PostgresStore::connect`].
 ///
 /// Every write (`create_conversation`, `apply`, `put_agent`, `remove_agent`,
-/// `put_catalog`, `remove_catalog`, `secret`) is queued to one writer task, which
-/// commits whatever is queued together in one transaction, each write in its own
-/// savepoint: one WAL flush serves many callers, and a write that fails (conflict,
-/// precondition, not found) rolls back only itself. Reads go to a read-only pool and
-/// never wait for the writer.
+/// `put_catalog`, `remove_catalog`, `secret`, `raise_routing_epoch`) is queued to one
+/// writer task, which commits whatever is queued together in one transaction, each
+/// write in its own savepoint: one WAL flush serves many callers, and a write that
+/// fails (conflict, precondition, fenced, not found) rolls back only itself. Reads go
+/// to a read-only pool and never wait for the writer.
 ///
 /// Beyond the trait's contract, as in SQLite: `create_conversation` fails with
 /// [`StoreError::Conflict`] when the id exists already, and with
@@ -461,6 +472,18 @@ impl Store for PostgresStore {
         self.queue.secret(name, fresh).await
     }
 
+    async fn routing_epoch(&self) -> Result<u64> {
+        let epoch: Option<i64> = sqlx::query_scalar(ROUTING_EPOCH_SELECT)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(db)?;
+        epoch.map(from_db).ok_or_else(missing_fence)
+    }
+
+    async fn raise_routing_epoch(&self, epoch: u64) -> Result<u64> {
+        self.queue.raise_routing_epoch(epoch).await
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1")
             .execute(&self.reads)
@@ -647,6 +670,19 @@ impl Writer {
             .fetch_all(&mut *conn)
             .await?;
         }
+        // Then the fence row, if any write reads or raises the routing epoch: always
+        // after the conversations, so fenced batches queue behind each other instead
+        // of deadlocking over it.
+        let fenced = batch.iter().any(|request| match &request.op {
+            Op::Apply(change) => change.fence.is_some(),
+            Op::RaiseEpoch(_) => true,
+            _ => false,
+        });
+        if fenced {
+            sqlx::query(&format!("{ROUTING_EPOCH_SELECT} FOR UPDATE"))
+                .fetch_optional(&mut *conn)
+                .await?;
+        }
         for request in batch {
             exec(conn, "SAVEPOINT op").await?;
             let mut appended = None;
@@ -782,6 +818,21 @@ async fn execute(
                     .map_err(fail)?;
             Ok(Output::Removed(done.rows_affected() > 0))
         }
+        Op::RaiseEpoch(epoch) => {
+            // The UPDATE waits for any other holder of the fence row, then raises
+            // the value that holder committed.
+            let recorded: Option<i64> = sqlx::query_scalar(
+                "UPDATE routing_fence SET epoch = GREATEST(epoch, $1) WHERE id = 1 \
+                 RETURNING epoch",
+            )
+            .bind(to_db(*epoch))
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(fail)?;
+            Ok(Output::Epoch(
+                recorded.map(from_db).ok_or_else(missing_fence)?,
+            ))
+        }
         Op::Settings => {
             let value: String = sqlx::query_scalar("SHOW synchronous_commit")
                 .fetch_one(&mut *conn)
@@ -889,6 +940,9 @@ async fn apply_change(
             return Err(StoreError::Precondition.into());
         }
     }
+    if let Some(fence) = &change.fence {
+        check_fence(conn, &id, fence).await?;
+    }
     if let Some((score, comment)) = &change.rating {
         if rating.is_some() || !(1..=5).contains(score) {
             return Err(StoreError::Precondition.into());
@@ -993,6 +1047,62 @@ async fn apply_change(
         .map_err(fail)?;
     }
     Ok(Output::Applied(outcome))
+}
+
+/// Checks a change's [`Fence`] (after its `expect`) and records its epoch: the epoch
+/// first ([`StoreError::Fenced`]), then the agent's capacity
+/// ([`StoreError::Precondition`]). The caller's savepoint undoes the recorded epoch
+/// should the rest of the change fail.
+///
+/// The fence row is read `FOR UPDATE` (the batch locked it already, after its
+/// conversations; this only makes sure): it holds the lock until the batch commits,
+/// so every other node's fenced change waits, then sees this one's epoch. The
+/// capacity count is a new statement, run under that lock: it sees every fenced
+/// change committed before, and none can commit until this one has.
+async fn check_fence(conn: &mut PgConnection, id: &str, fence: &Fence) -> Result<(), Fail> {
+    let epoch = to_db(fence.epoch);
+    let recorded: Option<i64> = sqlx::query_scalar(&format!("{ROUTING_EPOCH_SELECT} FOR UPDATE"))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(fail)?;
+    let recorded = recorded.ok_or_else(missing_fence)?;
+    if epoch < recorded {
+        return Err(StoreError::Fenced.into());
+    }
+    if let Some(agent) = &fence.capacity_of {
+        let row = sqlx::query(
+            "SELECT a.capacity, (SELECT COUNT(*) FROM conversations c \
+             WHERE c.agent_id = a.id AND c.state = $1 AND c.id <> $2) AS owned \
+             FROM agents a WHERE a.id = $3",
+        )
+        .bind(tag(ConversationState::Active)?)
+        .bind(id)
+        .bind(&agent.0)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(fail)?;
+        let Some(row) = row else {
+            return Err(StoreError::Precondition.into());
+        };
+        let capacity: i64 = get(&row, "capacity")?;
+        let owned: i64 = get(&row, "owned")?;
+        if owned >= capacity {
+            return Err(StoreError::Precondition.into());
+        }
+    }
+    if epoch > recorded {
+        sqlx::query("UPDATE routing_fence SET epoch = $1 WHERE id = 1")
+            .bind(epoch)
+            .execute(&mut *conn)
+            .await
+            .map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// The fence row is missing: the schema was changed by something else.
+fn missing_fence() -> StoreError {
+    corrupt("the routing_fence row is missing")
 }
 
 /// After an insert lost the race for its client id (the savepoint is rolled back):
@@ -1134,6 +1244,9 @@ const CONVERSATION_SELECT: &str = "SELECT c.id, c.player_id, c.player_card, c.de
 /// The columns of a [`StoredEntry`], as [`entry_from_row`] reads them.
 const ENTRY_COLUMNS: &str =
     "seq, prev_public, kind, sender_role, sender_id, sender_name, body, client_id, event, at";
+
+/// The highest routing epoch recorded, from the one row of `routing_fence`.
+const ROUTING_EPOCH_SELECT: &str = "SELECT epoch FROM routing_fence WHERE id = 1";
 
 /// The columns of an [`AgentAccount`].
 const AGENT_SELECT: &str = "SELECT id, name, password_hash, role, languages, departments, \

@@ -51,6 +51,8 @@ pub(crate) enum Op {
     PutCatalog(CatalogItem),
     /// `remove_catalog`: kind, language, key.
     RemoveCatalog(CatalogKind, String, String),
+    /// `raise_routing_epoch`.
+    RaiseEpoch(u64),
     /// The durability settings in force on the write connection (asked of that
     /// connection, so it goes through the writer).
     Settings,
@@ -66,6 +68,8 @@ pub(crate) enum Output {
     Removed(bool),
     /// The secret's bytes.
     Secret(Vec<u8>),
+    /// The routing epoch recorded after `raise_routing_epoch`.
+    Epoch(u64),
     /// Setting values, in the order the backend documents.
     Settings(Vec<String>),
 }
@@ -78,6 +82,7 @@ pub(crate) fn wrong_answer(output: &Output) -> StoreError {
         Output::Applied(_) => "applied",
         Output::Removed(_) => "removed",
         Output::Secret(_) => "secret",
+        Output::Epoch(_) => "epoch",
         Output::Settings(_) => "settings",
     };
     StoreError::Unavailable(format!("store writer gave an unexpected answer: {kind}"))
@@ -189,6 +194,14 @@ impl WriteQueue {
     pub(crate) async fn secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>> {
         match self.write(Op::Secret(name.to_owned(), fresh)).await? {
             Output::Secret(value) => Ok(value),
+            other => Err(wrong_answer(&other)),
+        }
+    }
+
+    /// [`crate::Store::raise_routing_epoch`].
+    pub(crate) async fn raise_routing_epoch(&self, epoch: u64) -> Result<u64> {
+        match self.write(Op::RaiseEpoch(epoch)).await? {
+            Output::Epoch(recorded) => Ok(recorded),
             other => Err(wrong_answer(&other)),
         }
     }

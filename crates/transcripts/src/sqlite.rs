@@ -2,14 +2,22 @@
 //! write connection and group-commits every change, and a small read-only pool beside
 //! it (WAL lets readers run while the writer writes).
 //!
-//! It owns the SQL, the schema (`migrations/sqlite`) and the writer's batching. What
-//! the rows mean, and what a [`Change`] does, is the [`Store`] contract in the crate
-//! root; who may write what is the desk's business.
+//! It owns the SQL, the schema (`migrations/sqlite`, applied in order on open, so an
+//! older file is brought up to date) and the writer's batching. What the rows mean,
+//! and what a [`Change`] does, is the [`Store`] contract in the crate root; who may
+//! write what is the desk's business.
+//!
+//! The routing fence is the one row of `routing_fence` (migration
+//! `0003_routing_fence`), holding the highest routing epoch recorded. The single
+//! writer serialises fenced changes and `raise_routing_epoch` by itself: a fenced
+//! change reads the row after its `expect` check, fails `Fenced` on a lower epoch,
+//! checks the agent's capacity, then writes its epoch, all inside its own savepoint,
+//! so a refused one leaves the rest of its batch alone.
 
 use crate::queue::{corrupt, db, from_db, tag, to_db, untag, Op, Output, Request, WriteQueue};
 use crate::{
     now_ms, AgentAccount, Appended, Applied, CatalogItem, CatalogKind, Change, CommitObserver,
-    ConversationFilter, ConversationRecord, Handoff, LifecycleEvent, LifecycleKind,
+    ConversationFilter, ConversationRecord, Fence, Handoff, LifecycleEvent, LifecycleKind,
     NewConversation, NewEntry, Result, Store, StoreError, StoredEntry,
 };
 use async_trait::async_trait;
@@ -68,10 +76,11 @@ impl Default for SqliteOptions {
 /// The SQLite [`Store`]. Open it with [`SqliteStore::open`].
 ///
 /// Every write (`create_conversation`, `apply`, `put_agent`, `remove_agent`,
-/// `secret`) is queued to one writer task, which commits whatever is queued together
-/// in one transaction, each write in its own savepoint: one flush serves many
-/// callers, and a write that fails (conflict, precondition, not found) rolls back
-/// only itself. Reads go to a read-only pool and never wait for the writer.
+/// `put_catalog`, `remove_catalog`, `secret`, `raise_routing_epoch`) is queued to one
+/// writer task, which commits whatever is queued together in one transaction, each
+/// write in its own savepoint: one flush serves many callers, and a write that fails
+/// (conflict, precondition, fenced, not found) rolls back only itself. Reads go to a
+/// read-only pool and never wait for the writer.
 ///
 /// Beyond the trait's contract: `create_conversation` fails with
 /// [`StoreError::Conflict`] when the id exists already, and with
@@ -379,6 +388,18 @@ impl Store for SqliteStore {
         self.queue.secret(name, fresh).await
     }
 
+    async fn routing_epoch(&self) -> Result<u64> {
+        let epoch: Option<i64> = sqlx::query_scalar(ROUTING_EPOCH_SELECT)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(db)?;
+        epoch.map(from_db).ok_or_else(missing_fence)
+    }
+
+    async fn raise_routing_epoch(&self, epoch: u64) -> Result<u64> {
+        self.queue.raise_routing_epoch(epoch).await
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1")
             .execute(&self.reads)
@@ -559,6 +580,18 @@ async fn execute(
                     .map_err(db)?;
             Ok(Output::Removed(done.rows_affected() > 0))
         }
+        Op::RaiseEpoch(epoch) => {
+            let recorded: Option<i64> = sqlx::query_scalar(
+                "UPDATE routing_fence SET epoch = MAX(epoch, ?) WHERE id = 1 RETURNING epoch",
+            )
+            .bind(to_db(*epoch))
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?;
+            Ok(Output::Epoch(
+                recorded.map(from_db).ok_or_else(missing_fence)?,
+            ))
+        }
         Op::Settings => {
             let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
                 .fetch_one(&mut *conn)
@@ -690,6 +723,9 @@ async fn apply_change(
             return Err(StoreError::Precondition);
         }
     }
+    if let Some(fence) = &change.fence {
+        check_fence(conn, &id, fence).await?;
+    }
     if let Some((score, comment)) = &change.rating {
         if rating.is_some() || !(1..=5).contains(score) {
             return Err(StoreError::Precondition);
@@ -782,6 +818,56 @@ async fn apply_change(
     Ok(Output::Applied(outcome))
 }
 
+/// Checks a change's [`Fence`] (after its `expect`) and records its epoch: the epoch
+/// first ([`StoreError::Fenced`]), then the agent's capacity
+/// ([`StoreError::Precondition`]). The caller's savepoint undoes the recorded epoch
+/// should the rest of the change fail.
+async fn check_fence(conn: &mut SqliteConnection, id: &str, fence: &Fence) -> Result<()> {
+    let epoch = to_db(fence.epoch);
+    let recorded: Option<i64> = sqlx::query_scalar(ROUTING_EPOCH_SELECT)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?;
+    let recorded = recorded.ok_or_else(missing_fence)?;
+    if epoch < recorded {
+        return Err(StoreError::Fenced);
+    }
+    if let Some(agent) = &fence.capacity_of {
+        let row = sqlx::query(
+            "SELECT a.capacity, (SELECT COUNT(*) FROM conversations c \
+             WHERE c.agent_id = a.id AND c.state = ? AND c.id <> ?) AS owned \
+             FROM agents a WHERE a.id = ?",
+        )
+        .bind(tag(ConversationState::Active)?)
+        .bind(id)
+        .bind(&agent.0)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else {
+            return Err(StoreError::Precondition);
+        };
+        let capacity: i64 = get(&row, "capacity")?;
+        let owned: i64 = get(&row, "owned")?;
+        if owned >= capacity {
+            return Err(StoreError::Precondition);
+        }
+    }
+    if epoch > recorded {
+        sqlx::query("UPDATE routing_fence SET epoch = ? WHERE id = 1")
+            .bind(epoch)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// The fence row is missing: the schema was changed by something else.
+fn missing_fence() -> StoreError {
+    corrupt("the routing_fence row is missing")
+}
+
 /// Inserts one transcript entry.
 async fn insert_entry(conn: &mut SqliteConnection, id: &str, entry: &StoredEntry) -> Result<()> {
     sqlx::query(
@@ -852,6 +938,9 @@ const CONVERSATION_SELECT: &str = "SELECT c.id, c.player_id, c.player_card, c.de
      c.closed_at, c.close_reason, c.rating, c.rating_comment, \
      (SELECT MIN(e.seq) FROM entries e WHERE e.conversation_id = c.id) AS first_seq \
      FROM conversations c";
+
+/// The highest routing epoch recorded, from the one row of `routing_fence`.
+const ROUTING_EPOCH_SELECT: &str = "SELECT epoch FROM routing_fence WHERE id = 1";
 
 /// The columns of an [`AgentAccount`].
 const AGENT_SELECT: &str = "SELECT id, name, password_hash, role, languages, departments, \

@@ -26,7 +26,7 @@ use pitboss_protocol::{
 };
 use pitboss_transcripts::postgres::{PostgresOptions, PostgresStore, WRITER_APPLICATION_NAME};
 use pitboss_transcripts::{
-    conformance, now_ms, AgentAccount, Applied, Change, CommitObserver, Expect, Handoff,
+    conformance, now_ms, AgentAccount, Applied, Change, CommitObserver, Expect, Fence, Handoff,
     LifecycleEvent, LifecycleKind, NewConversation, NewEntry, SetState, Store, StoreError,
     StoredEntry,
 };
@@ -101,9 +101,15 @@ conformance_tests!(
     set_state_moves_department,
     resend_recognised_before_precondition,
     open_conversations_exclude_closed,
+    open_conversations_ordered_by_creation_then_id,
     conversations_filtered_newest_first,
     recent_handle_times,
     writes_after_shutdown_unavailable,
+    fence_at_or_above_recorded_epoch_applies,
+    fence_below_recorded_epoch_writes_nothing,
+    fence_checked_after_resend_and_expect_before_capacity,
+    raise_routing_epoch_is_monotonic,
+    fence_capacity_of_limits_active_conversations,
 );
 
 /// A case added to the suite but not here would only run through `run_all`; this
@@ -414,8 +420,280 @@ async fn two_nodes_lock_conversations_in_one_order() {
     }
 }
 
+/// The routing fence holds across nodes. Two nodes that both believe they lead
+/// under one epoch (a lease handover in flight) race to assign each queued
+/// conversation to their own agent: exactly one assignment per conversation
+/// succeeds, the other is refused and leaves no trace. Then the second node takes
+/// the lease over (a higher epoch): the deposed node is fenced, and when both race
+/// to requeue every conversation the new leader wins every time (the deposed node's
+/// attempt fails `Fenced`, or `Precondition` when the new leader's requeue came
+/// first, as `expect` is checked before the epoch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_racing_fenced_assignments_have_one_winner() {
+    const CONVERSATIONS: usize = 20;
+    let url = fresh_database().await;
+    let nodes = [
+        connect(&url, PostgresOptions::default()).await,
+        connect(&url, PostgresOptions::default()).await,
+    ];
+    let agents = ["ayla", "bora"];
+    for name in agents {
+        nodes[0]
+            .put_agent(account(name, name, 100))
+            .await
+            .expect("agent");
+    }
+    let mut ids = Vec::new();
+    for _ in 0..CONVERSATIONS {
+        let new = new_conversation();
+        ids.push(new.id);
+        nodes[0].create_conversation(new).await.expect("create");
+    }
+    assert_eq!(nodes[0].raise_routing_epoch(1).await.expect("raise"), 1);
+
+    let mut tasks = JoinSet::new();
+    for &id in &ids {
+        for (n, node) in nodes.iter().enumerate() {
+            let node = node.clone();
+            let to = agents[n];
+            tasks.spawn(async move { (id, to, node.apply(fenced_assign(id, to, 1)).await) });
+        }
+    }
+    let mut winners: BTreeMap<ConversationId, Vec<&str>> = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined.expect("task") {
+            (id, to, Ok(_)) => winners.entry(id).or_default().push(to),
+            (_, _, Err(StoreError::Precondition)) => {}
+            (_, to, Err(e)) => panic!("{to}'s losing assignment: {e:?}"),
+        }
+    }
+    for &id in &ids {
+        let won = winners.get(&id).cloned().unwrap_or_default();
+        assert_eq!(won.len(), 1, "one assignment of {id} wins: {won:?}");
+        let record = nodes[1]
+            .conversation(id)
+            .await
+            .expect("read")
+            .expect("found");
+        assert_eq!(record.summary.agent, Some(AgentId(won[0].into())));
+        assert_eq!(record.summary.last_seq, 1, "only the winner's entry");
+        assert_eq!(nodes[1].events(id).await.expect("events").len(), 2);
+    }
+
+    // Node 1 takes the lease over; node 0 is deposed but does not know yet.
+    assert_eq!(nodes[1].raise_routing_epoch(2).await.expect("raise"), 2);
+    let result = nodes[0]
+        .apply(fenced_requeue(ids[0], winners[&ids[0]][0], 1))
+        .await;
+    assert!(matches!(result, Err(StoreError::Fenced)), "{result:?}");
+    let mut tasks = JoinSet::new();
+    for &id in &ids {
+        let owner = winners[&id][0];
+        for (n, node) in nodes.iter().enumerate() {
+            let node = node.clone();
+            let epoch = n as u64 + 1;
+            tasks.spawn(async move { (n, node.apply(fenced_requeue(id, owner, epoch)).await) });
+        }
+    }
+    let mut requeued = 0;
+    while let Some(joined) = tasks.join_next().await {
+        match joined.expect("task") {
+            (0, Err(StoreError::Fenced | StoreError::Precondition)) => {}
+            (1, Ok(_)) => requeued += 1,
+            (n, result) => panic!("node {n}'s requeue: {result:?}"),
+        }
+    }
+    assert_eq!(requeued, CONVERSATIONS, "the new leader wins every time");
+    for &id in &ids {
+        let record = nodes[0]
+            .conversation(id)
+            .await
+            .expect("read")
+            .expect("found");
+        assert_eq!(record.summary.state, ConversationState::Queued);
+        assert_eq!(record.summary.last_seq, 2, "assigned, requeued");
+    }
+    for node in nodes {
+        assert_eq!(node.routing_epoch().await.expect("epoch"), 2);
+        assert_eq!(node.retried_batches(), 0, "no batch was a deadlock victim");
+        node.shutdown().await;
+    }
+}
+
+/// Fenced changes serialise across nodes, so an agent's capacity holds even when
+/// two nodes give the agent different conversations at the same moment (each node's
+/// own count would see none of the other's uncommitted assignment). Every round, an
+/// agent of capacity 1 is offered four conversations from two nodes at once: one
+/// assignment wins, the rest are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_racing_for_one_agents_capacity_have_one_winner() {
+    const ROUNDS: usize = 10;
+    const OFFERS: usize = 4;
+    let url = fresh_database().await;
+    let nodes = [
+        connect(&url, PostgresOptions::default()).await,
+        connect(&url, PostgresOptions::default()).await,
+    ];
+    // Recorded up front, so the racing changes only read the fence row and only its
+    // lock can serialise them.
+    assert_eq!(nodes[0].raise_routing_epoch(1).await.expect("raise"), 1);
+    let mut offers = Vec::new();
+    for round in 0..ROUNDS {
+        let agent = format!("agent{round}");
+        nodes[0]
+            .put_agent(account(&agent, &agent, 1))
+            .await
+            .expect("agent");
+        for offer in 0..OFFERS {
+            let new = new_conversation();
+            offers.push((round, offer % 2, new.id, agent.clone()));
+            nodes[0].create_conversation(new).await.expect("create");
+        }
+    }
+    let start = Arc::new(tokio::sync::Barrier::new(offers.len()));
+    let mut tasks = JoinSet::new();
+    for (round, n, id, agent) in offers {
+        let node = nodes[n].clone();
+        let start = start.clone();
+        tasks.spawn(async move {
+            let change = Change {
+                fence: Some(Fence {
+                    epoch: 1,
+                    capacity_of: Some(AgentId(agent.clone())),
+                }),
+                ..fenced_assign(id, &agent, 1)
+            };
+            start.wait().await;
+            (round, node.apply(change).await)
+        });
+    }
+    let mut won = vec![0; ROUNDS];
+    while let Some(joined) = tasks.join_next().await {
+        match joined.expect("task") {
+            (round, Ok(_)) => won[round] += 1,
+            (_, Err(StoreError::Precondition)) => {}
+            (round, Err(e)) => panic!("round {round}: {e:?}"),
+        }
+    }
+    assert_eq!(won, vec![1; ROUNDS], "one assignment per agent");
+    for round in 0..ROUNDS {
+        let owned = nodes[1]
+            .conversations(pitboss_transcripts::ConversationFilter {
+                agent: Some(AgentId(format!("agent{round}"))),
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(owned.len(), 1, "agent{round} owns one conversation");
+    }
+    for node in nodes {
+        assert_eq!(node.retried_batches(), 0, "no batch was a deadlock victim");
+        node.shutdown().await;
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // PostgreSQL only.
+
+/// The recorded routing epoch survives the store reconnecting; a database from
+/// before the fence (its migration not yet applied) gets it when a store connects,
+/// starting at 0, with its data intact.
+#[tokio::test]
+async fn routing_epoch_survives_reconnecting_and_old_databases_are_upgraded() {
+    let (url, store) = open(PostgresOptions::default()).await;
+    let id = create(&store).await;
+    assert_eq!(store.raise_routing_epoch(9).await.expect("raise"), 9);
+    store.shutdown().await;
+
+    let store = connect(&url, PostgresOptions::default()).await;
+    assert_eq!(store.routing_epoch().await.expect("epoch"), 9);
+    assert_eq!(
+        store.raise_routing_epoch(4).await.expect("raise"),
+        9,
+        "still monotonic after reconnecting"
+    );
+    store.shutdown().await;
+
+    // Back to the schema before the fence.
+    side_sql(
+        &url,
+        "DROP TABLE routing_fence; DELETE FROM _sqlx_migrations WHERE version = 3",
+    )
+    .await;
+    let store = connect(&url, PostgresOptions::default()).await;
+    assert_eq!(store.routing_epoch().await.expect("epoch"), 0, "upgraded");
+    assert!(store.conversation(id).await.expect("read").is_some());
+    let requeue = fenced_requeue(id, "ayla", 3);
+    store.apply(requeue).await.expect("a fenced change");
+    assert_eq!(store.routing_epoch().await.expect("epoch"), 3);
+    store.shutdown().await;
+}
+
+/// A fenced write refused inside a batch (stale epoch, or capacity) rolls back only
+/// its own savepoint, the epoch it would have recorded included; the other writes
+/// of the transaction, a fenced one among them, commit.
+#[tokio::test]
+async fn a_fenced_write_spares_its_batch() {
+    let (_, store) = open(PostgresOptions::default()).await;
+    let id = create(&store).await;
+    let queued = new_conversation();
+    let queued_id = queued.id;
+    store.create_conversation(queued).await.expect("create");
+    store
+        .put_agent(account("bora", "Bora", 0))
+        .await
+        .expect("agent");
+    assert_eq!(store.raise_routing_epoch(5).await.expect("raise"), 5);
+    let before = store.commits();
+
+    let stale = fenced_assign(queued_id, "bora", 4);
+    let full = Change {
+        fence: Some(Fence {
+            epoch: 9,
+            capacity_of: Some(AgentId("bora".into())),
+        }),
+        ..fenced_assign(queued_id, "bora", 9)
+    };
+    let results = join_all(vec![
+        store.apply(Change::append(id, text("a", "one"))),
+        store.apply(stale),
+        store.apply(Change::append(id, text("b", "two"))),
+        store.apply(full),
+        store.apply(fenced_assign(queued_id, "ayla", 6)),
+        store.apply(Change::append(id, text("c", "three"))),
+    ])
+    .await;
+    assert_eq!(store.commits() - before, 1, "all six in one transaction");
+    assert_eq!(seq_of(&results[0]), Some(1));
+    assert!(
+        matches!(results[1], Err(StoreError::Fenced)),
+        "{:?}",
+        results[1]
+    );
+    assert_eq!(seq_of(&results[2]), Some(2));
+    assert!(
+        matches!(results[3], Err(StoreError::Precondition)),
+        "{:?}",
+        results[3]
+    );
+    assert_eq!(seq_of(&results[4]), Some(1), "the fenced assignment");
+    assert_eq!(seq_of(&results[5]), Some(3));
+
+    assert_eq!(
+        store.routing_epoch().await.expect("epoch"),
+        6,
+        "the refused write's epoch 9 was rolled back"
+    );
+    let record = store
+        .conversation(queued_id)
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(record.summary.agent, Some(AgentId("ayla".into())));
+    assert_eq!(record.summary.last_seq, 1);
+    assert_eq!(store.events(queued_id).await.expect("events").len(), 2);
+    store.shutdown().await;
+}
 
 /// The writer commits with `synchronous_commit = on` even when the database's
 /// default says otherwise: an acknowledged write is flushed.
@@ -1177,6 +1455,62 @@ async fn create(store: &PostgresStore) -> ConversationId {
         .await
         .expect("assign");
     id
+}
+
+/// A routing decision under `epoch`: the queued, unowned conversation `id` goes to
+/// `to`.
+fn fenced_assign(id: ConversationId, to: &str, epoch: u64) -> Change {
+    Change {
+        conversation: id,
+        expect: Some(Expect {
+            state: ConversationState::Queued,
+            agent: None,
+        }),
+        set: Some(SetState {
+            state: ConversationState::Active,
+            agent: Some(AgentId(to.into())),
+            close_reason: None,
+            department: None,
+        }),
+        entry: Some(system_event("assigned")),
+        events: vec![LifecycleEvent {
+            agent: Some(AgentId(to.into())),
+            ..event(LifecycleKind::Assigned)
+        }],
+        fence: Some(Fence {
+            epoch,
+            capacity_of: None,
+        }),
+        ..Change::default()
+    }
+}
+
+/// A routing decision under `epoch`: `from` loses the active conversation `id`,
+/// which goes back to the queue.
+fn fenced_requeue(id: ConversationId, from: &str, epoch: u64) -> Change {
+    Change {
+        conversation: id,
+        expect: Some(Expect {
+            state: ConversationState::Active,
+            agent: Some(AgentId(from.into())),
+        }),
+        set: Some(SetState {
+            state: ConversationState::Queued,
+            agent: None,
+            close_reason: None,
+            department: None,
+        }),
+        entry: Some(system_event("requeued")),
+        events: vec![LifecycleEvent {
+            agent: Some(AgentId(from.into())),
+            ..event(LifecycleKind::Requeued)
+        }],
+        fence: Some(Fence {
+            epoch,
+            capacity_of: None,
+        }),
+        ..Change::default()
+    }
 }
 
 /// An account.

@@ -15,7 +15,7 @@ use pitboss_protocol::{
 };
 use pitboss_transcripts::sqlite::{SqliteOptions, SqliteStore};
 use pitboss_transcripts::{
-    conformance, now_ms, AgentAccount, Applied, Change, CommitObserver, Expect, Handoff,
+    conformance, now_ms, AgentAccount, Applied, Change, CommitObserver, Expect, Fence, Handoff,
     LifecycleEvent, LifecycleKind, NewConversation, NewEntry, SetState, Store, StoreError,
     StoredEntry,
 };
@@ -69,9 +69,15 @@ conformance_tests!(
     set_state_moves_department,
     resend_recognised_before_precondition,
     open_conversations_exclude_closed,
+    open_conversations_ordered_by_creation_then_id,
     conversations_filtered_newest_first,
     recent_handle_times,
     writes_after_shutdown_unavailable,
+    fence_at_or_above_recorded_epoch_applies,
+    fence_below_recorded_epoch_writes_nothing,
+    fence_checked_after_resend_and_expect_before_capacity,
+    raise_routing_epoch_is_monotonic,
+    fence_capacity_of_limits_active_conversations,
 );
 
 /// A case added to the suite but not here would only run through `run_all`; this
@@ -208,6 +214,130 @@ async fn data_survives_reopen() {
     let resent = appended(store.apply(Change::append(id, text("c1", "hello"))).await);
     assert!(resent.duplicate);
     assert_eq!(resent.entry, entries[0]);
+    store.shutdown().await;
+}
+
+/// The recorded routing epoch survives a restart; a file from before the fence (its
+/// migration not yet applied) gets it on open, starting at 0, with its data intact.
+#[tokio::test]
+async fn routing_epoch_survives_reopen_and_old_files_are_upgraded() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), SqliteOptions::default()).await;
+    let id = create(&store).await;
+    assert_eq!(store.raise_routing_epoch(9).await.expect("raise"), 9);
+    store.shutdown().await;
+
+    let store = open(dir.path(), SqliteOptions::default()).await;
+    assert_eq!(store.routing_epoch().await.expect("epoch"), 9);
+    assert_eq!(
+        store.raise_routing_epoch(4).await.expect("raise"),
+        9,
+        "still monotonic after a restart"
+    );
+    store.shutdown().await;
+
+    // Back to the schema before the fence.
+    side_sql(dir.path(), "DROP TABLE routing_fence").await;
+    side_sql(dir.path(), "DELETE FROM _sqlx_migrations WHERE version = 3").await;
+    let store = open(dir.path(), SqliteOptions::default()).await;
+    assert_eq!(store.routing_epoch().await.expect("epoch"), 0, "upgraded");
+    assert!(store.conversation(id).await.expect("read").is_some());
+    let requeue = Change {
+        conversation: id,
+        expect: Some(Expect {
+            state: ConversationState::Active,
+            agent: Some(AgentId("ayla".into())),
+        }),
+        set: Some(SetState {
+            state: ConversationState::Queued,
+            agent: None,
+            close_reason: None,
+            department: None,
+        }),
+        fence: Some(Fence {
+            epoch: 3,
+            capacity_of: None,
+        }),
+        ..Change::default()
+    };
+    store.apply(requeue).await.expect("a fenced change");
+    assert_eq!(store.routing_epoch().await.expect("epoch"), 3);
+    store.shutdown().await;
+}
+
+/// A fenced write refused inside a batch (stale epoch, or capacity) rolls back only
+/// its own savepoint, the epoch it would have recorded included; the other writes
+/// of the transaction, a fenced one among them, commit.
+#[tokio::test]
+async fn a_fenced_write_spares_its_batch() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), SqliteOptions::default()).await;
+    let id = create(&store).await;
+    let queued = new_conversation();
+    let queued_id = queued.id;
+    store.create_conversation(queued).await.expect("create");
+    store
+        .put_agent(AgentAccount {
+            id: AgentId("bora".into()),
+            name: "Bora".into(),
+            password_hash: "$argon2id$stub".into(),
+            role: Role::Agent,
+            languages: vec!["tr".into()],
+            departments: vec!["general".into()],
+            capacity: 0,
+            created_at: 1_700_000_000_000,
+        })
+        .await
+        .expect("agent");
+    assert_eq!(store.raise_routing_epoch(5).await.expect("raise"), 5);
+    let before = store.commits();
+
+    let stale = fenced_assign(queued_id, "bora", 4);
+    let full = Change {
+        fence: Some(Fence {
+            epoch: 9,
+            capacity_of: Some(AgentId("bora".into())),
+        }),
+        ..fenced_assign(queued_id, "bora", 9)
+    };
+    let results = join_all(vec![
+        store.apply(Change::append(id, text("a", "one"))),
+        store.apply(stale),
+        store.apply(Change::append(id, text("b", "two"))),
+        store.apply(full),
+        store.apply(fenced_assign(queued_id, "ayla", 6)),
+        store.apply(Change::append(id, text("c", "three"))),
+    ])
+    .await;
+    assert_eq!(store.commits() - before, 1, "all six in one transaction");
+    assert_eq!(seq_of(&results[0]), Some(1));
+    assert!(
+        matches!(results[1], Err(StoreError::Fenced)),
+        "{:?}",
+        results[1]
+    );
+    assert_eq!(seq_of(&results[2]), Some(2));
+    assert!(
+        matches!(results[3], Err(StoreError::Precondition)),
+        "{:?}",
+        results[3]
+    );
+    assert_eq!(seq_of(&results[4]), Some(1), "the fenced assignment");
+    assert_eq!(seq_of(&results[5]), Some(3));
+
+    assert_eq!(
+        store.routing_epoch().await.expect("epoch"),
+        6,
+        "the refused write's epoch 9 was rolled back"
+    );
+    let record = store
+        .conversation(queued_id)
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(record.summary.agent, Some(AgentId("ayla".into())));
+    assert_eq!(record.summary.last_seq, 1);
+    assert_eq!(store.events(queued_id).await.expect("events").len(), 2);
     store.shutdown().await;
 }
 
@@ -662,6 +792,45 @@ async fn create(store: &SqliteStore) -> ConversationId {
         .await
         .expect("assign");
     id
+}
+
+/// A routing decision under `epoch`: the queued, unowned conversation `id` goes to
+/// `to`.
+fn fenced_assign(id: ConversationId, to: &str, epoch: u64) -> Change {
+    Change {
+        conversation: id,
+        expect: Some(Expect {
+            state: ConversationState::Queued,
+            agent: None,
+        }),
+        set: Some(SetState {
+            state: ConversationState::Active,
+            agent: Some(AgentId(to.into())),
+            close_reason: None,
+            department: None,
+        }),
+        entry: Some(NewEntry {
+            kind: MessageKind::Event,
+            sender: Participant {
+                role: Role::System,
+                id: "system".into(),
+                name: None,
+            },
+            text: "assigned".into(),
+            client_id: None,
+            event: Some("assigned".into()),
+            origin: 0,
+        }),
+        events: vec![LifecycleEvent {
+            agent: Some(AgentId(to.into())),
+            ..event(LifecycleKind::Assigned)
+        }],
+        fence: Some(Fence {
+            epoch,
+            capacity_of: None,
+        }),
+        ..Change::default()
+    }
 }
 
 /// A player's message.

@@ -8,6 +8,12 @@ impl Desk {
     /// Called by the store's writer right after a commit, in commit order: every
     /// attached connection gets the entry, the writer's own connection its ack.
     pub(super) fn fan_out(&self, entries: &[(StoredEntry, u64)]) {
+        if self.config.cluster && !entries.is_empty() {
+            // After commit, in commit order: the other nodes' subscribers too.
+            self.publish(&Event::Entries {
+                entries: entries.iter().map(|(e, _)| e.clone()).collect(),
+            });
+        }
         for (entry, origin) in entries {
             self.stats.entries.fetch_add(1, Ordering::Relaxed);
             let entry = Arc::new(entry.clone());
@@ -46,7 +52,10 @@ impl Desk {
                     agent,
                     expires_at,
                     transfer_from,
-                } => self.offer(conversation, agent, expires_at, transfer_from),
+                } => {
+                    self.offer(conversation, agent, expires_at, transfer_from)
+                        .await
+                }
                 Decision::OfferWithdrawn {
                     conversation,
                     agent,
@@ -65,22 +74,15 @@ impl Desk {
                         pitboss_routing::WithdrawReason::Declined => WithdrawReason::Declined,
                         pitboss_routing::WithdrawReason::Cancelled => WithdrawReason::Cancelled,
                     };
-                    // An agent who read the conversation while it was offered
-                    // stops receiving it, unless it is theirs or they supervise.
-                    let live = self.live.get(&conversation).map(|l| l.clone());
-                    let keeps = live
-                        .as_ref()
-                        .is_none_or(|l| l.lock().agent.as_ref() == Some(&agent))
-                        || self.agents.get(&agent).is_some_and(|a| a.supervisor);
-                    self.each_conn(&UserKey::Agent(agent), |c| {
-                        if let (false, Some(live)) = (keeps, &live) {
-                            self.detach(c, live);
-                        }
-                        c.send(ServerFrame::OfferWithdrawn {
+                    self.broadcast(Event::Withdrawn {
+                        conversation,
+                        agent,
+                        frame: ServerFrame::OfferWithdrawn {
                             conversation,
                             reason,
-                        });
-                    });
+                        },
+                    })
+                    .await;
                 }
                 Decision::Assigned {
                     conversation,
@@ -94,18 +96,19 @@ impl Desk {
                 } => self.transfer_failed(conversation, owner, reason).await,
                 Decision::AgentAway { agent } => {
                     tracing::info!(agent = %agent, "offer expired unanswered: agent set away");
-                    self.each_conn(&UserKey::Agent(agent), |c| {
-                        c.send(ServerFrame::Status {
+                    self.tell(
+                        &UserKey::Agent(agent),
+                        ServerFrame::Status {
                             status: AgentStatus::Away,
-                        });
-                    });
+                        },
+                    );
                 }
             }
         }
     }
 
-    pub(super) fn offer(
-        &self,
+    pub(super) async fn offer(
+        self: &Arc<Self>,
         conversation: ConversationId,
         agent: AgentId,
         expires_at: u64,
@@ -120,9 +123,13 @@ impl Desk {
             Some(&agent),
             serde_json::Value::Null,
         );
-        self.each_conn(&UserKey::Agent(agent), |c| {
-            c.send(frame.clone());
-        });
+        self.broadcast(Event::Offered {
+            conversation,
+            agent,
+            expires_in_ms: expires_at.saturating_sub(self.now()),
+            frame,
+        })
+        .await;
     }
 
     /// The `offer` frame for a conversation, as it stands now.
@@ -161,31 +168,20 @@ impl Desk {
         }))
     }
 
-    /// Offers open to `agent` now (a console that reconnects shows them again):
-    /// conversation, expiry, and the owner handing over for a transfer.
-    pub(super) fn open_offers(
-        &self,
-        agent: &AgentId,
-    ) -> Vec<(ConversationId, u64, Option<AgentId>)> {
-        // Collect the ids first: the router's lock is never taken while a shard
-        // of the live map is held.
-        let ids: Vec<ConversationId> = self.live.iter().map(|e| *e.key()).collect();
-        let router = self.router();
-        ids.into_iter()
-            .filter_map(|id| match router.conversation(id)? {
-                ConversationView::Queued {
-                    offer: Some((a, expires)),
-                    ..
-                } if &a == agent => Some((id, expires, None)),
-                ConversationView::Owned {
-                    agent: owner,
-                    transfer: Some(t),
-                    ..
-                } => match t.offer {
-                    Some((a, expires)) if &a == agent => Some((id, expires, Some(owner))),
-                    _ => None,
-                },
-                _ => None,
+    /// The `offer` frames open to `agent` now, with the time left (a console that
+    /// reconnects shows them again).
+    pub(super) fn open_offers(&self, agent: &AgentId) -> Vec<ServerFrame> {
+        let now = Instant::now();
+        self.offers
+            .iter()
+            .filter(|o| &o.agent == agent && o.deadline > now)
+            .map(|o| {
+                let mut frame = o.frame.clone();
+                if let ServerFrame::Offer(offer) = &mut frame {
+                    offer.expires_in_ms =
+                        o.deadline.saturating_duration_since(now).as_millis() as u64;
+                }
+                frame
             })
             .collect()
     }
@@ -277,6 +273,8 @@ impl Desk {
                 format!("{name} took over the chat"),
             ),
         };
+        // A supervisor taking over may exceed their capacity; anyone else may not.
+        let takeover = previous.is_some() && transfer.is_none();
         let result = self
             .store
             .apply(Change {
@@ -294,37 +292,43 @@ impl Desk {
                 entry: Some(system_entry("joined", text)),
                 events,
                 handoff,
+                fence: self.fence((!takeover).then_some(&agent)),
                 ..Default::default()
             })
             .await;
         if let Err(err) = result {
             tracing::warn!(%err, conversation = %conversation, agent = %agent, "assignment not stored; reconciling");
-            self.each_conn(&UserKey::Agent(agent.clone()), |c| {
-                c.send(ServerFrame::Error {
+            self.tell(
+                &UserKey::Agent(agent.clone()),
+                ServerFrame::Error {
                     code: ErrorCode::Overloaded,
                     message: "the assignment could not be stored; the conversation was put back"
                         .into(),
                     frame: Some("accept".into()),
                     conversation: Some(conversation),
                     client_id: None,
-                });
-            });
+                },
+            );
             Box::pin(self.reconcile(conversation)).await;
             return;
         }
         if let (Some(prev), Some(t)) = (&previous, &transfer) {
-            self.each_conn(&UserKey::Agent(prev.clone()), |c| {
-                c.send(ServerFrame::TransferUpdate {
+            self.tell(
+                &UserKey::Agent(prev.clone()),
+                ServerFrame::TransferUpdate {
                     conversation,
                     to: t.to.clone(),
                     outcome: TransferOutcome::Accepted,
-                });
-            });
+                },
+            );
         }
-        if let Some(d) = new_department {
-            live.lock().request.department = d;
-        }
-        self.assigned_now(&live, &agent, previous);
+        self.broadcast(Event::Assigned {
+            conversation,
+            agent,
+            previous,
+            department: new_department,
+        })
+        .await;
     }
 
     /// After an assignment is durable: updates the live state, releases the former
@@ -424,13 +428,14 @@ impl Desk {
             tracing::warn!(%err, conversation = %conversation, "failed transfer not recorded");
         }
         if let Some(to) = to {
-            self.each_conn(&UserKey::Agent(owner), |c| {
-                c.send(ServerFrame::TransferUpdate {
+            self.tell(
+                &UserKey::Agent(owner),
+                ServerFrame::TransferUpdate {
                     conversation,
-                    to: to.clone(),
+                    to,
                     outcome,
-                });
-            });
+                },
+            );
         }
     }
 

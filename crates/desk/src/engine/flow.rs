@@ -36,7 +36,7 @@ impl Desk {
             };
             if same {
                 self.attach(conn, &live, 0);
-                self.tell_state(conn, *id, state, agent);
+                self.tell_state(conn, *id, state, agent).await;
                 return Ok(());
             }
         }
@@ -56,7 +56,16 @@ impl Desk {
             language: language.clone(),
             tier: if card.verified { card.vip_tier } else { 0 },
         };
-        let serve = self.router().can_serve(&department, &language);
+        let serve = match self
+            .route(Command::CanServe {
+                department: department.clone(),
+                language: language.clone(),
+            })
+            .await?
+        {
+            Reply::Bool(serve) => serve,
+            _ => false,
+        };
         let state = if serve {
             ConversationState::Queued
         } else {
@@ -103,18 +112,14 @@ impl Desk {
             conn.send(ServerFrame::NoAgents { conversation: id });
             return Ok(());
         }
-        let decisions = self
-            .router()
-            .enqueue(id, request, self.now())
-            .map_err(routing_refusal)?;
-        self.send_position(id, true);
-        self.carry_out(decisions).await;
+        drop(request);
+        self.route(Command::Enqueue { conversation: id }).await?;
         Ok(())
     }
 
     /// Tells a (re)connected player where an existing conversation stands.
-    pub(super) fn tell_state(
-        &self,
+    pub(super) async fn tell_state(
+        self: &Arc<Self>,
         conn: &ConnRef,
         id: ConversationId,
         state: ConversationState,
@@ -132,10 +137,7 @@ impl Desk {
                 });
             }
             _ => {
-                if let Some(live) = self.live.get(&id) {
-                    live.lock().last_position = None;
-                }
-                self.send_position(id, true);
+                let _ = self.route(Command::TellPosition { conversation: id }).await;
             }
         }
     }
@@ -239,6 +241,12 @@ impl Desk {
         for c in subscribers.iter().filter(|c| c.id() != conn.id()) {
             c.send(frame.clone());
         }
+        if self.config.cluster {
+            self.publish(&Event::Signal {
+                conversation,
+                frame,
+            });
+        }
     }
 
     pub(super) async fn resume(
@@ -248,7 +256,7 @@ impl Desk {
         conversation: ConversationId,
         after: u64,
     ) -> Outcome {
-        let live = self.live.get(&conversation).map(|l| l.clone());
+        let live = self.live_or_load(conversation).await?;
         if let Some(live) = &live {
             if !self.may_view_live(session, live) {
                 return refuse(ErrorCode::Forbidden, "not your conversation");
@@ -375,15 +383,8 @@ impl Desk {
                 ..Default::default()
             })
             .await?;
-        self.finish_close(
-            &live,
-            conversation,
-            reason.clone(),
-            by,
-            agent.clone(),
-            player,
-        )
-        .await;
+        self.finish_close(conversation, reason.clone(), by, agent.clone(), player)
+            .await;
         if let Session::Agent { id, .. } = session {
             if agent.as_ref() != Some(id) {
                 // A supervisor closing someone else's conversation is told too.
@@ -399,33 +400,24 @@ impl Desk {
         Ok(())
     }
 
+    /// After a close is durable: every node tells its connections and forgets the
+    /// conversation; the leader frees the router's slot.
     pub(super) async fn finish_close(
         self: &Arc<Self>,
-        live: &Live,
         conversation: ConversationId,
         reason: Option<String>,
         by: Role,
         agent: Option<AgentId>,
         player: PlayerId,
     ) {
-        live.lock().state = ConversationState::Closed;
-        let decisions = self.router().release(conversation, self.now());
-        let frame = ServerFrame::Closed {
+        self.broadcast(Event::Closed {
             conversation,
             reason,
             by,
-        };
-        self.each_conn(&UserKey::Player(player), |c| {
-            c.send(frame.clone());
-        });
-        if let Some(agent) = agent {
-            self.each_conn(&UserKey::Agent(agent), |c| {
-                c.send(frame.clone());
-            });
-        }
-        self.remove_live(conversation);
-        self.queue_dirty.store(true, Ordering::Relaxed);
-        self.carry_out(decisions).await;
+            agent,
+            player,
+        })
+        .await;
     }
 
     pub(super) async fn rate(
@@ -525,7 +517,7 @@ impl Desk {
             );
         }
         match &to {
-            TransferTarget::Agent(a) if !self.agents.contains_key(a) => {
+            TransferTarget::Agent(a) if self.store.agent(a).await?.is_none() => {
                 return refuse(ErrorCode::NotFound, "no such agent")
             }
             TransferTarget::Department(d) => {
@@ -541,28 +533,13 @@ impl Desk {
             }
             _ => {}
         }
-        match self.transfers.entry(conversation) {
-            dashmap::Entry::Occupied(_) => {
-                return refuse(ErrorCode::InvalidState, "a transfer is already pending")
-            }
-            dashmap::Entry::Vacant(v) => {
-                v.insert(PendingTransfer {
-                    from: id.clone(),
-                    to: to.clone(),
-                    note: note.clone(),
-                });
-            }
-        }
-        let decisions = match self
-            .router()
-            .transfer(conversation, id, to.clone(), self.now())
-        {
-            Ok(d) => d,
-            Err(e) => {
-                self.transfers.remove(&conversation);
-                return Err(routing_refusal(e));
-            }
-        };
+        self.route(Command::Transfer {
+            conversation,
+            owner: id.clone(),
+            to: to.clone(),
+            note: note.clone(),
+        })
+        .await?;
         let target = match &to {
             TransferTarget::Agent(a) => format!("agent:{a}"),
             TransferTarget::Department(d) => format!("department:{d}"),
@@ -617,7 +594,6 @@ impl Desk {
             to,
             outcome: TransferOutcome::Pending,
         });
-        self.carry_out(decisions).await;
         Ok(())
     }
 
@@ -629,20 +605,13 @@ impl Desk {
         let Session::Agent { id, supervisor, .. } = session else {
             return refuse(ErrorCode::Forbidden, "only agents take conversations");
         };
-        let live = self
-            .live
-            .get(&conversation)
-            .map(|l| l.clone())
-            .ok_or_else(|| {
-                Refusal(
-                    ErrorCode::NotFound,
-                    "no open conversation with that id".into(),
-                )
-            })?;
-        let (state, request) = {
-            let s = live.lock();
-            (s.state, s.request.clone())
-        };
+        let live = self.live_or_load(conversation).await?.ok_or_else(|| {
+            Refusal(
+                ErrorCode::NotFound,
+                "no open conversation with that id".into(),
+            )
+        })?;
+        let state = live.lock().state;
         if state == ConversationState::Offline {
             // Answering an offline message: any agent may take it.
             self.store
@@ -671,10 +640,18 @@ impl Desk {
                     ..Default::default()
                 })
                 .await?;
-            self.router()
-                .restore_owned(conversation, id, request, self.now())
-                .map_err(routing_refusal)?;
-            self.assigned_now(&live, id, None);
+            self.route(Command::RestoreOwned {
+                conversation,
+                agent: id.clone(),
+            })
+            .await?;
+            self.broadcast(Event::Assigned {
+                conversation,
+                agent: id.clone(),
+                previous: None,
+                department: None,
+            })
+            .await;
             return Ok(());
         }
         if !supervisor {
@@ -686,11 +663,11 @@ impl Desk {
         if live.lock().agent.as_ref() == Some(id) {
             return refuse(ErrorCode::InvalidState, "the conversation is already yours");
         }
-        let decisions = self
-            .router()
-            .take_over(conversation, id, self.now())
-            .map_err(routing_refusal)?;
-        self.carry_out(decisions).await;
+        self.route(Command::TakeOver {
+            conversation,
+            supervisor: id.clone(),
+        })
+        .await?;
         Ok(())
     }
 
@@ -703,7 +680,7 @@ impl Desk {
         session: &Session,
         conversation: ConversationId,
     ) -> Result<Arc<Live>, Refusal> {
-        let Some(live) = self.live.get(&conversation).map(|l| l.clone()) else {
+        let Some(live) = self.live_or_load(conversation).await? else {
             return match self.store.conversation(conversation).await? {
                 Some(r) if may_view_record(session, &r) => {
                     refuse(ErrorCode::InvalidState, "the conversation is closed")
@@ -741,16 +718,9 @@ impl Desk {
                 if *supervisor || owner.as_ref() == Some(id) {
                     return true;
                 }
-                match self.router().conversation(live.id) {
-                    Some(ConversationView::Queued { offer, .. }) => {
-                        offer.map(|(a, _)| &a == id).unwrap_or(false)
-                    }
-                    Some(ConversationView::Owned { transfer, .. }) => transfer
-                        .and_then(|t| t.offer)
-                        .map(|(a, _)| &a == id)
-                        .unwrap_or(false),
-                    None => false,
-                }
+                self.offers
+                    .get(&live.id)
+                    .is_some_and(|o| &o.agent == id && o.deadline > Instant::now())
             }
         }
     }

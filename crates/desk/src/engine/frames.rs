@@ -153,43 +153,41 @@ impl Desk {
                         "set online or away; disconnect to go offline",
                     );
                 }
-                let decisions = self
-                    .router()
-                    .set_status(id, status, self.now())
-                    .map_err(routing_refusal)?;
-                self.queue_dirty.store(true, Ordering::Relaxed);
-                self.each_conn(&UserKey::Agent(id.clone()), |c| {
-                    c.send(ServerFrame::Status { status });
-                });
-                self.carry_out(decisions).await;
+                self.route(Command::SetStatus {
+                    agent: id.clone(),
+                    status,
+                })
+                .await?;
+                self.statuses.insert(id.clone(), status);
+                self.presence_dirty.store(true, Ordering::Relaxed);
                 Ok(())
             }
             ClientFrame::Accept { conversation } => {
                 let Session::Agent { id, .. } = session else {
                     return refuse(ErrorCode::Forbidden, "only agents accept offers");
                 };
-                let decisions = self
-                    .router()
-                    .accept(conversation, id, self.now())
-                    .map_err(routing_refusal)?;
-                self.carry_out(decisions).await;
+                self.route(Command::Accept {
+                    agent: id.clone(),
+                    conversation,
+                })
+                .await?;
                 Ok(())
             }
             ClientFrame::Decline { conversation } => {
                 let Session::Agent { id, .. } = session else {
                     return refuse(ErrorCode::Forbidden, "only agents decline offers");
                 };
-                let decisions = self
-                    .router()
-                    .decline(conversation, id, self.now())
-                    .map_err(routing_refusal)?;
+                self.route(Command::Decline {
+                    agent: id.clone(),
+                    conversation,
+                })
+                .await?;
                 self.record(
                     conversation,
                     LifecycleKind::Declined,
                     Some(id),
                     serde_json::Value::Null,
                 );
-                self.carry_out(decisions).await;
                 Ok(())
             }
             ClientFrame::Transfer {

@@ -3,6 +3,7 @@
 //! decisions, and the timers (offer expiry, grace periods, abandoned players,
 //! queue updates).
 
+mod cluster;
 mod decisions;
 mod flow;
 mod frames;
@@ -13,8 +14,9 @@ use crate::auth::{clip, AuthError, Keys};
 use crate::connection::{CloseSignal, ConnRef, ConnShared, Outbound};
 use crate::live::{Live, LiveState};
 use crate::{DeskConfig, Session, UserKey};
+use cluster::{Command, Event, Leadership, OfferNote, Reply};
 use dashmap::DashMap;
-use pitboss_cluster::{Bus, Lease};
+use pitboss_cluster::{Bus, Lease, Presence};
 use pitboss_protocol::limits::{MAX_CLIENT_ID_BYTES, MAX_SHORT_TEXT_CHARS, MAX_TEXT_CHARS};
 use pitboss_protocol::{
     AgentId, AgentStatus, Auth, CannotResumeReason, ClientFrame, CloseCode, ConversationId,
@@ -62,6 +64,10 @@ impl From<StoreError> for Refusal {
                 ErrorCode::Overloaded,
                 "the server is busy: nothing was stored, retry".into(),
             ),
+            StoreError::Fenced => Refusal(
+                ErrorCode::Overloaded,
+                "routing moved to another node meanwhile; retry".into(),
+            ),
             StoreError::Unavailable(e) => Refusal(
                 ErrorCode::Overloaded,
                 format!("storage unavailable: nothing was stored, retry ({e})"),
@@ -102,7 +108,25 @@ pub struct Desk {
     store: SharedStore,
     bus: Arc<dyn Bus>,
     lease: Arc<dyn Lease>,
+    presence: Arc<dyn Presence>,
     keys: Keys,
+    /// Whether this node leads (runs the router), and its cluster timers.
+    leadership: Mutex<Leadership>,
+    /// Commands sent to the leader, waiting for its reply.
+    pending: DashMap<u64, cluster::ReplySlot>,
+    next_req: AtomicU64,
+    /// Commands from other nodes, for the leader to run in order.
+    commands: mpsc::Sender<cluster::RemoteCommand>,
+    /// Offers open now, as every node knows them.
+    offers: DashMap<ConversationId, OfferNote>,
+    /// The leader's view: on which nodes each agent is connected.
+    agent_nodes: DashMap<AgentId, std::collections::HashSet<String>>,
+    /// The status each agent connected here chose last.
+    statuses: DashMap<AgentId, AgentStatus>,
+    /// The set of users connected here changed: heartbeat early.
+    presence_dirty: AtomicBool,
+    /// A resync from the store is due.
+    resync_requested: AtomicBool,
     /// The routing policy's state. A std mutex: every call into the router is
     /// synchronous and short; decisions are carried out after it is released.
     router: Mutex<Router>,
@@ -139,22 +163,33 @@ impl CommitObserver for Committed {
 
 impl Desk {
     /// Starts the desk on a store: loads keys, accounts and open conversations,
-    /// installs the commit observer and starts the timers.
+    /// installs the commit observer, joins the cluster (with `config.cluster`) and
+    /// starts the timers.
     pub async fn start(
         config: DeskConfig,
         store: SharedStore,
-        bus: Arc<dyn Bus>,
-        lease: Arc<dyn Lease>,
+        shared: crate::Shared,
     ) -> Result<Arc<Self>, StoreError> {
         let visitor_key = store.secret("visitor-token-key", random_key()).await?;
         let agent_key = store.secret("agent-token-key", random_key()).await?;
+        let (commands, command_rx) = Desk::command_queue();
         let desk = Arc::new(Self {
             router: Mutex::new(Router::new(config.routing.clone())),
             config,
             store: store.clone(),
-            bus,
-            lease,
+            bus: shared.bus,
+            lease: shared.lease,
+            presence: shared.presence,
             keys: Keys::new(visitor_key, agent_key),
+            leadership: Mutex::new(Leadership::default()),
+            pending: DashMap::new(),
+            next_req: AtomicU64::new(1),
+            commands,
+            offers: DashMap::new(),
+            agent_nodes: DashMap::new(),
+            statuses: DashMap::new(),
+            presence_dirty: AtomicBool::new(false),
+            resync_requested: AtomicBool::new(false),
             started: Instant::now(),
             live: DashMap::new(),
             player_live: DashMap::new(),
@@ -171,6 +206,11 @@ impl Desk {
         });
         store.set_observer(Arc::new(Committed(Arc::downgrade(&desk))));
         desk.recover().await?;
+        if desk.config.cluster {
+            desk.join_cluster(command_rx);
+            // A lone node leads at once; others learn who does.
+            desk.cluster_tick().await;
+        }
         let weak = Arc::downgrade(&desk);
         let tick = Duration::from_millis(desk.config.tick_ms.max(10));
         tokio::spawn(async move {
@@ -189,56 +229,95 @@ impl Desk {
         Ok(desk)
     }
 
-    /// Rebuilds the router and the live index from the store (after a restart).
+    /// Loads accounts and the live index from the store (after a restart), and
+    /// alone, the router too (in a cluster the leader rebuilds it when it takes
+    /// the lease).
     async fn recover(&self) -> Result<(), StoreError> {
         let now = self.now();
         for account in self.store.agents().await? {
             self.learn_agent(&account, now);
         }
-        {
-            let handle_times = self.store.recent_handle_times(500).await?;
-            let mut router = self.router();
-            for (department, ms) in handle_times.into_iter().rev() {
-                router.record_handle_time(&department, ms);
-            }
-        }
         let open = self.store.open_conversations().await?;
-        let count = open.len();
-        for record in open {
-            let request = Request {
-                department: record.summary.department.clone(),
-                language: record.summary.language.clone(),
-                tier: record.player.vip_tier,
-            };
-            let id = record.summary.id;
-            match (record.summary.state, record.summary.agent.clone()) {
-                (ConversationState::Queued, _) => {
-                    let _ = self.router().enqueue(id, request.clone(), now);
-                    self.player_gone.insert(id, now);
-                }
-                (ConversationState::Active, Some(agent)) => {
-                    if self
-                        .router()
-                        .restore_owned(id, &agent, request.clone(), now)
-                        .is_err()
-                    {
-                        // The account is gone: back to the head of the queue.
-                        let _ = self.router().requeue_at_head(id, request.clone(), now);
-                    } else {
-                        self.agent_gone.entry(agent).or_insert(now);
-                    }
-                }
-                _ => {}
-            }
-            self.insert_live(&record, request);
+        for record in &open {
+            self.insert_live(record, cluster::request_of(record));
         }
-        if count > 0 {
-            tracing::info!(conversations = count, "recovered open conversations");
+        if !self.config.cluster {
+            self.rebuild_router(&open).await?;
+            for record in &open {
+                if record.summary.state == ConversationState::Queued {
+                    self.player_gone.insert(record.summary.id, now);
+                }
+            }
+        }
+        if !open.is_empty() {
+            tracing::info!(conversations = open.len(), "recovered open conversations");
         }
         Ok(())
     }
 
+    /// A fresh router from the store: accounts, recent handle times, the queue in
+    /// arrival order, owned conversations (whose agents get a grace period).
+    async fn rebuild_router(&self, open: &[ConversationRecord]) -> Result<(), StoreError> {
+        let now = self.now();
+        let accounts = self.store.agents().await?;
+        let handle_times = self.store.recent_handle_times(500).await?;
+        let mut router = Router::new(self.config.routing.clone());
+        for account in &accounts {
+            self.learn_card(account);
+            let _ = router.upsert_agent(account.id.clone(), profile_of(account), now);
+        }
+        for (department, ms) in handle_times.into_iter().rev() {
+            router.record_handle_time(&department, ms);
+        }
+        let mut owners = Vec::new();
+        for record in open {
+            let request = cluster::request_of(record);
+            let id = record.summary.id;
+            match (record.summary.state, record.summary.agent.clone()) {
+                (ConversationState::Queued, _) => {
+                    let _ = router.enqueue(id, request, now);
+                }
+                (ConversationState::Active, Some(agent)) => {
+                    if router
+                        .restore_owned(id, &agent, request.clone(), now)
+                        .is_err()
+                    {
+                        // The account is gone: back to the head of the queue.
+                        let _ = router.requeue_at_head(id, request, now);
+                    } else {
+                        owners.push(agent);
+                    }
+                }
+                _ => {}
+            }
+        }
+        *self.router() = router;
+        self.transfers.clear();
+        self.player_gone.clear();
+        self.agent_gone.clear();
+        self.agent_nodes.clear();
+        for agent in owners {
+            self.agent_gone.entry(agent).or_insert(now);
+        }
+        Ok(())
+    }
+
+    /// Learns an account: its card on every node, its profile in the router where
+    /// it runs.
     fn learn_agent(&self, account: &AgentAccount, now: u64) {
+        self.learn_card(account);
+        if !self.is_leader() {
+            return;
+        }
+        let decisions = self
+            .router()
+            .upsert_agent(account.id.clone(), profile_of(account), now);
+        debug_assert!(decisions
+            .iter()
+            .all(|d| matches!(d, Decision::QueueChanged)));
+    }
+
+    fn learn_card(&self, account: &AgentAccount) {
         self.agents.insert(
             account.id.clone(),
             AgentCard {
@@ -246,19 +325,14 @@ impl Desk {
                 supervisor: account.role == Role::Supervisor,
             },
         );
-        let profile = AgentProfile {
-            languages: account.languages.clone(),
-            departments: account.departments.clone(),
-            capacity: account.capacity,
-        };
-        let decisions = self.router().upsert_agent(account.id.clone(), profile, now);
-        debug_assert!(decisions
-            .iter()
-            .all(|d| matches!(d, Decision::QueueChanged)));
     }
 
+    /// Adds an open conversation to the live index (once).
     fn insert_live(&self, record: &ConversationRecord, request: Request) {
         let id = record.summary.id;
+        if self.live.contains_key(&id) {
+            return;
+        }
         let live = Live::new(
             id,
             LiveState {
@@ -270,11 +344,18 @@ impl Desk {
                 last_position: None,
             },
         );
-        self.live.insert(id, live);
-        self.player_live
+        if let dashmap::Entry::Vacant(v) = self.live.entry(id) {
+            v.insert(live);
+        } else {
+            return;
+        }
+        let mut list = self
+            .player_live
             .entry(record.player.id.clone())
-            .or_default()
-            .push(id);
+            .or_default();
+        if !list.contains(&id) {
+            list.push(id);
+        }
     }
 
     fn remove_live(&self, id: ConversationId) {
@@ -413,17 +494,28 @@ impl Desk {
         Ok(may_view_record(&session, &record).then_some(record))
     }
 
-    /// An agent's status now (`offline` for an account the router does not know).
-    pub fn agent_status(&self, agent: &AgentId) -> AgentStatus {
-        self.router()
-            .agent(agent)
-            .map(|a| a.status)
-            .unwrap_or(AgentStatus::Offline)
+    /// An agent's status now (`offline` for an account the router does not know,
+    /// or when the router cannot be asked).
+    pub async fn agent_status(self: &Arc<Self>, agent: &AgentId) -> AgentStatus {
+        match self
+            .route(Command::Status {
+                agent: agent.clone(),
+            })
+            .await
+        {
+            Ok(Reply::Status(status)) => status,
+            _ => AgentStatus::Offline,
+        }
     }
 
     /// Marks an account's profile as changed (after the CLI or API edited it).
-    pub fn refresh_agent(&self, account: &AgentAccount) {
-        self.learn_agent(account, self.now());
+    pub async fn refresh_agent(self: &Arc<Self>, account: &AgentAccount) {
+        self.learn_card(account);
+        let _ = self
+            .route(Command::Refresh {
+                agent: account.id.clone(),
+            })
+            .await;
     }
 }
 
@@ -435,6 +527,14 @@ fn may_view_record(session: &Session, record: &ConversationRecord) -> bool {
         Session::Agent { id, supervisor, .. } => {
             *supervisor || record.summary.agent.as_ref() == Some(id)
         }
+    }
+}
+
+fn profile_of(account: &AgentAccount) -> AgentProfile {
+    AgentProfile {
+        languages: account.languages.clone(),
+        departments: account.departments.clone(),
+        capacity: account.capacity,
     }
 }
 

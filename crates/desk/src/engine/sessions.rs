@@ -143,8 +143,28 @@ impl Desk {
         if self.draining.load(Ordering::Relaxed) {
             conn.close(CloseCode::Restart);
         }
+        if first {
+            self.presence_dirty.store(true, Ordering::Relaxed);
+        }
         match session {
             Session::Player { card, .. } => {
+                if self.config.cluster {
+                    // Conversations another node opened are loaded here.
+                    let open = self
+                        .store
+                        .conversations(ConversationFilter {
+                            player: Some(card.id.clone()),
+                            limit: 50,
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap_or_default();
+                    for record in open {
+                        if record.summary.state != ConversationState::Closed {
+                            self.insert_live(&record, cluster::request_of(&record));
+                        }
+                    }
+                }
                 if let Some(list) = self.player_live.get(&card.id) {
                     for id in list.iter() {
                         self.player_gone.remove(id);
@@ -153,29 +173,21 @@ impl Desk {
             }
             Session::Agent { id, .. } => {
                 if first {
-                    self.agent_gone.remove(id);
-                    // Refresh the profile: the account may have changed.
+                    // The account may have changed (or be new to this node).
                     if let Ok(Some(account)) = self.store.agent(id).await {
-                        self.learn_agent(&account, self.now());
+                        self.learn_card(&account);
                     }
-                    let offline = self
-                        .router()
-                        .agent(id)
-                        .map(|a| a.status == AgentStatus::Offline)
-                        .unwrap_or(false);
-                    if offline {
-                        let decisions = self
-                            .router()
-                            .set_status(id, AgentStatus::Online, self.now())
-                            .unwrap_or_default();
-                        self.carry_out(decisions).await;
-                    }
+                    let _ = self
+                        .route(Command::AgentUp {
+                            agent: id.clone(),
+                            node: self.config.node.clone(),
+                            status: self.statuses.get(id).map(|s| *s),
+                        })
+                        .await;
                 }
                 // Offers still open (a console that reloaded) are shown again.
-                for (conversation, expires_at, from) in self.open_offers(id) {
-                    if let Some(frame) = self.offer_frame(conversation, expires_at, from) {
-                        conn.send(frame);
-                    }
+                for frame in self.open_offers(id) {
+                    conn.send(frame);
                 }
             }
         }
@@ -183,7 +195,7 @@ impl Desk {
     }
 
     /// The `welcome` frame for a freshly connected session.
-    pub async fn welcome(&self, session: &Session) -> ServerFrame {
+    pub async fn welcome(self: &Arc<Self>, session: &Session) -> ServerFrame {
         let (conversations, status, visitor_token) = match session {
             Session::Player {
                 card,
@@ -221,7 +233,10 @@ impl Desk {
                         summaries.push(r.summary);
                     }
                 }
-                let status = self.router().agent(id).map(|a| a.status);
+                let status = match self.route(Command::Status { agent: id.clone() }).await {
+                    Ok(Reply::Status(status)) => Some(status),
+                    _ => None,
+                };
                 (summaries, status, None)
             }
         };
@@ -258,8 +273,12 @@ impl Desk {
             return;
         }
         self.users.remove_if(&user, |_, list| list.is_empty());
+        self.presence_dirty.store(true, Ordering::Relaxed);
         let now = self.now();
         match session {
+            // In a cluster the leader learns from presence whether the player is
+            // connected to another node.
+            Session::Player { .. } if self.config.cluster => {}
             Session::Player { card, .. } => {
                 if let Some(list) = self.player_live.get(&card.id) {
                     for id in list.iter() {
@@ -278,13 +297,14 @@ impl Desk {
                 if self.draining.load(Ordering::Relaxed) {
                     return;
                 }
-                self.agent_gone.insert(id.clone(), now);
-                let decisions = self
-                    .router()
-                    .set_status(id, AgentStatus::Offline, now)
-                    .unwrap_or_default();
-                self.carry_out(decisions).await;
-                self.queue_dirty.store(true, Ordering::Relaxed);
+                self.statuses.remove(id);
+                let _ = now;
+                let _ = self
+                    .route(Command::AgentDown {
+                        agent: id.clone(),
+                        node: self.config.node.clone(),
+                    })
+                    .await;
             }
         }
     }

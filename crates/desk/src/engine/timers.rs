@@ -7,14 +7,8 @@ impl Desk {
 
     pub(super) async fn on_tick(self: &Arc<Self>) {
         // Only the lease holder runs the router's timers; alone, that is us.
-        let lease_ttl = self.config.tick_ms.max(10) * 25;
-        match self.lease.acquire_or_renew(lease_ttl).await {
-            Ok(Some(_)) => {}
-            Ok(None) => return,
-            Err(err) => {
-                tracing::warn!(%err, "cannot renew the routing lease");
-                return;
-            }
+        if self.config.cluster && !self.cluster_tick().await {
+            return;
         }
         let now = self.now();
         let decisions = self.router().tick(now);
@@ -28,7 +22,7 @@ impl Desk {
             .collect();
         for agent in grace {
             self.agent_gone.remove(&agent);
-            if self.users.contains_key(&UserKey::Agent(agent.clone())) {
+            if self.agent_nodes.contains_key(&agent) {
                 continue;
             }
             let owned = self.router().owned_by(&agent);
@@ -87,6 +81,7 @@ impl Desk {
                     detail: serde_json::json!({ "reason": "agent_gone" }),
                     at: now_ms(),
                 }],
+                fence: self.fence(None),
                 ..Default::default()
             })
             .await;
@@ -95,12 +90,7 @@ impl Desk {
             self.agent_gone.insert(agent.clone(), self.now());
             return;
         }
-        {
-            let mut s = live.lock();
-            s.state = ConversationState::Queued;
-            s.agent = None;
-            s.last_position = None;
-        }
+        self.broadcast(Event::Requeued { conversation }).await;
         let decisions = self
             .router()
             .requeue_at_head(conversation, request, self.now())
@@ -113,6 +103,10 @@ impl Desk {
     /// A queued conversation whose player has no connection starts its
     /// abandonment clock.
     pub(super) fn watch_player_presence(&self, live: &Live) {
+        if self.config.cluster {
+            // The leader's presence check starts the clock in a cluster.
+            return;
+        }
         let player = live.lock().player.id.clone();
         if !self.users.contains_key(&UserKey::Player(player)) {
             self.player_gone
@@ -165,13 +159,13 @@ impl Desk {
                         at: now_ms(),
                     },
                 ],
+                fence: self.fence(None),
                 ..Default::default()
             })
             .await;
         match result {
             Ok(_) => {
                 self.finish_close(
-                    &live,
                     conversation,
                     Some("abandoned".into()),
                     Role::System,
@@ -194,14 +188,8 @@ impl Desk {
         for (conversation, position) in positions {
             self.tell_position(conversation, position, false);
         }
-        let agents: Vec<AgentId> = self
-            .users
-            .iter()
-            .filter_map(|e| match e.key() {
-                UserKey::Agent(a) => Some(a.clone()),
-                _ => None,
-            })
-            .collect();
+        // Every agent connected to some node (the leader's view).
+        let agents: Vec<AgentId> = self.agent_nodes.iter().map(|e| e.key().clone()).collect();
         let now = self.now();
         for agent in agents {
             let supervisor = self
@@ -225,10 +213,10 @@ impl Desk {
                     offered: i.offered_to.is_some(),
                 })
                 .collect::<Vec<_>>();
-            let frame = ServerFrame::QueueSnapshot { total, entries };
-            self.each_conn(&UserKey::Agent(agent), |c| {
-                c.send(frame.clone());
-            });
+            self.tell(
+                &UserKey::Agent(agent),
+                ServerFrame::QueueSnapshot { total, entries },
+            );
         }
     }
 
@@ -260,12 +248,13 @@ impl Desk {
             s.last_position = Some(now);
             s.player.id.clone()
         };
-        self.each_conn(&UserKey::Player(player), |c| {
-            c.send(ServerFrame::Queued {
+        self.tell(
+            &UserKey::Player(player),
+            ServerFrame::Queued {
                 conversation,
                 position: position.position,
                 estimated_wait_secs: estimate,
-            });
-        });
+            },
+        );
     }
 }

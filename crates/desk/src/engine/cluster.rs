@@ -1,0 +1,1156 @@
+//! Several nodes as one desk: routing commands sent to the lease holder, the events
+//! every node applies to its own connections, presence, taking over and giving up
+//! the router, and recovering from the store what the bus lost.
+//!
+//! One node at a time runs the router: the holder of the routing lease ("the
+//! leader"). Every other node sends it [`Command`]s over the bus and waits for the
+//! [`Reply`]; alone, a node is always the leader and runs them directly. What a
+//! decision changes for connections is an [`Event`] that every node applies to its
+//! own connections (the node that makes it applies it at once, the others when the
+//! bus delivers it). The bus is at-most-once: whatever it loses is recovered from
+//! the store by [`Desk::resync`], and every decision that changes a conversation's
+//! owner is fenced in the store by the lease epoch.
+
+use super::*;
+use pitboss_cluster::{BusHandler, Envelope, Epoch};
+use pitboss_transcripts::Fence;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use tokio::sync::oneshot;
+
+/// Events one node's bus inbox holds before it counts as fallen behind.
+const INBOX: usize = 4096;
+/// Remote commands the leader holds waiting; more are refused (the sender retries).
+const COMMAND_QUEUE: usize = 4096;
+/// Leader heartbeats between two checks of the router against the store.
+const REPAIR_EVERY: u32 = 10;
+
+/// A request to the router, from any node to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "c", rename_all = "snake_case")]
+pub(super) enum Command {
+    /// Whether someone could serve this department and language.
+    CanServe {
+        department: String,
+        language: String,
+    },
+    /// A conversation just created as queued enters the queue.
+    Enqueue { conversation: ConversationId },
+    /// An agent connected to a node (their first connection there).
+    AgentUp {
+        agent: AgentId,
+        node: String,
+        status: Option<AgentStatus>,
+    },
+    /// An agent's last connection to a node closed.
+    AgentDown { agent: AgentId, node: String },
+    /// An account changed: read it again.
+    Refresh { agent: AgentId },
+    /// An agent sets online or away.
+    SetStatus { agent: AgentId, status: AgentStatus },
+    /// An agent's status now.
+    Status { agent: AgentId },
+    /// An agent accepts an offer.
+    Accept {
+        agent: AgentId,
+        conversation: ConversationId,
+    },
+    /// An agent declines an offer.
+    Decline {
+        agent: AgentId,
+        conversation: ConversationId,
+    },
+    /// The owner asks for a transfer.
+    Transfer {
+        conversation: ConversationId,
+        owner: AgentId,
+        to: TransferTarget,
+        note: Option<String>,
+    },
+    /// A supervisor takes a conversation over.
+    TakeOver {
+        conversation: ConversationId,
+        supervisor: AgentId,
+    },
+    /// An agent answered an offline message: it is theirs now.
+    RestoreOwned {
+        conversation: ConversationId,
+        agent: AgentId,
+    },
+    /// Send the player of a queued conversation their position.
+    TellPosition { conversation: ConversationId },
+}
+
+/// The router's answer to a [`Command`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Reply {
+    Done,
+    Bool(bool),
+    Status(AgentStatus),
+}
+
+/// What travels on the bus.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "e", rename_all = "snake_case")]
+pub(super) enum Event {
+    /// Entries just committed, in commit order.
+    Entries { entries: Vec<StoredEntry> },
+    /// A frame for every connection of a user.
+    User { user: UserKey, frame: ServerFrame },
+    /// Typing or a read receipt for the connections attached to a conversation.
+    Signal {
+        conversation: ConversationId,
+        frame: ServerFrame,
+    },
+    /// A conversation is offered to an agent.
+    Offered {
+        conversation: ConversationId,
+        agent: AgentId,
+        expires_in_ms: u64,
+        frame: ServerFrame,
+    },
+    /// An offer ended without an assignment.
+    Withdrawn {
+        conversation: ConversationId,
+        agent: AgentId,
+        frame: ServerFrame,
+    },
+    /// A conversation has a new owner (durable already).
+    Assigned {
+        conversation: ConversationId,
+        agent: AgentId,
+        previous: Option<AgentId>,
+        department: Option<String>,
+    },
+    /// A conversation went back to the queue (durable already).
+    Requeued { conversation: ConversationId },
+    /// A conversation was closed (durable already).
+    Closed {
+        conversation: ConversationId,
+        reason: Option<String>,
+        by: Role,
+        agent: Option<AgentId>,
+        player: PlayerId,
+    },
+    /// A command for the leader.
+    Command {
+        req: u64,
+        from: String,
+        command: Command,
+    },
+    /// The leader's answer to a command.
+    Reply {
+        req: u64,
+        to: String,
+        result: Result<Reply, (ErrorCode, String)>,
+    },
+}
+
+/// An offer as every node knows it: who may read the conversation before
+/// accepting, and the frame to show again to a console that reconnects.
+#[derive(Clone)]
+pub(super) struct OfferNote {
+    pub(super) agent: AgentId,
+    pub(super) deadline: Instant,
+    pub(super) frame: ServerFrame,
+}
+
+/// A command from another node: request id, sender, command.
+pub(super) type RemoteCommand = (u64, String, Command);
+/// Where the leader's answer to one of this node's commands goes.
+pub(super) type ReplySlot = oneshot::Sender<Result<Reply, (ErrorCode, String)>>;
+
+/// What the bus hands to the desk's inbox task.
+pub(super) enum Inbound {
+    Event(Envelope),
+    Lost,
+}
+
+/// The desk's end of the bus: a bounded inbox, drained by one task in order.
+pub(super) struct Inbox {
+    tx: mpsc::Sender<Inbound>,
+    /// Set when the inbox overflowed: the task recovers from the store.
+    overflowed: Arc<AtomicBool>,
+}
+
+impl BusHandler for Inbox {
+    fn deliver(&self, envelope: Envelope) {
+        if self.tx.try_send(Inbound::Event(envelope)).is_err() {
+            self.overflowed.store(true, Ordering::Relaxed);
+        }
+    }
+    fn lost(&self) {
+        if self.tx.try_send(Inbound::Lost).is_err() {
+            self.overflowed.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The leader's view of who is connected where, and its timers.
+#[derive(Default)]
+pub(super) struct Leadership {
+    /// The epoch the router was rebuilt for; `None`: not leading.
+    pub(super) epoch: Option<Epoch>,
+    /// When this node last sent its heartbeat, looked at presence, read the store's
+    /// epoch.
+    pub(super) last_heartbeat: Option<Instant>,
+    pub(super) last_presence: Option<Instant>,
+    pub(super) last_floor: Option<Instant>,
+    /// When Redis last accepted this node's heartbeat.
+    pub(super) last_heartbeat_ok: Option<Instant>,
+    pub(super) presence_rounds: u32,
+}
+
+impl Desk {
+    // ------------------------------------------------------------- commands
+
+    /// Runs a command on the router: here if this node leads, else on the leader.
+    pub(super) async fn route(self: &Arc<Self>, command: Command) -> Result<Reply, Refusal> {
+        if self.is_leader() {
+            return Box::pin(self.execute(command)).await;
+        }
+        if !self.config.cluster {
+            return refuse(ErrorCode::Overloaded, "routing is not running; retry");
+        }
+        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.insert(req, tx);
+        let published = self.publish(&Event::Command {
+            req,
+            from: self.config.node.clone(),
+            command,
+        });
+        if !published {
+            self.pending.remove(&req);
+            return refuse(ErrorCode::Overloaded, "the cluster bus is busy; retry");
+        }
+        let wait = Duration::from_millis(self.config.route_timeout_ms.max(10));
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(result)) => result.map_err(|(code, message)| Refusal(code, message)),
+            _ => {
+                self.pending.remove(&req);
+                refuse(
+                    ErrorCode::Overloaded,
+                    "routing did not answer in time (it may be moving to another node); retry",
+                )
+            }
+        }
+    }
+
+    /// Whether this node runs the router now.
+    pub(super) fn is_leader(&self) -> bool {
+        if !self.config.cluster {
+            return true;
+        }
+        let held = self.lease.current_epoch();
+        held.is_some() && held == self.leadership().epoch
+    }
+
+    pub(super) fn leadership(&self) -> std::sync::MutexGuard<'_, Leadership> {
+        self.leadership.lock().expect("leadership lock poisoned")
+    }
+
+    /// The store fence for a routing decision: the epoch it is made under, and
+    /// optionally the agent whose capacity must allow it. Alone: none.
+    pub(super) fn fence(&self, capacity_of: Option<&AgentId>) -> Option<Fence> {
+        if !self.config.cluster {
+            return None;
+        }
+        let epoch = self.leadership().epoch?;
+        Some(Fence {
+            epoch: epoch.0,
+            capacity_of: capacity_of.cloned(),
+        })
+    }
+
+    /// Runs a command on this node's router (the leader's).
+    pub(super) async fn execute(self: &Arc<Self>, command: Command) -> Result<Reply, Refusal> {
+        if !self.is_leader() {
+            return refuse(
+                ErrorCode::Overloaded,
+                "routing is moving to another node; retry",
+            );
+        }
+        let now = self.now();
+        match command {
+            Command::CanServe {
+                department,
+                language,
+            } => Ok(Reply::Bool(self.router().can_serve(&department, &language))),
+            Command::Enqueue { conversation } => {
+                let live = self
+                    .live_or_load(conversation)
+                    .await?
+                    .ok_or_else(|| Refusal(ErrorCode::NotFound, "no such conversation".into()))?;
+                let request = live.lock().request.clone();
+                let decisions = self
+                    .router()
+                    .enqueue(conversation, request, now)
+                    .map_err(routing_refusal)?;
+                self.send_position(conversation, true);
+                self.carry_out(decisions).await;
+                Ok(Reply::Done)
+            }
+            Command::AgentUp {
+                agent,
+                node,
+                status,
+            } => {
+                self.agent_nodes
+                    .entry(agent.clone())
+                    .or_default()
+                    .insert(node);
+                self.agent_gone.remove(&agent);
+                // Refresh the profile: the account may have changed.
+                if let Ok(Some(account)) = self.store.agent(&agent).await {
+                    self.learn_agent(&account, self.now());
+                }
+                let offline = self
+                    .router()
+                    .agent(&agent)
+                    .map(|a| a.status == AgentStatus::Offline)
+                    .unwrap_or(false);
+                if offline {
+                    let decisions = self
+                        .router()
+                        .set_status(&agent, status.unwrap_or(AgentStatus::Online), self.now())
+                        .unwrap_or_default();
+                    self.carry_out(decisions).await;
+                }
+                self.queue_dirty.store(true, Ordering::Relaxed);
+                Ok(Reply::Done)
+            }
+            Command::AgentDown { agent, node } => {
+                let empty = {
+                    let mut empty = true;
+                    if let Some(mut nodes) = self.agent_nodes.get_mut(&agent) {
+                        nodes.remove(&node);
+                        empty = nodes.is_empty();
+                    }
+                    empty
+                };
+                if empty {
+                    self.agent_nodes.remove_if(&agent, |_, n| n.is_empty());
+                    self.agent_offline(&agent, now).await;
+                }
+                Ok(Reply::Done)
+            }
+            Command::Refresh { agent } => {
+                if let Ok(Some(account)) = self.store.agent(&agent).await {
+                    self.learn_agent(&account, now);
+                }
+                Ok(Reply::Done)
+            }
+            Command::SetStatus { agent, status } => {
+                let decisions = self
+                    .router()
+                    .set_status(&agent, status, now)
+                    .map_err(routing_refusal)?;
+                self.queue_dirty.store(true, Ordering::Relaxed);
+                self.tell(&UserKey::Agent(agent), ServerFrame::Status { status });
+                self.carry_out(decisions).await;
+                Ok(Reply::Done)
+            }
+            Command::Status { agent } => Ok(Reply::Status(
+                self.router()
+                    .agent(&agent)
+                    .map(|a| a.status)
+                    .unwrap_or(AgentStatus::Offline),
+            )),
+            Command::Accept {
+                agent,
+                conversation,
+            } => {
+                let decisions = self
+                    .router()
+                    .accept(conversation, &agent, now)
+                    .map_err(routing_refusal)?;
+                self.carry_out(decisions).await;
+                Ok(Reply::Done)
+            }
+            Command::Decline {
+                agent,
+                conversation,
+            } => {
+                let decisions = self
+                    .router()
+                    .decline(conversation, &agent, now)
+                    .map_err(routing_refusal)?;
+                self.carry_out(decisions).await;
+                Ok(Reply::Done)
+            }
+            Command::Transfer {
+                conversation,
+                owner,
+                to,
+                note,
+            } => {
+                match self.transfers.entry(conversation) {
+                    dashmap::Entry::Occupied(_) => {
+                        return refuse(ErrorCode::InvalidState, "a transfer is already pending")
+                    }
+                    dashmap::Entry::Vacant(v) => {
+                        v.insert(PendingTransfer {
+                            from: owner.clone(),
+                            to: to.clone(),
+                            note,
+                        });
+                    }
+                }
+                let decisions = match self.router().transfer(conversation, &owner, to, now) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        self.transfers.remove(&conversation);
+                        return Err(routing_refusal(e));
+                    }
+                };
+                self.carry_out(decisions).await;
+                Ok(Reply::Done)
+            }
+            Command::TakeOver {
+                conversation,
+                supervisor,
+            } => {
+                let decisions = self
+                    .router()
+                    .take_over(conversation, &supervisor, now)
+                    .map_err(routing_refusal)?;
+                self.carry_out(decisions).await;
+                Ok(Reply::Done)
+            }
+            Command::RestoreOwned {
+                conversation,
+                agent,
+            } => {
+                let live = self
+                    .live_or_load(conversation)
+                    .await?
+                    .ok_or_else(|| Refusal(ErrorCode::NotFound, "no such conversation".into()))?;
+                let request = live.lock().request.clone();
+                self.router()
+                    .restore_owned(conversation, &agent, request, now)
+                    .map_err(routing_refusal)?;
+                self.queue_dirty.store(true, Ordering::Relaxed);
+                Ok(Reply::Done)
+            }
+            Command::TellPosition { conversation } => {
+                if let Some(live) = self.live.get(&conversation) {
+                    live.lock().last_position = None;
+                }
+                self.send_position(conversation, true);
+                Ok(Reply::Done)
+            }
+        }
+    }
+
+    /// An agent has no connection left anywhere: offline, with a grace period for
+    /// their conversations.
+    pub(super) async fn agent_offline(self: &Arc<Self>, agent: &AgentId, now: u64) {
+        self.agent_gone.insert(agent.clone(), now);
+        let decisions = self
+            .router()
+            .set_status(agent, AgentStatus::Offline, now)
+            .unwrap_or_default();
+        self.carry_out(decisions).await;
+        self.queue_dirty.store(true, Ordering::Relaxed);
+    }
+
+    // --------------------------------------------------------------- events
+
+    /// Sends a frame to every connection of a user, on every node.
+    pub(super) fn tell(&self, user: &UserKey, frame: ServerFrame) {
+        self.each_conn(user, |c| {
+            c.send(frame.clone());
+        });
+        if self.config.cluster {
+            self.publish(&Event::User {
+                user: user.clone(),
+                frame,
+            });
+        }
+    }
+
+    /// Applies an event here and sends it to the other nodes.
+    pub(super) async fn broadcast(self: &Arc<Self>, event: Event) {
+        if self.config.cluster {
+            self.publish(&event);
+        }
+        Box::pin(self.apply(event)).await;
+    }
+
+    /// Queues an event for the other nodes; `false` if the bus refused it.
+    pub(super) fn publish(&self, event: &Event) -> bool {
+        let topic = match event {
+            Event::Entries { .. } => "entries",
+            Event::Command { .. } => "command",
+            Event::Reply { .. } => "reply",
+            _ => "desk",
+        };
+        let payload = match serde_json::to_string(event) {
+            Ok(p) => p,
+            Err(err) => {
+                tracing::error!(%err, "cannot encode a bus event");
+                return false;
+            }
+        };
+        match self.bus.publish(topic, payload.into()) {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(%err, topic, "bus event not sent");
+                false
+            }
+        }
+    }
+
+    /// What an event changes on this node.
+    pub(super) async fn apply(self: &Arc<Self>, event: Event) {
+        match event {
+            Event::Entries { entries } => {
+                for entry in entries {
+                    let entry = Arc::new(entry);
+                    let subscribers = self
+                        .live
+                        .get(&entry.conversation)
+                        .map(|l| l.lock().subscribers.clone());
+                    for c in subscribers.iter().flat_map(|s| s.iter()) {
+                        if c.is_player() && !entry.is_public() {
+                            continue;
+                        }
+                        c.push(Outbound::Entry(entry.clone()));
+                    }
+                }
+            }
+            Event::User { user, frame } => {
+                self.each_conn(&user, |c| {
+                    c.send(frame.clone());
+                });
+            }
+            Event::Signal {
+                conversation,
+                frame,
+            } => {
+                let subscribers = self
+                    .live
+                    .get(&conversation)
+                    .map(|l| l.lock().subscribers.clone());
+                for c in subscribers.iter().flat_map(|s| s.iter()) {
+                    c.send(frame.clone());
+                }
+            }
+            Event::Offered {
+                conversation,
+                agent,
+                expires_in_ms,
+                frame,
+            } => {
+                self.offers.insert(
+                    conversation,
+                    OfferNote {
+                        agent: agent.clone(),
+                        deadline: Instant::now() + Duration::from_millis(expires_in_ms),
+                        frame: frame.clone(),
+                    },
+                );
+                self.each_conn(&UserKey::Agent(agent), |c| {
+                    c.send(frame.clone());
+                });
+            }
+            Event::Withdrawn {
+                conversation,
+                agent,
+                frame,
+            } => {
+                self.offers
+                    .remove_if(&conversation, |_, o| o.agent == agent);
+                // An agent who read the conversation while it was offered stops
+                // receiving it, unless it is theirs or they supervise.
+                let live = self.live.get(&conversation).map(|l| l.clone());
+                let keeps = live
+                    .as_ref()
+                    .is_none_or(|l| l.lock().agent.as_ref() == Some(&agent))
+                    || self.agents.get(&agent).is_some_and(|a| a.supervisor);
+                self.each_conn(&UserKey::Agent(agent), |c| {
+                    if let (false, Some(live)) = (keeps, &live) {
+                        self.detach(c, live);
+                    }
+                    c.send(frame.clone());
+                });
+            }
+            Event::Assigned {
+                conversation,
+                agent,
+                previous,
+                department,
+            } => {
+                self.offers.remove(&conversation);
+                let Ok(Some(live)) = self.live_or_load(conversation).await else {
+                    return;
+                };
+                if let Some(d) = department {
+                    live.lock().request.department = d;
+                }
+                self.assigned_now(&live, &agent, previous);
+            }
+            Event::Requeued { conversation } => {
+                if let Ok(Some(live)) = self.live_or_load(conversation).await {
+                    let mut s = live.lock();
+                    s.state = ConversationState::Queued;
+                    s.agent = None;
+                    s.last_position = None;
+                }
+            }
+            Event::Closed {
+                conversation,
+                reason,
+                by,
+                agent,
+                player,
+            } => {
+                self.offers.remove(&conversation);
+                if let Some(live) = self.live.get(&conversation).map(|l| l.clone()) {
+                    live.lock().state = ConversationState::Closed;
+                }
+                let frame = ServerFrame::Closed {
+                    conversation,
+                    reason,
+                    by,
+                };
+                self.each_conn(&UserKey::Player(player), |c| {
+                    c.send(frame.clone());
+                });
+                if let Some(agent) = agent {
+                    self.each_conn(&UserKey::Agent(agent), |c| {
+                        c.send(frame.clone());
+                    });
+                }
+                self.remove_live(conversation);
+                if self.is_leader() {
+                    // The leader frees the router's slot, wherever it was closed.
+                    let decisions = self.router().release(conversation, self.now());
+                    self.queue_dirty.store(true, Ordering::Relaxed);
+                    self.carry_out(decisions).await;
+                }
+            }
+            Event::Command { req, from, command } => {
+                if self.is_leader()
+                    && self
+                        .commands
+                        .try_send((req, from.clone(), command))
+                        .is_err()
+                {
+                    {
+                        self.publish(&Event::Reply {
+                            req,
+                            to: from,
+                            result: Err((ErrorCode::Overloaded, "routing is busy; retry".into())),
+                        });
+                    }
+                }
+            }
+            Event::Reply { req, to, result } => {
+                if to == self.config.node {
+                    if let Some((_, tx)) = self.pending.remove(&req) {
+                        let _ = tx.send(result);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The live conversation, loading it from the store if another node opened it.
+    pub(super) async fn live_or_load(
+        &self,
+        id: ConversationId,
+    ) -> Result<Option<Arc<Live>>, StoreError> {
+        if let Some(live) = self.live.get(&id) {
+            return Ok(Some(live.clone()));
+        }
+        if !self.config.cluster {
+            return Ok(None);
+        }
+        let Some(record) = self.store.conversation(id).await? else {
+            return Ok(None);
+        };
+        if record.summary.state == ConversationState::Closed {
+            return Ok(None);
+        }
+        self.insert_live(&record, request_of(&record));
+        Ok(self.live.get(&id).map(|l| l.clone()))
+    }
+
+    // ------------------------------------------------------- starting up
+
+    /// Subscribes to the bus and starts the tasks that apply events and run the
+    /// commands other nodes send to the leader.
+    pub(super) fn join_cluster(self: &Arc<Self>, commands: mpsc::Receiver<RemoteCommand>) {
+        let (tx, mut rx) = mpsc::channel(INBOX);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        let weak = Arc::downgrade(self);
+        let flag = overflowed.clone();
+        tokio::spawn(async move {
+            while let Some(item) = rx.recv().await {
+                let Some(desk) = weak.upgrade() else { break };
+                let lost = flag.swap(false, Ordering::Relaxed);
+                match item {
+                    Inbound::Lost => desk.resync().await,
+                    Inbound::Event(envelope) => {
+                        if lost {
+                            desk.resync().await;
+                        }
+                        match serde_json::from_str::<Event>(&envelope.payload) {
+                            Ok(event) => desk.apply(event).await,
+                            Err(err) => {
+                                tracing::warn!(%err, from = %envelope.from, "undecodable bus event")
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        let weak = Arc::downgrade(self);
+        let mut commands = commands;
+        tokio::spawn(async move {
+            while let Some((req, from, command)) = commands.recv().await {
+                let Some(desk) = weak.upgrade() else { break };
+                let result = desk
+                    .execute(command)
+                    .await
+                    .map_err(|Refusal(code, message)| (code, message));
+                desk.publish(&Event::Reply {
+                    req,
+                    to: from,
+                    result,
+                });
+            }
+        });
+        self.bus.subscribe(Arc::new(Inbox { tx, overflowed }));
+    }
+
+    /// The bounded queue of remote commands for the leader.
+    pub(super) fn command_queue() -> (mpsc::Sender<RemoteCommand>, mpsc::Receiver<RemoteCommand>) {
+        mpsc::channel(COMMAND_QUEUE)
+    }
+
+    // ------------------------------------------------------------- recovery
+
+    /// The bus may have lost events: make this node agree with the store about
+    /// every open conversation, and send every attached connection what it missed.
+    pub(super) async fn resync(self: &Arc<Self>) {
+        let open = match self.store.open_conversations().await {
+            Ok(open) => open,
+            Err(err) => {
+                tracing::warn!(%err, "cannot resync from the store; will retry");
+                let weak = Arc::downgrade(self);
+                let retry = Duration::from_millis(self.config.heartbeat_ms.max(100));
+                tokio::spawn(async move {
+                    tokio::time::sleep(retry).await;
+                    if let Some(desk) = weak.upgrade() {
+                        desk.inbox_lost();
+                    }
+                });
+                return;
+            }
+        };
+        let leader = self.is_leader();
+        let mut open_ids = HashSet::with_capacity(open.len());
+        let mut changed = Vec::new();
+        for record in &open {
+            let id = record.summary.id;
+            open_ids.insert(id);
+            let Some(live) = self.live.get(&id).map(|l| l.clone()) else {
+                self.insert_live(record, request_of(record));
+                changed.push(id);
+                continue;
+            };
+            let (state, agent) = {
+                let s = live.lock();
+                (s.state, s.agent.clone())
+            };
+            if state == record.summary.state && agent == record.summary.agent {
+                continue;
+            }
+            changed.push(id);
+            live.lock().request.department = record.summary.department.clone();
+            match (record.summary.state, record.summary.agent.clone()) {
+                (ConversationState::Active, Some(owner)) => {
+                    self.assigned_now(&live, &owner, agent.filter(|a| *a != owner));
+                }
+                (state, owner) => {
+                    let mut s = live.lock();
+                    s.state = state;
+                    s.agent = owner;
+                    s.last_position = None;
+                }
+            }
+        }
+        let gone: Vec<ConversationId> = self
+            .live
+            .iter()
+            .map(|e| *e.key())
+            .filter(|id| !open_ids.contains(id))
+            .collect();
+        for id in gone {
+            let Some(live) = self.live.get(&id).map(|l| l.clone()) else {
+                continue;
+            };
+            let (player, agent) = {
+                let s = live.lock();
+                (s.player.id.clone(), s.agent.clone())
+            };
+            let reason = self
+                .store
+                .conversation(id)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|r| r.close_reason);
+            self.apply(Event::Closed {
+                conversation: id,
+                reason,
+                by: Role::System,
+                agent,
+                player,
+            })
+            .await;
+        }
+        // Every attached connection reads what it may have missed.
+        let conns: Vec<ConnRef> = self.conns.iter().map(|c| c.clone()).collect();
+        for conn in conns {
+            let attached = conn.0.attached.lock().expect("attached lock").clone();
+            for conversation in attached {
+                conn.push(Outbound::Catchup(conversation));
+            }
+        }
+        if leader {
+            for id in changed {
+                self.reconcile(id).await;
+            }
+            self.queue_dirty.store(true, Ordering::Relaxed);
+        }
+        tracing::info!(open = open.len(), "resynchronised with the store");
+    }
+
+    /// Asks for a resync at the next tick.
+    fn inbox_lost(&self) {
+        self.resync_requested.store(true, Ordering::Relaxed);
+    }
+
+    // ---------------------------------------------------------- leadership
+
+    /// A cluster node's periodic work: heartbeat, the routing lease, and for the
+    /// leader, presence. Returns whether this node leads.
+    pub(super) async fn cluster_tick(self: &Arc<Self>) -> bool {
+        let heartbeat = Duration::from_millis(self.config.heartbeat_ms.max(10));
+        let due = |last: Option<Instant>| last.is_none_or(|t| t.elapsed() >= heartbeat);
+
+        if self.resync_requested.swap(false, Ordering::Relaxed) {
+            self.resync().await;
+        }
+        let beat = self.presence_dirty.swap(false, Ordering::Relaxed)
+            || due(self.leadership().last_heartbeat);
+        if beat {
+            self.leadership().last_heartbeat = Some(Instant::now());
+            let entries = self.presence_entries();
+            let ttl = 3 * self.config.heartbeat_ms.max(10);
+            match self.presence.heartbeat(entries, ttl).await {
+                Ok(()) => self.leadership().last_heartbeat_ok = Some(Instant::now()),
+                Err(err) => tracing::warn!(%err, "presence heartbeat failed"),
+            }
+        }
+
+        let leading = self.leadership().epoch;
+        if leading.is_none() && due(self.leadership().last_floor) {
+            self.leadership().last_floor = Some(Instant::now());
+            // Epochs keep growing even if Redis lost its counter.
+            if let Ok(epoch) = self.store.routing_epoch().await {
+                self.lease.raise_epoch_floor(Epoch(epoch));
+            }
+        }
+        let ttl = 3 * self.config.heartbeat_ms.max(10);
+        match self.lease.acquire_or_renew(ttl).await {
+            Ok(Some(epoch)) if Some(epoch) != leading => {
+                self.take_over_routing(epoch).await;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                if leading.is_some() {
+                    self.step_down("another node holds the routing lease");
+                }
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot renew the routing lease");
+                if leading.is_some() && self.lease.current_epoch().is_none() {
+                    self.step_down("the routing lease ran out");
+                }
+            }
+        }
+        if !self.is_leader() {
+            return false;
+        }
+        if due(self.leadership().last_presence) {
+            let rounds = {
+                let mut l = self.leadership();
+                l.last_presence = Some(Instant::now());
+                l.presence_rounds = l.presence_rounds.wrapping_add(1);
+                l.presence_rounds
+            };
+            self.reconcile_presence().await;
+            if rounds % REPAIR_EVERY == 0 {
+                self.repair().await;
+            }
+        }
+        self.is_leader()
+    }
+
+    /// This node got the lease: fence older leaders in the store, then rebuild the
+    /// router from the store and presence.
+    async fn take_over_routing(self: &Arc<Self>, epoch: Epoch) {
+        if let Err(err) = self.store.raise_routing_epoch(epoch.0).await {
+            tracing::warn!(%err, "cannot record the routing epoch; not routing yet");
+            return;
+        }
+        let open = match self.store.open_conversations().await {
+            Ok(open) => open,
+            Err(err) => {
+                tracing::warn!(%err, "cannot read open conversations; not routing yet");
+                return;
+            }
+        };
+        for record in &open {
+            self.insert_live(record, request_of(record));
+        }
+        if let Err(err) = self.rebuild_router(&open).await {
+            tracing::warn!(%err, "cannot rebuild the router; not routing yet");
+            return;
+        }
+        {
+            let mut l = self.leadership();
+            l.epoch = Some(epoch);
+            l.last_presence = None;
+        }
+        tracing::info!(node = %self.config.node, epoch = epoch.0, queued = self.router().queue().len(), "routing here now");
+        self.reconcile_presence().await;
+        self.queue_dirty.store(true, Ordering::Relaxed);
+    }
+
+    fn step_down(&self, why: &str) {
+        tracing::warn!(node = %self.config.node, why, "no longer routing");
+        self.leadership().epoch = None;
+        *self.router() = Router::new(self.config.routing.clone());
+        self.transfers.clear();
+        self.agent_gone.clear();
+        self.player_gone.clear();
+        self.agent_nodes.clear();
+    }
+
+    /// What this node announces: its agents (with the status they chose) and the
+    /// players of queued conversations connected here.
+    fn presence_entries(&self) -> Vec<String> {
+        let mut entries = Vec::new();
+        let mut players = Vec::new();
+        for e in self.users.iter() {
+            match e.key() {
+                UserKey::Agent(a) => {
+                    let status = self
+                        .statuses
+                        .get(a)
+                        .map(|s| *s)
+                        .unwrap_or(AgentStatus::Online);
+                    let word = if status == AgentStatus::Away {
+                        "away"
+                    } else {
+                        "online"
+                    };
+                    entries.push(format!("agent:{word}:{a}"));
+                }
+                UserKey::Player(p) => players.push(p.clone()),
+            }
+        }
+        for p in players {
+            let queued = self.player_live.get(&p).is_some_and(|list| {
+                list.iter().any(|id| {
+                    self.live
+                        .get(id)
+                        .is_some_and(|l| l.lock().state == ConversationState::Queued)
+                })
+            });
+            if queued {
+                entries.push(format!("player:{p}"));
+            }
+        }
+        entries
+    }
+
+    /// The leader brings agents' statuses and players' presence in line with what
+    /// the live nodes announce: an agent no live node lists goes offline (with
+    /// their grace period); a queued player no node lists starts the abandonment
+    /// clock.
+    async fn reconcile_presence(self: &Arc<Self>) {
+        let alive = match self.presence.alive().await {
+            Ok(alive) => alive,
+            Err(err) => {
+                tracing::warn!(%err, "cannot read presence");
+                return;
+            }
+        };
+        let now = self.now();
+        let mut agents: HashMap<AgentId, (AgentStatus, HashSet<String>)> = HashMap::new();
+        let mut players: HashSet<String> = HashSet::new();
+        for node in alive {
+            for entry in node.agents {
+                if let Some(rest) = entry.strip_prefix("agent:") {
+                    let Some((word, id)) = rest.split_once(':') else {
+                        continue;
+                    };
+                    let status = if word == "away" {
+                        AgentStatus::Away
+                    } else {
+                        AgentStatus::Online
+                    };
+                    let slot = agents
+                        .entry(AgentId(id.to_owned()))
+                        .or_insert((status, HashSet::new()));
+                    slot.1.insert(node.node.clone());
+                } else if let Some(id) = entry.strip_prefix("player:") {
+                    players.insert(id.to_owned());
+                }
+            }
+        }
+        let before: Vec<AgentId> = self.agent_nodes.iter().map(|e| e.key().clone()).collect();
+        for agent in before {
+            if !agents.contains_key(&agent) {
+                self.agent_nodes.remove(&agent);
+                self.agent_offline(&agent, now).await;
+            }
+        }
+        for (agent, (status, nodes)) in agents {
+            self.agent_nodes.insert(agent.clone(), nodes);
+            self.agent_gone.remove(&agent);
+            let offline = self
+                .router()
+                .agent(&agent)
+                .map(|a| a.status == AgentStatus::Offline);
+            if offline == Some(true) {
+                let decisions = self
+                    .router()
+                    .set_status(&agent, status, now)
+                    .unwrap_or_default();
+                self.queue_dirty.store(true, Ordering::Relaxed);
+                self.carry_out(decisions).await;
+            }
+        }
+        // Queued players: present somewhere, or absent since when.
+        let settle = 2 * self.config.heartbeat_ms;
+        let queue = self.router().queue();
+        for item in queue {
+            let Some(player) = self
+                .live
+                .get(&item.conversation)
+                .map(|l| l.lock().player.id.clone())
+            else {
+                continue;
+            };
+            let here = self.users.contains_key(&UserKey::Player(player.clone()));
+            if here || players.contains(&player.0) {
+                self.player_gone.remove(&item.conversation);
+            } else if now.saturating_sub(item.since) >= settle {
+                self.player_gone.entry(item.conversation).or_insert(now);
+            }
+        }
+    }
+
+    /// The leader checks its router against the store: conversations a lost
+    /// command or event left out are queued, closed ones are released.
+    async fn repair(self: &Arc<Self>) {
+        let Ok(open) = self.store.open_conversations().await else {
+            return;
+        };
+        let now = self.now();
+        let mut open_ids = HashSet::new();
+        for record in &open {
+            open_ids.insert(record.summary.id);
+            let known = self.router().conversation(record.summary.id).is_some();
+            if known {
+                continue;
+            }
+            match (record.summary.state, record.summary.agent.clone()) {
+                (ConversationState::Queued, _) => {
+                    self.insert_live(record, request_of(record));
+                    let decisions = self
+                        .router()
+                        .enqueue(record.summary.id, request_of(record), now)
+                        .unwrap_or_default();
+                    self.carry_out(decisions).await;
+                }
+                (ConversationState::Active, Some(agent)) => {
+                    self.insert_live(record, request_of(record));
+                    let _ = self.router().restore_owned(
+                        record.summary.id,
+                        &agent,
+                        request_of(record),
+                        now,
+                    );
+                }
+                _ => {}
+            }
+        }
+        let stale: Vec<ConversationId> = self
+            .router()
+            .queue()
+            .into_iter()
+            .map(|i| i.conversation)
+            .filter(|id| !open_ids.contains(id))
+            .collect();
+        for id in stale {
+            let decisions = self.router().release(id, now);
+            self.carry_out(decisions).await;
+        }
+    }
+
+    /// Whether this node's link to what the nodes share works: alone, always; in a
+    /// cluster, Redis accepted a heartbeat within the last three periods.
+    pub fn cluster_health(&self) -> Result<(), String> {
+        if !self.config.cluster {
+            return Ok(());
+        }
+        let limit = Duration::from_millis(3 * self.config.heartbeat_ms.max(10));
+        match self.leadership().last_heartbeat_ok {
+            Some(t) if t.elapsed() <= limit => Ok(()),
+            Some(t) => Err(format!(
+                "redis: no heartbeat accepted for {} ms",
+                t.elapsed().as_millis()
+            )),
+            None => Err("redis: no heartbeat accepted yet".into()),
+        }
+    }
+
+    /// Leaves the cluster on shutdown: gives the lease up and withdraws presence at
+    /// once, so another node takes over routing without waiting for the ttl.
+    pub async fn leave(&self) {
+        if !self.config.cluster {
+            return;
+        }
+        // Stops the timers first, so the lease is not taken again meanwhile.
+        self.draining.store(true, Ordering::Relaxed);
+        if let Err(err) = self.lease.release().await {
+            tracing::warn!(%err, "cannot release the routing lease");
+        }
+        if let Err(err) = self.presence.leave().await {
+            tracing::warn!(%err, "cannot withdraw presence");
+        }
+    }
+}
+
+/// The routing request of a stored conversation.
+pub(super) fn request_of(record: &ConversationRecord) -> Request {
+    Request {
+        department: record.summary.department.clone(),
+        language: record.summary.language.clone(),
+        tier: if record.player.verified {
+            record.player.vip_tier
+        } else {
+            0
+        },
+    }
+}
