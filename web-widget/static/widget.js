@@ -323,6 +323,18 @@
       meta(li, cur && cur.readSeq >= a.seq ? "read" : "sent");
     }
 
+    // The server hid a card number (or similar) in our message: show what it stored.
+    function onMasked(m) {
+      var v = views[m.conversation];
+      var li = v && v.bySeq[m.seq];
+      if (!li) return;
+      var text = li.querySelector(".text");
+      if (text) text.textContent = m.text;
+      if (!li.querySelector(".masked")) {
+        li.insertBefore(h("span", { class: "masked", role: "status", text: t("masked") }), li.querySelector(".meta"));
+      }
+    }
+
     function onRead(r) {
       if (!cur || r.conversation !== cur.id || !r.by || r.by.role === "player") return;
       cur.readSeq = Math.max(cur.readSeq, r.seq);
@@ -360,6 +372,7 @@
       client.on("welcome", onWelcome);
       client.on("message", onMessage);
       client.on("ack", onAck);
+      client.on("masked", onMasked);
       client.on("read", onRead);
       client.on("failed", function (f) {
         var v = views[f.entry.conversation];

@@ -122,6 +122,17 @@ describe("a support chat from first message to rating", () => {
     assert.equal((await consoleLines(ayla)).filter((l) => l === "Still there?").length, 1);
   });
 
+  step("a card number the player pastes is hidden from the agent and the transcript; the player is told", async () => {
+    const input = player.getByRole("textbox", { name: "Your message" });
+    await input.fill("My card is 4111 1111 1111 1111");
+    await input.press("Enter");
+    await server.wait("the player's copy is masked", () => player.locator(`${W} .me .text`, { hasText: "My card is •••• •••• •••• 1111" }).waitFor());
+    await server.wait("the player is told why", () => player.locator(W).getByText("For your safety, card numbers and bank details in this message are hidden.").waitFor());
+    await server.wait("ayla sees the masked text", () => ayla.locator(".chat:not([hidden]) .log").getByText("My card is •••• •••• •••• 1111").waitFor());
+    assert.ok(!(await consoleLines(ayla)).some((l) => l.includes("4111 1111 1111 1111")), "the agent never sees the number");
+    assert.ok(!(await widgetLines(player)).some((l) => l.includes("4111 1111 1111 1111")), "nor does the widget keep it");
+  });
+
   step("the chat is transferred to a second agent, who sees the whole history", async () => {
     await consoleLogin(server, olga, "olga");
     await ayla.getByRole("button", { name: "Transfer", exact: true }).click();

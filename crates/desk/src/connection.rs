@@ -110,6 +110,11 @@ pub(crate) struct ConnShared {
     /// everywhere. A std mutex: never held across an await.
     pub(crate) attached: Mutex<Vec<ConversationId>>,
     pub(crate) dropped: AtomicU64,
+    /// Messages this connection sent whose ack it has not been sent yet. If the
+    /// writer reads one from the store first (a replay, a gap fill, a catch-up), it
+    /// sends it as that ack, never as a `message`: a sender sees its own entries
+    /// as acks only. A std mutex, never held across an await; usually empty.
+    pub(crate) inflight: Mutex<Vec<(ConversationId, String)>>,
 }
 
 impl ConnRef {
@@ -133,6 +138,7 @@ impl ConnRef {
                     self.0.dropped.fetch_add(1, Ordering::Relaxed);
                 } else {
                     tracing::info!(conn = self.0.id, "slow consumer disconnected");
+                    metrics::counter!(crate::telemetry::SLOW_CONSUMERS).increment(1);
                     self.0.close.close(CloseCode::SlowConsumer);
                 }
                 false
@@ -150,6 +156,39 @@ impl ConnRef {
     pub fn close(&self, code: CloseCode) {
         self.0.close.close(code);
     }
+
+    /// A `send`/`note` of this connection goes to the store.
+    pub(crate) fn begin_send(&self, conversation: ConversationId, client_id: &str) {
+        self.inflight().push((conversation, client_id.to_owned()));
+    }
+
+    /// Its ack went out, or no ack will come from the commit path (refused, or a
+    /// resend answered directly). Returns whether it was still waiting.
+    pub(crate) fn end_send(&self, conversation: ConversationId, client_id: &str) -> bool {
+        let mut inflight = self.inflight();
+        match inflight
+            .iter()
+            .position(|(c, id)| *c == conversation && id == client_id)
+        {
+            Some(i) => {
+                inflight.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn inflight(&self) -> std::sync::MutexGuard<'_, Vec<(ConversationId, String)>> {
+        self.0.inflight.lock().expect("inflight lock")
+    }
+
+    /// The id this connection's user writes entries under.
+    fn user_id(&self) -> &str {
+        match &self.0.user {
+            UserKey::Player(p) => &p.0,
+            UserKey::Agent(a) => &a.0,
+        }
+    }
 }
 
 /// Where the writer puts frames: the gateway's socket, or a test's vector.
@@ -164,20 +203,45 @@ pub trait FrameSink {
 /// The writer side of a connection: what it has delivered per conversation.
 pub struct Delivery {
     store: SharedStore,
+    conn: ConnRef,
     for_player: bool,
+    /// Entries of this connection already sent as acks ahead of their queued
+    /// `Ack` item (see [`ConnShared::inflight`]), so that item sends nothing.
+    early_acks: std::collections::HashSet<(ConversationId, Seq)>,
     /// Per attached conversation, the highest sequence number delivered. Only
     /// entries above it are sent; an entry whose `prev` is above it reveals a gap.
     attached: HashMap<ConversationId, Seq>,
 }
 
 impl Delivery {
-    /// A fresh view for a connection of a player (`for_player`) or an agent.
-    pub fn new(store: SharedStore, for_player: bool) -> Self {
+    /// A fresh view for this connection.
+    pub fn new(store: SharedStore, conn: &ConnRef) -> Self {
         Self {
             store,
-            for_player,
+            for_player: conn.is_player(),
+            conn: conn.clone(),
+            early_acks: Default::default(),
             attached: HashMap::new(),
         }
+    }
+
+    /// How an entry goes to this connection: as a `message`, or, if this
+    /// connection wrote it and is still waiting for its ack, as that ack.
+    fn frame_for(&mut self, e: &StoredEntry) -> ServerFrame {
+        let m = e.to_message(self.for_player);
+        if let Some(client_id) = &e.client_id {
+            if e.sender.id == self.conn.user_id() && self.conn.end_send(e.conversation, client_id) {
+                self.early_acks.insert((e.conversation, e.seq));
+                return ServerFrame::Ack {
+                    conversation: e.conversation,
+                    client_id: client_id.clone(),
+                    seq: e.seq,
+                    prev: m.prev,
+                    duplicate: false,
+                };
+            }
+        }
+        ServerFrame::Message(m)
     }
 
     /// Turns one queued item into frames on `sink`.
@@ -200,10 +264,16 @@ impl Delivery {
                 }
                 self.fill_gap(&entry, hwm, sink).await?;
                 self.attached.insert(entry.conversation, entry.seq);
-                sink.send(ServerFrame::Message(entry.to_message(self.for_player)))
-                    .await
+                let frame = self.frame_for(&entry);
+                sink.send(frame).await
             }
             Outbound::Ack(entry) => {
+                if self.early_acks.remove(&(entry.conversation, entry.seq)) {
+                    return Ok(());
+                }
+                if let Some(client_id) = &entry.client_id {
+                    self.conn.end_send(entry.conversation, client_id);
+                }
                 if let Some(&hwm) = self.attached.get(&entry.conversation) {
                     if entry.seq > hwm {
                         self.fill_gap(&entry, hwm, sink).await?;
@@ -282,8 +352,8 @@ impl Delivery {
                 }
                 last = e.seq;
                 self.attached.insert(conversation, last);
-                sink.send(ServerFrame::Message(e.to_message(self.for_player)))
-                    .await?;
+                let frame = self.frame_for(&e);
+                sink.send(frame).await?;
             }
             if !full {
                 return Ok(());
@@ -349,8 +419,8 @@ impl Delivery {
                 // what this connection delivered before.
                 cursor = e.seq;
                 hwm = hwm.max(e.seq);
-                sink.send(ServerFrame::Message(e.to_message(self.for_player)))
-                    .await?;
+                let frame = self.frame_for(&e);
+                sink.send(frame).await?;
             }
             if !full {
                 break;

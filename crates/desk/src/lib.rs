@@ -11,7 +11,9 @@ pub mod auth;
 pub mod connection;
 mod engine;
 mod live;
+pub mod masking;
 mod session;
+pub mod telemetry;
 
 pub use auth::{AuthError, Keys, PlayerTokenConfig};
 pub use connection::{CloseSignal, ConnRef, Delivery, FrameSink, Outbound};
@@ -72,6 +74,8 @@ pub struct DeskConfig {
     pub tick_ms: u64,
     /// The limits the gateway enforces, repeated to clients in `welcome`.
     pub limits: WireLimits,
+    /// What is hidden in message text before it is stored (card numbers always).
+    pub masker: masking::Masker,
 }
 
 impl Default for DeskConfig {
@@ -80,7 +84,7 @@ impl Default for DeskConfig {
             node: "pitboss".into(),
             cluster: false,
             heartbeat_ms: 1000,
-            route_timeout_ms: 2000,
+            route_timeout_ms: 5000,
             default_department: "general".into(),
             default_language: "en".into(),
             routing: RoutingConfig::default(),
@@ -92,6 +96,7 @@ impl Default for DeskConfig {
             player_tokens: None,
             tick_ms: 200,
             limits: WireLimits::default(),
+            masker: masking::Masker::default(),
         }
     }
 }

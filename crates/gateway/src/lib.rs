@@ -74,6 +74,8 @@ pub struct AppState {
     /// WebSocket connections whose task is still running. The HTTP server's
     /// graceful shutdown does not wait for upgraded connections; this does.
     pub sockets: Arc<AtomicUsize>,
+    /// Renders `/metrics`; `None`: no exporter installed (the endpoint answers 404).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl AppState {
@@ -83,7 +85,14 @@ impl AppState {
             desk,
             config: Arc::new(config),
             sockets: Arc::new(AtomicUsize::new(0)),
+            metrics: None,
         }
+    }
+
+    /// Serves `/metrics` from this Prometheus recorder.
+    pub fn with_metrics(mut self, handle: metrics_exporter_prometheus::PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
     }
 }
 
@@ -116,6 +125,7 @@ pub fn app(state: AppState) -> axum::Router {
         .route("/ws", get(ws::upgrade))
         .route("/healthz", get(rest::healthz))
         .route("/readyz", get(rest::readyz))
+        .route("/metrics", get(rest::metrics))
         .merge(api)
         .fallback_service(
             // Static files go out gzipped to clients that accept it: the widget

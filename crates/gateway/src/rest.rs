@@ -89,6 +89,21 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// `GET /metrics`: Prometheus text exposition of this node's metrics.
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(handle) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            handle.render(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled\n").into_response(),
+    }
+}
+
 #[derive(Deserialize)]
 pub(crate) struct LoginBody {
     login: String,

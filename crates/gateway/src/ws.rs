@@ -116,10 +116,11 @@ async fn session_loop(
     send_now(&mut sink, Box::pin(desk.welcome(&session)).await).await;
 
     let store = desk.store().clone();
-    let for_player = conn.is_player();
+    let writer_conn = conn.clone();
     let writer_close = close.clone();
     let writer = tokio::spawn(async move {
-        let mut delivery = Delivery::new(store, for_player);
+        let mut delivery = Delivery::new(store, &writer_conn);
+        drop(writer_conn);
         // When a close was first seen: what is queued ahead of it still goes out
         // (an error frame explaining the close, say) for up to CLOSE_GRACE.
         let mut closing_since: Option<tokio::time::Instant> = None;
@@ -207,6 +208,8 @@ async fn session_loop(
             }
         };
         if limiter.check().is_err() {
+            metrics::counter!(pitboss_desk::telemetry::RATE_LIMITED, "limit" => "frames")
+                .increment(1);
             strikes += 1;
             if strikes > config.max_rate_strikes {
                 conn.close(CloseCode::RateLimited);

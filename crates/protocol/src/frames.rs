@@ -3,7 +3,9 @@
 //! in one WebSocket text frame.
 
 use crate::{AgentId, ConversationId, ErrorCode, PlayerId, Seq};
-use serde::{Deserialize, Serialize};
+use serde::de::{Error as _, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::fmt;
 
 /// A frame sent by a client (player widget, agent console, load generator).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -14,6 +16,7 @@ pub enum ClientFrame {
         /// The protocol version the client speaks, [`crate::PROTOCOL_VERSION`].
         protocol: u32,
         /// Who the client is.
+        #[serde(deserialize_with = "object")]
         auth: Auth,
     },
     /// Player: open a conversation (or get back the one already open in that
@@ -185,6 +188,16 @@ impl ClientFrame {
     }
 }
 
+/// Deserialises `T` only from a JSON object. A derived struct or internally tagged
+/// enum would also take a JSON array of its fields in order, and the protocol's
+/// objects are objects.
+fn object<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(
+    deserializer: D,
+) -> Result<T, D::Error> {
+    let map = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+    T::deserialize(serde_json::Value::Object(map)).map_err(D::Error::custom)
+}
+
 /// Credentials, carried in `hello` only (never in the URL).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -241,13 +254,62 @@ pub enum AgentStatus {
 }
 
 /// Where a transfer goes: `{"agent": "ayla"}` or `{"department": "payments"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// Decoding ignores other keys in that object, like unknown fields anywhere else
+/// in a frame; an object that names both an agent and a department, or neither,
+/// is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TransferTarget {
     /// A named agent.
     Agent(AgentId),
     /// The head of a department's queue.
     Department(String),
+}
+
+impl<'de> Deserialize<'de> for TransferTarget {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // By hand rather than derived: a derived externally tagged enum refuses any
+        // second key, which would break the rule that unknown fields are ignored
+        // in every nested object (docs/protocol.md, §1).
+        struct TargetVisitor;
+        impl<'de> Visitor<'de> for TargetVisitor {
+            type Value = TransferTarget;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"{"agent": login} or {"department": tag}"#)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TransferTarget, A::Error> {
+                let mut agent: Option<Option<AgentId>> = None;
+                let mut department: Option<Option<String>> = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "agent" if agent.is_some() => {
+                            return Err(A::Error::duplicate_field("agent"))
+                        }
+                        "agent" => agent = Some(map.next_value()?),
+                        "department" if department.is_some() => {
+                            return Err(A::Error::duplicate_field("department"))
+                        }
+                        "department" => department = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                match (agent.flatten(), department.flatten()) {
+                    (Some(agent), None) => Ok(TransferTarget::Agent(agent)),
+                    (None, Some(department)) => Ok(TransferTarget::Department(department)),
+                    (Some(_), Some(_)) => Err(A::Error::custom(
+                        "a transfer target names an agent or a department, not both",
+                    )),
+                    (None, None) => Err(A::Error::custom(
+                        "a transfer target must name an `agent` or a `department`",
+                    )),
+                }
+            }
+        }
+        deserializer.deserialize_map(TargetVisitor)
+    }
 }
 
 /// The author of an entry, or the subject of an event.
@@ -606,6 +668,19 @@ pub enum ServerFrame {
         reason: Option<String>,
         /// Who closed it.
         by: Role,
+    },
+    /// Your message was stored with parts hidden (card numbers, or a pattern the
+    /// operator configured): `text` is what was stored and what everyone else
+    /// sees. Sent right after its `ack` (and after the `ack` of a resend).
+    Masked {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Your client id.
+        client_id: String,
+        /// Its sequence number.
+        seq: Seq,
+        /// The text as stored.
+        text: String,
     },
     /// Player: your rating is stored.
     Rated {

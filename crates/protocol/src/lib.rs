@@ -7,6 +7,8 @@
 
 mod codes;
 mod frames;
+#[doc(hidden)]
+pub mod fuzzing;
 mod ids;
 pub mod limits;
 
@@ -31,6 +33,18 @@ pub struct DecodeError {
 
 /// Decodes one client text frame. Never panics, whatever the input.
 pub fn decode_client(text: &str) -> Result<ClientFrame, DecodeError> {
+    // A frame is one JSON object. Without this check a JSON array would decode too
+    // (serde takes `["ping"]` for a tagged enum), and `["fly"]` would pass for a
+    // well-formed frame of an unknown type.
+    if !text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
+        return Err(DecodeError {
+            code: ErrorCode::BadFrame,
+            message: "a frame must be one JSON object".into(),
+        });
+    }
     match serde_json::from_str::<ClientFrame>(text) {
         Ok(frame) => Ok(frame),
         Err(err) => {

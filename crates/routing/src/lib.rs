@@ -54,6 +54,8 @@
 
 mod config;
 mod estimate;
+#[doc(hidden)]
+pub mod fuzzing;
 mod model;
 mod router;
 

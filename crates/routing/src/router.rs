@@ -458,6 +458,44 @@ impl Router {
         Ok(self.finish(before, now, out))
     }
 
+    /// The agent accepts an offer that an earlier router made (routing moved to
+    /// another node while it was open, and this router has not offered the
+    /// conversation to anyone yet): assigned as by `accept` if the conversation
+    /// waits in the queue with no open offer and the agent could be offered it now
+    /// (online, serves it, a free slot, no cooldown). Err(NotOffered) otherwise.
+    /// Dispatches after.
+    pub fn accept_earlier_offer(
+        &mut self,
+        conversation: ConversationId,
+        agent: &AgentId,
+        now: Millis,
+    ) -> Result<Vec<Decision>, RoutingError> {
+        let c = self
+            .conversations
+            .get(&conversation)
+            .ok_or(RoutingError::UnknownConversation)?;
+        let State::Queued {
+            key, offer: None, ..
+        } = &c.state
+        else {
+            return Err(RoutingError::NotOffered);
+        };
+        let key = *key;
+        let need = self.need(c).ok_or(RoutingError::NotOffered)?;
+        let a = self.agents.get(agent).ok_or(RoutingError::UnknownAgent)?;
+        if !Self::eligible(agent, a, c, &need, now) {
+            return Err(RoutingError::NotOffered);
+        }
+        let before = self.snapshot();
+        let mut out = Vec::new();
+        self.waiting.remove(&key);
+        if let Some(owner) = self.agents.get_mut(agent) {
+            owner.owned.insert(conversation);
+        }
+        self.make_owned(conversation, agent, None, now, &mut out);
+        Ok(self.finish(before, now, out))
+    }
+
     /// The offered agent declines: OfferWithdrawn{Declined}; agent gets a cooldown
     /// for this conversation; a queued conversation goes to the next eligible agent;
     /// a transfer to a named agent fails (TransferFailed{Declined}); a department

@@ -682,3 +682,57 @@ fn next_deadline_is_never_in_the_past_after_a_tick() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn an_offer_from_an_earlier_router_is_honoured_only_while_nobody_else_has_it() {
+    let mut r = router();
+    // A rebuilt router: the conversation waits, the agent is offline at first.
+    r.upsert_agent(agent("ana"), profile(&["en"], &["support"], 1), 0);
+    r.upsert_agent(agent("bo"), profile(&["en"], &["support"], 1), 0);
+    r.enqueue(cid(1), req("support", "en", 0), 1).unwrap();
+    assert_eq!(
+        r.accept_earlier_offer(cid(1), &agent("ana"), 2),
+        Err(RoutingError::NotOffered),
+        "an offline agent cannot take it"
+    );
+    assert_eq!(
+        r.accept_earlier_offer(cid(9), &agent("ana"), 2),
+        Err(RoutingError::UnknownConversation)
+    );
+    // Once ana is online, the new router offers it to her: a plain accept works,
+    // and so does the earlier offer... but not for bo, who was never offered it.
+    let d = r.set_status(&agent("ana"), AgentStatus::Online, 3).unwrap();
+    assert_eq!(offers_in(&d), vec![(cid(1), agent("ana"))]);
+    r.set_status(&agent("bo"), AgentStatus::Online, 4).unwrap();
+    assert_eq!(
+        r.accept_earlier_offer(cid(1), &agent("bo"), 5),
+        Err(RoutingError::NotOffered),
+        "the new router offered it to someone: only that offer counts"
+    );
+    invariants(&r);
+
+    // A second conversation, not yet offered by the new router (ana is full): bo
+    // held the earlier offer and takes it; the queue moves on.
+    r.enqueue(cid(2), req("support", "en", 0), 6).unwrap();
+    assert_eq!(offered_to(&r, cid(2)), Some(agent("bo")));
+    r.decline(cid(2), &agent("bo"), 7).unwrap();
+    assert_eq!(offered_to(&r, cid(2)), None);
+    assert_eq!(
+        r.accept_earlier_offer(cid(2), &agent("bo"), 8),
+        Err(RoutingError::NotOffered),
+        "a cooldown after a decline still holds"
+    );
+    let d = r
+        .accept_earlier_offer(cid(2), &agent("bo"), 40_000)
+        .unwrap();
+    assert!(
+        d.contains(&Decision::Assigned {
+            conversation: cid(2),
+            agent: agent("bo"),
+            previous: None
+        }),
+        "{d:?}"
+    );
+    assert_eq!(load(&r, "bo"), 1);
+    invariants(&r);
+}

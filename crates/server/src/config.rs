@@ -118,6 +118,14 @@ pub(crate) struct ServeArgs {
     /// Clock skew allowed on `exp`, at most 60. [default: 30]
     #[arg(long, env = "PITBOSS_PLAYER_TOKEN_LEEWAY_SECS")]
     player_token_leeway_secs: Option<u64>,
+    /// A regular expression hidden as `[hidden]` in messages before they are
+    /// stored, beside card numbers (always masked). Repeat for several.
+    #[arg(
+        long = "mask-pattern",
+        env = "PITBOSS_MASK_PATTERNS",
+        value_delimiter = '\n'
+    )]
+    mask_patterns: Option<Vec<String>>,
 }
 
 /// The same settings, from the TOML file.
@@ -155,6 +163,7 @@ struct FileSettings {
     player_token_issuer: Option<String>,
     player_token_audience: Option<String>,
     player_token_leeway_secs: Option<u64>,
+    mask_patterns: Option<Vec<String>>,
 }
 
 /// `pitboss agent …`.
@@ -320,6 +329,10 @@ impl Settings {
         }
         if let Some(v) = pick!(burst_frames) {
             gateway.burst_frames = v.max(1);
+        }
+        if let Some(patterns) = pick!(mask_patterns) {
+            desk.masker = pitboss_desk::masking::Masker::new(&patterns)
+                .map_err(|e| anyhow::anyhow!("--mask-pattern: {e}"))?;
         }
         desk.limits = WireLimits {
             max_frame_bytes: gateway.max_frame_bytes,

@@ -127,7 +127,28 @@ async fn open_shared(settings: &Settings) -> anyhow::Result<Shared> {
     })
 }
 
+/// The Prometheus recorder every metric of this process goes to.
+fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(pitboss_desk::telemetry::BUCKETS)
+        .context("histogram buckets")?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).context("installing the metrics recorder")?;
+    // Histograms keep samples until upkeep folds them into their buckets.
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let metrics = install_metrics()?;
     let database_url = settings.cluster.as_ref().map(|c| c.database_url.as_str());
     let shared = open_store(&settings.data_dir, database_url).await?;
     if settings.gateway.demo {
@@ -153,7 +174,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         tracing::info!("demo casino page: http://{local}/  agent console: http://{local}/console");
     }
 
-    let state = AppState::new(desk.clone(), settings.gateway.clone());
+    let state = AppState::new(desk.clone(), settings.gateway.clone()).with_metrics(metrics);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(pitboss_gateway::serve(listener, state, async move {
         let _ = stop_rx.await;

@@ -290,3 +290,66 @@ async fn static_files_are_served_gzipped_with_an_etag() {
         .unwrap()
         .starts_with("text/html"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_numbers_and_configured_patterns_never_reach_the_store_or_the_agent() {
+    let dir = tempdir();
+    let server = Server::start(
+        dir.path(),
+        &["--mask-pattern", r"\bTR\d{2}(?: ?\d{4}){5} ?\d{2}\b"],
+    );
+    server.add_agent("ayla", "en", "general", 2, false);
+    let token = server.login("ayla").await;
+    let mut agent = server.agent("ayla").await;
+    let mut player = server.visitor("en").await;
+    let conversation = start_chat(&mut player, None).await;
+    accept(&mut agent, &conversation).await;
+
+    let raw = "my card 4111 1111 1111 1111 and IBAN TR33 0006 1005 1978 6457 8413 26";
+    let stored = "my card •••• •••• •••• 1111 and IBAN [hidden]";
+    for (attempt, duplicate) in [(0, false), (1, true)] {
+        player
+            .send(json!({"type":"send","conversation":conversation,"client_id":"c1","text":raw}))
+            .await;
+        let ack = player.expect("ack").await;
+        assert_eq!(ack["duplicate"], duplicate, "attempt {attempt}");
+        let masked = player.expect("masked").await;
+        assert_eq!(masked["client_id"], "c1");
+        assert_eq!(masked["seq"], ack["seq"]);
+        assert_eq!(masked["text"], stored);
+    }
+    let seen = agent
+        .expect_where(|v| v["type"] == "message" && v["client_id"] == "c1")
+        .await;
+    assert_eq!(seen["text"], stored);
+
+    let (status, text) = server
+        .get(
+            &format!("/api/conversations/{conversation}/transcript.txt"),
+            &token,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(text.contains(stored), "{text}");
+    assert!(
+        !text.contains("4111 1111 1111 1111") && !text.contains("TR33"),
+        "{text}"
+    );
+
+    // A number that is not a card goes through untouched, with no `masked` frame.
+    let seq = player
+        .say(&conversation, "c2", "order 4111 1111 1111 1112")
+        .await;
+    let seen = agent
+        .expect_where(|v| v["type"] == "message" && v["seq"] == seq)
+        .await;
+    assert_eq!(seen["text"], "order 4111 1111 1111 1112");
+    player.send(json!({"type":"ping"})).await;
+    loop {
+        let next = player.next().await;
+        assert_ne!(next["type"], "masked", "nothing was hidden in c2: {next}");
+        if next["type"] == "pong" {
+            break;
+        }
+    }
+}

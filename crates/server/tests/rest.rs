@@ -170,3 +170,70 @@ async fn the_demo_creates_agents_in_two_languages_and_a_catalog() {
         );
     }
 }
+
+/// The value of one sample line (`name{labels} value`) in a Prometheus text page.
+fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_connections_entries_acks_and_queue_waits() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    server.add_agent("ayla", "en", "general", 2, false);
+    let mut agent = server.agent("ayla").await;
+    let mut player = server.visitor("en").await;
+    let conversation = start_chat(&mut player, None).await;
+    accept(&mut agent, &conversation).await;
+    player.say(&conversation, "m1", "hello").await;
+    player.say(&conversation, "m2", "anyone?").await;
+
+    let (status, page) = server.get("/metrics", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        sample(&page, r#"pitboss_connections{role="player"}"#),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        sample(&page, r#"pitboss_connections{role="agent"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&page, r#"pitboss_entries_total{kind="text"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&page, "pitboss_ack_latency_seconds_count"),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &page,
+            r#"pitboss_queue_wait_seconds_count{department="general"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(sample(&page, "pitboss_routing_leader"), Some(1.0));
+
+    // A refused frame is counted by its code.
+    player
+        .send(json!({"type":"send","conversation":conversation,"client_id":"","text":"x"}))
+        .await;
+    player.expect("error").await;
+    player.close().await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, page) = server.get("/metrics", "").await;
+        let refused = sample(&page, r#"pitboss_refused_total{code="invalid_field"}"#);
+        let players = sample(&page, r#"pitboss_connections{role="player"}"#);
+        if refused == Some(1.0) && players == Some(0.0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -133,10 +133,13 @@ pub(super) enum Event {
         agent: Option<AgentId>,
         player: PlayerId,
     },
-    /// A command for the leader.
+    /// A command for the leader. `deadline_ms` (Unix ms) is when its sender stops
+    /// waiting: the leader drops it unrun after that, so a sender told "no answer"
+    /// can rely on nothing having changed (up to the nodes' clock skew).
     Command {
         req: u64,
         from: String,
+        deadline_ms: u64,
         command: Command,
     },
     /// The leader's answer to a command.
@@ -156,8 +159,8 @@ pub(super) struct OfferNote {
     pub(super) frame: ServerFrame,
 }
 
-/// A command from another node: request id, sender, command.
-pub(super) type RemoteCommand = (u64, String, Command);
+/// A command from another node: request id, sender, deadline (Unix ms), command.
+pub(super) type RemoteCommand = (u64, String, u64, Command);
 /// Where the leader's answer to one of this node's commands goes.
 pub(super) type ReplySlot = oneshot::Sender<Result<Reply, (ErrorCode, String)>>;
 
@@ -199,6 +202,8 @@ pub(super) struct Leadership {
     pub(super) last_floor: Option<Instant>,
     /// When Redis last accepted this node's heartbeat.
     pub(super) last_heartbeat_ok: Option<Instant>,
+    /// When this node's current term began.
+    pub(super) leading_since: Option<Instant>,
     pub(super) presence_rounds: u32,
 }
 
@@ -216,26 +221,57 @@ impl Desk {
         let req = self.next_req.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.insert(req, tx);
-        let published = self.publish(&Event::Command {
+        let wait = Duration::from_millis(self.config.route_timeout_ms.max(10));
+        // The leader gives up a little before we do, so a late reply never
+        // contradicts the refusal the client already got.
+        let deadline_ms = now_ms() + self.config.route_timeout_ms.max(10) * 4 / 5;
+        let event = Event::Command {
             req,
             from: self.config.node.clone(),
-            command,
-        });
-        if !published {
+            deadline_ms,
+            command: command.clone(),
+        };
+        if !self.publish(&event) {
             self.pending.remove(&req);
             return refuse(ErrorCode::Overloaded, "the cluster bus is busy; retry");
         }
-        let wait = Duration::from_millis(self.config.route_timeout_ms.max(10));
-        match tokio::time::timeout(wait, rx).await {
-            Ok(Ok(result)) => result.map_err(|(code, message)| Refusal(code, message)),
-            _ => {
-                self.pending.remove(&req);
-                refuse(
-                    ErrorCode::Overloaded,
-                    "routing did not answer in time (it may be moving to another node); retry",
-                )
+        // Sent again until answered: the bus may drop it, or no node may lead at
+        // this moment (the leader runs each request id once).
+        let started = Instant::now();
+        let again = Duration::from_millis((self.config.heartbeat_ms / 2).clamp(50, 500));
+        let mut rx = rx;
+        loop {
+            match tokio::time::timeout(again, &mut rx).await {
+                Ok(Ok(result)) => return result.map_err(|(code, message)| Refusal(code, message)),
+                Ok(Err(_)) => break,
+                Err(_) if started.elapsed() + again > wait => break,
+                Err(_) if self.is_leader() => {
+                    // We lead now: whatever the old leader did is in our router.
+                    self.pending.remove(&req);
+                    return Box::pin(self.execute(command)).await;
+                }
+                Err(_) => {
+                    self.publish(&event);
+                }
             }
         }
+        self.pending.remove(&req);
+        refuse(
+            ErrorCode::Overloaded,
+            "routing did not answer in time (it may be moving to another node); retry",
+        )
+    }
+
+    /// Whether the leader sees this request for the first time (commands are
+    /// sent again until answered).
+    fn first_sight(&self, from: &str, req: u64) -> bool {
+        let now = now_ms();
+        let keep = self.config.route_timeout_ms.max(10);
+        let mut seen = self.seen_commands.lock().expect("seen lock poisoned");
+        if seen.len() > 4096 {
+            seen.retain(|_, at| now.saturating_sub(*at) <= keep);
+        }
+        seen.insert((from.to_owned(), req), now).is_none()
     }
 
     /// Whether this node runs the router now.
@@ -277,7 +313,23 @@ impl Desk {
             Command::CanServe {
                 department,
                 language,
-            } => Ok(Reply::Bool(self.router().can_serve(&department, &language))),
+            } => {
+                let mut serve = self.router().can_serve(&department, &language);
+                if !serve && self.config.cluster {
+                    // Presence may know an agent the last round did not.
+                    self.reconcile_presence().await;
+                    serve = self.router().can_serve(&department, &language);
+                }
+                if !serve && self.settling() {
+                    // Presence may still be filling in after a change of leader:
+                    // do not turn the player into an offline message yet.
+                    return refuse(
+                        ErrorCode::Overloaded,
+                        "routing is starting on this node; retry",
+                    );
+                }
+                Ok(Reply::Bool(serve))
+            }
             Command::Enqueue { conversation } => {
                 let live = self
                     .live_or_load(conversation)
@@ -297,6 +349,7 @@ impl Desk {
                 node,
                 status,
             } => {
+                self.agent_moved.insert(agent.clone(), now);
                 self.agent_nodes
                     .entry(agent.clone())
                     .or_default()
@@ -322,6 +375,7 @@ impl Desk {
                 Ok(Reply::Done)
             }
             Command::AgentDown { agent, node } => {
+                self.agent_moved.insert(agent.clone(), now);
                 let empty = {
                     let mut empty = true;
                     if let Some(mut nodes) = self.agent_nodes.get_mut(&agent) {
@@ -362,10 +416,40 @@ impl Desk {
                 agent,
                 conversation,
             } => {
-                let decisions = self
-                    .router()
-                    .accept(conversation, &agent, now)
-                    .map_err(routing_refusal)?;
+                let (decisions, waited) = {
+                    let mut router = self.router();
+                    let waited = match router.conversation(conversation) {
+                        Some(ConversationView::Queued { since, request, .. }) => {
+                            Some((now.saturating_sub(since), request.department))
+                        }
+                        _ => None,
+                    };
+                    // An offer the previous routing node made and this one has not
+                    // replaced (routing moved while it was open) still counts.
+                    let earlier = self
+                        .offers
+                        .get(&conversation)
+                        .is_some_and(|o| o.agent == agent && o.deadline > Instant::now());
+                    let decisions = match router.accept(conversation, &agent, now) {
+                        Err(RoutingError::NotOffered) if earlier => {
+                            router.accept_earlier_offer(conversation, &agent, now)
+                        }
+                        result => result,
+                    };
+                    let decisions = decisions.map_err(|e| {
+                        if e == RoutingError::UnknownConversation {
+                            // A command or event may have been lost: check the
+                            // router against the store soon.
+                            self.repair_soon.store(true, Ordering::Relaxed);
+                        }
+                        routing_refusal(e)
+                    })?;
+                    (decisions, waited)
+                };
+                if let Some((ms, department)) = waited {
+                    metrics::histogram!(telemetry::QUEUE_WAIT, "department" => department)
+                        .record(ms as f64 / 1000.0);
+                }
                 self.carry_out(decisions).await;
                 Ok(Reply::Done)
             }
@@ -632,11 +716,17 @@ impl Desk {
                     self.carry_out(decisions).await;
                 }
             }
-            Event::Command { req, from, command } => {
+            Event::Command {
+                req,
+                from,
+                deadline_ms,
+                command,
+            } => {
                 if self.is_leader()
+                    && self.first_sight(&from, req)
                     && self
                         .commands
-                        .try_send((req, from.clone(), command))
+                        .try_send((req, from.clone(), deadline_ms, command))
                         .is_err()
                 {
                     {
@@ -711,8 +801,12 @@ impl Desk {
         let weak = Arc::downgrade(self);
         let mut commands = commands;
         tokio::spawn(async move {
-            while let Some((req, from, command)) = commands.recv().await {
+            while let Some((req, from, deadline_ms, command)) = commands.recv().await {
                 let Some(desk) = weak.upgrade() else { break };
+                if now_ms() > deadline_ms {
+                    tracing::debug!(req, %from, "command arrived after its sender stopped waiting; dropped");
+                    continue;
+                }
                 let result = desk
                     .execute(command)
                     .await
@@ -737,6 +831,8 @@ impl Desk {
     /// The bus may have lost events: make this node agree with the store about
     /// every open conversation, and send every attached connection what it missed.
     pub(super) async fn resync(self: &Arc<Self>) {
+        // Presence may be gone too (Redis restarted empty): announce ourselves now.
+        self.presence_dirty.store(true, Ordering::Relaxed);
         let open = match self.store.open_conversations().await {
             Ok(open) => open,
             Err(err) => {
@@ -828,6 +924,7 @@ impl Desk {
             }
             self.queue_dirty.store(true, Ordering::Relaxed);
         }
+        metrics::counter!(telemetry::RESYNCS).increment(1);
         tracing::info!(open = open.len(), "resynchronised with the store");
     }
 
@@ -838,23 +935,27 @@ impl Desk {
 
     // ---------------------------------------------------------- leadership
 
-    /// A cluster node's periodic work: heartbeat, the routing lease, and for the
-    /// leader, presence. Returns whether this node leads.
-    pub(super) async fn cluster_tick(self: &Arc<Self>) -> bool {
+    /// The presence heartbeat and the routing lease, on their own task so that a
+    /// slow store or router never delays them. With `inline`, a new term's router
+    /// is rebuilt before returning (at start); else on a task of its own.
+    pub(super) async fn keep_lease(self: &Arc<Self>, inline: bool) {
         let heartbeat = Duration::from_millis(self.config.heartbeat_ms.max(10));
         let due = |last: Option<Instant>| last.is_none_or(|t| t.elapsed() >= heartbeat);
-
-        if self.resync_requested.swap(false, Ordering::Relaxed) {
-            self.resync().await;
-        }
         let beat = self.presence_dirty.swap(false, Ordering::Relaxed)
             || due(self.leadership().last_heartbeat);
         if beat {
-            self.leadership().last_heartbeat = Some(Instant::now());
             let entries = self.presence_entries();
             let ttl = 3 * self.config.heartbeat_ms.max(10);
-            match self.presence.heartbeat(entries, ttl).await {
-                Ok(()) => self.leadership().last_heartbeat_ok = Some(Instant::now()),
+            let started = Instant::now();
+            let result = self.presence.heartbeat(entries, ttl).await;
+            telemetry::redis("heartbeat", started.elapsed(), &result);
+            match result {
+                Ok(()) => {
+                    let mut l = self.leadership();
+                    l.last_heartbeat = Some(started);
+                    l.last_heartbeat_ok = Some(Instant::now());
+                }
+                // Tried again at the next tick.
                 Err(err) => tracing::warn!(%err, "presence heartbeat failed"),
             }
         }
@@ -862,15 +963,33 @@ impl Desk {
         let leading = self.leadership().epoch;
         if leading.is_none() && due(self.leadership().last_floor) {
             self.leadership().last_floor = Some(Instant::now());
-            // Epochs keep growing even if Redis lost its counter.
-            if let Ok(epoch) = self.store.routing_epoch().await {
+            // Epochs keep growing even if Redis lost its counter. Bounded: a slow
+            // store must not hold up the heartbeat.
+            if let Ok(Ok(epoch)) = tokio::time::timeout(heartbeat, self.store.routing_epoch()).await
+            {
                 self.lease.raise_epoch_floor(Epoch(epoch));
             }
         }
         let ttl = 3 * self.config.heartbeat_ms.max(10);
-        match self.lease.acquire_or_renew(ttl).await {
+        let started = Instant::now();
+        let result = self.lease.acquire_or_renew(ttl).await;
+        telemetry::redis("lease", started.elapsed(), &result);
+        metrics::counter!(telemetry::BUS_DROPPED).absolute(self.bus.dropped());
+        match result {
             Ok(Some(epoch)) if Some(epoch) != leading => {
-                self.take_over_routing(epoch).await;
+                if self.taking_over.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+                if inline {
+                    self.take_over_routing(epoch).await;
+                    self.taking_over.store(false, Ordering::Release);
+                } else {
+                    let desk = self.clone();
+                    tokio::spawn(async move {
+                        desk.take_over_routing(epoch).await;
+                        desk.taking_over.store(false, Ordering::Release);
+                    });
+                }
             }
             Ok(Some(_)) => {}
             Ok(None) => {
@@ -880,15 +999,31 @@ impl Desk {
             }
             Err(err) => {
                 tracing::warn!(%err, "cannot renew the routing lease");
-                if leading.is_some() && self.lease.current_epoch().is_none() {
-                    self.step_down("the routing lease ran out");
+                // Whoever holds the lease after Redis comes back, it may not be us:
+                // stop at once rather than when our term would have ended.
+                if leading.is_some() {
+                    self.step_down("the routing lease cannot be renewed");
                 }
             }
+        }
+        metrics::gauge!(telemetry::LEADER).set(if self.is_leader() { 1.0 } else { 0.0 });
+    }
+
+    /// The leader's periodic cluster work: presence every heartbeat, and a check of
+    /// the router against the store now and then. Returns whether this node leads.
+    pub(super) async fn cluster_tick(self: &Arc<Self>) -> bool {
+        if self.resync_requested.swap(false, Ordering::Relaxed) {
+            self.resync().await;
         }
         if !self.is_leader() {
             return false;
         }
-        if due(self.leadership().last_presence) {
+        let heartbeat = Duration::from_millis(self.config.heartbeat_ms.max(10));
+        let due = self
+            .leadership()
+            .last_presence
+            .is_none_or(|t| t.elapsed() >= heartbeat);
+        if due {
             let rounds = {
                 let mut l = self.leadership();
                 l.last_presence = Some(Instant::now());
@@ -896,11 +1031,22 @@ impl Desk {
                 l.presence_rounds
             };
             self.reconcile_presence().await;
-            if rounds % REPAIR_EVERY == 0 {
-                self.repair().await;
+            if rounds.is_multiple_of(REPAIR_EVERY)
+                || self.repair_soon.swap(false, Ordering::Relaxed)
+            {
+                let _ = tokio::time::timeout(5 * heartbeat, self.repair()).await;
             }
         }
         self.is_leader()
+    }
+
+    /// Whether this node took the lease so recently that presence may not have
+    /// caught up yet (right after Redis restarted empty, say).
+    pub(super) fn settling(&self) -> bool {
+        let settle = Duration::from_millis(3 * self.config.heartbeat_ms.max(10));
+        self.leadership()
+            .leading_since
+            .is_some_and(|t| t.elapsed() < settle)
     }
 
     /// This node got the lease: fence older leaders in the store, then rebuild the
@@ -924,10 +1070,44 @@ impl Desk {
             tracing::warn!(%err, "cannot rebuild the router; not routing yet");
             return;
         }
+        // Offers made under an earlier term are void. The new router usually makes
+        // the same offer again once presence is complete; those that it has not
+        // made again by the end of the settling period are withdrawn then.
+        let earlier: Vec<(ConversationId, AgentId, Instant)> = self
+            .offers
+            .iter()
+            .map(|o| (*o.key(), o.agent.clone(), o.deadline))
+            .collect();
+        if !earlier.is_empty() {
+            let desk = self.clone();
+            let settle = Duration::from_millis(3 * self.config.heartbeat_ms.max(10));
+            tokio::spawn(async move {
+                tokio::time::sleep(settle).await;
+                for (conversation, agent, deadline) in earlier {
+                    let made_again = desk
+                        .offers
+                        .get(&conversation)
+                        .is_some_and(|o| o.agent == agent && o.deadline != deadline);
+                    if made_again {
+                        continue;
+                    }
+                    desk.broadcast(Event::Withdrawn {
+                        conversation,
+                        agent,
+                        frame: ServerFrame::OfferWithdrawn {
+                            conversation,
+                            reason: WithdrawReason::Cancelled,
+                        },
+                    })
+                    .await;
+                }
+            });
+        }
         {
             let mut l = self.leadership();
             l.epoch = Some(epoch);
             l.last_presence = None;
+            l.leading_since = Some(Instant::now());
         }
         tracing::info!(node = %self.config.node, epoch = epoch.0, queued = self.router().queue().len(), "routing here now");
         self.reconcile_presence().await;
@@ -942,6 +1122,7 @@ impl Desk {
         self.agent_gone.clear();
         self.player_gone.clear();
         self.agent_nodes.clear();
+        self.agent_moved.clear();
     }
 
     /// What this node announces: its agents (with the status they chose) and the
@@ -987,7 +1168,10 @@ impl Desk {
     /// their grace period); a queued player no node lists starts the abandonment
     /// clock.
     async fn reconcile_presence(self: &Arc<Self>) {
-        let alive = match self.presence.alive().await {
+        let started = Instant::now();
+        let result = self.presence.alive().await;
+        telemetry::redis("presence", started.elapsed(), &result);
+        let alive = match result {
             Ok(alive) => alive,
             Err(err) => {
                 tracing::warn!(%err, "cannot read presence");
@@ -1017,14 +1201,26 @@ impl Desk {
                 }
             }
         }
+        // A heartbeat may predate an agent's arrival or departure that a command
+        // already told: presence does not overrule a command younger than two
+        // heartbeats.
+        let settle = 2 * self.config.heartbeat_ms;
+        self.agent_moved
+            .retain(|_, at| now.saturating_sub(*at) < settle);
         let before: Vec<AgentId> = self.agent_nodes.iter().map(|e| e.key().clone()).collect();
         for agent in before {
+            if self.agent_moved.contains_key(&agent) {
+                continue;
+            }
             if !agents.contains_key(&agent) {
                 self.agent_nodes.remove(&agent);
                 self.agent_offline(&agent, now).await;
             }
         }
         for (agent, (status, nodes)) in agents {
+            if self.agent_moved.contains_key(&agent) {
+                continue;
+            }
             self.agent_nodes.insert(agent.clone(), nodes);
             self.agent_gone.remove(&agent);
             let offline = self
@@ -1041,7 +1237,6 @@ impl Desk {
             }
         }
         // Queued players: present somewhere, or absent since when.
-        let settle = 2 * self.config.heartbeat_ms;
         let queue = self.router().queue();
         for item in queue {
             let Some(player) = self

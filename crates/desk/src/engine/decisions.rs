@@ -16,6 +16,12 @@ impl Desk {
         }
         for (entry, origin) in entries {
             self.stats.entries.fetch_add(1, Ordering::Relaxed);
+            let kind = match entry.kind {
+                MessageKind::Text => "text",
+                MessageKind::Note => "note",
+                MessageKind::Event => "event",
+            };
+            metrics::counter!(telemetry::ENTRIES, "kind" => kind).increment(1);
             let entry = Arc::new(entry.clone());
             let subscribers = self
                 .live

@@ -197,34 +197,55 @@ impl Desk {
             state: ConversationState::Active,
             agent: None,
         });
+        // Card numbers never reach the store or another screen.
+        let masked = self.config.masker.mask(&text);
+        let text = masked.clone().unwrap_or(text);
         let mut change = Change::append(
             conversation,
             NewEntry {
                 kind,
                 sender: session.participant(),
                 text,
-                client_id: Some(client_id),
+                client_id: Some(client_id.clone()),
                 event: None,
                 origin: conn.id(),
             },
         );
         change.expect = expect;
-        let applied = self.store.apply(change).await.map_err(|e| match e {
-            StoreError::Precondition => {
-                Refusal(ErrorCode::InvalidState, "the conversation is closed".into())
+        let started = Instant::now();
+        conn.begin_send(conversation, &client_id);
+        let applied = self.store.apply(change).await.map_err(|e| {
+            // No ack will come from the commit path.
+            conn.end_send(conversation, &client_id);
+            match e {
+                StoreError::Precondition => {
+                    Refusal(ErrorCode::InvalidState, "the conversation is closed".into())
+                }
+                e => e.into(),
             }
-            e => e.into(),
         })?;
+        metrics::histogram!(telemetry::ACK_LATENCY).record(started.elapsed().as_secs_f64());
         if let Some(appended) = applied.appended {
+            let e = appended.entry;
+            let client_id = e.client_id.clone().unwrap_or_default();
             if appended.duplicate {
-                let e = appended.entry;
+                conn.end_send(conversation, &client_id);
                 let prev = e.to_message(conn.is_player()).prev;
                 conn.send(ServerFrame::Ack {
                     conversation,
-                    client_id: e.client_id.unwrap_or_default(),
+                    client_id: client_id.clone(),
                     seq: e.seq,
                     prev,
                     duplicate: true,
+                });
+            }
+            if masked.is_some() {
+                // After the ack (queued by the commit path before `apply` returns).
+                conn.send(ServerFrame::Masked {
+                    conversation,
+                    client_id,
+                    seq: e.seq,
+                    text: e.text,
                 });
             }
         }

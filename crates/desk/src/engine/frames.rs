@@ -18,6 +18,7 @@ impl Desk {
         };
         if let Err(Refusal(code, message)) = self.dispatch(conn, session, frame).await {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(telemetry::REFUSED, "code" => code.as_str()).increment(1);
             conn.send(ServerFrame::Error {
                 code,
                 message,

@@ -13,7 +13,7 @@ mod timers;
 use crate::auth::{clip, AuthError, Keys};
 use crate::connection::{CloseSignal, ConnRef, ConnShared, Outbound};
 use crate::live::{Live, LiveState};
-use crate::{DeskConfig, Session, UserKey};
+use crate::{telemetry, DeskConfig, Session, UserKey};
 use cluster::{Command, Event, Leadership, OfferNote, Reply};
 use dashmap::DashMap;
 use pitboss_cluster::{Bus, Lease, Presence};
@@ -50,6 +50,15 @@ fn refuse<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, Refusal> 
 
 impl From<StoreError> for Refusal {
     fn from(err: StoreError) -> Self {
+        let label = match &err {
+            StoreError::Conflict => "conflict",
+            StoreError::NotFound => "not_found",
+            StoreError::Precondition => "precondition",
+            StoreError::Fenced => "fenced",
+            StoreError::Overloaded => "overloaded",
+            StoreError::Unavailable(_) => "unavailable",
+        };
+        metrics::counter!(telemetry::STORE_ERRORS, "error" => label).increment(1);
         match err {
             StoreError::Conflict => Refusal(
                 ErrorCode::Conflict,
@@ -121,12 +130,23 @@ pub struct Desk {
     offers: DashMap<ConversationId, OfferNote>,
     /// The leader's view: on which nodes each agent is connected.
     agent_nodes: DashMap<AgentId, std::collections::HashSet<String>>,
+    /// The leader's view: when a command last said an agent came or went.
+    agent_moved: DashMap<AgentId, u64>,
     /// The status each agent connected here chose last.
     statuses: DashMap<AgentId, AgentStatus>,
     /// The set of users connected here changed: heartbeat early.
     presence_dirty: AtomicBool,
     /// A resync from the store is due.
     resync_requested: AtomicBool,
+    /// The leader's record of commands seen (sender, request id → when), so a
+    /// command sent again runs once.
+    seen_commands: Mutex<std::collections::HashMap<(String, u64), u64>>,
+    /// A new term's router is being rebuilt.
+    taking_over: AtomicBool,
+    /// The leader should check its router against the store at its next round.
+    repair_soon: AtomicBool,
+    /// Departments whose queue length was reported (to report them empty too).
+    reported_departments: DashMap<String, ()>,
     /// The routing policy's state. A std mutex: every call into the router is
     /// synchronous and short; decisions are carried out after it is released.
     router: Mutex<Router>,
@@ -187,9 +207,14 @@ impl Desk {
             commands,
             offers: DashMap::new(),
             agent_nodes: DashMap::new(),
+            agent_moved: DashMap::new(),
             statuses: DashMap::new(),
             presence_dirty: AtomicBool::new(false),
             resync_requested: AtomicBool::new(false),
+            reported_departments: DashMap::new(),
+            taking_over: AtomicBool::new(false),
+            seen_commands: Mutex::new(Default::default()),
+            repair_soon: AtomicBool::new(false),
             started: Instant::now(),
             live: DashMap::new(),
             player_live: DashMap::new(),
@@ -206,10 +231,27 @@ impl Desk {
         });
         store.set_observer(Arc::new(Committed(Arc::downgrade(&desk))));
         desk.recover().await?;
+        if !desk.config.cluster {
+            metrics::gauge!(telemetry::LEADER).set(1.0);
+        }
         if desk.config.cluster {
             desk.join_cluster(command_rx);
             // A lone node leads at once; others learn who does.
-            desk.cluster_tick().await;
+            desk.keep_lease(true).await;
+            let weak = Arc::downgrade(&desk);
+            let tick = Duration::from_millis(desk.config.tick_ms.max(10));
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(tick);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    interval.tick().await;
+                    let Some(desk) = weak.upgrade() else { break };
+                    if desk.draining.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    desk.keep_lease(false).await;
+                }
+            });
         }
         let weak = Arc::downgrade(&desk);
         let tick = Duration::from_millis(desk.config.tick_ms.max(10));

@@ -132,9 +132,12 @@ impl Desk {
             close: close.clone(),
             attached: Mutex::new(Vec::new()),
             dropped: AtomicU64::new(0),
+            inflight: Mutex::new(Vec::new()),
         }));
         self.conns.insert(conn.id(), conn.clone());
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!(telemetry::CONNECTIONS, "role" => telemetry::role(conn.is_player()))
+            .increment(1.0);
         let first = {
             let mut list = self.users.entry(user.clone()).or_default();
             list.push(conn.clone());
@@ -254,6 +257,8 @@ impl Desk {
     pub async fn disconnect(self: &Arc<Self>, conn: &ConnRef, session: &Session) {
         self.conns.remove(&conn.id());
         self.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!(telemetry::CONNECTIONS, "role" => telemetry::role(conn.is_player()))
+            .decrement(1.0);
         let attached = std::mem::take(&mut *conn.0.attached.lock().expect("attached lock"));
         for id in attached {
             if let Some(live) = self.live.get(&id) {

@@ -185,6 +185,7 @@ impl Desk {
             let router = self.router();
             (router.queue(), router.positions())
         };
+        self.report_queue_lengths(&queue);
         for (conversation, position) in positions {
             self.tell_position(conversation, position, false);
         }
@@ -217,6 +218,26 @@ impl Desk {
                 &UserKey::Agent(agent),
                 ServerFrame::QueueSnapshot { total, entries },
             );
+        }
+    }
+
+    /// Sets the queue-length gauge of every department, including those whose
+    /// queue just emptied.
+    fn report_queue_lengths(&self, queue: &[pitboss_routing::QueueItem]) {
+        let mut counts: std::collections::HashMap<&str, usize> = Default::default();
+        for item in queue {
+            *counts.entry(item.request.department.as_str()).or_default() += 1;
+        }
+        for department in self.reported_departments.iter() {
+            if !counts.contains_key(department.key().as_str()) {
+                metrics::gauge!(telemetry::QUEUE_LENGTH, "department" => department.key().clone())
+                    .set(0.0);
+            }
+        }
+        for (department, n) in counts {
+            self.reported_departments.insert(department.to_owned(), ());
+            metrics::gauge!(telemetry::QUEUE_LENGTH, "department" => department.to_owned())
+                .set(n as f64);
         }
     }
 

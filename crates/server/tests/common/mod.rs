@@ -14,6 +14,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsClos
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod cluster;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_pitboss");
 
 /// How long any single expectation may take before the test fails.
@@ -25,6 +27,10 @@ pub struct Server {
     pub dir: PathBuf,
     pub args: Vec<String>,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// Shown with the log when a test fails (a cluster's node name).
+    pub label: String,
+    /// Extra arguments of `pitboss agent add` (a cluster's `--database-url`).
+    pub agent_args: Vec<String>,
 }
 
 impl Server {
@@ -44,6 +50,8 @@ impl Server {
             dir: dir.to_path_buf(),
             args,
             log: Arc::new(Mutex::new(Vec::new())),
+            label: "pitboss".into(),
+            agent_args: Vec::new(),
         };
         s.spawn();
         s
@@ -154,6 +162,7 @@ impl Server {
             .arg(capacity.to_string())
             .arg("--data-dir")
             .arg(&self.dir)
+            .args(&self.agent_args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -237,7 +246,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("---- pitboss log ----\n{}", self.logs());
+            eprintln!("---- {} log ----\n{}", self.label, self.logs());
         }
         self.kill();
     }

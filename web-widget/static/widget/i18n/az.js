@@ -35,6 +35,7 @@ Pitboss.i18n.add("widget", "az", {
   sending: "Göndərilir…",
   sent: "Göndərildi",
   read: "Oxundu",
+  masked: "Təhlükəsizliyiniz üçün bu mesajdakı kart nömrələri və bank məlumatları gizlədildi.",
   not_sent: "Göndərilmədi",
   rate_title: "Söhbətiniz necə keçdi?",
   stars: "5 ulduzdan {n}",

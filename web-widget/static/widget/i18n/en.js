@@ -36,6 +36,7 @@ Pitboss.i18n.add("widget", "en", {
   sending: "Sending…",
   sent: "Sent",
   read: "Read",
+  masked: "For your safety, card numbers and bank details in this message are hidden.",
   not_sent: "Not sent",
   rate_title: "How was your chat?",
   stars: "{n} of 5 stars",

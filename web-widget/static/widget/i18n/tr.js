@@ -35,6 +35,7 @@ Pitboss.i18n.add("widget", "tr", {
   sending: "Gönderiliyor…",
   sent: "Gönderildi",
   read: "Okundu",
+  masked: "Güvenliğiniz için bu mesajdaki kart numaraları ve banka bilgileri gizlendi.",
   not_sent: "Gönderilemedi",
   rate_title: "Sohbetiniz nasıldı?",
   stars: "5 üzerinden {n} yıldız",

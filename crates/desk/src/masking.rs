@@ -1,0 +1,185 @@
+//! Hides card numbers and operator-configured patterns in message text before it
+//! is stored or shown to anyone else. Players paste card numbers into support chats;
+//! they must not end up in transcripts, exports or an agent's screen.
+//!
+//! A card number is a run of 13 to 19 digits, optionally grouped by single spaces
+//! or hyphens, that passes the Luhn check. Every digit but the last four is
+//! replaced by `•`, keeping the grouping, so the player and the agent can still
+//! tell which card was meant. A run of digits longer than 19 is not a card number
+//! and is left alone (order numbers, phone numbers with prefixes). Configured
+//! patterns (regular expressions) are replaced by `[hidden]` as a whole.
+//!
+//! Masking is a pure function of the text, so a resend of the same message masks
+//! to the same stored text and is recognised as a resend.
+
+use regex::Regex;
+use std::sync::OnceLock;
+
+/// What replaces a match of a configured pattern.
+pub const HIDDEN: &str = "[hidden]";
+/// What replaces a hidden digit of a card number.
+pub const MASK_DIGIT: char = '•';
+
+/// Candidate card numbers: 13 to 19 digits, single spaces or hyphens between
+/// groups, not touching other digits.
+fn card_runs() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| Regex::new(r"\d(?:[ -]?\d){12,}").expect("valid card regex"))
+}
+
+/// The masking rules in force.
+#[derive(Debug, Clone, Default)]
+pub struct Masker {
+    /// Extra patterns from configuration.
+    patterns: Vec<Regex>,
+}
+
+impl Masker {
+    /// Card numbers, and these extra patterns (regular expressions). Fails with the
+    /// first pattern that does not compile.
+    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Self, String> {
+        let patterns = patterns
+            .iter()
+            .map(|p| {
+                Regex::new(p.as_ref()).map_err(|e| format!("mask pattern {:?}: {e}", p.as_ref()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { patterns })
+    }
+
+    /// The text with card numbers and configured patterns hidden, or `None` when
+    /// nothing had to be hidden.
+    pub fn mask(&self, text: &str) -> Option<String> {
+        let mut changed = false;
+        let mut out = String::with_capacity(text.len());
+        let mut last = 0;
+        for run in card_runs().find_iter(text) {
+            let digits: Vec<u32> = run
+                .as_str()
+                .chars()
+                .filter_map(|c| c.to_digit(10))
+                .collect();
+            if !(13..=19).contains(&digits.len()) || !luhn(&digits) {
+                continue;
+            }
+            out.push_str(&text[last..run.start()]);
+            let keep_from = digits.len() - 4;
+            let mut seen = 0;
+            for c in run.as_str().chars() {
+                if c.is_ascii_digit() {
+                    out.push(if seen < keep_from { MASK_DIGIT } else { c });
+                    seen += 1;
+                } else {
+                    out.push(c);
+                }
+            }
+            last = run.end();
+            changed = true;
+        }
+        out.push_str(&text[last..]);
+        for pattern in &self.patterns {
+            if pattern.is_match(&out) {
+                out = pattern.replace_all(&out, HIDDEN).into_owned();
+                changed = true;
+            }
+        }
+        changed.then_some(out)
+    }
+}
+
+/// The Luhn checksum of a card number, most significant digit first.
+fn luhn(digits: &[u32]) -> bool {
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            if i % 2 == 1 {
+                let d2 = d * 2;
+                if d2 > 9 {
+                    d2 - 9
+                } else {
+                    d2
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cards() -> Masker {
+        Masker::new::<&str>(&[]).unwrap()
+    }
+
+    #[test]
+    fn luhn_valid_card_numbers_are_masked_but_the_last_four() {
+        let m = cards();
+        assert_eq!(
+            m.mask("my card is 4111 1111 1111 1111, thanks").as_deref(),
+            Some("my card is •••• •••• •••• 1111, thanks")
+        );
+        assert_eq!(
+            m.mask("4111-1111-1111-1111").as_deref(),
+            Some("••••-••••-••••-1111")
+        );
+        assert_eq!(
+            m.mask("5500005555555559").as_deref(),
+            Some("••••••••••••5559")
+        );
+        // 15-digit Amex, 19-digit card.
+        assert_eq!(
+            m.mask("378282246310005").as_deref(),
+            Some("•••••••••••0005")
+        );
+        assert_eq!(
+            m.mask("6304000000000000000 ok").as_deref(),
+            Some("•••••••••••••••0000 ok")
+        );
+        // Two cards in one message.
+        assert_eq!(
+            m.mask("4111111111111111 or 5500005555555559").as_deref(),
+            Some("••••••••••••1111 or ••••••••••••5559")
+        );
+    }
+
+    #[test]
+    fn numbers_that_are_not_cards_are_left_alone() {
+        let m = cards();
+        // Luhn fails.
+        assert_eq!(m.mask("4111 1111 1111 1112"), None);
+        // Too short, too long.
+        assert_eq!(m.mask("order 123456789012"), None);
+        assert_eq!(m.mask("ref 41111111111111110000000"), None);
+        // Ordinary chat.
+        assert_eq!(m.mask("I won 1000 on spin 42 at 10:15"), None);
+        assert_eq!(m.mask(""), None);
+        // Two spaces break a group: these are two short numbers.
+        assert_eq!(m.mask("4111 1111  1111 1111"), None);
+    }
+
+    #[test]
+    fn configured_patterns_are_hidden_and_bad_ones_refused() {
+        let m = Masker::new(&[r"\bTR\d{2}(?: ?\d{4}){5} ?\d{2}\b"]).unwrap();
+        assert_eq!(
+            m.mask("IBAN: TR33 0006 1005 1978 6457 8413 26 please")
+                .as_deref(),
+            Some("IBAN: [hidden] please")
+        );
+        assert_eq!(m.mask("no bank details"), None);
+        assert!(Masker::new(&["("]).is_err());
+    }
+
+    #[test]
+    fn masking_is_deterministic_and_idempotent() {
+        let m = cards();
+        let once = m.mask("card 4111111111111111").unwrap();
+        assert_eq!(m.mask("card 4111111111111111").unwrap(), once);
+        assert_eq!(m.mask(&once), None, "masked text has nothing left to hide");
+    }
+}
