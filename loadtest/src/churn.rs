@@ -2,12 +2,15 @@
 //! open-loop schedule), agents of capacity k take them, hold each conversation for
 //! a service time, and close it. Measures arrival-to-assignment latency and
 //! whether the queue is served first come, first served. It owns the players' and
-//! agents' connections; the server process is the caller's.
+//! agents' connections; the servers are the caller's, and the [`Site`] says which
+//! node each player and agent connects to (on a cluster, players on some nodes
+//! and agents on another).
 
 use crate::procstat::{CpuMark, ProcStats};
 use crate::progress::Progress;
+use crate::site::{CpuPart, Site};
 use crate::stats::{Latency, LatencySummary};
-use crate::target::{Target, TargetKind};
+use crate::target::TargetKind;
 use crate::wire::{self, Dialer, SioPacket, Ws};
 use anyhow::{bail, Context};
 use futures_util::{SinkExt, StreamExt};
@@ -53,6 +56,8 @@ pub struct ChurnConfig {
 pub struct ChurnResult {
     /// Which server.
     pub target: TargetKind,
+    /// Server processes serving clients (1, or a cluster's nodes).
+    pub nodes: usize,
     /// Agents online.
     pub agents: usize,
     /// Capacity of each.
@@ -94,8 +99,12 @@ pub struct ChurnStep {
     pub max_queue_position: u32,
     /// Players assigned before someone who was already queued when they arrived.
     pub fifo_violations: u64,
-    /// Server CPU use during the step, in cores.
+    /// Server CPU use during the step, in cores (on a cluster, of the nodes,
+    /// Redis and PostgreSQL together).
     pub server_cpu_cores: f64,
+    /// On a cluster, the same part by part: the nodes, Redis, PostgreSQL.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub server_cpu_parts: Vec<CpuPart>,
     /// Generator CPU use during the step, in cores.
     pub generator_cpu_cores: f64,
 }
@@ -152,25 +161,31 @@ struct Player {
     error: Option<String>,
 }
 
-/// Runs the churn scenario against a started server.
+/// Runs the churn scenario against started servers.
 pub async fn run(
-    target: &Target,
-    dialer: &Arc<Dialer>,
+    site: &Site<'_>,
     cfg: &ChurnConfig,
     progress: &mut Progress,
 ) -> anyhow::Result<ChurnResult> {
     let decisions = Arc::new(Decisions::default());
     let service = Duration::from_secs_f64(cfg.service_secs);
     let mut agents = Vec::new();
-    let logins = if target.kind == TargetKind::Pitboss {
-        tokio::task::block_in_place(|| target.add_agents("churn-agent-", cfg.agents, cfg.capacity))?
+    let kind = site.kind;
+    let name = match site.node_count() {
+        1 => kind.name().to_string(),
+        n => format!("{} ×{n}", kind.name()),
+    };
+    let logins = if kind == TargetKind::Pitboss {
+        tokio::task::block_in_place(|| site.add_agents("churn-agent-", cfg.agents, cfg.capacity))?
     } else {
         Vec::new()
     };
     for a in 0..cfg.agents {
-        let ws = match target.kind {
+        let dialer = site.agent_dialer(a);
+        let ws = match kind {
             TargetKind::Pitboss => {
-                let token = target.login(logins.get(a).context("agent login")?).await?;
+                let login = logins.get(a).context("agent login")?;
+                let token = site.agent_node(a).login(login).await?;
                 let mut ws = dialer.connect("/ws").await?;
                 wire::pitboss_hello(&mut ws, Auth::Agent { token }).await?;
                 ws
@@ -194,7 +209,7 @@ pub async fn run(
         };
         agents.push(tokio::spawn(agent(
             ws,
-            target.kind,
+            kind,
             cfg.capacity,
             service,
             decisions.clone(),
@@ -203,10 +218,10 @@ pub async fn run(
     // Let the agents' `online` settle before the first arrival.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let server = target.stats();
     let me = ProcStats::current();
     let mut result = ChurnResult {
-        target: target.kind,
+        target: kind,
+        nodes: site.node_count(),
         agents: cfg.agents,
         capacity: cfg.capacity,
         steps: Vec::new(),
@@ -218,7 +233,7 @@ pub async fn run(
         let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed.wrapping_add(step as u64));
         let start = Instant::now() + Duration::from_millis(50);
         let end = start + Duration::from_secs_f64(cfg.step_secs);
-        let server_cpu0 = CpuMark::now(&server);
+        let server_cpu0 = site.mark();
         let me_cpu0 = CpuMark::now(&me);
         let mut tasks = Vec::new();
         let mut dropped = 0u64;
@@ -237,8 +252,8 @@ pub async fn run(
                 dropped += 1;
                 continue;
             }
-            let dialer = dialer.clone();
-            let kind = target.kind;
+            // Players connect where the site puts them, in turn.
+            let dialer = site.player_dialer(tasks.len() + dropped as usize).clone();
             let patience = Duration::from_secs_f64(cfg.patience_secs);
             let flying = flying.clone();
             flying.fetch_add(1, Ordering::Relaxed);
@@ -254,8 +269,7 @@ pub async fn run(
                 p
             }));
             progress.show(&format!(
-                "[churn {}] step {}/{} λ={rate}/s: {} arrived, {} in flight",
-                target.kind.name(),
+                "[churn {name}] step {}/{} λ={rate}/s: {} arrived, {} in flight",
                 step + 1,
                 cfg.arrivals.len(),
                 tasks.len(),
@@ -270,7 +284,7 @@ pub async fn run(
             }
         }
         progress.done();
-        let (server_cpu, _) = CpuMark::now(&server).since(&server_cpu0);
+        let server_cpu = site.cpu_since(&server_cpu0);
         let (me_cpu, _) = CpuMark::now(&me).since(&me_cpu0);
         let decided = decisions.at.lock().expect("decisions poisoned").clone();
         let mut errors = decisions.errors.lock().expect("decisions poisoned").clone();
@@ -325,11 +339,14 @@ pub async fn run(
             connect_latency: connect.summary(),
             max_queue_position: max_pos,
             fifo_violations: fifo_violations(&players, &decided, tolerance),
-            server_cpu_cores: server_cpu.as_secs_f64() / cfg.step_secs,
+            server_cpu_cores: server_cpu.total.as_secs_f64() / cfg.step_secs,
+            // Over the step, as `server_cpu_cores`, not the wall time the
+            // players took to finish.
+            server_cpu_parts: server_cpu.breakdown_over(cfg.step_secs),
             generator_cpu_cores: me_cpu.as_secs_f64() / cfg.step_secs,
         };
         tracing::info!(
-            target_kind = target.kind.name(),
+            target_kind = %name,
             rate,
             assigned = s.assigned,
             p99_us = s.assign_latency.p99_us,

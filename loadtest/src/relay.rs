@@ -2,7 +2,9 @@
 //! schedule, at one rate or a sweep of rates. Measures delivery latency from each
 //! message's scheduled send time, delivered messages per second, the server's CPU
 //! per delivered message, and lost, duplicated and out-of-order messages. It owns
-//! the connections of the run; the server process is the caller's.
+//! the connections of the run; the servers are the caller's, and the [`Site`]
+//! says which node each side connects to (on a cluster, players and agents on
+//! different nodes, so that every message crosses between nodes).
 //!
 //! Every message carries its identity in its client id,
 //! `{step}.{conversation}.{side}.{k}.{scheduled µs}.{sent µs}`, so the receiver
@@ -11,9 +13,10 @@
 
 use crate::procstat::{CpuMark, ProcStats};
 use crate::progress::Progress;
+use crate::site::{self, CpuPart, Site};
 use crate::stats::{Latency, LatencySummary};
-use crate::target::{Target, TargetKind};
-use crate::wire::{self, Dialer, SioPacket, Ws};
+use crate::target::TargetKind;
+use crate::wire::{self, SioPacket, Ws};
 use anyhow::{bail, Context};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -36,6 +39,10 @@ const SETUP_CONCURRENCY: usize = 64;
 /// pong) and one `Run` per step go through it, so it never fills in practice; a
 /// full queue is counted as an error.
 const CTRL_QUEUE: usize = 256;
+
+/// Anomalies (echoes, duplicates, reordering, sequence breaks) described one by
+/// one per step; the counts cover all of them.
+const ANOMALY_EXAMPLES: usize = 20;
 
 /// Longest wait for a saturated server's backlog after a step.
 const MAX_DRAIN: Duration = Duration::from_secs(60);
@@ -74,6 +81,8 @@ pub struct RelayConfig {
 pub struct RelayResult {
     /// Which server.
     pub target: TargetKind,
+    /// Server processes serving clients (1, or a cluster's nodes).
+    pub nodes: usize,
     /// Conversations held.
     pub conversations: usize,
     /// Sockets the generator opened.
@@ -110,8 +119,17 @@ pub struct RelayStep {
     pub duplicated: u64,
     /// Received after a later message of the same sender.
     pub out_of_order: u64,
-    /// Pitboss: a conversation's sequence number did not increase.
+    /// Pitboss: on one connection, a conversation's `message` or `ack` whose
+    /// sequence number did not increase.
     pub seq_regressions: u64,
+    /// Pitboss: on one connection, a conversation's `message` or `ack` whose
+    /// `prev` was not the last sequence number seen there (the protocol says
+    /// they arrive without gaps on an attached connection).
+    pub seq_gaps: u64,
+    /// The first anomalies of the step, described (which connection, which
+    /// conversation, which frame, when).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub anomalies: Vec<String>,
     /// Acknowledgements received by senders (Pitboss and Socket.IO).
     pub acks: u64,
     /// Error frames, by code, and connection failures (`disconnected`, …).
@@ -122,10 +140,17 @@ pub struct RelayStep {
     pub latency_from_write: LatencySummary,
     /// How late the generator wrote each message after its scheduled time.
     pub send_lag: LatencySummary,
-    /// Server CPU time per delivered message, in microseconds.
+    /// Pitboss: from the actual write to the sender's `ack` (the message is
+    /// stored: on a cluster, committed to PostgreSQL).
+    pub ack_latency: LatencySummary,
+    /// Server CPU time per delivered message, in microseconds (on a cluster, of
+    /// the nodes, Redis and PostgreSQL together).
     pub server_cpu_us_per_msg: f64,
     /// Server CPU use during the step and its drain, in cores.
     pub server_cpu_cores: f64,
+    /// On a cluster, the same part by part: the nodes, Redis, PostgreSQL.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub server_cpu_parts: Vec<CpuPart>,
     /// Generator CPU use during the step and its drain, in cores (near its core count means the
     /// generator, not the server, was the limit).
     pub generator_cpu_cores: f64,
@@ -140,6 +165,7 @@ impl RelayStep {
             || self.duplicated > 0
             || self.out_of_order > 0
             || self.seq_regressions > 0
+            || self.seq_gaps > 0
             || !self.errors.is_empty()
     }
 }
@@ -211,14 +237,26 @@ struct StepState {
     latency: Latency,
     latency_from_write: Latency,
     send_lag: Latency,
+    ack_latency: Latency,
     /// Per conversation and side: which message numbers arrived.
     directions: Vec<Direction>,
     distinct: u64,
     duplicated: u64,
     out_of_order: u64,
     seq_regressions: u64,
+    seq_gaps: u64,
+    anomalies: Vec<String>,
     acks: u64,
     errors: BTreeMap<String, u64>,
+}
+
+impl StepState {
+    /// Keeps the description of an anomaly, if there is room.
+    fn anomaly(&mut self, what: impl FnOnce() -> String) {
+        if self.anomalies.len() < ANOMALY_EXAMPLES {
+            self.anomalies.push(what());
+        }
+    }
 }
 
 #[derive(Default, Clone)]
@@ -300,6 +338,12 @@ impl Recorder {
         if id.side == role.side() {
             // A sender seeing its own message: not a delivery to the other side.
             *s.errors.entry("echoed_to_sender".into()).or_default() += 1;
+            s.anomaly(|| {
+                format!(
+                    "{role:?} got its own message {client_id} back as `message`, {:.1} ms after sending it",
+                    now_us.saturating_sub(id.sent_us) as f64 / 1000.0
+                )
+            });
             return;
         }
         if id.step != s.step {
@@ -317,6 +361,7 @@ impl Recorder {
         }
         if d.seen[word] & bit != 0 {
             s.duplicated += 1;
+            s.anomaly(|| format!("{role:?} got {client_id} a second time"));
             return;
         }
         d.seen[word] |= bit;
@@ -326,6 +371,7 @@ impl Recorder {
         s.distinct += 1;
         if ooo {
             s.out_of_order += 1;
+            s.anomaly(|| format!("{role:?} got {client_id} after a later message of its sender"));
         }
         if now_us.saturating_sub(id.scheduled_us) > 50_000 {
             tracing::debug!(
@@ -346,6 +392,18 @@ impl Recorder {
         self.delivered.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The sender's `ack` of a message arrived at `now`.
+    fn acked(&self, client_id: &str, now: Instant) {
+        let now_us = self.micros(now);
+        let mut s = self.state.lock().expect("recorder poisoned");
+        s.acks += 1;
+        if let Some(id) = ClientId::parse(client_id) {
+            if id.step == s.step && id.scheduled_us >= s.measure_from_us {
+                s.ack_latency.record(now_us.saturating_sub(id.sent_us));
+            }
+        }
+    }
+
     fn count(&self, what: impl FnOnce(&mut StepState)) {
         what(&mut self.state.lock().expect("recorder poisoned"));
     }
@@ -363,10 +421,9 @@ impl Recorder {
     }
 }
 
-/// Runs the relay scenario against a started server.
+/// Runs the relay scenario against started servers.
 pub async fn run(
-    target: &Target,
-    dialer: &Dialer,
+    site: &Site<'_>,
     cfg: &RelayConfig,
     progress: &mut Progress,
 ) -> anyhow::Result<RelayResult> {
@@ -377,18 +434,18 @@ pub async fn run(
     let recorder = Arc::new(Recorder::new(epoch));
     let text: Arc<str> = "x".repeat(cfg.text_bytes.max(1)).into();
     let setup_start = Instant::now();
+    let name = label(site);
     progress.show(&format!(
-        "[relay {}] setting up {} conversations",
-        target.kind.name(),
+        "[relay {name}] setting up {} conversations",
         cfg.conversations
     ));
-    let conns = setup(target, dialer, cfg, &recorder, &text).await?;
+    let conns = setup(site, cfg, &recorder, &text).await?;
     let setup_secs = setup_start.elapsed().as_secs_f64();
-    let server = target.stats();
     let me = ProcStats::current();
-    let server_rss_bytes = server.rss_bytes().unwrap_or(0);
+    let server_rss_bytes = site.rss_bytes();
     let mut result = RelayResult {
-        target: target.kind,
+        target: site.kind,
+        nodes: site.node_count(),
         conversations: cfg.conversations,
         sockets: conns.len(),
         setup_secs,
@@ -408,7 +465,7 @@ pub async fn run(
             cfg.conversations,
             start + Duration::from_secs_f64(cfg.warmup_secs),
         );
-        let server_cpu0 = CpuMark::now(&server);
+        let server_cpu0 = site.mark();
         let me_cpu0 = CpuMark::now(&me);
         let mut pending = Vec::new();
         for conn in &conns {
@@ -430,8 +487,7 @@ pub async fn run(
             pending.push((conn.slots.clone(), rx));
         }
         let label = format!(
-            "[relay {}] step {}/{} offered {:.0} msg/s",
-            target.kind.name(),
+            "[relay {name}] step {}/{} offered {:.0} msg/s",
             step + 1,
             cfg.offered.len(),
             offered
@@ -481,7 +537,7 @@ pub async fn run(
         }
         // Over the step and its drain: a saturated server keeps working through
         // its backlog after the last send, and that work is part of the step.
-        let (server_cpu, server_cpu_cores) = CpuMark::now(&server).since(&server_cpu0);
+        let server_cpu = site.cpu_since(&server_cpu0);
         let secs = cfg.step_secs;
         let (_, generator_cpu_cores) = CpuMark::now(&me).since(&me_cpu0);
         let state = recorder.finish_step();
@@ -505,23 +561,23 @@ pub async fn run(
             duplicated: state.duplicated,
             out_of_order: state.out_of_order,
             seq_regressions: state.seq_regressions,
+            seq_gaps: state.seq_gaps,
+            anomalies: state.anomalies.clone(),
             acks: state.acks,
             errors,
             latency: state.latency.summary(),
             latency_from_write: state.latency_from_write.summary(),
             send_lag: state.send_lag.summary(),
-            server_cpu_us_per_msg: if state.distinct > 0 {
-                server_cpu.as_secs_f64() * 1e6 / state.distinct as f64
-            } else {
-                0.0
-            },
-            server_cpu_cores,
+            ack_latency: state.ack_latency.summary(),
+            server_cpu_us_per_msg: site::per_message(server_cpu.total, state.distinct),
+            server_cpu_cores: server_cpu.cores,
+            server_cpu_parts: server_cpu.breakdown(state.distinct),
             generator_cpu_cores,
-            server_rss_bytes: server.rss_bytes().unwrap_or(0),
+            server_rss_bytes: site.rss_bytes(),
         };
         progress.done();
         tracing::info!(
-            target_kind = target.kind.name(),
+            target_kind = %name,
             offered,
             delivered_per_sec = s.delivered_per_sec,
             p99_us = s.latency.p99_us,
@@ -537,7 +593,7 @@ pub async fn run(
         result.steps.push(s);
         if saturated && cfg.offered.len() > 1 {
             tracing::info!(
-                target_kind = target.kind.name(),
+                target_kind = %name,
                 offered,
                 "saturated: sweep stops"
             );
@@ -553,17 +609,25 @@ pub async fn run(
     Ok(result)
 }
 
-/// Opens the connections and sets up the conversations, per target.
+/// The site's name in progress lines and logs: `pitboss`, `pitboss ×3`.
+fn label(site: &Site<'_>) -> String {
+    match site.node_count() {
+        1 => site.kind.name().to_string(),
+        n => format!("{} ×{n}", site.kind.name()),
+    }
+}
+
+/// Opens the connections and sets up the conversations, per target. Player `i`
+/// and agent `a` connect where the site puts them.
 async fn setup(
-    target: &Target,
-    dialer: &Dialer,
+    site: &Site<'_>,
     cfg: &RelayConfig,
     recorder: &Arc<Recorder>,
     text: &Arc<str>,
 ) -> anyhow::Result<Vec<Conn>> {
     let n = cfg.conversations;
     let cap = cfg.agent_capacity.max(1);
-    let kind = target.kind;
+    let kind = site.kind;
     let ctx = ConnContext {
         kind,
         recorder: recorder.clone(),
@@ -572,24 +636,22 @@ async fn setup(
     match kind {
         TargetKind::Pitboss => {
             let agents = n.div_ceil(cap);
-            let logins = {
-                // The CLI hashes passwords: off the async threads.
-                let t = target;
-                tokio::task::block_in_place(|| t.add_agents("relay-agent-", agents, cap))?
-            };
+            // The CLI hashes passwords: off the async threads.
+            let logins =
+                tokio::task::block_in_place(|| site.add_agents("relay-agent-", agents, cap))?;
             // Agents report each conversation once it is attached (`resumed`).
             let (attached_tx, mut attached_rx) = mpsc::channel::<(usize, String)>(n + 16);
             let mut conns = Vec::new();
             for (i, login) in logins.iter().enumerate() {
-                let token = target.login(login).await?;
-                let mut ws = dialer.connect("/ws").await?;
+                let token = site.agent_node(i).login(login).await?;
+                let mut ws = site.agent_dialer(i).connect("/ws").await?;
                 wire::pitboss_hello(&mut ws, Auth::Agent { token }).await?;
                 conns.push(ctx.spawn(ws, Role::Agent, Some((i, attached_tx.clone())), Vec::new()));
             }
             drop(attached_tx);
             let players = futures_util::stream::iter(0..n)
                 .map(|i| async move {
-                    let mut ws = dialer.connect("/ws").await?;
+                    let mut ws = site.player_dialer(i).connect("/ws").await?;
                     wire::pitboss_hello(&mut ws, wire::visitor()).await?;
                     wire::send_text(
                         &mut ws,
@@ -647,8 +709,14 @@ async fn setup(
             let pairs = futures_util::stream::iter(0..n)
                 .map(|i| async move {
                     let key = uuid::Uuid::new_v4().to_string();
-                    let a = dialer.connect(&format!("/pair/{key}")).await?;
-                    let b = dialer.connect(&format!("/pair/{key}")).await?;
+                    let a = site
+                        .player_dialer(i)
+                        .connect(&format!("/pair/{key}"))
+                        .await?;
+                    let b = site
+                        .agent_dialer(i)
+                        .connect(&format!("/pair/{key}"))
+                        .await?;
                     anyhow::Ok((i, key, a, b))
                 })
                 .buffer_unordered(SETUP_CONCURRENCY)
@@ -676,7 +744,7 @@ async fn setup(
             let rooms = &rooms;
             let agents = futures_util::stream::iter(0..n.div_ceil(cap))
                 .map(|a| async move {
-                    let mut ws = dialer.connect(wire::SOCKETIO_PATH).await?;
+                    let mut ws = site.agent_dialer(a).connect(wire::SOCKETIO_PATH).await?;
                     wire::sio_open(&mut ws).await?;
                     let mut slots = Vec::new();
                     let first = a * cap;
@@ -695,7 +763,7 @@ async fn setup(
                 .await;
             let players = futures_util::stream::iter(0..n)
                 .map(|i| async move {
-                    let mut ws = dialer.connect(wire::SOCKETIO_PATH).await?;
+                    let mut ws = site.player_dialer(i).connect(wire::SOCKETIO_PATH).await?;
                     wire::sio_open(&mut ws).await?;
                     wire::sio_join(&mut ws, 0, &rooms[i]).await?;
                     let slot = Slot {
@@ -901,8 +969,35 @@ async fn reader(
     recorder: Arc<Recorder>,
     attached: Option<(usize, mpsc::Sender<(usize, String)>)>,
 ) {
-    // Pitboss: the last sequence number seen per conversation.
+    // Pitboss: the last sequence number seen per conversation, over `message`
+    // and `ack` frames. The first frame of a conversation here is not judged:
+    // set-up may have read the ones before it (a player's `joined` event).
     let mut last_seq: HashMap<String, u64> = HashMap::new();
+    // Checks one entry of a conversation's chain on this connection.
+    let mut chain = |conversation: String, seq: u64, prev: u64, frame: &str, now: Instant| {
+        let Some(last) = last_seq.get_mut(&conversation) else {
+            last_seq.insert(conversation, seq);
+            return;
+        };
+        let (regressed, gap) = (seq <= *last, seq > *last && prev != *last);
+        if regressed || gap {
+            let seen = *last;
+            recorder.count(|s| {
+                if regressed {
+                    s.seq_regressions += 1;
+                } else {
+                    s.seq_gaps += 1;
+                }
+                s.anomaly(|| {
+                    format!(
+                        "{role:?} connection, conversation {conversation}: `{frame}` seq {seq} prev {prev} after seq {seen} ({} ms into the run)",
+                        now.saturating_duration_since(recorder.epoch).as_millis()
+                    )
+                });
+            });
+        }
+        *last = seq.max(*last);
+    };
     while let Some(msg) = stream.next().await {
         let now = Instant::now();
         let text = match msg {
@@ -913,16 +1008,30 @@ async fn reader(
         match kind {
             TargetKind::Pitboss => match serde_json::from_str::<ServerFrame>(&text) {
                 Ok(ServerFrame::Message(m)) => {
+                    let frame = match &m.client_id {
+                        Some(id) => format!("message {id}"),
+                        None => format!("message ({:?})", m.event),
+                    };
+                    chain(m.conversation.to_string(), m.seq, m.prev, &frame, now);
                     if let Some(client_id) = &m.client_id {
-                        let last = last_seq.entry(m.conversation.to_string()).or_default();
-                        if m.seq <= *last {
-                            recorder.count(|s| s.seq_regressions += 1);
-                        }
-                        *last = m.seq.max(*last);
                         recorder.delivered(role, client_id, now);
                     }
                 }
-                Ok(ServerFrame::Ack { .. }) => recorder.count(|s| s.acks += 1),
+                Ok(ServerFrame::Ack {
+                    conversation,
+                    client_id,
+                    seq,
+                    prev,
+                    duplicate,
+                }) => {
+                    let frame = if duplicate {
+                        format!("ack {client_id} (duplicate)")
+                    } else {
+                        format!("ack {client_id}")
+                    };
+                    chain(conversation.to_string(), seq, prev, &frame, now);
+                    recorder.acked(&client_id, now);
+                }
                 Ok(ServerFrame::Error { code, .. }) => recorder.error(code.as_str()),
                 Ok(ServerFrame::Offer(offer)) => {
                     let accept = wire::encode(&ClientFrame::Accept {

@@ -15,7 +15,7 @@ use std::path::Path;
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// `relay`, `idle`, `churn`, `smoke` or `table`.
+    /// `relay`, `idle`, `churn`, `cluster`, `smoke` or `table`.
     pub scenario: String,
     /// When the run started, Unix milliseconds.
     pub started_unix_ms: u64,
@@ -29,8 +29,40 @@ pub struct Report {
     pub idle: Vec<IdleResult>,
     /// Churn results, one per server.
     pub churn: Vec<ChurnResult>,
+    /// Relay across the nodes of a cluster, one per server.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cluster_relay: Vec<RelayResult>,
+    /// Churn across the nodes of a cluster, one per server.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cluster_churn: Vec<ChurnResult>,
+    /// The clusters started: how long each took and what its nodes warned.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<ClusterRun>,
     /// Servers that failed to start or a scenario that failed, with why.
     pub failures: Vec<String>,
+    /// Server logs worth keeping (`name`, text), written beside the result as
+    /// `logs/<name>.log`.
+    #[serde(skip)]
+    pub logs: Vec<(String, String)>,
+}
+
+/// One cluster a run started, for one scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterRun {
+    /// Which server.
+    pub target: TargetKind,
+    /// `relay` or `churn`.
+    pub scenario: String,
+    /// Nodes.
+    pub nodes: usize,
+    /// Seconds from nothing (Redis, PostgreSQL, nodes) to every node ready.
+    pub startup_secs: f64,
+    /// PostgreSQL's `fsync` and `synchronous_commit`, read back (Pitboss).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<String>,
+    /// Warning and error lines the nodes logged, and routing changes (`node:
+    /// line`), the last few hundred per node.
+    pub node_warnings: Vec<String>,
 }
 
 /// The machine a run measured on.
@@ -83,29 +115,47 @@ impl Report {
             relay: Vec::new(),
             idle: Vec::new(),
             churn: Vec::new(),
+            cluster_relay: Vec::new(),
+            cluster_churn: Vec::new(),
+            clusters: Vec::new(),
             failures: Vec::new(),
+            logs: Vec::new(),
         }
     }
 
     /// Writes `result.json`, `summary.txt` and `plot.svg` (or `plot-<kind>.svg`
-    /// when the report holds several scenarios) into `dir`.
+    /// when the report holds several scenarios; the cluster scenario's relay
+    /// plot is `plot.svg`, its churn plot `plot-churn.svg`) into `dir`, and the
+    /// logs kept into `dir/logs`.
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::write(dir.join("result.json"), serde_json::to_string_pretty(self)?)?;
         std::fs::write(dir.join("summary.txt"), self.summary())?;
+        if !self.logs.is_empty() {
+            let logs = dir.join("logs");
+            std::fs::create_dir_all(&logs)?;
+            for (name, text) in &self.logs {
+                std::fs::write(logs.join(format!("{name}.log")), text)?;
+            }
+        }
         let kinds = [
             !self.relay.is_empty(),
             !self.idle.is_empty(),
             !self.churn.is_empty(),
+            !self.cluster_relay.is_empty(),
+            !self.cluster_churn.is_empty(),
         ]
         .iter()
         .filter(|&&b| b)
         .count();
+        let cluster_only = self.relay.is_empty() && self.idle.is_empty() && self.churn.is_empty();
         let name = |kind: &str| {
-            if kinds > 1 {
-                dir.join(format!("plot-{kind}.svg"))
-            } else {
+            if kinds == 1 || (cluster_only && kind == "cluster-relay") {
                 dir.join("plot.svg")
+            } else if cluster_only {
+                dir.join(format!("plot-{}.svg", kind.trim_start_matches("cluster-")))
+            } else {
+                dir.join(format!("plot-{kind}.svg"))
             }
         };
         if !self.relay.is_empty() {
@@ -116,6 +166,12 @@ impl Report {
         }
         if !self.churn.is_empty() {
             plot_churn(&self.churn, &name("churn"))?;
+        }
+        if !self.cluster_relay.is_empty() {
+            plot_relay(&self.cluster_relay, &name("cluster-relay"))?;
+        }
+        if !self.cluster_churn.is_empty() {
+            plot_churn(&self.cluster_churn, &name("cluster-churn"))?;
         }
         Ok(())
     }
@@ -140,6 +196,16 @@ impl Report {
         }
         if !self.churn.is_empty() {
             s.push_str(&churn_summary(&self.churn));
+        }
+        if !self.cluster_relay.is_empty() {
+            s.push_str(&cluster_relay_summary(&self.cluster_relay));
+        }
+        if !self.cluster_churn.is_empty() {
+            s.push_str(&churn_summary(&self.cluster_churn));
+            s.push_str(&cluster_churn_cpu(&self.cluster_churn));
+        }
+        if !self.clusters.is_empty() {
+            s.push_str(&clusters_summary(&self.clusters));
         }
         for f in &self.failures {
             let _ = writeln!(s, "FAILED: {f}");
@@ -179,12 +245,13 @@ fn relay_summary(results: &[RelayResult]) -> String {
                 st.generator_cpu_cores,
                 st.lost,
                 st.duplicated,
-                st.out_of_order + st.seq_regressions,
+                st.out_of_order + st.seq_regressions + st.seq_gaps,
                 st.errors.values().sum::<u64>(),
             );
             if !st.errors.is_empty() {
                 let _ = writeln!(s, "          errors: {:?}", st.errors);
             }
+            anomalies(&mut s, st);
         }
     }
     for r in results {
@@ -274,9 +341,15 @@ fn idle_summary(results: &[IdleResult]) -> String {
 
 fn churn_summary(results: &[ChurnResult]) -> String {
     let mut s = String::new();
+    let nodes = results.iter().map(|r| r.nodes).max().unwrap_or(1);
     let _ = writeln!(
         s,
-        "\nchurn (from the player's start to assigned, ms; `free`: players who found a free agent and nobody waiting)"
+        "\n{}churn (from the player's start to assigned, ms; `free`: players who found a free agent and nobody waiting)",
+        if nodes > 1 {
+            format!("cluster ({nodes} nodes; players on nodes 1 and 3, agents on node 2) ")
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(
         s,
@@ -350,6 +423,200 @@ fn churn_summary(results: &[ChurnResult]) -> String {
     s
 }
 
+fn cluster_relay_summary(results: &[RelayResult]) -> String {
+    let mut s = String::new();
+    let nodes = results.iter().map(|r| r.nodes).max().unwrap_or(0);
+    let _ = writeln!(
+        s,
+        "\ncluster relay ({nodes} nodes; players on nodes 1 and 3, agents on node 2: every message crosses nodes;\n\
+         latency from scheduled send time to receipt, ms; CPU µs per delivered message: nodes summed, Redis, PostgreSQL, all)"
+    );
+    let _ = writeln!(
+        s,
+        "{:<9} {:>6} {:>9} {:>11} {:>7} {:>7} {:>7} {:>8} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>6} {:>4} {:>4} {:>4}",
+        "target", "convs", "offered/s", "delivered/s", "p50", "p99", "p99.9", "max", "nodes", "redis", "pg", "all", "srv cpu", "gen cpu", "lost", "dup", "ooo", "err"
+    );
+    let part = |st: &crate::relay::RelayStep, name: &str| {
+        let found: Vec<_> = st
+            .server_cpu_parts
+            .iter()
+            .filter(|p| p.part == name || (name == "nodes" && p.part.starts_with("node-")))
+            .collect();
+        if found.is_empty() {
+            "—".to_string()
+        } else {
+            format!("{:.1}", found.iter().map(|p| p.cpu_us_per_msg).sum::<f64>())
+        }
+    };
+    for r in results {
+        for st in &r.steps {
+            let _ = writeln!(
+                s,
+                "{:<9} {:>6} {:>9.0} {:>11.0} {:>7} {:>7} {:>7} {:>8} {:>7} {:>7} {:>7} {:>7.1} {:>7.2} {:>7.2} {:>6} {:>4} {:>4} {:>4}",
+                r.target.name(),
+                r.conversations,
+                st.offered_per_sec,
+                st.delivered_per_sec,
+                ms(st.latency.p50_us),
+                ms(st.latency.p99_us),
+                ms(st.latency.p999_us),
+                ms(st.latency.max_us),
+                part(st, "nodes"),
+                part(st, "redis"),
+                part(st, "postgres"),
+                st.server_cpu_us_per_msg,
+                st.server_cpu_cores,
+                st.generator_cpu_cores,
+                st.lost,
+                st.duplicated,
+                st.out_of_order + st.seq_regressions + st.seq_gaps,
+                st.errors.values().sum::<u64>(),
+            );
+            if !st.errors.is_empty() {
+                let _ = writeln!(s, "          errors: {:?}", st.errors);
+            }
+            anomalies(&mut s, st);
+        }
+    }
+    for r in results {
+        for st in &r.steps {
+            if st.ack_latency.count > 0 {
+                let _ = writeln!(
+                    s,
+                    "{} at {:.0} msg/s: write → ack (stored) p50 {} p99 {} p99.9 {} ms; write → receipt p50 {} p99 {} ms",
+                    r.target.name(),
+                    st.offered_per_sec,
+                    ms(st.ack_latency.p50_us),
+                    ms(st.ack_latency.p99_us),
+                    ms(st.ack_latency.p999_us),
+                    ms(st.latency_from_write.p50_us),
+                    ms(st.latency_from_write.p99_us),
+                );
+            }
+        }
+    }
+    for r in results {
+        for st in &r.steps {
+            let per_node: Vec<String> = st
+                .server_cpu_parts
+                .iter()
+                .filter(|p| p.part.starts_with("node-"))
+                .map(|p| format!("{} {:.1}", p.part, p.cpu_us_per_msg))
+                .collect();
+            let _ = writeln!(
+                s,
+                "{} at {:.0} msg/s: CPU µs per message by node: {}",
+                r.target.name(),
+                st.offered_per_sec,
+                per_node.join(", ")
+            );
+        }
+    }
+    for r in results {
+        let _ = writeln!(
+            s,
+            "{}: highest offered load within the p99 objective: {}; nodes' RSS with all conversations {:.1} MiB over {} sockets",
+            r.target.name(),
+            r.max_offered_within_slo.map_or("none".to_string(), |v| format!("{v:.0} msg/s")),
+            r.server_rss_bytes as f64 / 1048576.0,
+            r.sockets
+        );
+    }
+    let nodes_cpu = |st: &crate::relay::RelayStep| {
+        st.server_cpu_parts
+            .iter()
+            .filter(|p| p.part.starts_with("node-"))
+            .map(|p| p.cpu_us_per_msg)
+            .sum::<f64>()
+    };
+    if let Some(p) = results.iter().find(|r| r.target == TargetKind::Pitboss) {
+        for other in results.iter().filter(|r| r.target != TargetKind::Pitboss) {
+            for st in &p.steps {
+                if let Some(o) = other
+                    .steps
+                    .iter()
+                    .find(|o| o.offered_per_sec == st.offered_per_sec)
+                {
+                    let _ = writeln!(
+                        s,
+                        "pitboss / {} at {:.0} msg/s: p99 {}, CPU per message {} (all processes), {} (nodes only)",
+                        other.target.name(),
+                        st.offered_per_sec,
+                        ratio(st.latency.p99_us as f64, o.latency.p99_us as f64),
+                        ratio(st.server_cpu_us_per_msg, o.server_cpu_us_per_msg),
+                        ratio(nodes_cpu(st), nodes_cpu(o)),
+                    );
+                }
+            }
+        }
+    }
+    s
+}
+
+/// The first few anomalies of a relay step, one per line.
+fn anomalies(s: &mut String, st: &crate::relay::RelayStep) {
+    for a in st.anomalies.iter().take(5) {
+        let _ = writeln!(s, "          {a}");
+    }
+    if st.anomalies.len() > 5 {
+        let _ = writeln!(
+            s,
+            "          … ({} described in result.json)",
+            st.anomalies.len()
+        );
+    }
+}
+
+/// The cluster churn's CPU use, part by part.
+fn cluster_churn_cpu(results: &[ChurnResult]) -> String {
+    let mut s = String::new();
+    for r in results {
+        for st in &r.steps {
+            let parts: Vec<String> = st
+                .server_cpu_parts
+                .iter()
+                .map(|p| format!("{} {:.3}", p.part, p.cores))
+                .collect();
+            let _ = writeln!(
+                s,
+                "{} at λ={}: server CPU in cores: {} (all {:.3})",
+                r.target.name(),
+                st.arrival_rate,
+                parts.join(", "),
+                st.server_cpu_cores
+            );
+        }
+    }
+    s
+}
+
+fn clusters_summary(runs: &[ClusterRun]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s);
+    for c in runs {
+        let _ = writeln!(
+            s,
+            "{} cluster for {}: {} nodes ready in {:.1} s{}; {} warning/error/routing lines from the nodes{}",
+            c.target.name(),
+            c.scenario,
+            c.nodes,
+            c.startup_secs,
+            c.postgres
+                .as_ref()
+                .map_or(String::new(), |p| format!(" (PostgreSQL {p})")),
+            c.node_warnings.len(),
+            if c.node_warnings.is_empty() { "" } else { ":" }
+        );
+        for w in c.node_warnings.iter().take(12) {
+            let _ = writeln!(s, "    {w}");
+        }
+        if c.node_warnings.len() > 12 {
+            let _ = writeln!(s, "    … (all in result.json and logs/)");
+        }
+    }
+    s
+}
+
 /// `a / b` as `1.23×`, or `n/a` when `b` is zero.
 fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 {
@@ -366,6 +633,15 @@ fn colour(kind: TargetKind) -> plotters::style::RGBColor {
         TargetKind::Pitboss => RGBColor(0xc0, 0x39, 0x2b),
         TargetKind::Bare => RGBColor(0x27, 0x6f, 0xbf),
         TargetKind::Socketio => RGBColor(0x2e, 0x8b, 0x57),
+    }
+}
+
+/// ` ×3` after a server's name in a plot of a cluster, nothing for one node.
+fn nodes_suffix(nodes: usize) -> String {
+    if nodes > 1 {
+        format!(" ×{nodes}")
+    } else {
+        String::new()
     }
 }
 
@@ -389,7 +665,7 @@ fn plot_relay(results: &[RelayResult], path: &Path) -> anyhow::Result<()> {
             ("p50", true, |s| s.latency.p50_us),
         ] {
             lines.push(Line {
-                label: format!("{} {label}", r.target.name()),
+                label: format!("{}{} {label}", r.target.name(), nodes_suffix(r.nodes)),
                 kind: r.target,
                 thin,
                 points: r
@@ -400,9 +676,14 @@ fn plot_relay(results: &[RelayResult], path: &Path) -> anyhow::Result<()> {
             });
         }
     }
+    let clustered = results.iter().any(|r| r.nodes > 1);
     plot(
         path,
-        "Relay: delivery latency against offered load",
+        if clustered {
+            "Cluster relay: cross-node delivery latency against offered load"
+        } else {
+            "Relay: delivery latency against offered load"
+        },
         "offered load (messages/s)",
         "latency (ms, log)",
         &lines,
@@ -422,7 +703,7 @@ fn plot_churn(results: &[ChurnResult], path: &Path) -> anyhow::Result<()> {
             ("p50", true, |s| s.assign_latency.p50_us),
         ] {
             lines.push(Line {
-                label: format!("{} {label}", r.target.name()),
+                label: format!("{}{} {label}", r.target.name(), nodes_suffix(r.nodes)),
                 kind: r.target,
                 thin,
                 points: r
@@ -433,9 +714,14 @@ fn plot_churn(results: &[ChurnResult], path: &Path) -> anyhow::Result<()> {
             });
         }
     }
+    let clustered = results.iter().any(|r| r.nodes > 1);
     plot(
         path,
-        "Queue churn: arrival-to-assignment latency against arrival rate",
+        if clustered {
+            "Cluster churn: arrival-to-assignment latency against arrival rate"
+        } else {
+            "Queue churn: arrival-to-assignment latency against arrival rate"
+        },
         "arrival rate λ (players/s)",
         "latency (ms, log)",
         &lines,

@@ -1,17 +1,20 @@
 //! Runs a scenario against each chosen server in turn (start, measure, stop) and
-//! gathers one report; also the two fixed suites: `smoke` (seconds, small N, what
-//! CI runs) and `table` (the published numbers).
+//! gathers one report; the cluster scenario likewise against each server's
+//! cluster; also the two fixed suites: `smoke` (seconds, small N, what CI runs)
+//! and `table` (the published numbers).
 
 use crate::churn::{self, ChurnConfig};
+use crate::cluster;
 use crate::idle::{self, IdleConfig};
 use crate::progress::Progress;
 use crate::relay::{self, RelayConfig};
-use crate::report::{Machine, Report};
+use crate::report::{ClusterRun, Machine, Report};
+use crate::site::Site;
 use crate::stats::ms;
 use crate::target::{Target, TargetKind, TargetOptions};
 use crate::wire::{self, Dialer};
+use serde::Serialize;
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 /// What every scenario run shares.
 #[derive(Debug, Clone)]
@@ -79,8 +82,8 @@ async fn relay_into(common: &Common, cfg: &RelayConfig, report: &mut Report) {
         let Some(mut target) = common.start(kind, report) else {
             continue;
         };
-        let dialer = common.dialer(&target);
-        match relay::run(&target, &dialer, cfg, &mut progress).await {
+        let site = Site::single(&target, common.dialer(&target));
+        match relay::run(&site, cfg, &mut progress).await {
             Ok(r) => report.relay.push(r),
             Err(err) => failed(report, &mut target, "relay", err),
         }
@@ -124,13 +127,198 @@ async fn churn_into(common: &Common, cfg: &ChurnConfig, report: &mut Report) {
         let Some(mut target) = common.start(kind, report) else {
             continue;
         };
-        let dialer = Arc::new(common.dialer(&target));
-        match churn::run(&target, &dialer, cfg, &mut progress).await {
+        let site = Site::single(&target, common.dialer(&target));
+        match churn::run(&site, cfg, &mut progress).await {
             Ok(r) => report.churn.push(r),
             Err(err) => failed(report, &mut target, "churn", err),
         }
         progress.done();
         target.stop();
+    }
+}
+
+/// How the cluster scenario runs: relay, churn, or both, on clusters of `nodes`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterConfig {
+    /// Nodes per cluster (agents on node 2, players on the others).
+    pub nodes: usize,
+    /// The relay part, if run.
+    pub relay: Option<RelayConfig>,
+    /// The churn part, if run.
+    pub churn: Option<ChurnConfig>,
+}
+
+/// The cluster scenario on every chosen server that has a cluster mode (Pitboss,
+/// Socket.IO with its Redis adapter); a fresh cluster for each part.
+pub async fn cluster(common: &Common, cfg: &ClusterConfig) -> Report {
+    let mut report = common.report("cluster", cfg);
+    cluster_into(common, cfg, &mut report).await;
+    report
+}
+
+/// The servers of `common` that run as a cluster.
+fn clustered(common: &Common) -> Vec<TargetKind> {
+    common
+        .targets
+        .iter()
+        .copied()
+        .filter(|&k| k != TargetKind::Bare)
+        .collect()
+}
+
+async fn cluster_into(common: &Common, cfg: &ClusterConfig, report: &mut Report) {
+    let mut progress = Progress::new();
+    for kind in clustered(common) {
+        if let Some(relay_cfg) = &cfg.relay {
+            let Some(mut c) = start_cluster(common, kind, cfg.nodes, "relay", report) else {
+                continue;
+            };
+            let outcome = relay::run(&c.site(common.first_source), relay_cfg, &mut progress).await;
+            progress.done();
+            match outcome {
+                Ok(r) => {
+                    for st in r.steps.iter().filter(|st| st.faulty()) {
+                        report.failures.push(format!(
+                            "cluster relay on {} at {:.0} msg/s: sent {} delivered {} lost {} duplicated {} out of order {} seq regressions {} seq gaps {} errors {:?}",
+                            kind.name(), st.offered_per_sec, st.sent, st.delivered, st.lost,
+                            st.duplicated, st.out_of_order, st.seq_regressions, st.seq_gaps, st.errors
+                        ));
+                    }
+                    report.cluster_relay.push(r);
+                }
+                Err(err) => cluster_failed(report, &mut c, "cluster relay", &err),
+            }
+            finish_cluster(report, c, "relay");
+        }
+        if let Some(churn_cfg) = &cfg.churn {
+            let Some(mut c) = start_cluster(common, kind, cfg.nodes, "churn", report) else {
+                continue;
+            };
+            let outcome = churn::run(&c.site(common.first_source), churn_cfg, &mut progress).await;
+            progress.done();
+            match outcome {
+                Ok(r) => {
+                    for st in r.steps.iter().filter(|st| st.faulty()) {
+                        report.failures.push(format!(
+                            "cluster churn on {} at λ={}: {} arrived, {} assigned, {} unassigned, {} not closed, {} FIFO breaches, errors {:?}",
+                            kind.name(), st.arrival_rate, st.arrivals, st.assigned, st.unassigned,
+                            st.not_closed, st.fifo_violations, st.errors
+                        ));
+                    }
+                    report.cluster_churn.push(r);
+                }
+                Err(err) => cluster_failed(report, &mut c, "cluster churn", &err),
+            }
+            finish_cluster(report, c, "churn");
+        }
+    }
+}
+
+/// Starts a cluster, or records why it did not start.
+fn start_cluster(
+    common: &Common,
+    kind: TargetKind,
+    nodes: usize,
+    scenario: &str,
+    report: &mut Report,
+) -> Option<cluster::Cluster> {
+    let mut progress = Progress::new();
+    progress.show(&format!(
+        "[cluster {scenario}] starting {nodes} {} nodes",
+        kind.name()
+    ));
+    let started = tokio::task::block_in_place(|| cluster::start(kind, &common.opts, nodes));
+    progress.done();
+    match started {
+        Ok(c) => Some(c),
+        Err(err) => {
+            tracing::error!(target_kind = kind.name(), "{err:#}");
+            report.failures.push(format!(
+                "cluster {scenario} on {}: the cluster did not start: {err:#}",
+                kind.name()
+            ));
+            None
+        }
+    }
+}
+
+/// Records a cluster scenario's failure, naming any node that exited.
+fn cluster_failed(
+    report: &mut Report,
+    c: &mut cluster::Cluster,
+    scenario: &str,
+    err: &anyhow::Error,
+) {
+    let mut exited = Vec::new();
+    for node in &mut c.nodes {
+        if !node.alive() {
+            tracing::error!(
+                "{} exited; its last log lines:
+{}",
+                node.label,
+                node.logs()
+            );
+            exited.push(node.label.clone());
+        }
+    }
+    tracing::error!(target_kind = c.kind.name(), "{scenario}: {err:#}");
+    report.failures.push(format!(
+        "{scenario} on {}: {err:#}{}",
+        c.kind.name(),
+        if exited.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} exited)", exited.join(", "))
+        }
+    ));
+}
+
+/// Keeps what the cluster's servers logged, then stops it.
+fn finish_cluster(report: &mut Report, c: cluster::Cluster, scenario: &str) {
+    report.clusters.push(ClusterRun {
+        target: c.kind,
+        scenario: scenario.to_string(),
+        nodes: c.nodes.len(),
+        startup_secs: c.startup_secs,
+        postgres: c.postgres_settings(),
+        node_warnings: c.warnings(),
+    });
+    for (name, text) in c.log_excerpts() {
+        report
+            .logs
+            .push((format!("cluster-{scenario}-{name}"), text));
+    }
+    tokio::task::block_in_place(|| c.stop());
+}
+
+/// The smoke run's settings for the cluster: a few seconds, a few conversations.
+pub fn smoke_cluster_config() -> ClusterConfig {
+    ClusterConfig {
+        nodes: 3,
+        relay: Some(RelayConfig {
+            conversations: 12,
+            agent_capacity: 6,
+            // 2.5 messages per second per side.
+            offered: vec![60.0],
+            step_secs: 2.0,
+            warmup_secs: 0.5,
+            drain_secs: 3.0,
+            text_bytes: 64,
+            stop_p99_ms: 10_000.0,
+            slo_p99_ms: 10.0,
+        }),
+        churn: Some(ChurnConfig {
+            arrivals: vec![5.0],
+            step_secs: 3.0,
+            // One agent, on node 2: offers from players on nodes 1 and 3 arrive
+            // on one socket, so the FIFO judgement stays exact.
+            agents: 1,
+            capacity: 4,
+            service_secs: 0.5,
+            patience_secs: 15.0,
+            seed: 1,
+            fifo_tolerance_ms: 1.0,
+        }),
     }
 }
 
@@ -186,13 +374,17 @@ pub struct Check {
 /// report and one check per scenario and server.
 pub async fn smoke(common: &Common) -> (Report, Vec<Check>) {
     let (relay_cfg, idle_cfg, churn_cfg) = smoke_configs();
+    let cluster_cfg = smoke_cluster_config();
     let mut report = common.report(
         "smoke",
-        &serde_json::json!({"relay": relay_cfg, "idle": idle_cfg, "churn": churn_cfg}),
+        &serde_json::json!({
+            "relay": relay_cfg, "idle": idle_cfg, "churn": churn_cfg, "cluster": cluster_cfg
+        }),
     );
     relay_into(common, &relay_cfg, &mut report).await;
     idle_into(common, &idle_cfg, &mut report).await;
     churn_into(common, &churn_cfg, &mut report).await;
+    cluster_into(common, &cluster_cfg, &mut report).await;
     let mut checks = Vec::new();
     for &kind in &common.targets {
         let name = kind.name();
@@ -213,14 +405,17 @@ pub async fn smoke(common: &Common) -> (Report, Vec<Check>) {
                 for st in &r.steps {
                     if st.faulty() || st.delivered == 0 {
                         problems.push(format!(
-                            "at {} msg/s: sent {} delivered {} lost {} dup {} ooo {} errors {:?}",
+                            "at {} msg/s: sent {} delivered {} lost {} dup {} ooo {} seq regressions {} seq gaps {} errors {:?} {:?}",
                             st.offered_per_sec,
                             st.sent,
                             st.delivered,
                             st.lost,
                             st.duplicated,
                             st.out_of_order,
-                            st.errors
+                            st.seq_regressions,
+                            st.seq_gaps,
+                            st.errors,
+                            st.anomalies.first()
                         ));
                     }
                 }
@@ -270,6 +465,42 @@ pub async fn smoke(common: &Common) -> (Report, Vec<Check>) {
             name: format!("churn on {name}"),
             problems,
         });
+    }
+    for kind in clustered(common) {
+        let name = kind.name();
+        for scenario in ["relay", "churn"] {
+            let prefix = format!("cluster {scenario} on {name}");
+            let mut problems: Vec<String> = report
+                .failures
+                .iter()
+                .filter(|f| f.starts_with(&prefix))
+                .cloned()
+                .collect();
+            let steps_delivered: Option<Vec<bool>> = match scenario {
+                "relay" => report
+                    .cluster_relay
+                    .iter()
+                    .find(|r| r.target == kind)
+                    .map(|r| r.steps.iter().map(|s| s.delivered > 0).collect()),
+                _ => report
+                    .cluster_churn
+                    .iter()
+                    .find(|r| r.target == kind)
+                    .map(|r| r.steps.iter().map(|s| s.assigned > 0).collect()),
+            };
+            match steps_delivered {
+                Some(steps) if steps.is_empty() || steps.contains(&false) => {
+                    problems.push("a step delivered or assigned nothing".into())
+                }
+                Some(_) => {}
+                None if problems.is_empty() => problems.push("no result".into()),
+                None => {}
+            }
+            checks.push(Check {
+                name: prefix,
+                problems,
+            });
+        }
     }
     (report, checks)
 }
@@ -422,7 +653,7 @@ fn table_markdown(
                     steps.iter().map(|s| s.duplicated).sum::<u64>(),
                     steps
                         .iter()
-                        .map(|s| s.out_of_order + s.seq_regressions)
+                        .map(|s| s.out_of_order + s.seq_regressions + s.seq_gaps)
                         .sum::<u64>()
                 )
             })

@@ -1,7 +1,7 @@
 //! The servers under test: starting one (Pitboss, the bare relay or the Socket.IO
-//! relay) as a child process on a free loopback port, creating Pitboss agents
-//! through its CLI, and stopping it again by its process id. It does not talk
-//! WebSocket; `wire` does.
+//! relay) as a child process on a free loopback port, alone or as one node of a
+//! cluster ([`Membership`]), creating Pitboss agents through its CLI, and
+//! stopping it again by its process id. It does not talk WebSocket; `wire` does.
 
 use crate::procstat::ProcStats;
 use anyhow::{bail, Context};
@@ -65,12 +65,38 @@ pub struct TargetOptions {
     pub pitboss_arg: Vec<String>,
 }
 
+/// How a server joins a cluster: its name and what the nodes share.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    /// The node's name (`node-1`, …).
+    pub node: String,
+    /// The Redis the nodes share.
+    pub redis_url: String,
+    /// Pitboss: the PostgreSQL database the nodes share (accounts live there).
+    pub database_url: Option<String>,
+    /// Socket.IO: this node runs the churn dispatcher the others forward to.
+    pub dispatcher: bool,
+}
+
+/// Where a Pitboss server keeps its accounts, for `pitboss agent add`.
+#[derive(Debug, Clone)]
+enum Accounts {
+    /// Alone: its data directory.
+    DataDir(PathBuf),
+    /// In a cluster: the shared database.
+    Database(String),
+}
+
 /// The password of every agent the generator creates; the server is throwaway.
 const AGENT_PASSWORD: &str = "loadtest-password";
 
 /// Log lines kept from a server, to show when it fails. Bounded: a busy server
 /// could log without end.
 const LOG_LINES: usize = 200;
+
+/// Warning, error and routing lines kept from a server, apart from the last
+/// lines: a server that warns early and then logs on would push them out.
+const WARNING_LINES: usize = 500;
 
 /// How long a server may take to print `listening on`.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -81,21 +107,39 @@ pub struct Target {
     pub kind: TargetKind,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its name in logs: the kind alone, the node's name in a cluster.
+    pub label: String,
     child: Child,
     /// Pitboss's data directory, removed when the target is dropped.
-    data_dir: Option<tempfile::TempDir>,
+    _data_dir: Option<tempfile::TempDir>,
+    accounts: Option<Accounts>,
     pitboss_bin: PathBuf,
     log: Arc<Mutex<VecDeque<String>>>,
+    warnings: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Target {
-    /// Starts the server and waits until it listens.
+    /// Starts the server alone and waits until it listens.
     pub fn start(kind: TargetKind, opts: &TargetOptions) -> anyhow::Result<Target> {
+        Target::start_node(kind, opts, None)
+    }
+
+    /// Starts the server, alone or as a node of a cluster, and waits until it
+    /// listens.
+    pub fn start_node(
+        kind: TargetKind,
+        opts: &TargetOptions,
+        member: Option<&Membership>,
+    ) -> anyhow::Result<Target> {
         let pitboss_bin = opts
             .pitboss_bin
             .clone()
             .unwrap_or_else(|| sibling("pitboss"));
-        let (mut cmd, data_dir) = match kind {
+        let label = member.map_or_else(
+            || kind.name().to_string(),
+            |m| format!("{} {}", kind.name(), m.node),
+        );
+        let (mut cmd, data_dir, accounts) = match kind {
             TargetKind::Pitboss => {
                 if !pitboss_bin.exists() {
                     bail!(
@@ -117,10 +161,30 @@ impl Target {
                     // `listening on` line.
                     .env_remove("RUST_LOG")
                     .env_remove("PITBOSS_LOG")
-                    .args(&opts.pitboss_arg);
-                (cmd, Some(dir))
+                    // Nor may the generator's environment make a node of a
+                    // cluster it was not asked to join.
+                    .env_remove("PITBOSS_REDIS_URL")
+                    .env_remove("PITBOSS_DATABASE_URL")
+                    .env_remove("PITBOSS_NODE");
+                let accounts = match member {
+                    Some(m) => {
+                        let database_url = m
+                            .database_url
+                            .clone()
+                            .context("a Pitboss node of a cluster needs a database")?;
+                        cmd.args(["--node", &m.node, "--redis-url", &m.redis_url])
+                            .args(["--database-url", &database_url]);
+                        Accounts::Database(database_url)
+                    }
+                    None => Accounts::DataDir(dir.path().to_path_buf()),
+                };
+                cmd.args(&opts.pitboss_arg);
+                (cmd, Some(dir), Some(accounts))
             }
             TargetKind::Bare => {
+                if member.is_some() {
+                    bail!("the bare relay has no cluster mode");
+                }
                 let bin = opts
                     .bare_bin
                     .clone()
@@ -134,7 +198,7 @@ impl Target {
                 let mut cmd = pinned(opts, &bin);
                 cmd.args(["--listen", "127.0.0.1:0"])
                     .env("RUST_LOG", "warn,bare_relay=info");
-                (cmd, None)
+                (cmd, None, None)
             }
             TargetKind::Socketio => {
                 let dir = opts.socketio_dir.clone().unwrap_or_else(socketio_dir);
@@ -148,8 +212,16 @@ impl Target {
                 let mut cmd = pinned(opts, Path::new(&opts.node));
                 cmd.arg(dir.join("server.js"))
                     .env("HOST", "127.0.0.1")
-                    .env("PORT", "0");
-                (cmd, None)
+                    .env("PORT", "0")
+                    .env_remove("REDIS_URL")
+                    .env_remove("DISPATCHER");
+                if let Some(m) = member {
+                    cmd.env("REDIS_URL", &m.redis_url);
+                    if m.dispatcher {
+                        cmd.env("DISPATCHER", "1");
+                    }
+                }
+                (cmd, None, None)
             }
         };
         let mut child = cmd
@@ -157,8 +229,9 @@ impl Target {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("starting {}", kind.name()))?;
+            .with_context(|| format!("starting {label}"))?;
         let log = Arc::new(Mutex::new(VecDeque::new()));
+        let warnings = Arc::new(Mutex::new(VecDeque::new()));
         // A bounded channel of one: only the first `listening on` line matters.
         let (tx, rx) = std::sync::mpsc::sync_channel::<String>(1);
         // Both pipes are read to the end, or a chatty server would block on a
@@ -181,6 +254,7 @@ impl Target {
         ] {
             let Some(pipe) = pipe else { continue };
             let log = log.clone();
+            let warnings = warnings.clone();
             let tx = tx.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
@@ -193,15 +267,23 @@ impl Target {
                         // Full or closed: the address was already taken.
                         let _ignored = tx.try_send(addr);
                     }
+                    let line = if is_stdout {
+                        line
+                    } else {
+                        format!("stderr: {line}")
+                    };
+                    if is_warning(&line) {
+                        let mut w = warnings.lock().expect("log poisoned");
+                        if w.len() == WARNING_LINES {
+                            w.pop_front();
+                        }
+                        w.push_back(line.clone());
+                    }
                     let mut log = log.lock().expect("log poisoned");
                     if log.len() == LOG_LINES {
                         log.pop_front();
                     }
-                    log.push_back(if is_stdout {
-                        line
-                    } else {
-                        format!("stderr: {line}")
-                    });
+                    log.push_back(line);
                 }
             });
         }
@@ -227,15 +309,18 @@ impl Target {
         };
         let addr: SocketAddr = addr
             .parse()
-            .with_context(|| format!("{} printed an odd address: {addr}", kind.name()))?;
-        tracing::info!(target_kind = kind.name(), %addr, pid = child.id(), "server started");
+            .with_context(|| format!("{label} printed an odd address: {addr}"))?;
+        tracing::info!(server = %label, %addr, pid = child.id(), "server started");
         Ok(Target {
             kind,
             addr,
+            label,
             child,
-            data_dir,
+            _data_dir: data_dir,
+            accounts,
             pitboss_bin,
             log,
+            warnings,
         })
     }
 
@@ -260,6 +345,20 @@ impl Target {
         log.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 
+    /// The warnings and errors the server logged, and routing changes (the
+    /// last few hundred).
+    pub fn warnings(&self) -> Vec<String> {
+        let w = self.warnings.lock().expect("log poisoned");
+        w.iter().cloned().collect()
+    }
+
+    /// Whether the server has logged a line containing `needle` (among its last
+    /// lines).
+    pub fn logged(&self, needle: &str) -> bool {
+        let log = self.log.lock().expect("log poisoned");
+        log.iter().any(|l| l.contains(needle))
+    }
+
     /// Creates Pitboss agents `{prefix}{i}` for `i` in `0..count`, serving `en` in
     /// `general`, through the CLI as an operator would. Several at once: each
     /// hashes a password, which is slow in a debug build.
@@ -269,12 +368,10 @@ impl Target {
         count: usize,
         capacity: usize,
     ) -> anyhow::Result<Vec<String>> {
-        let data_dir = self
-            .data_dir
-            .as_ref()
-            .context("agents exist only on pitboss")?
-            .path()
-            .to_path_buf();
+        let accounts = self
+            .accounts
+            .clone()
+            .context("agents exist only on pitboss")?;
         let logins: Vec<String> = (0..count).map(|i| format!("{prefix}{i}")).collect();
         // Two at a time per core is enough to hide process start-up.
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
@@ -283,9 +380,9 @@ impl Target {
                 .iter()
                 .map(|login| {
                     let bin = self.pitboss_bin.clone();
-                    let dir = data_dir.clone();
+                    let accounts = accounts.clone();
                     let login = login.clone();
-                    std::thread::spawn(move || add_agent(&bin, &dir, &login, capacity))
+                    std::thread::spawn(move || add_agent(&bin, &accounts, &login, capacity))
                 })
                 .collect();
             for h in handles {
@@ -337,9 +434,9 @@ impl Drop for Target {
     }
 }
 
-fn add_agent(bin: &Path, data_dir: &Path, login: &str, capacity: usize) -> anyhow::Result<()> {
-    let mut child = Command::new(bin)
-        .args(["agent", "add", login, "--password-stdin"])
+fn add_agent(bin: &Path, accounts: &Accounts, login: &str, capacity: usize) -> anyhow::Result<()> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["agent", "add", login, "--password-stdin"])
         .args([
             "--languages",
             "en",
@@ -348,8 +445,13 @@ fn add_agent(bin: &Path, data_dir: &Path, login: &str, capacity: usize) -> anyho
             "--capacity",
         ])
         .arg(capacity.to_string())
-        .arg("--data-dir")
-        .arg(data_dir)
+        .env_remove("PITBOSS_DATABASE_URL")
+        .env_remove("PITBOSS_DATA_DIR");
+    match accounts {
+        Accounts::DataDir(dir) => cmd.arg("--data-dir").arg(dir),
+        Accounts::Database(url) => cmd.args(["--database-url", url]),
+    };
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -370,9 +472,19 @@ fn add_agent(bin: &Path, data_dir: &Path, login: &str, capacity: usize) -> anyho
     Ok(())
 }
 
+/// Whether a server's log line is worth keeping apart: a warning or an error
+/// (tracing's text format, or anything on stderr, where Node writes errors), or
+/// a Pitboss node taking over routing.
+fn is_warning(line: &str) -> bool {
+    line.contains(" WARN ")
+        || line.contains(" ERROR ")
+        || line.starts_with("stderr: ")
+        || line.contains("routing here now")
+}
+
 /// A command that runs `program`, under `taskset` when CPUs are given. `taskset`
 /// execs the program, so the child's pid is the server's own.
-fn pinned(opts: &TargetOptions, program: &Path) -> Command {
+pub fn pinned(opts: &TargetOptions, program: &Path) -> Command {
     match &opts.server_cpus {
         Some(cpus) => {
             let mut cmd = Command::new("taskset");

@@ -1330,3 +1330,129 @@ async fn an_agent_who_just_connected_is_not_taken_offline_by_older_presence() {
     assert_eq!(incidents, Vec::<String>::new(), "offers withdrawn");
     assert_eq!(violations(&[&agent, &player]), Vec::<String>::new());
 }
+
+/// Presence: an agent whose node dies is offline for routing within three
+/// heartbeats; their conversation stays theirs for the grace period, then waits at
+/// the head of the queue (ahead of a player who was already waiting); a queued
+/// player whose node died and who does not come back is marked abandoned, while a
+/// queued player still connected elsewhere keeps waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_agents_go_offline_then_lose_their_chats_and_its_players_are_abandoned() {
+    let grace = Duration::from_secs(3);
+    let abandon = Duration::from_secs(2);
+    let setup = Setup {
+        node_args: ["--agent-grace-secs", "3", "--abandon-after-secs", "2"]
+            .map(String::from)
+            .to_vec(),
+        ..Setup::nodes(2)
+    };
+    let mut cluster = Cluster::start(setup).await;
+    let leader = cluster.wait_leader(None).await;
+    let doomed = 1 - leader;
+    cluster.add_agent("full", 1, false);
+    cluster.add_agent("gone", 1, false);
+    cluster.add_agent("boss", 1, true);
+    let boss = cluster.login("boss").await;
+
+    // `full` (on the routing node) and `gone` (on the other) each take one chat.
+    let token = cluster.login("full").await;
+    let mut full = cluster.agent("full", &token, leader).await;
+    let mut p0 = cluster.visitor("p0", leader).await;
+    let c0 = start(&mut p0).await;
+    accept(&mut full, &mut p0, &c0).await.unwrap();
+    let token = cluster.login("gone").await;
+    let mut gone = cluster.agent("gone", &token, doomed).await;
+    let mut p1 = cluster.visitor("p1", leader).await;
+    let c1 = start(&mut p1).await;
+    accept(&mut gone, &mut p1, &c1).await.unwrap();
+
+    // Both are full: p2 (on the routing node) and p3 (on the doomed node) wait.
+    let mut p2 = cluster.visitor("p2", leader).await;
+    let c2 = start(&mut p2).await;
+    p2.wait("p2 first in line", SETTLE, |p| position(p, &c2) == Some(1))
+        .await;
+    let mut p3 = cluster.visitor("p3", doomed).await;
+    let c3 = start(&mut p3).await;
+    p3.wait("p3 second in line", SETTLE, |p| position(p, &c3) == Some(2))
+        .await;
+
+    cluster.kill(doomed);
+    let killed = Instant::now();
+    let node = &cluster.nodes[leader];
+    let deadline = killed + SETTLE;
+    loop {
+        let agents = node.get_json("/api/agents", &boss).await;
+        let status = agents["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == "gone")
+            .map(|a| a["status"].clone());
+        if status == Some(json!("offline")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "gone is still {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let offline_after = killed.elapsed();
+    // Three heartbeats of presence ttl, plus one heartbeat for the routing node
+    // to look, plus a tick.
+    assert!(
+        offline_after <= LEASE_TTL + Duration::from_millis(700),
+        "gone went offline {offline_after:?} after its node died"
+    );
+    assert_eq!(
+        cluster.summary(&c1, &boss).await["agent"],
+        "gone",
+        "still theirs"
+    );
+
+    // After the grace period, c1 waits at the head of the queue, ahead of p2.
+    let mut peers = [&mut p1, &mut p2];
+    until(
+        "c1 requeued at the head, p2 second",
+        grace + SETTLE,
+        &mut peers,
+        |p| position(p[0], &c1) == Some(1) && position(p[1], &c2) == Some(2),
+    )
+    .await;
+    assert!(
+        killed.elapsed() >= grace,
+        "requeued after {:?}, before the grace period",
+        killed.elapsed()
+    );
+    let summary = cluster.summary(&c1, &boss).await;
+    assert_eq!(summary["state"], "queued", "{summary}");
+
+    // p3's node died and p3 did not come back: abandoned. p2 stays queued.
+    let deadline = Instant::now() + abandon + SETTLE;
+    loop {
+        let s = cluster.summary(&c3, &boss).await;
+        if s["state"] == "closed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "c3 not abandoned: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let events = cluster.transcript(&c3, &boss).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "closed"
+                && e["text"] == "The player left before an agent was free."),
+        "{events:?}"
+    );
+    assert_eq!(cluster.summary(&c2, &boss).await["state"], "queued");
+
+    // `full` frees a slot: the head of the queue (c1) is offered first.
+    let mark = full.mark();
+    assert!(full.send(json!({"type":"close","conversation":c0})).await);
+    full.wait_frame(mark, "the offer of c1", SETTLE, |f| {
+        f["type"] == "offer" && f["conversation"] == c1.as_str()
+    })
+    .await;
+    assert!(full
+        .find(mark, |f| f["type"] == "offer"
+            && f["conversation"] == c2.as_str())
+        .is_none());
+}

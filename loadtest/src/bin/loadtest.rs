@@ -8,7 +8,7 @@ use pitboss_loadtest::churn::ChurnConfig;
 use pitboss_loadtest::idle::{IdleConfig, WorkerArgs, MAX_PER_WORKER};
 use pitboss_loadtest::relay::RelayConfig;
 use pitboss_loadtest::report::Report;
-use pitboss_loadtest::suite::{self, Common};
+use pitboss_loadtest::suite::{self, ClusterConfig, Common};
 use pitboss_loadtest::target::{TargetKind, TargetOptions};
 use std::io::Write;
 use std::path::PathBuf;
@@ -118,14 +118,90 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
-    /// Every scenario against every server for a few seconds with small N; exits
-    /// non-zero on any loss, duplicate, error or server that fails to start.
+    /// Relay and churn across the nodes of a cluster (three by default) sharing a
+    /// private Redis (and, for Pitboss, a private PostgreSQL): players on nodes 1
+    /// and 3, agents on node 2. Pitboss against Socket.IO with its Redis
+    /// adapter; exits non-zero on any loss, duplicate, reordering or error.
+    Cluster {
+        /// Nodes per cluster.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Which parts to run.
+        #[arg(long, value_delimiter = ',', default_value = "relay,churn")]
+        parts: Vec<ClusterPart>,
+        /// Relay: live conversations.
+        #[arg(long, default_value_t = 500)]
+        conversations: usize,
+        /// Relay: messages per second each side of each conversation sends
+        /// (500 conversations × 2 sides × 1/s = 1,000 msg/s).
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        /// Relay: a sweep instead, offered loads in messages per second over all
+        /// conversations (such as 1000,2000,5000); it stops at saturation.
+        #[arg(long, value_delimiter = ',')]
+        sweep: Vec<f64>,
+        /// Relay: seconds of sending per step.
+        #[arg(long, default_value_t = 30.0)]
+        step_secs: f64,
+        /// Relay: seconds at the start of each step not measured for latency.
+        #[arg(long, default_value_t = 2.0)]
+        warmup_secs: f64,
+        /// Relay: seconds to wait for stragglers after each step.
+        #[arg(long, default_value_t = 5.0)]
+        drain_secs: f64,
+        /// Relay: conversations per agent connection.
+        #[arg(long, default_value_t = 50)]
+        agent_capacity: usize,
+        /// Relay: bytes of text per message.
+        #[arg(long, default_value_t = 64)]
+        text_bytes: usize,
+        /// Relay: the p99 objective in milliseconds.
+        #[arg(long, default_value_t = 10.0)]
+        slo_p99_ms: f64,
+        /// Relay: a sweep stops after a step with a p99 above this, in ms.
+        #[arg(long, default_value_t = 200.0)]
+        stop_p99_ms: f64,
+        /// Churn: arrival rates λ (players per second), one step each.
+        #[arg(long, value_delimiter = ',', default_value = "10")]
+        churn_rates: Vec<f64>,
+        /// Churn: seconds of arrivals per step.
+        #[arg(long, default_value_t = 20.0)]
+        churn_step_secs: f64,
+        /// Churn: agents online (all on node 2).
+        #[arg(long, default_value_t = 20)]
+        agents: usize,
+        /// Churn: conversations each agent holds at once.
+        #[arg(long, default_value_t = 5)]
+        capacity: usize,
+        /// Churn: seconds an agent keeps a conversation.
+        #[arg(long, default_value_t = 0.5)]
+        service_secs: f64,
+        /// Churn: seconds a player waits for an agent before counting as
+        /// unassigned.
+        #[arg(long, default_value_t = 30.0)]
+        patience_secs: f64,
+        /// Churn: seed of the arrival process.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Every scenario against every server for a few seconds with small N
+    /// (and relay and churn on three-node clusters); exits non-zero on any
+    /// loss, duplicate, error or server that fails to start.
     Smoke,
     /// The scenarios behind the published table; writes table.md beside them.
     Table,
     /// Internal: one idle worker process, started by `idle`.
     #[command(hide = true)]
     IdleWorker(WorkerArgs),
+}
+
+/// A part of the cluster scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ClusterPart {
+    /// Open-loop messaging between players and agents on different nodes.
+    Relay,
+    /// Players arriving on some nodes, agents on another.
+    Churn,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -247,6 +323,65 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 fifo_tolerance_ms: 1.0,
             };
             finish(&suite::churn(&common, &cfg).await, &out("churn"))
+        }
+        Command::Cluster {
+            nodes,
+            parts,
+            conversations,
+            rate,
+            sweep,
+            step_secs,
+            warmup_secs,
+            drain_secs,
+            agent_capacity,
+            text_bytes,
+            slo_p99_ms,
+            stop_p99_ms,
+            churn_rates,
+            churn_step_secs,
+            agents,
+            capacity,
+            service_secs,
+            patience_secs,
+            seed,
+        } => {
+            let offered = if sweep.is_empty() {
+                vec![rate * 2.0 * conversations as f64]
+            } else {
+                sweep
+            };
+            if offered
+                .iter()
+                .chain(&churn_rates)
+                .any(|&o| o.is_nan() || o <= 0.0)
+            {
+                bail!("rates must be positive");
+            }
+            let cfg = ClusterConfig {
+                nodes,
+                relay: parts.contains(&ClusterPart::Relay).then_some(RelayConfig {
+                    conversations,
+                    agent_capacity,
+                    offered,
+                    step_secs,
+                    warmup_secs,
+                    drain_secs,
+                    text_bytes,
+                    stop_p99_ms,
+                    slo_p99_ms,
+                }),
+                churn: parts.contains(&ClusterPart::Churn).then_some(ChurnConfig {
+                    arrivals: churn_rates,
+                    step_secs: churn_step_secs,
+                    agents,
+                    capacity,
+                    service_secs,
+                    patience_secs,
+                    seed,
+                    fifo_tolerance_ms: 1.0,
+                }),
+            };
+            finish(&suite::cluster(&common, &cfg).await, &out("cluster"))
         }
         Command::Smoke => {
             let started = std::time::Instant::now();

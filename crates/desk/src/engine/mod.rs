@@ -238,23 +238,21 @@ impl Desk {
             desk.join_cluster(command_rx);
             // A lone node leads at once; others learn who does.
             desk.keep_lease(true).await;
-            let weak = Arc::downgrade(&desk);
-            let tick = Duration::from_millis(desk.config.tick_ms.max(10));
-            tokio::spawn(async move {
-                let mut interval = tokio::time::interval(tick);
-                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    interval.tick().await;
-                    let Some(desk) = weak.upgrade() else { break };
-                    if desk.draining.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    desk.keep_lease(false).await;
-                }
-            });
+            desk.every_tick(|desk| async move { desk.keep_lease(false).await });
         }
-        let weak = Arc::downgrade(&desk);
-        let tick = Duration::from_millis(desk.config.tick_ms.max(10));
+        desk.every_tick(|desk| async move { desk.on_tick().await });
+        tracing::info!(node = %desk.config.node, "desk started");
+        Ok(desk)
+    }
+
+    /// Runs `job` every tick on a task of its own until the desk drains or is gone.
+    fn every_tick<F, Fut>(self: &Arc<Self>, job: F)
+    where
+        F: Fn(Arc<Desk>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let weak = Arc::downgrade(self);
+        let tick = Duration::from_millis(self.config.tick_ms.max(10));
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(tick);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -264,11 +262,9 @@ impl Desk {
                 if desk.draining.load(Ordering::Relaxed) {
                     break;
                 }
-                desk.on_tick().await;
+                job(desk).await;
             }
         });
-        tracing::info!(node = %desk.config.node, "desk started");
-        Ok(desk)
     }
 
     /// Loads accounts and the live index from the store (after a restart), and

@@ -153,16 +153,7 @@ impl Desk {
             Session::Player { card, .. } => {
                 if self.config.cluster {
                     // Conversations another node opened are loaded here.
-                    let open = self
-                        .store
-                        .conversations(ConversationFilter {
-                            player: Some(card.id.clone()),
-                            limit: 50,
-                            ..Default::default()
-                        })
-                        .await
-                        .unwrap_or_default();
-                    for record in open {
+                    for record in self.latest_of_player(&card.id).await {
                         if record.summary.state != ConversationState::Closed {
                             self.insert_live(&record, cluster::request_of(&record));
                         }
@@ -197,6 +188,18 @@ impl Desk {
         (conn, rx, close)
     }
 
+    /// A player's latest 50 conversations (none if the store cannot say now).
+    async fn latest_of_player(&self, player: &PlayerId) -> Vec<ConversationRecord> {
+        self.store
+            .conversations(ConversationFilter {
+                player: Some(player.clone()),
+                limit: 50,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_default()
+    }
+
     /// The `welcome` frame for a freshly connected session.
     pub async fn welcome(self: &Arc<Self>, session: &Session) -> ServerFrame {
         let (conversations, status, visitor_token) = match session {
@@ -205,14 +208,8 @@ impl Desk {
                 visitor_token,
             } => {
                 let list = self
-                    .store
-                    .conversations(ConversationFilter {
-                        player: Some(card.id.clone()),
-                        limit: 50,
-                        ..Default::default()
-                    })
+                    .latest_of_player(&card.id)
                     .await
-                    .unwrap_or_default()
                     .into_iter()
                     .filter(|r| r.summary.state != ConversationState::Closed)
                     .map(|r| r.summary)

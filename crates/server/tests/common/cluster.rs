@@ -124,11 +124,12 @@ impl Cluster {
                 &database_url,
                 "--heartbeat-secs",
                 HEARTBEAT_SECS,
-                "--agent-grace-secs",
-                AGENT_GRACE_SECS,
                 "--shutdown-timeout-secs",
                 "5",
             ];
+            if !setup.node_args.iter().any(|a| a == "--agent-grace-secs") {
+                args.extend(["--agent-grace-secs", AGENT_GRACE_SECS]);
+            }
             args.extend(setup.node_args.iter().map(String::as_str));
             let mut server = Server::start(&node_dir, &args);
             server.label = name.clone();
