@@ -231,3 +231,32 @@ async fn a_client_that_stops_reading_is_disconnected_as_a_slow_consumer() {
     assert_eq!(expect, last);
     assert!(server.healthy().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_an_account_closes_its_open_sessions_and_refuses_its_token() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    server.add_agent("leaver", "en", "general", 2, false);
+    let token = server.login("leaver").await;
+    let mut agent = server.agent("leaver").await;
+
+    let out = std::process::Command::new(BIN)
+        .args(["agent", "remove", "leaver", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The open console is told and closed (the check runs every few seconds).
+    let error = agent.expect("error").await;
+    assert_eq!(error["code"], "unauthorized", "{error}");
+    assert_eq!(agent.expect_close().await, Some(4001));
+    // The token no longer opens anything.
+    let (status, _) = server.get("/api/me", &token).await;
+    assert_eq!(status, 401);
+    let mut again = Client::connect(&server.addr).await;
+    again
+        .send(json!({"type":"hello","protocol":1,"auth":{"kind":"agent","token":token}}))
+        .await;
+    assert_eq!(again.expect("error").await["code"], "unauthorized");
+}

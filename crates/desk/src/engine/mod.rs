@@ -138,6 +138,8 @@ pub struct Desk {
     presence_dirty: AtomicBool,
     /// A resync from the store is due.
     resync_requested: AtomicBool,
+    /// When the accounts of connected agents were last checked.
+    accounts_checked: Mutex<Option<Instant>>,
     /// The leader's record of commands seen (sender, request id → when), so a
     /// command sent again runs once.
     seen_commands: Mutex<std::collections::HashMap<(String, u64), u64>>,
@@ -214,6 +216,7 @@ impl Desk {
             reported_departments: DashMap::new(),
             taking_over: AtomicBool::new(false),
             seen_commands: Mutex::new(Default::default()),
+            accounts_checked: Mutex::new(None),
             repair_soon: AtomicBool::new(false),
             started: Instant::now(),
             live: DashMap::new(),
@@ -241,6 +244,7 @@ impl Desk {
             desk.every_tick(|desk| async move { desk.keep_lease(false).await });
         }
         desk.every_tick(|desk| async move { desk.on_tick().await });
+        desk.every_tick(|desk| async move { desk.check_accounts().await });
         tracing::info!(node = %desk.config.node, "desk started");
         Ok(desk)
     }

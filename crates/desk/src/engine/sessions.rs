@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// How often the accounts of connected agents are checked.
+const ACCOUNT_CHECK: Duration = Duration::from_secs(5);
+
 impl Desk {
     // ---------------------------------------------------------------- sessions
 
@@ -307,6 +310,41 @@ impl Desk {
                         node: self.config.node.clone(),
                     })
                     .await;
+            }
+        }
+    }
+
+    /// Every few seconds, closes the connections of agents whose account was
+    /// removed meanwhile (a session token alone does not outlive its account).
+    pub(super) async fn check_accounts(&self) {
+        {
+            let mut last = self.accounts_checked.lock().expect("accounts lock");
+            if last.is_some_and(|t| t.elapsed() < ACCOUNT_CHECK) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let agents: Vec<AgentId> = self
+            .users
+            .iter()
+            .filter_map(|e| match e.key() {
+                UserKey::Agent(a) => Some(a.clone()),
+                UserKey::Player(_) => None,
+            })
+            .collect();
+        for agent in agents {
+            if let Ok(None) = self.store.agent(&agent).await {
+                tracing::info!(agent = %agent, "account removed: closing its sessions");
+                self.each_conn(&UserKey::Agent(agent), |c| {
+                    c.send(ServerFrame::Error {
+                        code: ErrorCode::Unauthorized,
+                        message: "this account was removed".into(),
+                        frame: None,
+                        conversation: None,
+                        client_id: None,
+                    });
+                    c.close(CloseCode::AuthFailed);
+                });
             }
         }
     }
