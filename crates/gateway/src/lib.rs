@@ -3,10 +3,14 @@
 //! limits, and hands everything else to the desk. It holds no conversation state.
 
 mod assets;
+mod client_addr;
+mod limits;
 mod rest;
 mod ws;
 
 pub use assets::embedded_files;
+pub use client_addr::{client_addr, TrustedProxies};
+pub use limits::AddressLimits;
 
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
@@ -44,6 +48,23 @@ pub struct GatewayConfig {
     /// WebSocket connections this node holds at most; one more is closed with
     /// 1013 (overloaded) right after the upgrade.
     pub max_connections: usize,
+    /// Proxies whose `X-Forwarded-For` names the client address; none by default
+    /// (the TCP peer is the client).
+    pub trusted_proxies: TrustedProxies,
+    /// WebSocket connections one client address may hold open on this node; one
+    /// more is closed with 1013 right after the upgrade.
+    pub max_connections_per_address: usize,
+    /// New WebSocket connections one client address may open per minute on this
+    /// node (bursts of as many); more are closed with 4029 right after the upgrade.
+    pub connects_per_minute_per_address: u32,
+    /// Visitor tokens (a `hello` without one) one client address may be issued per
+    /// minute on this node (bursts of as many); more get `rate_limited` and 4029.
+    pub visitors_per_minute_per_address: u32,
+    /// How often the server pings each connection.
+    pub ws_ping: Duration,
+    /// A connection from which nothing (no frame, no pong) arrived for this long
+    /// is closed.
+    pub idle_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -60,6 +81,12 @@ impl Default for GatewayConfig {
             allowed_origins: Vec::new(),
             demo: false,
             max_connections: 50_000,
+            trusted_proxies: TrustedProxies::default(),
+            max_connections_per_address: 200,
+            connects_per_minute_per_address: 120,
+            visitors_per_minute_per_address: 30,
+            ws_ping: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
         }
     }
 }
@@ -74,6 +101,8 @@ pub struct AppState {
     /// WebSocket connections whose task is still running. The HTTP server's
     /// graceful shutdown does not wait for upgraded connections; this does.
     pub sockets: Arc<AtomicUsize>,
+    /// The per-address abuse limits of this node.
+    pub limits: Arc<AddressLimits>,
     /// Renders `/metrics`; `None`: no exporter installed (the endpoint answers 404).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
@@ -83,6 +112,7 @@ impl AppState {
     pub fn new(desk: Arc<Desk>, config: GatewayConfig) -> Self {
         Self {
             desk,
+            limits: Arc::new(AddressLimits::new(&config)),
             config: Arc::new(config),
             sockets: Arc::new(AtomicUsize::new(0)),
             metrics: None,
@@ -94,6 +124,28 @@ impl AppState {
         self.metrics = Some(handle);
         self
     }
+}
+
+/// CORS for the REST API: the same web origins that may open the WebSocket may
+/// call it from a page (an agent tool on the casino's back office, say); with none
+/// configured, only the server's own pages may (browsers' same-origin rule).
+fn cors(allowed: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{header, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins = if allowed.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            allowed
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// The routes of a node.
@@ -120,7 +172,8 @@ pub fn app(state: AppState) -> axum::Router {
             "/api/catalog/{kind}/{language}/{key}",
             axum::routing::delete(rest::remove_catalog),
         )
-        .layer(axum::middleware::map_response(rest::json_errors));
+        .layer(axum::middleware::map_response(rest::json_errors))
+        .layer(cors(&state.config.allowed_origins));
     axum::Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/healthz", get(rest::healthz))
@@ -147,6 +200,17 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let desk = state.desk.clone();
     let sockets = state.sockets.clone();
+    // The keyed rate limiters keep one entry per address seen; forget the ones
+    // that are back to a full budget so memory follows the active clients.
+    let limits = state.limits.clone();
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            limits.sweep();
+        }
+    });
     let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     // Chat frames are small and latency-bound: without TCP_NODELAY, Nagle's
     // algorithm holds a frame back until the peer's delayed ack (tens of ms).
@@ -155,12 +219,14 @@ pub async fn serve(
             tracing::debug!(%err, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             desk.drain();
         })
-        .await?;
+        .await;
+    sweeper.abort();
+    served?;
     // Every WebSocket was told to close; wait until each has sent its close frame
     // and finished (the caller bounds the whole shutdown).
     while sockets.load(Ordering::Acquire) > 0 {
