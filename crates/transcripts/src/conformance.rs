@@ -1783,6 +1783,71 @@ impl CommitObserver for Recorder {
 }
 
 /// Checks `prev_public` along a complete, ordered transcript.
+/// Not a case of the suite, since it counts commits, which only a backend can: a
+/// fenced write refused inside a batch (stale epoch, or capacity) rolls back only
+/// its own savepoint, the epoch it would have recorded included; the other writes
+/// of the transaction, a fenced one among them, commit. `commits` is the backend's
+/// count of committed transactions.
+pub async fn fenced_write_spares_its_batch(store: Arc<dyn Store>, commits: impl Fn() -> u64) {
+    let id = create(&store, ConversationState::Active).await;
+    let queued_id = create(&store, ConversationState::Queued).await;
+    store
+        .put_agent(AgentAccount {
+            capacity: 0,
+            ..account("bora", Role::Agent)
+        })
+        .await
+        .expect("agent");
+    assert_eq!(store.raise_routing_epoch(5).await.expect("raise"), 5);
+    let before = commits();
+    let said =
+        |client_id: &str, text: &str| Change::append(id, message(player("p:1"), client_id, text));
+    // Polled in this order, so queued to the writer in this order.
+    let (r0, r1, r2, r3, r4, r5) = tokio::join!(
+        store.apply(said("a", "one")),
+        store.apply(assign(queued_id, "bora", fence(4, None))),
+        store.apply(said("b", "two")),
+        store.apply(assign(queued_id, "bora", fence(9, Some("bora")))),
+        store.apply(assign(queued_id, "ayla", fence(6, None))),
+        store.apply(said("c", "three")),
+    );
+    let results = [r0, r1, r2, r3, r4, r5];
+    assert_eq!(commits() - before, 1, "all six in one transaction");
+    let seq_of = |r: &crate::Result<Applied>| {
+        r.as_ref()
+            .ok()
+            .and_then(|a| a.appended.as_ref())
+            .map(|a| a.entry.seq)
+    };
+    assert_eq!(seq_of(&results[0]), Some(1));
+    assert!(
+        matches!(results[1], Err(StoreError::Fenced)),
+        "{:?}",
+        results[1]
+    );
+    assert_eq!(seq_of(&results[2]), Some(2));
+    assert!(
+        matches!(results[3], Err(StoreError::Precondition)),
+        "{:?}",
+        results[3]
+    );
+    assert_eq!(seq_of(&results[4]), Some(1), "the fenced assignment");
+    assert_eq!(seq_of(&results[5]), Some(3));
+    assert_eq!(
+        store.routing_epoch().await.expect("epoch"),
+        6,
+        "the refused write's epoch 9 was rolled back"
+    );
+    let record = store
+        .conversation(queued_id)
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(record.summary.agent, Some(AgentId("ayla".into())));
+    assert_eq!(record.summary.last_seq, 1);
+    assert_eq!(store.events(queued_id).await.expect("events").len(), 2);
+}
+
 fn check_prev_public(entries: &[StoredEntry]) {
     let mut last_public = 0;
     for entry in entries {

@@ -635,63 +635,8 @@ async fn routing_epoch_survives_reconnecting_and_old_databases_are_upgraded() {
 #[tokio::test]
 async fn a_fenced_write_spares_its_batch() {
     let (_, store) = open(PostgresOptions::default()).await;
-    let id = create(&store).await;
-    let queued = new_conversation();
-    let queued_id = queued.id;
-    store.create_conversation(queued).await.expect("create");
-    store
-        .put_agent(account("bora", "Bora", 0))
-        .await
-        .expect("agent");
-    assert_eq!(store.raise_routing_epoch(5).await.expect("raise"), 5);
-    let before = store.commits();
-
-    let stale = fenced_assign(queued_id, "bora", 4);
-    let full = Change {
-        fence: Some(Fence {
-            epoch: 9,
-            capacity_of: Some(AgentId("bora".into())),
-        }),
-        ..fenced_assign(queued_id, "bora", 9)
-    };
-    let results = join_all(vec![
-        store.apply(Change::append(id, text("a", "one"))),
-        store.apply(stale),
-        store.apply(Change::append(id, text("b", "two"))),
-        store.apply(full),
-        store.apply(fenced_assign(queued_id, "ayla", 6)),
-        store.apply(Change::append(id, text("c", "three"))),
-    ])
-    .await;
-    assert_eq!(store.commits() - before, 1, "all six in one transaction");
-    assert_eq!(seq_of(&results[0]), Some(1));
-    assert!(
-        matches!(results[1], Err(StoreError::Fenced)),
-        "{:?}",
-        results[1]
-    );
-    assert_eq!(seq_of(&results[2]), Some(2));
-    assert!(
-        matches!(results[3], Err(StoreError::Precondition)),
-        "{:?}",
-        results[3]
-    );
-    assert_eq!(seq_of(&results[4]), Some(1), "the fenced assignment");
-    assert_eq!(seq_of(&results[5]), Some(3));
-
-    assert_eq!(
-        store.routing_epoch().await.expect("epoch"),
-        6,
-        "the refused write's epoch 9 was rolled back"
-    );
-    let record = store
-        .conversation(queued_id)
-        .await
-        .expect("read")
-        .expect("found");
-    assert_eq!(record.summary.agent, Some(AgentId("ayla".into())));
-    assert_eq!(record.summary.last_seq, 1);
-    assert_eq!(store.events(queued_id).await.expect("events").len(), 2);
+    let shared: Arc<dyn Store> = store.clone();
+    conformance::fenced_write_spares_its_batch(shared, || store.commits()).await;
     store.shutdown().await;
 }
 

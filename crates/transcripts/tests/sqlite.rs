@@ -272,72 +272,8 @@ async fn routing_epoch_survives_reopen_and_old_files_are_upgraded() {
 async fn a_fenced_write_spares_its_batch() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = open(dir.path(), SqliteOptions::default()).await;
-    let id = create(&store).await;
-    let queued = new_conversation();
-    let queued_id = queued.id;
-    store.create_conversation(queued).await.expect("create");
-    store
-        .put_agent(AgentAccount {
-            id: AgentId("bora".into()),
-            name: "Bora".into(),
-            password_hash: "$argon2id$stub".into(),
-            role: Role::Agent,
-            languages: vec!["tr".into()],
-            departments: vec!["general".into()],
-            capacity: 0,
-            created_at: 1_700_000_000_000,
-        })
-        .await
-        .expect("agent");
-    assert_eq!(store.raise_routing_epoch(5).await.expect("raise"), 5);
-    let before = store.commits();
-
-    let stale = fenced_assign(queued_id, "bora", 4);
-    let full = Change {
-        fence: Some(Fence {
-            epoch: 9,
-            capacity_of: Some(AgentId("bora".into())),
-        }),
-        ..fenced_assign(queued_id, "bora", 9)
-    };
-    let results = join_all(vec![
-        store.apply(Change::append(id, text("a", "one"))),
-        store.apply(stale),
-        store.apply(Change::append(id, text("b", "two"))),
-        store.apply(full),
-        store.apply(fenced_assign(queued_id, "ayla", 6)),
-        store.apply(Change::append(id, text("c", "three"))),
-    ])
-    .await;
-    assert_eq!(store.commits() - before, 1, "all six in one transaction");
-    assert_eq!(seq_of(&results[0]), Some(1));
-    assert!(
-        matches!(results[1], Err(StoreError::Fenced)),
-        "{:?}",
-        results[1]
-    );
-    assert_eq!(seq_of(&results[2]), Some(2));
-    assert!(
-        matches!(results[3], Err(StoreError::Precondition)),
-        "{:?}",
-        results[3]
-    );
-    assert_eq!(seq_of(&results[4]), Some(1), "the fenced assignment");
-    assert_eq!(seq_of(&results[5]), Some(3));
-
-    assert_eq!(
-        store.routing_epoch().await.expect("epoch"),
-        6,
-        "the refused write's epoch 9 was rolled back"
-    );
-    let record = store
-        .conversation(queued_id)
-        .await
-        .expect("read")
-        .expect("found");
-    assert_eq!(record.summary.agent, Some(AgentId("ayla".into())));
-    assert_eq!(record.summary.last_seq, 1);
-    assert_eq!(store.events(queued_id).await.expect("events").len(), 2);
+    let shared: Arc<dyn Store> = store.clone();
+    conformance::fenced_write_spares_its_batch(shared, || store.commits()).await;
     store.shutdown().await;
 }
 
@@ -792,45 +728,6 @@ async fn create(store: &SqliteStore) -> ConversationId {
         .await
         .expect("assign");
     id
-}
-
-/// A routing decision under `epoch`: the queued, unowned conversation `id` goes to
-/// `to`.
-fn fenced_assign(id: ConversationId, to: &str, epoch: u64) -> Change {
-    Change {
-        conversation: id,
-        expect: Some(Expect {
-            state: ConversationState::Queued,
-            agent: None,
-        }),
-        set: Some(SetState {
-            state: ConversationState::Active,
-            agent: Some(AgentId(to.into())),
-            close_reason: None,
-            department: None,
-        }),
-        entry: Some(NewEntry {
-            kind: MessageKind::Event,
-            sender: Participant {
-                role: Role::System,
-                id: "system".into(),
-                name: None,
-            },
-            text: "assigned".into(),
-            client_id: None,
-            event: Some("assigned".into()),
-            origin: 0,
-        }),
-        events: vec![LifecycleEvent {
-            agent: Some(AgentId(to.into())),
-            ..event(LifecycleKind::Assigned)
-        }],
-        fence: Some(Fence {
-            epoch,
-            capacity_of: None,
-        }),
-        ..Change::default()
-    }
 }
 
 /// A player's message.
