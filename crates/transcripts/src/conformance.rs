@@ -1972,6 +1972,18 @@ fn fence(epoch: u64, capacity_of: Option<&str>) -> Fence {
     }
 }
 
+/// A routing decision under `epoch` (no capacity condition): the queued, unowned
+/// conversation `id` goes to `to`. For backends' own tests of fencing.
+pub fn fenced_assign(id: ConversationId, to: &str, epoch: u64) -> Change {
+    assign(id, to, fence(epoch, None))
+}
+
+/// A routing decision under `epoch`: `from` loses the active conversation `id`,
+/// which goes back to the queue. For backends' own tests of fencing.
+pub fn fenced_requeue(id: ConversationId, from: &str, epoch: u64) -> Change {
+    requeue(id, from, fence(epoch, None))
+}
+
 /// A fenced routing decision: the queued, unowned conversation `id` goes to `to`,
 /// with its `assigned` entry and event.
 fn assign(id: ConversationId, to: &str, fence: Fence) -> Change {

@@ -456,7 +456,13 @@ async fn two_nodes_racing_fenced_assignments_have_one_winner() {
         for (n, node) in nodes.iter().enumerate() {
             let node = node.clone();
             let to = agents[n];
-            tasks.spawn(async move { (id, to, node.apply(fenced_assign(id, to, 1)).await) });
+            tasks.spawn(async move {
+                (
+                    id,
+                    to,
+                    node.apply(conformance::fenced_assign(id, to, 1)).await,
+                )
+            });
         }
     }
     let mut winners: BTreeMap<ConversationId, Vec<&str>> = BTreeMap::new();
@@ -483,7 +489,7 @@ async fn two_nodes_racing_fenced_assignments_have_one_winner() {
     // Node 1 takes the lease over; node 0 is deposed but does not know yet.
     assert_eq!(nodes[1].raise_routing_epoch(2).await.expect("raise"), 2);
     let result = nodes[0]
-        .apply(fenced_requeue(ids[0], winners[&ids[0]][0], 1))
+        .apply(conformance::fenced_requeue(ids[0], winners[&ids[0]][0], 1))
         .await;
     assert!(matches!(result, Err(StoreError::Fenced)), "{result:?}");
     let mut tasks = JoinSet::new();
@@ -492,7 +498,13 @@ async fn two_nodes_racing_fenced_assignments_have_one_winner() {
         for (n, node) in nodes.iter().enumerate() {
             let node = node.clone();
             let epoch = n as u64 + 1;
-            tasks.spawn(async move { (n, node.apply(fenced_requeue(id, owner, epoch)).await) });
+            tasks.spawn(async move {
+                (
+                    n,
+                    node.apply(conformance::fenced_requeue(id, owner, epoch))
+                        .await,
+                )
+            });
         }
     }
     let mut requeued = 0;
@@ -561,7 +573,7 @@ async fn two_nodes_racing_for_one_agents_capacity_have_one_winner() {
                     epoch: 1,
                     capacity_of: Some(AgentId(agent.clone())),
                 }),
-                ..fenced_assign(id, &agent, 1)
+                ..conformance::fenced_assign(id, &agent, 1)
             };
             start.wait().await;
             (round, node.apply(change).await)
@@ -623,7 +635,7 @@ async fn routing_epoch_survives_reconnecting_and_old_databases_are_upgraded() {
     let store = connect(&url, PostgresOptions::default()).await;
     assert_eq!(store.routing_epoch().await.expect("epoch"), 0, "upgraded");
     assert!(store.conversation(id).await.expect("read").is_some());
-    let requeue = fenced_requeue(id, "ayla", 3);
+    let requeue = conformance::fenced_requeue(id, "ayla", 3);
     store.apply(requeue).await.expect("a fenced change");
     assert_eq!(store.routing_epoch().await.expect("epoch"), 3);
     store.shutdown().await;
@@ -1400,62 +1412,6 @@ async fn create(store: &PostgresStore) -> ConversationId {
         .await
         .expect("assign");
     id
-}
-
-/// A routing decision under `epoch`: the queued, unowned conversation `id` goes to
-/// `to`.
-fn fenced_assign(id: ConversationId, to: &str, epoch: u64) -> Change {
-    Change {
-        conversation: id,
-        expect: Some(Expect {
-            state: ConversationState::Queued,
-            agent: None,
-        }),
-        set: Some(SetState {
-            state: ConversationState::Active,
-            agent: Some(AgentId(to.into())),
-            close_reason: None,
-            department: None,
-        }),
-        entry: Some(system_event("assigned")),
-        events: vec![LifecycleEvent {
-            agent: Some(AgentId(to.into())),
-            ..event(LifecycleKind::Assigned)
-        }],
-        fence: Some(Fence {
-            epoch,
-            capacity_of: None,
-        }),
-        ..Change::default()
-    }
-}
-
-/// A routing decision under `epoch`: `from` loses the active conversation `id`,
-/// which goes back to the queue.
-fn fenced_requeue(id: ConversationId, from: &str, epoch: u64) -> Change {
-    Change {
-        conversation: id,
-        expect: Some(Expect {
-            state: ConversationState::Active,
-            agent: Some(AgentId(from.into())),
-        }),
-        set: Some(SetState {
-            state: ConversationState::Queued,
-            agent: None,
-            close_reason: None,
-            department: None,
-        }),
-        entry: Some(system_event("requeued")),
-        events: vec![LifecycleEvent {
-            agent: Some(AgentId(from.into())),
-            ..event(LifecycleKind::Requeued)
-        }],
-        fence: Some(Fence {
-            epoch,
-            capacity_of: None,
-        }),
-        ..Change::default()
-    }
 }
 
 /// An account.
