@@ -156,6 +156,16 @@ impl Target {
                     // The generator sends faster than a person types; the default
                     // per-connection rate limit would throttle it, not the server.
                     .args(["--frames-per-second", "100000", "--burst-frames", "100000"])
+                    // Every simulated client comes from 127.0.0.1: the per-address
+                    // abuse limits would refuse them, not measure the server.
+                    .args([
+                        "--max-connections-per-address",
+                        "1000000",
+                        "--connects-per-minute-per-address",
+                        "1000000",
+                        "--visitors-per-minute-per-address",
+                        "1000000",
+                    ])
                     .args(["--log", "warn,pitboss=info"])
                     // A RUST_LOG meant for the generator must not hide the
                     // `listening on` line.

@@ -3,7 +3,7 @@
 
 use crate::AppState;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -13,12 +13,14 @@ use pitboss_desk::{Delivery, FrameSink, Session};
 use pitboss_protocol::{
     decode_client, encode_server, ClientFrame, CloseCode, ErrorCode, ServerFrame, PROTOCOL_VERSION,
 };
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use tracing::Instrument;
 
 /// `GET /ws`: upgrades with small buffers and the frame-size limit.
 pub(crate) async fn upgrade(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -40,12 +42,40 @@ pub(crate) async fn upgrade(
             close_now(&mut sink, CloseCode::Overloaded).await;
         });
     }
+    let addr = crate::client_addr(peer.ip(), &headers, &c.trusted_proxies);
+    if !state.limits.connect_allowed(addr) {
+        metrics::counter!(pitboss_desk::telemetry::RATE_LIMITED, "limit" => "connects_per_address")
+            .increment(1);
+        tracing::debug!(%addr, "too many new connections from one address");
+        return refuse_upgrade(ws, CloseCode::RateLimited);
+    }
+    let Some(slot) = state.limits.open(addr) else {
+        metrics::counter!(pitboss_desk::telemetry::RATE_LIMITED, "limit" => "connections_per_address")
+            .increment(1);
+        tracing::debug!(%addr, "too many open connections from one address");
+        return refuse_upgrade(ws, CloseCode::Overloaded);
+    };
     ws.read_buffer_size(c.read_buffer_bytes)
         .write_buffer_size(c.write_buffer_bytes)
         .max_write_buffer_size(c.write_buffer_bytes.max(64 * 1024) * 16)
         .max_message_size(c.max_frame_bytes)
         .max_frame_size(c.max_frame_bytes)
-        .on_upgrade(move |socket| connection(socket, state))
+        .on_upgrade(move |socket| async move {
+            // Held for as long as the connection task runs (dropped with the
+            // closure if the upgrade never completes).
+            let _slot = slot;
+            connection(socket, state, addr).await;
+        })
+}
+
+/// Accepts the upgrade only to close at once with `code`, no `error` frame: a
+/// close code is what a WebSocket client can see of a refusal.
+fn refuse_upgrade(ws: WebSocketUpgrade, code: CloseCode) -> Response {
+    ws.on_upgrade(move |socket| async move {
+        let (sink, _stream) = socket.split();
+        let mut sink = Sink(sink);
+        close_now(&mut sink, code).await;
+    })
 }
 
 struct Sink(SplitSink<WebSocket, Message>);
@@ -85,14 +115,14 @@ impl Drop for SocketGuard {
     }
 }
 
-async fn connection(socket: WebSocket, state: AppState) {
+async fn connection(socket: WebSocket, state: AppState, addr: IpAddr) {
     state
         .sockets
         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     let _guard = SocketGuard(state.sockets.clone());
     let (sink, mut stream) = socket.split();
     let mut sink = Sink(sink);
-    let Some(session) = Box::pin(hello(&mut stream, &mut sink, &state)).await else {
+    let Some(session) = Box::pin(hello(&mut stream, &mut sink, &state, addr)).await else {
         return;
     };
     let span = tracing::info_span!("connection", user = ?session.user());
@@ -118,12 +148,16 @@ async fn session_loop(
     let store = desk.store().clone();
     let writer_conn = conn.clone();
     let writer_close = close.clone();
+    let ping_every = state.config.ws_ping;
     let writer = tokio::spawn(async move {
         let mut delivery = Delivery::new(store, &writer_conn);
         drop(writer_conn);
         // When a close was first seen: what is queued ahead of it still goes out
         // (an error frame explaining the close, say) for up to CLOSE_GRACE.
         let mut closing_since: Option<tokio::time::Instant> = None;
+        // One timer, reset after each ping: no per-connection allocation.
+        let ping = tokio::time::sleep(ping_every);
+        tokio::pin!(ping);
         loop {
             if writer_close.code().is_some() {
                 let since = *closing_since.get_or_insert_with(tokio::time::Instant::now);
@@ -164,6 +198,14 @@ async fn session_loop(
                     }
                 }
                 _ = writer_close.wait() => {}
+                _ = &mut ping => {
+                    ping.as_mut().reset(tokio::time::Instant::now() + ping_every);
+                    // A client that does not read must not keep a close waiting.
+                    tokio::select! {
+                        sent = sink.0.send(Message::Ping(Default::default())) => if sent.is_err() { return },
+                        _ = writer_close.wait() => {}
+                    }
+                }
             }
         }
     });
@@ -179,6 +221,10 @@ async fn session_loop(
     // are read and dropped until it answers the close: closing a socket with
     // unread input resets it, and the client would never see the close code).
     let mut server_closing = false;
+    // Fires when nothing at all (frame, pong) arrived for idle_timeout; reset on
+    // every arrival. The writer's pings make a live client answer in time.
+    let idle = tokio::time::sleep(config.idle_timeout);
+    tokio::pin!(idle);
     loop {
         let message = tokio::select! {
             m = stream.next() => m,
@@ -186,7 +232,16 @@ async fn session_loop(
                 server_closing = true;
                 break;
             }
+            _ = &mut idle => {
+                tracing::debug!("closing an idle connection");
+                metrics::counter!(IDLE_DISCONNECTS).increment(1);
+                conn.close(CloseCode::Normal);
+                server_closing = true;
+                break;
+            }
         };
+        idle.as_mut()
+            .reset(tokio::time::Instant::now() + config.idle_timeout);
         let text = match message {
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Binary(_))) => {
@@ -247,6 +302,9 @@ async fn session_loop(
     let _ = writer.await;
 }
 
+/// Connections closed because nothing arrived from them for the idle timeout.
+pub(crate) const IDLE_DISCONNECTS: &str = "pitboss_idle_disconnects_total";
+
 /// How long a closing connection's remaining input is read, waiting for the
 /// client to answer the close.
 const CLOSE_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
@@ -261,8 +319,9 @@ async fn hello(
     stream: &mut SplitStream<WebSocket>,
     sink: &mut Sink,
     state: &AppState,
+    addr: IpAddr,
 ) -> Option<Session> {
-    match read_hello(stream, state).await {
+    match read_hello(stream, state, addr).await {
         Ok(session) => Some(session),
         Err(Refused::Close(code)) => {
             close_now(sink, code).await;
@@ -286,6 +345,7 @@ enum Refused {
 async fn read_hello(
     stream: &mut SplitStream<WebSocket>,
     state: &AppState,
+    addr: IpAddr,
 ) -> Result<Session, Refused> {
     let not_hello = || {
         Refused::Error(
@@ -323,6 +383,20 @@ async fn read_hello(
     }
     if state.desk.is_draining() {
         return Err(Refused::Close(CloseCode::Restart));
+    }
+    // A visitor without a token is issued a new one: the cheapest way to a fresh
+    // identity (and a fresh per-player budget), so it is limited per address.
+    if matches!(auth, pitboss_protocol::Auth::Visitor { token: None, .. })
+        && !state.limits.visitor_allowed(addr)
+    {
+        metrics::counter!(pitboss_desk::telemetry::RATE_LIMITED, "limit" => "visitors_per_address")
+            .increment(1);
+        tracing::debug!(%addr, "too many new visitors from one address");
+        return Err(Refused::Error(
+            ErrorCode::RateLimited,
+            "too many new visitors from this address: reconnect later, or present the visitor token you were given".into(),
+            CloseCode::RateLimited,
+        ));
     }
     state
         .desk

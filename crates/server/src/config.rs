@@ -69,6 +69,29 @@ pub(crate) struct ServeArgs {
     /// WebSocket connections one node holds at most. [default: 50000]
     #[arg(long, env = "PITBOSS_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Proxies whose X-Forwarded-For names the client address, comma-separated
+    /// addresses or CIDR networks. [default: none: the TCP peer is the client]
+    #[arg(long, env = "PITBOSS_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Option<Vec<String>>,
+    /// WebSocket connections one client address may hold open on this node; one
+    /// more is closed with 1013. [default: 200]
+    #[arg(long, env = "PITBOSS_MAX_CONNECTIONS_PER_ADDRESS")]
+    max_connections_per_address: Option<usize>,
+    /// New WebSocket connections one client address may open per minute on this
+    /// node, in bursts of as many; more are closed with 4029. [default: 120]
+    #[arg(long, env = "PITBOSS_CONNECTS_PER_MINUTE_PER_ADDRESS")]
+    connects_per_minute_per_address: Option<u32>,
+    /// Visitor tokens one client address may be issued per minute on this node,
+    /// in bursts of as many; more get rate_limited and 4029. [default: 30]
+    #[arg(long, env = "PITBOSS_VISITORS_PER_MINUTE_PER_ADDRESS")]
+    visitors_per_minute_per_address: Option<u32>,
+    /// Seconds between the server's WebSocket pings on each connection. [default: 30]
+    #[arg(long, env = "PITBOSS_WS_PING_SECS")]
+    ws_ping_secs: Option<f64>,
+    /// Seconds without anything received (frame or pong) before a connection is
+    /// closed; more than --ws-ping-secs. [default: 90]
+    #[arg(long, env = "PITBOSS_IDLE_TIMEOUT_SECS")]
+    idle_timeout_secs: Option<f64>,
     /// Seconds a new connection has to send hello. [default: 10]
     #[arg(long, env = "PITBOSS_HELLO_TIMEOUT_SECS")]
     hello_timeout_secs: Option<f64>,
@@ -149,6 +172,12 @@ struct FileSettings {
     shutdown_timeout_secs: Option<f64>,
     hello_timeout_secs: Option<f64>,
     max_connections: Option<usize>,
+    trusted_proxies: Option<Vec<String>>,
+    max_connections_per_address: Option<usize>,
+    connects_per_minute_per_address: Option<u32>,
+    visitors_per_minute_per_address: Option<u32>,
+    ws_ping_secs: Option<f64>,
+    idle_timeout_secs: Option<f64>,
     default_department: Option<String>,
     default_language: Option<String>,
     max_open_per_player: Option<usize>,
@@ -323,6 +352,33 @@ impl Settings {
         gateway.demo = args.demo || file.demo.unwrap_or(false);
         if let Some(v) = pick!(max_connections) {
             gateway.max_connections = v.max(1);
+        }
+        if let Some(v) = pick!(trusted_proxies) {
+            gateway.trusted_proxies = pitboss_gateway::TrustedProxies::parse(&v)
+                .map_err(|e| anyhow::anyhow!("trusted-proxies: {e}"))?;
+        }
+        if let Some(v) = pick!(max_connections_per_address) {
+            gateway.max_connections_per_address = v.max(1);
+        }
+        if let Some(v) = pick!(connects_per_minute_per_address) {
+            gateway.connects_per_minute_per_address = v.max(1);
+        }
+        if let Some(v) = pick!(visitors_per_minute_per_address) {
+            gateway.visitors_per_minute_per_address = v.max(1);
+        }
+        if let Some(v) = pick!(ws_ping_secs) {
+            gateway.ws_ping = Duration::from_millis(ms(v, "ws-ping-secs")?);
+        }
+        if let Some(v) = pick!(idle_timeout_secs) {
+            gateway.idle_timeout = Duration::from_millis(ms(v, "idle-timeout-secs")?);
+        }
+        if gateway.idle_timeout <= gateway.ws_ping {
+            bail!(
+                "idle-timeout-secs ({:?}) must be longer than ws-ping-secs ({:?}): a live \
+                 client only answers the pings",
+                gateway.idle_timeout,
+                gateway.ws_ping
+            );
         }
         if let Some(v) = pick!(hello_timeout_secs) {
             gateway.hello_timeout = Duration::from_millis(ms(v, "hello-timeout-secs")?);

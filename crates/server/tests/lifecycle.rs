@@ -245,7 +245,11 @@ async fn removing_an_account_closes_its_open_sessions_and_refuses_its_token() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The open console is told and closed (the check runs every few seconds).
     let error = agent.expect("error").await;

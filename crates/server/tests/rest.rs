@@ -270,5 +270,8 @@ async fn the_rest_api_answers_cors_for_allowed_origins_only() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.headers()["access-control-allow-origin"], "https://casino.example");
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://casino.example"
+    );
 }

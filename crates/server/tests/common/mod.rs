@@ -43,6 +43,18 @@ impl Server {
                 ["--frames-per-second", "100000", "--burst-frames", "100000"].map(String::from),
             );
         }
+        // Every test client comes from 127.0.0.1: the per-address abuse limits
+        // would refuse a busy test; the tests of those limits set their own (a
+        // test with a config file sets them there, or gets the real defaults).
+        for (flag, value) in [
+            ("--max-connections-per-address", "100000"),
+            ("--connects-per-minute-per-address", "100000"),
+            ("--visitors-per-minute-per-address", "100000"),
+        ] {
+            if !extra.contains(&flag) && !extra.contains(&"--config") {
+                args.extend([flag, value].map(String::from));
+            }
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut s = Server {
             child: None,

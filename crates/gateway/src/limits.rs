@@ -1,0 +1,154 @@
+//! Per-address abuse limits of one node: WebSocket connections open, connection
+//! attempts per minute, visitor tokens issued per minute. Nodes do not share
+//! these counts: behind a load balancer each node enforces its own.
+
+use crate::GatewayConfig;
+use dashmap::DashMap;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+/// The counters and rate limiters, keyed on the client address.
+pub struct AddressLimits {
+    max_open: usize,
+    open: Arc<DashMap<IpAddr, usize>>,
+    connects: DefaultKeyedRateLimiter<IpAddr>,
+    visitors: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl std::fmt::Debug for AddressLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AddressLimits")
+            .field("max_open", &self.max_open)
+            .field("addresses_open", &self.open.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn per_minute(n: u32) -> Quota {
+    Quota::per_minute(NonZeroU32::new(n.max(1)).expect("nonzero"))
+}
+
+impl AddressLimits {
+    /// Limits as configured.
+    pub fn new(config: &GatewayConfig) -> Self {
+        Self {
+            max_open: config.max_connections_per_address.max(1),
+            open: Arc::new(DashMap::new()),
+            connects: RateLimiter::keyed(per_minute(config.connects_per_minute_per_address)),
+            visitors: RateLimiter::keyed(per_minute(config.visitors_per_minute_per_address)),
+        }
+    }
+
+    /// Counts a connection attempt; `false`: over the per-minute budget.
+    pub fn connect_allowed(&self, addr: IpAddr) -> bool {
+        self.connects.check_key(&addr).is_ok()
+    }
+
+    /// Counts a visitor token about to be issued; `false`: over the budget.
+    pub fn visitor_allowed(&self, addr: IpAddr) -> bool {
+        self.visitors.check_key(&addr).is_ok()
+    }
+
+    /// Reserves an open-connection slot for `addr`, released when the guard is
+    /// dropped; `None`: the address already holds as many as it may.
+    pub fn open(&self, addr: IpAddr) -> Option<OpenGuard> {
+        let mut count = self.open.entry(addr).or_insert(0);
+        if *count >= self.max_open {
+            let zero = *count == 0;
+            drop(count);
+            if zero {
+                self.open.remove_if(&addr, |_, n| *n == 0);
+            }
+            return None;
+        }
+        *count += 1;
+        Some(OpenGuard {
+            map: self.open.clone(),
+            addr,
+        })
+    }
+
+    /// Connections `addr` holds open now.
+    pub fn open_count(&self, addr: IpAddr) -> usize {
+        self.open.get(&addr).map(|n| *n).unwrap_or(0)
+    }
+
+    /// Forgets rate-limiter entries whose budget is full again (call now and then).
+    pub fn sweep(&self) {
+        self.connects.retain_recent();
+        self.connects.shrink_to_fit();
+        self.visitors.retain_recent();
+        self.visitors.shrink_to_fit();
+        self.open.retain(|_, n| *n > 0);
+        self.open.shrink_to_fit();
+    }
+
+    /// Addresses tracked by the rate limiters (for tests).
+    pub fn tracked(&self) -> usize {
+        self.connects.len() + self.visitors.len()
+    }
+}
+
+/// One open connection of an address; decrements its count when dropped.
+pub struct OpenGuard {
+    map: Arc<DashMap<IpAddr, usize>>,
+    addr: IpAddr,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.map.remove_if_mut(&self.addr, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_open: usize, per_minute: u32) -> AddressLimits {
+        AddressLimits::new(&GatewayConfig {
+            max_connections_per_address: max_open,
+            connects_per_minute_per_address: per_minute,
+            visitors_per_minute_per_address: per_minute,
+            ..GatewayConfig::default()
+        })
+    }
+
+    #[test]
+    fn open_connections_are_capped_per_address_and_released() {
+        let l = limits(2, 10);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let g1 = l.open(a).unwrap();
+        let _g2 = l.open(a).unwrap();
+        assert!(l.open(a).is_none());
+        let _gb = l.open(b).expect("another address has its own budget");
+        drop(g1);
+        let g3 = l.open(a).expect("a slot was freed");
+        assert_eq!(l.open_count(a), 2);
+        drop(g3);
+        drop(_g2);
+        assert_eq!(l.open_count(a), 0);
+        assert!(!l.open.contains_key(&a), "zero entries are removed");
+    }
+
+    #[test]
+    fn rates_are_per_address_and_swept() {
+        let l = limits(10, 3);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "2001:db8::1".parse().unwrap();
+        assert!((0..3).all(|_| l.connect_allowed(a)));
+        assert!(!l.connect_allowed(a));
+        assert!(l.connect_allowed(b));
+        assert!((0..3).all(|_| l.visitor_allowed(a)));
+        assert!(!l.visitor_allowed(a));
+        assert!(l.tracked() > 0);
+        l.sweep(); // entries still inside their window stay
+        assert!(!l.connect_allowed(a));
+    }
+}
