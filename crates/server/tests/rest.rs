@@ -191,8 +191,17 @@ async fn metrics_count_connections_entries_acks_and_queue_waits() {
     player.say(&conversation, "m1", "hello").await;
     player.say(&conversation, "m2", "anyone?").await;
 
-    let (status, page) = server.get("/metrics", "").await;
-    assert_eq!(status, 200);
+    // The ack can reach the client a moment before its latency is recorded.
+    let deadline = std::time::Instant::now() + WAIT;
+    let page = loop {
+        let (status, page) = server.get("/metrics", "").await;
+        assert_eq!(status, 200);
+        if sample(&page, "pitboss_ack_latency_seconds_count") == Some(2.0) {
+            break page;
+        }
+        assert!(std::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(
         sample(&page, r#"pitboss_connections{role="player"}"#),
         Some(1.0),
