@@ -653,29 +653,42 @@ struct Line {
     points: Vec<(f64, f64)>,
 }
 
+/// One run's p99 (bold) and p50 (thin) lines, in ms; `point` gives each step's x
+/// and its p50 and p99 in µs.
+fn latency_lines<S>(
+    kind: TargetKind,
+    nodes: usize,
+    steps: &[S],
+    point: impl Fn(&S) -> (f64, u64, u64),
+) -> [Line; 2] {
+    let name = format!("{}{}", kind.name(), nodes_suffix(nodes));
+    let line = |label: &str, thin: bool, pick: fn((f64, u64, u64)) -> (f64, u64)| Line {
+        label: format!("{name} {label}"),
+        kind,
+        thin,
+        points: steps
+            .iter()
+            .map(|s| {
+                let (x, us) = pick(point(s));
+                (x, us as f64 / 1000.0)
+            })
+            .collect(),
+    };
+    [
+        line("p99", false, |(x, _, p99)| (x, p99)),
+        line("p50", true, |(x, p50, _)| (x, p50)),
+    ]
+}
+
 fn plot_relay(results: &[RelayResult], path: &Path) -> anyhow::Result<()> {
-    let mut lines = Vec::new();
-    for r in results {
-        for (label, thin, pick) in [
-            (
-                "p99",
-                false,
-                (|s: &crate::relay::RelayStep| s.latency.p99_us) as fn(&_) -> u64,
-            ),
-            ("p50", true, |s| s.latency.p50_us),
-        ] {
-            lines.push(Line {
-                label: format!("{}{} {label}", r.target.name(), nodes_suffix(r.nodes)),
-                kind: r.target,
-                thin,
-                points: r
-                    .steps
-                    .iter()
-                    .map(|s| (s.offered_per_sec, pick(s) as f64 / 1000.0))
-                    .collect(),
-            });
-        }
-    }
+    let lines: Vec<Line> = results
+        .iter()
+        .flat_map(|r| {
+            latency_lines(r.target, r.nodes, &r.steps, |s| {
+                (s.offered_per_sec, s.latency.p50_us, s.latency.p99_us)
+            })
+        })
+        .collect();
     let clustered = results.iter().any(|r| r.nodes > 1);
     plot(
         path,
@@ -692,28 +705,18 @@ fn plot_relay(results: &[RelayResult], path: &Path) -> anyhow::Result<()> {
 }
 
 fn plot_churn(results: &[ChurnResult], path: &Path) -> anyhow::Result<()> {
-    let mut lines = Vec::new();
-    for r in results {
-        for (label, thin, pick) in [
-            (
-                "p99",
-                false,
-                (|s: &crate::churn::ChurnStep| s.assign_latency.p99_us) as fn(&_) -> u64,
-            ),
-            ("p50", true, |s| s.assign_latency.p50_us),
-        ] {
-            lines.push(Line {
-                label: format!("{}{} {label}", r.target.name(), nodes_suffix(r.nodes)),
-                kind: r.target,
-                thin,
-                points: r
-                    .steps
-                    .iter()
-                    .map(|s| (s.arrival_rate, pick(s) as f64 / 1000.0))
-                    .collect(),
-            });
-        }
-    }
+    let lines: Vec<Line> = results
+        .iter()
+        .flat_map(|r| {
+            latency_lines(r.target, r.nodes, &r.steps, |s| {
+                (
+                    s.arrival_rate,
+                    s.assign_latency.p50_us,
+                    s.assign_latency.p99_us,
+                )
+            })
+        })
+        .collect();
     let clustered = results.iter().any(|r| r.nodes > 1);
     plot(
         path,
