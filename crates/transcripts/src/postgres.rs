@@ -509,6 +509,9 @@ enum Fail {
     /// Inserting the entry hit `entries_client_id`: another transaction stored that
     /// client id after this write checked for it. Resolved by re-reading it.
     ClientIdTaken,
+    /// A statement failed: PostgreSQL aborted the transaction, so only a savepoint
+    /// around the write lets the rest of the batch go on. Answered like `Refused`.
+    Broken(StoreError),
 }
 
 impl From<StoreError> for Fail {
@@ -522,7 +525,7 @@ fn fail(e: sqlx::Error) -> Fail {
     if is_retryable(&e) {
         Fail::Retry(e)
     } else {
-        Fail::Refused(db(e))
+        Fail::Broken(db(e))
     }
 }
 
@@ -572,29 +575,46 @@ impl Writer {
     /// caller. Leaves `batch` empty.
     async fn commit_batch(&mut self, batch: &mut Vec<Request>) {
         let mut attempt = 1;
+        // Appends and creations run without savepoints until one of them fails
+        // after writing; then the batch runs again with a savepoint around each.
+        let mut guard_all = false;
         loop {
             let mut results = Vec::with_capacity(batch.len());
             let mut committed = Vec::new();
-            let Err(e) = self.run_batch(batch, &mut results, &mut committed).await else {
-                self.shared.commits.fetch_add(1, Ordering::Relaxed);
-                tracing::trace!(
-                    writes = batch.len(),
-                    entries = committed.len(),
-                    "batch committed"
-                );
-                // Observer first, answers after: by the time a sender sees its ack,
-                // its entry is already on its way to every receiver.
-                if !committed.is_empty() {
-                    if let Some(observer) = self.shared.observer.get() {
-                        observer.committed(&committed);
+            let failure = match self
+                .run_batch(batch, &mut results, &mut committed, guard_all)
+                .await
+            {
+                Ok(()) => {
+                    self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                    tracing::trace!(
+                        writes = batch.len(),
+                        entries = committed.len(),
+                        "batch committed"
+                    );
+                    // Observer first, answers after: by the time a sender sees its
+                    // ack, its entry is already on its way to every receiver.
+                    if !committed.is_empty() {
+                        if let Some(observer) = self.shared.observer.get() {
+                            observer.committed(&committed);
+                        }
                     }
+                    for (request, result) in batch.drain(..).zip(results) {
+                        request.answer(result);
+                    }
+                    return;
                 }
-                for (request, result) in batch.drain(..).zip(results) {
-                    request.answer(result);
-                }
-                return;
+                Err(failure) => failure,
             };
             self.abandon_transaction().await;
+            let e = match failure {
+                BatchFailure::Halfway(why) => {
+                    tracing::debug!(error = %why, writes = batch.len(), "batch run again with savepoints");
+                    guard_all = true;
+                    continue;
+                }
+                BatchFailure::Db(e) => e,
+            };
             if is_retryable(&e) && attempt < MAX_BATCH_ATTEMPTS {
                 attempt += 1;
                 self.shared.retries.fetch_add(1, Ordering::Relaxed);
@@ -640,13 +660,21 @@ impl Writer {
 
     /// The transaction of one batch. `Err` means the batch as a whole failed and
     /// nothing of it may be acknowledged; a single write's own failure is in
-    /// `results` and only its savepoint was rolled back.
+    /// `results` and left nothing of itself behind.
+    ///
+    /// Unless `guard_all`, appends and creations (nearly every write) run without a
+    /// savepoint: each reads and checks before its first write, so a refused one has
+    /// written nothing, and two round trips per write are saved. One that fails after
+    /// writing, or whose statement fails (which aborts the whole transaction in
+    /// PostgreSQL), ends the batch with [`BatchFailure::Halfway`], and the batch runs
+    /// again with `guard_all`.
     async fn run_batch(
         &mut self,
         batch: &[Request],
         results: &mut Vec<Result<Output>>,
         committed: &mut Vec<(StoredEntry, u64)>,
-    ) -> Result<(), sqlx::Error> {
+        guard_all: bool,
+    ) -> Result<(), BatchFailure> {
         let conn = self.connection().await?;
         // Explicit, whatever the database's default: the locking below relies on each
         // statement seeing what other nodes committed before it started.
@@ -684,10 +712,27 @@ impl Writer {
                 .await?;
         }
         for request in batch {
-            exec(conn, "SAVEPOINT op").await?;
+            let guarded = guard_all || !matches!(request.op, Op::Apply(_) | Op::Create(_));
+            if guarded {
+                exec(conn, "SAVEPOINT op").await?;
+            }
             let mut appended = None;
-            let mut outcome = execute(conn, &request.op, &mut appended).await;
-            if matches!(outcome, Err(Fail::ClientIdTaken)) {
+            let mut wrote = false;
+            let mut outcome = execute(conn, &request.op, &mut appended, &mut wrote).await;
+            if !guarded {
+                match &outcome {
+                    Err(Fail::Retry(_)) | Ok(_) => {}
+                    Err(Fail::Refused(e)) if wrote => {
+                        return Err(BatchFailure::Halfway(e.to_string()))
+                    }
+                    Err(Fail::Refused(_)) => {}
+                    Err(Fail::Broken(e)) => return Err(BatchFailure::Halfway(e.to_string())),
+                    Err(Fail::ClientIdTaken) => {
+                        return Err(BatchFailure::Halfway("client id taken".into()))
+                    }
+                }
+            }
+            if guarded && matches!(outcome, Err(Fail::ClientIdTaken)) {
                 // Undo the half-done write (its counter bump), then answer from the
                 // entry that won: the same text is a resend, other text a conflict.
                 exec(conn, "ROLLBACK TO SAVEPOINT op").await?;
@@ -701,14 +746,18 @@ impl Writer {
             }
             let result = match outcome {
                 Ok(output) => {
-                    exec(conn, "RELEASE SAVEPOINT op").await?;
+                    if guarded {
+                        exec(conn, "RELEASE SAVEPOINT op").await?;
+                    }
                     committed.extend(appended);
                     Ok(output)
                 }
-                Err(Fail::Retry(e)) => return Err(e),
-                Err(Fail::Refused(e)) => {
-                    exec(conn, "ROLLBACK TO SAVEPOINT op").await?;
-                    exec(conn, "RELEASE SAVEPOINT op").await?;
+                Err(Fail::Retry(e)) => return Err(BatchFailure::Db(e)),
+                Err(Fail::Refused(e) | Fail::Broken(e)) => {
+                    if guarded {
+                        exec(conn, "ROLLBACK TO SAVEPOINT op").await?;
+                        exec(conn, "RELEASE SAVEPOINT op").await?;
+                    }
                     Err(e)
                 }
                 Err(Fail::ClientIdTaken) => {
@@ -723,6 +772,22 @@ impl Writer {
         }
         exec(conn, "COMMIT").await?;
         Ok(())
+    }
+}
+
+/// Why a batch's transaction did not commit.
+enum BatchFailure {
+    /// The batch as a whole failed: run it again if retryable, else answer every
+    /// write with the error.
+    Db(sqlx::Error),
+    /// A write without a savepoint failed after it had written (or its statement
+    /// aborted the transaction): run the batch again with savepoints. Why.
+    Halfway(String),
+}
+
+impl From<sqlx::Error> for BatchFailure {
+    fn from(e: sqlx::Error) -> Self {
+        BatchFailure::Db(e)
     }
 }
 
@@ -753,16 +818,18 @@ async fn exec(conn: &mut PgConnection, sql: &str) -> Result<(), sqlx::Error> {
     sqlx::query(sql).execute(&mut *conn).await.map(|_| ())
 }
 
-/// Performs one write inside its savepoint. A new entry it stores is put in
-/// `appended`, with its origin, for the observer.
+/// Performs one write. A new entry it stores is put in `appended`, with its origin,
+/// for the observer. `wrote` is set once an append or creation starts writing (the
+/// other writes always run in a savepoint).
 async fn execute(
     conn: &mut PgConnection,
     op: &Op,
     appended: &mut Option<(StoredEntry, u64)>,
+    wrote: &mut bool,
 ) -> Result<Output, Fail> {
     match op {
-        Op::Create(new) => create_conversation(conn, new).await,
-        Op::Apply(change) => apply_change(conn, change, appended).await,
+        Op::Create(new) => create_conversation(conn, new, wrote).await,
+        Op::Apply(change) => apply_change(conn, change, appended, wrote).await,
         Op::PutAgent(account) => put_agent(conn, account).await,
         Op::RemoveAgent(id) => {
             let done = sqlx::query("DELETE FROM agents WHERE id = $1")
@@ -847,6 +914,7 @@ async fn execute(
 async fn create_conversation(
     conn: &mut PgConnection,
     new: &NewConversation,
+    wrote: &mut bool,
 ) -> Result<Output, Fail> {
     let kind = match new.state {
         ConversationState::Queued => LifecycleKind::Queued,
@@ -859,6 +927,8 @@ async fn create_conversation(
     };
     let id = new.id.to_string();
     let card = serde_json::to_string(&new.player).map_err(corrupt)?;
+    // Even a refused insert (a taken id) aborts PostgreSQL's transaction.
+    *wrote = true;
     let inserted = sqlx::query(
         "INSERT INTO conversations (id, player_id, player_card, department, language, state, \
          last_seq, last_public_seq, created_at) VALUES ($1, $2, $3, $4, $5, $6, 0, 0, $7)",
@@ -894,20 +964,38 @@ async fn create_conversation(
     Ok(Output::Unit)
 }
 
-/// Applies one [`Change`] (the caller holds its savepoint).
+/// Applies one [`Change`]: reads and checks everything first, then writes (see
+/// [`Writer::run_batch`] for why the order matters). The batch holds the
+/// conversation's row lock already, so every statement here sees what other nodes
+/// committed before it.
 async fn apply_change(
     conn: &mut PgConnection,
     change: &Change,
     appended: &mut Option<(StoredEntry, u64)>,
+    wrote: &mut bool,
 ) -> Result<Output, Fail> {
     let id = change.conversation.to_string();
-    // Locked: the checks below are made on the row as it is, and stay true until
-    // this transaction commits, whatever other nodes do meanwhile.
-    let row = sqlx::query(
-        "SELECT state, agent_id, last_seq, last_public_seq, closed_at, close_reason, rating, \
-         rating_comment, department FROM conversations WHERE id = $1 FOR NO KEY UPDATE",
-    )
+    let (sender_id, client_id) = match &change.entry {
+        Some(NewEntry {
+            sender,
+            client_id: Some(client_id),
+            ..
+        }) => (Some(sender.id.as_str()), Some(client_id.as_str())),
+        _ => (None, None),
+    };
+    // One round trip reads the conversation, locked (the checks below stay true
+    // until this transaction commits), and for an entry with a client id the entry
+    // already stored under that id, if any.
+    let row = sqlx::query(&format!(
+        "SELECT c.state, c.agent_id, c.last_seq, c.last_public_seq, c.closed_at, \
+         c.close_reason, c.rating, c.rating_comment, c.department, {DUP_COLUMNS} \
+         FROM conversations c LEFT JOIN entries e ON e.conversation_id = c.id \
+         AND e.sender_id = $2 AND e.client_id = $3 \
+         WHERE c.id = $1 FOR NO KEY UPDATE OF c"
+    ))
     .bind(&id)
+    .bind(sender_id)
+    .bind(client_id)
     .fetch_optional(&mut *conn)
     .await
     .map_err(fail)?;
@@ -916,11 +1004,10 @@ async fn apply_change(
     };
 
     // A resend is answered before anything else is looked at: the change it belongs
-    // to was applied when the original was stored, and must not apply twice. A new
-    // statement under the row lock: it sees every entry another node committed.
+    // to was applied when the original was stored, and must not apply twice.
     if let Some(entry) = &change.entry {
-        if let Some(original) = stored_under_client_id(conn, change.conversation, entry).await? {
-            return resend_answer(original, entry);
+        if get::<Option<i64>>(&row, "seq")?.is_some() {
+            return resend_answer(entry_from_row(&row, change.conversation)?, entry);
         }
     }
 
@@ -934,19 +1021,24 @@ async fn apply_change(
     let mut rating_comment: Option<String> = get(&row, "rating_comment")?;
     let mut department: String = get(&row, "department")?;
 
+    // Every check before the first write: a refused change writes nothing.
     if let Some(expect) = &change.expect {
         if expect.state != state || expect.agent.as_ref().map(|a| a.0.as_str()) != agent.as_deref()
         {
             return Err(StoreError::Precondition.into());
         }
     }
-    if let Some(fence) = &change.fence {
-        check_fence(conn, &id, fence).await?;
-    }
-    if let Some((score, comment)) = &change.rating {
+    if let Some((score, _)) = &change.rating {
         if rating.is_some() || !(1..=5).contains(score) {
             return Err(StoreError::Precondition.into());
         }
+    }
+    let raise_epoch = match &change.fence {
+        Some(fence) => check_fence(conn, &id, fence).await?,
+        None => None,
+    };
+
+    if let Some((score, comment)) = &change.rating {
         rating = Some(i32::from(*score));
         rating_comment.clone_from(comment);
     }
@@ -969,7 +1061,16 @@ async fn apply_change(
         }
     }
 
-    let mut seq = last_seq;
+    *wrote = true;
+    if let Some(epoch) = raise_epoch {
+        sqlx::query("UPDATE routing_fence SET epoch = $1 WHERE id = 1")
+            .bind(epoch)
+            .execute(&mut *conn)
+            .await
+            .map_err(fail)?;
+    }
+
+    let mut outcome = Applied::default();
     if change.set.is_some() || change.entry.is_some() || change.rating.is_some() {
         let step = i64::from(change.entry.is_some());
         let public = change
@@ -977,28 +1078,58 @@ async fn apply_change(
             .as_ref()
             .is_some_and(|e| e.kind != MessageKind::Note);
         // The counter moves in the database, not from the value read: the number
-        // handed out is the one the row holds after this UPDATE.
-        let bumped = sqlx::query(
-            "UPDATE conversations SET last_seq = last_seq + $2, \
+        // handed out is the one the row holds after this UPDATE. With an entry, the
+        // entry is inserted by the same statement, numbered from that value.
+        let bump = "UPDATE conversations SET last_seq = last_seq + $2, \
              last_public_seq = CASE WHEN $3 THEN last_seq + $2 ELSE last_public_seq END, \
              state = $4, agent_id = $5, closed_at = $6, close_reason = $7, rating = $8, \
-             rating_comment = $9, department = $10 WHERE id = $1 RETURNING last_seq",
-        )
-        .bind(&id)
-        .bind(step)
-        .bind(public)
-        .bind(tag(state)?)
-        .bind(agent)
-        .bind(closed_at)
-        .bind(close_reason)
-        .bind(rating)
-        .bind(rating_comment)
-        .bind(department)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(fail)?;
-        seq = from_db(get(&bumped, "last_seq")?);
-        // Cannot happen while the row is locked; refuse rather than store an entry
+             rating_comment = $9, department = $10 WHERE id = $1 RETURNING last_seq";
+        let sql = if change.entry.is_some() {
+            format!(
+                "WITH bumped AS ({bump}) \
+                 INSERT INTO entries (conversation_id, seq, prev_public, kind, sender_role, \
+                 sender_id, sender_name, body, client_id, event, at) \
+                 SELECT $1, last_seq, $11, $12, $13, $14, $15, $16, $17, $18, $19 FROM bumped \
+                 RETURNING seq AS last_seq"
+            )
+        } else {
+            bump.to_owned()
+        };
+        let at = now_ms();
+        let mut query = sqlx::query(&sql)
+            .bind(&id)
+            .bind(step)
+            .bind(public)
+            .bind(tag(state)?)
+            .bind(agent)
+            .bind(closed_at)
+            .bind(close_reason)
+            .bind(rating)
+            .bind(rating_comment)
+            .bind(department);
+        if let Some(entry) = &change.entry {
+            query = query
+                .bind(to_db(last_public_seq))
+                .bind(tag(entry.kind)?)
+                .bind(tag(entry.sender.role)?)
+                .bind(&entry.sender.id)
+                .bind(&entry.sender.name)
+                .bind(&entry.text)
+                .bind(&entry.client_id)
+                .bind(&entry.event)
+                .bind(to_db(at));
+        }
+        let bumped = match query.fetch_one(&mut *conn).await {
+            Ok(row) => row,
+            Err(sqlx::Error::Database(e))
+                if e.is_unique_violation() && e.constraint() == Some("entries_client_id") =>
+            {
+                return Err(Fail::ClientIdTaken)
+            }
+            Err(e) => return Err(fail(e)),
+        };
+        let seq = from_db(get(&bumped, "last_seq")?);
+        // Cannot happen while the row is locked; refuse rather than keep an entry
         // whose `prev_public` would be wrong.
         if seq != last_seq + from_db(step) {
             return Err(StoreError::Unavailable(format!(
@@ -1006,27 +1137,24 @@ async fn apply_change(
             ))
             .into());
         }
-    }
-
-    let mut outcome = Applied::default();
-    if let Some(entry) = &change.entry {
-        let stored = StoredEntry {
-            conversation: change.conversation,
-            seq,
-            prev_public: last_public_seq,
-            kind: entry.kind,
-            sender: entry.sender.clone(),
-            text: entry.text.clone(),
-            client_id: entry.client_id.clone(),
-            event: entry.event.clone(),
-            at: now_ms(),
-        };
-        insert_entry(conn, &id, &stored).await?;
-        *appended = Some((stored.clone(), entry.origin));
-        outcome.appended = Some(Appended {
-            entry: stored,
-            duplicate: false,
-        });
+        if let Some(entry) = &change.entry {
+            let stored = StoredEntry {
+                conversation: change.conversation,
+                seq,
+                prev_public: last_public_seq,
+                kind: entry.kind,
+                sender: entry.sender.clone(),
+                text: entry.text.clone(),
+                client_id: entry.client_id.clone(),
+                event: entry.event.clone(),
+                at,
+            };
+            *appended = Some((stored.clone(), entry.origin));
+            outcome.appended = Some(Appended {
+                entry: stored,
+                duplicate: false,
+            });
+        }
     }
     for event in &change.events {
         insert_event(conn, &id, event).await?;
@@ -1049,17 +1177,21 @@ async fn apply_change(
     Ok(Output::Applied(outcome))
 }
 
-/// Checks a change's [`Fence`] (after its `expect`) and records its epoch: the epoch
-/// first ([`StoreError::Fenced`]), then the agent's capacity
-/// ([`StoreError::Precondition`]). The caller's savepoint undoes the recorded epoch
-/// should the rest of the change fail.
+/// Checks a change's [`Fence`] (after its `expect`): the epoch first
+/// ([`StoreError::Fenced`]), then the agent's capacity
+/// ([`StoreError::Precondition`]). Reads only; returns the epoch to record when it
+/// is higher than the one recorded, for the change's writes to record.
 ///
 /// The fence row is read `FOR UPDATE` (the batch locked it already, after its
 /// conversations; this only makes sure): it holds the lock until the batch commits,
 /// so every other node's fenced change waits, then sees this one's epoch. The
 /// capacity count is a new statement, run under that lock: it sees every fenced
 /// change committed before, and none can commit until this one has.
-async fn check_fence(conn: &mut PgConnection, id: &str, fence: &Fence) -> Result<(), Fail> {
+async fn check_fence(
+    conn: &mut PgConnection,
+    id: &str,
+    fence: &Fence,
+) -> Result<Option<i64>, Fail> {
     let epoch = to_db(fence.epoch);
     let recorded: Option<i64> = sqlx::query_scalar(&format!("{ROUTING_EPOCH_SELECT} FOR UPDATE"))
         .fetch_optional(&mut *conn)
@@ -1090,14 +1222,7 @@ async fn check_fence(conn: &mut PgConnection, id: &str, fence: &Fence) -> Result
             return Err(StoreError::Precondition.into());
         }
     }
-    if epoch > recorded {
-        sqlx::query("UPDATE routing_fence SET epoch = $1 WHERE id = 1")
-            .bind(epoch)
-            .execute(&mut *conn)
-            .await
-            .map_err(fail)?;
-    }
-    Ok(())
+    Ok((epoch > recorded).then_some(epoch))
 }
 
 /// The fence row is missing: the schema was changed by something else.
@@ -1158,37 +1283,6 @@ fn resend_answer(original: StoredEntry, entry: &NewEntry) -> Result<Output, Fail
     }))
 }
 
-/// Inserts one transcript entry. Its client id being taken is [`Fail::ClientIdTaken`].
-async fn insert_entry(conn: &mut PgConnection, id: &str, entry: &StoredEntry) -> Result<(), Fail> {
-    let inserted = sqlx::query(
-        "INSERT INTO entries (conversation_id, seq, prev_public, kind, sender_role, sender_id, \
-         sender_name, body, client_id, event, at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(id)
-    .bind(to_db(entry.seq))
-    .bind(to_db(entry.prev_public))
-    .bind(tag(entry.kind)?)
-    .bind(tag(entry.sender.role)?)
-    .bind(&entry.sender.id)
-    .bind(&entry.sender.name)
-    .bind(&entry.text)
-    .bind(&entry.client_id)
-    .bind(&entry.event)
-    .bind(to_db(entry.at))
-    .execute(&mut *conn)
-    .await;
-    match inserted {
-        Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(e))
-            if e.is_unique_violation() && e.constraint() == Some("entries_client_id") =>
-        {
-            Err(Fail::ClientIdTaken)
-        }
-        Err(e) => Err(fail(e)),
-    }
-}
-
 /// Inserts one lifecycle event.
 async fn insert_event(
     conn: &mut PgConnection,
@@ -1244,6 +1338,10 @@ const CONVERSATION_SELECT: &str = "SELECT c.id, c.player_id, c.player_card, c.de
 /// The columns of a [`StoredEntry`], as [`entry_from_row`] reads them.
 const ENTRY_COLUMNS: &str =
     "seq, prev_public, kind, sender_role, sender_id, sender_name, body, client_id, event, at";
+
+/// [`ENTRY_COLUMNS`] of the entry `e` joined to a conversation's row.
+const DUP_COLUMNS: &str = "e.seq, e.prev_public, e.kind, e.sender_role, e.sender_id, \
+     e.sender_name, e.body, e.client_id, e.event, e.at";
 
 /// The highest routing epoch recorded, from the one row of `routing_fence`.
 const ROUTING_EPOCH_SELECT: &str = "SELECT epoch FROM routing_fence WHERE id = 1";

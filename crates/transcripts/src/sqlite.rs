@@ -447,7 +447,22 @@ impl Writer {
     async fn commit_batch(&mut self, batch: &mut Vec<Request>) {
         let mut results = Vec::with_capacity(batch.len());
         let mut committed = Vec::new();
-        match self.run_batch(batch, &mut results, &mut committed).await {
+        let mut outcome = self
+            .run_batch(batch, &mut results, &mut committed, false)
+            .await;
+        if let Err(BatchFailure::Halfway(e)) = &outcome {
+            // One write failed after it had written: undo the whole transaction and
+            // run the batch again with a savepoint around every write, so that only
+            // that write fails. Nothing was committed or answered yet.
+            tracing::warn!(error = %e, writes = batch.len(), "batch run again with savepoints");
+            self.rollback().await;
+            results.clear();
+            committed.clear();
+            outcome = self
+                .run_batch(batch, &mut results, &mut committed, true)
+                .await;
+        }
+        match outcome {
             Ok(()) => {
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 tracing::trace!(
@@ -466,14 +481,13 @@ impl Writer {
                     request.answer(result);
                 }
             }
-            Err(e) => {
-                let message = e.to_string();
+            Err(failure) => {
+                let message = match failure {
+                    BatchFailure::Failed(e) => e.to_string(),
+                    BatchFailure::Halfway(message) => message,
+                };
                 tracing::error!(error = %message, writes = batch.len(), "batch failed");
-                // The transaction may already be gone (SQLite rolls back by itself
-                // on some I/O errors); then ROLLBACK fails and that is fine.
-                if let Err(e) = exec(&mut self.conn, "ROLLBACK").await {
-                    tracing::debug!(error = %e, "rollback after a failed batch");
-                }
+                self.rollback().await;
                 for request in batch.drain(..) {
                     request.answer(Err(StoreError::Unavailable(message.clone())));
                 }
@@ -481,28 +495,53 @@ impl Writer {
         }
     }
 
+    /// Rolls back the open transaction. It may already be gone (SQLite rolls back
+    /// by itself on some I/O errors); then ROLLBACK fails and that is fine.
+    async fn rollback(&mut self) {
+        if let Err(e) = exec(&mut self.conn, "ROLLBACK").await {
+            tracing::debug!(error = %e, "rollback after a failed batch");
+        }
+    }
+
     /// The transaction of one batch. `Err` means the batch as a whole failed and
     /// nothing of it may be acknowledged; a single write's own failure is in
-    /// `results` and only its savepoint was rolled back.
+    /// `results` and left nothing of itself behind.
+    ///
+    /// Unless `guard_all`, appends and creations, nearly every write, run without a
+    /// savepoint of their own: each does all its checks (reads) before its first
+    /// write, so a refused one has written nothing. That saves two round trips to
+    /// the driver's thread per write. Should one fail after it started writing, the
+    /// batch stops with [`BatchFailure::Halfway`] and is run again with
+    /// `guard_all`, a savepoint around every write.
     async fn run_batch(
         &mut self,
         batch: &[Request],
         results: &mut Vec<Result<Output>>,
         committed: &mut Vec<(StoredEntry, u64)>,
-    ) -> Result<(), sqlx::Error> {
+        guard_all: bool,
+    ) -> Result<(), BatchFailure> {
         // IMMEDIATE: take the write lock now, not at the first write, so a second
         // process on the same file fails here instead of halfway through.
         exec(&mut self.conn, "BEGIN IMMEDIATE").await?;
         for request in batch {
-            exec(&mut self.conn, "SAVEPOINT op").await?;
+            let guarded = guard_all || !matches!(request.op, Op::Apply(_) | Op::Create(_));
+            if guarded {
+                exec(&mut self.conn, "SAVEPOINT op").await?;
+            }
             let mut appended = None;
-            let result = execute(&mut self.conn, &request.op, &mut appended).await;
+            let mut wrote = false;
+            let result = execute(&mut self.conn, &request.op, &mut appended, &mut wrote).await;
+            match (&result, guarded) {
+                (Ok(_), true) => exec(&mut self.conn, "RELEASE op").await?,
+                (Err(_), true) => {
+                    exec(&mut self.conn, "ROLLBACK TO op").await?;
+                    exec(&mut self.conn, "RELEASE op").await?;
+                }
+                (Err(e), false) if wrote => return Err(BatchFailure::Halfway(e.to_string())),
+                (Err(_), false) | (Ok(_), false) => {}
+            }
             if result.is_ok() {
-                exec(&mut self.conn, "RELEASE op").await?;
                 committed.extend(appended);
-            } else {
-                exec(&mut self.conn, "ROLLBACK TO op").await?;
-                exec(&mut self.conn, "RELEASE op").await?;
             }
             results.push(result);
         }
@@ -511,21 +550,37 @@ impl Writer {
     }
 }
 
+/// Why a batch's transaction did not commit.
+enum BatchFailure {
+    /// The batch as a whole failed (BEGIN, a savepoint, COMMIT, the connection).
+    Failed(StoreError),
+    /// A write without a savepoint failed after it had started writing: why.
+    Halfway(String),
+}
+
+impl From<sqlx::Error> for BatchFailure {
+    fn from(e: sqlx::Error) -> Self {
+        BatchFailure::Failed(db(e))
+    }
+}
+
 /// Runs one statement that returns nothing.
 async fn exec(conn: &mut SqliteConnection, sql: &str) -> Result<(), sqlx::Error> {
     sqlx::query(sql).execute(&mut *conn).await.map(|_| ())
 }
 
-/// Performs one write inside its savepoint. A new entry it stores is put in
-/// `appended`, with its origin, for the observer.
+/// Performs one write. A new entry it stores is put in `appended`, with its origin,
+/// for the observer. `wrote` is set once an append or creation has started writing:
+/// an error after that leaves part of it behind (the others run in a savepoint).
 async fn execute(
     conn: &mut SqliteConnection,
     op: &Op,
     appended: &mut Option<(StoredEntry, u64)>,
+    wrote: &mut bool,
 ) -> Result<Output> {
     match op {
-        Op::Create(new) => create_conversation(conn, new).await,
-        Op::Apply(change) => apply_change(conn, change, appended).await,
+        Op::Create(new) => create_conversation(conn, new, wrote).await,
+        Op::Apply(change) => apply_change(conn, change, appended, wrote).await,
         Op::PutAgent(account) => put_agent(conn, account).await,
         Op::RemoveAgent(id) => {
             let done = sqlx::query("DELETE FROM agents WHERE id = ?")
@@ -606,8 +661,12 @@ async fn execute(
     }
 }
 
-/// Inserts a conversation and its `queued` or `offline` event.
-async fn create_conversation(conn: &mut SqliteConnection, new: &NewConversation) -> Result<Output> {
+/// Inserts a conversation and its `queued` or `offline` event, in one round trip.
+async fn create_conversation(
+    conn: &mut SqliteConnection,
+    new: &NewConversation,
+    wrote: &mut bool,
+) -> Result<Output> {
     let kind = match new.state {
         ConversationState::Queued => LifecycleKind::Queued,
         ConversationState::Offline => LifecycleKind::Offline,
@@ -619,26 +678,6 @@ async fn create_conversation(conn: &mut SqliteConnection, new: &NewConversation)
     };
     let id = new.id.to_string();
     let card = serde_json::to_string(&new.player).map_err(corrupt)?;
-    let inserted = sqlx::query(
-        "INSERT INTO conversations (id, player_id, player_card, department, language, state, \
-         last_seq, last_public_seq, created_at) VALUES (?, ?, ?, ?, ?, ?, 0, 0, ?)",
-    )
-    .bind(&id)
-    .bind(&new.player.id.0)
-    .bind(card)
-    .bind(&new.department)
-    .bind(&new.language)
-    .bind(tag(new.state)?)
-    .bind(to_db(new.created_at))
-    .execute(&mut *conn)
-    .await;
-    match inserted {
-        Ok(_) => {}
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            return Err(StoreError::Conflict)
-        }
-        Err(e) => return Err(db(e)),
-    }
     let event = LifecycleEvent {
         kind,
         agent: None,
@@ -648,15 +687,46 @@ async fn create_conversation(conn: &mut SqliteConnection, new: &NewConversation)
         }),
         at: new.created_at,
     };
-    insert_event(conn, &id, &event).await?;
-    Ok(Output::Unit)
+    let mut writes = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO conversations (id, player_id, player_card, department, language, state, \
+         last_seq, last_public_seq, created_at) VALUES (",
+    );
+    writes
+        .push_bind(&id)
+        .push(", ")
+        .push_bind(&new.player.id.0)
+        .push(", ")
+        .push_bind(card)
+        .push(", ")
+        .push_bind(&new.department)
+        .push(", ")
+        .push_bind(&new.language)
+        .push(", ")
+        .push_bind(tag(new.state)?)
+        .push(", 0, 0, ")
+        .push_bind(to_db(new.created_at))
+        .push("); ");
+    push_event(&mut writes, &id, &event)?;
+    // The conversation's insert runs first and stops the rest when it fails, so a
+    // taken id has written nothing; the event's table has no unique key of its own.
+    match writes.build().execute(&mut *conn).await {
+        Ok(_) => Ok(Output::Unit),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict),
+        Err(e) => {
+            *wrote = true;
+            Err(db(e))
+        }
+    }
 }
 
-/// Applies one [`Change`] (the caller holds its savepoint).
+/// Applies one [`Change`]: reads and checks everything first, then writes it all in
+/// one multi-statement round trip (see [`Writer::run_batch`] for why the order
+/// matters).
 async fn apply_change(
     conn: &mut SqliteConnection,
     change: &Change,
     appended: &mut Option<(StoredEntry, u64)>,
+    wrote: &mut bool,
 ) -> Result<Output> {
     let id = change.conversation.to_string();
     // One round trip reads the conversation and, for an entry with a client id, the
@@ -717,19 +787,24 @@ async fn apply_change(
     let mut rating_comment: Option<String> = get(&row, "rating_comment")?;
     let mut department: String = get(&row, "department")?;
 
+    // Every check before the first write: a refused change writes nothing.
     if let Some(expect) = &change.expect {
         if expect.state != state || expect.agent.as_ref().map(|a| a.0.as_str()) != agent.as_deref()
         {
             return Err(StoreError::Precondition);
         }
     }
-    if let Some(fence) = &change.fence {
-        check_fence(conn, &id, fence).await?;
-    }
-    if let Some((score, comment)) = &change.rating {
+    if let Some((score, _)) = &change.rating {
         if rating.is_some() || !(1..=5).contains(score) {
             return Err(StoreError::Precondition);
         }
+    }
+    let raise_epoch = match &change.fence {
+        Some(fence) => check_fence(conn, &id, fence).await?,
+        None => None,
+    };
+
+    if let Some((score, comment)) = &change.rating {
         rating = Some(i64::from(*score));
         rating_comment.clone_from(comment);
     }
@@ -752,6 +827,13 @@ async fn apply_change(
         }
     }
 
+    let mut writes = QueryBuilder::<Sqlite>::new("");
+    if let Some(epoch) = raise_epoch {
+        writes
+            .push("UPDATE routing_fence SET epoch = ")
+            .push_bind(epoch)
+            .push(" WHERE id = 1; ");
+    }
     let mut outcome = Applied::default();
     if let Some(entry) = &change.entry {
         let stored = StoredEntry {
@@ -765,7 +847,7 @@ async fn apply_change(
             event: entry.event.clone(),
             at: now_ms(),
         };
-        insert_entry(conn, &id, &stored).await?;
+        push_entry(&mut writes, &id, &stored)?;
         last_seq = stored.seq;
         if stored.is_public() {
             last_public_seq = stored.seq;
@@ -776,53 +858,64 @@ async fn apply_change(
             duplicate: false,
         });
     }
-
     if change.set.is_some() || change.entry.is_some() || change.rating.is_some() {
-        sqlx::query(
-            "UPDATE conversations SET state = ?, agent_id = ?, last_seq = ?, \
-             last_public_seq = ?, closed_at = ?, close_reason = ?, rating = ?, \
-             rating_comment = ?, department = ? WHERE id = ?",
-        )
-        .bind(tag(state)?)
-        .bind(agent)
-        .bind(to_db(last_seq))
-        .bind(to_db(last_public_seq))
-        .bind(closed_at)
-        .bind(close_reason)
-        .bind(rating)
-        .bind(rating_comment)
-        .bind(department)
-        .bind(&id)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
+        writes
+            .push("UPDATE conversations SET state = ")
+            .push_bind(tag(state)?)
+            .push(", agent_id = ")
+            .push_bind(agent)
+            .push(", last_seq = ")
+            .push_bind(to_db(last_seq))
+            .push(", last_public_seq = ")
+            .push_bind(to_db(last_public_seq))
+            .push(", closed_at = ")
+            .push_bind(closed_at)
+            .push(", close_reason = ")
+            .push_bind(close_reason)
+            .push(", rating = ")
+            .push_bind(rating)
+            .push(", rating_comment = ")
+            .push_bind(rating_comment)
+            .push(", department = ")
+            .push_bind(department)
+            .push(" WHERE id = ")
+            .push_bind(id.clone())
+            .push("; ");
     }
     for event in &change.events {
-        insert_event(conn, &id, event).await?;
+        push_event(&mut writes, &id, event)?;
     }
     if let Some(handoff) = &change.handoff {
-        sqlx::query(
-            "INSERT INTO handoffs (conversation_id, from_agent, to_target, note, outcome, at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&id)
-        .bind(&handoff.from.0)
-        .bind(&handoff.to)
-        .bind(&handoff.note)
-        .bind(&handoff.outcome)
-        .bind(to_db(handoff.at))
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
+        writes
+            .push(
+                "INSERT INTO handoffs (conversation_id, from_agent, to_target, note, outcome, at) \
+                 VALUES (",
+            )
+            .push_bind(id.clone())
+            .push(", ")
+            .push_bind(handoff.from.0.clone())
+            .push(", ")
+            .push_bind(handoff.to.clone())
+            .push(", ")
+            .push_bind(handoff.note.clone())
+            .push(", ")
+            .push_bind(handoff.outcome.clone())
+            .push(", ")
+            .push_bind(to_db(handoff.at))
+            .push("); ");
+    }
+    if !writes.sql().is_empty() {
+        *wrote = true;
+        writes.build().execute(&mut *conn).await.map_err(db)?;
     }
     Ok(Output::Applied(outcome))
 }
 
-/// Checks a change's [`Fence`] (after its `expect`) and records its epoch: the epoch
-/// first ([`StoreError::Fenced`]), then the agent's capacity
-/// ([`StoreError::Precondition`]). The caller's savepoint undoes the recorded epoch
-/// should the rest of the change fail.
-async fn check_fence(conn: &mut SqliteConnection, id: &str, fence: &Fence) -> Result<()> {
+/// Checks a change's [`Fence`] (after its `expect`): the epoch first
+/// ([`StoreError::Fenced`]), then the agent's capacity
+/// ([`StoreError::Precondition`]). Reads only; returns the epoch to record when it
+/// is higher than the one recorded, for the change's writes to record.
+async fn check_fence(conn: &mut SqliteConnection, id: &str, fence: &Fence) -> Result<Option<i64>> {
     let epoch = to_db(fence.epoch);
     let recorded: Option<i64> = sqlx::query_scalar(ROUTING_EPOCH_SELECT)
         .fetch_optional(&mut *conn)
@@ -853,14 +946,7 @@ async fn check_fence(conn: &mut SqliteConnection, id: &str, fence: &Fence) -> Re
             return Err(StoreError::Precondition);
         }
     }
-    if epoch > recorded {
-        sqlx::query("UPDATE routing_fence SET epoch = ? WHERE id = 1")
-            .bind(epoch)
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
-    }
-    Ok(())
+    Ok((epoch > recorded).then_some(epoch))
 }
 
 /// The fence row is missing: the schema was changed by something else.
@@ -868,43 +954,56 @@ fn missing_fence() -> StoreError {
     corrupt("the routing_fence row is missing")
 }
 
-/// Inserts one transcript entry.
-async fn insert_entry(conn: &mut SqliteConnection, id: &str, entry: &StoredEntry) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO entries (conversation_id, seq, prev_public, kind, sender_role, sender_id, \
-         sender_name, body, client_id, event, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(id)
-    .bind(to_db(entry.seq))
-    .bind(to_db(entry.prev_public))
-    .bind(tag(entry.kind)?)
-    .bind(tag(entry.sender.role)?)
-    .bind(&entry.sender.id)
-    .bind(&entry.sender.name)
-    .bind(&entry.text)
-    .bind(&entry.client_id)
-    .bind(&entry.event)
-    .bind(to_db(entry.at))
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
+/// Adds the insert of one transcript entry to `writes`.
+fn push_entry(writes: &mut QueryBuilder<'_, Sqlite>, id: &str, entry: &StoredEntry) -> Result<()> {
+    writes
+        .push(
+            "INSERT INTO entries (conversation_id, seq, prev_public, kind, sender_role, \
+             sender_id, sender_name, body, client_id, event, at) VALUES (",
+        )
+        .push_bind(id.to_owned())
+        .push(", ")
+        .push_bind(to_db(entry.seq))
+        .push(", ")
+        .push_bind(to_db(entry.prev_public))
+        .push(", ")
+        .push_bind(tag(entry.kind)?)
+        .push(", ")
+        .push_bind(tag(entry.sender.role)?)
+        .push(", ")
+        .push_bind(entry.sender.id.clone())
+        .push(", ")
+        .push_bind(entry.sender.name.clone())
+        .push(", ")
+        .push_bind(entry.text.clone())
+        .push(", ")
+        .push_bind(entry.client_id.clone())
+        .push(", ")
+        .push_bind(entry.event.clone())
+        .push(", ")
+        .push_bind(to_db(entry.at))
+        .push("); ");
     Ok(())
 }
 
-/// Inserts one lifecycle event.
-async fn insert_event(conn: &mut SqliteConnection, id: &str, event: &LifecycleEvent) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO lifecycle_events (conversation_id, kind, agent_id, detail, at) \
-         VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(id)
-    .bind(tag(event.kind)?)
-    .bind(event.agent.as_ref().map(|a| a.0.as_str()))
-    .bind(event.detail.to_string())
-    .bind(to_db(event.at))
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
+/// Adds the insert of one lifecycle event to `writes`.
+fn push_event(
+    writes: &mut QueryBuilder<'_, Sqlite>,
+    id: &str,
+    event: &LifecycleEvent,
+) -> Result<()> {
+    writes
+        .push("INSERT INTO lifecycle_events (conversation_id, kind, agent_id, detail, at) VALUES (")
+        .push_bind(id.to_owned())
+        .push(", ")
+        .push_bind(tag(event.kind)?)
+        .push(", ")
+        .push_bind(event.agent.as_ref().map(|a| a.0.clone()))
+        .push(", ")
+        .push_bind(event.detail.to_string())
+        .push(", ")
+        .push_bind(to_db(event.at))
+        .push("); ");
     Ok(())
 }
 
