@@ -516,3 +516,74 @@ async fn the_last_admin_cannot_remove_or_demote_themself() {
     let (status, body) = call(&server, Method::GET, "/api/accounts", &root_t, None).await;
     assert_eq!((status, body["error"].clone()), (403, json!("forbidden")));
 }
+
+/// When the audit log cannot be written, the read it would record is refused with
+/// 503 `unavailable` rather than let through unrecorded. The failure is made with
+/// the `sqlite3` tool (a trigger refusing inserts into `audit_log`); without it the
+/// test says so and checks nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_whose_audit_record_cannot_be_written_is_refused() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    server.add_agent("ayla", "en", "general", 2, false);
+    server.add_with_role("root", "admin");
+    let ayla_t = server.login("ayla").await;
+    let root_t = server.login("root").await;
+    let mut ayla = server.agent("ayla").await;
+    let mut player = server.visitor("en").await;
+    let conv = start_chat(&mut player, None).await;
+    accept(&mut ayla, &conv).await;
+    let transcript = format!("/api/conversations/{conv}/transcript");
+    assert_eq!(server.get(&transcript, &ayla_t).await.0, 200);
+
+    let refuse = "CREATE TRIGGER audit_refused BEFORE INSERT ON audit_log \
+                  BEGIN SELECT RAISE(FAIL, 'audit log refused'); END;";
+    let db = dir.path().join("pitboss.db");
+    let Ok(out) = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg(refuse)
+        .output()
+    else {
+        eprintln!("sqlite3 is not installed: the audit failure path is not exercised");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for path in [
+        transcript.clone(),
+        format!("/api/conversations/{conv}/transcript.txt"),
+        format!("/api/conversations/{conv}"),
+    ] {
+        let (status, body) = server.get(&path, &ayla_t).await;
+        assert_eq!(status, 503, "GET {path}: {body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"], "unavailable");
+        assert!(
+            !body.to_string().contains("\"messages\""),
+            "no transcript in the refusal: {body}"
+        );
+    }
+    let (status, body) = server.get("/api/me", &ayla_t).await;
+    assert_eq!(status, 200, "what is not audited still works: {body}");
+
+    let drop = "DROP TRIGGER audit_refused;";
+    let out = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg(drop)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(server.get(&transcript, &ayla_t).await.0, 200);
+    // Only the reads that happened are in the log.
+    assert_eq!(
+        audit(&server, &root_t, "action=transcript.read").await,
+        [
+            rec("ayla", "transcript.read", &conv),
+            rec("ayla", "transcript.read", &conv),
+        ]
+    );
+}
