@@ -39,6 +39,9 @@ pub enum AccountError {
     /// The change would leave no admin.
     #[error("this is the last admin: another admin must exist first")]
     LastAdmin,
+    /// The password could not be hashed (the hashing task failed); nothing changed.
+    #[error("hashing the password failed: {0}")]
+    Hashing(String),
     /// The store failed, or the audit record could not be written; nothing changed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -193,8 +196,8 @@ async fn hash(password: &str) -> Result<String, AccountError> {
     let password = password.to_owned();
     tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
         .await
-        .map_err(|e| AccountError::Invalid(format!("hashing the password failed: {e}")))?
-        .map_err(AccountError::Invalid)
+        .map_err(|e| AccountError::Hashing(e.to_string()))?
+        .map_err(AccountError::Hashing)
 }
 
 /// What the audit log keeps of an account: never its password or hash.

@@ -50,6 +50,9 @@ impl From<AccountError> for ApiError {
                 ApiError(StatusCode::CONFLICT, "conflict", message)
             }
             AccountError::NotFound => ApiError(StatusCode::NOT_FOUND, "not_found", message),
+            AccountError::Hashing(_) => {
+                ApiError(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            }
             AccountError::Store(e) => e.into(),
         }
     }
