@@ -365,7 +365,12 @@ async fn admins_manage_accounts_and_every_change_is_audited() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(login("first-password").await.status(), 401);
     assert_eq!(login("second-password").await.status(), 200);
-    // Profile and role.
+    // Profile and role. A console opened under the old role is closed: what a
+    // connection may do was fixed when it said hello.
+    let hello = json!({"type":"hello","protocol":1,"auth":{"kind":"agent","token":nina_t}});
+    let mut old_console = Client::connect(&server.addr).await;
+    old_console.send(hello.clone()).await;
+    assert_eq!(old_console.expect("welcome").await["you"]["role"], "agent");
     let (status, body) = call(
         &server,
         Method::PATCH,
@@ -378,6 +383,7 @@ async fn admins_manage_accounts_and_every_change_is_audited() {
     assert_eq!(body["account"]["role"], "supervisor");
     assert_eq!(body["account"]["capacity"], 2);
     assert_eq!(body["account"]["name"], "Nina", "fields not given stay");
+    assert_eq!(old_console.expect_close().await, Some(4001));
     assert_eq!(
         server.get_json("/api/me", &nina_t).await["role"],
         "supervisor"
@@ -407,10 +413,8 @@ async fn admins_manage_accounts_and_every_change_is_audited() {
 
     // Removal: the token stops working and the open console is closed.
     let mut console = Client::connect(&server.addr).await;
-    console
-        .send(json!({"type":"hello","protocol":1,"auth":{"kind":"agent","token":nina_t}}))
-        .await;
-    console.expect("welcome").await;
+    console.send(hello).await;
+    assert_eq!(console.expect("welcome").await["you"]["role"], "supervisor");
     let (status, _) = call(&server, Method::DELETE, "/api/accounts/nina", &root_t, None).await;
     assert_eq!(status, 204);
     let (status, body) = server.get("/api/me", &nina_t).await;
