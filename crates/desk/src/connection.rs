@@ -103,6 +103,9 @@ pub struct ConnRef(pub(crate) Arc<ConnShared>);
 pub(crate) struct ConnShared {
     pub(crate) id: u64,
     pub(crate) user: UserKey,
+    /// An agent connection's role as of its `hello` (`None` for players): what
+    /// the connection may do follows it, so a change of role closes it.
+    pub(crate) role: Option<pitboss_protocol::Role>,
     /// Bounded: a client that does not read cannot grow the server's memory.
     pub(crate) tx: mpsc::Sender<Outbound>,
     pub(crate) close: Arc<CloseSignal>,

@@ -7,18 +7,22 @@
 //! of HTTP or WebSocket: the gateway hands it decoded frames and a connection
 //! handle, and writes what it queues on that handle.
 
+pub mod accounts;
+pub mod audit;
 pub mod auth;
 pub mod connection;
 mod engine;
 mod live;
 pub mod masking;
+pub mod permissions;
 mod session;
 pub mod telemetry;
 
 pub use auth::{AuthError, Keys, PlayerTokenConfig};
 pub use connection::{CloseSignal, ConnRef, Delivery, FrameSink, Outbound};
 pub use engine::{Desk, DeskStats};
-pub use session::{Session, UserKey};
+pub use permissions::{allows, Permission};
+pub use session::{conversation_role, Session, UserKey};
 
 use pitboss_cluster::{Bus, Lease, Presence};
 use pitboss_protocol::WireLimits;

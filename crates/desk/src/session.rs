@@ -28,8 +28,9 @@ pub enum Session {
         id: AgentId,
         /// Display name.
         name: String,
-        /// Whether they may see and take over every conversation.
-        supervisor: bool,
+        /// The account's role, as it was when the connection said `hello`: what
+        /// it may do is [`crate::permissions::allows`] of it.
+        role: Role,
     },
 }
 
@@ -50,19 +51,20 @@ impl Session {
                 id: card.id.0.clone(),
                 name: card.name.clone(),
             },
-            Session::Agent {
-                id,
-                name,
-                supervisor,
-            } => Participant {
-                role: if *supervisor {
-                    Role::Supervisor
-                } else {
-                    Role::Agent
-                },
+            Session::Agent { id, name, role } => Participant {
+                role: conversation_role(*role),
                 id: id.0.clone(),
                 name: Some(name.clone()),
             },
         }
+    }
+}
+
+/// How an account's role appears in a conversation: an admin acts as a supervisor
+/// there and appears as one, so clients of players and agents need not know it.
+pub fn conversation_role(role: Role) -> Role {
+    match role {
+        Role::Admin => Role::Supervisor,
+        other => other,
     }
 }

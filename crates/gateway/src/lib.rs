@@ -143,7 +143,13 @@ fn cors(allowed: &[String]) -> tower_http::cors::CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(origins)
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .max_age(std::time::Duration::from_secs(600))
 }
@@ -166,6 +172,15 @@ pub fn app(state: AppState) -> axum::Router {
             get(rest::player_conversations),
         )
         .route("/api/agents", get(rest::agents))
+        .route(
+            "/api/accounts",
+            get(rest::accounts).post(rest::create_account),
+        )
+        .route(
+            "/api/accounts/{id}",
+            axum::routing::patch(rest::update_account).delete(rest::remove_account),
+        )
+        .route("/api/audit", get(rest::audit_log))
         .route("/api/departments", get(rest::departments))
         .route("/api/catalog", get(rest::catalog).put(rest::put_catalog))
         .route(

@@ -1,15 +1,21 @@
 //! The agent REST API and the health endpoints. Every `/api` route but `login`
 //! takes `Authorization: Bearer <session token>`; errors are JSON
-//! `{"error": code, "message": text}`.
+//! `{"error": code, "message": text}`. What a caller may do is asked of the
+//! desk's permission table (`pitboss_desk::allows`); reads of transcripts and of a
+//! player's history, and every change, are written to the audit log first.
 
 use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use pitboss_protocol::{ConversationId, ConversationState, MessageKind, PlayerId, Role};
+use pitboss_desk::accounts::{AccountChanges, AccountError, NewAccount};
+use pitboss_desk::audit::{self, AuditAction};
+use pitboss_desk::{allows, Permission};
+use pitboss_protocol::{AgentId, ConversationId, ConversationState, MessageKind, PlayerId, Role};
 use pitboss_transcripts::{
-    AgentAccount, CatalogItem, CatalogKind, ConversationFilter, ConversationRecord, StoreError,
+    AgentAccount, AuditFilter, CatalogItem, CatalogKind, ConversationFilter, ConversationRecord,
+    StoreError, MAX_AUDIT_LIMIT,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -34,6 +40,23 @@ impl From<StoreError> for ApiError {
 }
 
 type ApiResult<T> = Result<T, ApiError>;
+
+impl From<AccountError> for ApiError {
+    fn from(err: AccountError) -> Self {
+        let message = err.to_string();
+        match err {
+            AccountError::Invalid(_) => ApiError(StatusCode::BAD_REQUEST, "bad_request", message),
+            AccountError::Exists | AccountError::LastAdmin => {
+                ApiError(StatusCode::CONFLICT, "conflict", message)
+            }
+            AccountError::NotFound => ApiError(StatusCode::NOT_FOUND, "not_found", message),
+            AccountError::Hashing(_) => {
+                ApiError(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            }
+            AccountError::Store(e) => e.into(),
+        }
+    }
+}
 
 fn not_found() -> ApiError {
     ApiError(
@@ -157,6 +180,46 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> ApiResult<AgentAccount
     })
 }
 
+/// The account named by the bearer token, if its role allows `permission`;
+/// otherwise 403 `forbidden`.
+async fn permitted(
+    state: &AppState,
+    headers: &HeaderMap,
+    permission: Permission,
+) -> ApiResult<AgentAccount> {
+    let account = caller(state, headers).await?;
+    if !allows(account.role, permission) {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("your role may not {}", permission.name().replace('_', " ")),
+        ));
+    }
+    Ok(account)
+}
+
+/// Writes an audit record before what it records happens: a record that cannot
+/// be written stops the request with 503 `unavailable`.
+async fn audited(
+    state: &AppState,
+    actor: &AgentAccount,
+    action: AuditAction,
+    target: &str,
+    detail: serde_json::Value,
+) -> ApiResult<()> {
+    audit::append(&**state.desk.store(), &actor.id.0, action, target, detail)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, action = action.name(), "audit record not written: request refused");
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("the audit log cannot be written, so this was not done: {e}"),
+            )
+        })
+}
+
+/// An account as the API shows it: never its password hash.
 fn public(a: &AgentAccount) -> serde_json::Value {
     json!({
         "id": a.id,
@@ -170,7 +233,7 @@ fn public(a: &AgentAccount) -> serde_json::Value {
 
 /// `GET /api/me`.
 pub(crate) async fn me(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    let account = caller(&state, &headers).await?;
+    let account = permitted(&state, &headers, Permission::UseConsole).await?;
     Ok(Json(public(&account)).into_response())
 }
 
@@ -187,14 +250,14 @@ pub(crate) async fn list_conversations(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
-    let account = caller(&state, &headers).await?;
-    let supervisor = account.role == Role::Supervisor;
+    let account = permitted(&state, &headers, Permission::ReadOwnConversations).await?;
+    let every = allows(account.role, Permission::ReadAnyConversation);
     let records = state
         .desk
         .store()
         .conversations(ConversationFilter {
             state: q.state,
-            agent: (!supervisor).then(|| account.id.clone()),
+            agent: (!every).then(|| account.id.clone()),
             player: None,
             limit: q.limit.unwrap_or(100).clamp(1, 500),
         })
@@ -208,7 +271,7 @@ async fn readable(
     headers: &HeaderMap,
     id: &str,
 ) -> ApiResult<(AgentAccount, ConversationRecord)> {
-    let account = caller(state, headers).await?;
+    let account = permitted(state, headers, Permission::ReadOwnConversations).await?;
     let id: ConversationId = id.parse().map_err(|_| not_found())?;
     let record = state
         .desk
@@ -225,7 +288,16 @@ pub(crate) async fn conversation(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let (_, record) = readable(&state, &headers, &id).await?;
+    let (account, record) = readable(&state, &headers, &id).await?;
+    let target = record.summary.id.to_string();
+    audited(
+        &state,
+        &account,
+        AuditAction::ConversationRead,
+        &target,
+        json!({}),
+    )
+    .await?;
     let store = state.desk.store();
     let events = store.events(record.summary.id).await?;
     let handoffs = store.handoffs(record.summary.id).await?;
@@ -254,16 +326,22 @@ pub(crate) async fn transcript(
     Path(id): Path<String>,
     Query(q): Query<TranscriptQuery>,
 ) -> ApiResult<Response> {
-    let (_, record) = readable(&state, &headers, &id).await?;
+    let (account, record) = readable(&state, &headers, &id).await?;
+    let (after, limit) = (q.after.unwrap_or(0), q.limit.unwrap_or(1000).clamp(1, 1000));
+    let target = record.summary.id.to_string();
+    let detail = json!({ "format": "json", "after": after, "limit": limit });
+    audited(
+        &state,
+        &account,
+        AuditAction::TranscriptRead,
+        &target,
+        detail,
+    )
+    .await?;
     let entries = state
         .desk
         .store()
-        .entries(
-            record.summary.id,
-            q.after.unwrap_or(0),
-            q.limit.unwrap_or(1000).clamp(1, 1000),
-            true,
-        )
+        .entries(record.summary.id, after, limit, true)
         .await?;
     let messages: Vec<_> = entries.iter().map(|e| e.to_message(false)).collect();
     Ok(Json(json!({ "conversation": record.summary.id, "messages": messages })).into_response())
@@ -275,8 +353,17 @@ pub(crate) async fn transcript_text(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let (_, record) = readable(&state, &headers, &id).await?;
+    let (account, record) = readable(&state, &headers, &id).await?;
     let s = &record.summary;
+    let detail = json!({ "format": "text" });
+    audited(
+        &state,
+        &account,
+        AuditAction::TranscriptRead,
+        &s.id.to_string(),
+        detail,
+    )
+    .await?;
     let mut out = format!(
         "Conversation {}\nPlayer: {}{}\nDepartment: {}  Language: {}\nState: {:?}\n\n",
         s.id,
@@ -318,7 +405,7 @@ pub(crate) async fn offline(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    caller(&state, &headers).await?;
+    permitted(&state, &headers, Permission::UseConsole).await?;
     let records = state
         .desk
         .store()
@@ -345,26 +432,31 @@ pub(crate) async fn offline(
     Ok(Json(json!({ "offline": out })).into_response())
 }
 
-/// `GET /api/players/{player}/conversations`: the player's earlier conversations,
-/// for an agent who owns or is offered one of them, or a supervisor.
+/// `GET /api/players/{player}/conversations`: the player's earlier conversations
+/// (summaries), for an account that may read any player's history, or one that
+/// serves the player now: owns or is offered one of the player's open
+/// conversations (see `docs/permissions.md`).
 pub(crate) async fn player_conversations(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(player): Path<String>,
 ) -> ApiResult<Response> {
-    let account = caller(&state, &headers).await?;
+    let account = permitted(&state, &headers, Permission::ReadPlayerHistory).await?;
     let records = state
         .desk
         .store()
         .conversations(ConversationFilter {
-            player: Some(PlayerId(player)),
+            player: Some(PlayerId(player.clone())),
             limit: 50,
             ..Default::default()
         })
         .await?;
-    let mut allowed = account.role == Role::Supervisor;
+    let mut allowed = allows(account.role, Permission::ReadAnyPlayerHistory);
     if !allowed {
-        for r in &records {
+        for r in records
+            .iter()
+            .filter(|r| r.summary.state != ConversationState::Closed)
+        {
             if state.desk.readable(&account, r.summary.id).await?.is_some() {
                 allowed = true;
                 break;
@@ -375,9 +467,18 @@ pub(crate) async fn player_conversations(
         return Err(ApiError(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "you serve none of this player's conversations".into(),
+            "you serve none of this player's open conversations".into(),
         ));
     }
+    let detail = json!({ "conversations": records.len() });
+    audited(
+        &state,
+        &account,
+        AuditAction::PlayerHistoryRead,
+        &player,
+        detail,
+    )
+    .await?;
     let list: Vec<_> = records.into_iter().map(|r| r.summary).collect();
     Ok(Json(json!({ "conversations": list })).into_response())
 }
@@ -387,7 +488,7 @@ pub(crate) async fn agents(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    caller(&state, &headers).await?;
+    permitted(&state, &headers, Permission::UseConsole).await?;
     let accounts = state.desk.store().agents().await?;
     let mut list = Vec::with_capacity(accounts.len());
     for a in &accounts {
@@ -403,7 +504,7 @@ pub(crate) async fn departments(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    caller(&state, &headers).await?;
+    permitted(&state, &headers, Permission::UseConsole).await?;
     let mut list: Vec<String> = state
         .desk
         .store()
@@ -430,25 +531,13 @@ pub(crate) async fn catalog(
     headers: HeaderMap,
     Query(q): Query<CatalogQuery>,
 ) -> ApiResult<Response> {
-    caller(&state, &headers).await?;
+    permitted(&state, &headers, Permission::UseConsole).await?;
     let items = state
         .desk
         .store()
         .catalog(q.kind, q.language.as_deref())
         .await?;
     Ok(Json(json!({ "items": items })).into_response())
-}
-
-async fn supervisor(state: &AppState, headers: &HeaderMap) -> ApiResult<AgentAccount> {
-    let account = caller(state, headers).await?;
-    if account.role != Role::Supervisor {
-        return Err(ApiError(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "supervisors only".into(),
-        ));
-    }
-    Ok(account)
 }
 
 fn catalog_field(value: &str, max: usize, what: &str) -> ApiResult<()> {
@@ -462,16 +551,34 @@ fn catalog_field(value: &str, max: usize, what: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// A catalog item's name in the audit log: `kind/language/key`.
+fn catalog_target(kind: CatalogKind, language: &str, key: &str) -> String {
+    let kind = serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    format!("{kind}/{language}/{key}")
+}
+
 /// `PUT /api/catalog` (supervisors): creates or replaces `{kind, language, key, text}`.
 pub(crate) async fn put_catalog(
     State(state): State<AppState>,
     headers: HeaderMap,
     Json(item): Json<CatalogItem>,
 ) -> ApiResult<Response> {
-    supervisor(&state, &headers).await?;
+    let account = permitted(&state, &headers, Permission::ManageCatalog).await?;
     catalog_field(&item.language, 16, "language")?;
     catalog_field(&item.key, 64, "key")?;
     catalog_field(&item.text, pitboss_protocol::limits::MAX_TEXT_CHARS, "text")?;
+    let target = catalog_target(item.kind, &item.language, &item.key);
+    audited(
+        &state,
+        &account,
+        AuditAction::CatalogPut,
+        &target,
+        json!({}),
+    )
+    .await?;
     state.desk.store().put_catalog(item.clone()).await?;
     Ok((StatusCode::OK, Json(json!({ "item": item }))).into_response())
 }
@@ -482,7 +589,7 @@ pub(crate) async fn remove_catalog(
     headers: HeaderMap,
     Path((kind, language, key)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
-    supervisor(&state, &headers).await?;
+    let account = permitted(&state, &headers, Permission::ManageCatalog).await?;
     let kind: CatalogKind =
         serde_json::from_value(serde_json::Value::String(kind)).map_err(|_| {
             ApiError(
@@ -491,6 +598,15 @@ pub(crate) async fn remove_catalog(
                 "no such catalog kind".into(),
             )
         })?;
+    let target = catalog_target(kind, &language, &key);
+    audited(
+        &state,
+        &account,
+        AuditAction::CatalogRemove,
+        &target,
+        json!({}),
+    )
+    .await?;
     if state
         .desk
         .store()
@@ -505,6 +621,155 @@ pub(crate) async fn remove_catalog(
             "no such item".into(),
         ))
     }
+}
+
+/// `POST /api/accounts` body: a new account. Unknown fields are refused, so a
+/// misspelt one is not silently ignored.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewAccountBody {
+    login: String,
+    name: Option<String>,
+    role: Option<String>,
+    languages: Option<Vec<String>>,
+    departments: Option<Vec<String>>,
+    capacity: Option<u32>,
+    password: String,
+}
+
+/// `PATCH /api/accounts/{id}` body: the fields to change.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AccountChangesBody {
+    name: Option<String>,
+    role: Option<String>,
+    languages: Option<Vec<String>>,
+    departments: Option<Vec<String>>,
+    capacity: Option<u32>,
+    password: Option<String>,
+}
+
+/// An account role from its name; anything else is 400 `bad_request`.
+fn account_role(name: &str) -> ApiResult<Role> {
+    match name {
+        "agent" => Ok(Role::Agent),
+        "supervisor" => Ok(Role::Supervisor),
+        "admin" => Ok(Role::Admin),
+        _ => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "role is agent, supervisor or admin".into(),
+        )),
+    }
+}
+
+/// `GET /api/accounts` (admins): every account, by login.
+pub(crate) async fn accounts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    permitted(&state, &headers, Permission::ManageAccounts).await?;
+    let list: Vec<_> = state
+        .desk
+        .store()
+        .agents()
+        .await?
+        .iter()
+        .map(public)
+        .collect();
+    Ok(Json(json!({ "accounts": list })).into_response())
+}
+
+/// `POST /api/accounts` (admins): creates an account; 409 if the login exists.
+pub(crate) async fn create_account(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<NewAccountBody>,
+) -> ApiResult<Response> {
+    let admin = permitted(&state, &headers, Permission::ManageAccounts).await?;
+    let role = account_role(body.role.as_deref().unwrap_or("agent"))?;
+    let new = NewAccount {
+        login: body.login,
+        name: body.name,
+        role,
+        languages: body.languages.unwrap_or_else(|| vec!["en".into()]),
+        departments: body.departments.unwrap_or_else(|| vec!["general".into()]),
+        capacity: body.capacity.unwrap_or(3),
+        password: body.password,
+    };
+    let account = state.desk.create_account(&admin.id, new).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "account": public(&account) })),
+    )
+        .into_response())
+}
+
+/// `PATCH /api/accounts/{id}` (admins): changes the fields given.
+pub(crate) async fn update_account(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<AccountChangesBody>,
+) -> ApiResult<Response> {
+    let admin = permitted(&state, &headers, Permission::ManageAccounts).await?;
+    let changes = AccountChanges {
+        name: body.name,
+        role: body.role.as_deref().map(account_role).transpose()?,
+        languages: body.languages,
+        departments: body.departments,
+        capacity: body.capacity,
+        password: body.password,
+    };
+    let account = state
+        .desk
+        .update_account(&admin.id, &AgentId(id), changes)
+        .await?;
+    Ok(Json(json!({ "account": public(&account) })).into_response())
+}
+
+/// `DELETE /api/accounts/{id}` (admins): removes the account and closes its
+/// connections.
+pub(crate) async fn remove_account(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let admin = permitted(&state, &headers, Permission::ManageAccounts).await?;
+    state.desk.remove_account(&admin.id, &AgentId(id)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AuditQuery {
+    actor: Option<String>,
+    action: Option<String>,
+    target: Option<String>,
+    since: Option<u64>,
+    limit: Option<u32>,
+}
+
+/// `GET /api/audit?actor=&action=&target=&since=&limit=` (admins): audit records,
+/// newest first.
+pub(crate) async fn audit_log(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Response> {
+    permitted(&state, &headers, Permission::ReadAuditLog).await?;
+    let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let records = state
+        .desk
+        .store()
+        .audit(AuditFilter {
+            actor: nonempty(q.actor),
+            action: nonempty(q.action),
+            target: nonempty(q.target),
+            since: q.since,
+            limit: q.limit.unwrap_or(100).clamp(1, MAX_AUDIT_LIMIT),
+        })
+        .await?;
+    Ok(Json(json!({ "records": records })).into_response())
 }
 
 /// RFC 3339 UTC, to the second, for Unix milliseconds.

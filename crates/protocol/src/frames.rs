@@ -237,6 +237,9 @@ pub enum Role {
     Agent,
     /// An agent who may see and take over every conversation.
     Supervisor,
+    /// A supervisor who also manages accounts and reads the audit log. In a
+    /// conversation an admin acts as a supervisor and appears as one.
+    Admin,
     /// The server itself (lifecycle events in the transcript).
     System,
 }

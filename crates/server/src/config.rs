@@ -211,7 +211,12 @@ pub(crate) enum AgentCommand {
         /// Read the password from standard input.
         #[arg(long)]
         password_stdin: bool,
-        /// A supervisor sees and may take over every conversation.
+        /// The account's role: an agent serves their own conversations, a
+        /// supervisor sees and may take over every conversation, an admin also
+        /// manages accounts and reads the audit log.
+        #[arg(long, value_enum, conflicts_with = "supervisor")]
+        role: Option<AccountRole>,
+        /// The same as `--role supervisor`.
         #[arg(long)]
         supervisor: bool,
         /// Languages served, comma-separated.
@@ -231,6 +236,27 @@ pub(crate) enum AgentCommand {
         /// Login name.
         login: String,
     },
+}
+
+/// The role of an account made with `pitboss agent add`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AccountRole {
+    /// Serves their own conversations.
+    Agent,
+    /// Sees and may take over every conversation, keeps the catalog.
+    Supervisor,
+    /// A supervisor who also manages accounts and reads the audit log.
+    Admin,
+}
+
+impl From<AccountRole> for pitboss_protocol::Role {
+    fn from(role: AccountRole) -> Self {
+        match role {
+            AccountRole::Agent => pitboss_protocol::Role::Agent,
+            AccountRole::Supervisor => pitboss_protocol::Role::Supervisor,
+            AccountRole::Admin => pitboss_protocol::Role::Admin,
+        }
+    }
 }
 
 /// Where a cluster's shared state lives.

@@ -9,12 +9,14 @@ use clap::{Parser, Subcommand};
 use config::{AgentCommand, ServeArgs, Settings};
 use pitboss_cluster::memory::Hub;
 use pitboss_cluster::redis::{RedisBus, RedisLease, RedisOptions, RedisPresence};
-use pitboss_desk::{auth::hash_password, Desk, Shared};
+use pitboss_desk::accounts::{self, AccountError, NewAccount};
+use pitboss_desk::audit::CLI_ACTOR;
+use pitboss_desk::{Desk, Shared};
 use pitboss_gateway::AppState;
 use pitboss_protocol::{AgentId, Role};
 use pitboss_transcripts::postgres::{PostgresOptions, PostgresStore};
 use pitboss_transcripts::sqlite::{SqliteOptions, SqliteStore};
-use pitboss_transcripts::{now_ms, AgentAccount, SharedStore};
+use pitboss_transcripts::SharedStore;
 use std::io::Read;
 
 /// Pitboss: real-time live chat for casino customer support.
@@ -231,19 +233,14 @@ async fn run_agent(command: AgentCommand, store: SharedStore) -> anyhow::Result<
             name,
             password,
             password_stdin,
+            role,
             supervisor,
             languages,
             departments,
             capacity,
         } => {
-            if login.is_empty()
-                || login.len() > 64
-                || !login
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
-            {
-                bail!("a login is 1 to 64 letters, digits, '.', '_', '-' or '@'");
-            }
+            // Checked before reading a password, so a typo fails at once.
+            accounts::check_login(&login)?;
             let password = match (password, password_stdin) {
                 (_, true) => {
                     let mut s = String::new();
@@ -253,28 +250,23 @@ async fn run_agent(command: AgentCommand, store: SharedStore) -> anyhow::Result<
                 (Some(p), false) => p,
                 (None, false) => bail!("give --password-stdin (or PITBOSS_AGENT_PASSWORD)"),
             };
-            if password.len() < 8 {
-                bail!("a password has at least 8 characters");
-            }
-            let hash = hash_password(&password).map_err(|e| anyhow::anyhow!(e))?;
-            let id = AgentId(login.clone());
-            let existed = store.agent(&id).await?.is_some();
-            store
-                .put_agent(AgentAccount {
-                    id,
-                    name: name.unwrap_or_else(|| login.clone()),
-                    password_hash: hash,
-                    role: if supervisor {
-                        Role::Supervisor
-                    } else {
-                        Role::Agent
-                    },
-                    languages: split_list(&languages),
-                    departments: split_list(&departments),
-                    capacity,
-                    created_at: now_ms(),
-                })
-                .await?;
+            let role = match (role, supervisor) {
+                (Some(role), _) => Role::from(role),
+                (None, true) => Role::Supervisor,
+                (None, false) => Role::Agent,
+            };
+            let new = NewAccount {
+                login: login.clone(),
+                name,
+                role,
+                languages: split_list(&languages),
+                departments: split_list(&departments),
+                capacity,
+                password,
+            };
+            let (_, existed) = accounts::create_or_replace(&*store, CLI_ACTOR, new)
+                .await
+                .map_err(cli_error)?;
             println!("{} {login}", if existed { "updated" } else { "added" });
         }
         AgentCommand::List => {
@@ -283,11 +275,7 @@ async fn run_agent(command: AgentCommand, store: SharedStore) -> anyhow::Result<
                     "{}\t{}\t{}\tlanguages={}\tdepartments={}\tcapacity={}",
                     a.id,
                     a.name,
-                    if a.role == Role::Supervisor {
-                        "supervisor"
-                    } else {
-                        "agent"
-                    },
+                    role_name(a.role),
                     a.languages.join(","),
                     a.departments.join(","),
                     a.capacity
@@ -295,14 +283,30 @@ async fn run_agent(command: AgentCommand, store: SharedStore) -> anyhow::Result<
             }
         }
         AgentCommand::Remove { login } => {
-            if store.remove_agent(&AgentId(login.clone())).await? {
-                println!("removed {login}");
-            } else {
-                bail!("no agent {login}");
+            match accounts::remove(&*store, CLI_ACTOR, &AgentId(login.clone())).await {
+                Ok(()) => println!("removed {login}"),
+                Err(AccountError::NotFound) => bail!("no agent {login}"),
+                Err(e) => return Err(cli_error(e)),
             }
         }
     }
     Ok(())
+}
+
+/// A role as `pitboss agent list` prints it.
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Agent => "agent",
+        Role::Supervisor => "supervisor",
+        Role::Admin => "admin",
+        Role::Player => "player",
+        Role::System => "system",
+    }
+}
+
+/// An account error as the operator reads it.
+fn cli_error(e: AccountError) -> anyhow::Error {
+    anyhow::anyhow!(e)
 }
 
 fn split_list(s: &str) -> Vec<String> {

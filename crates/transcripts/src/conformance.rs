@@ -69,6 +69,8 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         case!(fence_checked_after_resend_and_expect_before_capacity),
         case!(raise_routing_epoch_is_monotonic),
         case!(fence_capacity_of_limits_active_conversations),
+        case!(audit_records_listed_newest_first_with_filters),
+        case!(audit_limit_is_capped),
     ]
 }
 
@@ -1125,6 +1127,135 @@ pub async fn catalog_per_kind_and_language(store: Arc<dyn Store>) {
         .await
         .expect("list");
     assert_eq!(canned, [hello_tr]);
+}
+
+/// An audit record to append.
+fn audit_record(at: u64, actor: &str, action: &str, target: &str) -> crate::NewAuditRecord {
+    crate::NewAuditRecord {
+        at,
+        actor: actor.into(),
+        action: action.into(),
+        target: target.into(),
+        detail: serde_json::json!({ "n": at }),
+    }
+}
+
+/// Audit records read back as appended, with increasing ids, newest first; every
+/// filter given must match (actor, action, target, since), and `limit` keeps the
+/// newest.
+pub async fn audit_records_listed_newest_first_with_filters(store: Arc<dyn Store>) {
+    use crate::AuditFilter;
+    assert!(store
+        .audit(AuditFilter::default())
+        .await
+        .expect("empty log")
+        .is_empty());
+    let appended = [
+        audit_record(1_000, "sam", "transcript.read", "c-1"),
+        audit_record(2_000, "root", "account.create", "ayla"),
+        audit_record(3_000, "sam", "transcript.read", "c-2"),
+        audit_record(4_000, "cli", "account.remove", "ayla"),
+        audit_record(5_000, "root", "transcript.read", "c-1"),
+    ];
+    let mut ids = Vec::new();
+    for r in &appended {
+        ids.push(store.append_audit(r.clone()).await.expect("append"));
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+
+    let all = store.audit(AuditFilter::default()).await.expect("all");
+    let got: Vec<_> = all.iter().map(|r| r.record.clone()).collect();
+    let newest_first: Vec<_> = appended.iter().rev().cloned().collect();
+    assert_eq!(got, newest_first, "every record, newest first, as appended");
+    assert_eq!(all[0].id, ids[4]);
+
+    let targets = |records: Vec<crate::AuditRecord>| -> Vec<(String, String)> {
+        records
+            .into_iter()
+            .map(|r| (r.record.actor, r.record.target))
+            .collect()
+    };
+    let by_sam = store
+        .audit(AuditFilter {
+            actor: Some("sam".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("by actor");
+    assert_eq!(
+        targets(by_sam),
+        [("sam".into(), "c-2".into()), ("sam".into(), "c-1".into())]
+    );
+    let reads_of_c1 = store
+        .audit(AuditFilter {
+            action: Some("transcript.read".into()),
+            target: Some("c-1".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("by action and target");
+    assert_eq!(
+        targets(reads_of_c1),
+        [("root".into(), "c-1".into()), ("sam".into(), "c-1".into())]
+    );
+    let about_ayla_since = store
+        .audit(AuditFilter {
+            target: Some("ayla".into()),
+            since: Some(3_000),
+            ..Default::default()
+        })
+        .await
+        .expect("since");
+    assert_eq!(targets(about_ayla_since), [("cli".into(), "ayla".into())]);
+    let newest_two = store
+        .audit(AuditFilter {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("limit");
+    assert_eq!(
+        targets(newest_two),
+        [("root".into(), "c-1".into()), ("cli".into(), "ayla".into())]
+    );
+    let nobody = store
+        .audit(AuditFilter {
+            actor: Some("nobody".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("no match");
+    assert!(nobody.is_empty());
+}
+
+/// A listing returns at most [`crate::MAX_AUDIT_LIMIT`] records, however many are
+/// asked for; a limit of 0 means 100.
+pub async fn audit_limit_is_capped(store: Arc<dyn Store>) {
+    use crate::{AuditFilter, MAX_AUDIT_LIMIT};
+    let total = MAX_AUDIT_LIMIT as usize + 20;
+    let mut appends = JoinSet::new();
+    for n in 0..total {
+        let store = store.clone();
+        appends.spawn(async move {
+            store
+                .append_audit(audit_record(n as u64, "sam", "transcript.read", "c"))
+                .await
+        });
+    }
+    while let Some(done) = appends.join_next().await {
+        done.expect("task").expect("append");
+    }
+    let capped = store
+        .audit(AuditFilter {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .expect("capped");
+    assert_eq!(capped.len(), MAX_AUDIT_LIMIT as usize);
+    assert!(capped.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    let default = store.audit(AuditFilter::default()).await.expect("default");
+    assert_eq!(default.len(), 100);
 }
 
 /// `open_conversations` lists everything not closed (queued, active, offline),

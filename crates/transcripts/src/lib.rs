@@ -1,6 +1,6 @@
 //! The durable conversation log: conversations, transcript entries (messages, private
 //! notes, lifecycle events shown in the chat), KPI lifecycle events, hand-off records,
-//! ratings, agent accounts and the server's signing secrets.
+//! ratings, agent accounts, the audit log and the server's signing secrets.
 //!
 //! It owns what is durable and how it is written (one writer task per store that
 //! batches concurrent changes into one transaction: group commit). It does not own
@@ -396,6 +396,62 @@ pub struct ConversationFilter {
     pub limit: u32,
 }
 
+/// The most audit records one [`Store::audit`] call returns.
+pub const MAX_AUDIT_LIMIT: u32 = 500;
+
+/// An audit record to append: who did what to what, and when. What the action and
+/// target mean is the caller's vocabulary; the store keeps them as given. Never a
+/// password or a message's text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewAuditRecord {
+    /// When, Unix ms. Filled in by the caller.
+    pub at: u64,
+    /// Who: an account's login, or `cli` for the operator's commands.
+    pub actor: String,
+    /// What, such as `transcript.read` or `account.remove`.
+    pub action: String,
+    /// To what: a conversation id, a login, a player id, a catalog item.
+    pub target: String,
+    /// Free-form detail, JSON.
+    pub detail: serde_json::Value,
+}
+
+/// A stored audit record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Its id: increasing in the order records were appended.
+    pub id: u64,
+    /// The record.
+    #[serde(flatten)]
+    pub record: NewAuditRecord,
+}
+
+/// Filter for listing audit records. Every field given must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only by this actor.
+    pub actor: Option<String>,
+    /// Only this action.
+    pub action: Option<String>,
+    /// Only about this target.
+    pub target: Option<String>,
+    /// Only at or after this time, Unix ms.
+    pub since: Option<u64>,
+    /// At most this many, newest first; 0 means 100, above [`MAX_AUDIT_LIMIT`]
+    /// counts as it.
+    pub limit: u32,
+}
+
+impl AuditFilter {
+    /// The number of records to return for `limit`.
+    pub fn effective_limit(&self) -> u32 {
+        match self.limit {
+            0 => 100,
+            n => n.min(MAX_AUDIT_LIMIT),
+        }
+    }
+}
+
 /// Told, inside the writer, of every newly stored entry, in commit order, right
 /// after its transaction committed. It must not block: it hands entries on to
 /// bounded queues and returns.
@@ -471,6 +527,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes a catalog item; false if there was none.
     async fn remove_catalog(&self, kind: CatalogKind, language: &str, key: &str) -> Result<bool>;
+
+    /// Appends an audit record through the writer queue, durably (like every
+    /// write, [`StoreError::Overloaded`] when the queue is full). Returns its id.
+    async fn append_audit(&self, record: NewAuditRecord) -> Result<u64>;
+
+    /// Audit records matching the filter, newest first (by id), at most
+    /// [`AuditFilter::effective_limit`].
+    async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>>;
 
     /// The secret named `name`, created from `fresh` on first use. Two callers
     /// racing get the same secret.

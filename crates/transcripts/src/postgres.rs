@@ -67,9 +67,10 @@
 
 use crate::queue::{corrupt, db, from_db, tag, to_db, untag, Op, Output, Request, WriteQueue};
 use crate::{
-    now_ms, AgentAccount, Appended, Applied, CatalogItem, CatalogKind, Change, CommitObserver,
-    ConversationFilter, ConversationRecord, Fence, Handoff, LifecycleEvent, LifecycleKind,
-    NewConversation, NewEntry, Result, Store, StoreError, StoredEntry,
+    now_ms, AgentAccount, Appended, Applied, AuditFilter, AuditRecord, CatalogItem, CatalogKind,
+    Change, CommitObserver, ConversationFilter, ConversationRecord, Fence, Handoff, LifecycleEvent,
+    LifecycleKind, NewAuditRecord, NewConversation, NewEntry, Result, Store, StoreError,
+    StoredEntry,
 };
 use async_trait::async_trait;
 use pitboss_protocol::{
@@ -466,6 +467,32 @@ impl Store for PostgresStore {
 
     async fn remove_catalog(&self, kind: CatalogKind, language: &str, key: &str) -> Result<bool> {
         self.queue.remove_catalog(kind, language, key).await
+    }
+
+    async fn append_audit(&self, record: NewAuditRecord) -> Result<u64> {
+        self.queue.append_audit(record).await
+    }
+
+    async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>> {
+        let mut sql = QueryBuilder::<Postgres>::new(
+            "SELECT id, at, actor, action, target, detail FROM audit_log WHERE 1 = 1",
+        );
+        if let Some(actor) = &filter.actor {
+            sql.push(" AND actor = ").push_bind(actor.clone());
+        }
+        if let Some(action) = &filter.action {
+            sql.push(" AND action = ").push_bind(action.clone());
+        }
+        if let Some(target) = &filter.target {
+            sql.push(" AND target = ").push_bind(target.clone());
+        }
+        if let Some(since) = filter.since {
+            sql.push(" AND at >= ").push_bind(to_db(since));
+        }
+        sql.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(filter.effective_limit()));
+        let rows = sql.build().fetch_all(&self.reads).await.map_err(db)?;
+        rows.iter().map(audit_from_row).collect()
     }
 
     async fn secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>> {
@@ -899,6 +926,21 @@ async fn execute(
             Ok(Output::Epoch(
                 recorded.map(from_db).ok_or_else(missing_fence)?,
             ))
+        }
+        Op::Audit(record) => {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO audit_log (at, actor, action, target, detail) \
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            )
+            .bind(to_db(record.at))
+            .bind(&record.actor)
+            .bind(&record.action)
+            .bind(&record.target)
+            .bind(record.detail.to_string())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(fail)?;
+            Ok(Output::AuditId(from_db(id)))
         }
         Op::Settings => {
             let value: String = sqlx::query_scalar("SHOW synchronous_commit")
@@ -1421,4 +1463,19 @@ where
     T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
 {
     row.try_get(column).map_err(db)
+}
+
+/// Decodes an audit record.
+fn audit_from_row(row: &PgRow) -> Result<AuditRecord> {
+    let detail: String = get(row, "detail")?;
+    Ok(AuditRecord {
+        id: from_db(get(row, "id")?),
+        record: NewAuditRecord {
+            at: from_db(get(row, "at")?),
+            actor: get(row, "actor")?,
+            action: get(row, "action")?,
+            target: get(row, "target")?,
+            detail: serde_json::from_str(&detail).map_err(corrupt)?,
+        },
+    })
 }

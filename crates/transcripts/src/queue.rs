@@ -5,7 +5,8 @@
 //! It does not own SQL or batching: each backend's writer runs the ops its own way.
 
 use crate::{
-    AgentAccount, Applied, CatalogItem, CatalogKind, Change, NewConversation, Result, StoreError,
+    AgentAccount, Applied, CatalogItem, CatalogKind, Change, NewAuditRecord, NewConversation,
+    Result, StoreError,
 };
 use pitboss_protocol::AgentId;
 use serde::{de::DeserializeOwned, Serialize};
@@ -53,6 +54,8 @@ pub(crate) enum Op {
     RemoveCatalog(CatalogKind, String, String),
     /// `raise_routing_epoch`.
     RaiseEpoch(u64),
+    /// `append_audit`.
+    Audit(NewAuditRecord),
     /// The durability settings in force on the write connection (asked of that
     /// connection, so it goes through the writer).
     Settings,
@@ -70,6 +73,8 @@ pub(crate) enum Output {
     Secret(Vec<u8>),
     /// The routing epoch recorded after `raise_routing_epoch`.
     Epoch(u64),
+    /// The id of the audit record `append_audit` stored.
+    AuditId(u64),
     /// Setting values, in the order the backend documents.
     Settings(Vec<String>),
 }
@@ -83,6 +88,7 @@ pub(crate) fn wrong_answer(output: &Output) -> StoreError {
         Output::Removed(_) => "removed",
         Output::Secret(_) => "secret",
         Output::Epoch(_) => "epoch",
+        Output::AuditId(_) => "audit id",
         Output::Settings(_) => "settings",
     };
     StoreError::Unavailable(format!("store writer gave an unexpected answer: {kind}"))
@@ -202,6 +208,14 @@ impl WriteQueue {
     pub(crate) async fn raise_routing_epoch(&self, epoch: u64) -> Result<u64> {
         match self.write(Op::RaiseEpoch(epoch)).await? {
             Output::Epoch(recorded) => Ok(recorded),
+            other => Err(wrong_answer(&other)),
+        }
+    }
+
+    /// [`crate::Store::append_audit`].
+    pub(crate) async fn append_audit(&self, record: NewAuditRecord) -> Result<u64> {
+        match self.write(Op::Audit(record)).await? {
+            Output::AuditId(id) => Ok(id),
             other => Err(wrong_answer(&other)),
         }
     }

@@ -110,6 +110,8 @@ conformance_tests!(
     fence_checked_after_resend_and_expect_before_capacity,
     raise_routing_epoch_is_monotonic,
     fence_capacity_of_limits_active_conversations,
+    audit_records_listed_newest_first_with_filters,
+    audit_limit_is_capped,
 );
 
 /// A case added to the suite but not here would only run through `run_all`; this

@@ -56,6 +56,8 @@
 
   var token = stored("sessionStorage", TOKEN);
   var me = null;
+  // An admin is a supervisor here: the console has no admin-only screens.
+  function supervises(account) { return !!account && (account.role === "supervisor" || account.role === "admin"); }
   var client = null;
   var chats = {}; // conversation id → chat (a tab and its panel)
   var selected = null;
@@ -133,14 +135,14 @@
   function startApp() {
     api("/api/me").then(function (account) {
       me = account;
-      $("#me").textContent = me.role === "supervisor" ? t("me_supervisor", { name: me.name }) : t("me_agent", { name: me.name });
+      $("#me").textContent = supervises(me) ? t("me_supervisor", { name: me.name }) : t("me_agent", { name: me.name });
       show($("#login-view"), false);
       show($("#app"), true);
-      show($("#live-section"), me.role === "supervisor");
+      show($("#live-section"), supervises(me));
       connect();
       loadOffline();
       timers.push(setInterval(loadOffline, 15000));
-      if (me.role === "supervisor") { loadLive(); timers.push(setInterval(loadLive, 5000)); }
+      if (supervises(me)) { loadLive(); timers.push(setInterval(loadLive, 5000)); }
       timers.push(setInterval(renderQueue, 1000));
       api("/api/agents").then(function (b) { agents = b.agents || []; });
       api("/api/departments").then(function (b) { departments = b.departments || []; });
@@ -218,12 +220,12 @@
           items.forEach(function (i) { if (i.key === f.reason) banner(chat, t("closed_with", { reason: i.text }), true); });
         });
       }
-      if (me.role === "supervisor") loadLive();
+      if (supervises(me)) loadLive();
     });
     client.on("queue_snapshot", function (f) {
       queue = { total: f.total, entries: f.entries || [], at: Date.now() };
       renderQueue();
-      if (me.role === "supervisor") loadLive();
+      if (supervises(me)) loadLive();
     });
     client.on("error", function (f) {
       if (f.client_id) return; // shown on the message itself
@@ -366,7 +368,7 @@
         h("td", { text: e.department }),
         h("td", {}, [
           e.offered ? t("offered") : t("waiting"),
-          me && me.role === "supervisor" ? h("button", { type: "button", class: "small", text: t("take_over"), onclick: function () { accepting[e.conversation] = true; client.send({ type: "take", conversation: e.conversation }); } }) : null
+          supervises(me) ? h("button", { type: "button", class: "small", text: t("take_over"), onclick: function () { accepting[e.conversation] = true; client.send({ type: "take", conversation: e.conversation }); } }) : null
         ])
       ]));
     });
@@ -405,7 +407,7 @@
   // ------------------------------------------------ supervisors: everything
 
   function loadLive() {
-    if (!token || !me || me.role !== "supervisor") return;
+    if (!token || !supervises(me)) return;
     Promise.all(["active", "queued"].map(function (s) { return api("/api/conversations?state=" + s + "&limit=200"); })).then(function (r) {
       var list = (r[0].conversations || []).concat(r[1].conversations || []);
       var ul = $("#live");
@@ -615,7 +617,7 @@
     chat.transferBtn.disabled = !canWrite || chat.transferring;
     show(chat.transferBtn, canWrite);
     show(chat.closeBtn, canWrite || (chat.watching && !chat.ended));
-    show(chat.takeBtn, chat.watching && !chat.ended && me && me.role === "supervisor");
+    show(chat.takeBtn, chat.watching && !chat.ended && supervises(me));
     show(chat.closeTab, !!chat.ended || chat.watching);
   }
 
@@ -728,7 +730,7 @@
     if (!text || !chat.owned || chat.ended) return;
     var note = chat.noteMode.checked;
     var e = client.say(chat.id, text, note ? "note" : "text");
-    var li = item({ kind: note ? "note" : "text", text: text, at: e.at, sender: { id: me.id, name: me.name, role: me.role } });
+    var li = item({ kind: note ? "note" : "text", text: text, at: e.at, sender: { id: me.id, name: me.name, role: me.role === "admin" ? "supervisor" : me.role } });
     chat.byClient[e.client_id] = li;
     chat.log.appendChild(li);
     meta(chat, li, "sending");

@@ -653,7 +653,10 @@ impl Desk {
                 let keeps = live
                     .as_ref()
                     .is_none_or(|l| l.lock().agent.as_ref() == Some(&agent))
-                    || self.agents.get(&agent).is_some_and(|a| a.supervisor);
+                    || self
+                        .agents
+                        .get(&agent)
+                        .is_some_and(|a| a.allows(Permission::ReadAnyConversation));
                 self.each_conn(&UserKey::Agent(agent), |c| {
                     if let (false, Some(live)) = (keeps, &live) {
                         self.detach(c, live);

@@ -350,13 +350,13 @@ impl Desk {
         self.player_gone.remove(&live.id);
         let who = self.agent_participant(agent);
         if let Some(prev) = previous.filter(|p| p != agent) {
-            let supervisor = self
+            // Someone who may read every conversation keeps watching it.
+            let keeps = self
                 .agents
                 .get(&prev)
-                .map(|a| a.supervisor)
-                .unwrap_or(false);
+                .is_some_and(|a| a.allows(Permission::ReadAnyConversation));
             self.each_conn(&UserKey::Agent(prev), |c| {
-                if !supervisor {
+                if !keeps {
                     self.detach(c, live);
                 }
                 c.send(ServerFrame::Released {

@@ -623,7 +623,7 @@ impl Desk {
         session: &Session,
         conversation: ConversationId,
     ) -> Outcome {
-        let Session::Agent { id, supervisor, .. } = session else {
+        let Session::Agent { id, role, .. } = session else {
             return refuse(ErrorCode::Forbidden, "only agents take conversations");
         };
         let live = self.live_or_load(conversation).await?.ok_or_else(|| {
@@ -675,7 +675,7 @@ impl Desk {
             .await;
             return Ok(());
         }
-        if !supervisor {
+        if !allows(*role, Permission::TakeOver) {
             return refuse(
                 ErrorCode::Forbidden,
                 "only supervisors take over conversations",
@@ -714,8 +714,10 @@ impl Desk {
             let s = live.lock();
             match session {
                 Session::Player { card, .. } => s.player.id == card.id,
-                Session::Agent { id, supervisor, .. } => {
-                    *supervisor || s.agent.as_ref() == Some(id)
+                Session::Agent { id, role, .. } => {
+                    allows(*role, Permission::JoinAnyConversation)
+                        || (allows(*role, Permission::ReadOwnConversations)
+                            && s.agent.as_ref() == Some(id))
                 }
             }
         };
@@ -735,8 +737,14 @@ impl Desk {
         };
         match session {
             Session::Player { card, .. } => player == card.id,
-            Session::Agent { id, supervisor, .. } => {
-                if *supervisor || owner.as_ref() == Some(id) {
+            Session::Agent { id, role, .. } => {
+                if allows(*role, Permission::ReadAnyConversation) {
+                    return true;
+                }
+                if !allows(*role, Permission::ReadOwnConversations) {
+                    return false;
+                }
+                if owner.as_ref() == Some(id) {
                     return true;
                 }
                 self.offers

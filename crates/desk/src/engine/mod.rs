@@ -13,7 +13,8 @@ mod timers;
 use crate::auth::{clip, AuthError, Keys};
 use crate::connection::{CloseSignal, ConnRef, ConnShared, Outbound};
 use crate::live::{Live, LiveState};
-use crate::{telemetry, DeskConfig, Session, UserKey};
+use crate::permissions::{allows, Permission};
+use crate::{conversation_role, telemetry, DeskConfig, Session, UserKey};
 use cluster::{Command, Event, Leadership, OfferNote, Reply};
 use dashmap::DashMap;
 use pitboss_cluster::{Bus, Lease, Presence};
@@ -108,7 +109,13 @@ struct PendingTransfer {
 #[derive(Clone)]
 struct AgentCard {
     name: String,
-    supervisor: bool,
+    role: Role,
+}
+
+impl AgentCard {
+    fn allows(&self, permission: Permission) -> bool {
+        allows(self.role, permission)
+    }
 }
 
 /// The conversation engine of one node.
@@ -364,7 +371,7 @@ impl Desk {
             account.id.clone(),
             AgentCard {
                 name: account.name.clone(),
-                supervisor: account.role == Role::Supervisor,
+                role: account.role,
             },
         );
     }
@@ -471,11 +478,7 @@ impl Desk {
     fn agent_participant(&self, agent: &AgentId) -> Participant {
         let card = self.agents.get(agent).map(|a| a.clone());
         Participant {
-            role: if card.as_ref().map(|c| c.supervisor).unwrap_or(false) {
-                Role::Supervisor
-            } else {
-                Role::Agent
-            },
+            role: conversation_role(card.as_ref().map_or(Role::Agent, |c| c.role)),
             id: agent.0.clone(),
             name: Some(card.map(|c| c.name).unwrap_or_else(|| agent.0.clone())),
         }
@@ -526,7 +529,7 @@ impl Desk {
         let session = Session::Agent {
             id: account.id.clone(),
             name: account.name.clone(),
-            supervisor: account.role == Role::Supervisor,
+            role: account.role,
         };
         if let Some(live) = self.live.get(&id).map(|l| l.clone()) {
             if self.may_view_live(&session, &live) {
@@ -550,6 +553,44 @@ impl Desk {
         }
     }
 
+    /// Creates an account for an admin (`actor`), audited.
+    pub async fn create_account(
+        self: &Arc<Self>,
+        actor: &AgentId,
+        new: crate::accounts::NewAccount,
+    ) -> Result<AgentAccount, crate::accounts::AccountError> {
+        let account = crate::accounts::create(&*self.store, &actor.0, new).await?;
+        self.refresh_agent(&account).await;
+        Ok(account)
+    }
+
+    /// Changes an account for an admin (`actor`), audited. A change of role closes
+    /// the account's connections on this node now (others within seconds): what a
+    /// connection may do was fixed when it said `hello`.
+    pub async fn update_account(
+        self: &Arc<Self>,
+        actor: &AgentId,
+        id: &AgentId,
+        changes: crate::accounts::AccountChanges,
+    ) -> Result<AgentAccount, crate::accounts::AccountError> {
+        let account = crate::accounts::update(&*self.store, &actor.0, id, changes).await?;
+        self.refresh_agent(&account).await;
+        self.enforce_account(id, Some(&account));
+        Ok(account)
+    }
+
+    /// Removes an account for an admin (`actor`), audited, and closes its
+    /// connections on this node now (other nodes within seconds).
+    pub async fn remove_account(
+        self: &Arc<Self>,
+        actor: &AgentId,
+        id: &AgentId,
+    ) -> Result<(), crate::accounts::AccountError> {
+        crate::accounts::remove(&*self.store, &actor.0, id).await?;
+        self.enforce_account(id, None);
+        Ok(())
+    }
+
     /// Marks an account's profile as changed (after the CLI or API edited it).
     pub async fn refresh_agent(self: &Arc<Self>, account: &AgentAccount) {
         self.learn_card(account);
@@ -562,12 +603,14 @@ impl Desk {
 }
 
 /// Whether this session may read a stored conversation: its player, the agent who
-/// owns or owned it last, or a supervisor.
+/// owns or owned it last, or an account that may read any conversation.
 fn may_view_record(session: &Session, record: &ConversationRecord) -> bool {
     match session {
         Session::Player { card, .. } => record.summary.player == card.id,
-        Session::Agent { id, supervisor, .. } => {
-            *supervisor || record.summary.agent.as_ref() == Some(id)
+        Session::Agent { id, role, .. } => {
+            allows(*role, Permission::ReadAnyConversation)
+                || (allows(*role, Permission::ReadOwnConversations)
+                    && record.summary.agent.as_ref() == Some(id))
         }
     }
 }
@@ -653,7 +696,7 @@ fn role_name(role: Role) -> &'static str {
     match role {
         Role::Player => "The player",
         Role::Agent => "The agent",
-        Role::Supervisor => "A supervisor",
+        Role::Supervisor | Role::Admin => "A supervisor",
         Role::System => "Pitboss",
     }
 }

@@ -76,7 +76,7 @@ impl Desk {
                 Ok(Session::Agent {
                     id: account.id,
                     name: account.name,
-                    supervisor: account.role == Role::Supervisor,
+                    role: account.role,
                 })
             }
         }
@@ -131,6 +131,10 @@ impl Desk {
         let conn = ConnRef(Arc::new(ConnShared {
             id: self.next_conn.fetch_add(1, Ordering::Relaxed),
             user: user.clone(),
+            role: match session {
+                Session::Agent { role, .. } => Some(*role),
+                Session::Player { .. } => None,
+            },
             tx,
             close: close.clone(),
             attached: Mutex::new(Vec::new()),
@@ -219,11 +223,12 @@ impl Desk {
                     .collect();
                 (list, None, visitor_token.clone())
             }
-            Session::Agent { id, supervisor, .. } => {
+            Session::Agent { id, role, .. } => {
+                let every = allows(*role, Permission::ReadAnyConversation);
                 let mut list = Vec::new();
                 for entry in self.live.iter() {
                     let s = entry.value().lock();
-                    if *supervisor || s.agent.as_ref() == Some(id) {
+                    if every || s.agent.as_ref() == Some(id) {
                         list.push(entry.key().to_owned());
                     }
                     if list.len() >= 500 {
@@ -315,7 +320,8 @@ impl Desk {
     }
 
     /// Every few seconds, closes the connections of agents whose account was
-    /// removed meanwhile (a session token alone does not outlive its account).
+    /// removed meanwhile (a session token alone does not outlive its account), or
+    /// whose role changed (what a connection may do was fixed at its `hello`).
     pub(super) async fn check_accounts(&self) {
         {
             let mut last = self.accounts_checked.lock().expect("accounts lock");
@@ -333,19 +339,39 @@ impl Desk {
             })
             .collect();
         for agent in agents {
-            if let Ok(None) = self.store.agent(&agent).await {
-                tracing::info!(agent = %agent, "account removed: closing its sessions");
-                self.each_conn(&UserKey::Agent(agent), |c| {
-                    c.send(ServerFrame::Error {
-                        code: ErrorCode::Unauthorized,
-                        message: "this account was removed".into(),
-                        frame: None,
-                        conversation: None,
-                        client_id: None,
-                    });
-                    c.close(CloseCode::AuthFailed);
-                });
+            // A store that does not answer closes nothing: it is checked again soon.
+            if let Ok(account) = self.store.agent(&agent).await {
+                self.enforce_account(&agent, account.as_ref());
             }
+        }
+    }
+
+    /// Closes this node's connections of `agent` that its account no longer
+    /// allows: every one if the account is gone, those opened under another role
+    /// otherwise. The account's REST changes call it at once; other nodes catch
+    /// up within [`ACCOUNT_CHECK`].
+    pub fn enforce_account(&self, agent: &AgentId, account: Option<&AgentAccount>) {
+        let (message, role) = match account {
+            None => ("this account was removed", None),
+            Some(a) => ("this account's role changed: log in again", Some(a.role)),
+        };
+        let mut closed = 0;
+        self.each_conn(&UserKey::Agent(agent.clone()), |c| {
+            if role.is_some() && c.0.role == role {
+                return;
+            }
+            closed += 1;
+            c.send(ServerFrame::Error {
+                code: ErrorCode::Unauthorized,
+                message: message.into(),
+                frame: None,
+                conversation: None,
+                client_id: None,
+            });
+            c.close(CloseCode::AuthFailed);
+        });
+        if closed > 0 {
+            tracing::info!(agent = %agent, connections = closed, "{message}: closing its sessions");
         }
     }
 

@@ -193,12 +193,11 @@ impl Desk {
         let agents: Vec<AgentId> = self.agent_nodes.iter().map(|e| e.key().clone()).collect();
         let now = self.now();
         for agent in agents {
-            let supervisor = self
+            let whole_queue = self
                 .agents
                 .get(&agent)
-                .map(|a| a.supervisor)
-                .unwrap_or(false);
-            let (total, items) = if supervisor {
+                .is_some_and(|a| a.allows(Permission::ReadAnyConversation));
+            let (total, items) = if whole_queue {
                 (queue.len(), queue.iter().take(100).cloned().collect())
             } else {
                 self.router().queue_for(&agent, 100)

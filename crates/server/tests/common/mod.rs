@@ -197,6 +197,53 @@ impl Server {
         );
     }
 
+    /// Adds an account with this role (`agent`, `supervisor`, `admin`) through the
+    /// CLI's `--role`, serving English in `general`.
+    pub fn add_with_role(&self, login: &str, role: &str) {
+        let mut child = Command::new(BIN)
+            .args(["agent", "add", login, "--password-stdin", "--role", role])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(&self.agent_args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"secret-password\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "agent add --role {role} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs `pitboss agent ARGS…` on this node's data; returns (success, stdout,
+    /// stderr).
+    pub fn agent_command(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(BIN)
+            .arg("agent")
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(&self.agent_args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     pub async fn login(&self, login: &str) -> String {
         let res = reqwest::Client::new()
             .post(self.url("/api/login"))
