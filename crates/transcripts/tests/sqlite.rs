@@ -78,6 +78,11 @@ conformance_tests!(
     fence_checked_after_resend_and_expect_before_capacity,
     raise_routing_epoch_is_monotonic,
     fence_capacity_of_limits_active_conversations,
+    purge_deletes_only_closed_and_old_enough,
+    purge_works_in_chunks,
+    export_gathers_everything_of_one_player,
+    erase_removes_one_player_only,
+    erase_refused_while_a_conversation_is_open,
 );
 
 /// A case added to the suite but not here would only run through `run_all`; this
