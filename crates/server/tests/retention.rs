@@ -152,6 +152,15 @@ async fn a_running_node_purges_conversations_closed_longer_ago_than_retention() 
     let old = chat(&mut player, &mut ayla, "old", false).await;
     let recent = chat(&mut player, &mut ayla, "recent", false).await;
     let open = chat(&mut player, &mut ayla, "open", true).await;
+    let mut db = database(dir.path()).await;
+    let indexed: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'conversations_retention'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .expect("schema");
+    assert_eq!(indexed, 1, "migration 0005 indexes what the purge looks up");
+    drop(db);
     let old_rows = rows_of(dir.path(), &old).await;
     // A conversation, its entries and its lifecycle events (no hand-off here).
     assert!(old_rows[..3].iter().all(|&n| n > 0), "{old_rows:?}");

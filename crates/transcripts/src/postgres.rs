@@ -873,8 +873,8 @@ async fn execute(
 }
 
 /// One chunk of a purge: at most `limit` closed conversations whose `closed_at` is
-/// before `closed_before`, longest closed first (`conversations_closed` finds them
-/// without a scan), deleted with everything keyed on them. Rows another transaction
+/// before `closed_before`, longest closed first (the index `conversations_retention`,
+/// migration `0005_retention`, finds them in order without reading the others), deleted with everything keyed on them. Rows another transaction
 /// holds are skipped, not waited for: a purge never stalls this node's writer behind
 /// another node, and two nodes purging at once take different rows.
 async fn purge_chunk(

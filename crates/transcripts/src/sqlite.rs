@@ -620,8 +620,8 @@ async fn execute(
 }
 
 /// One chunk of a purge: at most `limit` closed conversations whose `closed_at` is
-/// before `closed_before`, longest closed first (`conversations_closed` finds them
-/// without a scan), deleted with everything keyed on them.
+/// before `closed_before`, longest closed first (the index `conversations_retention`,
+/// migration `0005_retention`, finds them in order without reading the others), deleted with everything keyed on them.
 async fn purge_chunk(
     conn: &mut SqliteConnection,
     closed_before: u64,
