@@ -41,7 +41,7 @@ enum Command {
     /// stored under them (open conversations are never deleted).
     Purge {
         /// Delete conversations closed more than this many days ago (at least 1).
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         older_than_days: u32,
         #[command(flatten)]
         store: StoreArgs,
