@@ -32,6 +32,10 @@ pub enum AuditAction {
     CatalogPut,
     /// A catalog item was removed.
     CatalogRemove,
+    /// Everything stored about a player was exported (a data request).
+    PlayerExport,
+    /// Everything stored about a player was erased (a data request).
+    PlayerErase,
 }
 
 impl AuditAction {
@@ -47,6 +51,8 @@ impl AuditAction {
             AuditAction::AccountRemove => "account.remove",
             AuditAction::CatalogPut => "catalog.put",
             AuditAction::CatalogRemove => "catalog.remove",
+            AuditAction::PlayerExport => "player.export",
+            AuditAction::PlayerErase => "player.erase",
         }
     }
 }

@@ -80,6 +80,12 @@ pub struct DeskConfig {
     pub limits: WireLimits,
     /// What is hidden in message text before it is stored (card numbers always).
     pub masker: masking::Masker,
+    /// How long a closed conversation is kept after it closed before the scheduled
+    /// purge deletes it with everything keyed on it; `None` (the default): kept
+    /// forever, no purge runs.
+    pub retention_ms: Option<u64>,
+    /// How often the scheduled purge runs, on the node that runs routing.
+    pub retention_interval_ms: u64,
 }
 
 impl Default for DeskConfig {
@@ -101,6 +107,8 @@ impl Default for DeskConfig {
             tick_ms: 200,
             limits: WireLimits::default(),
             masker: masking::Masker::default(),
+            retention_ms: None,
+            retention_interval_ms: 3600 * 1000,
         }
     }
 }

@@ -171,6 +171,11 @@ pub fn app(state: AppState) -> axum::Router {
             "/api/players/{player}/conversations",
             get(rest::player_conversations),
         )
+        .route("/api/players/{player}/export", get(rest::export_player))
+        .route(
+            "/api/players/{player}",
+            axum::routing::delete(rest::erase_player),
+        )
         .route("/api/agents", get(rest::agents))
         .route(
             "/api/accounts",

@@ -772,6 +772,107 @@ pub(crate) async fn audit_log(
     Ok(Json(json!({ "records": records })).into_response())
 }
 
+/// `GET /api/players/{player}/export`: everything stored about the player, as a
+/// JSON download.
+pub(crate) async fn export_player(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(player): Path<String>,
+) -> ApiResult<Response> {
+    let account = permitted(&state, &headers, Permission::ManagePlayerData).await?;
+    audited(
+        &state,
+        &account,
+        AuditAction::PlayerExport,
+        &player,
+        json!({}),
+    )
+    .await?;
+    let export = state
+        .desk
+        .store()
+        .export_player(&PlayerId(player.clone()))
+        .await?;
+    let body = serde_json::to_vec_pretty(&export).map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("serialising the export: {e}"),
+        )
+    })?;
+    tracing::info!(agent = %account.id, %player, conversations = export.conversations.len(), "player data exported");
+    let disposition = format!(
+        "attachment; filename=\"pitboss-player-{}.json\"",
+        file_safe(&player)
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// `DELETE /api/players/{player}`: erases everything stored about the player;
+/// 409 `conflict` while one of their conversations is open.
+pub(crate) async fn erase_player(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(player): Path<String>,
+) -> ApiResult<Response> {
+    let account = permitted(&state, &headers, Permission::ManagePlayerData).await?;
+    audited(
+        &state,
+        &account,
+        AuditAction::PlayerErase,
+        &player,
+        json!({}),
+    )
+    .await?;
+    match state
+        .desk
+        .store()
+        .erase_player(&PlayerId(player.clone()))
+        .await
+    {
+        Ok(deleted) => {
+            tracing::info!(
+                agent = %account.id,
+                %player,
+                conversations = deleted.conversations,
+                entries = deleted.entries,
+                "player data erased"
+            );
+            Ok(Json(json!({ "player": player, "deleted": deleted })).into_response())
+        }
+        Err(StoreError::Precondition) => Err(ApiError(
+            StatusCode::CONFLICT,
+            "conflict",
+            "the player has an open conversation (queued, active or offline): close it \
+             first, then erase"
+                .into(),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `s` with anything but ASCII letters, digits, `-`, `_` and `.` replaced by `_`,
+/// for a file name in a header.
+fn file_safe(s: &str) -> String {
+    s.chars()
+        .take(128)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// RFC 3339 UTC, to the second, for Unix milliseconds.
 fn format_time(ms: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
@@ -787,5 +888,11 @@ mod tests {
             super::format_time(1_700_000_000_000),
             "2023-11-14T22:13:20Z"
         );
+    }
+
+    #[test]
+    fn export_file_names_keep_only_safe_characters() {
+        assert_eq!(super::file_safe("v:0193-ab"), "v_0193-ab");
+        assert_eq!(super::file_safe("p:\"/../x"), "p___.._x");
     }
 }

@@ -149,6 +149,14 @@ pub(crate) struct ServeArgs {
         value_delimiter = '\n'
     )]
     mask_patterns: Option<Vec<String>>,
+    /// Days a closed conversation is kept; older ones are purged, with every
+    /// entry, note, event and hand-off, by the routing node. [default: none: kept
+    /// forever]
+    #[arg(long, env = "PITBOSS_RETENTION_DAYS")]
+    retention_days: Option<u32>,
+    /// Seconds between retention purges (with --retention-days). [default: 3600]
+    #[arg(long, env = "PITBOSS_RETENTION_INTERVAL_SECS")]
+    retention_interval_secs: Option<f64>,
 }
 
 /// The same settings, from the TOML file.
@@ -193,6 +201,53 @@ struct FileSettings {
     player_token_audience: Option<String>,
     player_token_leeway_secs: Option<u64>,
     mask_patterns: Option<Vec<String>>,
+    retention_days: Option<u32>,
+    retention_interval_secs: Option<f64>,
+}
+
+/// Where a one-shot command finds the store: the same flags as `serve`'s.
+#[derive(Args, Debug)]
+pub(crate) struct StoreArgs {
+    /// Where the embedded database lives.
+    #[arg(
+        long,
+        env = "PITBOSS_DATA_DIR",
+        default_value = "pitboss-data",
+        global = true
+    )]
+    pub(crate) data_dir: PathBuf,
+    /// The cluster's PostgreSQL, instead of the embedded database.
+    #[arg(
+        long,
+        env = "PITBOSS_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub(crate) database_url: Option<String>,
+}
+
+/// `pitboss player …`: a player's data, for data requests.
+#[derive(Subcommand, Debug)]
+pub(crate) enum PlayerCommand {
+    /// Write everything stored about a player as JSON: conversations, every entry
+    /// (private notes marked), lifecycle events, hand-offs, ratings, the card.
+    Export {
+        /// The player's id, as in the transcripts (`v:…` or `p:…`).
+        player: String,
+        /// Write to this file (created readable by its owner only) instead of
+        /// standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Delete everything stored about a player. Refused while one of their
+    /// conversations is open: close it first.
+    Erase {
+        /// The player's id, as in the transcripts (`v:…` or `p:…`).
+        player: String,
+        /// Confirm: the data is gone for good.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// `pitboss agent …`.
@@ -279,6 +334,9 @@ pub(crate) struct Settings {
     pub(crate) desk: DeskConfig,
     pub(crate) gateway: GatewayConfig,
 }
+
+/// Milliseconds in a day, for retention periods given in days.
+pub(crate) const MS_PER_DAY: u64 = 86_400_000;
 
 fn ms(secs: f64, what: &str) -> anyhow::Result<u64> {
     if !(secs.is_finite() && secs > 0.0 && secs < 1e7) {
@@ -415,6 +473,18 @@ impl Settings {
         if let Some(patterns) = pick!(mask_patterns) {
             desk.masker = pitboss_desk::masking::Masker::new(&patterns)
                 .map_err(|e| anyhow::anyhow!("--mask-pattern: {e}"))?;
+        }
+        if let Some(days) = pick!(retention_days) {
+            if days == 0 {
+                bail!(
+                    "retention-days must be at least 1 (leave it unset to keep closed \
+                     conversations forever)"
+                );
+            }
+            desk.retention_ms = Some(u64::from(days) * MS_PER_DAY);
+        }
+        if let Some(v) = pick!(retention_interval_secs) {
+            desk.retention_interval_ms = ms(v, "retention-interval-secs")?;
         }
         desk.limits = WireLimits {
             max_frame_bytes: gateway.max_frame_bytes,

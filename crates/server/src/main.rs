@@ -1,22 +1,24 @@
 //! The `pitboss` binary: parses configuration, sets up logging, opens the
-//! backends, runs the node until SIGINT or SIGTERM, and manages agent accounts.
+//! backends, runs the node until SIGINT or SIGTERM, manages agent accounts, and
+//! answers retention and data requests (purge, a player's export and erasure).
 
 mod config;
 mod demo;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use config::{AgentCommand, ServeArgs, Settings};
+use config::{AgentCommand, PlayerCommand, ServeArgs, Settings, StoreArgs};
 use pitboss_cluster::memory::Hub;
 use pitboss_cluster::redis::{RedisBus, RedisLease, RedisOptions, RedisPresence};
 use pitboss_desk::accounts::{self, AccountError, NewAccount};
-use pitboss_desk::audit::CLI_ACTOR;
+use pitboss_desk::audit::{self, AuditAction, CLI_ACTOR};
 use pitboss_desk::{Desk, Shared};
 use pitboss_gateway::AppState;
-use pitboss_protocol::{AgentId, Role};
+use pitboss_protocol::{AgentId, PlayerId, Role};
 use pitboss_transcripts::postgres::{PostgresOptions, PostgresStore};
 use pitboss_transcripts::sqlite::{SqliteOptions, SqliteStore};
-use pitboss_transcripts::SharedStore;
+use pitboss_transcripts::{now_ms, SharedStore, StoreError, PURGE_CHUNK};
+use serde_json::json;
 use std::io::Read;
 
 /// Pitboss: real-time live chat for casino customer support.
@@ -35,22 +37,24 @@ enum Command {
     Agent {
         #[command(subcommand)]
         command: AgentCommand,
-        /// Where the embedded database lives.
-        #[arg(
-            long,
-            env = "PITBOSS_DATA_DIR",
-            default_value = "pitboss-data",
-            global = true
-        )]
-        data_dir: std::path::PathBuf,
-        /// The cluster's PostgreSQL, instead of the embedded database.
-        #[arg(
-            long,
-            env = "PITBOSS_DATABASE_URL",
-            global = true,
-            hide_env_values = true
-        )]
-        database_url: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Delete closed conversations older than a number of days, with everything
+    /// stored under them (open conversations are never deleted).
+    Purge {
+        /// Delete conversations closed more than this many days ago (at least 1).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        older_than_days: u32,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Export or erase what is stored about one player (data requests).
+    Player {
+        #[command(subcommand)]
+        command: PlayerCommand,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -66,13 +70,20 @@ fn main() -> anyhow::Result<()> {
             config::init_logging(&settings);
             runtime.block_on(serve(settings))
         }
-        Command::Agent {
-            command,
-            data_dir,
-            database_url,
+        Command::Agent { command, store } => {
+            config::init_cli_logging();
+            runtime.block_on(with_store(store, |s| run_agent(command, s)))
+        }
+        Command::Purge {
+            older_than_days,
+            store,
         } => {
             config::init_cli_logging();
-            runtime.block_on(agent(command, data_dir, database_url))
+            runtime.block_on(with_store(store, |s| purge(older_than_days, s)))
+        }
+        Command::Player { command, store } => {
+            config::init_cli_logging();
+            runtime.block_on(with_store(store, |s| run_player(command, s)))
         }
     }
 }
@@ -215,15 +226,125 @@ async fn shutdown_signal() {
     }
 }
 
-async fn agent(
-    command: AgentCommand,
-    data_dir: std::path::PathBuf,
-    database_url: Option<String>,
-) -> anyhow::Result<()> {
-    let store = open_store(&data_dir, database_url.as_deref()).await?;
-    let result = run_agent(command, store.clone()).await;
+/// Opens the store a one-shot command names, runs the command, and shuts the store
+/// down (its queued writes finished) whatever the command's outcome.
+async fn with_store<F, Fut>(args: StoreArgs, command: F) -> anyhow::Result<()>
+where
+    F: FnOnce(SharedStore) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let store = open_store(&args.data_dir, args.database_url.as_deref()).await?;
+    let result = command(store.clone()).await;
     store.shutdown().await;
     result
+}
+
+/// `pitboss purge --older-than-days N`.
+async fn purge(older_than_days: u32, store: SharedStore) -> anyhow::Result<()> {
+    if older_than_days == 0 {
+        bail!("--older-than-days must be at least 1");
+    }
+    let closed_before = now_ms().saturating_sub(u64::from(older_than_days) * config::MS_PER_DAY);
+    let purged = store.purge_closed(closed_before, PURGE_CHUNK).await?;
+    let d = purged.deleted;
+    println!(
+        "purged {} conversations closed more than {older_than_days} days ago: {} entries, \
+         {} lifecycle events, {} hand-offs ({} chunks)",
+        d.conversations, d.entries, d.events, d.handoffs, purged.chunks
+    );
+    Ok(())
+}
+
+/// `pitboss player export|erase`.
+async fn run_player(command: PlayerCommand, store: SharedStore) -> anyhow::Result<()> {
+    match command {
+        PlayerCommand::Export { player, out } => {
+            let id = player_id(&player)?;
+            audit::append(
+                &*store,
+                CLI_ACTOR,
+                AuditAction::PlayerExport,
+                &player,
+                json!({}),
+            )
+            .await
+            .context("writing the audit record (nothing was exported)")?;
+            let export = store.export_player(&id).await?;
+            let mut json =
+                serde_json::to_string_pretty(&export).context("serialising the export")?;
+            json.push('\n');
+            match out {
+                Some(path) => {
+                    write_private(&path, json.as_bytes())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!(
+                        "exported {} conversations of {player} to {}",
+                        export.conversations.len(),
+                        path.display()
+                    );
+                }
+                None => {
+                    use std::io::Write;
+                    std::io::stdout()
+                        .write_all(json.as_bytes())
+                        .context("writing the export")?;
+                }
+            }
+        }
+        PlayerCommand::Erase { player, yes } => {
+            let id = player_id(&player)?;
+            if !yes {
+                bail!(
+                    "erasing deletes every conversation of {player} for good; \
+                     add --yes to confirm (export it first with `pitboss player export`)"
+                );
+            }
+            audit::append(
+                &*store,
+                CLI_ACTOR,
+                AuditAction::PlayerErase,
+                &player,
+                json!({}),
+            )
+            .await
+            .context("writing the audit record (nothing was erased)")?;
+            match store.erase_player(&id).await {
+                Ok(d) => println!(
+                    "erased {player}: {} conversations, {} entries, {} lifecycle events, \
+                     {} hand-offs",
+                    d.conversations, d.entries, d.events, d.handoffs
+                ),
+                Err(StoreError::Precondition) => bail!(
+                    "{player} has an open conversation (queued, active or offline): nothing \
+                     was erased; close it first, then erase again"
+                ),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A player id from the command line: as stored, never empty.
+fn player_id(player: &str) -> anyhow::Result<PlayerId> {
+    if player.trim().is_empty() {
+        bail!("a player id is not empty (`v:…` for visitors, `p:…` for verified players)");
+    }
+    Ok(PlayerId(player.to_owned()))
+}
+
+/// Writes a file only its owner may read: an export is personal data.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 async fn run_agent(command: AgentCommand, store: SharedStore) -> anyhow::Result<()> {

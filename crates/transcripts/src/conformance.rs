@@ -7,9 +7,9 @@
 //! plain library code so that another crate's tests can run them.
 
 use crate::{
-    now_ms, AgentAccount, Applied, Change, CommitObserver, ConversationFilter, Expect, Fence,
-    Handoff, LifecycleEvent, LifecycleKind, NewConversation, NewEntry, SetState, Store, StoreError,
-    StoredEntry,
+    now_ms, AgentAccount, Applied, Change, CommitObserver, ConversationFilter, Deleted, Expect,
+    Fence, Handoff, LifecycleEvent, LifecycleKind, NewConversation, NewEntry, PlayerExport,
+    SetState, Store, StoreError, StoredEntry, PURGE_CHUNK,
 };
 use pitboss_protocol::{
     AgentId, ConversationId, ConversationState, MessageKind, Participant, PlayerCard, PlayerId,
@@ -71,6 +71,11 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         case!(fence_capacity_of_limits_active_conversations),
         case!(audit_records_listed_newest_first_with_filters),
         case!(audit_limit_is_capped),
+        case!(purge_deletes_only_closed_and_old_enough),
+        case!(purge_works_in_chunks),
+        case!(export_gathers_everything_of_one_player),
+        case!(erase_removes_one_player_only),
+        case!(erase_refused_while_a_conversation_is_open),
     ]
 }
 
@@ -1884,6 +1889,326 @@ pub async fn fence_capacity_of_limits_active_conversations(store: Arc<dyn Store>
         .expect("bora's active conversations are closed");
 }
 
+/// A purge deletes closed conversations closed before the cutoff, with their
+/// entries, lifecycle events and hand-offs, and reports the counts; conversations
+/// closed after the cutoff and open ones (queued, active, offline, however old)
+/// stay whole. A second purge finds nothing.
+pub async fn purge_deletes_only_closed_and_old_enough(store: Arc<dyn Store>) {
+    // Open conversations created before the cutoff: age alone never purges.
+    let queued = create(&store, ConversationState::Queued).await;
+    let active = create(&store, ConversationState::Active).await;
+    let offline = create(&store, ConversationState::Offline).await;
+    store
+        .apply(Change::append(
+            active,
+            message(player("p:1"), "a1", "still here"),
+        ))
+        .await
+        .expect("append to the active one");
+
+    let old = create(&store, ConversationState::Active).await;
+    let written = fill(&store, old, "old").await;
+    close(&store, old).await;
+    // closed_at is the store's clock: step past it on both sides of the cutoff.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let cutoff = now_ms();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let recent = create(&store, ConversationState::Active).await;
+    fill(&store, recent, "recent").await;
+    close(&store, recent).await;
+    let recent_before = snapshot(&store, recent).await;
+    let open_before = [
+        snapshot(&store, queued).await,
+        snapshot(&store, active).await,
+        snapshot(&store, offline).await,
+    ];
+
+    let purged = store
+        .purge_closed(cutoff, PURGE_CHUNK)
+        .await
+        .expect("purge");
+    assert_eq!(
+        purged.deleted,
+        Deleted {
+            conversations: 1,
+            // The close recorded one more lifecycle event.
+            events: written.events + 1,
+            ..written
+        },
+        "the old conversation and everything keyed on it"
+    );
+    assert_eq!(purged.chunks, 1);
+    assert_gone(&store, old).await;
+    assert_eq!(
+        snapshot(&store, recent).await,
+        recent_before,
+        "closed after the cutoff"
+    );
+    for (id, before) in [queued, active, offline].into_iter().zip(open_before) {
+        assert_eq!(
+            snapshot(&store, id).await,
+            before,
+            "open conversations stay"
+        );
+    }
+
+    let again = store
+        .purge_closed(cutoff, PURGE_CHUNK)
+        .await
+        .expect("purge again");
+    assert_eq!(again.deleted, Deleted::default(), "nothing left to purge");
+    assert_eq!(again.chunks, 0);
+
+    // Even a cutoff in the future leaves open conversations alone.
+    let all = store
+        .purge_closed(now_ms() + 60_000, PURGE_CHUNK)
+        .await
+        .expect("purge everything closed");
+    assert_eq!(all.deleted.conversations, 1, "the recent closed one");
+    assert_gone(&store, recent).await;
+    let open = store.open_conversations().await.expect("open");
+    assert_eq!(open.len(), 3);
+}
+
+/// A purge deletes in chunks, each its own write: seven closed conversations with
+/// chunks of three take three writes, and every one of them is deleted.
+pub async fn purge_works_in_chunks(store: Arc<dyn Store>) {
+    let mut closed = Vec::new();
+    for i in 0..7 {
+        let id = create(&store, ConversationState::Active).await;
+        store
+            .apply(Change::append(
+                id,
+                message(player("p:1"), "m", &format!("chat {i}")),
+            ))
+            .await
+            .expect("append");
+        close(&store, id).await;
+        closed.push(id);
+    }
+    let open = create(&store, ConversationState::Queued).await;
+    let purged = store
+        .purge_closed(now_ms() + 1_000, 3)
+        .await
+        .expect("purge");
+    assert_eq!(purged.chunks, 3, "7 conversations in chunks of 3");
+    assert_eq!(purged.deleted.conversations, 7);
+    assert_eq!(purged.deleted.entries, 7);
+    for id in closed {
+        assert_gone(&store, id).await;
+    }
+    assert!(store.conversation(open).await.expect("read").is_some());
+}
+
+/// An export holds every conversation of the player, oldest first, with every
+/// entry (private notes marked private), lifecycle event, hand-off, rating and the
+/// player's card, and nothing of another player; it round-trips through JSON. A
+/// player with nothing stored exports empty.
+pub async fn export_gathers_everything_of_one_player(store: Arc<dyn Store>) {
+    let first = create_for(
+        &store,
+        "p:export",
+        ConversationState::Active,
+        1_700_000_000_000,
+    )
+    .await;
+    fill(&store, first, "first").await;
+    close(&store, first).await;
+    store
+        .apply(Change {
+            conversation: first,
+            rating: Some((4, Some("helpful".into()))),
+            events: vec![lifecycle(LifecycleKind::Rated, None)],
+            ..Change::default()
+        })
+        .await
+        .expect("rate");
+    let second = create_for(
+        &store,
+        "p:export",
+        ConversationState::Active,
+        1_700_000_100_000,
+    )
+    .await;
+    store
+        .apply(Change::append(
+            second,
+            message(player("p:export"), "s1", "me again"),
+        ))
+        .await
+        .expect("append");
+    let other = create_for(
+        &store,
+        "p:other",
+        ConversationState::Active,
+        1_700_000_050_000,
+    )
+    .await;
+    fill(&store, other, "other").await;
+
+    let export = store
+        .export_player(&PlayerId("p:export".into()))
+        .await
+        .expect("export");
+    assert_eq!(export.player, PlayerId("p:export".into()));
+    let ids: Vec<ConversationId> = export.conversations.iter().map(|c| c.id).collect();
+    assert_eq!(ids, [first, second], "the player's own, oldest first");
+    let card = export.card.as_ref().expect("the card");
+    assert_eq!(card.id, PlayerId("p:export".into()));
+    assert_eq!(card.jurisdiction.as_deref(), Some("MT"));
+
+    let c = &export.conversations[0];
+    assert_eq!(c.state, ConversationState::Closed);
+    assert_eq!(c.rating, Some(4));
+    assert_eq!(c.rating_comment.as_deref(), Some("helpful"));
+    assert_eq!(c.close_reason.as_deref(), Some("resolved"));
+    assert!(c.closed_at.is_some());
+    assert_eq!(c.card.id, PlayerId("p:export".into()));
+    let stored = store.entries(first, 0, 1000, true).await.expect("entries");
+    assert_eq!(c.entries.len(), stored.len(), "every entry, notes included");
+    let seqs: Vec<Seq> = c.entries.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=stored.len() as Seq).collect::<Vec<_>>());
+    let note = c
+        .entries
+        .iter()
+        .find(|e| e.kind == MessageKind::Note)
+        .expect("the private note is exported");
+    assert!(note.private, "a note is marked private");
+    assert_eq!(note.text, "first: note about the player");
+    assert!(c
+        .entries
+        .iter()
+        .filter(|e| e.kind != MessageKind::Note)
+        .all(|e| !e.private));
+    assert!(c.entries.iter().any(|e| e.text == "first: hello"));
+    let kinds: Vec<LifecycleKind> = c.events.iter().map(|e| e.kind).collect();
+    assert!(
+        kinds.contains(&LifecycleKind::TransferRequested),
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&LifecycleKind::Closed), "{kinds:?}");
+    assert!(kinds.contains(&LifecycleKind::Rated), "{kinds:?}");
+    assert_eq!(c.events, store.events(first).await.expect("events"));
+    assert_eq!(c.handoffs.len(), 1);
+    assert_eq!(
+        c.handoffs[0].note.as_deref(),
+        Some("player asks about a withdrawal")
+    );
+    assert_eq!(export.conversations[1].state, ConversationState::Active);
+    assert_eq!(export.conversations[1].entries.len(), 1);
+    let everything = serde_json::to_string(&export).expect("serialise");
+    assert!(
+        !everything.contains("other: hello"),
+        "nothing of another player"
+    );
+    let back: PlayerExport = serde_json::from_str(&everything).expect("deserialise");
+    assert_eq!(back, export, "the export round-trips through JSON");
+
+    let nobody = store
+        .export_player(&PlayerId("p:nobody".into()))
+        .await
+        .expect("export of an unknown player");
+    assert!(nobody.conversations.is_empty());
+    assert_eq!(nobody.card, None);
+}
+
+/// Erasing a player deletes every conversation of theirs with its entries,
+/// lifecycle events and hand-offs, reports the counts, and leaves every other
+/// player's data alone; erasing again deletes nothing and succeeds.
+pub async fn erase_removes_one_player_only(store: Arc<dyn Store>) {
+    let mut expected = Deleted::default();
+    let mut erased = Vec::new();
+    for (i, created_at) in [1_700_000_000_000, 1_700_000_100_000]
+        .into_iter()
+        .enumerate()
+    {
+        let id = create_for(&store, "v:erase", ConversationState::Active, created_at).await;
+        let written = fill(&store, id, &format!("chat {i}")).await;
+        close(&store, id).await;
+        expected.add(Deleted {
+            conversations: 1,
+            // The close adds a lifecycle event.
+            events: written.events + 1,
+            ..written
+        });
+        erased.push(id);
+    }
+    let kept = create_for(
+        &store,
+        "v:keep",
+        ConversationState::Active,
+        1_700_000_050_000,
+    )
+    .await;
+    fill(&store, kept, "kept").await;
+    close(&store, kept).await;
+    let kept_before = snapshot(&store, kept).await;
+
+    let deleted = store
+        .erase_player(&PlayerId("v:erase".into()))
+        .await
+        .expect("erase");
+    assert_eq!(deleted, expected);
+    for id in erased {
+        assert_gone(&store, id).await;
+    }
+    let export = store
+        .export_player(&PlayerId("v:erase".into()))
+        .await
+        .expect("export");
+    assert!(export.conversations.is_empty() && export.card.is_none());
+    assert_eq!(
+        snapshot(&store, kept).await,
+        kept_before,
+        "another player's data stays"
+    );
+
+    let again = store
+        .erase_player(&PlayerId("v:erase".into()))
+        .await
+        .expect("erase again");
+    assert_eq!(again, Deleted::default());
+}
+
+/// While a player has an open conversation (queued, active or offline), erasing
+/// them fails with `Precondition` and deletes nothing, closed conversations
+/// included; once it is closed, the erasure goes through.
+pub async fn erase_refused_while_a_conversation_is_open(store: Arc<dyn Store>) {
+    for (i, state) in [
+        ConversationState::Queued,
+        ConversationState::Active,
+        ConversationState::Offline,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let who = format!("p:open-{i}");
+        let player_id = PlayerId(who.clone());
+        let closed = create_for(&store, &who, ConversationState::Active, 1_700_000_000_000).await;
+        fill(&store, closed, "earlier").await;
+        close(&store, closed).await;
+        let open = create_for(&store, &who, state, 1_700_000_100_000).await;
+        let before = [snapshot(&store, closed).await, snapshot(&store, open).await];
+
+        let refused = store.erase_player(&player_id).await;
+        assert!(
+            matches!(refused, Err(StoreError::Precondition)),
+            "{state:?}: {refused:?}"
+        );
+        let after = [snapshot(&store, closed).await, snapshot(&store, open).await];
+        assert_eq!(
+            after, before,
+            "{state:?}: a refused erasure deletes nothing"
+        );
+
+        close(&store, open).await;
+        let deleted = store.erase_player(&player_id).await.expect("erase");
+        assert_eq!(deleted.conversations, 2, "{state:?}");
+        assert_gone(&store, closed).await;
+        assert_gone(&store, open).await;
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // Helpers.
 
@@ -1993,6 +2318,75 @@ fn check_prev_public(entries: &[StoredEntry]) {
     }
 }
 
+/// Writes to an active conversation owned by `ayla` what a chat leaves behind: two
+/// messages, a private note, an event entry, a lifecycle event and a hand-off. Texts
+/// start with `label`. What it wrote, by table (`conversations` 0).
+async fn fill(store: &Arc<dyn Store>, id: ConversationId, label: &str) -> Deleted {
+    let record = store.conversation(id).await.expect("read").expect("found");
+    let who = record.summary.player.0;
+    for entry in [
+        message(player(&who), "p1", &format!("{label}: hello")),
+        message(agent("ayla"), "a1", &format!("{label}: how can I help?")),
+        note(
+            agent("ayla"),
+            "n1",
+            &format!("{label}: note about the player"),
+        ),
+    ] {
+        store
+            .apply(Change::append(id, entry))
+            .await
+            .expect("append");
+    }
+    store
+        .apply(Change {
+            conversation: id,
+            entry: Some(system_event("transfer_requested")),
+            events: vec![lifecycle(LifecycleKind::TransferRequested, Some("ayla"))],
+            handoff: Some(handoff("ayla", "agent:bora", "requested")),
+            ..Change::default()
+        })
+        .await
+        .expect("hand-off");
+    Deleted {
+        conversations: 0,
+        entries: store
+            .entries(id, 0, 1000, true)
+            .await
+            .expect("entries")
+            .len() as u64,
+        events: store.events(id).await.expect("events").len() as u64,
+        handoffs: store.handoffs(id).await.expect("handoffs").len() as u64,
+    }
+}
+
+/// A conversation with everything stored under it, to compare before and after.
+type Snapshot = (
+    Option<crate::ConversationRecord>,
+    Vec<StoredEntry>,
+    Vec<LifecycleEvent>,
+    Vec<Handoff>,
+);
+
+/// Everything stored under one conversation.
+async fn snapshot(store: &Arc<dyn Store>, id: ConversationId) -> Snapshot {
+    (
+        store.conversation(id).await.expect("read"),
+        store.entries(id, 0, 10_000, true).await.expect("entries"),
+        store.events(id).await.expect("events"),
+        store.handoffs(id).await.expect("handoffs"),
+    )
+}
+
+/// Nothing is stored under `id` any more: no conversation, entry, event or hand-off.
+async fn assert_gone(store: &Arc<dyn Store>, id: ConversationId) {
+    assert_eq!(
+        snapshot(store, id).await,
+        (None, Vec::new(), Vec::new(), Vec::new()),
+        "conversation {id} and everything keyed on it are deleted"
+    );
+}
+
 /// The entry an `apply` appended.
 fn appended(result: crate::Result<Applied>) -> crate::Result<crate::Appended> {
     result.map(|a| a.appended.expect("a change with an entry reports it"))
@@ -2021,12 +2415,23 @@ fn new_conversation(player: &str, state: ConversationState, created_at: u64) -> 
 /// Creates a conversation, in `state` (an `Active` one is created queued, then
 /// assigned to `ayla`).
 async fn create(store: &Arc<dyn Store>, state: ConversationState) -> ConversationId {
+    create_for(store, "p:1", state, now_ms()).await
+}
+
+/// Creates a conversation of `player` at `created_at`, in `state` (an `Active` one
+/// is created queued, then assigned to `ayla`).
+async fn create_for(
+    store: &Arc<dyn Store>,
+    player: &str,
+    state: ConversationState,
+    created_at: u64,
+) -> ConversationId {
     let born = if state == ConversationState::Offline {
         state
     } else {
         ConversationState::Queued
     };
-    let new = new_conversation("p:1", born, now_ms());
+    let new = new_conversation(player, born, created_at);
     let id = new.id;
     store.create_conversation(new).await.expect("create");
     if state == ConversationState::Active {

@@ -452,6 +452,136 @@ impl AuditFilter {
     }
 }
 
+/// Conversations one write of a purge deletes, unless told otherwise: small enough
+/// that the write (with every entry, event and hand-off of those conversations)
+/// holds the one SQLite writer, or PostgreSQL's row locks, for milliseconds, so live
+/// chats keep flowing between chunks.
+pub const PURGE_CHUNK: u32 = 200;
+
+/// The largest chunk a purge takes, whatever it is asked: one chunk's ids are bound
+/// as query parameters.
+pub const MAX_PURGE_CHUNK: u32 = 1000;
+
+/// Rows a purge or an erasure deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    /// Conversations (with their player card and rating).
+    pub conversations: u64,
+    /// Transcript entries: messages, private notes, events shown in the chat.
+    pub entries: u64,
+    /// KPI lifecycle events.
+    pub events: u64,
+    /// Hand-off records.
+    pub handoffs: u64,
+}
+
+impl Deleted {
+    /// Adds another write's counts to these.
+    pub fn add(&mut self, other: Deleted) {
+        self.conversations += other.conversations;
+        self.entries += other.entries;
+        self.events += other.events;
+        self.handoffs += other.handoffs;
+    }
+}
+
+/// What [`Store::purge_closed`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purged {
+    /// Rows deleted, summed over the chunks.
+    #[serde(flatten)]
+    pub deleted: Deleted,
+    /// Writes that deleted something: each its own transaction.
+    pub chunks: u64,
+}
+
+/// Everything stored about one player, as [`Store::export_player`] gathers it for a
+/// data request. Serialises to the JSON the CLI and the REST API hand out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlayerExport {
+    /// Whose data this is.
+    pub player: PlayerId,
+    /// When it was gathered, Unix ms.
+    pub exported_at: u64,
+    /// The player's card as last recorded (with their newest conversation); `None`
+    /// when nothing is stored about them.
+    pub card: Option<PlayerCard>,
+    /// Their conversations, oldest first.
+    pub conversations: Vec<ExportedConversation>,
+}
+
+/// One conversation of a [`PlayerExport`], with everything recorded about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportedConversation {
+    /// Its id.
+    pub id: ConversationId,
+    /// Its state when exported.
+    pub state: ConversationState,
+    /// Department.
+    pub department: String,
+    /// Language.
+    pub language: String,
+    /// Owner (or last owner once closed).
+    pub agent: Option<AgentId>,
+    /// Created, Unix ms.
+    pub created_at: u64,
+    /// Closed, Unix ms.
+    pub closed_at: Option<u64>,
+    /// The reason tag given at close.
+    pub close_reason: Option<String>,
+    /// The player's rating, 1–5.
+    pub rating: Option<u8>,
+    /// The rating's comment.
+    pub rating_comment: Option<String>,
+    /// The player's card as recorded when the conversation started.
+    pub card: PlayerCard,
+    /// Every transcript entry, in order, private notes included (marked).
+    pub entries: Vec<ExportedEntry>,
+    /// Lifecycle events, oldest first.
+    pub events: Vec<LifecycleEvent>,
+    /// Hand-offs, oldest first.
+    pub handoffs: Vec<Handoff>,
+}
+
+/// One transcript entry of an [`ExportedConversation`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportedEntry {
+    /// Its sequence number.
+    pub seq: Seq,
+    /// Text, note or event.
+    pub kind: MessageKind,
+    /// True for private notes: agents wrote them about the player, who never saw them.
+    pub private: bool,
+    /// Who wrote it.
+    pub sender: Participant,
+    /// Its text.
+    pub text: String,
+    /// The id the sender's client gave it.
+    pub client_id: Option<String>,
+    /// For events, the stable tag.
+    pub event: Option<String>,
+    /// Stored at, Unix ms.
+    pub at: u64,
+}
+
+impl From<StoredEntry> for ExportedEntry {
+    fn from(entry: StoredEntry) -> Self {
+        Self {
+            seq: entry.seq,
+            kind: entry.kind,
+            private: !entry.is_public(),
+            sender: entry.sender,
+            text: entry.text,
+            client_id: entry.client_id,
+            event: entry.event,
+            at: entry.at,
+        }
+    }
+}
+
+/// Entries read per page while exporting.
+const EXPORT_PAGE: u32 = 1000;
+
 /// Told, inside the writer, of every newly stored entry, in commit order, right
 /// after its transaction committed. It must not block: it hands entries on to
 /// bounded queues and returns.
@@ -550,6 +680,86 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::Fenced`]. Never lowers the recorded epoch. Epochs are stored as
     /// signed 64-bit integers: one above `i64::MAX` counts as `i64::MAX`.
     async fn raise_routing_epoch(&self, epoch: u64) -> Result<u64>;
+
+    /// Deletes closed conversations whose `closed_at` is before `closed_before`
+    /// (Unix ms), with their entries, lifecycle events and hand-offs, and returns
+    /// what it deleted. Open conversations (queued, active, offline) are never
+    /// deleted. Works in chunks of `chunk` conversations (clamped to
+    /// 1..=[`MAX_PURGE_CHUNK`]), longest closed first, each chunk one write queued
+    /// with everyone else's, so a large purge never holds the writer (or, on
+    /// PostgreSQL, row locks) for long; it goes on until a chunk finds fewer than
+    /// `chunk` to delete. A chunk that fails ends the purge with that error: what
+    /// earlier chunks deleted stays deleted, and running the purge again carries on.
+    ///
+    /// On PostgreSQL a conversation another transaction holds locked is skipped
+    /// (the next run takes it), so purges on several nodes at once neither wait for
+    /// each other nor delete anything twice.
+    async fn purge_closed(&self, closed_before: u64, chunk: u32) -> Result<Purged>;
+
+    /// Everything stored about `player`: their conversations (oldest first) with
+    /// every entry (private notes marked), lifecycle event, hand-off and rating, and
+    /// their card. Empty (no card, no conversations) for a player with nothing
+    /// stored. Read from the read side, page by page: not one snapshot, so a
+    /// conversation still open may grow while it is read.
+    async fn export_player(&self, player: &PlayerId) -> Result<PlayerExport> {
+        let mut records = self
+            .conversations(ConversationFilter {
+                player: Some(player.clone()),
+                limit: u32::MAX,
+                ..ConversationFilter::default()
+            })
+            .await?;
+        // Listed newest first; a record of someone's history reads oldest first.
+        records.reverse();
+        let card = records.last().map(|r| r.player.clone());
+        let mut conversations = Vec::with_capacity(records.len());
+        for record in records {
+            let id = record.summary.id;
+            let mut entries = Vec::new();
+            let mut after = 0;
+            loop {
+                let page = self.entries(id, after, EXPORT_PAGE, true).await?;
+                let full = page.len() == EXPORT_PAGE as usize;
+                if let Some(last) = page.last() {
+                    after = last.seq;
+                }
+                entries.extend(page.into_iter().map(ExportedEntry::from));
+                if !full {
+                    break;
+                }
+            }
+            conversations.push(ExportedConversation {
+                id,
+                state: record.summary.state,
+                department: record.summary.department,
+                language: record.summary.language,
+                agent: record.summary.agent,
+                created_at: record.summary.created_at,
+                closed_at: record.summary.closed_at,
+                close_reason: record.close_reason,
+                rating: record.summary.rating,
+                rating_comment: record.rating_comment,
+                card: record.player,
+                entries,
+                events: self.events(id).await?,
+                handoffs: self.handoffs(id).await?,
+            });
+        }
+        Ok(PlayerExport {
+            player: player.clone(),
+            exported_at: now_ms(),
+            card,
+            conversations,
+        })
+    }
+
+    /// Deletes everything stored about `player`: every conversation of theirs with
+    /// its entries, lifecycle events, hand-offs, rating and card, in one write.
+    /// Fails with [`StoreError::Precondition`], deleting nothing, while any of their
+    /// conversations is open (queued, active or offline): a live chat is not pulled
+    /// from under its agent; close it first. A player with nothing stored deletes
+    /// nothing and succeeds.
+    async fn erase_player(&self, player: &PlayerId) -> Result<Deleted>;
 
     /// Whether the store answers now (for `/readyz`).
     async fn ping(&self) -> Result<()>;

@@ -40,7 +40,12 @@
 //! (`SELECT … ORDER BY id FOR NO KEY UPDATE`), then, if any of its writes is fenced
 //! or raises the routing epoch, the fence row (`FOR UPDATE`): always in that order,
 //! so two nodes' batches never wait for each other in a cycle over conversations and
-//! the fence: a batch holding the fence lock waits for no conversation lock. Other
+//! the fence: a batch holding the fence lock waits for no conversation lock.
+//! An erasure's conversations (every one of its player's) are locked in the same
+//! statement, so in the same order. A purge chunk waits for no lock at all: it takes
+//! the closed conversations nobody holds (`FOR UPDATE SKIP LOCKED`) and leaves the
+//! others to its next run, which also keeps purges on two nodes out of each other's
+//! way. Other
 //! rows (accounts, catalog items, secrets) are not pre-locked (the capacity check
 //! only reads accounts), as they are rare writes; should PostgreSQL still abort the
 //! batch as a deadlock victim (or with a serialization failure), the writer rolls the
@@ -68,9 +73,9 @@
 use crate::queue::{corrupt, db, from_db, tag, to_db, untag, Op, Output, Request, WriteQueue};
 use crate::{
     now_ms, AgentAccount, Appended, Applied, AuditFilter, AuditRecord, CatalogItem, CatalogKind,
-    Change, CommitObserver, ConversationFilter, ConversationRecord, Fence, Handoff, LifecycleEvent,
-    LifecycleKind, NewAuditRecord, NewConversation, NewEntry, Result, Store, StoreError,
-    StoredEntry,
+    Change, CommitObserver, ConversationFilter, ConversationRecord, Deleted, Fence, Handoff,
+    LifecycleEvent, LifecycleKind, NewAuditRecord, NewConversation, NewEntry, Purged, Result,
+    Store, StoreError, StoredEntry, MAX_PURGE_CHUNK,
 };
 use async_trait::async_trait;
 use pitboss_protocol::{
@@ -150,8 +155,8 @@ impl Default for PostgresOptions {
 /// The PostgreSQL [`Store`]. Open it with [`PostgresStore::connect`].
 ///
 /// Every write (`create_conversation`, `apply`, `put_agent`, `remove_agent`,
-/// `put_catalog`, `remove_catalog`, `secret`, `raise_routing_epoch`) is queued to one
-/// writer task, which commits whatever is queued together in one transaction, each
+/// `put_catalog`, `remove_catalog`, `secret`, `raise_routing_epoch`, `erase_player`,
+/// and each chunk of `purge_closed`) is queued to one writer task, which commits whatever is queued together in one transaction, each
 /// write in its own savepoint: one WAL flush serves many callers, and a write that
 /// fails (conflict, precondition, fenced, not found) rolls back only itself. Reads go
 /// to a read-only pool and never wait for the writer.
@@ -511,6 +516,14 @@ impl Store for PostgresStore {
         self.queue.raise_routing_epoch(epoch).await
     }
 
+    async fn purge_closed(&self, closed_before: u64, chunk: u32) -> Result<Purged> {
+        self.queue.purge_closed(closed_before, chunk).await
+    }
+
+    async fn erase_player(&self, player: &PlayerId) -> Result<Deleted> {
+        self.queue.erase_player(player).await
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1")
             .execute(&self.reads)
@@ -715,15 +728,30 @@ impl Writer {
                 _ => None,
             })
             .collect();
-        if !ids.is_empty() {
+        // An erasure locks every conversation of its player, in the same statement,
+        // so the id order holds for those too.
+        let players: Vec<String> = batch
+            .iter()
+            .filter_map(|request| match &request.op {
+                Op::ErasePlayer(player) => Some(player.0.clone()),
+                _ => None,
+            })
+            .collect();
+        if !ids.is_empty() || !players.is_empty() {
             ids.sort_unstable();
             ids.dedup();
-            sqlx::query(
-                "SELECT id FROM conversations WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
-            )
-            .bind(&ids)
-            .fetch_all(&mut *conn)
-            .await?;
+            // Nearly every batch erases nobody: its statement keeps to the primary key.
+            let sql = if players.is_empty() {
+                "SELECT id FROM conversations WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE"
+            } else {
+                "SELECT id FROM conversations WHERE id = ANY($1) OR player_id = ANY($2) \
+                 ORDER BY id FOR NO KEY UPDATE"
+            };
+            let mut lock = sqlx::query(sql).bind(&ids);
+            if !players.is_empty() {
+                lock = lock.bind(&players);
+            }
+            lock.fetch_all(&mut *conn).await?;
         }
         // Then the fence row, if any write reads or raises the routing epoch: always
         // after the conversations, so fenced batches queue behind each other instead
@@ -942,6 +970,11 @@ async fn execute(
             .map_err(fail)?;
             Ok(Output::AuditId(from_db(id)))
         }
+        Op::PurgeChunk {
+            closed_before,
+            limit,
+        } => purge_chunk(conn, *closed_before, *limit).await,
+        Op::ErasePlayer(player) => erase_player(conn, player).await,
         Op::Settings => {
             let value: String = sqlx::query_scalar("SHOW synchronous_commit")
                 .fetch_one(&mut *conn)
@@ -950,6 +983,98 @@ async fn execute(
             Ok(Output::Settings(vec![value]))
         }
     }
+}
+
+/// One chunk of a purge: at most `limit` closed conversations whose `closed_at` is
+/// before `closed_before`, longest closed first (the index `conversations_retention`,
+/// migration `0005_retention`, finds them in order without reading the others), deleted with everything keyed on them. Rows another transaction
+/// holds are skipped, not waited for: a purge never stalls this node's writer behind
+/// another node, and two nodes purging at once take different rows.
+async fn purge_chunk(
+    conn: &mut PgConnection,
+    closed_before: u64,
+    limit: u32,
+) -> Result<Output, Fail> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM conversations WHERE state = $1 AND closed_at < $2 \
+         ORDER BY closed_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(tag(ConversationState::Closed)?)
+    .bind(to_db(closed_before))
+    .bind(i64::from(limit.clamp(1, MAX_PURGE_CHUNK)))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(fail)?;
+    Ok(Output::Deleted(delete_conversations(conn, &ids).await?))
+}
+
+/// Erases a player: every conversation of theirs, unless one is open
+/// ([`StoreError::Precondition`], nothing deleted). The batch locked them already
+/// (with its other conversations, in id order); this takes the stronger lock a
+/// delete needs, which nothing else can hold meanwhile: every other writer locks a
+/// conversation row before touching anything keyed on it.
+async fn erase_player(conn: &mut PgConnection, player: &PlayerId) -> Result<Output, Fail> {
+    let rows = sqlx::query(
+        "SELECT id, state FROM conversations WHERE player_id = $1 ORDER BY id FOR UPDATE",
+    )
+    .bind(&player.0)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(fail)?;
+    let mut ids = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let state: ConversationState = untag(get(row, "state")?)?;
+        if state != ConversationState::Closed {
+            return Err(StoreError::Precondition.into());
+        }
+        ids.push(get::<String>(row, "id")?);
+    }
+    Ok(Output::Deleted(delete_conversations(conn, &ids).await?))
+}
+
+/// Deletes these conversations and every row keyed on them: entries, lifecycle
+/// events, hand-offs (first: they reference the conversation), then the
+/// conversations themselves, with the player card and rating they hold.
+async fn delete_conversations(conn: &mut PgConnection, ids: &[String]) -> Result<Deleted, Fail> {
+    if ids.is_empty() {
+        return Ok(Deleted::default());
+    }
+    let entries = delete_keyed(
+        conn,
+        "DELETE FROM entries WHERE conversation_id = ANY($1)",
+        ids,
+    )
+    .await?;
+    let events = delete_keyed(
+        conn,
+        "DELETE FROM lifecycle_events WHERE conversation_id = ANY($1)",
+        ids,
+    )
+    .await?;
+    let handoffs = delete_keyed(
+        conn,
+        "DELETE FROM handoffs WHERE conversation_id = ANY($1)",
+        ids,
+    )
+    .await?;
+    let conversations =
+        delete_keyed(conn, "DELETE FROM conversations WHERE id = ANY($1)", ids).await?;
+    Ok(Deleted {
+        conversations,
+        entries,
+        events,
+        handoffs,
+    })
+}
+
+/// Runs `delete`, whose `$1` is the array of `ids`; the number of rows deleted.
+async fn delete_keyed(conn: &mut PgConnection, delete: &str, ids: &[String]) -> Result<u64, Fail> {
+    let done = sqlx::query(delete)
+        .bind(ids)
+        .execute(&mut *conn)
+        .await
+        .map_err(fail)?;
+    Ok(done.rows_affected())
 }
 
 /// Inserts a conversation and its `queued` or `offline` event.

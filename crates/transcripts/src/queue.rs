@@ -5,10 +5,10 @@
 //! It does not own SQL or batching: each backend's writer runs the ops its own way.
 
 use crate::{
-    AgentAccount, Applied, CatalogItem, CatalogKind, Change, NewAuditRecord, NewConversation,
-    Result, StoreError,
+    AgentAccount, Applied, CatalogItem, CatalogKind, Change, Deleted, NewAuditRecord,
+    NewConversation, Purged, Result, StoreError, MAX_PURGE_CHUNK,
 };
-use pitboss_protocol::AgentId;
+use pitboss_protocol::{AgentId, PlayerId};
 use serde::{de::DeserializeOwned, Serialize};
 use std::sync::{Mutex, PoisonError, RwLock};
 use tokio::sync::{mpsc, oneshot};
@@ -56,6 +56,16 @@ pub(crate) enum Op {
     RaiseEpoch(u64),
     /// `append_audit`.
     Audit(NewAuditRecord),
+    /// One chunk of `purge_closed`: at most `limit` closed conversations whose
+    /// `closed_at` is before `closed_before`, longest closed first.
+    PurgeChunk {
+        /// Unix ms.
+        closed_before: u64,
+        /// Conversations at most.
+        limit: u32,
+    },
+    /// `erase_player`.
+    ErasePlayer(PlayerId),
     /// The durability settings in force on the write connection (asked of that
     /// connection, so it goes through the writer).
     Settings,
@@ -75,6 +85,8 @@ pub(crate) enum Output {
     Epoch(u64),
     /// The id of the audit record `append_audit` stored.
     AuditId(u64),
+    /// What a purge chunk or an erasure deleted.
+    Deleted(Deleted),
     /// Setting values, in the order the backend documents.
     Settings(Vec<String>),
 }
@@ -89,10 +101,18 @@ pub(crate) fn wrong_answer(output: &Output) -> StoreError {
         Output::Secret(_) => "secret",
         Output::Epoch(_) => "epoch",
         Output::AuditId(_) => "audit id",
+        Output::Deleted(_) => "deleted",
         Output::Settings(_) => "settings",
     };
     StoreError::Unavailable(format!("store writer gave an unexpected answer: {kind}"))
 }
+
+/// Times a purge chunk refused as `Overloaded` is tried again before the purge gives
+/// up: with [`PURGE_OVERLOADED_PAUSE`], half a minute of a full queue.
+const PURGE_OVERLOADED_RETRIES: u32 = 300;
+
+/// The pause before a purge chunk refused as `Overloaded` is tried again.
+const PURGE_OVERLOADED_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The handle on a writer task: its bounded queue and the task itself.
 pub(crate) struct WriteQueue {
@@ -216,6 +236,48 @@ impl WriteQueue {
     pub(crate) async fn append_audit(&self, record: NewAuditRecord) -> Result<u64> {
         match self.write(Op::Audit(record)).await? {
             Output::AuditId(id) => Ok(id),
+            other => Err(wrong_answer(&other)),
+        }
+    }
+
+    /// [`crate::Store::purge_closed`]: one write per chunk until a chunk comes back
+    /// short. A full queue is not an error here: the purge is background work that
+    /// yields to live chats, so it waits and tries the chunk again (a while).
+    pub(crate) async fn purge_closed(&self, closed_before: u64, chunk: u32) -> Result<Purged> {
+        let limit = chunk.clamp(1, MAX_PURGE_CHUNK);
+        let mut purged = Purged::default();
+        let mut overloaded = 0;
+        loop {
+            let op = Op::PurgeChunk {
+                closed_before,
+                limit,
+            };
+            let deleted = match self.write(op).await {
+                Ok(Output::Deleted(deleted)) => deleted,
+                Ok(other) => return Err(wrong_answer(&other)),
+                Err(StoreError::Overloaded) if overloaded < PURGE_OVERLOADED_RETRIES => {
+                    overloaded += 1;
+                    tokio::time::sleep(PURGE_OVERLOADED_PAUSE).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if deleted.conversations == 0 {
+                break;
+            }
+            purged.chunks += 1;
+            purged.deleted.add(deleted);
+            if deleted.conversations < u64::from(limit) {
+                break;
+            }
+        }
+        Ok(purged)
+    }
+
+    /// [`crate::Store::erase_player`].
+    pub(crate) async fn erase_player(&self, player: &PlayerId) -> Result<Deleted> {
+        match self.write(Op::ErasePlayer(player.clone())).await? {
+            Output::Deleted(deleted) => Ok(deleted),
             other => Err(wrong_answer(&other)),
         }
     }

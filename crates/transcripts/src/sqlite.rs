@@ -17,9 +17,9 @@
 use crate::queue::{corrupt, db, from_db, tag, to_db, untag, Op, Output, Request, WriteQueue};
 use crate::{
     now_ms, AgentAccount, Appended, Applied, AuditFilter, AuditRecord, CatalogItem, CatalogKind,
-    Change, CommitObserver, ConversationFilter, ConversationRecord, Fence, Handoff, LifecycleEvent,
-    LifecycleKind, NewAuditRecord, NewConversation, NewEntry, Result, Store, StoreError,
-    StoredEntry,
+    Change, CommitObserver, ConversationFilter, ConversationRecord, Deleted, Fence, Handoff,
+    LifecycleEvent, LifecycleKind, NewAuditRecord, NewConversation, NewEntry, Purged, Result,
+    Store, StoreError, StoredEntry, MAX_PURGE_CHUNK,
 };
 use async_trait::async_trait;
 use pitboss_protocol::{
@@ -77,8 +77,8 @@ impl Default for SqliteOptions {
 /// The SQLite [`Store`]. Open it with [`SqliteStore::open`].
 ///
 /// Every write (`create_conversation`, `apply`, `put_agent`, `remove_agent`,
-/// `put_catalog`, `remove_catalog`, `secret`, `raise_routing_epoch`) is queued to one
-/// writer task, which commits whatever is queued together in one transaction, each
+/// `put_catalog`, `remove_catalog`, `secret`, `raise_routing_epoch`, `erase_player`,
+/// and each chunk of `purge_closed`) is queued to one writer task, which commits whatever is queued together in one transaction, each
 /// write in its own savepoint: one flush serves many callers, and a write that fails
 /// (conflict, precondition, fenced, not found) rolls back only itself. Reads go to a
 /// read-only pool and never wait for the writer.
@@ -427,6 +427,14 @@ impl Store for SqliteStore {
         self.queue.raise_routing_epoch(epoch).await
     }
 
+    async fn purge_closed(&self, closed_before: u64, chunk: u32) -> Result<Purged> {
+        self.queue.purge_closed(closed_before, chunk).await
+    }
+
+    async fn erase_player(&self, player: &PlayerId) -> Result<Deleted> {
+        self.queue.erase_player(player).await
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1")
             .execute(&self.reads)
@@ -689,6 +697,11 @@ async fn execute(
             .map_err(db)?;
             Ok(Output::AuditId(from_db(id)))
         }
+        Op::PurgeChunk {
+            closed_before,
+            limit,
+        } => purge_chunk(conn, *closed_before, *limit).await,
+        Op::ErasePlayer(player) => erase_player(conn, player).await,
         Op::Settings => {
             let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
                 .fetch_one(&mut *conn)
@@ -701,6 +714,85 @@ async fn execute(
             Ok(Output::Settings(vec![mode, sync.to_string()]))
         }
     }
+}
+
+/// One chunk of a purge: at most `limit` closed conversations whose `closed_at` is
+/// before `closed_before`, longest closed first (the index `conversations_retention`,
+/// migration `0005_retention`, finds them in order without reading the others), deleted with everything keyed on them.
+async fn purge_chunk(
+    conn: &mut SqliteConnection,
+    closed_before: u64,
+    limit: u32,
+) -> Result<Output> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM conversations WHERE state = ? AND closed_at < ? \
+         ORDER BY closed_at, id LIMIT ?",
+    )
+    .bind(tag(ConversationState::Closed)?)
+    .bind(to_db(closed_before))
+    .bind(i64::from(limit.clamp(1, MAX_PURGE_CHUNK)))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(Output::Deleted(delete_conversations(conn, &ids).await?))
+}
+
+/// Erases a player: every conversation of theirs, unless one is open
+/// ([`StoreError::Precondition`], nothing deleted).
+async fn erase_player(conn: &mut SqliteConnection, player: &PlayerId) -> Result<Output> {
+    let rows = sqlx::query("SELECT id, state FROM conversations WHERE player_id = ? ORDER BY id")
+        .bind(&player.0)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
+    let mut ids = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let state: ConversationState = untag(get(row, "state")?)?;
+        if state != ConversationState::Closed {
+            return Err(StoreError::Precondition);
+        }
+        ids.push(get::<String>(row, "id")?);
+    }
+    let mut deleted = Deleted::default();
+    // One savepoint for the whole erasure; chunked only to bound the bound parameters.
+    for part in ids.chunks(MAX_PURGE_CHUNK as usize) {
+        deleted.add(delete_conversations(conn, part).await?);
+    }
+    Ok(Output::Deleted(deleted))
+}
+
+/// Deletes these conversations and every row keyed on them: entries, lifecycle
+/// events, hand-offs (first: they reference the conversation), then the
+/// conversations themselves, with the player card and rating they hold.
+async fn delete_conversations(conn: &mut SqliteConnection, ids: &[String]) -> Result<Deleted> {
+    if ids.is_empty() {
+        return Ok(Deleted::default());
+    }
+    Ok(Deleted {
+        entries: delete_keyed(conn, "DELETE FROM entries WHERE conversation_id", ids).await?,
+        events: delete_keyed(
+            conn,
+            "DELETE FROM lifecycle_events WHERE conversation_id",
+            ids,
+        )
+        .await?,
+        handoffs: delete_keyed(conn, "DELETE FROM handoffs WHERE conversation_id", ids).await?,
+        conversations: delete_keyed(conn, "DELETE FROM conversations WHERE id", ids).await?,
+    })
+}
+
+/// Runs `delete` (ending in the column to match) for the rows whose column is one of
+/// `ids`; the number of rows deleted.
+async fn delete_keyed(conn: &mut SqliteConnection, delete: &str, ids: &[String]) -> Result<u64> {
+    let mut q = QueryBuilder::<Sqlite>::new(delete);
+    q.push(" IN (");
+    let mut list = q.separated(", ");
+    for id in ids {
+        list.push_bind(id);
+    }
+    list.push_unseparated(")");
+    let done = q.build().execute(&mut *conn).await.map_err(db)?;
+    Ok(done.rows_affected())
 }
 
 /// Inserts a conversation and its `queued` or `offline` event, in one round trip.

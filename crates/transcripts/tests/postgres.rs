@@ -28,7 +28,7 @@ use pitboss_transcripts::postgres::{PostgresOptions, PostgresStore, WRITER_APPLI
 use pitboss_transcripts::{
     conformance, now_ms, AgentAccount, Applied, Change, CommitObserver, Expect, Fence, Handoff,
     LifecycleEvent, LifecycleKind, NewConversation, NewEntry, SetState, Store, StoreError,
-    StoredEntry,
+    StoredEntry, PURGE_CHUNK,
 };
 use sqlx::{Connection, PgConnection};
 use std::collections::BTreeMap;
@@ -112,6 +112,11 @@ conformance_tests!(
     fence_capacity_of_limits_active_conversations,
     audit_records_listed_newest_first_with_filters,
     audit_limit_is_capped,
+    purge_deletes_only_closed_and_old_enough,
+    purge_works_in_chunks,
+    export_gathers_everything_of_one_player,
+    erase_removes_one_player_only,
+    erase_refused_while_a_conversation_is_open,
 );
 
 /// A case added to the suite but not here would only run through `run_all`; this
@@ -1280,6 +1285,82 @@ async fn create_refuses_existing_ids_and_other_states() {
     store.shutdown().await;
 }
 
+/// Two nodes purging at once (around a change of routing leader, or `pitboss purge`
+/// beside the scheduled purge) neither fail nor wait for each other, and between
+/// them (and one more run for what a skipped row left) every old conversation is
+/// deleted once, with its entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_purging_at_once_delete_each_conversation_once() {
+    const CLOSED: u64 = 60;
+    let (url, a) = open(PostgresOptions::default()).await;
+    let b = connect(&url, PostgresOptions::default()).await;
+    let mut ids = Vec::new();
+    for i in 0..CLOSED {
+        let id = create(&a).await;
+        a.apply(Change::append(id, text(&format!("m{i}"), "old chat")))
+            .await
+            .expect("append");
+        close(&a, id).await;
+        ids.push(id);
+    }
+    let open_one = create(&b).await;
+    let cutoff = now_ms() + 1_000;
+    let (from_a, from_b) = tokio::join!(a.purge_closed(cutoff, 5), b.purge_closed(cutoff, 5));
+    let (from_a, from_b) = (from_a.expect("node a"), from_b.expect("node b"));
+    let rest = a.purge_closed(cutoff, 5).await.expect("one more run");
+    let runs = [from_a, from_b, rest];
+    let conversations: u64 = runs.iter().map(|p| p.deleted.conversations).sum();
+    let entries: u64 = runs.iter().map(|p| p.deleted.entries).sum();
+    assert_eq!(conversations, CLOSED, "{runs:?}");
+    assert_eq!(entries, CLOSED, "{runs:?}");
+    for id in ids {
+        assert_eq!(b.conversation(id).await.expect("read"), None);
+    }
+    assert!(a.conversation(open_one).await.expect("read").is_some());
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A purge does not wait for a conversation another transaction holds (another
+/// node's write in progress, which could last up to the lock timeout): it deletes
+/// the rest and leaves that one to the next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_skips_what_another_transaction_holds() {
+    let (url, store) = open(PostgresOptions::default()).await;
+    let held = create(&store).await;
+    close(&store, held).await;
+    let free = create(&store).await;
+    close(&store, free).await;
+    let mut side = side_connection(&url).await;
+    exec(&mut side, "BEGIN").await;
+    sqlx::query("SELECT id FROM conversations WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(held.to_string())
+        .fetch_all(&mut side)
+        .await
+        .expect("hold the row");
+
+    let cutoff = now_ms() + 1_000;
+    let purged = tokio::time::timeout(
+        Duration::from_secs(5),
+        store.purge_closed(cutoff, PURGE_CHUNK),
+    )
+    .await
+    .expect("the purge does not wait for the held row")
+    .expect("purge");
+    assert_eq!(purged.deleted.conversations, 1);
+    assert_eq!(store.conversation(free).await.expect("read"), None);
+    assert!(store.conversation(held).await.expect("read").is_some());
+
+    exec(&mut side, "COMMIT").await;
+    let purged = store
+        .purge_closed(cutoff, PURGE_CHUNK)
+        .await
+        .expect("purge");
+    assert_eq!(purged.deleted.conversations, 1, "the next run takes it");
+    assert_eq!(store.conversation(held).await.expect("read"), None);
+    store.shutdown().await;
+}
+
 /// `ping` answers while connected and fails once shut down.
 #[tokio::test]
 async fn ping_follows_the_store() {
@@ -1414,6 +1495,23 @@ async fn create(store: &PostgresStore) -> ConversationId {
         .await
         .expect("assign");
     id
+}
+
+/// Closes a conversation.
+async fn close(store: &PostgresStore, id: ConversationId) {
+    store
+        .apply(Change {
+            conversation: id,
+            set: Some(SetState {
+                state: ConversationState::Closed,
+                agent: None,
+                close_reason: Some("resolved".into()),
+                department: None,
+            }),
+            ..Change::default()
+        })
+        .await
+        .expect("close");
 }
 
 /// An account.

@@ -80,6 +80,11 @@ conformance_tests!(
     fence_capacity_of_limits_active_conversations,
     audit_records_listed_newest_first_with_filters,
     audit_limit_is_capped,
+    purge_deletes_only_closed_and_old_enough,
+    purge_works_in_chunks,
+    export_gathers_everything_of_one_player,
+    erase_removes_one_player_only,
+    erase_refused_while_a_conversation_is_open,
 );
 
 /// A case added to the suite but not here would only run through `run_all`; this

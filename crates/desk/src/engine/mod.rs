@@ -7,6 +7,7 @@ mod cluster;
 mod decisions;
 mod flow;
 mod frames;
+mod retention;
 mod sessions;
 mod timers;
 
@@ -252,6 +253,7 @@ impl Desk {
         }
         desk.every_tick(|desk| async move { desk.on_tick().await });
         desk.every_tick(|desk| async move { desk.check_accounts().await });
+        desk.schedule_retention();
         tracing::info!(node = %desk.config.node, "desk started");
         Ok(desk)
     }

@@ -1,0 +1,11 @@
+-- Retention, as in SQLite (migrations/sqlite/0005_retention.sql): the purge asks for
+-- the closed conversations that closed before a cutoff, longest closed first, a chunk
+-- at a time (`state = 'closed' AND closed_at < $2 ORDER BY closed_at, id LIMIT $3`);
+-- this index answers that in order, reading only the rows each chunk deletes.
+--
+-- A plain CREATE INDEX blocks writes to `conversations` while it builds. On a large
+-- table, build it beforehand without blocking, under the same name, and this
+-- migration then does nothing:
+--   CREATE INDEX CONCURRENTLY conversations_retention
+--       ON conversations (state, closed_at, id);
+CREATE INDEX IF NOT EXISTS conversations_retention ON conversations (state, closed_at, id);
