@@ -113,6 +113,21 @@ pub(crate) struct ServeArgs {
     /// Burst of frames above that rate. [default: 40]
     #[arg(long, env = "PITBOSS_BURST_FRAMES")]
     burst_frames: Option<u32>,
+    /// Chat messages one player may send per minute over all of their connections
+    /// to this node (agents are not limited); more get rate_limited. [default: 30]
+    #[arg(long, env = "PITBOSS_PLAYER_MESSAGES_PER_MINUTE")]
+    player_messages_per_minute: Option<u32>,
+    /// Chat messages one player may send in one burst above that rate. [default: 10]
+    #[arg(long, env = "PITBOSS_PLAYER_MESSAGE_BURST")]
+    player_message_burst: Option<u32>,
+    /// Typing indicators one player may send per minute over all of their
+    /// connections to this node; more are dropped. [default: 60]
+    #[arg(long, env = "PITBOSS_PLAYER_TYPING_PER_MINUTE")]
+    player_typing_per_minute: Option<u32>,
+    /// Typing indicators one player may send in one burst above that rate.
+    /// [default: 10]
+    #[arg(long, env = "PITBOSS_PLAYER_TYPING_BURST")]
+    player_typing_burst: Option<u32>,
     /// Items queued to one connection before it is a slow consumer. [default: 512]
     #[arg(long, env = "PITBOSS_OUTBOUND_QUEUE")]
     outbound_queue: Option<usize>,
@@ -183,6 +198,10 @@ struct FileSettings {
     max_open_per_player: Option<usize>,
     frames_per_second: Option<u32>,
     burst_frames: Option<u32>,
+    player_messages_per_minute: Option<u32>,
+    player_message_burst: Option<u32>,
+    player_typing_per_minute: Option<u32>,
+    player_typing_burst: Option<u32>,
     outbound_queue: Option<usize>,
     allowed_origins: Option<Vec<String>>,
     demo: Option<bool>,
@@ -365,6 +384,18 @@ impl Settings {
         }
         if let Some(v) = pick!(visitors_per_minute_per_address) {
             gateway.visitors_per_minute_per_address = v.max(1);
+        }
+        if let Some(v) = pick!(player_messages_per_minute) {
+            gateway.player_messages_per_minute = v.max(1);
+        }
+        if let Some(v) = pick!(player_message_burst) {
+            gateway.player_message_burst = v.max(1);
+        }
+        if let Some(v) = pick!(player_typing_per_minute) {
+            gateway.player_typing_per_minute = v.max(1);
+        }
+        if let Some(v) = pick!(player_typing_burst) {
+            gateway.player_typing_burst = v.max(1);
         }
         if let Some(v) = pick!(ws_ping_secs) {
             gateway.ws_ping = Duration::from_millis(ms(v, "ws-ping-secs")?);
