@@ -267,7 +267,9 @@ pub(crate) struct Settings {
     /// `None`: one node on the embedded defaults.
     pub(crate) cluster: Option<ClusterSettings>,
     pub(crate) log_format: String,
-    pub(crate) log: String,
+    /// The log filter given (flag, `PITBOSS_LOG`, file); `None`: `RUST_LOG`, else
+    /// `info`.
+    pub(crate) log: Option<String>,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) desk: DeskConfig,
     pub(crate) gateway: GatewayConfig,
@@ -453,7 +455,7 @@ impl Settings {
             data_dir: pick!(data_dir).unwrap_or_else(|| PathBuf::from("pitboss-data")),
             cluster,
             log_format: pick!(log_format).unwrap_or_else(|| "text".into()),
-            log: pick!(log).unwrap_or_else(|| "info".into()),
+            log: pick!(log),
             shutdown_timeout: Duration::from_millis(ms(
                 pick!(shutdown_timeout_secs).unwrap_or(10.0),
                 "shutdown-timeout-secs",
@@ -466,15 +468,27 @@ impl Settings {
 
 /// `tracing` to standard output, as text or JSON lines.
 pub(crate) fn init_logging(settings: &Settings) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log));
+    // A filter given as a setting wins over `RUST_LOG`, as every flag wins over
+    // the environment; `RUST_LOG` still serves when none is given.
+    let filter = match &settings.log {
+        Some(log) => tracing_subscriber::EnvFilter::new(log),
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    };
     // Colour only on a terminal: logs piped to files or collectors stay plain.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi);
     if settings.log_format == "json" {
-        builder.json().init();
+        // Each line carries its span's fields (`span`: the innermost, with the
+        // conversation of a frame) and every enclosing span's (`spans`: the
+        // connection's node, player or agent), so lines can be filtered by them.
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init();
     } else {
         builder.init();
     }

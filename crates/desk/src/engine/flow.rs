@@ -35,6 +35,7 @@ impl Desk {
                 (s.request.department == department, s.state, s.agent.clone())
             };
             if same {
+                tracing::Span::current().record("conversation", tracing::field::display(id));
                 self.attach(conn, &live, 0);
                 self.tell_state(conn, *id, state, agent).await;
                 return Ok(());
@@ -51,6 +52,8 @@ impl Desk {
         }
 
         let id = ConversationId::new();
+        // The gateway's span for this frame has no conversation until now.
+        tracing::Span::current().record("conversation", tracing::field::display(id));
         let request = Request {
             department: department.clone(),
             language: language.clone(),
@@ -101,6 +104,7 @@ impl Desk {
             close_reason: None,
             rating_comment: None,
         };
+        tracing::debug!(department = %record.summary.department, language = %record.summary.language, ?state, "conversation started");
         self.insert_live(&record, request.clone());
         let live = self
             .live
