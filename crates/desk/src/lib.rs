@@ -17,7 +17,7 @@ pub mod telemetry;
 
 pub use auth::{AuthError, Keys, PlayerTokenConfig};
 pub use connection::{CloseSignal, ConnRef, Delivery, FrameSink, Outbound};
-pub use engine::{Desk, DeskStats};
+pub use engine::{Desk, DeskStats, NotReady};
 pub use session::{Session, UserKey};
 
 use pitboss_cluster::{Bus, Lease, Presence};

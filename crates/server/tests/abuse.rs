@@ -440,3 +440,59 @@ async fn player_limits_are_shared_by_every_connection_of_the_player() {
     tab_a.expect("pong").await;
     agent.say(&conv, "ag-after", "still here").await;
 }
+
+/// Sends `start` until it is answered by something other than `overloaded`
+/// (the protocol's "retry shortly"); returns that answer.
+async fn start_answer(tab: &mut Client, department: &str) -> Value {
+    loop {
+        let answer = tab
+            .expect_where(|v| {
+                v["type"] == "error"
+                    || v["type"] == "no_agents"
+                    || v["type"] == "queued"
+                    || v["type"] == "assigned"
+            })
+            .await;
+        if answer["code"] != "overloaded" {
+            return answer;
+        }
+        tab.send(json!({"type":"start","department":department}))
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_conversations_are_capped_per_player_across_connections() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &["--max-open-per-player", "1"]);
+    let mut tab_a = server.visitor("en").await;
+    let token = tab_a.welcome["visitor_token"].as_str().unwrap().to_string();
+    let mut tab_b = server.visitor_with(Some(&token), "en").await;
+    // Both tabs start a chat (in different departments) at the same moment.
+    tab_a
+        .send(json!({"type":"start","department":"general"}))
+        .await;
+    tab_b
+        .send(json!({"type":"start","department":"payments"}))
+        .await;
+    let a = start_answer(&mut tab_a, "general").await;
+    let b = start_answer(&mut tab_b, "payments").await;
+    let answers = [&a, &b];
+    let opened = answers.iter().filter(|v| v["type"] == "no_agents").count();
+    let refused = answers
+        .iter()
+        .filter(|v| v["code"] == "too_many_conversations")
+        .count();
+    assert_eq!((opened, refused), (1, 1), "{a} / {b}");
+    // A third connection of the player sees one open conversation.
+    let mut tab_c = server.visitor_with(Some(&token), "en").await;
+    tab_c.send(json!({"type":"history"})).await;
+    let history = tab_c.expect("history").await;
+    let open = history["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["state"] != "closed")
+        .count();
+    assert_eq!(open, 1, "{history}");
+}

@@ -19,6 +19,26 @@ impl Desk {
             .unwrap_or_else(|| self.config.default_language.clone());
         let language = tag(language, &default_language, "language")?;
 
+        // One `start` of a player at a time on this node: two tabs starting at
+        // once would both pass the check below and open two conversations (or
+        // more than `max_open_per_player`). The other is told to retry, and then
+        // finds the conversation the first one opened.
+        let Some(_starting) = StartGuard::take(&self.starting, &card.id) else {
+            return refuse(
+                ErrorCode::Overloaded,
+                "another start of yours is in progress; retry shortly",
+            );
+        };
+        if self.config.cluster {
+            // Conversations the player opened on another node since connecting
+            // here count too: the store knows them all.
+            for record in self.latest_of_player(&card.id).await {
+                if record.summary.state != ConversationState::Closed {
+                    self.insert_live(&record, cluster::request_of(&record));
+                }
+            }
+        }
+
         // An open conversation in this department is returned, not duplicated: a
         // player who resends `start` after a reconnect keeps their place.
         let open: Vec<ConversationId> = self
@@ -40,6 +60,14 @@ impl Desk {
                 self.tell_state(conn, *id, state, agent).await;
                 return Ok(());
             }
+        }
+        // New work only on a node that can carry it: a store that does not answer
+        // or a lost link to Redis would leave the player waiting for nothing.
+        if let Err(why) = self.readiness() {
+            return refuse(
+                ErrorCode::Overloaded,
+                format!("this node takes no new conversations now ({why}); retry shortly"),
+            );
         }
         if open.len() >= self.config.max_open_per_player {
             return refuse(
@@ -748,5 +776,34 @@ impl Desk {
                     .is_some_and(|o| &o.agent == id && o.deadline > Instant::now())
             }
         }
+    }
+}
+
+/// A player's `start` in progress on this node; removed from the set when the
+/// start ends, however it ends.
+struct StartGuard<'a> {
+    starting: &'a DashMap<PlayerId, ()>,
+    player: PlayerId,
+}
+
+impl<'a> StartGuard<'a> {
+    /// `None`: this player already has a start in progress.
+    fn take(starting: &'a DashMap<PlayerId, ()>, player: &PlayerId) -> Option<Self> {
+        match starting.entry(player.clone()) {
+            dashmap::Entry::Occupied(_) => None,
+            dashmap::Entry::Vacant(v) => {
+                v.insert(());
+                Some(Self {
+                    starting,
+                    player: player.clone(),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for StartGuard<'_> {
+    fn drop(&mut self) {
+        self.starting.remove(&self.player);
     }
 }
