@@ -484,6 +484,24 @@ async fn open_conversations_are_capped_per_player_across_connections() {
         .filter(|v| v["code"] == "too_many_conversations")
         .count();
     assert_eq!((opened, refused), (1, 1), "{a} / {b}");
+    // Both tabs reconnecting send `start` for the open conversation at the same
+    // moment: each is told where it stands, neither is refused.
+    let (department, conversation) = if a["type"] == "no_agents" {
+        ("general", &a["conversation"])
+    } else {
+        ("payments", &b["conversation"])
+    };
+    for tab in [&mut tab_a, &mut tab_b] {
+        tab.send(json!({"type":"start","department":department}))
+            .await;
+    }
+    for tab in [&mut tab_a, &mut tab_b] {
+        let answer = tab
+            .expect_where(|v| v["type"] == "error" || v["type"] == "no_agents")
+            .await;
+        assert_eq!(answer["type"], "no_agents", "{answer}");
+        assert_eq!(&answer["conversation"], conversation);
+    }
     // A third connection of the player sees one open conversation.
     let mut tab_c = server.visitor_with(Some(&token), "en").await;
     tab_c.send(json!({"type":"history"})).await;

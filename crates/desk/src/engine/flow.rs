@@ -19,16 +19,6 @@ impl Desk {
             .unwrap_or_else(|| self.config.default_language.clone());
         let language = tag(language, &default_language, "language")?;
 
-        // One `start` of a player at a time on this node: two tabs starting at
-        // once would both pass the check below and open two conversations (or
-        // more than `max_open_per_player`). The other is told to retry, and then
-        // finds the conversation the first one opened.
-        let Some(_starting) = StartGuard::take(&self.starting, &card.id) else {
-            return refuse(
-                ErrorCode::Overloaded,
-                "another start of yours is in progress; retry shortly",
-            );
-        };
         if self.config.cluster {
             // Conversations the player opened on another node since connecting
             // here count too: the store knows them all.
@@ -40,27 +30,26 @@ impl Desk {
         }
 
         // An open conversation in this department is returned, not duplicated: a
-        // player who resends `start` after a reconnect keeps their place.
-        let open: Vec<ConversationId> = self
-            .player_live
-            .get(&card.id)
-            .map(|l| l.clone())
-            .unwrap_or_default();
-        for id in &open {
-            let Some(live) = self.live.get(id).map(|l| l.clone()) else {
-                continue;
-            };
-            let (same, state, agent) = {
-                let s = live.lock();
-                (s.request.department == department, s.state, s.agent.clone())
-            };
-            if same {
-                tracing::Span::current().record("conversation", tracing::field::display(id));
-                self.attach(conn, &live, 0);
-                self.tell_state(conn, *id, state, agent).await;
-                return Ok(());
-            }
+        // player who resends `start` after a reconnect (every tab of theirs may)
+        // keeps their place.
+        if self.rejoin_open(conn, &card.id, &department).await {
+            return Ok(());
         }
+        // Opening one: one at a time per player on this node. Two tabs starting
+        // at once would both pass the checks below and open two conversations (or
+        // more than `max_open_per_player`); the other is told to retry, and then
+        // finds the conversation the first one opened.
+        let Some(_starting) = StartGuard::take(&self.starting, &card.id) else {
+            return refuse(
+                ErrorCode::Overloaded,
+                "another start of yours is in progress; retry shortly",
+            );
+        };
+        // A start that finished between the look above and the guard.
+        if self.rejoin_open(conn, &card.id, &department).await {
+            return Ok(());
+        }
+        let open = self.player_live.get(&card.id).map_or(0, |l| l.len());
         // New work only on a node that can carry it: a store that does not answer
         // or a lost link to Redis would leave the player waiting for nothing.
         if let Err(why) = self.readiness() {
@@ -69,7 +58,7 @@ impl Desk {
                 format!("this node takes no new conversations now ({why}); retry shortly"),
             );
         }
-        if open.len() >= self.config.max_open_per_player {
+        if open >= self.config.max_open_per_player {
             return refuse(
                 ErrorCode::TooManyConversations,
                 format!(
@@ -147,6 +136,37 @@ impl Desk {
         drop(request);
         self.route(Command::Enqueue { conversation: id }).await?;
         Ok(())
+    }
+
+    /// Attaches the player's connection to their open conversation in this
+    /// department, if they have one here, and tells where it stands.
+    async fn rejoin_open(
+        self: &Arc<Self>,
+        conn: &ConnRef,
+        player: &PlayerId,
+        department: &str,
+    ) -> bool {
+        let open: Vec<ConversationId> = self
+            .player_live
+            .get(player)
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        for id in open {
+            let Some(live) = self.live.get(&id).map(|l| l.clone()) else {
+                continue;
+            };
+            let (same, state, agent) = {
+                let s = live.lock();
+                (s.request.department == department, s.state, s.agent.clone())
+            };
+            if same {
+                tracing::Span::current().record("conversation", tracing::field::display(id));
+                self.attach(conn, &live, 0);
+                self.tell_state(conn, id, state, agent).await;
+                return true;
+            }
+        }
+        false
     }
 
     /// Tells a (re)connected player where an existing conversation stands.

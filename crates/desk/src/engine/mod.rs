@@ -161,9 +161,10 @@ pub struct Desk {
     /// Live conversations per player, so connecting and disconnecting a player
     /// does not scan every conversation.
     player_live: DashMap<PlayerId, Vec<ConversationId>>,
-    /// Players with a `start` in progress on this node (at most one each, so
-    /// `max_open_per_player` holds against several tabs starting at once). An
-    /// entry lives only while its start runs: bounded by the connections.
+    /// Players whose `start` is opening a conversation on this node (at most one
+    /// each, so `max_open_per_player` holds against several tabs starting at
+    /// once). An entry lives only while its start runs: bounded by the
+    /// connections.
     starting: DashMap<PlayerId, ()>,
     conns: DashMap<u64, ConnRef>,
     users: DashMap<UserKey, Vec<ConnRef>>,
