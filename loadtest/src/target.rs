@@ -166,6 +166,18 @@ impl Target {
                         "--visitors-per-minute-per-address",
                         "1000000",
                     ])
+                    // Simulated players write faster than people: the per-player
+                    // limits would throttle the generator, not measure the server.
+                    .args([
+                        "--player-messages-per-minute",
+                        "1000000",
+                        "--player-message-burst",
+                        "1000000",
+                        "--player-typing-per-minute",
+                        "1000000",
+                        "--player-typing-burst",
+                        "1000000",
+                    ])
                     .args(["--log", "warn,pitboss=info"])
                     // A RUST_LOG meant for the generator must not hide the
                     // `listening on` line.

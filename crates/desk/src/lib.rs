@@ -20,7 +20,7 @@ pub mod telemetry;
 
 pub use auth::{AuthError, Keys, PlayerTokenConfig};
 pub use connection::{CloseSignal, ConnRef, Delivery, FrameSink, Outbound};
-pub use engine::{Desk, DeskStats};
+pub use engine::{Desk, DeskStats, NotReady};
 pub use permissions::{allows, Permission};
 pub use session::{conversation_role, Session, UserKey};
 

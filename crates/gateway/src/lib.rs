@@ -10,7 +10,7 @@ mod ws;
 
 pub use assets::embedded_files;
 pub use client_addr::{client_addr, TrustedProxies};
-pub use limits::AddressLimits;
+pub use limits::{AddressLimits, PlayerLimits};
 
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
@@ -60,6 +60,16 @@ pub struct GatewayConfig {
     /// Visitor tokens (a `hello` without one) one client address may be issued per
     /// minute on this node (bursts of as many); more get `rate_limited` and 4029.
     pub visitors_per_minute_per_address: u32,
+    /// Chat messages one player (visitor or verified, not an agent) may send per
+    /// minute over all of their connections to this node; more get `rate_limited`.
+    pub player_messages_per_minute: u32,
+    /// Chat messages one player may send in one burst above that rate.
+    pub player_message_burst: u32,
+    /// Typing indicators one player may send per minute over all of their
+    /// connections to this node; more are dropped silently.
+    pub player_typing_per_minute: u32,
+    /// Typing indicators one player may send in one burst above that rate.
+    pub player_typing_burst: u32,
     /// How often the server pings each connection.
     pub ws_ping: Duration,
     /// A connection from which nothing (no frame, no pong) arrived for this long
@@ -85,6 +95,10 @@ impl Default for GatewayConfig {
             max_connections_per_address: 200,
             connects_per_minute_per_address: 120,
             visitors_per_minute_per_address: 30,
+            player_messages_per_minute: PLAYER_MESSAGES_PER_MINUTE,
+            player_message_burst: PLAYER_MESSAGE_BURST,
+            player_typing_per_minute: PLAYER_TYPING_PER_MINUTE,
+            player_typing_burst: PLAYER_TYPING_BURST,
             ws_ping: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
         }
@@ -103,6 +117,8 @@ pub struct AppState {
     pub sockets: Arc<AtomicUsize>,
     /// The per-address abuse limits of this node.
     pub limits: Arc<AddressLimits>,
+    /// The per-player rate limits of this node, shared by a player's connections.
+    pub players: Arc<PlayerLimits>,
     /// Renders `/metrics`; `None`: no exporter installed (the endpoint answers 404).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
@@ -113,6 +129,7 @@ impl AppState {
         Self {
             desk,
             limits: Arc::new(AddressLimits::new(&config)),
+            players: Arc::new(PlayerLimits::new(&config)),
             config: Arc::new(config),
             sockets: Arc::new(AtomicUsize::new(0)),
             metrics: None,
@@ -220,15 +237,17 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let desk = state.desk.clone();
     let sockets = state.sockets.clone();
-    // The keyed rate limiters keep one entry per address seen; forget the ones
-    // that are back to a full budget so memory follows the active clients.
+    // The keyed rate limiters keep one entry per address and player seen; forget
+    // the ones that are back to a full budget so memory follows the active clients.
     let limits = state.limits.clone();
+    let players = state.players.clone();
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             limits.sweep();
+            players.sweep();
         }
     });
     let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();

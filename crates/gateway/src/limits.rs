@@ -1,10 +1,14 @@
-//! Per-address abuse limits of one node: WebSocket connections open, connection
-//! attempts per minute, visitor tokens issued per minute. Nodes do not share
-//! these counts: behind a load balancer each node enforces its own.
+//! Abuse limits of one node keyed on who is asking: per client address
+//! (WebSocket connections open, connection attempts per minute, visitor tokens
+//! issued per minute) and per player (chat messages and typing indicators per
+//! minute, over all of the player's connections). Nodes do not share these
+//! counts: behind a load balancer each node enforces its own (sharing them would
+//! cost a Redis round trip per frame).
 
 use crate::GatewayConfig;
 use dashmap::DashMap;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use pitboss_protocol::PlayerId;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -91,6 +95,68 @@ impl AddressLimits {
     }
 }
 
+/// Rate limits keyed on the player (a visitor's id or a verified player's id),
+/// shared by all of that player's connections to this node, so that opening
+/// more tabs does not multiply what a bot may send. Agents are not limited here.
+pub struct PlayerLimits {
+    /// Chat messages (`send`) per player.
+    messages: DefaultKeyedRateLimiter<PlayerId>,
+    /// Typing indicators per player.
+    typing: DefaultKeyedRateLimiter<PlayerId>,
+}
+
+impl std::fmt::Debug for PlayerLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlayerLimits")
+            .field("tracked", &self.tracked())
+            .finish_non_exhaustive()
+    }
+}
+
+fn per_minute_with_burst(n: u32, burst: u32) -> Quota {
+    per_minute(n).allow_burst(NonZeroU32::new(burst.max(1)).expect("nonzero"))
+}
+
+impl PlayerLimits {
+    /// Limits as configured.
+    pub fn new(config: &GatewayConfig) -> Self {
+        Self {
+            messages: RateLimiter::keyed(per_minute_with_burst(
+                config.player_messages_per_minute,
+                config.player_message_burst,
+            )),
+            typing: RateLimiter::keyed(per_minute_with_burst(
+                config.player_typing_per_minute,
+                config.player_typing_burst,
+            )),
+        }
+    }
+
+    /// Counts a chat message of `player`; `false`: over the budget.
+    pub fn message_allowed(&self, player: &PlayerId) -> bool {
+        self.messages.check_key(player).is_ok()
+    }
+
+    /// Counts a typing indicator of `player`; `false`: over the budget.
+    pub fn typing_allowed(&self, player: &PlayerId) -> bool {
+        self.typing.check_key(player).is_ok()
+    }
+
+    /// Forgets players whose budgets are full again (call now and then): a stream
+    /// of fresh visitor ids costs memory only while each one's budget refills.
+    pub fn sweep(&self) {
+        self.messages.retain_recent();
+        self.messages.shrink_to_fit();
+        self.typing.retain_recent();
+        self.typing.shrink_to_fit();
+    }
+
+    /// Players tracked by the rate limiters (for tests and debugging).
+    pub fn tracked(&self) -> usize {
+        self.messages.len() + self.typing.len()
+    }
+}
+
 /// One open connection of an address; decrements its count when dropped.
 pub struct OpenGuard {
     map: Arc<DashMap<IpAddr, usize>>,
@@ -135,6 +201,27 @@ mod tests {
         drop(_g2);
         assert_eq!(l.open_count(a), 0);
         assert!(!l.open.contains_key(&a), "zero entries are removed");
+    }
+
+    #[test]
+    fn player_rates_are_per_player_and_swept() {
+        let l = PlayerLimits::new(&GatewayConfig {
+            player_messages_per_minute: 60,
+            player_message_burst: 3,
+            player_typing_per_minute: 60,
+            player_typing_burst: 2,
+            ..GatewayConfig::default()
+        });
+        let a = PlayerId("v-a".into());
+        let b = PlayerId("v-b".into());
+        assert!((0..3).all(|_| l.message_allowed(&a)));
+        assert!(!l.message_allowed(&a));
+        assert!(l.message_allowed(&b), "another player has their own budget");
+        assert!((0..2).all(|_| l.typing_allowed(&a)));
+        assert!(!l.typing_allowed(&a));
+        assert!(l.tracked() > 0);
+        l.sweep(); // entries still refilling stay
+        assert!(!l.message_allowed(&a));
     }
 
     #[test]

@@ -97,13 +97,12 @@ pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: this node takes new work (its store answers and it is not
-/// draining).
+/// `GET /readyz`: this node takes new work (its store answers, in a cluster Redis
+/// takes its heartbeats, and it is not draining).
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
-    if state.desk.is_draining() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
-    }
-    if let Err(e) = state.desk.cluster_health() {
+    // The same rule as a player's `start`: a node that refuses new conversations
+    // is not ready.
+    if let Err(e) = state.desk.readiness() {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response();
     }
     match state.desk.store().ping().await {

@@ -9,13 +9,15 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use governor::{Quota, RateLimiter};
-use pitboss_desk::{Delivery, FrameSink, Session};
+use pitboss_desk::{Delivery, FrameSink, Session, UserKey};
 use pitboss_protocol::{
     decode_client, encode_server, ClientFrame, CloseCode, ErrorCode, ServerFrame, PROTOCOL_VERSION,
 };
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use tracing::Instrument;
+
+use crate::PlayerLimits;
 
 /// `GET /ws`: upgrades with small buffers and the frame-size limit.
 pub(crate) async fn upgrade(
@@ -125,7 +127,16 @@ async fn connection(socket: WebSocket, state: AppState, addr: IpAddr) {
     let Some(session) = Box::pin(hello(&mut stream, &mut sink, &state, addr)).await else {
         return;
     };
-    let span = tracing::info_span!("connection", user = ?session.user());
+    // The user's role and id as separate fields, so that logs can be searched
+    // (and JSON lines filtered) by player or by agent; the node tells which
+    // process of a cluster wrote the line.
+    let node = state.desk.node().to_owned();
+    let span = match session.user() {
+        UserKey::Player(player) => {
+            tracing::info_span!("connection", node = %node, player = %player.0)
+        }
+        UserKey::Agent(agent) => tracing::info_span!("connection", node = %node, agent = %agent.0),
+    };
     session_loop(stream, sink, state, session)
         .instrument(span)
         .await;
@@ -208,7 +219,7 @@ async fn session_loop(
                 }
             }
         }
-    });
+    }.in_current_span());
 
     let config = &state.config;
     let quota =
@@ -262,28 +273,59 @@ async fn session_loop(
                 break;
             }
         };
-        if limiter.check().is_err() {
-            metrics::counter!(pitboss_desk::telemetry::RATE_LIMITED, "limit" => "frames")
-                .increment(1);
-            strikes += 1;
-            if strikes > config.max_rate_strikes {
-                conn.close(CloseCode::RateLimited);
-                server_closing = true;
-                break;
+        let checked = if limiter.check().is_err() {
+            Err(RateLimited::Frames)
+        } else {
+            match decode_client(&text) {
+                Ok(frame) => player_limit(&state.players, &session, &frame).map(|()| Some(frame)),
+                Err(e) => {
+                    conn.send(ServerFrame::error(e.code, e.message));
+                    Ok(None)
+                }
             }
-            conn.send(ServerFrame::error(
-                ErrorCode::RateLimited,
-                "too many frames: this one was dropped",
-            ));
-            continue;
-        }
-        strikes = 0;
-        match decode_client(&text) {
-            Ok(frame) => Box::pin(desk.handle(&conn, &session, frame)).await,
-            Err(e) => {
-                conn.send(ServerFrame::error(e.code, e.message));
+        };
+        let frame = match checked {
+            Err(limit) => {
+                // One rule for every rate limit: a refused frame is a strike, and
+                // too many in a row close the connection (a client that ignores
+                // `rate_limited` is not going to slow down).
+                metrics::counter!(pitboss_desk::telemetry::RATE_LIMITED, "limit" => limit.label())
+                    .increment(1);
+                strikes += 1;
+                if strikes > config.max_rate_strikes {
+                    conn.close(CloseCode::RateLimited);
+                    server_closing = true;
+                    break;
+                }
+                if let Some(error) = limit.into_error() {
+                    conn.send(error);
+                }
+                continue;
             }
+            Ok(None) => {
+                strikes = 0;
+                continue;
+            }
+            Ok(Some(frame)) => {
+                strikes = 0;
+                frame
+            }
+        };
+        let kind = frame.type_name();
+        // Whatever the desk logs about this frame carries its conversation (a
+        // `start` records the new conversation's id once it has one).
+        let span = match frame.conversation() {
+            Some(conversation) => {
+                tracing::info_span!("frame", kind, conversation = %conversation)
+            }
+            None => tracing::info_span!("frame", kind, conversation = tracing::field::Empty),
+        };
+        async {
+            tracing::debug!("frame received");
+            Box::pin(desk.handle(&conn, &session, frame)).await;
         }
+        .instrument(span)
+        .await;
     }
     Box::pin(desk.disconnect(&conn, &session)).await;
     if close.code().is_none() {
@@ -300,6 +342,79 @@ async fn session_loop(
         let _ = tokio::time::timeout(CLOSE_DRAIN, drain).await;
     }
     let _ = writer.await;
+}
+
+/// A frame refused by a rate limit, and what the client is told.
+enum RateLimited {
+    /// The connection's own frame rate: an `error` frame.
+    Frames,
+    /// The player's chat messages: an `error` frame naming the message, which was
+    /// neither stored nor acknowledged (the client sends it again later).
+    PlayerMessages {
+        conversation: pitboss_protocol::ConversationId,
+        client_id: String,
+    },
+    /// The player's typing indicators: dropped without a word (they are
+    /// droppable, and an answer would cost more than the indicator).
+    PlayerTyping,
+}
+
+impl RateLimited {
+    /// The `limit` label of `pitboss_rate_limited_total`.
+    fn label(&self) -> &'static str {
+        match self {
+            RateLimited::Frames => "frames",
+            RateLimited::PlayerMessages { .. } => "player_messages",
+            RateLimited::PlayerTyping => "player_typing",
+        }
+    }
+
+    /// The `error` frame the client gets, if any.
+    fn into_error(self) -> Option<ServerFrame> {
+        match self {
+            RateLimited::Frames => Some(ServerFrame::error(
+                ErrorCode::RateLimited,
+                "too many frames: this one was dropped",
+            )),
+            RateLimited::PlayerMessages {
+                conversation,
+                client_id,
+            } => Some(ServerFrame::Error {
+                code: ErrorCode::RateLimited,
+                message: "too many messages from this player: nothing was stored; send it again later with the same client_id".into(),
+                frame: Some("send".into()),
+                conversation: Some(conversation),
+                client_id: Some(client_id),
+            }),
+            RateLimited::PlayerTyping => None,
+        }
+    }
+}
+
+/// Checks a player's frame against the limits shared by all of the player's
+/// connections. Agents are not limited here: their rate is the connection's.
+fn player_limit(
+    players: &PlayerLimits,
+    session: &Session,
+    frame: &ClientFrame,
+) -> Result<(), RateLimited> {
+    let Session::Player { card, .. } = session else {
+        return Ok(());
+    };
+    match frame {
+        ClientFrame::Send {
+            conversation,
+            client_id,
+            ..
+        } if !players.message_allowed(&card.id) => Err(RateLimited::PlayerMessages {
+            conversation: *conversation,
+            client_id: client_id.clone(),
+        }),
+        ClientFrame::Typing { .. } if !players.typing_allowed(&card.id) => {
+            Err(RateLimited::PlayerTyping)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Connections closed because nothing arrived from them for the idle timeout.

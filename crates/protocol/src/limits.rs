@@ -31,3 +31,23 @@ pub const MAX_RATE_STRIKES: u32 = 50;
 
 /// How long a fresh connection has to send `hello`, in milliseconds.
 pub const HELLO_TIMEOUT_MS: u64 = 10_000;
+
+/// Chat messages one player may send per minute, sustained, over all of their
+/// connections to one node; see [`PLAYER_MESSAGE_BURST`]. A person chatting writes
+/// a line every few seconds at most; one every two seconds leaves room for that
+/// while a bot opening five tabs still gets one player's budget, not five.
+pub const PLAYER_MESSAGES_PER_MINUTE: u32 = 30;
+
+/// Chat messages one player may send at once above the sustained rate: several
+/// short lines in a row, or the unacknowledged messages a client resends after a
+/// reconnect.
+pub const PLAYER_MESSAGE_BURST: u32 = 10;
+
+/// Typing indicators one player may send per minute, sustained, over all of their
+/// connections to one node. The widget sends one every three seconds at most while
+/// the player types, and one when they stop; one a second leaves room for several
+/// tabs. Over the limit they are dropped silently: they are droppable anyway.
+pub const PLAYER_TYPING_PER_MINUTE: u32 = 60;
+
+/// Typing indicators one player may send at once above the sustained rate.
+pub const PLAYER_TYPING_BURST: u32 = 10;

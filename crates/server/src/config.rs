@@ -113,6 +113,21 @@ pub(crate) struct ServeArgs {
     /// Burst of frames above that rate. [default: 40]
     #[arg(long, env = "PITBOSS_BURST_FRAMES")]
     burst_frames: Option<u32>,
+    /// Chat messages one player may send per minute over all of their connections
+    /// to this node (agents are not limited); more get rate_limited. [default: 30]
+    #[arg(long, env = "PITBOSS_PLAYER_MESSAGES_PER_MINUTE")]
+    player_messages_per_minute: Option<u32>,
+    /// Chat messages one player may send in one burst above that rate. [default: 10]
+    #[arg(long, env = "PITBOSS_PLAYER_MESSAGE_BURST")]
+    player_message_burst: Option<u32>,
+    /// Typing indicators one player may send per minute over all of their
+    /// connections to this node; more are dropped. [default: 60]
+    #[arg(long, env = "PITBOSS_PLAYER_TYPING_PER_MINUTE")]
+    player_typing_per_minute: Option<u32>,
+    /// Typing indicators one player may send in one burst above that rate.
+    /// [default: 10]
+    #[arg(long, env = "PITBOSS_PLAYER_TYPING_BURST")]
+    player_typing_burst: Option<u32>,
     /// Items queued to one connection before it is a slow consumer. [default: 512]
     #[arg(long, env = "PITBOSS_OUTBOUND_QUEUE")]
     outbound_queue: Option<usize>,
@@ -191,6 +206,10 @@ struct FileSettings {
     max_open_per_player: Option<usize>,
     frames_per_second: Option<u32>,
     burst_frames: Option<u32>,
+    player_messages_per_minute: Option<u32>,
+    player_message_burst: Option<u32>,
+    player_typing_per_minute: Option<u32>,
+    player_typing_burst: Option<u32>,
     outbound_queue: Option<usize>,
     allowed_origins: Option<Vec<String>>,
     demo: Option<bool>,
@@ -329,7 +348,9 @@ pub(crate) struct Settings {
     /// `None`: one node on the embedded defaults.
     pub(crate) cluster: Option<ClusterSettings>,
     pub(crate) log_format: String,
-    pub(crate) log: String,
+    /// The log filter given (flag, `PITBOSS_LOG`, file); `None`: `RUST_LOG`, else
+    /// `info`.
+    pub(crate) log: Option<String>,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) desk: DeskConfig,
     pub(crate) gateway: GatewayConfig,
@@ -450,6 +471,18 @@ impl Settings {
         if let Some(v) = pick!(visitors_per_minute_per_address) {
             gateway.visitors_per_minute_per_address = v.max(1);
         }
+        if let Some(v) = pick!(player_messages_per_minute) {
+            gateway.player_messages_per_minute = v.max(1);
+        }
+        if let Some(v) = pick!(player_message_burst) {
+            gateway.player_message_burst = v.max(1);
+        }
+        if let Some(v) = pick!(player_typing_per_minute) {
+            gateway.player_typing_per_minute = v.max(1);
+        }
+        if let Some(v) = pick!(player_typing_burst) {
+            gateway.player_typing_burst = v.max(1);
+        }
         if let Some(v) = pick!(ws_ping_secs) {
             gateway.ws_ping = Duration::from_millis(ms(v, "ws-ping-secs")?);
         }
@@ -518,7 +551,7 @@ impl Settings {
             data_dir: pick!(data_dir).unwrap_or_else(|| PathBuf::from("pitboss-data")),
             cluster,
             log_format: pick!(log_format).unwrap_or_else(|| "text".into()),
-            log: pick!(log).unwrap_or_else(|| "info".into()),
+            log: pick!(log),
             shutdown_timeout: Duration::from_millis(ms(
                 pick!(shutdown_timeout_secs).unwrap_or(10.0),
                 "shutdown-timeout-secs",
@@ -531,15 +564,27 @@ impl Settings {
 
 /// `tracing` to standard output, as text or JSON lines.
 pub(crate) fn init_logging(settings: &Settings) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log));
+    // A filter given as a setting wins over `RUST_LOG`, as every flag wins over
+    // the environment; `RUST_LOG` still serves when none is given.
+    let filter = match &settings.log {
+        Some(log) => tracing_subscriber::EnvFilter::new(log),
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    };
     // Colour only on a terminal: logs piped to files or collectors stay plain.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi);
     if settings.log_format == "json" {
-        builder.json().init();
+        // Each line carries its span's fields (`span`: the innermost, with the
+        // conversation of a frame) and every enclosing span's (`spans`: the
+        // connection's node, player or agent), so lines can be filtered by them.
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init();
     } else {
         builder.init();
     }

@@ -287,3 +287,230 @@ async fn the_limits_read_the_toml_file_and_refuse_bad_values() {
         );
     }
 }
+
+/// Reads frames until one matching each of `marks` arrived (in any order: they
+/// may come from different connections); returns everything read.
+async fn read_until_all(c: &mut Client, marks: &[&dyn Fn(&Value) -> bool]) -> Vec<Value> {
+    let mut seen: Vec<Value> = c.backlog.drain(..).collect();
+    while !marks.iter().all(|m| seen.iter().any(m)) {
+        seen.push(c.read().await.expect("the connection stays open"));
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn player_limits_are_shared_by_every_connection_of_the_player() {
+    let dir = tempdir();
+    // The message budget from the TOML file, the typing budget from flags: a
+    // burst of 3 messages and of 2 typing indicators, refilled once a minute
+    // (so nothing refills while the test runs).
+    let file = dir.path().join("pitboss.toml");
+    std::fs::write(
+        &file,
+        "player_messages_per_minute = 1\nplayer_message_burst = 3\n",
+    )
+    .unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--player-typing-per-minute",
+            "1",
+            "--player-typing-burst",
+            "2",
+        ],
+    );
+    server.add_agent("ayla", "en", "general", 3, false);
+    let mut agent = server.agent("ayla").await;
+    let mut tab_a = server.visitor("en").await;
+    let token = tab_a.welcome["visitor_token"].as_str().unwrap().to_string();
+    let mut tab_b = server.visitor_with(Some(&token), "en").await;
+    assert_eq!(tab_a.welcome["you"]["id"], tab_b.welcome["you"]["id"]);
+    let conv = start_chat(&mut tab_a, None).await;
+    accept(&mut agent, &conv).await;
+    tab_b
+        .send(json!({"type":"resume","conversation":conv,"after":0}))
+        .await;
+    tab_b
+        .expect_where(|v| v["type"] == "resumed" && v["conversation"] == conv)
+        .await;
+
+    // Three messages over two tabs spend the player's burst ...
+    tab_a.say(&conv, "a1", "hello").await;
+    tab_b.say(&conv, "b1", "anyone there?").await;
+    tab_a.say(&conv, "a2", "hello?").await;
+    // ... so the fourth is refused, whichever tab sends it: not stored, not acked.
+    for (tab, id) in [(&mut tab_b, "b2"), (&mut tab_a, "a3")] {
+        tab.send(json!({"type":"send","conversation":conv,"client_id":id,"text":"spam"}))
+            .await;
+        let err = tab
+            .expect_where(|v| v["type"] == "error" || (v["type"] == "ack" && v["client_id"] == id))
+            .await;
+        assert_eq!(err["type"], "error", "{err}");
+        assert_eq!(err["code"], "rate_limited");
+        assert_eq!(err["frame"], "send");
+        assert_eq!(err["client_id"], id);
+        assert_eq!(err["conversation"], conv.as_str());
+    }
+    // The agent is not limited by the player's budget.
+    for i in 0..6 {
+        agent.say(&conv, &format!("ag{i}"), "how can I help?").await;
+    }
+    let token = server.login("ayla").await;
+    let transcript = server
+        .get_json(&format!("/api/conversations/{conv}/transcript"), &token)
+        .await;
+    let entries = transcript["messages"].as_array().unwrap();
+    let from_player: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["sender"]["role"] == "player")
+        .filter_map(|e| e["client_id"].as_str())
+        .collect();
+    assert_eq!(from_player, ["a1", "b1", "a2"], "{transcript}");
+    let from_agent = entries
+        .iter()
+        .filter(|e| e["sender"]["role"] == "agent")
+        .count();
+    assert_eq!(from_agent, 6, "{transcript}");
+    assert_eq!(
+        counter(
+            &server,
+            "pitboss_rate_limited_total{limit=\"player_messages\""
+        )
+        .await,
+        2.0
+    );
+
+    // Typing: two indicators over both tabs pass, the rest are dropped without
+    // an error. A read receipt after them on each tab marks where they end.
+    for (tab, seq) in [(&mut tab_a, 1), (&mut tab_b, 2)] {
+        for active in [true, false] {
+            tab.send(json!({"type":"typing","conversation":conv,"active":active}))
+                .await;
+        }
+        tab.send(json!({"type":"read","conversation":conv,"seq":seq}))
+            .await;
+    }
+    agent.backlog.clear();
+    let seen = read_until_all(
+        &mut agent,
+        &[
+            &|v: &Value| v["type"] == "read" && v["seq"] == 1,
+            &|v: &Value| v["type"] == "read" && v["seq"] == 2,
+        ],
+    )
+    .await;
+    let typing_seen = seen.iter().filter(|v| v["type"] == "typing").count();
+    assert_eq!(typing_seen, 2, "typing the agent received: {seen:?}");
+    for tab in [&mut tab_a, &mut tab_b] {
+        tab.send(json!({"type":"ping"})).await;
+        tab.expect("pong").await;
+        assert!(
+            !tab.backlog.iter().any(|v| v["type"] == "error"),
+            "dropped typing is not answered: {:?}",
+            tab.backlog
+        );
+    }
+    assert_eq!(
+        counter(
+            &server,
+            "pitboss_rate_limited_total{limit=\"player_typing\""
+        )
+        .await,
+        2.0
+    );
+
+    // A client that keeps going past the limit meets the one strike rule of every
+    // rate limit: 50 refused frames in a row are answered, the 51st closes.
+    for i in 0..51 {
+        tab_b
+            .send(json!({"type":"send","conversation":conv,"client_id":format!("flood{i}"),"text":"spam"}))
+            .await;
+    }
+    assert_eq!(tab_b.expect_close().await, Some(4029));
+    let refused = tab_b
+        .backlog
+        .iter()
+        .filter(|v| v["type"] == "error" && v["code"] == "rate_limited")
+        .count();
+    assert_eq!(refused, 50, "{:?}", tab_b.backlog);
+    // The other tab and the agent carry on.
+    tab_a.send(json!({"type":"ping"})).await;
+    tab_a.expect("pong").await;
+    agent.say(&conv, "ag-after", "still here").await;
+}
+
+/// Sends `start` until it is answered by something other than `overloaded`
+/// (the protocol's "retry shortly"); returns that answer.
+async fn start_answer(tab: &mut Client, department: &str) -> Value {
+    loop {
+        let answer = tab
+            .expect_where(|v| {
+                v["type"] == "error"
+                    || v["type"] == "no_agents"
+                    || v["type"] == "queued"
+                    || v["type"] == "assigned"
+            })
+            .await;
+        if answer["code"] != "overloaded" {
+            return answer;
+        }
+        tab.send(json!({"type":"start","department":department}))
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_conversations_are_capped_per_player_across_connections() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &["--max-open-per-player", "1"]);
+    let mut tab_a = server.visitor("en").await;
+    let token = tab_a.welcome["visitor_token"].as_str().unwrap().to_string();
+    let mut tab_b = server.visitor_with(Some(&token), "en").await;
+    // Both tabs start a chat (in different departments) at the same moment.
+    tab_a
+        .send(json!({"type":"start","department":"general"}))
+        .await;
+    tab_b
+        .send(json!({"type":"start","department":"payments"}))
+        .await;
+    let a = start_answer(&mut tab_a, "general").await;
+    let b = start_answer(&mut tab_b, "payments").await;
+    let answers = [&a, &b];
+    let opened = answers.iter().filter(|v| v["type"] == "no_agents").count();
+    let refused = answers
+        .iter()
+        .filter(|v| v["code"] == "too_many_conversations")
+        .count();
+    assert_eq!((opened, refused), (1, 1), "{a} / {b}");
+    // Both tabs reconnecting send `start` for the open conversation at the same
+    // moment: each is told where it stands, neither is refused.
+    let (department, conversation) = if a["type"] == "no_agents" {
+        ("general", &a["conversation"])
+    } else {
+        ("payments", &b["conversation"])
+    };
+    for tab in [&mut tab_a, &mut tab_b] {
+        tab.send(json!({"type":"start","department":department}))
+            .await;
+    }
+    for tab in [&mut tab_a, &mut tab_b] {
+        let answer = tab
+            .expect_where(|v| v["type"] == "error" || v["type"] == "no_agents")
+            .await;
+        assert_eq!(answer["type"], "no_agents", "{answer}");
+        assert_eq!(&answer["conversation"], conversation);
+    }
+    // A third connection of the player sees one open conversation.
+    let mut tab_c = server.visitor_with(Some(&token), "en").await;
+    tab_c.send(json!({"type":"history"})).await;
+    let history = tab_c.expect("history").await;
+    let open = history["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["state"] != "closed")
+        .count();
+    assert_eq!(open, 1, "{history}");
+}

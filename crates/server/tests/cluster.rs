@@ -1456,3 +1456,143 @@ async fn a_dead_nodes_agents_go_offline_then_lose_their_chats_and_its_players_ar
             && f["conversation"] == c2.as_str())
         .is_none());
 }
+
+/// `GET /readyz` of node `i`: its status code.
+async fn readyz(cluster: &Cluster, i: usize) -> u16 {
+    match reqwest::get(cluster.nodes[i].url("/readyz")).await {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// Polls `/readyz` of node `i` until it answers `status`.
+async fn wait_ready(cluster: &Cluster, i: usize, status: u16) {
+    let begun = Instant::now();
+    while readyz(cluster, i).await != status {
+        assert!(
+            begun.elapsed() < SETTLE,
+            "/readyz of {} is not {status} after {SETTLE:?}",
+            Cluster::name(i)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_redis_refuses_new_players_until_it_returns() {
+    let mut cluster = Cluster::start(Setup::nodes(1)).await;
+    cluster.add_agent("ayla", 3, false);
+    cluster.add_agent("boss", 1, true);
+    let boss = cluster.login("boss").await;
+    let token = cluster.login("ayla").await;
+    let mut agents = vec![cluster.agent("ayla", &token, 0).await];
+    let mut player = cluster.visitor("pat", 0).await;
+    let player_id = player.welcome["you"]["id"].as_str().unwrap().to_owned();
+
+    // Without Redis the node cannot route: it says so on /readyz, and a `start`
+    // is refused by that same rule at once (not after waiting for a router that
+    // cannot answer), with the documented code, every time it is tried.
+    cluster.redis.kill();
+    wait_ready(&cluster, 0, 503).await;
+    for _ in 0..3 {
+        let mark = player.mark();
+        assert!(player.send(json!({"type":"start"})).await);
+        let f = player
+            .wait_frame(mark, "an answer to start", SETTLE, |f| {
+                f["type"] == "error" || f["type"] == "resumed" || f["type"] == "queued"
+            })
+            .await;
+        assert_eq!(f["type"], "error", "{f}");
+        assert_eq!(f["code"], "overloaded", "{f}");
+        assert_eq!(f["frame"], "start", "{f}");
+        assert!(
+            f["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("no new conversations") && m.contains("redis")),
+            "refused by the readiness rule: {f}"
+        );
+    }
+    // Nothing was stored for the player meanwhile.
+    let (status, body) = cluster.nodes[0]
+        .get(&format!("/api/players/{player_id}/conversations"), &boss)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let list: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["conversations"], json!([]), "{body}");
+
+    // Redis returns (empty): the node is ready again and takes the player, who is
+    // routed to the agent.
+    cluster.redis.restart();
+    wait_ready(&cluster, 0, 200).await;
+    let since = vec![agents[0].mark()];
+    let conversation = start(&mut player).await;
+    let mut incidents = Vec::new();
+    assign(
+        &conversation,
+        &mut player,
+        &mut agents,
+        &since,
+        &mut incidents,
+    )
+    .await;
+    assert!(agents[0].say(&conversation, "a1", "hello again").await);
+    agents[0]
+        .wait("the ack", SETTLE, |a| a.acked("a1").is_some())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_store_is_down_refuses_new_players_until_it_returns() {
+    let mut cluster = Cluster::start(Setup {
+        own_postgres: true,
+        ..Setup::nodes(1)
+    })
+    .await;
+    cluster.add_agent("ayla", 3, false);
+    let token = cluster.login("ayla").await;
+    let mut agents = vec![cluster.agent("ayla", &token, 0).await];
+    let mut player = cluster.visitor("pat", 0).await;
+
+    // PostgreSQL stops. Every `start` is refused with `overloaded` (at first
+    // perhaps by the failing write itself); once the node's store probe has
+    // failed for long enough, by the readiness rule, without touching the store.
+    cluster.postgres.as_mut().unwrap().stop();
+    wait_ready(&cluster, 0, 503).await;
+    let begun = Instant::now();
+    loop {
+        let mark = player.mark();
+        assert!(player.send(json!({"type":"start"})).await);
+        let f = player
+            .wait_frame(mark, "an answer to start", SETTLE, |f| {
+                f["type"] == "error" || f["type"] == "resumed" || f["type"] == "queued"
+            })
+            .await;
+        assert_eq!(f["type"], "error", "a player taken without a store: {f}");
+        assert_eq!(f["code"], "overloaded", "{f}");
+        if f["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no new conversations") && m.contains("store"))
+        {
+            break;
+        }
+        assert!(
+            begun.elapsed() < 2 * SETTLE,
+            "the readiness rule never refused the start: {f}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    cluster.postgres.as_mut().unwrap().start();
+    wait_ready(&cluster, 0, 200).await;
+    let since = vec![agents[0].mark()];
+    let conversation = start(&mut player).await;
+    let mut incidents = Vec::new();
+    assign(
+        &conversation,
+        &mut player,
+        &mut agents,
+        &since,
+        &mut incidents,
+    )
+    .await;
+}

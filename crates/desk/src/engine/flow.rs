@@ -19,28 +19,46 @@ impl Desk {
             .unwrap_or_else(|| self.config.default_language.clone());
         let language = tag(language, &default_language, "language")?;
 
-        // An open conversation in this department is returned, not duplicated: a
-        // player who resends `start` after a reconnect keeps their place.
-        let open: Vec<ConversationId> = self
-            .player_live
-            .get(&card.id)
-            .map(|l| l.clone())
-            .unwrap_or_default();
-        for id in &open {
-            let Some(live) = self.live.get(id).map(|l| l.clone()) else {
-                continue;
-            };
-            let (same, state, agent) = {
-                let s = live.lock();
-                (s.request.department == department, s.state, s.agent.clone())
-            };
-            if same {
-                self.attach(conn, &live, 0);
-                self.tell_state(conn, *id, state, agent).await;
-                return Ok(());
+        if self.config.cluster {
+            // Conversations the player opened on another node since connecting
+            // here count too: the store knows them all.
+            for record in self.latest_of_player(&card.id).await {
+                if record.summary.state != ConversationState::Closed {
+                    self.insert_live(&record, cluster::request_of(&record));
+                }
             }
         }
-        if open.len() >= self.config.max_open_per_player {
+
+        // An open conversation in this department is returned, not duplicated: a
+        // player who resends `start` after a reconnect (every tab of theirs may)
+        // keeps their place.
+        if self.rejoin_open(conn, &card.id, &department).await {
+            return Ok(());
+        }
+        // Opening one: one at a time per player on this node. Two tabs starting
+        // at once would both pass the checks below and open two conversations (or
+        // more than `max_open_per_player`); the other is told to retry, and then
+        // finds the conversation the first one opened.
+        let Some(_starting) = StartGuard::take(&self.starting, &card.id) else {
+            return refuse(
+                ErrorCode::Overloaded,
+                "another start of yours is in progress; retry shortly",
+            );
+        };
+        // A start that finished between the look above and the guard.
+        if self.rejoin_open(conn, &card.id, &department).await {
+            return Ok(());
+        }
+        let open = self.player_live.get(&card.id).map_or(0, |l| l.len());
+        // New work only on a node that can carry it: a store that does not answer
+        // or a lost link to Redis would leave the player waiting for nothing.
+        if let Err(why) = self.readiness() {
+            return refuse(
+                ErrorCode::Overloaded,
+                format!("this node takes no new conversations now ({why}); retry shortly"),
+            );
+        }
+        if open >= self.config.max_open_per_player {
             return refuse(
                 ErrorCode::TooManyConversations,
                 format!(
@@ -51,6 +69,8 @@ impl Desk {
         }
 
         let id = ConversationId::new();
+        // The gateway's span for this frame has no conversation until now.
+        tracing::Span::current().record("conversation", tracing::field::display(id));
         let request = Request {
             department: department.clone(),
             language: language.clone(),
@@ -101,6 +121,7 @@ impl Desk {
             close_reason: None,
             rating_comment: None,
         };
+        tracing::debug!(department = %record.summary.department, language = %record.summary.language, ?state, "conversation started");
         self.insert_live(&record, request.clone());
         let live = self
             .live
@@ -115,6 +136,37 @@ impl Desk {
         drop(request);
         self.route(Command::Enqueue { conversation: id }).await?;
         Ok(())
+    }
+
+    /// Attaches the player's connection to their open conversation in this
+    /// department, if they have one here, and tells where it stands.
+    async fn rejoin_open(
+        self: &Arc<Self>,
+        conn: &ConnRef,
+        player: &PlayerId,
+        department: &str,
+    ) -> bool {
+        let open: Vec<ConversationId> = self
+            .player_live
+            .get(player)
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        for id in open {
+            let Some(live) = self.live.get(&id).map(|l| l.clone()) else {
+                continue;
+            };
+            let (same, state, agent) = {
+                let s = live.lock();
+                (s.request.department == department, s.state, s.agent.clone())
+            };
+            if same {
+                tracing::Span::current().record("conversation", tracing::field::display(id));
+                self.attach(conn, &live, 0);
+                self.tell_state(conn, id, state, agent).await;
+                return true;
+            }
+        }
+        false
     }
 
     /// Tells a (re)connected player where an existing conversation stands.
@@ -752,5 +804,34 @@ impl Desk {
                     .is_some_and(|o| &o.agent == id && o.deadline > Instant::now())
             }
         }
+    }
+}
+
+/// A player's `start` in progress on this node; removed from the set when the
+/// start ends, however it ends.
+struct StartGuard<'a> {
+    starting: &'a DashMap<PlayerId, ()>,
+    player: PlayerId,
+}
+
+impl<'a> StartGuard<'a> {
+    /// `None`: this player already has a start in progress.
+    fn take(starting: &'a DashMap<PlayerId, ()>, player: &PlayerId) -> Option<Self> {
+        match starting.entry(player.clone()) {
+            dashmap::Entry::Occupied(_) => None,
+            dashmap::Entry::Vacant(v) => {
+                v.insert(());
+                Some(Self {
+                    starting,
+                    player: player.clone(),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for StartGuard<'_> {
+    fn drop(&mut self) {
+        self.starting.remove(&self.player);
     }
 }

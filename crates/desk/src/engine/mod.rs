@@ -7,6 +7,7 @@ mod cluster;
 mod decisions;
 mod flow;
 mod frames;
+mod readiness;
 mod retention;
 mod sessions;
 mod timers;
@@ -39,6 +40,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+
+pub use readiness::NotReady;
 
 /// A refused frame: its code and a message for the client.
 #[derive(Debug)]
@@ -166,6 +169,11 @@ pub struct Desk {
     /// Live conversations per player, so connecting and disconnecting a player
     /// does not scan every conversation.
     player_live: DashMap<PlayerId, Vec<ConversationId>>,
+    /// Players whose `start` is opening a conversation on this node (at most one
+    /// each, so `max_open_per_player` holds against several tabs starting at
+    /// once). An entry lives only while its start runs: bounded by the
+    /// connections.
+    starting: DashMap<PlayerId, ()>,
     conns: DashMap<u64, ConnRef>,
     users: DashMap<UserKey, Vec<ConnRef>>,
     agents: DashMap<AgentId, AgentCard>,
@@ -177,6 +185,8 @@ pub struct Desk {
     next_conn: AtomicU64,
     queue_dirty: AtomicBool,
     draining: AtomicBool,
+    /// What the store probe last saw; a failing store stops new conversations.
+    store_health: Mutex<readiness::StoreHealth>,
     stats: DeskStats,
 }
 
@@ -229,6 +239,7 @@ impl Desk {
             started: Instant::now(),
             live: DashMap::new(),
             player_live: DashMap::new(),
+            starting: DashMap::new(),
             conns: DashMap::new(),
             users: DashMap::new(),
             agents: DashMap::new(),
@@ -238,6 +249,7 @@ impl Desk {
             next_conn: AtomicU64::new(1),
             queue_dirty: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            store_health: Mutex::new(readiness::StoreHealth::new()),
             stats: DeskStats::default(),
         });
         store.set_observer(Arc::new(Committed(Arc::downgrade(&desk))));
@@ -254,6 +266,7 @@ impl Desk {
         desk.every_tick(|desk| async move { desk.on_tick().await });
         desk.every_tick(|desk| async move { desk.check_accounts().await });
         desk.schedule_retention();
+        desk.every_tick(|desk| async move { desk.probe_store().await });
         tracing::info!(node = %desk.config.node, "desk started");
         Ok(desk)
     }

@@ -196,7 +196,7 @@ impl Desk {
     }
 
     /// A player's latest 50 conversations (none if the store cannot say now).
-    async fn latest_of_player(&self, player: &PlayerId) -> Vec<ConversationRecord> {
+    pub(super) async fn latest_of_player(&self, player: &PlayerId) -> Vec<ConversationRecord> {
         self.store
             .conversations(ConversationFilter {
                 player: Some(player.clone()),

@@ -43,13 +43,18 @@ impl Server {
                 ["--frames-per-second", "100000", "--burst-frames", "100000"].map(String::from),
             );
         }
-        // Every test client comes from 127.0.0.1: the per-address abuse limits
-        // would refuse a busy test; the tests of those limits set their own (a
-        // test with a config file sets them there, or gets the real defaults).
+        // Every test client comes from 127.0.0.1, and test players write faster
+        // than people: the per-address and per-player abuse limits would refuse
+        // a busy test; the tests of those limits set their own (a test with a
+        // config file sets them there, or gets the real defaults).
         for (flag, value) in [
             ("--max-connections-per-address", "100000"),
             ("--connects-per-minute-per-address", "100000"),
             ("--visitors-per-minute-per-address", "100000"),
+            ("--player-messages-per-minute", "1000000"),
+            ("--player-message-burst", "1000000"),
+            ("--player-typing-per-minute", "1000000"),
+            ("--player-typing-burst", "1000000"),
         ] {
             if !extra.contains(&flag) && !extra.contains(&"--config") {
                 args.extend([flag, value].map(String::from));
@@ -90,8 +95,9 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(i) = line.find("listening on ") {
+                    // Text or JSON lines: the address ends at a space or a quote.
                     let addr = line[i + "listening on ".len()..]
-                        .split_whitespace()
+                        .split(|c: char| c.is_whitespace() || c == '"')
                         .next()
                         .unwrap_or("")
                         .to_string();
