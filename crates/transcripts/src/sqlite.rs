@@ -992,7 +992,20 @@ async fn apply_change(
             duplicate: false,
         });
     }
-    if change.set.is_some() || change.entry.is_some() || change.rating.is_some() {
+    if change.set.is_none() && change.rating.is_none() && change.entry.is_some() {
+        // A plain append, nearly every write: only the counters move. Naming no
+        // indexed column keeps SQLite from rewriting the conversation's index
+        // entries (state, agent, closed), which it does for every indexed column a
+        // SET names, changed or not.
+        writes
+            .push("UPDATE conversations SET last_seq = ")
+            .push_bind(to_db(last_seq))
+            .push(", last_public_seq = ")
+            .push_bind(to_db(last_public_seq))
+            .push(" WHERE id = ")
+            .push_bind(id.clone())
+            .push("; ");
+    } else if change.set.is_some() || change.rating.is_some() {
         writes
             .push("UPDATE conversations SET state = ")
             .push_bind(tag(state)?)
