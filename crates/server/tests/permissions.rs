@@ -701,6 +701,20 @@ async fn supervisory_websocket_reads_are_audited_once_per_connection() {
     let mut sam_third = server.agent("sam").await;
     resume_texts(&mut sam_third, &conv).await;
     assert_eq!(audit(&server, &root_t, &query).await.len(), 3);
+
+    // Once closed, an admin (a supervisor in conversations) reading it is recorded;
+    // its last owner is not.
+    sam.send(json!({"type":"close","conversation":conv})).await;
+    player.expect("closed").await;
+    resume_texts(&mut sam_third, &conv).await;
+    let mut root = server.agent("root").await;
+    assert!(resume_texts(&mut root, &conv)
+        .await
+        .contains(&"my deposit is missing".to_owned()));
+    assert_eq!(
+        audit(&server, &root_t, &query).await[3..],
+        [rec("root", "transcript.read", &conv)]
+    );
     assert_eq!(audit(&server, &root_t, "actor=ayla").await, []);
 }
 
