@@ -96,6 +96,10 @@ impl CloseSignal {
     }
 }
 
+/// How many conversations one connection remembers having had its reads of
+/// audited (see `ConnShared::audited`).
+pub(crate) const MAX_AUDITED_PER_CONN: usize = 1024;
+
 /// The desk's handle on one connection. Cheap to clone.
 #[derive(Clone)]
 pub struct ConnRef(pub(crate) Arc<ConnShared>);
@@ -112,6 +116,13 @@ pub(crate) struct ConnShared {
     /// Conversations this connection is attached to, so a disconnect can detach it
     /// everywhere. A std mutex: never held across an await.
     pub(crate) attached: Mutex<Vec<ConversationId>>,
+    /// Conversations whose supervisory read by this connection is already in the
+    /// audit log: a console re-resuming (to fill a gap, or a closed conversation
+    /// again) writes one record per connection, not one per `resume`. At most
+    /// [`MAX_AUDITED_PER_CONN`]; past that every such read is recorded again, so
+    /// the log over-reports rather than under-reports. A std mutex, never held
+    /// across an await.
+    pub(crate) audited: Mutex<Vec<ConversationId>>,
     pub(crate) dropped: AtomicU64,
     /// Messages this connection sent whose ack it has not been sent yet. If the
     /// writer reads one from the store first (a replay, a gap fill, a catch-up), it

@@ -588,3 +588,193 @@ async fn a_read_whose_audit_record_cannot_be_written_is_refused() {
         ]
     );
 }
+
+/// The `detail` of the audit records matching a query string, oldest first.
+async fn audit_details(server: &Server, admin: &str, query: &str) -> Vec<Value> {
+    let log = server.get_json(&format!("/api/audit?{query}"), admin).await;
+    let mut details: Vec<Value> = log["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["detail"].clone())
+        .collect();
+    details.reverse();
+    details
+}
+
+/// Sends `resume` from 0 and returns the texts replayed.
+async fn resume_texts(client: &mut Client, conv: &str) -> Vec<String> {
+    client
+        .send(json!({"type":"resume","conversation":conv,"after":0}))
+        .await;
+    let (seen, _) = client.replay(conv).await;
+    seen.iter()
+        .filter_map(|m| m["text"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Runs one statement on a server's SQLite database with the `sqlite3` tool.
+fn sqlite(dir: &std::path::Path, sql: &str) {
+    let out = std::process::Command::new("sqlite3")
+        .arg(dir.join("pitboss.db"))
+        .arg(sql)
+        .output()
+        .expect("the sqlite3 tool (Debian package sqlite3; .ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A supervisor who receives someone else's transcript over the WebSocket is in
+/// the audit log (`transcript.read`, with how): once per connection for
+/// `resume`, however often that connection resumes, and once per take-over. The
+/// owner's own resume is not recorded, nor the supervisor's once the
+/// conversation is theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisory_websocket_reads_are_audited_once_per_connection() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    server.add_agent("ayla", "en", "general", 2, false);
+    server.add_with_role("sam", "supervisor");
+    server.add_with_role("root", "admin");
+    let root_t = server.login("root").await;
+    let mut ayla = server.agent("ayla").await;
+    let mut player = server.visitor("en").await;
+    let conv = start_chat(&mut player, None).await;
+    accept(&mut ayla, &conv).await;
+    player.say(&conv, "m1", "my deposit is missing").await;
+    let query = format!("target={conv}");
+
+    // The owner reads their own conversation: no record.
+    assert!(resume_texts(&mut ayla, &conv)
+        .await
+        .contains(&"my deposit is missing".to_owned()));
+    assert_eq!(audit(&server, &root_t, &query).await, []);
+
+    // A supervisor resumes it (connected after the offer, so none reaches them):
+    // one record, however often this connection resumes.
+    let mut sam = server.agent("sam").await;
+    assert!(resume_texts(&mut sam, &conv)
+        .await
+        .contains(&"my deposit is missing".to_owned()));
+    sam.send(json!({"type":"resume","conversation":conv,"after":1}))
+        .await;
+    sam.replay(&conv).await;
+    resume_texts(&mut sam, &conv).await;
+    assert_eq!(
+        audit(&server, &root_t, &query).await,
+        [rec("sam", "transcript.read", &conv)]
+    );
+    assert_eq!(
+        audit_details(&server, &root_t, &query).await,
+        [json!({"via": "resume", "after": 0})]
+    );
+
+    // A console that reconnects attaches anew: recorded again.
+    let mut sam_again = server.agent("sam").await;
+    resume_texts(&mut sam_again, &conv).await;
+    assert_eq!(audit(&server, &root_t, &query).await.len(), 2);
+
+    // A take-over sends the whole transcript with `assigned`: recorded.
+    sam.send(json!({"type":"take","conversation":conv})).await;
+    sam.expect_where(|v| v["type"] == "assigned" && v["conversation"] == conv.as_str())
+        .await;
+    sam.replay(&conv).await;
+    ayla.expect_where(|v| v["type"] == "released" && v["conversation"] == conv.as_str())
+        .await;
+    assert_eq!(
+        audit(&server, &root_t, &query).await,
+        [
+            rec("sam", "transcript.read", &conv),
+            rec("sam", "transcript.read", &conv),
+            rec("sam", "transcript.read", &conv),
+        ]
+    );
+    assert_eq!(
+        audit_details(&server, &root_t, &query).await[2],
+        json!({"via": "take_over", "from": "ayla"})
+    );
+
+    // Now it is sam's own: a new connection's resume is not recorded.
+    let mut sam_third = server.agent("sam").await;
+    resume_texts(&mut sam_third, &conv).await;
+    assert_eq!(audit(&server, &root_t, &query).await.len(), 3);
+
+    // Once closed, an admin (a supervisor in conversations) reading it is recorded;
+    // its last owner is not.
+    sam.send(json!({"type":"close","conversation":conv})).await;
+    player.expect("closed").await;
+    resume_texts(&mut sam_third, &conv).await;
+    let mut root = server.agent("root").await;
+    assert!(resume_texts(&mut root, &conv)
+        .await
+        .contains(&"my deposit is missing".to_owned()));
+    assert_eq!(
+        audit(&server, &root_t, &query).await[3..],
+        [rec("root", "transcript.read", &conv)]
+    );
+    assert_eq!(audit(&server, &root_t, "actor=ayla").await, []);
+}
+
+/// When the audit log cannot be written, a supervisor's `resume` of someone
+/// else's conversation and a take-over are refused (`overloaded`, the
+/// WebSocket's "cannot store now") and nothing of the transcript is sent; the
+/// connection stays open, and the owner, whose reads are not recorded, goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisory_websocket_read_whose_record_cannot_be_written_is_refused() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    server.add_agent("ayla", "en", "general", 2, false);
+    server.add_with_role("sam", "supervisor");
+    server.add_with_role("root", "admin");
+    let root_t = server.login("root").await;
+    let mut ayla = server.agent("ayla").await;
+    let mut player = server.visitor("en").await;
+    let conv = start_chat(&mut player, None).await;
+    accept(&mut ayla, &conv).await;
+    player.say(&conv, "m1", "my deposit is missing").await;
+    let mut sam = server.agent("sam").await;
+
+    sqlite(
+        dir.path(),
+        "CREATE TRIGGER audit_refused BEFORE INSERT ON audit_log \
+         BEGIN SELECT RAISE(FAIL, 'audit log refused'); END;",
+    );
+    for frame in [
+        json!({"type":"resume","conversation":conv,"after":0}),
+        json!({"type":"take","conversation":conv}),
+    ] {
+        sam.send(frame.clone()).await;
+        let error = sam.expect("error").await;
+        assert_eq!(error["code"], "overloaded", "{frame}: {error}");
+        assert_eq!(error["frame"], frame["type"]);
+        assert_eq!(error["conversation"], conv.as_str());
+    }
+    // Still open, and nothing of the conversation arrived.
+    sam.send(json!({"type":"ping"})).await;
+    sam.expect("pong").await;
+    player.say(&conv, "m2", "are you there?").await;
+    assert!(resume_texts(&mut ayla, &conv)
+        .await
+        .contains(&"are you there?".to_owned()));
+    sam.send(json!({"type":"ping"})).await;
+    sam.expect("pong").await;
+    let leaked: Vec<&Value> = sam
+        .backlog
+        .iter()
+        .filter(|v| v["conversation"] == conv.as_str() && v["type"] != "queue_snapshot")
+        .collect();
+    assert!(leaked.is_empty(), "sent without a record: {leaked:?}");
+
+    sqlite(dir.path(), "DROP TRIGGER audit_refused;");
+    assert!(resume_texts(&mut sam, &conv)
+        .await
+        .contains(&"are you there?".to_owned()));
+    // Only the read that happened is in the log.
+    assert_eq!(
+        audit(&server, &root_t, &format!("target={conv}")).await,
+        [rec("sam", "transcript.read", &conv)]
+    );
+}

@@ -1,6 +1,8 @@
-//! Conversation flow: start, messages and notes, typing and receipts, resume, close, rating, transfer, take; and who may do what.
+//! Conversation flow: start, messages and notes, typing and receipts, resume, close, rating, transfer, take; who may do what; and the audit record of a supervisor reading someone else's conversation.
 
 use super::*;
+use crate::audit::{self, AuditAction};
+use crate::connection::MAX_AUDITED_PER_CONN;
 
 impl Desk {
     // ------------------------------------------------------- conversation flow
@@ -365,6 +367,11 @@ impl Desk {
             });
             return Ok(());
         }
+        // A supervisor reading someone else's conversation is recorded before the
+        // replay is queued; no record, no replay.
+        if let Some(reader) = supervisory_reader(session, live.as_deref(), &record) {
+            self.audit_resume(conn, reader, conversation, after).await?;
+        }
         match live {
             Some(live) => self.attach(conn, &live, after),
             None => {
@@ -375,6 +382,70 @@ impl Desk {
             }
         }
         Ok(())
+    }
+
+    /// Records a supervisory `resume` in the audit log, once per connection and
+    /// conversation: a console re-resumes to fill gaps and after every reconnect,
+    /// and each replay of one attachment is the same read (a new connection is a
+    /// new attachment, so it is recorded again).
+    async fn audit_resume(
+        &self,
+        conn: &ConnRef,
+        reader: &AgentId,
+        conversation: ConversationId,
+        after: u64,
+    ) -> Outcome {
+        let seen = conn
+            .0
+            .audited
+            .lock()
+            .expect("audited lock")
+            .contains(&conversation);
+        if seen {
+            return Ok(());
+        }
+        self.audit_read(
+            reader,
+            conversation,
+            serde_json::json!({ "via": "resume", "after": after }),
+        )
+        .await?;
+        let mut audited = conn.0.audited.lock().expect("audited lock");
+        if audited.len() < MAX_AUDITED_PER_CONN && !audited.contains(&conversation) {
+            audited.push(conversation);
+        }
+        Ok(())
+    }
+
+    /// Appends a `transcript.read` record for a read over the WebSocket. The
+    /// caller sends the transcript only once this returned `Ok`; a record that
+    /// cannot be written refuses the frame with `overloaded` (nothing was sent,
+    /// retry), the WebSocket's code for "cannot store now"
+    /// (`docs/decisions/0009-audit-log.md`).
+    async fn audit_read(
+        &self,
+        reader: &AgentId,
+        conversation: ConversationId,
+        detail: serde_json::Value,
+    ) -> Outcome {
+        let target = conversation.to_string();
+        audit::append(
+            &*self.store,
+            &reader.0,
+            AuditAction::TranscriptRead,
+            &target,
+            detail,
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "audit record not written: transcript not sent");
+            Refusal(
+                ErrorCode::Overloaded,
+                format!(
+                    "the audit log cannot be written, so the transcript was not sent; retry ({e})"
+                ),
+            )
+        })
     }
 
     /// Subscribes a connection to a live conversation, then queues the replay: the
@@ -733,9 +804,19 @@ impl Desk {
                 "only supervisors take over conversations",
             );
         }
-        if live.lock().agent.as_ref() == Some(id) {
+        let from = live.lock().agent.clone();
+        if from.as_ref() == Some(id) {
             return refuse(ErrorCode::InvalidState, "the conversation is already yours");
         }
+        // The supervisor receives the whole transcript with `assigned`: recorded
+        // before the take-over is asked for, so a take-over that cannot be recorded
+        // does not happen.
+        self.audit_read(
+            id,
+            conversation,
+            serde_json::json!({ "via": "take_over", "from": from.as_ref().map(|a| &a.0) }),
+        )
+        .await?;
         self.route(Command::TakeOver {
             conversation,
             supervisor: id.clone(),
@@ -805,6 +886,30 @@ impl Desk {
             }
         }
     }
+}
+
+/// The account to record when this session reads a conversation as a supervisor,
+/// not as one of its parties: `None` for its player and its owner (or last owner,
+/// once closed). An account without `read_any_conversation` reads only its own
+/// work (owned or offered) and is never recorded here. An offer does not exempt a
+/// supervisor: their attachment outlives the offer (they keep watching after it
+/// is withdrawn), so their read of an offered conversation is recorded.
+fn supervisory_reader<'a>(
+    session: &'a Session,
+    live: Option<&Live>,
+    record: &ConversationRecord,
+) -> Option<&'a AgentId> {
+    let Session::Agent { id, role, .. } = session else {
+        return None;
+    };
+    if !allows(*role, Permission::ReadAnyConversation) {
+        return None;
+    }
+    let owner = match live {
+        Some(live) => live.lock().agent.clone(),
+        None => record.summary.agent.clone(),
+    };
+    (owner.as_ref() != Some(id)).then_some(id)
 }
 
 /// A player's `start` in progress on this node; removed from the set when the

@@ -138,6 +138,7 @@ impl Desk {
             tx,
             close: close.clone(),
             attached: Mutex::new(Vec::new()),
+            audited: Mutex::new(Vec::new()),
             dropped: AtomicU64::new(0),
             inflight: Mutex::new(Vec::new()),
         }));
