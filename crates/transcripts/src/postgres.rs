@@ -70,7 +70,9 @@
 //! gets its original back as a duplicate, and a receiver that missed the entry sees
 //! the gap in sequence numbers and resumes from the store.
 
-use crate::queue::{corrupt, db, from_db, tag, to_db, untag, Op, Output, Request, WriteQueue};
+use crate::queue::{
+    audit_select, corrupt, db, from_db, tag, to_db, untag, Op, Output, Request, WriteQueue,
+};
 use crate::{
     now_ms, AgentAccount, Appended, Applied, AuditFilter, AuditRecord, CatalogItem, CatalogKind,
     Change, CommitObserver, ConversationFilter, ConversationRecord, Deleted, Fence, Handoff,
@@ -479,23 +481,7 @@ impl Store for PostgresStore {
     }
 
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>> {
-        let mut sql = QueryBuilder::<Postgres>::new(
-            "SELECT id, at, actor, action, target, detail FROM audit_log WHERE 1 = 1",
-        );
-        if let Some(actor) = &filter.actor {
-            sql.push(" AND actor = ").push_bind(actor.clone());
-        }
-        if let Some(action) = &filter.action {
-            sql.push(" AND action = ").push_bind(action.clone());
-        }
-        if let Some(target) = &filter.target {
-            sql.push(" AND target = ").push_bind(target.clone());
-        }
-        if let Some(since) = filter.since {
-            sql.push(" AND at >= ").push_bind(to_db(since));
-        }
-        sql.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::from(filter.effective_limit()));
+        let mut sql = audit_select::<Postgres>(&filter);
         let rows = sql.build().fetch_all(&self.reads).await.map_err(db)?;
         rows.iter().map(audit_from_row).collect()
     }

@@ -340,3 +340,31 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
 pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("corrupt stored value: {e}"))
 }
+
+/// The query listing the audit records `filter` selects, newest first: the same SQL
+/// for both backends, each binding in its own placeholder style.
+pub(crate) fn audit_select<'a, DB>(filter: &crate::AuditFilter) -> sqlx::QueryBuilder<'a, DB>
+where
+    DB: sqlx::Database,
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut sql = sqlx::QueryBuilder::<DB>::new(
+        "SELECT id, at, actor, action, target, detail FROM audit_log WHERE 1 = 1",
+    );
+    if let Some(actor) = &filter.actor {
+        sql.push(" AND actor = ").push_bind(actor.clone());
+    }
+    if let Some(action) = &filter.action {
+        sql.push(" AND action = ").push_bind(action.clone());
+    }
+    if let Some(target) = &filter.target {
+        sql.push(" AND target = ").push_bind(target.clone());
+    }
+    if let Some(since) = filter.since {
+        sql.push(" AND at >= ").push_bind(to_db(since));
+    }
+    sql.push(" ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(filter.effective_limit()));
+    sql
+}

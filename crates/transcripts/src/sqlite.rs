@@ -14,7 +14,9 @@
 //! checks the agent's capacity, then writes its epoch, all inside its own savepoint,
 //! so a refused one leaves the rest of its batch alone.
 
-use crate::queue::{corrupt, db, from_db, tag, to_db, untag, Op, Output, Request, WriteQueue};
+use crate::queue::{
+    audit_select, corrupt, db, from_db, tag, to_db, untag, Op, Output, Request, WriteQueue,
+};
 use crate::{
     now_ms, AgentAccount, Appended, Applied, AuditFilter, AuditRecord, CatalogItem, CatalogKind,
     Change, CommitObserver, ConversationFilter, ConversationRecord, Deleted, Fence, Handoff,
@@ -420,23 +422,7 @@ impl Store for SqliteStore {
     }
 
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>> {
-        let mut sql = QueryBuilder::<Sqlite>::new(
-            "SELECT id, at, actor, action, target, detail FROM audit_log WHERE 1 = 1",
-        );
-        if let Some(actor) = &filter.actor {
-            sql.push(" AND actor = ").push_bind(actor.clone());
-        }
-        if let Some(action) = &filter.action {
-            sql.push(" AND action = ").push_bind(action.clone());
-        }
-        if let Some(target) = &filter.target {
-            sql.push(" AND target = ").push_bind(target.clone());
-        }
-        if let Some(since) = filter.since {
-            sql.push(" AND at >= ").push_bind(to_db(since));
-        }
-        sql.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::from(filter.effective_limit()));
+        let mut sql = audit_select::<Sqlite>(&filter);
         let rows = sql.build().fetch_all(&self.reads).await.map_err(db)?;
         rows.iter().map(audit_from_row).collect()
     }
