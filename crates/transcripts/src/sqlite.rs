@@ -179,6 +179,7 @@ impl SqliteStore {
             requests: rx,
             max_batch: options.max_batch.max(1),
             shared: shared.clone(),
+            cache: ConversationCache::default(),
         };
         let span = tracing::info_span!("transcript_writer", path = %path.display());
         let handle = tokio::spawn(writer.run().instrument(span));
@@ -513,6 +514,54 @@ struct Writer {
     max_batch: usize,
     /// Observer and commit counter.
     shared: Arc<Shared>,
+    /// What the writer last wrote of recently changed conversations.
+    cache: ConversationCache,
+}
+
+/// The conversations this writer changed recently, as it wrote them: the one writer
+/// of the file knows their rows without reading them back, so a plain append skips
+/// its read. Bounded; emptied whenever a transaction does not commit as run, and by
+/// purges and erasures. Anything else that changed a row behind the writer's back
+/// (another process on the file) makes the append's insert fail, and the append is
+/// then run again from the rows themselves.
+#[derive(Default)]
+struct ConversationCache {
+    /// Conversation id → its row as last written.
+    rows: std::collections::HashMap<String, CachedConversation>,
+}
+
+/// The columns of a conversation that an append reads.
+#[derive(Clone)]
+struct CachedConversation {
+    state: ConversationState,
+    agent: Option<String>,
+    last_seq: u64,
+    last_public_seq: u64,
+}
+
+/// Most conversations the cache holds; past that it starts again empty. Chats that
+/// are writing now refill it at their next message.
+const CACHED_CONVERSATIONS: usize = 8192;
+
+impl ConversationCache {
+    fn get(&self, id: &str) -> Option<&CachedConversation> {
+        self.rows.get(id)
+    }
+
+    fn put(&mut self, id: String, row: CachedConversation) {
+        if self.rows.len() >= CACHED_CONVERSATIONS && !self.rows.contains_key(&id) {
+            self.rows.clear();
+        }
+        self.rows.insert(id, row);
+    }
+
+    fn forget(&mut self, id: &str) {
+        self.rows.remove(id);
+    }
+
+    fn clear(&mut self) {
+        self.rows.clear();
+    }
 }
 
 impl Writer {
@@ -538,6 +587,10 @@ impl Writer {
         let mut outcome = self
             .run_batch(batch, &mut results, &mut committed, false)
             .await;
+        if outcome.is_err() {
+            // The cache holds what this transaction wrote, which is now undone.
+            self.cache.clear();
+        }
         if let Err(BatchFailure::Halfway(e)) = &outcome {
             // One write failed after it had written: undo the whole transaction and
             // run the batch again with a savepoint around every write, so that only
@@ -570,6 +623,7 @@ impl Writer {
                 }
             }
             Err(failure) => {
+                self.cache.clear();
                 let message = match failure {
                     BatchFailure::Failed(e) => e.to_string(),
                     BatchFailure::Halfway(message) => message,
@@ -618,7 +672,14 @@ impl Writer {
             }
             let mut appended = None;
             let mut wrote = false;
-            let result = execute(&mut self.conn, &request.op, &mut appended, &mut wrote).await;
+            let result = execute(
+                &mut self.conn,
+                &request.op,
+                &mut appended,
+                &mut wrote,
+                &mut self.cache,
+            )
+            .await;
             match (&result, guarded) {
                 (Ok(_), true) => exec(&mut self.conn, "RELEASE op").await?,
                 (Err(_), true) => {
@@ -665,10 +726,16 @@ async fn execute(
     op: &Op,
     appended: &mut Option<(StoredEntry, u64)>,
     wrote: &mut bool,
+    cache: &mut ConversationCache,
 ) -> Result<Output> {
     match op {
         Op::Create(new) => create_conversation(conn, new, wrote).await,
-        Op::Apply(change) => apply_change(conn, change, appended, wrote).await,
+        Op::Apply(change) => {
+            if let Some(done) = append_cached(conn, change, appended, wrote, cache).await {
+                return done;
+            }
+            apply_change(conn, change, appended, wrote, cache).await
+        }
         Op::PutAgent(account) => put_agent(conn, account).await,
         Op::RemoveAgent(id) => {
             let done = sqlx::query("DELETE FROM agents WHERE id = ?")
@@ -753,8 +820,14 @@ async fn execute(
         Op::PurgeChunk {
             closed_before,
             limit,
-        } => purge_chunk(conn, *closed_before, *limit).await,
-        Op::ErasePlayer(player) => erase_player(conn, player).await,
+        } => {
+            cache.clear();
+            purge_chunk(conn, *closed_before, *limit).await
+        }
+        Op::ErasePlayer(player) => {
+            cache.clear();
+            erase_player(conn, player).await
+        }
         Op::Settings => {
             let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
                 .fetch_one(&mut *conn)
@@ -914,6 +987,7 @@ async fn apply_change(
     change: &Change,
     appended: &mut Option<(StoredEntry, u64)>,
     wrote: &mut bool,
+    cache: &mut ConversationCache,
 ) -> Result<Output> {
     let id = change.conversation.to_string();
     // One round trip reads the conversation and, for an entry with a client id, the
@@ -1014,6 +1088,7 @@ async fn apply_change(
         }
     }
 
+    let cached_agent = agent.clone();
     let mut writes = QueryBuilder::<Sqlite>::new("");
     if let Some(epoch) = raise_epoch {
         writes
@@ -1108,7 +1183,105 @@ async fn apply_change(
         *wrote = true;
         writes.build().execute(&mut *conn).await.map_err(db)?;
     }
+    cache.put(
+        id,
+        CachedConversation {
+            state,
+            agent: cached_agent,
+            last_seq,
+            last_public_seq,
+        },
+    );
     Ok(Output::Applied(outcome))
+}
+
+/// A plain append (an entry, perhaps an `expect`, nothing else) to a conversation the
+/// cache knows: checked against the cached row and written in one round trip, with
+/// no read. `None` when it does not apply, or when the entry's insert was refused
+/// (its client id or sequence number taken: a resend, or a row changed behind the
+/// writer's back): nothing was written, and [`apply_change`] runs it from the rows.
+async fn append_cached(
+    conn: &mut SqliteConnection,
+    change: &Change,
+    appended: &mut Option<(StoredEntry, u64)>,
+    wrote: &mut bool,
+    cache: &mut ConversationCache,
+) -> Option<Result<Output>> {
+    let entry = change.entry.as_ref()?;
+    if change.set.is_some()
+        || change.rating.is_some()
+        || change.fence.is_some()
+        || !change.events.is_empty()
+        || change.handoff.is_some()
+    {
+        return None;
+    }
+    let id = change.conversation.to_string();
+    let row = cache.get(&id)?.clone();
+    if let Some(expect) = &change.expect {
+        if expect.state != row.state
+            || expect.agent.as_ref().map(|a| a.0.as_str()) != row.agent.as_deref()
+        {
+            // Refused, unless it is a resend: that is answered from the rows.
+            return None;
+        }
+    }
+    let stored = StoredEntry {
+        conversation: change.conversation,
+        seq: row.last_seq + 1,
+        prev_public: row.last_public_seq,
+        kind: entry.kind,
+        sender: entry.sender.clone(),
+        text: entry.text.clone(),
+        client_id: entry.client_id.clone(),
+        event: entry.event.clone(),
+        at: now_ms(),
+    };
+    let last_public_seq = if stored.is_public() {
+        stored.seq
+    } else {
+        row.last_public_seq
+    };
+    // The insert runs first and stops the rest when refused, leaving nothing
+    // written; the update names only the counters (see `apply_change`).
+    let mut writes = QueryBuilder::<Sqlite>::new("");
+    if let Err(e) = push_entry(&mut writes, &id, &stored) {
+        return Some(Err(e));
+    }
+    writes
+        .push("UPDATE conversations SET last_seq = ")
+        .push_bind(to_db(stored.seq))
+        .push(", last_public_seq = ")
+        .push_bind(to_db(last_public_seq))
+        .push(" WHERE id = ")
+        .push_bind(id.clone())
+        .push("; ");
+    match writes.build().execute(&mut *conn).await {
+        Ok(_) => {}
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            cache.forget(&id);
+            return None;
+        }
+        Err(e) => {
+            *wrote = true;
+            return Some(Err(db(e)));
+        }
+    }
+    cache.put(
+        id,
+        CachedConversation {
+            last_seq: stored.seq,
+            last_public_seq,
+            ..row
+        },
+    );
+    *appended = Some((stored.clone(), entry.origin));
+    Some(Ok(Output::Applied(Applied {
+        appended: Some(Appended {
+            entry: stored,
+            duplicate: false,
+        }),
+    })))
 }
 
 /// Checks a change's [`Fence`] (after its `expect`): the epoch first

@@ -412,6 +412,48 @@ async fn a_failed_write_spares_its_batch() {
     store.shutdown().await;
 }
 
+/// The writer remembers the rows it wrote, so a plain append skips its read. A row
+/// changed behind its back (here by another connection, as a second process on the
+/// file would) must not be overwritten from that memory: the append is refused by
+/// the taken sequence number, then run again from the rows, and lands after it.
+#[tokio::test]
+async fn an_append_after_a_change_behind_the_writers_back_reads_the_rows() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), SqliteOptions::default()).await;
+    let id = create(&store).await;
+    let first = store.apply(Change::append(id, text("a", "first"))).await;
+    assert_eq!(seq_of(&first), Some(1));
+    let second = store.apply(Change::append(id, text("b", "second"))).await;
+    assert_eq!(seq_of(&second), Some(2), "remembered counters");
+    side_sql(
+        dir.path(),
+        &format!(
+            "INSERT INTO entries (conversation_id, seq, prev_public, kind, sender_role, \
+             sender_id, body, at) VALUES ('{id}', 3, 2, 'text', 'agent', 'ayla', 'behind', 0); \
+             UPDATE conversations SET last_seq = 3, last_public_seq = 3 WHERE id = '{id}'"
+        ),
+    )
+    .await;
+    let fourth = store.apply(Change::append(id, text("c", "after"))).await;
+    assert_eq!(seq_of(&fourth), Some(4), "{fourth:?}");
+    // And a resend of a remembered message is still answered as one.
+    let again = store
+        .apply(Change::append(id, text("b", "second")))
+        .await
+        .expect("resend");
+    let appended = again.appended.expect("the original");
+    assert!(appended.duplicate);
+    assert_eq!(appended.entry.seq, 2);
+    let texts: Vec<String> = store
+        .entries(id, 0, 100, true)
+        .await
+        .expect("entries")
+        .into_iter()
+        .map(|e| e.text)
+        .collect();
+    assert_eq!(texts, ["first", "second", "behind", "after"]);
+}
+
 /// A write that fails halfway, after it had already inserted its entry and moved the
 /// conversation, is undone whole by its savepoint and answered `Unavailable`; the
 /// rest of its batch commits. The failure is injected with a trigger.
