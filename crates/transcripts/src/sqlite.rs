@@ -65,12 +65,17 @@ pub struct SqliteOptions {
     /// Read-only connections beside the writer (default 4). Values below 1 count as 1.
     pub read_connections: u32,
     /// How often a connection of its own copies the write-ahead log into the
-    /// database file (a passive checkpoint, which never blocks the writer); `None`
-    /// leaves it all to the writer's automatic checkpoint (default 200 ms). The
-    /// writer still checkpoints every 1,000 pages of log, which is what lets the log
-    /// start over, but finds that work nearly done: the copy and its flush no longer
-    /// stall the commits queued behind it.
+    /// database file and flushes it (a passive checkpoint, which never blocks the
+    /// writer), when the writer has committed since the last one (default 20 ms);
+    /// `None` leaves it all to the writer's own checkpoint. Copying often keeps
+    /// what the writer's own checkpoint finds left to copy and flush small, so it
+    /// holds up the commits queued behind it for less.
     pub checkpoint_every: Option<Duration>,
+    /// Pages of log after which the writer checkpoints on its own, in its commit
+    /// path, which is what lets the log start over from its beginning (default
+    /// 2,000, about 8 MiB); it also bounds the log when the background checkpoint
+    /// falls behind or is switched off. Values below 1 count as 1.
+    pub autocheckpoint_pages: u32,
 }
 
 impl Default for SqliteOptions {
@@ -79,7 +84,8 @@ impl Default for SqliteOptions {
             write_queue: 8192,
             max_batch: 512,
             read_connections: 4,
-            checkpoint_every: Some(Duration::from_millis(200)),
+            checkpoint_every: Some(Duration::from_millis(20)),
+            autocheckpoint_pages: 2_000,
         }
     }
 }
@@ -88,9 +94,9 @@ impl Default for SqliteOptions {
 ///
 /// Every write (`create_conversation`, `apply`, `put_agent`, `remove_agent`,
 /// `put_catalog`, `remove_catalog`, `secret`, `raise_routing_epoch`, `erase_player`,
-/// and each chunk of `purge_closed`) is queued to one writer task, which commits whatever is queued together in one transaction, each
-/// write in its own savepoint: one flush serves many callers, and a write that fails
-/// (conflict, precondition, fenced, not found) rolls back only itself. Reads go to a
+/// and each chunk of `purge_closed`) is queued to one writer task, which commits
+/// whatever is queued together in one transaction: one flush serves many callers, and a write that fails (conflict,
+/// precondition, fenced, not found) leaves the others alone. Reads go to a
 /// read-only pool and never wait for the writer.
 ///
 /// Beyond the trait's contract: `create_conversation` fails with
@@ -143,19 +149,29 @@ impl SqliteStore {
             .clone()
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full);
+            .synchronous(SqliteSynchronous::Full)
+            .pragma(
+                "wal_autocheckpoint",
+                options.autocheckpoint_pages.max(1).to_string(),
+            );
         let mut conn = write_options.connect().await.map_err(db)?;
         MIGRATOR
             .run(&mut conn)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrating {}: {e}", path.display())))?;
 
+        let shared = Arc::new(Shared {
+            observer: OnceLock::new(),
+            commits: AtomicU64::new(0),
+        });
         let checkpointer = match options.checkpoint_every {
             Some(every) => {
                 let conn = base.clone().connect().await.map_err(db)?;
                 let (stop, stopped) = tokio::sync::oneshot::channel();
                 let span = tracing::info_span!("wal_checkpoint", path = %path.display());
-                let task = tokio::spawn(checkpoint_loop(conn, every, stopped).instrument(span));
+                let task = tokio::spawn(
+                    checkpoint_loop(conn, every, shared.clone(), stopped).instrument(span),
+                );
                 Some(Checkpointer { stop, task })
             }
             None => None,
@@ -169,10 +185,6 @@ impl SqliteStore {
             .await
             .map_err(db)?;
 
-        let shared = Arc::new(Shared {
-            observer: OnceLock::new(),
-            commits: AtomicU64::new(0),
-        });
         let (tx, rx) = mpsc::channel(options.write_queue.max(1));
         let writer = Writer {
             conn,
@@ -483,15 +495,23 @@ impl Store for SqliteStore {
 async fn checkpoint_loop(
     mut conn: SqliteConnection,
     every: Duration,
+    shared: Arc<Shared>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Commits already copied: an idle store is not checkpointed again and again.
+    let mut copied = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = &mut stop => break,
         }
+        let commits = shared.commits.load(Ordering::Relaxed);
+        if copied == Some(commits) {
+            continue;
+        }
+        copied = Some(commits);
         if let Err(e) = exec(&mut conn, "PRAGMA wal_checkpoint(PASSIVE)").await {
             // A busy or failed checkpoint is retried at the next tick; the writer's
             // own automatic checkpoint remains the backstop.

@@ -834,3 +834,63 @@ fn seq_of(result: &Result<Applied, StoreError>) -> Option<Seq> {
         .and_then(|a| a.appended.as_ref())
         .map(|a| a.entry.seq)
 }
+
+/// Appends `n` messages of about 1 KiB one at a time (one commit each) and returns
+/// the size of the write-ahead log afterwards.
+async fn log_size_after_appends(options: SqliteOptions, n: usize) -> u64 {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), options).await;
+    let id = create(&store).await;
+    let body = "x".repeat(1000);
+    for i in 0..n {
+        appended(
+            store
+                .apply(Change::append(id, text(&format!("c{i}"), &body)))
+                .await,
+        );
+    }
+    let wal = dir.path().join("pitboss.sqlite-wal");
+    let size = std::fs::metadata(&wal).expect("the log exists").len();
+    store.shutdown().await;
+    size
+}
+
+/// The log starts over instead of growing with every commit: bounded by the
+/// writer's own checkpoint, with or without the background one. Without either it
+/// grows by at least a page per commit, which shows the measure can fail.
+#[tokio::test]
+async fn the_write_ahead_log_stays_bounded() {
+    const APPENDS: usize = 1500;
+    const PAGE: u64 = 4096;
+    let unbounded = log_size_after_appends(
+        SqliteOptions {
+            checkpoint_every: None,
+            autocheckpoint_pages: u32::MAX,
+            ..SqliteOptions::default()
+        },
+        APPENDS,
+    )
+    .await;
+    assert!(
+        unbounded >= APPENDS as u64 * PAGE,
+        "with no checkpoint at all the log should hold every commit: {unbounded} bytes"
+    );
+    for options in [
+        SqliteOptions {
+            autocheckpoint_pages: 200,
+            ..SqliteOptions::default()
+        },
+        SqliteOptions {
+            checkpoint_every: None,
+            autocheckpoint_pages: 200,
+            ..SqliteOptions::default()
+        },
+    ] {
+        let background = options.checkpoint_every.is_some();
+        let size = log_size_after_appends(options, APPENDS).await;
+        assert!(
+            size <= 400 * (PAGE + 24),
+            "a 200-page log limit, background checkpoint {background}: {size} bytes"
+        );
+    }
+}
