@@ -246,7 +246,7 @@ pub async fn run(
             if t >= end {
                 break;
             }
-            tokio::time::sleep_until(t.into()).await;
+            crate::clock::sleep_until(t).await;
             let in_flight = flying.load(Ordering::Relaxed);
             if in_flight >= MAX_IN_FLIGHT {
                 dropped += 1;

@@ -14,6 +14,7 @@
 pub mod backing;
 pub mod bare;
 pub mod churn;
+pub mod clock;
 pub mod cluster;
 pub mod idle;
 pub mod procstat;

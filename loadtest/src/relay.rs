@@ -920,7 +920,7 @@ async fn schedule(
                 continue;
             }
             tokio::select! {
-                _ = tokio::time::sleep_until(due.into()) => {}
+                _ = crate::clock::sleep_until(due) => {}
                 ctrl = rx.recv() => match ctrl {
                     Some(Ctrl::Frame(t)) => {
                         sink.feed(Message::Text(t.into())).await?;

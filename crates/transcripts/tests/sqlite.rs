@@ -894,3 +894,30 @@ async fn the_write_ahead_log_stays_bounded() {
         );
     }
 }
+
+/// A resend that is alone in its batch, to a conversation the writer remembers,
+/// is answered as a duplicate; its batch still commits and the next append carries
+/// on from the stored counters.
+#[tokio::test]
+async fn a_resend_alone_in_its_batch_commits_its_batch() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), SqliteOptions::default()).await;
+    let id = create(&store).await;
+    let first = appended(store.apply(Change::append(id, text("a", "one"))).await);
+    let before = store.commits();
+    let again = appended(store.apply(Change::append(id, text("a", "one"))).await);
+    assert!(again.duplicate, "a resend is a duplicate");
+    assert_eq!(again.entry.seq, first.entry.seq);
+    assert_eq!(store.commits(), before + 1, "the resend's batch committed");
+    let next = appended(store.apply(Change::append(id, text("b", "two"))).await);
+    assert_eq!(next.entry.seq, first.entry.seq + 1);
+    store.shutdown().await;
+    let store = open(dir.path(), SqliteOptions::default()).await;
+    let stored = store.entries(id, 0, 100, true).await.expect("entries");
+    assert_eq!(
+        stored.len(),
+        2,
+        "both appends survived a restart: {stored:?}"
+    );
+    store.shutdown().await;
+}
