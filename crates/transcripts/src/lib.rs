@@ -112,6 +112,30 @@ pub struct NewEntry {
     pub origin: u64,
 }
 
+impl NewEntry {
+    /// This entry as stored at `seq` in `conversation`, after the public entry
+    /// `prev_public`, at `at` (milliseconds since the epoch).
+    pub fn stored(
+        &self,
+        conversation: ConversationId,
+        seq: Seq,
+        prev_public: Seq,
+        at: u64,
+    ) -> StoredEntry {
+        StoredEntry {
+            conversation,
+            seq,
+            prev_public,
+            kind: self.kind,
+            sender: self.sender.clone(),
+            text: self.text.clone(),
+            client_id: self.client_id.clone(),
+            event: self.event.clone(),
+            at,
+        }
+    }
+}
+
 /// A transcript entry as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredEntry {

@@ -1291,17 +1291,7 @@ async fn apply_change(
             .into());
         }
         if let Some(entry) = &change.entry {
-            let stored = StoredEntry {
-                conversation: change.conversation,
-                seq,
-                prev_public: last_public_seq,
-                kind: entry.kind,
-                sender: entry.sender.clone(),
-                text: entry.text.clone(),
-                client_id: entry.client_id.clone(),
-                event: entry.event.clone(),
-                at,
-            };
+            let stored = entry.stored(change.conversation, seq, last_public_seq, at);
             *appended = Some((stored.clone(), entry.origin));
             outcome.appended = Some(Appended {
                 entry: stored,

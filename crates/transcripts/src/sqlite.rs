@@ -1118,17 +1118,7 @@ async fn apply_change(
     }
     let mut outcome = Applied::default();
     if let Some(entry) = &change.entry {
-        let stored = StoredEntry {
-            conversation: change.conversation,
-            seq: last_seq + 1,
-            prev_public: last_public_seq,
-            kind: entry.kind,
-            sender: entry.sender.clone(),
-            text: entry.text.clone(),
-            client_id: entry.client_id.clone(),
-            event: entry.event.clone(),
-            at: now_ms(),
-        };
+        let stored = entry.stored(change.conversation, last_seq + 1, last_public_seq, now_ms());
         push_entry(&mut writes, &id, &stored)?;
         last_seq = stored.seq;
         if stored.is_public() {
@@ -1246,17 +1236,12 @@ async fn append_cached(
             return None;
         }
     }
-    let stored = StoredEntry {
-        conversation: change.conversation,
-        seq: row.last_seq + 1,
-        prev_public: row.last_public_seq,
-        kind: entry.kind,
-        sender: entry.sender.clone(),
-        text: entry.text.clone(),
-        client_id: entry.client_id.clone(),
-        event: entry.event.clone(),
-        at: now_ms(),
-    };
+    let stored = entry.stored(
+        change.conversation,
+        row.last_seq + 1,
+        row.last_public_seq,
+        now_ms(),
+    );
     let last_public_seq = if stored.is_public() {
         stored.seq
     } else {

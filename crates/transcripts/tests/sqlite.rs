@@ -395,13 +395,7 @@ async fn a_failed_write_spares_its_batch() {
     );
     assert_eq!(seq_of(&results[5]), Some(4));
 
-    let texts: Vec<String> = store
-        .entries(id, 0, 100, true)
-        .await
-        .expect("entries")
-        .into_iter()
-        .map(|e| e.text)
-        .collect();
+    let texts = texts_of(&store, id).await;
     assert_eq!(texts, ["original", "one", "two", "three"]);
     let record = store.conversation(id).await.expect("read").expect("found");
     assert_eq!(
@@ -444,13 +438,7 @@ async fn an_append_after_a_change_behind_the_writers_back_reads_the_rows() {
     let appended = again.appended.expect("the original");
     assert!(appended.duplicate);
     assert_eq!(appended.entry.seq, 2);
-    let texts: Vec<String> = store
-        .entries(id, 0, 100, true)
-        .await
-        .expect("entries")
-        .into_iter()
-        .map(|e| e.text)
-        .collect();
+    let texts = texts_of(&store, id).await;
     assert_eq!(texts, ["first", "second", "behind", "after"]);
 }
 
@@ -503,13 +491,7 @@ async fn a_write_failing_halfway_is_undone_whole() {
     );
     assert_eq!(seq_of(&results[2]), Some(2), "the failed write left no gap");
 
-    let texts: Vec<String> = store
-        .entries(id, 0, 100, true)
-        .await
-        .expect("entries")
-        .into_iter()
-        .map(|e| e.text)
-        .collect();
+    let texts = texts_of(&store, id).await;
     assert_eq!(texts, ["before", "after"]);
     let record = store.conversation(id).await.expect("read").expect("found");
     assert_eq!(
@@ -920,4 +902,15 @@ async fn a_resend_alone_in_its_batch_commits_its_batch() {
         "both appends survived a restart: {stored:?}"
     );
     store.shutdown().await;
+}
+
+/// The texts of every entry of `id`, notes included, in order.
+async fn texts_of(store: &SqliteStore, id: ConversationId) -> Vec<String> {
+    store
+        .entries(id, 0, 100, true)
+        .await
+        .expect("entries")
+        .into_iter()
+        .map(|e| e.text)
+        .collect()
 }
