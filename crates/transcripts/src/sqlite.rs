@@ -74,7 +74,8 @@ pub struct SqliteOptions {
     /// Pages of log after which the writer checkpoints on its own, in its commit
     /// path, which is what lets the log start over from its beginning (default
     /// 2,000, about 8 MiB); it also bounds the log when the background checkpoint
-    /// falls behind or is switched off. Values below 1 count as 1.
+    /// falls behind or is switched off. Values below 1 count as 1, values above
+    /// `i32::MAX` (SQLite's own bound) as `i32::MAX`.
     pub autocheckpoint_pages: u32,
 }
 
@@ -95,9 +96,9 @@ impl Default for SqliteOptions {
 /// Every write (`create_conversation`, `apply`, `put_agent`, `remove_agent`,
 /// `put_catalog`, `remove_catalog`, `secret`, `raise_routing_epoch`, `erase_player`,
 /// and each chunk of `purge_closed`) is queued to one writer task, which commits
-/// whatever is queued together in one transaction: one flush serves many callers, and a write that fails (conflict,
-/// precondition, fenced, not found) leaves the others alone. Reads go to a
-/// read-only pool and never wait for the writer.
+/// whatever is queued together in one transaction: one flush serves many callers,
+/// and a write that fails (conflict, precondition, fenced, not found) leaves the
+/// others alone. Reads go to a read-only pool and never wait for the writer.
 ///
 /// Beyond the trait's contract: `create_conversation` fails with
 /// [`StoreError::Conflict`] when the id exists already, and with
@@ -152,7 +153,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .pragma(
                 "wal_autocheckpoint",
-                options.autocheckpoint_pages.max(1).to_string(),
+                options
+                    .autocheckpoint_pages
+                    .clamp(1, i32::MAX.unsigned_abs())
+                    .to_string(),
             );
         let mut conn = write_options.connect().await.map_err(db)?;
         MIGRATOR
@@ -511,11 +515,11 @@ async fn checkpoint_loop(
         if copied == Some(commits) {
             continue;
         }
-        copied = Some(commits);
-        if let Err(e) = exec(&mut conn, "PRAGMA wal_checkpoint(PASSIVE)").await {
+        match exec(&mut conn, "PRAGMA wal_checkpoint(PASSIVE)").await {
+            Ok(()) => copied = Some(commits),
             // A busy or failed checkpoint is retried at the next tick; the writer's
             // own automatic checkpoint remains the backstop.
-            tracing::debug!(error = %e, "passive checkpoint failed");
+            Err(e) => tracing::debug!(error = %e, "passive checkpoint failed"),
         }
     }
     if let Err(e) = conn.close().await {
