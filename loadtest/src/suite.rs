@@ -528,13 +528,14 @@ pub fn table_configs() -> (IdleConfig, RelayConfig, RelayConfig, ChurnConfig) {
             slo_p99_ms: 5.0,
         },
         // The sweep to saturation, with 20,000 msg/s (the CPU comparison point)
-        // among its steps.
+        // among its steps; 2,000 apart up to 10,000 and 5,000 apart to 30,000, so
+        // that each server's highest load within the objective is read closely.
         RelayConfig {
             conversations: 500,
             agent_capacity: 50,
             offered: vec![
-                1_000.0, 2_000.0, 5_000.0, 10_000.0, 15_000.0, 20_000.0, 30_000.0, 40_000.0,
-                60_000.0, 80_000.0,
+                1_000.0, 2_000.0, 4_000.0, 6_000.0, 8_000.0, 10_000.0, 15_000.0, 20_000.0,
+                25_000.0, 30_000.0, 40_000.0, 60_000.0, 80_000.0,
             ],
             step_secs: 10.0,
             warmup_secs: 1.0,
