@@ -797,6 +797,34 @@ async fn redis_restarted_empty_loses_nothing_and_routing_comes_back() {
     floor.no_incidents();
 }
 
+/// An agent who accepts an offer just as Redis comes back empty (routing starts
+/// over on a new term, presence is refilling, the bus reconnecting) gets the
+/// conversation: the agent's node asks again while routing answers `overloaded`,
+/// and the new routing node honours the earlier offer once presence lists the
+/// agent, instead of refusing an offer the agent saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_accepted_while_redis_restarts_empty_is_honoured() {
+    let mut cluster = Cluster::start(Setup::nodes(2)).await;
+    let leader = cluster.wait_leader(None).await;
+    cluster.add_agent("ayla", 3, false);
+    let token = cluster.login("ayla").await;
+    let mut agent = cluster.agent("ayla", &token, 1 - leader).await;
+    let mut player = cluster.visitor("player-0", leader).await;
+    let since = agent.mark();
+    let conv = start(&mut player).await;
+    agent
+        .wait_frame(since, "the offer", SETTLE, |f| {
+            f["type"] == "offer" && f["conversation"] == conv.as_str()
+        })
+        .await;
+
+    cluster.redis.kill();
+    cluster.redis.restart();
+    if let Err(why) = accept(&mut agent, &mut player, &conv).await {
+        panic!("the accept of an offer the agent saw was refused: {why}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_by_redis_catches_up_from_the_store() {
     // A subscriber more than 32 KiB behind is disconnected by Redis at once.

@@ -262,6 +262,52 @@ impl Desk {
         )
     }
 
+    /// One try at an agent's accept on this router: of this router's offer or,
+    /// with `earlier`, of the previous router's. With the decisions, how long the
+    /// conversation waited and its department, for the queue-wait histogram.
+    fn accept_now(
+        &self,
+        conversation: ConversationId,
+        agent: &AgentId,
+        earlier: bool,
+        now: u64,
+    ) -> Result<(Vec<Decision>, Option<Waited>), RoutingError> {
+        let mut router = self.router();
+        let waited = match router.conversation(conversation) {
+            Some(ConversationView::Queued { since, request, .. }) => {
+                Some((now.saturating_sub(since), request.department))
+            }
+            _ => None,
+        };
+        let decisions = match router.accept(conversation, agent, now) {
+            Err(RoutingError::NotOffered) if earlier => {
+                router.accept_earlier_offer(conversation, agent, now)
+            }
+            result => result,
+        }?;
+        Ok((decisions, waited))
+    }
+
+    /// [`Desk::route`], asked again while routing answers `overloaded` (it is
+    /// starting on a node, or moving), for up to the route timeout: for an
+    /// agent's accept of an offer they saw, which a refusal would waste.
+    pub(super) async fn route_patiently(
+        self: &Arc<Self>,
+        command: Command,
+    ) -> Result<Reply, Refusal> {
+        let started = Instant::now();
+        let wait = Duration::from_millis(self.config.route_timeout_ms.max(10));
+        let again = Duration::from_millis((self.config.heartbeat_ms / 4).clamp(25, 250));
+        loop {
+            match self.route(command.clone()).await {
+                Err(Refusal(ErrorCode::Overloaded, _)) if started.elapsed() + again < wait => {
+                    tokio::time::sleep(again).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
     /// Whether the leader sees this request for the first time (commands are
     /// sent again until answered).
     fn first_sight(&self, from: &str, req: u64) -> bool {
@@ -416,36 +462,35 @@ impl Desk {
                 agent,
                 conversation,
             } => {
-                let (decisions, waited) = {
-                    let mut router = self.router();
-                    let waited = match router.conversation(conversation) {
-                        Some(ConversationView::Queued { since, request, .. }) => {
-                            Some((now.saturating_sub(since), request.department))
-                        }
-                        _ => None,
-                    };
-                    // An offer the previous routing node made and this one has not
-                    // replaced (routing moved while it was open) still counts.
-                    let earlier = self
-                        .offers
-                        .get(&conversation)
-                        .is_some_and(|o| o.agent == agent && o.deadline > Instant::now());
-                    let decisions = match router.accept(conversation, &agent, now) {
-                        Err(RoutingError::NotOffered) if earlier => {
-                            router.accept_earlier_offer(conversation, &agent, now)
-                        }
-                        result => result,
-                    };
-                    let decisions = decisions.map_err(|e| {
-                        if e == RoutingError::UnknownConversation {
-                            // A command or event may have been lost: check the
-                            // router against the store soon.
-                            self.repair_soon.store(true, Ordering::Relaxed);
-                        }
-                        routing_refusal(e)
-                    })?;
-                    (decisions, waited)
-                };
+                // An offer the previous routing node made and this one has not
+                // replaced (routing moved while it was open) still counts.
+                let earlier = self
+                    .offers
+                    .get(&conversation)
+                    .is_some_and(|o| o.agent == agent && o.deadline > Instant::now());
+                let mut attempt = self.accept_now(conversation, &agent, earlier, now);
+                if earlier && self.settling() && attempt.as_ref().is_err_and(is_not_yet) {
+                    // Right after routing moved (Redis restarted empty, say), presence
+                    // may not list the agent yet: look again, and if it still does
+                    // not, have the agent's node ask again shortly rather than refuse
+                    // an offer the agent saw.
+                    self.reconcile_presence().await;
+                    attempt = self.accept_now(conversation, &agent, earlier, now);
+                    if attempt.as_ref().is_err_and(is_not_yet) {
+                        return refuse(
+                            ErrorCode::Overloaded,
+                            "routing is starting on this node; retry",
+                        );
+                    }
+                }
+                let (decisions, waited) = attempt.map_err(|e| {
+                    if e == RoutingError::UnknownConversation {
+                        // A command or event may have been lost: check the
+                        // router against the store soon.
+                        self.repair_soon.store(true, Ordering::Relaxed);
+                    }
+                    routing_refusal(e)
+                })?;
                 if let Some((ms, department)) = waited {
                     metrics::histogram!(telemetry::QUEUE_WAIT, "department" => department)
                         .record(ms as f64 / 1000.0);
@@ -1352,3 +1397,11 @@ pub(super) fn request_of(record: &ConversationRecord) -> Request {
         },
     }
 }
+
+/// An accept the router cannot grant yet, but may once presence lists the agent.
+fn is_not_yet(e: &RoutingError) -> bool {
+    matches!(e, RoutingError::NotOffered | RoutingError::UnknownAgent)
+}
+
+/// How long an accepted conversation waited in the queue (ms), and its department.
+type Waited = (u64, String);

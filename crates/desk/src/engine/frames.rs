@@ -167,7 +167,7 @@ impl Desk {
                 let Session::Agent { id, .. } = session else {
                     return refuse(ErrorCode::Forbidden, "only agents accept offers");
                 };
-                self.route(Command::Accept {
+                self.route_patiently(Command::Accept {
                     agent: id.clone(),
                     conversation,
                 })
