@@ -149,10 +149,17 @@
 
     // ------------------------------------------------------------ the state
 
+    var START_RETRIES = 6; // 25 to 47 s of pauses in all before giving up
+
     var client = null;
     var cur = null; // {id, state, agent, readSeq}
     var views = {}; // conversation → {box, ol, bySeq, byClient}
     var starting = false;
+    // A `start` the server could not take now (`overloaded`, `rate_limited`) is sent
+    // again after a growing, jittered pause: the frame, the tries so far, the timer.
+    var lastStart = null;
+    var startTries = 0;
+    var startTimer = null;
     var historyAsked = false;
     var earlier = null; // id of an earlier conversation shown read-only
     var rateFor = null;
@@ -222,6 +229,7 @@
         client.watch(id, { resume: false });
       } else if (state) cur.state = state;
       starting = false;
+      stopStartRetry();
       show(intro, false);
       show(after, false);
       show(rateForm, false);
@@ -426,7 +434,13 @@
       client.on("history", onHistory);
       client.on("error", function (e) {
         if (e.frame === "rate" && e.code === "invalid_state") finish(true);
-        else if (e.frame === "start") { starting = false; setStatus(e.code === "too_many_conversations" ? t("too_many") : t("start_failed")); show(intro, true); }
+        else if (e.frame === "start") {
+          if ((e.code === "overloaded" || e.code === "rate_limited") && lastStart && startTries < START_RETRIES) { retryStart(); return; }
+          starting = false;
+          stopStartRetry();
+          setStatus(e.code === "too_many_conversations" ? t("too_many") : t("start_failed"));
+          show(intro, true);
+        }
       });
       client.on("auth_failed", function () {
         if (!tokenFn && store.get("visitor")) { store.set("visitor", null); client.start(); return; }
@@ -452,14 +466,14 @@
         var s = open.filter(function (c) { return c.id === cur.id; })[0];
         // The client resumes the current conversation by itself; a start as well
         // tells where it stands now (queue position, a new agent).
-        if (s && (s.state !== "active" || !cur.agent || s.agent !== cur.agent.id)) client.send({ type: "start", department: s.department });
+        if (s && (s.state !== "active" || !cur.agent || s.agent !== cur.agent.id)) sendStart({ type: "start", department: s.department });
         return;
       }
-      if (starting) { client.send({ type: "start", department: cfg.department, language: lang }); return; }
+      if (starting) { sendStart({ type: "start", department: cfg.department, language: lang }); return; }
       if (open.length) {
         view(open[0].id).box.setAttribute("aria-busy", "true");
         adopt(open[0].id, open[0].state);
-        client.send({ type: "start", department: open[0].department });
+        sendStart({ type: "start", department: open[0].department });
       } else if (!historyAsked) {
         historyAsked = true;
         client.send({ type: "history" });
@@ -482,6 +496,33 @@
       client.send({ type: "resume", conversation: prev.id, after: 0 });
     }
 
+    /** Sends a `start` and remembers it, to send again if the server is busy. */
+    function sendStart(frame) {
+      if (startTimer) { clearTimeout(startTimer); startTimer = null; }
+      lastStart = frame;
+      client.send(frame);
+    }
+
+    /** The server could not take the last `start` now: says so and sends it again
+     * after 1, 2, 4… s (at most 16 s, jittered, so that many widgets turned away
+     * together do not come back together). */
+    function retryStart() {
+      startTries++;
+      setStatus(t("busy_retrying"));
+      var delay = Math.min(16000, 1000 * Math.pow(2, startTries - 1)) * (0.5 + Math.random() * 0.5);
+      if (startTimer) clearTimeout(startTimer);
+      startTimer = setTimeout(function () {
+        startTimer = null;
+        if (client.state === "open" && lastStart) client.send(lastStart);
+      }, delay);
+    }
+
+    function stopStartRetry() {
+      if (startTimer) { clearTimeout(startTimer); startTimer = null; }
+      lastStart = null;
+      startTries = 0;
+    }
+
     function startChat() {
       connect();
       starting = true;
@@ -489,7 +530,7 @@
       show(intro, false);
       show(after, false);
       setStatus(t("connecting"));
-      if (client.state === "open") client.send({ type: "start", department: cfg.department, language: lang });
+      if (client.state === "open") sendStart({ type: "start", department: cfg.department, language: lang });
     }
 
     function endChat() {

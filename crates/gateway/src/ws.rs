@@ -274,7 +274,7 @@ async fn session_loop(
             }
         };
         let checked = if limiter.check().is_err() {
-            Err(RateLimited::Frames)
+            Err(RateLimited::frames(&text))
         } else {
             match decode_client(&text) {
                 Ok(frame) => player_limit(&state.players, &session, &frame).map(|()| Some(frame)),
@@ -346,8 +346,15 @@ async fn session_loop(
 
 /// A frame refused by a rate limit, and what the client is told.
 enum RateLimited {
-    /// The connection's own frame rate: an `error` frame.
-    Frames,
+    /// The connection's own frame rate: an `error` frame naming the dropped frame
+    /// when it could be decoded, so that a client knows which of its requests
+    /// went unanswered (a dropped `start` would otherwise leave it waiting).
+    Frames {
+        /// The dropped frame's `type`.
+        frame: Option<&'static str>,
+        conversation: Option<pitboss_protocol::ConversationId>,
+        client_id: Option<String>,
+    },
     /// The player's chat messages: an `error` frame naming the message, which was
     /// neither stored nor acknowledged (the client sends it again later).
     PlayerMessages {
@@ -360,10 +367,33 @@ enum RateLimited {
 }
 
 impl RateLimited {
+    /// The connection's frame rate refused `text`: decoded only to name it in
+    /// the answer (the frame was read already; decoding a frame within the size
+    /// limit costs little beside the strike it earns).
+    fn frames(text: &str) -> Self {
+        match decode_client(text) {
+            Ok(frame) => RateLimited::Frames {
+                frame: Some(frame.type_name()),
+                conversation: frame.conversation(),
+                client_id: match frame {
+                    ClientFrame::Send { client_id, .. } | ClientFrame::Note { client_id, .. } => {
+                        Some(client_id)
+                    }
+                    _ => None,
+                },
+            },
+            Err(_) => RateLimited::Frames {
+                frame: None,
+                conversation: None,
+                client_id: None,
+            },
+        }
+    }
+
     /// The `limit` label of `pitboss_rate_limited_total`.
     fn label(&self) -> &'static str {
         match self {
-            RateLimited::Frames => "frames",
+            RateLimited::Frames { .. } => "frames",
             RateLimited::PlayerMessages { .. } => "player_messages",
             RateLimited::PlayerTyping => "player_typing",
         }
@@ -372,10 +402,17 @@ impl RateLimited {
     /// The `error` frame the client gets, if any.
     fn into_error(self) -> Option<ServerFrame> {
         match self {
-            RateLimited::Frames => Some(ServerFrame::error(
-                ErrorCode::RateLimited,
-                "too many frames: this one was dropped",
-            )),
+            RateLimited::Frames {
+                frame,
+                conversation,
+                client_id,
+            } => Some(ServerFrame::Error {
+                code: ErrorCode::RateLimited,
+                message: "too many frames: this one was dropped; send it again later".into(),
+                frame: frame.map(Into::into),
+                conversation,
+                client_id,
+            }),
             RateLimited::PlayerMessages {
                 conversation,
                 client_id,

@@ -236,11 +236,58 @@ async fn a_flood_is_refused_not_queued_then_disconnected() {
         "about a burst answered, got {pongs}"
     );
     assert!(limited >= 50, "refusals were sent: {limited}");
+    // Each refusal names the frame it dropped.
+    assert!(
+        flooder
+            .backlog
+            .iter()
+            .filter(|v| v["code"] == "rate_limited")
+            .all(|v| v["frame"] == "ping"),
+        "{:?}",
+        flooder.backlog
+    );
     assert!(server.healthy().await);
     // Other clients are unaffected.
     let mut calm = server.visitor("en").await;
     calm.send(json!({"type":"ping"})).await;
     calm.expect("pong").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_dropped_for_rate_is_named_in_its_refusal() {
+    let dir = tempdir();
+    // One frame a second, bursts of three: the fourth frame sent at once is dropped.
+    let server = Server::start(
+        dir.path(),
+        &["--frames-per-second", "1", "--burst-frames", "3"],
+    );
+    let mut player = server.visitor("en").await;
+    let conv = start_chat(&mut player, None).await;
+    player
+        .send(json!({"type":"send","conversation":conv,"client_id":"m1","text":"hi"}))
+        .await;
+    player.send(json!({"type":"ping"})).await;
+    player
+        .send(json!({"type":"send","conversation":conv,"client_id":"m2","text":"again"}))
+        .await;
+    let refused = player
+        .expect_where(|v| v["type"] == "error" && v["code"] == "rate_limited")
+        .await;
+    assert_eq!(refused["frame"], "send", "{refused}");
+    assert_eq!(refused["conversation"], conv.as_str(), "{refused}");
+    assert_eq!(refused["client_id"], "m2", "{refused}");
+    // A refused `start` says so, so a client waiting for its answer can retry.
+    player.send(json!({"type":"start"})).await;
+    let refused = player
+        .expect_where(|v| v["type"] == "error" && v["code"] == "rate_limited")
+        .await;
+    assert_eq!(refused["frame"], "start", "{refused}");
+    assert!(refused.get("conversation").is_none(), "{refused}");
+    // Once the budget has refilled, the message sent again is stored.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let seq = player.say(&conv, "m2", "again").await;
+    assert!(seq > 0);
+    assert!(server.healthy().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

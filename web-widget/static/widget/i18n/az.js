@@ -26,6 +26,7 @@ Pitboss.i18n.add("widget", "az", {
   closed: "Söhbət başa çatdı.",
   too_many: "Artıq bir neçə açıq söhbətiniz var. Zəhmət olmasa, onlardan birində davam edin.",
   start_failed: "Söhbətə başlamaq mümkün olmadı. Yenidən cəhd edin.",
+  busy_retrying: "Komandamız hazırda çox məşğuldur. Bir azdan yenidən cəhd edilir…",
   your_message: "Mesajınız",
   placeholder: "Mesaj yazın…",
   send: "Göndər",

@@ -27,6 +27,7 @@ Pitboss.i18n.add("widget", "en", {
   closed: "The chat has ended.",
   too_many: "You already have several open chats. Please continue in one of them.",
   start_failed: "The chat could not be started. Please try again.",
+  busy_retrying: "Our team is very busy right now. Trying again in a moment…",
   your_message: "Your message",
   placeholder: "Write a message…",
   send: "Send",

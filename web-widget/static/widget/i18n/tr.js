@@ -26,6 +26,7 @@ Pitboss.i18n.add("widget", "tr", {
   closed: "Sohbet sona erdi.",
   too_many: "Zaten birkaç açık sohbetiniz var. Lütfen bunlardan birinde devam edin.",
   start_failed: "Sohbet başlatılamadı. Lütfen tekrar deneyin.",
+  busy_retrying: "Ekibimiz şu anda çok yoğun. Birazdan yeniden deneniyor…",
   your_message: "Mesajınız",
   placeholder: "Bir mesaj yazın…",
   send: "Gönder",
