@@ -210,8 +210,19 @@ pub(super) struct Leadership {
 impl Desk {
     // ------------------------------------------------------------- commands
 
-    /// Runs a command on the router: here if this node leads, else on the leader.
+    /// Runs a command on the router: here if this node leads, else on the leader,
+    /// waiting for its answer for up to the route timeout.
     pub(super) async fn route(self: &Arc<Self>, command: Command) -> Result<Reply, Refusal> {
+        let wait = Duration::from_millis(self.config.route_timeout_ms.max(10));
+        self.route_within(command, wait).await
+    }
+
+    /// [`Desk::route`], waiting for the leader's answer for up to `wait`.
+    async fn route_within(
+        self: &Arc<Self>,
+        command: Command,
+        wait: Duration,
+    ) -> Result<Reply, Refusal> {
         if self.is_leader() {
             return Box::pin(self.execute(command)).await;
         }
@@ -221,10 +232,9 @@ impl Desk {
         let req = self.next_req.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.insert(req, tx);
-        let wait = Duration::from_millis(self.config.route_timeout_ms.max(10));
         // The leader gives up a little before we do, so a late reply never
         // contradicts the refusal the client already got.
-        let deadline_ms = now_ms() + self.config.route_timeout_ms.max(10) * 4 / 5;
+        let deadline_ms = now_ms() + u64::try_from(wait.as_millis() * 4 / 5).unwrap_or(u64::MAX);
         let event = Event::Command {
             req,
             from: self.config.node.clone(),
@@ -237,14 +247,18 @@ impl Desk {
         }
         // Sent again until answered: the bus may drop it, or no node may lead at
         // this moment (the leader runs each request id once).
-        let started = Instant::now();
+        let deadline = Instant::now() + wait;
         let again = Duration::from_millis((self.config.heartbeat_ms / 2).clamp(50, 500));
         let mut rx = rx;
         loop {
-            match tokio::time::timeout(again, &mut rx).await {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(again.min(left), &mut rx).await {
                 Ok(Ok(result)) => return result.map_err(|(code, message)| Refusal(code, message)),
                 Ok(Err(_)) => break,
-                Err(_) if started.elapsed() + again > wait => break,
+                Err(_) if Instant::now() >= deadline => break,
                 Err(_) if self.is_leader() => {
                     // We lead now: whatever the old leader did is in our router.
                     self.pending.remove(&req);
@@ -289,18 +303,22 @@ impl Desk {
     }
 
     /// [`Desk::route`], asked again while routing answers `overloaded` (it is
-    /// starting on a node, or moving), for up to the route timeout: for an
-    /// agent's accept of an offer they saw, which a refusal would waste.
+    /// starting on a node, or moving), for up to the route timeout in all, each
+    /// try waiting only for what is left of it: for an agent's accept of an offer
+    /// they saw, which a refusal would waste.
     pub(super) async fn route_patiently(
         self: &Arc<Self>,
         command: Command,
     ) -> Result<Reply, Refusal> {
-        let started = Instant::now();
-        let wait = Duration::from_millis(self.config.route_timeout_ms.max(10));
+        let deadline =
+            Instant::now() + Duration::from_millis(self.config.route_timeout_ms.max(10));
         let again = Duration::from_millis((self.config.heartbeat_ms / 4).clamp(25, 250));
         loop {
-            match self.route(command.clone()).await {
-                Err(Refusal(ErrorCode::Overloaded, _)) if started.elapsed() + again < wait => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.route_within(command.clone(), left).await {
+                Err(Refusal(ErrorCode::Overloaded, _))
+                    if deadline.saturating_duration_since(Instant::now()) > again =>
+                {
                     tokio::time::sleep(again).await;
                 }
                 result => return result,
