@@ -496,6 +496,36 @@ impl Router {
         Ok(self.finish(before, now, out))
     }
 
+    /// An agent declines an offer that an earlier router made and this one has not
+    /// replaced (routing moved while it was open; see [`Router::accept_earlier_offer`]):
+    /// the agent gets the cooldown a decline gives, OfferWithdrawn{Declined} reports
+    /// the offer gone, and the conversation goes to the next eligible agent.
+    /// Err(NotOffered) unless the conversation is queued with no offer of this
+    /// router's.
+    pub fn decline_earlier_offer(
+        &mut self,
+        conversation: ConversationId,
+        agent: &AgentId,
+        now: Millis,
+    ) -> Result<Vec<Decision>, RoutingError> {
+        let before = self.snapshot();
+        let until = now.saturating_add(self.config.decline_cooldown_ms);
+        let c = self
+            .conversations
+            .get_mut(&conversation)
+            .ok_or(RoutingError::UnknownConversation)?;
+        if !matches!(c.state, State::Queued { offer: None, .. }) {
+            return Err(RoutingError::NotOffered);
+        }
+        c.cooldowns.insert(agent.clone(), until);
+        let out = vec![Decision::OfferWithdrawn {
+            conversation,
+            agent: agent.clone(),
+            reason: WithdrawReason::Declined,
+        }];
+        Ok(self.finish(before, now, out))
+    }
+
     /// The offered agent declines: OfferWithdrawn{Declined}; agent gets a cooldown
     /// for this conversation; a queued conversation goes to the next eligible agent;
     /// a transfer to a named agent fails (TransferFailed{Declined}); a department

@@ -736,3 +736,39 @@ fn an_offer_from_an_earlier_router_is_honoured_only_while_nobody_else_has_it() {
     assert_eq!(load(&r, "bo"), 1);
     invariants(&r);
 }
+
+#[test]
+fn a_decline_of_an_earlier_routers_offer_keeps_the_agent_from_it_for_a_while() {
+    let mut r = router();
+    // A rebuilt router: the conversation waits; bo held the earlier router's offer
+    // and the new one does not list him online yet.
+    r.upsert_agent(agent("ana"), profile(&["en"], &["support"], 1), 0);
+    r.upsert_agent(agent("bo"), profile(&["en"], &["support"], 1), 0);
+    r.enqueue(cid(1), req("support", "en", 0), 1).unwrap();
+    assert_eq!(
+        r.decline_earlier_offer(cid(9), &agent("bo"), 2),
+        Err(RoutingError::UnknownConversation)
+    );
+    let d = r.decline_earlier_offer(cid(1), &agent("bo"), 2).unwrap();
+    assert!(
+        d.contains(&Decision::OfferWithdrawn {
+            conversation: cid(1),
+            agent: agent("bo"),
+            reason: WithdrawReason::Declined,
+        }),
+        "{d:?}"
+    );
+    // Online now, bo is not offered what he declined...
+    let d = r.set_status(&agent("bo"), AgentStatus::Online, 3).unwrap();
+    assert_eq!(offers_in(&d), vec![]);
+    assert_eq!(offered_to(&r, cid(1)), None);
+    // ...ana is, and once the new router has offered it, only its own offer counts.
+    let d = r.set_status(&agent("ana"), AgentStatus::Online, 4).unwrap();
+    assert_eq!(offers_in(&d), vec![(cid(1), agent("ana"))]);
+    assert_eq!(
+        r.decline_earlier_offer(cid(1), &agent("bo"), 5),
+        Err(RoutingError::NotOffered)
+    );
+    assert_eq!(offered_to(&r, cid(1)), Some(agent("ana")));
+    invariants(&r);
+}

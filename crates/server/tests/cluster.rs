@@ -826,6 +826,67 @@ async fn an_offer_accepted_while_redis_restarts_empty_is_honoured() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_declined_while_redis_restarts_empty_is_declined() {
+    let mut cluster = Cluster::start(Setup::nodes(2)).await;
+    let leader = cluster.wait_leader(None).await;
+    cluster.add_agent("ayla", 3, false);
+    let token = cluster.login("ayla").await;
+    let mut agent = cluster.agent("ayla", &token, 1 - leader).await;
+    let mut player = cluster.visitor("player-0", leader).await;
+    let since = agent.mark();
+    let conv = start(&mut player).await;
+    agent
+        .wait_frame(since, "the offer", SETTLE, |f| {
+            f["type"] == "offer" && f["conversation"] == conv.as_str()
+        })
+        .await;
+
+    cluster.redis.kill();
+    cluster.redis.restart();
+    let mark = agent.mark();
+    assert!(
+        agent
+            .send(json!({"type":"decline","conversation":conv}))
+            .await
+    );
+    let answer = agent
+        .wait_frame(mark, "the answer to the decline", SETTLE, |f| {
+            f["conversation"] == conv.as_str()
+                && ((f["type"] == "error" && f["frame"] == "decline")
+                    || (f["type"] == "offer_withdrawn" && f["reason"] == "declined"))
+        })
+        .await;
+    assert_eq!(
+        answer["type"], "offer_withdrawn",
+        "decline refused: {answer}"
+    );
+    // The only agent declined: the player waits, and is not offered to her again
+    // at once (the decline's cooldown holds on the new routing node).
+    let after = agent.mark();
+    let again = Instant::now();
+    while again.elapsed() < Duration::from_secs(2) {
+        agent.pump();
+        player.pump();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        agent
+            .find(after, |f| f["type"] == "offer"
+                && f["conversation"] == conv.as_str())
+            .is_none(),
+        "offered again right after declining: {}",
+        agent.describe()
+    );
+    assert!(
+        player
+            .find(0, |f| f["type"] == "closed" || f["type"] == "assigned")
+            .is_none(),
+        "{}",
+        player.describe()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_by_redis_catches_up_from_the_store() {
     // A subscriber more than 32 KiB behind is disconnected by Redis at once.
     let cluster = Cluster::start(Setup {

@@ -310,8 +310,7 @@ impl Desk {
         self: &Arc<Self>,
         command: Command,
     ) -> Result<Reply, Refusal> {
-        let deadline =
-            Instant::now() + Duration::from_millis(self.config.route_timeout_ms.max(10));
+        let deadline = Instant::now() + Duration::from_millis(self.config.route_timeout_ms.max(10));
         let again = Duration::from_millis((self.config.heartbeat_ms / 4).clamp(25, 250));
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -520,10 +519,21 @@ impl Desk {
                 agent,
                 conversation,
             } => {
-                let decisions = self
-                    .router()
-                    .decline(conversation, &agent, now)
-                    .map_err(routing_refusal)?;
+                // An offer the previous routing node made and this one has not
+                // replaced (routing moved while it was open) is declined all the
+                // same: the agent gets the decline's cooldown here.
+                let earlier = self
+                    .offers
+                    .get(&conversation)
+                    .is_some_and(|o| o.agent == agent && o.deadline > Instant::now());
+                let attempt = self.router().decline(conversation, &agent, now);
+                let decisions = match attempt {
+                    Err(RoutingError::NotOffered) if earlier => self
+                        .router()
+                        .decline_earlier_offer(conversation, &agent, now),
+                    result => result,
+                }
+                .map_err(routing_refusal)?;
                 self.carry_out(decisions).await;
                 Ok(Reply::Done)
             }

@@ -178,7 +178,7 @@ impl Desk {
                 let Session::Agent { id, .. } = session else {
                     return refuse(ErrorCode::Forbidden, "only agents decline offers");
                 };
-                self.route(Command::Decline {
+                self.route_patiently(Command::Decline {
                     agent: id.clone(),
                     conversation,
                 })
