@@ -797,6 +797,28 @@ async fn redis_restarted_empty_loses_nothing_and_routing_comes_back() {
     floor.no_incidents();
 }
 
+/// Two nodes; a player on the leader is offered to the one agent, on the other
+/// node, who sees the offer; then Redis is killed and comes back empty.
+async fn offered_as_redis_restarts_empty() -> (Cluster, Peer, Peer, String) {
+    let mut cluster = Cluster::start(Setup::nodes(2)).await;
+    let leader = cluster.wait_leader(None).await;
+    cluster.add_agent("ayla", 3, false);
+    let token = cluster.login("ayla").await;
+    let mut agent = cluster.agent("ayla", &token, 1 - leader).await;
+    let mut player = cluster.visitor("player-0", leader).await;
+    let since = agent.mark();
+    let conv = start(&mut player).await;
+    agent
+        .wait_frame(since, "the offer", SETTLE, |f| {
+            f["type"] == "offer" && f["conversation"] == conv.as_str()
+        })
+        .await;
+
+    cluster.redis.kill();
+    cluster.redis.restart();
+    (cluster, agent, player, conv)
+}
+
 /// An agent who accepts an offer just as Redis comes back empty (routing starts
 /// over on a new term, presence is refilling, the bus reconnecting) gets the
 /// conversation: the agent's node asks again while routing answers `overloaded`,
@@ -804,45 +826,17 @@ async fn redis_restarted_empty_loses_nothing_and_routing_comes_back() {
 /// agent, instead of refusing an offer the agent saw.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offer_accepted_while_redis_restarts_empty_is_honoured() {
-    let mut cluster = Cluster::start(Setup::nodes(2)).await;
-    let leader = cluster.wait_leader(None).await;
-    cluster.add_agent("ayla", 3, false);
-    let token = cluster.login("ayla").await;
-    let mut agent = cluster.agent("ayla", &token, 1 - leader).await;
-    let mut player = cluster.visitor("player-0", leader).await;
-    let since = agent.mark();
-    let conv = start(&mut player).await;
-    agent
-        .wait_frame(since, "the offer", SETTLE, |f| {
-            f["type"] == "offer" && f["conversation"] == conv.as_str()
-        })
-        .await;
-
-    cluster.redis.kill();
-    cluster.redis.restart();
+    let (_cluster, mut agent, mut player, conv) = offered_as_redis_restarts_empty().await;
     if let Err(why) = accept(&mut agent, &mut player, &conv).await {
         panic!("the accept of an offer the agent saw was refused: {why}");
     }
 }
 
+/// Likewise, a decline of that offer is honoured: the offer is withdrawn and the
+/// new routing node keeps the conversation from the agent for the cooldown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offer_declined_while_redis_restarts_empty_is_declined() {
-    let mut cluster = Cluster::start(Setup::nodes(2)).await;
-    let leader = cluster.wait_leader(None).await;
-    cluster.add_agent("ayla", 3, false);
-    let token = cluster.login("ayla").await;
-    let mut agent = cluster.agent("ayla", &token, 1 - leader).await;
-    let mut player = cluster.visitor("player-0", leader).await;
-    let since = agent.mark();
-    let conv = start(&mut player).await;
-    agent
-        .wait_frame(since, "the offer", SETTLE, |f| {
-            f["type"] == "offer" && f["conversation"] == conv.as_str()
-        })
-        .await;
-
-    cluster.redis.kill();
-    cluster.redis.restart();
+    let (_cluster, mut agent, mut player, conv) = offered_as_redis_restarts_empty().await;
     let mark = agent.mark();
     assert!(
         agent
