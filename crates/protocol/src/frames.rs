@@ -536,6 +536,13 @@ pub struct WireLimits {
     pub frames_per_second: u32,
     /// Burst above that.
     pub burst_frames: u32,
+    /// Players only: the `send` frames a player may send per minute over all of
+    /// their connections to the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub player_messages_per_minute: Option<u32>,
+    /// Players only: the burst above that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub player_message_burst: Option<u32>,
 }
 
 impl Default for WireLimits {
@@ -547,6 +554,8 @@ impl Default for WireLimits {
             resume_page: RESUME_PAGE,
             frames_per_second: FRAMES_PER_SECOND,
             burst_frames: BURST_FRAMES,
+            player_messages_per_minute: None,
+            player_message_burst: None,
         }
     }
 }

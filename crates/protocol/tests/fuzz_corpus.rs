@@ -768,15 +768,25 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
         any::<usize>(),
         any::<u32>(),
         any::<u32>(),
+        proptest::option::of((any::<u32>(), any::<u32>())),
     )
         .prop_map(
-            |(max_frame_bytes, max_text_chars, resume_page, frames_per_second, burst_frames)| {
+            |(
+                max_frame_bytes,
+                max_text_chars,
+                resume_page,
+                frames_per_second,
+                burst_frames,
+                player,
+            )| {
                 WireLimits {
                     max_frame_bytes,
                     max_text_chars,
                     resume_page,
                     frames_per_second,
                     burst_frames,
+                    player_messages_per_minute: player.map(|p| p.0),
+                    player_message_burst: player.map(|p| p.1),
                 }
             },
         );

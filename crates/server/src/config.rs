@@ -523,6 +523,8 @@ impl Settings {
             max_frame_bytes: gateway.max_frame_bytes,
             frames_per_second: gateway.frames_per_second,
             burst_frames: gateway.burst_frames,
+            player_messages_per_minute: Some(gateway.player_messages_per_minute),
+            player_message_burst: Some(gateway.player_message_burst),
             ..WireLimits::default()
         };
         desk.player_tokens = match pick!(player_token_alg) {

@@ -23,6 +23,8 @@ async fn flags_beat_environment_which_beats_the_file() {
             file.to_str().unwrap(),
             "--frames-per-second",
             "7",
+            "--player-messages-per-minute",
+            "12",
         ],
     );
     std::env::remove_var("PITBOSS_BURST_FRAMES");
@@ -31,6 +33,17 @@ async fn flags_beat_environment_which_beats_the_file() {
     assert_eq!(limits["frames_per_second"], 7, "flag over file");
     assert_eq!(limits["burst_frames"], 9, "environment over file");
     assert_eq!(limits["max_frame_bytes"], 16384);
+    // A player is told their own message budget; an agent is not.
+    assert_eq!(limits["player_messages_per_minute"], 12, "{limits}");
+    assert_eq!(limits["player_message_burst"], 10, "{limits}");
+    server.add_agent("ayla", "en", "general", 2, false);
+    let agent = server.agent("ayla").await;
+    let limits = &agent.welcome["limits"];
+    assert_eq!(limits["frames_per_second"], 7, "{limits}");
+    assert!(
+        limits.get("player_messages_per_minute").is_none(),
+        "{limits}"
+    );
     assert!(dir.path().join("pitboss.db").exists(), "data dir used");
 }
 

@@ -255,7 +255,15 @@ impl Desk {
             visitor_token,
             status,
             conversations,
-            limits: self.config.limits.clone(),
+            limits: match session {
+                Session::Player { .. } => self.config.limits.clone(),
+                // The player's budget is no agent's business.
+                Session::Agent { .. } => pitboss_protocol::WireLimits {
+                    player_messages_per_minute: None,
+                    player_message_burst: None,
+                    ..self.config.limits.clone()
+                },
+            },
         }
     }
 
