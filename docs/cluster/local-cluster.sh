@@ -455,11 +455,12 @@ cmd_start() {
   start_nginx "$nginx_port"
   trap - EXIT
 
-  local url database_url demo=0 arg
+  local url database_url demo=0 given=0 arg
   url=$(state_get url)
   database_url=$(state_get database_url)
   for arg in "${serve_args[@]}"; do
     [[ $arg == --demo ]] && demo=1
+    [[ $arg == --demo-password || $arg == --demo-password=* ]] && given=1
   done
   say ""
   say "Pitboss cluster ready: $NODES nodes behind nginx, all on 127.0.0.1."
@@ -470,10 +471,14 @@ cmd_start() {
   say "  database        $database_url"
   say "  state and logs  $dir (cluster.env, node1.log ... node$NODES.log, nginx/logs/)"
   if ((demo)); then
-    # Every node resets the demo accounts when it starts, with its own password:
-    # the last node's is the one that works.
+    # Every node resets the demo accounts when it starts, with its own password
+    # unless one is given (--demo-password): the last node's is the one that works.
     local password
-    password=$(grep -o 'password=[^ ]*' "$dir/node$NODES.log" | tail -n 1 | cut -d= -f2) || true
+    if ((given)); then
+      password="the one given with --demo-password"
+    else
+      password=$(grep -o 'password=[^ ]*' "$dir/node$NODES.log" | tail -n 1 | cut -d= -f2) || true
+    fi
     say ""
     say "Demo casino page: $url/   (the chat widget is in the corner)"
     say "Demo agents: ayla (en, tr), olga (ru, az, en), sam (supervisor); password: ${password:-see $dir/node$NODES.log}"

@@ -138,6 +138,10 @@ pub(crate) struct ServeArgs {
     /// Serve a demo casino page at `/` and create demo agents (logins are logged).
     #[arg(long, env = "PITBOSS_DEMO")]
     demo: bool,
+    /// With `--demo`: the demo agents' password (at least 8 characters), for
+    /// several nodes sharing one store. Unset: a fresh one at every start, logged.
+    #[arg(long, env = "PITBOSS_DEMO_PASSWORD", hide_env_values = true)]
+    demo_password: Option<String>,
     /// Player-token algorithm: HS256, RS256 or ES256. Unset: visitors only.
     #[arg(long, env = "PITBOSS_PLAYER_TOKEN_ALG")]
     player_token_alg: Option<String>,
@@ -213,6 +217,7 @@ struct FileSettings {
     outbound_queue: Option<usize>,
     allowed_origins: Option<Vec<String>>,
     demo: Option<bool>,
+    demo_password: Option<String>,
     player_token_alg: Option<String>,
     player_token_secret: Option<String>,
     player_token_key_file: Option<PathBuf>,
@@ -354,6 +359,8 @@ pub(crate) struct Settings {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) desk: DeskConfig,
     pub(crate) gateway: GatewayConfig,
+    /// With `--demo`: the demo agents' password; `None`: a fresh one.
+    pub(crate) demo_password: Option<String>,
 }
 
 /// Milliseconds in a day, for retention periods given in days.
@@ -547,6 +554,15 @@ impl Settings {
                 )
             }
         };
+        let demo_password = pick!(demo_password);
+        if let Some(password) = &demo_password {
+            if !gateway.demo {
+                bail!("demo-password is for --demo only");
+            }
+            if password.chars().count() < 8 {
+                bail!("demo-password must be at least 8 characters");
+            }
+        }
         Ok(Settings {
             listen: pick!(listen)
                 .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid address")),
@@ -558,6 +574,7 @@ impl Settings {
                 pick!(shutdown_timeout_secs).unwrap_or(10.0),
                 "shutdown-timeout-secs",
             )?),
+            demo_password,
             desk,
             gateway,
         })

@@ -1,6 +1,7 @@
 //! `pitboss serve --demo`: demo agents in two languages, a supervisor, and canned
 //! replies and close reasons in every shipped language, so a new user sees the
-//! whole thing in a minute. Passwords are fresh at every start and logged.
+//! whole thing in a minute. The password is fresh at every start and logged,
+//! unless one is given (`--demo-password`, for several nodes on one store).
 
 use pitboss_desk::auth::hash_password;
 use pitboss_protocol::{AgentId, Role};
@@ -88,9 +89,11 @@ const REASONS: &[(&str, &str, &str)] = &[
     ("ru", "spam", "Спам"),
 ];
 
-/// Creates (or resets) the demo accounts and seeds the catalog where it is empty.
-pub(crate) async fn prepare(store: &dyn Store) -> anyhow::Result<()> {
-    let password = fresh_password();
+/// Creates (or resets) the demo accounts, with `password` or a fresh one, and seeds
+/// the catalog where it is empty.
+pub(crate) async fn prepare(store: &dyn Store, password: Option<&str>) -> anyhow::Result<()> {
+    let given = password.is_some();
+    let password = password.map_or_else(fresh_password, str::to_owned);
     let hash = hash_password(&password).map_err(|e| anyhow::anyhow!(e))?;
     for a in AGENTS {
         store
@@ -107,7 +110,7 @@ pub(crate) async fn prepare(store: &dyn Store) -> anyhow::Result<()> {
             .await?;
         tracing::info!(
             login = a.login,
-            password = %password,
+            password = %if given { "(as given)" } else { password.as_str() },
             languages = %a.languages.join(","),
             supervisor = a.role == Role::Supervisor,
             "demo agent"

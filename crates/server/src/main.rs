@@ -165,7 +165,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let database_url = settings.cluster.as_ref().map(|c| c.database_url.as_str());
     let shared = open_store(&settings.data_dir, database_url).await?;
     if settings.gateway.demo {
-        demo::prepare(&*shared)
+        demo::prepare(&*shared, settings.demo_password.as_deref())
             .await
             .context("preparing the demo")?;
     }

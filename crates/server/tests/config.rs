@@ -97,3 +97,39 @@ fn a_bad_configuration_is_refused_with_a_clear_message() {
         "an incomplete player-token setup must not start"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_agents_keep_a_given_password_across_starts() {
+    let dir = tempdir();
+    // The harness logs in with "secret-password".
+    let mut server = Server::start(
+        dir.path(),
+        &["--demo", "--demo-password", "secret-password"],
+    );
+    server.login("ayla").await;
+    // Restarted on the same store (as a second node would start): still the same.
+    server.kill();
+    server.spawn();
+    server.login("sam").await;
+    let logs = server.logs();
+    assert!(logs.contains("demo agent"), "{logs}");
+    assert!(
+        !logs.contains("secret-password"),
+        "a given password is not logged: {logs}"
+    );
+
+    for (args, says) in [
+        (&["--demo", "--demo-password", "short"][..], "at least 8"),
+        (&["--demo-password", "long-enough"][..], "--demo only"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} must not start");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
