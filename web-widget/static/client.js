@@ -124,6 +124,7 @@
     this.setState("closed");
     clearTimeout(this.timer);
     clearTimeout(this.pumpTimer);
+    clearTimeout(this.flushTimer);
     clearInterval(this.beat);
     if (this.ws) { try { this.ws.close(1000); } catch (e) { /* already closed */ } }
     this.ws = null;
@@ -255,6 +256,7 @@
         this.protocolError = null;
         this.limits = f.limits || null;
         if (f.limits) this.setRate(f.limits.frames_per_second, f.limits.burst_frames);
+        this.setSendRate(f.limits && f.limits.player_messages_per_minute, f.limits && f.limits.player_message_burst);
         this.attempt = 0;
         this.everOpen = true;
         this.lastRecv = this.now();
@@ -441,9 +443,42 @@
     for (var i = 0; i < this.outbox.length; i++) {
       var e = this.outbox[i];
       if (e.conversation !== conversation || e.sentOn === this.serial) continue;
+      if (e.kind !== "note" && !this.takeSend()) {
+        // The player's message budget is spent: the rest waits for it to refill.
+        var self = this;
+        clearTimeout(this.flushTimer);
+        this.flushTimer = setTimeout(function () { self.flushAll(); }, Math.ceil((1 - this.sendTokens) / this.sendRate) + 5);
+        return;
+      }
       e.sentOn = this.serial;
       this.send({ type: e.kind === "note" ? "note" : "send", conversation: e.conversation, client_id: e.client_id, text: e.text });
     }
+  };
+
+  /** Flushes every conversation's outbox. */
+  C.flushAll = function () {
+    for (var id in this.convs) this.flush(id);
+  };
+
+  /** Paces `send` frames to the player's message budget (from `welcome`; agents
+   * have none), at 75 % of it: the server's budget is shared by all of the
+   * player's tabs and does not tick in step with ours. */
+  C.setSendRate = function (perMinute, burst) {
+    this.sendRate = perMinute > 0 ? perMinute * 0.75 / 60000 : 0; // per ms
+    this.sendBurst = Math.max(1, Math.floor((burst || 1) * 0.75));
+    this.sendTokens = this.sendBurst;
+    this.sendRefilled = this.now();
+  };
+
+  /** Whether a `send` may go now (and counts it). */
+  C.takeSend = function () {
+    if (!this.sendRate) return true;
+    var now = this.now();
+    this.sendTokens = Math.min(this.sendBurst, this.sendTokens + (now - this.sendRefilled) * this.sendRate);
+    this.sendRefilled = now;
+    if (this.sendTokens < 1) return false;
+    this.sendTokens -= 1;
+    return true;
   };
 
   /** The unacknowledged messages of a conversation, oldest first. */

@@ -168,6 +168,33 @@ test("a refused message is given up and reported; an overloaded one is retried",
   client.stop();
 });
 
+test("a player's messages are paced to the message budget in welcome, in order", async () => {
+  // 80 a minute in bursts of 4: the client keeps to 75 %, bursts of 3, one every second.
+  const limits = { frames_per_second: 20, burst_frames: 40, player_messages_per_minute: 80, player_message_burst: 4 };
+  const { client, ws } = await connected({ welcomeFrame: { ...WELCOME, limits } });
+  client.watch("C", { after: 0 });
+  ws.recv({ type: "resumed", conversation: "C", last_seq: 0 });
+  const said = [1, 2, 3, 4, 5].map((n) => client.say("C", "m" + n).client_id);
+  const sends = () => ws.sent.filter((f) => f.type === "send").map((f) => f.client_id);
+  assert.deepEqual(sends(), said.slice(0, 3), "a burst of three at once");
+  const started = Date.now();
+  await until(() => sends().length === 4, 3000);
+  assert.ok(Date.now() - started >= 800, `the fourth waited for the budget (${Date.now() - started} ms)`);
+  await until(() => sends().length === 5, 3000);
+  assert.deepEqual(sends(), said, "in the order said, each once");
+  client.stop();
+});
+
+test("an agent's messages are not paced by a player's budget", async () => {
+  const agentWelcome = { ...WELCOME, you: { role: "agent", id: "ayla" } };
+  const { client, ws } = await connected({ welcomeFrame: agentWelcome });
+  client.watch("C", { after: 0 });
+  ws.recv({ type: "resumed", conversation: "C", last_seq: 0 });
+  for (let n = 0; n < 8; n++) client.say("C", "a" + n);
+  await until(() => ws.sent.filter((f) => f.type === "send").length === 8, 1000);
+  client.stop();
+});
+
 test("an expired token makes the client ask for a fresh one and reconnect", async () => {
   const { client, ws, calls } = await connected({ welcome: false });
   ws.recv({ type: "error", code: "token_expired", message: "expired", frame: "hello" });
