@@ -354,9 +354,7 @@
   C.send = function (frame) {
     if (DROPPABLE[frame.type]) {
       if (this.state !== "open" || !this.ws || this.queue.length) return false;
-      this.refill();
-      if (this.tokens < 1) return false;
-      this.tokens -= 1;
+      if (!this.frames.take(this.now())) return false;
       this.raw(frame);
       return true;
     }
@@ -371,29 +369,16 @@
 
   C.setRate = function (perSecond, burst) {
     // Stay under the server's limit: its bucket and ours do not tick in step.
-    this.rate = Math.max(1, (perSecond || 20) * 0.75);
-    this.burst = Math.max(1, Math.floor((burst || 40) * 0.5));
-    this.tokens = this.burst;
-    this.refilled = this.now();
-  };
-
-  C.refill = function () {
-    var now = this.now();
-    this.tokens = Math.min(this.burst, this.tokens + (now - this.refilled) * this.rate / 1000);
-    this.refilled = now;
+    this.frames = new Bucket(Math.max(1, (perSecond || 20) * 0.75), Math.floor((burst || 40) * 0.5), this.now());
   };
 
   C.pump = function () {
     var self = this;
     clearTimeout(this.pumpTimer);
     if (this.state !== "open" || !this.ws) return;
-    this.refill();
-    while (this.queue.length && this.tokens >= 1) {
-      this.tokens -= 1;
-      this.raw(this.queue.shift());
-    }
+    while (this.queue.length && this.frames.take(this.now())) this.raw(this.queue.shift());
     if (this.queue.length) {
-      this.pumpTimer = setTimeout(function () { self.pump(); }, Math.ceil((1 - this.tokens) * 1000 / this.rate) + 5);
+      this.pumpTimer = setTimeout(function () { self.pump(); }, this.frames.wait());
     }
   };
 
@@ -443,11 +428,11 @@
     for (var i = 0; i < this.outbox.length; i++) {
       var e = this.outbox[i];
       if (e.conversation !== conversation || e.sentOn === this.serial) continue;
-      if (e.kind !== "note" && !this.takeSend()) {
+      if (e.kind !== "note" && this.sends && !this.sends.take(this.now())) {
         // The player's message budget is spent: the rest waits for it to refill.
         var self = this;
         clearTimeout(this.flushTimer);
-        this.flushTimer = setTimeout(function () { self.flushAll(); }, Math.ceil((1 - this.sendTokens) / this.sendRate) + 5);
+        this.flushTimer = setTimeout(function () { self.flushAll(); }, this.sends.wait());
         return;
       }
       e.sentOn = this.serial;
@@ -464,21 +449,29 @@
    * have none), at 75 % of it: the server's budget is shared by all of the
    * player's tabs and does not tick in step with ours. */
   C.setSendRate = function (perMinute, burst) {
-    this.sendRate = perMinute > 0 ? perMinute * 0.75 / 60000 : 0; // per ms
-    this.sendBurst = Math.max(1, Math.floor((burst || 1) * 0.75));
-    this.sendTokens = this.sendBurst;
-    this.sendRefilled = this.now();
+    this.sends = perMinute > 0 ? new Bucket(perMinute * 0.75 / 60, Math.floor((burst || 1) * 0.75), this.now()) : null;
   };
 
-  /** Whether a `send` may go now (and counts it). */
-  C.takeSend = function () {
-    if (!this.sendRate) return true;
-    var now = this.now();
-    this.sendTokens = Math.min(this.sendBurst, this.sendTokens + (now - this.sendRefilled) * this.sendRate);
-    this.sendRefilled = now;
-    if (this.sendTokens < 1) return false;
-    this.sendTokens -= 1;
+  /** A token bucket: `perSecond` tokens a second, at most `burst` (≥ 1) saved. */
+  function Bucket(perSecond, burst, now) {
+    this.rate = perSecond / 1000; // per ms
+    this.burst = Math.max(1, burst);
+    this.tokens = this.burst;
+    this.at = now;
+  }
+
+  /** Takes a token if there is one. */
+  Bucket.prototype.take = function (now) {
+    this.tokens = Math.min(this.burst, this.tokens + (now - this.at) * this.rate);
+    this.at = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
     return true;
+  };
+
+  /** Milliseconds until the next token (after a `take` that found none). */
+  Bucket.prototype.wait = function () {
+    return Math.ceil((1 - this.tokens) / this.rate) + 5;
   };
 
   /** The unacknowledged messages of a conversation, oldest first. */

@@ -325,6 +325,14 @@ impl Desk {
         }
     }
 
+    /// Whether `agent` holds an offer of `conversation` that has not expired, as
+    /// this node heard of it (from whichever node routed at the time).
+    pub(super) fn holds_open_offer(&self, conversation: ConversationId, agent: &AgentId) -> bool {
+        self.offers
+            .get(&conversation)
+            .is_some_and(|o| &o.agent == agent && o.deadline > Instant::now())
+    }
+
     /// Whether the leader sees this request for the first time (commands are
     /// sent again until answered).
     fn first_sight(&self, from: &str, req: u64) -> bool {
@@ -481,10 +489,7 @@ impl Desk {
             } => {
                 // An offer the previous routing node made and this one has not
                 // replaced (routing moved while it was open) still counts.
-                let earlier = self
-                    .offers
-                    .get(&conversation)
-                    .is_some_and(|o| o.agent == agent && o.deadline > Instant::now());
+                let earlier = self.holds_open_offer(conversation, &agent);
                 let mut attempt = self.accept_now(conversation, &agent, earlier, now);
                 if earlier && self.settling() && attempt.as_ref().is_err_and(is_not_yet) {
                     // Right after routing moved (Redis restarted empty, say), presence
@@ -522,10 +527,7 @@ impl Desk {
                 // An offer the previous routing node made and this one has not
                 // replaced (routing moved while it was open) is declined all the
                 // same: the agent gets the decline's cooldown here.
-                let earlier = self
-                    .offers
-                    .get(&conversation)
-                    .is_some_and(|o| o.agent == agent && o.deadline > Instant::now());
+                let earlier = self.holds_open_offer(conversation, &agent);
                 let attempt = self.router().decline(conversation, &agent, now);
                 let decisions = match attempt {
                     Err(RoutingError::NotOffered) if earlier => self

@@ -880,9 +880,7 @@ impl Desk {
                 if owner.as_ref() == Some(id) {
                     return true;
                 }
-                self.offers
-                    .get(&live.id)
-                    .is_some_and(|o| &o.agent == id && o.deadline > Instant::now())
+                self.holds_open_offer(live.id, id)
             }
         }
     }
