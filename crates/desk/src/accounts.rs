@@ -44,7 +44,19 @@ pub enum AccountError {
     Hashing(String),
     /// The store failed, or the audit record could not be written; nothing changed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for AccountError {
+    /// The store's own refusal to take the admin role from the last admin (another
+    /// admin's change won the race past [`ensure_an_admin_remains`]) is the same
+    /// answer as the check's.
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::LastAdmin => AccountError::LastAdmin,
+            e => AccountError::Store(e),
+        }
+    }
 }
 
 /// Checks a login: 1 to 64 letters, digits, `.`, `_`, `-` or `@`.

@@ -55,6 +55,7 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         case!(observer_sees_every_entry_once),
         case!(events_and_handoffs_recorded),
         case!(agents_crud),
+        case!(an_admin_always_remains),
         case!(secret_get_or_create),
         case!(catalog_per_kind_and_language),
         case!(set_state_moves_department),
@@ -918,6 +919,88 @@ pub async fn agents_crud(store: Arc<dyn Store>) {
     assert!(!store.remove_agent(&bora.id).await.expect("remove again"));
     assert_eq!(store.agent(&bora.id).await.expect("read"), None);
     assert_eq!(store.agents().await.expect("list"), [ayla]);
+}
+
+/// The admin role is never taken from the only account that has it, by removal or
+/// by a new role, while everything else about that account may change; with no
+/// admin at all nothing is refused. Two removals at once leave one admin.
+pub async fn an_admin_always_remains(store: Arc<dyn Store>) {
+    let bora = account("bora", Role::Agent);
+    store.put_agent(bora.clone()).await.expect("put bora");
+    assert!(
+        store.remove_agent(&bora.id).await.expect("no admin at all"),
+        "with no admin, nothing is refused"
+    );
+
+    let ada = account("ada", Role::Admin);
+    store.put_agent(ada.clone()).await.expect("put ada");
+    let demoted = AgentAccount {
+        role: Role::Supervisor,
+        ..ada.clone()
+    };
+    assert!(matches!(
+        store.remove_agent(&ada.id).await,
+        Err(StoreError::LastAdmin)
+    ));
+    assert!(matches!(
+        store.put_agent(demoted.clone()).await,
+        Err(StoreError::LastAdmin)
+    ));
+    assert_eq!(
+        store.agent(&ada.id).await.expect("read"),
+        Some(ada.clone()),
+        "a refused write changes nothing"
+    );
+    let renamed = AgentAccount {
+        name: "Ada L.".into(),
+        ..ada.clone()
+    };
+    store
+        .put_agent(renamed.clone())
+        .await
+        .expect("the last admin may change all but the role");
+
+    let cem = account("cem", Role::Admin);
+    store.put_agent(cem.clone()).await.expect("put cem");
+    store
+        .put_agent(demoted.clone())
+        .await
+        .expect("with another admin, ada may be demoted");
+    assert!(
+        matches!(
+            store.remove_agent(&cem.id).await,
+            Err(StoreError::LastAdmin)
+        ),
+        "cem is the only admin now"
+    );
+
+    store
+        .put_agent(renamed.clone())
+        .await
+        .expect("ada admin again");
+    let (first, second) =
+        tokio::join!(store.remove_agent(&renamed.id), store.remove_agent(&cem.id));
+    let removed = [&first, &second]
+        .iter()
+        .filter(|r| matches!(r, Ok(true)))
+        .count();
+    let refused = [&first, &second]
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::LastAdmin)))
+        .count();
+    assert_eq!(
+        (removed, refused),
+        (1, 1),
+        "one removal passes, the other is refused: {first:?} {second:?}"
+    );
+    let admins = store
+        .agents()
+        .await
+        .expect("list")
+        .iter()
+        .filter(|a| a.role == Role::Admin)
+        .count();
+    assert_eq!(admins, 1);
 }
 
 /// A secret is created from the first caller's bytes; every later (or racing)

@@ -44,6 +44,10 @@ pub enum StoreError {
     /// written.
     #[error("a newer routing epoch exists: this decision is fenced")]
     Fenced,
+    /// The write would take the admin role from the only account that has it (a
+    /// removal, or a new role other than admin). Nothing was written.
+    #[error("this is the last admin: another admin must exist first")]
+    LastAdmin,
     /// The write queue is full. Nothing was written; the caller answers
     /// `overloaded` and the client retries.
     #[error("store overloaded")]
@@ -661,7 +665,11 @@ pub trait Store: Send + Sync + 'static {
     /// (department, milliseconds), at most `limit`.
     async fn recent_handle_times(&self, limit: u32) -> Result<Vec<(String, u64)>>;
 
-    /// Creates or replaces an account.
+    /// Creates or replaces an account. Replacing the only admin with a role other
+    /// than admin fails with [`StoreError::LastAdmin`]: the check and the write are
+    /// one transaction, and writers of accounts on every node take turns, so two
+    /// admins demoting or removing each other at once leave one of them admin.
+    /// Where no account is admin, nothing is refused.
     async fn put_agent(&self, account: AgentAccount) -> Result<()>;
 
     /// One account.
@@ -670,7 +678,8 @@ pub trait Store: Send + Sync + 'static {
     /// Every account, by login.
     async fn agents(&self) -> Result<Vec<AgentAccount>>;
 
-    /// Removes an account; false if there was none.
+    /// Removes an account; false if there was none. Removing the only admin fails
+    /// with [`StoreError::LastAdmin`], as in [`Store::put_agent`].
     async fn remove_agent(&self, id: &AgentId) -> Result<bool>;
 
     /// Catalog items of a kind, in one language or all, ordered by language and key.

@@ -82,7 +82,7 @@ use crate::{
 use async_trait::async_trait;
 use pitboss_protocol::{
     AgentId, ConversationId, ConversationState, ConversationSummary, MessageKind, Participant,
-    PlayerCard, PlayerId, Seq,
+    PlayerCard, PlayerId, Role, Seq,
 };
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow, Postgres};
 use sqlx::{ConnectOptions, Connection, QueryBuilder, Row};
@@ -873,6 +873,7 @@ async fn execute(
         Op::Apply(change) => apply_change(conn, change, appended, wrote).await,
         Op::PutAgent(account) => put_agent(conn, account).await,
         Op::RemoveAgent(id) => {
+            keep_an_admin(conn, id).await?;
             let done = sqlx::query("DELETE FROM agents WHERE id = $1")
                 .bind(&id.0)
                 .execute(&mut *conn)
@@ -1449,6 +1450,9 @@ async fn insert_event(
 
 /// Creates or replaces an account.
 async fn put_agent(conn: &mut PgConnection, account: &AgentAccount) -> Result<Output, Fail> {
+    if account.role != Role::Admin {
+        keep_an_admin(conn, &account.id).await?;
+    }
     sqlx::query(
         "INSERT INTO agents (id, name, password_hash, role, languages, departments, capacity, \
          created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -1470,6 +1474,38 @@ async fn put_agent(conn: &mut PgConnection, account: &AgentAccount) -> Result<Ou
     .map_err(fail)?;
     Ok(Output::Unit)
 }
+
+/// Refuses, with [`StoreError::LastAdmin`], to take the admin role from `id` when
+/// no other account has it. Writers of accounts on every node first take one
+/// advisory lock, held to the end of their transaction, so the check below (a new
+/// statement, which sees what the previous holder committed) and the write after
+/// it cannot interleave with another node's: two admins removing each other at
+/// once leave one of them.
+async fn keep_an_admin(conn: &mut PgConnection, id: &AgentId) -> Result<(), Fail> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(ACCOUNTS_LOCK)
+        .execute(&mut *conn)
+        .await
+        .map_err(fail)?;
+    let last: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM agents WHERE id = $2 AND role = $1) \
+         AND NOT EXISTS (SELECT 1 FROM agents WHERE role = $1 AND id <> $2)",
+    )
+    .bind(tag(Role::Admin)?)
+    .bind(&id.0)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(fail)?;
+    if last {
+        Err(Fail::Refused(StoreError::LastAdmin))
+    } else {
+        Ok(())
+    }
+}
+
+/// The advisory lock (transaction-scoped) that writers taking the admin role from
+/// an account hold: the bytes of "pb-accts". Migrations use sqlx's own key.
+const ACCOUNTS_LOCK: i64 = i64::from_be_bytes(*b"pb-accts");
 
 /// The columns of a [`ConversationRecord`]; `first_seq` is NULL when no entry is stored.
 const CONVERSATION_SELECT: &str = "SELECT c.id, c.player_id, c.player_card, c.department, \

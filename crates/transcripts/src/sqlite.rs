@@ -26,7 +26,7 @@ use crate::{
 use async_trait::async_trait;
 use pitboss_protocol::{
     AgentId, ConversationId, ConversationState, ConversationSummary, MessageKind, Participant,
-    PlayerCard, PlayerId, Seq,
+    PlayerCard, PlayerId, Role, Seq,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -762,6 +762,7 @@ async fn execute(
         }
         Op::PutAgent(account) => put_agent(conn, account).await,
         Op::RemoveAgent(id) => {
+            keep_an_admin(conn, id).await?;
             let done = sqlx::query("DELETE FROM agents WHERE id = ?")
                 .bind(&id.0)
                 .execute(&mut *conn)
@@ -1391,6 +1392,9 @@ fn push_event(
 
 /// Creates or replaces an account.
 async fn put_agent(conn: &mut SqliteConnection, account: &AgentAccount) -> Result<Output> {
+    if account.role != Role::Admin {
+        keep_an_admin(conn, &account.id).await?;
+    }
     sqlx::query(
         "INSERT INTO agents (id, name, password_hash, role, languages, departments, capacity, \
          created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
@@ -1412,6 +1416,27 @@ async fn put_agent(conn: &mut SqliteConnection, account: &AgentAccount) -> Resul
     .map_err(db)?;
     Ok(Output::Unit)
 }
+
+/// Refuses, with [`StoreError::LastAdmin`], to take the admin role from `id` when
+/// no other account has it. Runs in the writer's transaction, which holds the
+/// file's write lock (`BEGIN IMMEDIATE`), so no other writer can change the
+/// accounts between this check and the write after it.
+async fn keep_an_admin(conn: &mut SqliteConnection, id: &AgentId) -> Result<()> {
+    let last: bool = sqlx::query_scalar(LAST_ADMIN_SQLITE)
+        .bind(tag(Role::Admin)?)
+        .bind(&id.0)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db)?;
+    if last {
+        Err(StoreError::LastAdmin)
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether the account `?2` is the only one with the role `?1`.
+const LAST_ADMIN_SQLITE: &str = "SELECT EXISTS (SELECT 1 FROM agents WHERE id = ?2 AND role = ?1)      AND NOT EXISTS (SELECT 1 FROM agents WHERE role = ?1 AND id <> ?2)";
 
 /// The columns of a [`ConversationRecord`]; `first_seq` is NULL when no entry is stored.
 const CONVERSATION_SELECT: &str = "SELECT c.id, c.player_id, c.player_card, c.department, \

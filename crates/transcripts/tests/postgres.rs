@@ -96,6 +96,7 @@ conformance_tests!(
     observer_sees_every_entry_once,
     events_and_handoffs_recorded,
     agents_crud,
+    an_admin_always_remains,
     secret_get_or_create,
     catalog_per_kind_and_language,
     set_state_moves_department,
@@ -366,6 +367,73 @@ async fn two_nodes_racing_for_a_secret_share_one() {
         values.windows(2).all(|w| w[0] == w[1]),
         "racing nodes get one secret"
     );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// Two admins, each removed by a different node at the same moment, round after
+/// round: one of them stays admin every time. Each node's check sees the other's
+/// admin until that removal commits, so without the nodes taking turns both
+/// removals would pass and leave no admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_removing_each_others_admin_leave_one() {
+    let url = fresh_database().await;
+    let nodes = [
+        connect(&url, PostgresOptions::default()).await,
+        connect(&url, PostgresOptions::default()).await,
+    ];
+    let admin = |id: String| AgentAccount {
+        id: AgentId(id.clone()),
+        name: id,
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        role: Role::Admin,
+        languages: vec!["en".into()],
+        departments: vec!["general".into()],
+        capacity: 3,
+        created_at: 1_700_000_000_000,
+    };
+    let mut survivor = admin("admin-0".into());
+    nodes[0]
+        .put_agent(survivor.clone())
+        .await
+        .expect("first admin");
+    for round in 1..=25 {
+        let newcomer = admin(format!("admin-{round}"));
+        nodes[1]
+            .put_agent(newcomer.clone())
+            .await
+            .expect("second admin");
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let remove = |node: &Arc<PostgresStore>, id: AgentId| {
+            let (node, barrier) = (node.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                node.remove_agent(&id).await
+            })
+        };
+        let first = remove(&nodes[0], survivor.id.clone());
+        let second = remove(&nodes[1], newcomer.id.clone());
+        let (first, second) = (first.await.expect("task"), second.await.expect("task"));
+        let admins: Vec<_> = nodes[0]
+            .agents()
+            .await
+            .expect("list")
+            .into_iter()
+            .filter(|a| a.role == Role::Admin)
+            .collect();
+        assert_eq!(
+            admins.len(),
+            1,
+            "round {round}: {first:?} {second:?} left {admins:?}"
+        );
+        assert!(
+            matches!(first, Err(StoreError::LastAdmin))
+                != matches!(second, Err(StoreError::LastAdmin)),
+            "round {round}: exactly one removal refused: {first:?} {second:?}"
+        );
+        survivor = admins.into_iter().next().expect("one admin");
+    }
     for node in nodes {
         node.shutdown().await;
     }

@@ -64,6 +64,7 @@ conformance_tests!(
     observer_sees_every_entry_once,
     events_and_handoffs_recorded,
     agents_crud,
+    an_admin_always_remains,
     secret_get_or_create,
     catalog_per_kind_and_language,
     set_state_moves_department,

@@ -60,6 +60,7 @@ impl From<StoreError> for Refusal {
             StoreError::NotFound => "not_found",
             StoreError::Precondition => "precondition",
             StoreError::Fenced => "fenced",
+            StoreError::LastAdmin => "last_admin",
             StoreError::Overloaded => "overloaded",
             StoreError::Unavailable(_) => "unavailable",
         };
@@ -82,6 +83,8 @@ impl From<StoreError> for Refusal {
                 ErrorCode::Overloaded,
                 "routing moved to another node meanwhile; retry".into(),
             ),
+            // Only account writes meet this; no conversation path makes one.
+            StoreError::LastAdmin => Refusal(ErrorCode::InvalidState, err.to_string()),
             StoreError::Unavailable(e) => Refusal(
                 ErrorCode::Overloaded,
                 format!("storage unavailable: nothing was stored, retry ({e})"),
