@@ -7,9 +7,9 @@
 //! plain library code so that another crate's tests can run them.
 
 use crate::{
-    now_ms, AgentAccount, Applied, Change, CommitObserver, ConversationFilter, Deleted, Expect,
-    Fence, Handoff, LifecycleEvent, LifecycleKind, NewConversation, NewEntry, PlayerExport,
-    SetState, Store, StoreError, StoredEntry, PURGE_CHUNK,
+    now_ms, AgentAccount, Applied, Change, CommitObserver, ConversationFilter, ConversationRecord,
+    Deleted, Expect, Fence, Handoff, LifecycleEvent, LifecycleKind, NewConversation, NewEntry,
+    PlayerExport, SetState, Store, StoreError, StoredEntry, PURGE_CHUNK,
 };
 use pitboss_protocol::{
     AgentId, ConversationId, ConversationState, MessageKind, Participant, PlayerCard, PlayerId,
@@ -61,6 +61,7 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         case!(set_state_moves_department),
         case!(resend_recognised_before_precondition),
         case!(open_conversations_exclude_closed),
+        case!(open_limit_holds_per_player),
         case!(open_conversations_ordered_by_creation_then_id),
         case!(conversations_filtered_newest_first),
         case!(recent_handle_times),
@@ -1346,6 +1347,74 @@ pub async fn audit_limit_is_capped(store: Arc<dyn Store>) {
     assert_eq!(default.len(), 100);
 }
 
+/// A creation with an `open_limit` is refused while the player has an open
+/// conversation in that department, or that many open in all; closed ones and
+/// other players do not count, and a creation without a limit is never refused.
+pub async fn open_limit_holds_per_player(store: Arc<dyn Store>) {
+    let limited = |player: &str, department: &str, state| NewConversation {
+        department: department.into(),
+        open_limit: Some(2),
+        ..new_conversation(player, state, now_ms())
+    };
+    let first = limited("p:1", "general", ConversationState::Queued);
+    store
+        .create_conversation(first.clone())
+        .await
+        .expect("first");
+    let again = store
+        .create_conversation(limited("p:1", "general", ConversationState::Offline))
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::PlayerBusy)),
+        "same department: {again:?}"
+    );
+    store
+        .create_conversation(limited("p:1", "payments", ConversationState::Offline))
+        .await
+        .expect("another department");
+    let third = limited("p:1", "risk", ConversationState::Queued);
+    let refused = store.create_conversation(third.clone()).await;
+    assert!(
+        matches!(refused, Err(StoreError::PlayerBusy)),
+        "two open already: {refused:?}"
+    );
+    assert_eq!(
+        store.conversation(third.id).await.expect("read"),
+        None,
+        "a refused creation writes nothing"
+    );
+    store
+        .create_conversation(limited("p:2", "general", ConversationState::Queued))
+        .await
+        .expect("another player");
+    store
+        .create_conversation(NewConversation {
+            open_limit: None,
+            ..limited("p:1", "general", ConversationState::Queued)
+        })
+        .await
+        .expect("no limit, no refusal");
+
+    close(&store, first.id).await;
+    let players_open = |records: Vec<ConversationRecord>| {
+        records
+            .iter()
+            .filter(|r| r.summary.player.0 == "p:1")
+            .count()
+    };
+    assert_eq!(
+        players_open(store.open_conversations().await.expect("open")),
+        2
+    );
+    let refused = store
+        .create_conversation(limited("p:1", "risk", ConversationState::Queued))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::PlayerBusy)),
+        "still two open (payments, general without limit): {refused:?}"
+    );
+}
+
 /// `open_conversations` lists everything not closed (queued, active, offline),
 /// oldest first.
 pub async fn open_conversations_exclude_closed(store: Arc<dyn Store>) {
@@ -2492,6 +2561,7 @@ fn new_conversation(player: &str, state: ConversationState, created_at: u64) -> 
         language: "tr".into(),
         state,
         created_at,
+        open_limit: None,
     }
 }
 

@@ -48,6 +48,11 @@ pub enum StoreError {
     /// removal, or a new role other than admin). Nothing was written.
     #[error("this is the last admin: another admin must exist first")]
     LastAdmin,
+    /// A creation's [`NewConversation::open_limit`] did not hold: the player has
+    /// an open conversation in that department, or as many open as allowed.
+    /// Nothing was written.
+    #[error("the player has an open conversation there, or too many open")]
+    PlayerBusy,
     /// The write queue is full. Nothing was written; the caller answers
     /// `overloaded` and the client retries.
     #[error("store overloaded")]
@@ -55,6 +60,12 @@ pub enum StoreError {
     /// The database failed or is unreachable. Nothing was acknowledged.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+}
+
+/// Whether a creation's [`NewConversation::open_limit`] fails, given the
+/// departments of the player's open conversations.
+pub(crate) fn player_busy(open: &[String], new: &NewConversation, limit: u32) -> bool {
+    open.contains(&new.department) || open.len() >= limit as usize
 }
 
 /// Milliseconds since the Unix epoch, the store's wall clock for timestamps.
@@ -80,6 +91,12 @@ pub struct NewConversation {
     pub state: ConversationState,
     /// Created, Unix ms.
     pub created_at: u64,
+    /// When set, the creation is refused with [`StoreError::PlayerBusy`] if the
+    /// player already has an open (queued, active or offline) conversation in this
+    /// department, or this many open in all. The check and the insert are one
+    /// transaction, and creations for one player take turns across nodes, so two
+    /// nodes starting the player's first chat at once open one.
+    pub open_limit: Option<u32>,
 }
 
 /// A conversation as stored.

@@ -74,10 +74,10 @@ use crate::queue::{
     audit_select, corrupt, db, from_db, tag, to_db, untag, Op, Output, Request, WriteQueue,
 };
 use crate::{
-    now_ms, AgentAccount, Appended, Applied, AuditFilter, AuditRecord, CatalogItem, CatalogKind,
-    Change, CommitObserver, ConversationFilter, ConversationRecord, Deleted, Fence, Handoff,
-    LifecycleEvent, LifecycleKind, NewAuditRecord, NewConversation, NewEntry, Purged, Result,
-    Store, StoreError, StoredEntry, MAX_PURGE_CHUNK,
+    now_ms, player_busy, AgentAccount, Appended, Applied, AuditFilter, AuditRecord, CatalogItem,
+    CatalogKind, Change, CommitObserver, ConversationFilter, ConversationRecord, Deleted, Fence,
+    Handoff, LifecycleEvent, LifecycleKind, NewAuditRecord, NewConversation, NewEntry, Purged,
+    Result, Store, StoreError, StoredEntry, MAX_PURGE_CHUNK,
 };
 use async_trait::async_trait;
 use pitboss_protocol::{
@@ -752,6 +752,7 @@ impl Writer {
                 .fetch_optional(&mut *conn)
                 .await?;
         }
+        lock_players(conn, batch).await?;
         for request in batch {
             let guarded = guard_all || !matches!(request.op, Op::Apply(_) | Op::Create(_));
             if guarded {
@@ -1079,6 +1080,22 @@ async fn create_conversation(
             return Err(StoreError::Precondition.into())
         }
     };
+    if let Some(limit) = new.open_limit {
+        // The batch holds this player's advisory lock (see `lock_players`): a
+        // creation for them on another node waits for this transaction, and this
+        // read (a new statement) sees what the one before committed.
+        let open: Vec<String> = sqlx::query_scalar(
+            "SELECT department FROM conversations WHERE player_id = $1 AND state <> $2",
+        )
+        .bind(&new.player.id.0)
+        .bind(tag(ConversationState::Closed)?)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(fail)?;
+        if player_busy(&open, new, limit) {
+            return Err(StoreError::PlayerBusy.into());
+        }
+    }
     let id = new.id.to_string();
     let card = serde_json::to_string(&new.player).map_err(corrupt)?;
     // Even a refused insert (a taken id) aborts PostgreSQL's transaction.
@@ -1502,6 +1519,35 @@ async fn keep_an_admin(conn: &mut PgConnection, id: &AgentId) -> Result<(), Fail
         Ok(())
     }
 }
+
+/// Takes, for each player whose conversation the batch creates with an
+/// [`NewConversation::open_limit`], that player's advisory lock (transaction-scoped,
+/// keyed by [`PLAYER_LOCKS`] and a hash of the id; players whose ids collide share
+/// one), in id order, so creations for one player take turns across nodes and two
+/// batches never wait for each other in a cycle.
+async fn lock_players(conn: &mut PgConnection, batch: &[Request]) -> Result<(), sqlx::Error> {
+    let mut players: Vec<&str> = batch
+        .iter()
+        .filter_map(|request| match &request.op {
+            Op::Create(new) if new.open_limit.is_some() => Some(new.player.id.0.as_str()),
+            _ => None,
+        })
+        .collect();
+    players.sort_unstable();
+    players.dedup();
+    for player in players {
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(PLAYER_LOCKS)
+            .bind(player)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The first key of the players' advisory locks (two 32-bit keys, a space apart
+/// from single 64-bit keys such as [`ACCOUNTS_LOCK`]): the bytes of "pbpl".
+const PLAYER_LOCKS: i32 = i32::from_be_bytes(*b"pbpl");
 
 /// The advisory lock (transaction-scoped) that writers taking the admin role from
 /// an account hold: the bytes of "pb-accts". Migrations use sqlx's own key.

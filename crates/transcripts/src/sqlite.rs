@@ -18,10 +18,10 @@ use crate::queue::{
     audit_select, corrupt, db, from_db, tag, to_db, untag, Op, Output, Request, WriteQueue,
 };
 use crate::{
-    now_ms, AgentAccount, Appended, Applied, AuditFilter, AuditRecord, CatalogItem, CatalogKind,
-    Change, CommitObserver, ConversationFilter, ConversationRecord, Deleted, Fence, Handoff,
-    LifecycleEvent, LifecycleKind, NewAuditRecord, NewConversation, NewEntry, Purged, Result,
-    Store, StoreError, StoredEntry, MAX_PURGE_CHUNK,
+    now_ms, player_busy, AgentAccount, Appended, Applied, AuditFilter, AuditRecord, CatalogItem,
+    CatalogKind, Change, CommitObserver, ConversationFilter, ConversationRecord, Deleted, Fence,
+    Handoff, LifecycleEvent, LifecycleKind, NewAuditRecord, NewConversation, NewEntry, Purged,
+    Result, Store, StoreError, StoredEntry, MAX_PURGE_CHUNK,
 };
 use async_trait::async_trait;
 use pitboss_protocol::{
@@ -961,6 +961,19 @@ async fn create_conversation(
             return Err(StoreError::Precondition)
         }
     };
+    if let Some(limit) = new.open_limit {
+        // In the writer's transaction, which holds the file's write lock: no other
+        // creation can come between this read and the insert.
+        let open: Vec<String> = sqlx::query_scalar(OPEN_DEPARTMENTS_SQLITE)
+            .bind(&new.player.id.0)
+            .bind(tag(ConversationState::Closed)?)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        if player_busy(&open, new, limit) {
+            return Err(StoreError::PlayerBusy);
+        }
+    }
     let id = new.id.to_string();
     let card = serde_json::to_string(&new.player).map_err(corrupt)?;
     let event = LifecycleEvent {
@@ -1434,6 +1447,11 @@ async fn keep_an_admin(conn: &mut SqliteConnection, id: &AgentId) -> Result<()> 
         Ok(())
     }
 }
+
+/// The departments of a player's open conversations (`?1` the player, `?2` the
+/// closed state), one row per conversation.
+const OPEN_DEPARTMENTS_SQLITE: &str =
+    "SELECT department FROM conversations WHERE player_id = ?1 AND state <> ?2";
 
 /// Whether the account `?2` is the only one with the role `?1`.
 const LAST_ADMIN_SQLITE: &str = "SELECT EXISTS (SELECT 1 FROM agents WHERE id = ?2 AND role = ?1)      AND NOT EXISTS (SELECT 1 FROM agents WHERE role = ?1 AND id <> ?2)";

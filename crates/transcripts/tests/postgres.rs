@@ -102,6 +102,7 @@ conformance_tests!(
     set_state_moves_department,
     resend_recognised_before_precondition,
     open_conversations_exclude_closed,
+    open_limit_holds_per_player,
     open_conversations_ordered_by_creation_then_id,
     conversations_filtered_newest_first,
     recent_handle_times,
@@ -367,6 +368,62 @@ async fn two_nodes_racing_for_a_secret_share_one() {
         values.windows(2).all(|w| w[0] == w[1]),
         "racing nodes get one secret"
     );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// A player's first chat started on two nodes at the same moment, round after
+/// round (a new player each round): one creation passes and the other is refused
+/// `PlayerBusy`. Each node's check would see no open conversation until the
+/// other's commits, so without creations for one player taking turns both would
+/// pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_starting_one_players_chat_open_one() {
+    let url = fresh_database().await;
+    let nodes = [
+        connect(&url, PostgresOptions::default()).await,
+        connect(&url, PostgresOptions::default()).await,
+    ];
+    for round in 0..25 {
+        let player = PlayerId(format!("p:tabs-{round}"));
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let start = |node: &Arc<PostgresStore>| {
+            let (node, barrier) = (node.clone(), barrier.clone());
+            let new = NewConversation {
+                player: PlayerCard {
+                    id: player.clone(),
+                    ..new_conversation().player
+                },
+                open_limit: Some(3),
+                ..new_conversation()
+            };
+            tokio::spawn(async move {
+                barrier.wait().await;
+                node.create_conversation(new).await
+            })
+        };
+        let (first, second) = (start(&nodes[0]), start(&nodes[1]));
+        let (first, second) = (first.await.expect("task"), second.await.expect("task"));
+        let open = nodes[0]
+            .conversations(pitboss_transcripts::ConversationFilter {
+                player: Some(player.clone()),
+                ..pitboss_transcripts::ConversationFilter::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(
+            open.len(),
+            1,
+            "round {round}: {first:?} {second:?} opened {}",
+            open.len()
+        );
+        assert!(
+            matches!(first, Err(StoreError::PlayerBusy))
+                != matches!(second, Err(StoreError::PlayerBusy)),
+            "round {round}: exactly one refused: {first:?} {second:?}"
+        );
+    }
     for node in nodes {
         node.shutdown().await;
     }
@@ -1541,6 +1598,7 @@ fn new_conversation() -> NewConversation {
         language: "tr".into(),
         state: ConversationState::Queued,
         created_at: now_ms(),
+        open_limit: None,
     }
 }
 

@@ -70,6 +70,7 @@ conformance_tests!(
     set_state_moves_department,
     resend_recognised_before_precondition,
     open_conversations_exclude_closed,
+    open_limit_holds_per_player,
     open_conversations_ordered_by_creation_then_id,
     conversations_filtered_newest_first,
     recent_handle_times,
@@ -738,6 +739,7 @@ fn new_conversation() -> NewConversation {
         language: "tr".into(),
         state: ConversationState::Queued,
         created_at: now_ms(),
+        open_limit: None,
     }
 }
 

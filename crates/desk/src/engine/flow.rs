@@ -22,13 +22,7 @@ impl Desk {
         let language = tag(language, &default_language, "language")?;
 
         if self.config.cluster {
-            // Conversations the player opened on another node since connecting
-            // here count too: the store knows them all.
-            for record in self.latest_of_player(&card.id).await {
-                if record.summary.state != ConversationState::Closed {
-                    self.insert_live(&record, cluster::request_of(&record));
-                }
-            }
+            self.load_open_of_player(&card.id).await;
         }
 
         // An open conversation in this department is returned, not duplicated: a
@@ -61,13 +55,7 @@ impl Desk {
             );
         }
         if open >= self.config.max_open_per_player {
-            return refuse(
-                ErrorCode::TooManyConversations,
-                format!(
-                    "at most {} open conversations per player",
-                    self.config.max_open_per_player
-                ),
-            );
+            return self.too_many_open();
         }
 
         let id = ConversationId::new();
@@ -94,7 +82,9 @@ impl Desk {
             ConversationState::Offline
         };
         let created_at = now_ms();
-        self.store
+        let limit = u32::try_from(self.config.max_open_per_player).unwrap_or(u32::MAX);
+        let created = self
+            .store
             .create_conversation(NewConversation {
                 id,
                 player: card.clone(),
@@ -102,8 +92,19 @@ impl Desk {
                 language: language.clone(),
                 state,
                 created_at,
+                open_limit: Some(limit),
             })
-            .await?;
+            .await;
+        if let Err(StoreError::PlayerBusy) = created {
+            // Another node opened one for this player since the look above (two
+            // tabs on two nodes): join it if it is this department's.
+            self.load_open_of_player(&card.id).await;
+            if self.rejoin_open(conn, &card.id, &department).await {
+                return Ok(());
+            }
+            return self.too_many_open();
+        }
+        created?;
         let record = ConversationRecord {
             summary: ConversationSummary {
                 id,
@@ -142,6 +143,27 @@ impl Desk {
 
     /// Attaches the player's connection to their open conversation in this
     /// department, if they have one here, and tells where it stands.
+    /// The refusal of a start past `max_open_per_player`.
+    fn too_many_open(&self) -> Outcome {
+        refuse(
+            ErrorCode::TooManyConversations,
+            format!(
+                "at most {} open conversations per player",
+                self.config.max_open_per_player
+            ),
+        )
+    }
+
+    /// Takes into this node's live set the player's open conversations that the
+    /// store knows and this node does not: those opened on another node.
+    async fn load_open_of_player(&self, player: &PlayerId) {
+        for record in self.latest_of_player(player).await {
+            if record.summary.state != ConversationState::Closed {
+                self.insert_live(&record, cluster::request_of(&record));
+            }
+        }
+    }
+
     async fn rejoin_open(
         self: &Arc<Self>,
         conn: &ConnRef,

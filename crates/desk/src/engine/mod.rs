@@ -61,6 +61,7 @@ impl From<StoreError> for Refusal {
             StoreError::Precondition => "precondition",
             StoreError::Fenced => "fenced",
             StoreError::LastAdmin => "last_admin",
+            StoreError::PlayerBusy => "player_busy",
             StoreError::Overloaded => "overloaded",
             StoreError::Unavailable(_) => "unavailable",
         };
@@ -85,6 +86,7 @@ impl From<StoreError> for Refusal {
             ),
             // Only account writes meet this; no conversation path makes one.
             StoreError::LastAdmin => Refusal(ErrorCode::InvalidState, err.to_string()),
+            StoreError::PlayerBusy => Refusal(ErrorCode::TooManyConversations, err.to_string()),
             StoreError::Unavailable(e) => Refusal(
                 ErrorCode::Overloaded,
                 format!("storage unavailable: nothing was stored, retry ({e})"),
