@@ -84,6 +84,9 @@ pub struct DeskConfig {
     /// purge deletes it with everything keyed on it; `None` (the default): kept
     /// forever, no purge runs.
     pub retention_ms: Option<u64>,
+    /// How long an audit record is kept before the scheduled purge deletes it;
+    /// `None` (the default): kept forever.
+    pub audit_retention_ms: Option<u64>,
     /// How often the scheduled purge runs, on the node that runs routing.
     pub retention_interval_ms: u64,
 }
@@ -108,6 +111,7 @@ impl Default for DeskConfig {
             limits: WireLimits::default(),
             masker: masking::Masker::default(),
             retention_ms: None,
+            audit_retention_ms: None,
             retention_interval_ms: 3600 * 1000,
         }
     }

@@ -33,7 +33,7 @@ pub const RATE_LIMITED: &str = "pitboss_rate_limited_total";
 /// Frames refused with an error frame, by code.
 pub const REFUSED: &str = "pitboss_refused_total";
 /// Rows the scheduled retention purge deleted on this node, by kind
-/// (`conversations`, `entries`, `events`, `handoffs`).
+/// (`conversations`, `entries`, `events`, `handoffs`, `audit_records`).
 pub const RETENTION_PURGED: &str = "pitboss_retention_purged_total";
 /// Scheduled retention purges this node ran, by outcome (`ok`, `failed`).
 pub const RETENTION_RUNS: &str = "pitboss_retention_runs_total";

@@ -173,7 +173,12 @@ pub(crate) struct ServeArgs {
     /// forever]
     #[arg(long, env = "PITBOSS_RETENTION_DAYS")]
     retention_days: Option<u32>,
-    /// Seconds between retention purges (with --retention-days). [default: 3600]
+    /// Days an audit record is kept; older ones are purged by the routing node.
+    /// [default: none: kept forever]
+    #[arg(long, env = "PITBOSS_AUDIT_RETENTION_DAYS")]
+    audit_retention_days: Option<u32>,
+    /// Seconds between retention purges (with --retention-days or
+    /// --audit-retention-days). [default: 3600]
     #[arg(long, env = "PITBOSS_RETENTION_INTERVAL_SECS")]
     retention_interval_secs: Option<f64>,
 }
@@ -226,6 +231,7 @@ struct FileSettings {
     player_token_leeway_secs: Option<u64>,
     mask_patterns: Option<Vec<String>>,
     retention_days: Option<u32>,
+    audit_retention_days: Option<u32>,
     retention_interval_secs: Option<f64>,
 }
 
@@ -361,6 +367,15 @@ pub(crate) struct Settings {
     pub(crate) gateway: GatewayConfig,
     /// With `--demo`: the demo agents' password; `None`: a fresh one.
     pub(crate) demo_password: Option<String>,
+}
+
+/// A retention period of `days` (at least 1) in milliseconds; `flag` and `what`
+/// name it in the refusal of 0.
+fn days_ms(days: u32, flag: &str, what: &str) -> anyhow::Result<u64> {
+    if days == 0 {
+        bail!("{flag} must be at least 1 (leave it unset to keep {what} forever)");
+    }
+    Ok(u64::from(days) * MS_PER_DAY)
 }
 
 /// Milliseconds in a day, for retention periods given in days.
@@ -515,13 +530,10 @@ impl Settings {
                 .map_err(|e| anyhow::anyhow!("--mask-pattern: {e}"))?;
         }
         if let Some(days) = pick!(retention_days) {
-            if days == 0 {
-                bail!(
-                    "retention-days must be at least 1 (leave it unset to keep closed \
-                     conversations forever)"
-                );
-            }
-            desk.retention_ms = Some(u64::from(days) * MS_PER_DAY);
+            desk.retention_ms = Some(days_ms(days, "retention-days", "closed conversations")?);
+        }
+        if let Some(days) = pick!(audit_retention_days) {
+            desk.audit_retention_ms = Some(days_ms(days, "audit-retention-days", "audit records")?);
         }
         if let Some(v) = pick!(retention_interval_secs) {
             desk.retention_interval_ms = ms(v, "retention-interval-secs")?;

@@ -219,13 +219,88 @@ async fn a_running_node_purges_conversations_closed_longer_ago_than_retention() 
     assert!(server.logs().contains("retention purge done"));
 }
 
+/// Audit records older than `--audit-retention-days` are purged by a running node;
+/// newer ones, and every conversation (no `--retention-days`), are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_node_purges_audit_records_older_than_audit_retention() {
+    let dir = tempdir();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--audit-retention-days",
+            "90",
+            "--retention-interval-secs",
+            "0.3",
+        ],
+    );
+    server.add_agent("ayla", "en", "general", 3, false);
+    server.add_agent("sam", "en", "general", 3, true);
+    server.add_agent("bora", "en", "general", 3, false);
+    let mut ayla = server.agent("ayla").await;
+    let mut player = server.visitor("en").await;
+    let closed = chat(&mut player, &mut ayla, "closed", false).await;
+    // A closed conversation as old as the oldest record: only audit retention is on.
+    backdate(dir.path(), &closed, 400).await;
+
+    // Every `agent add` wrote an `account.create` record; age two of them.
+    let mut db = database(dir.path()).await;
+    for (login, days) in [("ayla", 91), ("sam", 400), ("bora", 89)] {
+        let changed = sqlx::query(
+            "UPDATE audit_log SET at = at - ?1 WHERE action = 'account.create' AND target = ?2",
+        )
+        .bind(days * DAY_MS)
+        .bind(login)
+        .execute(&mut db)
+        .await
+        .expect("age a record")
+        .rows_affected();
+        assert_eq!(changed, 1, "one record of {login}'s creation");
+    }
+    let count = |target: &'static str| {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'account.create' AND target = ?",
+        )
+        .bind(target)
+    };
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = count("ayla").fetch_one(&mut db).await.expect("count")
+            + count("sam").fetch_one(&mut db).await.expect("count");
+        if left == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not purged:\n{}", server.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        count("bora").fetch_one(&mut db).await.expect("count"),
+        1,
+        "89 days old: kept"
+    );
+    drop(db);
+    assert!(
+        rows_of(dir.path(), &closed).await[0] == 1,
+        "conversations are kept"
+    );
+    let (_, page) = server.get("/metrics", "").await;
+    assert_eq!(
+        sample(
+            &page,
+            r#"pitboss_retention_purged_total{kind="audit_records"}"#
+        ),
+        Some(2.0),
+        "{page}"
+    );
+    assert!(server.logs().contains("audit retention purge done"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_is_read_from_the_file_and_flags_win() {
     let dir = tempdir();
     let file = dir.path().join("pitboss.toml");
     std::fs::write(
         &file,
-        "retention_days = 45\nretention_interval_secs = 120\n",
+        "retention_days = 45\naudit_retention_days = 400\nretention_interval_secs = 120\n",
     )
     .unwrap();
     let server = Server::start(
@@ -238,32 +313,39 @@ async fn retention_is_read_from_the_file_and_flags_win() {
         ],
     );
     let deadline = Instant::now() + WAIT;
-    while !server.logs().contains("closed conversations are purged") {
+    while !server.logs().contains("retention purges scheduled") {
         assert!(Instant::now() < deadline, "{}", server.logs());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let logs = server.logs();
-    assert!(logs.contains("retention_days=45"), "{logs}");
+    assert!(logs.contains(" retention_days=45"), "{logs}");
+    assert!(logs.contains("audit_retention_days=400"), "{logs}");
     assert!(logs.contains("interval_secs=90"), "{logs}");
 
     // Without the setting nothing is purged, ever: no schedule is logged.
     let plain = tempdir();
     let server = Server::start(plain.path(), &[]);
     assert!(server.healthy().await);
-    assert!(!server.logs().contains("closed conversations are purged"));
+    assert!(!server.logs().contains("retention purges scheduled"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_days_must_be_at_least_one() {
-    let dir = tempdir();
-    let out = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--retention-days", "0"])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .output()
-        .expect("run pitboss");
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("retention-days"), "{}", stderr(&out));
+    for flag in ["--retention-days", "--audit-retention-days"] {
+        let dir = tempdir();
+        let out = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", flag, "0"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .expect("run pitboss");
+        assert!(!out.status.success(), "{flag} 0 accepted");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("{} must be at least 1", &flag[2..])),
+            "{err}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,6 +72,7 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         case!(raise_routing_epoch_is_monotonic),
         case!(fence_capacity_of_limits_active_conversations),
         case!(audit_records_listed_newest_first_with_filters),
+        case!(audit_purge_deletes_only_older_records_in_chunks),
         case!(audit_limit_is_capped),
         case!(purge_deletes_only_closed_and_old_enough),
         case!(purge_works_in_chunks),
@@ -1227,6 +1228,41 @@ fn audit_record(at: u64, actor: &str, action: &str, target: &str) -> crate::NewA
         target: target.into(),
         detail: serde_json::json!({ "n": at }),
     }
+}
+
+/// `purge_audit` deletes the records older than its cutoff, whatever their order
+/// of appending, in as many chunks as it takes, and nothing else; running it again
+/// deletes nothing.
+pub async fn audit_purge_deletes_only_older_records_in_chunks(store: Arc<dyn Store>) {
+    let base = 1_700_000_000_000;
+    // Appended out of time order: the cutoff, not the id, decides.
+    let times = [5, 1, 9, 3, 7, 2, 8, 4, 6, 0];
+    for t in times {
+        store
+            .append_audit(audit_record(
+                base + t * 1000,
+                "ayla",
+                "transcript.read",
+                "c",
+            ))
+            .await
+            .expect("append");
+    }
+    let deleted = store.purge_audit(base + 5_000, 2).await.expect("purge");
+    assert_eq!(deleted, 5, "records at 0..=4 s");
+    let mut left: Vec<u64> = store
+        .audit(crate::AuditFilter {
+            limit: 100,
+            ..crate::AuditFilter::default()
+        })
+        .await
+        .expect("list")
+        .iter()
+        .map(|r| (r.record.at - base) / 1000)
+        .collect();
+    left.sort_unstable();
+    assert_eq!(left, [5, 6, 7, 8, 9]);
+    assert_eq!(store.purge_audit(base + 5_000, 2).await.expect("again"), 0);
 }
 
 /// Audit records read back as appended, with increasing ids, newest first; every

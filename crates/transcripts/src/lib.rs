@@ -746,6 +746,13 @@ pub trait Store: Send + Sync + 'static {
     /// each other nor delete anything twice.
     async fn purge_closed(&self, closed_before: u64, chunk: u32) -> Result<Purged>;
 
+    /// Deletes the audit records older than `before` (Unix ms), oldest first, in
+    /// chunks of `chunk` records (clamped like [`Store::purge_closed`]'s), each one
+    /// write queued with everyone else's, until a chunk finds fewer; returns how
+    /// many it deleted. On PostgreSQL a record another transaction holds is skipped
+    /// (the next run takes it).
+    async fn purge_audit(&self, before: u64, chunk: u32) -> Result<u64>;
+
     /// Everything stored about `player`: their conversations (oldest first) with
     /// every entry (private notes marked), lifecycle event, hand-off and rating, and
     /// their card. Empty (no card, no conversations) for a player with nothing

@@ -502,6 +502,10 @@ impl Store for PostgresStore {
         self.queue.raise_routing_epoch(epoch).await
     }
 
+    async fn purge_audit(&self, before: u64, chunk: u32) -> Result<u64> {
+        self.queue.purge_audit(before, chunk).await
+    }
+
     async fn purge_closed(&self, closed_before: u64, chunk: u32) -> Result<Purged> {
         self.queue.purge_closed(closed_before, chunk).await
     }
@@ -962,6 +966,18 @@ async fn execute(
             closed_before,
             limit,
         } => purge_chunk(conn, *closed_before, *limit).await,
+        Op::PurgeAuditChunk { before, limit } => {
+            let done = sqlx::query(
+                "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE at < $1 \
+                 ORDER BY at, id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(to_db(*before))
+            .bind(i64::from((*limit).clamp(1, MAX_PURGE_CHUNK)))
+            .execute(&mut *conn)
+            .await
+            .map_err(fail)?;
+            Ok(Output::Count(done.rows_affected()))
+        }
         Op::ErasePlayer(player) => erase_player(conn, player).await,
         Op::Settings => {
             let value: String = sqlx::query_scalar("SHOW synchronous_commit")

@@ -64,6 +64,14 @@ pub(crate) enum Op {
         /// Conversations at most.
         limit: u32,
     },
+    /// One chunk of `purge_audit`: at most `limit` audit records older than
+    /// `before`, oldest first.
+    PurgeAuditChunk {
+        /// Unix ms.
+        before: u64,
+        /// Records at most.
+        limit: u32,
+    },
     /// `erase_player`.
     ErasePlayer(PlayerId),
     /// The durability settings in force on the write connection (asked of that
@@ -87,6 +95,8 @@ pub(crate) enum Output {
     AuditId(u64),
     /// What a purge chunk or an erasure deleted.
     Deleted(Deleted),
+    /// Rows an audit purge chunk deleted.
+    Count(u64),
     /// Setting values, in the order the backend documents.
     Settings(Vec<String>),
 }
@@ -102,6 +112,7 @@ pub(crate) fn wrong_answer(output: &Output) -> StoreError {
         Output::Epoch(_) => "epoch",
         Output::AuditId(_) => "audit id",
         Output::Deleted(_) => "deleted",
+        Output::Count(_) => "count",
         Output::Settings(_) => "settings",
     };
     StoreError::Unavailable(format!("store writer gave an unexpected answer: {kind}"))
@@ -244,17 +255,61 @@ impl WriteQueue {
     /// short. A full queue is not an error here: the purge is background work that
     /// yields to live chats, so it waits and tries the chunk again (a while).
     pub(crate) async fn purge_closed(&self, closed_before: u64, chunk: u32) -> Result<Purged> {
+        let mut deleted = Deleted::default();
+        let chunks = self
+            .purge_in_chunks(
+                chunk,
+                |limit| Op::PurgeChunk {
+                    closed_before,
+                    limit,
+                },
+                |output| match output {
+                    Output::Deleted(chunk) => {
+                        deleted.add(chunk);
+                        Ok(chunk.conversations)
+                    }
+                    other => Err(wrong_answer(&other)),
+                },
+            )
+            .await?;
+        Ok(Purged { deleted, chunks })
+    }
+
+    /// [`crate::Store::purge_audit`], in chunks as `purge_closed`.
+    pub(crate) async fn purge_audit(&self, before: u64, chunk: u32) -> Result<u64> {
+        let mut records = 0;
+        self.purge_in_chunks(
+            chunk,
+            |limit| Op::PurgeAuditChunk { before, limit },
+            |output| match output {
+                Output::Count(n) => {
+                    records += n;
+                    Ok(n)
+                }
+                other => Err(wrong_answer(&other)),
+            },
+        )
+        .await?;
+        Ok(records)
+    }
+
+    /// Writes `op(limit)` again and again, each its own write queued with everyone
+    /// else's, until a chunk deletes fewer than `limit` of what it purges (`take`
+    /// counts them from each answer). A full queue is not an error here: a purge is
+    /// background work that yields to live chats, so it waits and tries the chunk
+    /// again (a while). Returns the chunks that deleted something.
+    async fn purge_in_chunks(
+        &self,
+        chunk: u32,
+        op: impl Fn(u32) -> Op,
+        mut take: impl FnMut(Output) -> Result<u64>,
+    ) -> Result<u64> {
         let limit = chunk.clamp(1, MAX_PURGE_CHUNK);
-        let mut purged = Purged::default();
+        let mut chunks = 0;
         let mut overloaded = 0;
         loop {
-            let op = Op::PurgeChunk {
-                closed_before,
-                limit,
-            };
-            let deleted = match self.write(op).await {
-                Ok(Output::Deleted(deleted)) => deleted,
-                Ok(other) => return Err(wrong_answer(&other)),
+            let deleted = match self.write(op(limit)).await {
+                Ok(output) => take(output)?,
                 Err(StoreError::Overloaded) if overloaded < PURGE_OVERLOADED_RETRIES => {
                     overloaded += 1;
                     tokio::time::sleep(PURGE_OVERLOADED_PAUSE).await;
@@ -262,16 +317,15 @@ impl WriteQueue {
                 }
                 Err(e) => return Err(e),
             };
-            if deleted.conversations == 0 {
+            if deleted == 0 {
                 break;
             }
-            purged.chunks += 1;
-            purged.deleted.add(deleted);
-            if deleted.conversations < u64::from(limit) {
+            chunks += 1;
+            if deleted < u64::from(limit) {
                 break;
             }
         }
-        Ok(purged)
+        Ok(chunks)
     }
 
     /// [`crate::Store::erase_player`].

@@ -464,6 +464,10 @@ impl Store for SqliteStore {
         self.queue.purge_closed(closed_before, chunk).await
     }
 
+    async fn purge_audit(&self, before: u64, chunk: u32) -> Result<u64> {
+        self.queue.purge_audit(before, chunk).await
+    }
+
     async fn erase_player(&self, player: &PlayerId) -> Result<Deleted> {
         self.queue.erase_player(player).await
     }
@@ -848,6 +852,18 @@ async fn execute(
         } => {
             cache.clear();
             purge_chunk(conn, *closed_before, *limit).await
+        }
+        Op::PurgeAuditChunk { before, limit } => {
+            let done = sqlx::query(
+                "DELETE FROM audit_log WHERE id IN \
+                 (SELECT id FROM audit_log WHERE at < ? ORDER BY at, id LIMIT ?)",
+            )
+            .bind(to_db(*before))
+            .bind(i64::from((*limit).clamp(1, MAX_PURGE_CHUNK)))
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+            Ok(Output::Count(done.rows_affected()))
         }
         Op::ErasePlayer(player) => {
             cache.clear();

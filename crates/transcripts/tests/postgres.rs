@@ -113,6 +113,7 @@ conformance_tests!(
     raise_routing_epoch_is_monotonic,
     fence_capacity_of_limits_active_conversations,
     audit_records_listed_newest_first_with_filters,
+    audit_purge_deletes_only_older_records_in_chunks,
     audit_limit_is_capped,
     purge_deletes_only_closed_and_old_enough,
     purge_works_in_chunks,

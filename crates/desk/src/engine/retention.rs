@@ -1,7 +1,8 @@
 //! Scheduled retention: on the node that runs routing, every interval, deletes the
-//! closed conversations that closed longer ago than the retention period. It owns
-//! the schedule and what is logged and counted; what a purge deletes, and how it
-//! keeps live chats flowing while it does, is the store's `purge_closed`.
+//! closed conversations that closed longer ago than the retention period, and the
+//! audit records older than the audit retention period. It owns the schedule and
+//! what is logged and counted; what a purge deletes, and how it keeps live chats
+//! flowing while it does, is the store's `purge_closed` and `purge_audit`.
 
 use super::Desk;
 use crate::telemetry;
@@ -24,15 +25,17 @@ impl Desk {
     /// one node purges at a time; should two overlap while the lease changes hands,
     /// the store's purge is harmless to repeat (each row is deleted once).
     pub(super) fn schedule_retention(self: &Arc<Self>) {
-        let Some(keep_ms) = self.config.retention_ms else {
+        let (keep_ms, keep_audit_ms) = (self.config.retention_ms, self.config.audit_retention_ms);
+        if keep_ms.is_none() && keep_audit_ms.is_none() {
             return;
-        };
+        }
         let every = Duration::from_millis(self.config.retention_interval_ms).max(MIN_INTERVAL);
         let weak = Arc::downgrade(self);
         tracing::info!(
-            retention_days = keep_ms / 86_400_000,
+            retention_days = keep_ms.map(|ms| ms / 86_400_000),
+            audit_retention_days = keep_audit_ms.map(|ms| ms / 86_400_000),
             interval_secs = every.as_secs_f64(),
-            "closed conversations are purged on the routing node"
+            "retention purges scheduled on the routing node"
         );
         tokio::spawn(async move {
             let mut next = tokio::time::Instant::now() + every.min(FIRST_PURGE_AFTER);
@@ -47,7 +50,12 @@ impl Desk {
                     tracing::debug!("retention purge left to the routing node");
                     continue;
                 }
-                desk.purge_expired(keep_ms).await;
+                if let Some(keep_ms) = keep_ms {
+                    desk.purge_expired(keep_ms).await;
+                }
+                if let Some(keep_ms) = keep_audit_ms {
+                    desk.purge_expired_audit(keep_ms).await;
+                }
             }
         });
     }
@@ -83,6 +91,30 @@ impl Desk {
             Err(err) => {
                 metrics::counter!(telemetry::RETENTION_RUNS, "outcome" => "failed").increment(1);
                 tracing::warn!(%err, closed_before, "retention purge failed; the next run carries on");
+            }
+        }
+    }
+
+    /// One purge of the audit records older than `keep_ms`; logged and counted
+    /// like [`Desk::purge_expired`].
+    async fn purge_expired_audit(&self, keep_ms: u64) {
+        let before = now_ms().saturating_sub(keep_ms);
+        let started = Instant::now();
+        match self.store.purge_audit(before, PURGE_CHUNK).await {
+            Ok(records) => {
+                metrics::counter!(telemetry::RETENTION_PURGED, "kind" => "audit_records")
+                    .increment(records);
+                metrics::counter!(telemetry::RETENTION_RUNS, "outcome" => "ok").increment(1);
+                tracing::info!(
+                    audit_records = records,
+                    before,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "audit retention purge done"
+                );
+            }
+            Err(err) => {
+                metrics::counter!(telemetry::RETENTION_RUNS, "outcome" => "failed").increment(1);
+                tracing::warn!(%err, before, "audit retention purge failed; the next run carries on");
             }
         }
     }
