@@ -332,7 +332,7 @@ pub struct Fence {
 /// [`StoreError::Conflict`]) with nothing else of the change applied or checked;
 /// then [`Change::expect`], then the fence's epoch, then the fence's capacity, then
 /// the rating.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Change {
     /// The conversation.
     pub conversation: ConversationId,
@@ -363,6 +363,25 @@ pub struct Change {
     /// Rating to store (score 1–5, optional comment). Fails with
     /// [`StoreError::Precondition`] if the conversation is already rated.
     pub rating: Option<(u8, Option<String>)>,
+}
+
+impl Default for Change {
+    /// A change of nothing, to the nil conversation id: callers name the
+    /// conversation. Not derived, because a derived default would make a fresh
+    /// conversation id, which costs two `getrandom` system calls and a global lock,
+    /// for every message.
+    fn default() -> Self {
+        Self {
+            conversation: ConversationId(uuid::Uuid::nil()),
+            expect: None,
+            fence: None,
+            set: None,
+            entry: None,
+            events: Vec::new(),
+            handoff: None,
+            rating: None,
+        }
+    }
 }
 
 impl Change {
