@@ -172,6 +172,20 @@ pub enum Op {
         /// Which open offer.
         index: u8,
     },
+    /// `accept_earlier_offer` of this pair: an offer an earlier router made.
+    AcceptEarlier {
+        /// The conversation.
+        conversation: u8,
+        /// The agent.
+        agent: u8,
+    },
+    /// `decline_earlier_offer` of this pair.
+    DeclineEarlier {
+        /// The conversation.
+        conversation: u8,
+        /// The agent.
+        agent: u8,
+    },
     /// `release`.
     Release {
         /// The conversation.
@@ -308,9 +322,9 @@ impl<'a> Arbitrary<'a> for Step {
 
 /// Which operation a byte selects: the common ones (arrivals, accepting open
 /// offers, transfers, ticks) take more of the 32 values.
-const KINDS: [u8; 32] = [
+const KINDS: [u8; 34] = [
     0, 1, 2, 2, 3, 3, 3, 3, 4, 5, 6, 7, 8, 8, 8, 8, 9, 9, 10, 10, 11, 11, 11, 12, 12, 13, 14, 14,
-    15, 15, 15, 16,
+    15, 15, 15, 16, 17, 18,
 ];
 
 impl<'a> Arbitrary<'a> for Op {
@@ -386,9 +400,17 @@ impl<'a> Arbitrary<'a> for Op {
                 },
                 14 => Op::Advance(Step::arbitrary(u)?),
                 15 => Op::Tick(Step::arbitrary(u)?),
-                _ => Op::RecordHandleTime {
+                16 => Op::RecordHandleTime {
                     department: index(u, N_DEPARTMENTS)?,
                     ms: u.int_in_range(0..=u16::MAX)?,
+                },
+                17 => Op::AcceptEarlier {
+                    conversation: conversation(u)?,
+                    agent: agent(u)?,
+                },
+                _ => Op::DeclineEarlier {
+                    conversation: conversation(u)?,
+                    agent: agent(u)?,
                 },
             },
         )
@@ -522,6 +544,14 @@ impl Scenario {
                 } => out.extend([kind(7), *conversation, *agent]),
                 Op::AcceptOpen { index } => out.extend([kind(8), *index]),
                 Op::DeclineOpen { index } => out.extend([kind(9), *index]),
+                Op::AcceptEarlier {
+                    conversation,
+                    agent,
+                } => out.extend([kind(17), *conversation, *agent]),
+                Op::DeclineEarlier {
+                    conversation,
+                    agent,
+                } => out.extend([kind(18), *conversation, *agent]),
                 Op::Release { conversation } => out.extend([kind(10), *conversation]),
                 Op::TransferToAgent {
                     conversation,
@@ -680,6 +710,8 @@ fn op_name(op: &Op) -> &'static str {
         Op::Restore { .. } => "restore_owned",
         Op::Accept { .. } | Op::AcceptOpen { .. } => "accept",
         Op::Decline { .. } | Op::DeclineOpen { .. } => "decline",
+        Op::AcceptEarlier { .. } => "accept_earlier_offer",
+        Op::DeclineEarlier { .. } => "decline_earlier_offer",
         Op::Release { .. } => "release",
         Op::TransferToAgent { .. } => "transfer_to_agent",
         Op::TransferToDepartment { .. } => "transfer_to_department",
@@ -987,6 +1019,32 @@ impl Harness {
                 let (c, a) = open[usize::from(index) % open.len()].clone();
                 self.decline(c, a)?
             }
+            Op::AcceptEarlier {
+                conversation,
+                agent,
+            } => {
+                let (c, a) = (conversation_id(conversation), agent_id(agent));
+                let mut expected = self.earlier_offer_refusal(c);
+                if expected.is_none() && !self.statuses.contains_key(&a) {
+                    expected = Some(RoutingError::UnknownAgent);
+                }
+                if expected.is_none() && !self.could_take(c, &a) {
+                    expected = Some(RoutingError::NotOffered);
+                }
+                let result = self.r.accept_earlier_offer(c, &a, now);
+                self.expect_refusal(&result, expected)?;
+                result
+            }
+            Op::DeclineEarlier {
+                conversation,
+                agent,
+            } => {
+                let c = conversation_id(conversation);
+                let expected = self.earlier_offer_refusal(c);
+                let result = self.r.decline_earlier_offer(c, &agent_id(agent), now);
+                self.expect_refusal(&result, expected)?;
+                result
+            }
             Op::Release { conversation } => {
                 let c = conversation_id(conversation);
                 let department = self.request_of(c).map(|r| r.department);
@@ -1183,6 +1241,36 @@ impl Harness {
         }
     }
 
+    /// Why an earlier router's offer of `c` cannot be answered here: `c` unknown, or
+    /// not waiting in the queue without an offer of this router's.
+    fn earlier_offer_refusal(&self, c: ConversationId) -> Option<RoutingError> {
+        if !self.known(&c) {
+            Some(RoutingError::UnknownConversation)
+        } else if !self.queued.contains_key(&c) || self.offers.contains_key(&c) {
+            Some(RoutingError::NotOffered)
+        } else {
+            None
+        }
+    }
+
+    /// Whether the router could offer queued `c` to `a` now, as documented: online,
+    /// serving its department and language, a free slot, no cooldown running.
+    fn could_take(&self, c: ConversationId, a: &AgentId) -> bool {
+        let Some(r) = self.request_of(c) else {
+            return false;
+        };
+        let cooling = self
+            .cooldowns
+            .get(&(c, a.clone()))
+            .is_some_and(|until| *until > self.now);
+        self.r.agent(a).is_some_and(|v| {
+            v.status == AgentStatus::Online
+                && v.profile.languages.contains(&r.language)
+                && v.profile.departments.contains(&r.department)
+                && v.load < v.profile.capacity
+        }) && !cooling
+    }
+
     fn accept(&mut self, c: ConversationId, a: AgentId) -> Result<Outcome, String> {
         let expected = self.offer_refusal(c, &a);
         let result = self.r.accept(c, &a, self.now);
@@ -1241,6 +1329,10 @@ impl Harness {
                 conversation,
                 agent,
             } => Some((conversation_id(conversation), agent_id(agent))),
+            Op::DeclineEarlier {
+                conversation,
+                agent,
+            } => Some((conversation_id(conversation), agent_id(agent))),
             Op::DeclineOpen { .. } => ds.iter().find_map(|d| match d {
                 Decision::OfferWithdrawn {
                     conversation,
@@ -1252,6 +1344,19 @@ impl Harness {
             _ => None,
         };
         let accepting = matches!(op, Op::Accept { .. } | Op::AcceptOpen { .. });
+        // An earlier router's offer: the shadow never saw it open, and the
+        // declining agent may be one this router does not know (yet).
+        let earlier = match *op {
+            Op::AcceptEarlier {
+                conversation,
+                agent,
+            }
+            | Op::DeclineEarlier {
+                conversation,
+                agent,
+            } => Some((conversation_id(conversation), agent_id(agent))),
+            _ => None,
+        };
         let mut away = BTreeSet::new();
         for (i, d) in ds.iter().enumerate() {
             let (c, a) = match d {
@@ -1288,8 +1393,11 @@ impl Harness {
                 );
             }
             if let Some(a) = &a {
+                let declined_earlier = matches!(op, Op::DeclineEarlier { .. })
+                    && matches!(d, Decision::OfferWithdrawn { .. })
+                    && earlier.as_ref().map(|(_, e)| e) == Some(a);
                 ensure!(
-                    agents_before.contains(a) || self.statuses.contains_key(a),
+                    agents_before.contains(a) || self.statuses.contains_key(a) || declined_earlier,
                     "{d:?} names an unknown agent"
                 );
             }
@@ -1339,10 +1447,17 @@ impl Harness {
                     reason,
                 } => {
                     let open = self.offers.remove(c);
-                    ensure!(
-                        open.as_ref().map(|o| &o.agent) == Some(a),
-                        "{d:?}, but the open offer is {open:?}"
-                    );
+                    if matches!(op, Op::DeclineEarlier { .. }) {
+                        ensure!(
+                            open.is_none() && earlier == Some((*c, a.clone())),
+                            "{d:?} from {op:?}, with the open offer {open:?}"
+                        );
+                    } else {
+                        ensure!(
+                            open.as_ref().map(|o| &o.agent) == Some(a),
+                            "{d:?}, but the open offer is {open:?}"
+                        );
+                    }
                     match reason {
                         WithdrawReason::Declined => {
                             ensure!(declining == Some((*c, a.clone())), "{d:?} from {op:?}")
@@ -1372,6 +1487,15 @@ impl Harness {
                         ensure!(
                             open.as_ref().map(|o| &o.agent) == Some(a),
                             "{d:?} by accept, but the open offer was {open:?}"
+                        );
+                    } else if matches!(op, Op::AcceptEarlier { .. }) {
+                        ensure!(
+                            earlier == Some((*c, a.clone())) && previous.is_none(),
+                            "{d:?} from {op:?}"
+                        );
+                        ensure!(
+                            !self.offers.contains_key(c),
+                            "{d:?} with an offer still open"
                         );
                     } else {
                         ensure!(matches!(op, Op::TakeOver { .. }), "{d:?} from {op:?}");

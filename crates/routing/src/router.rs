@@ -225,9 +225,15 @@ impl Router {
     /// they were assigned), its pending transfer cancelled without a
     /// `TransferFailed` (there is no owner left to tell). The desk learns which
     /// conversations those were from [`Router::owned_by`] before the call.
-    /// Unknown agent → empty Vec. Dispatches.
+    /// Unknown agent → empty Vec (cooldowns it holds are dropped all the same).
+    /// Dispatches.
     pub fn remove_agent(&mut self, agent: &AgentId, now: Millis) -> Vec<Decision> {
         if !self.agents.contains_key(agent) {
+            // Unknown here, yet it may hold cooldowns: declines of offers an
+            // earlier router made (`decline_earlier_offer`). They go too.
+            for conversation in self.conversations.values_mut() {
+                conversation.cooldowns.remove(agent);
+            }
             return Vec::new();
         }
         let before = self.snapshot();

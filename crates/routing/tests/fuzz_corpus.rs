@@ -640,6 +640,49 @@ fn seeds() -> Vec<(&'static str, Scenario)> {
                 },
             ]),
         ),
+        (
+            "earlier-offers",
+            scenario(vec![
+                // Nobody serves vip in French: queued without an offer.
+                Enqueue {
+                    conversation: 0,
+                    request: req(2, 2, 0),
+                },
+                // An agent this router does not know declines an earlier offer.
+                DeclineEarlier {
+                    conversation: 0,
+                    agent: 3,
+                },
+                AcceptEarlier {
+                    conversation: 0,
+                    agent: 0,
+                },
+                Enqueue {
+                    conversation: 1,
+                    request: support_en,
+                },
+                DeclineOpen { index: 0 },
+                DeclineOpen { index: 0 },
+                // Both English agents cooling down: no offer, and none taken.
+                AcceptEarlier {
+                    conversation: 1,
+                    agent: 0,
+                },
+                // The cooldowns end without a tick: the router has not offered
+                // it again, and an earlier router's offer is taken.
+                Advance(Step::Cooldown),
+                AcceptEarlier {
+                    conversation: 1,
+                    agent: 1,
+                },
+                DeclineEarlier {
+                    conversation: 1,
+                    agent: 0,
+                },
+                Release { conversation: 1 },
+                Release { conversation: 0 },
+            ]),
+        ),
         ("vip-and-head-lane", vip),
         ("edge-config", edge),
     ]
