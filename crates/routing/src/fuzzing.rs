@@ -7,8 +7,9 @@
 //! inputs reach offers at once), and up to [`MAX_OPS`] operations over a small id
 //! space (four agents, eight conversations, three departments and languages) —
 //! agents added, changed and removed, status changes, arrivals, requeues,
-//! restores, accepts and declines (of whatever pair the bytes name, or of an
-//! offer actually open), closes, transfers to agents and departments, take-overs,
+//! restores, accepts and declines (of whatever pair the bytes name, of an offer
+//! actually open, or of an offer an earlier router made), closes, transfers to
+//! agents and departments, take-overs,
 //! time passing with and without `tick`, handle times recorded.
 //!
 //! After every operation the router is checked against
@@ -18,11 +19,13 @@
 //! * a refused operation is refused for the documented reason and changes nothing;
 //! * every decision is consistent with the shadow: an offer only for a
 //!   conversation without one, expiring `offer_timeout_ms` later, naming the
-//!   owner for a transfer; a withdrawal only of an open offer, `Declined` only by
-//!   `decline`, `Expired` only by `tick` and only once due; `Assigned` naming the
+//!   owner for a transfer; a withdrawal only of an open offer (or, declined by
+//!   `decline_earlier_offer`, of an earlier router's), `Declined` only by a
+//!   decline, `Expired` only by `tick` and only once due; `Assigned` naming the
 //!   former owner; `TransferFailed` to the owner; `AgentAway` only from `tick`;
 //!   `QueueChanged` at most once, last, and exactly when a position, estimate or
-//!   offer in the queue changed; no decision names an unknown conversation or agent;
+//!   offer in the queue changed; no decision names an unknown conversation or
+//!   agent (but the agent declining an earlier router's offer);
 //! * every conversation's view (queued or owned, its offer, owner, since and
 //!   transfer) and every agent's status, load and owned list match the shadow;
 //! * capacity: an agent who was offered something in an operation ends it within
