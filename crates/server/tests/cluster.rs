@@ -514,31 +514,12 @@ fn redis_and_database_urls_are_given_together_or_not_at_all() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tabs_on_two_nodes_starting_at_once_share_one_conversation() {
     let cluster = Cluster::start(Setup::nodes(2)).await;
-    /// The conversation a `start` attached this tab to, retrying `overloaded`.
-    async fn attached(tab: &mut Peer) -> String {
-        let begun = Instant::now();
-        loop {
-            let mark = tab.mark();
-            assert!(tab.send(json!({"type":"start"})).await);
-            let f = tab
-                .wait_frame(mark, "the conversation started", SETTLE, |f| {
-                    f["type"] == "resumed" || f["type"] == "error"
-                })
-                .await;
-            if f["type"] == "resumed" {
-                return f["conversation"].as_str().unwrap().to_owned();
-            }
-            assert_eq!(f["code"], "overloaded", "{}: {f}", tab.name);
-            assert!(begun.elapsed() < SETTLE, "{}: still refused: {f}", tab.name);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
     for round in 0..8 {
         let name = format!("tabs-{round}");
         let mut first = cluster.visitor(&name, 0).await;
         let token = first.visitor_token().expect("visitor token");
         let mut second = cluster.visitor_with(&name, Some(&token), 1).await;
-        let (a, b) = tokio::join!(attached(&mut first), attached(&mut second));
+        let (a, b) = tokio::join!(start(&mut first), start(&mut second));
         assert_eq!(
             a, b,
             "round {round}: the two tabs were given two conversations"

@@ -49,6 +49,15 @@ async fn fresh_database() -> String {
     }
 }
 
+/// Two stores (two nodes) on one new, empty database.
+async fn two_nodes() -> [Arc<PostgresStore>; 2] {
+    let url = fresh_database().await;
+    [
+        connect(&url, PostgresOptions::default()).await,
+        connect(&url, PostgresOptions::default()).await,
+    ]
+}
+
 /// Connects a store (one node) to `url`.
 async fn connect(url: &str, options: PostgresOptions) -> Arc<PostgresStore> {
     PostgresStore::connect(url, options)
@@ -160,11 +169,7 @@ async fn two_nodes_append_gap_free_and_resolve_resends() {
     const FRESH: usize = 150;
     const RESENT: usize = 25;
     const CONFLICTING: usize = 25;
-    let url = fresh_database().await;
-    let nodes = [
-        connect(&url, PostgresOptions::default()).await,
-        connect(&url, PostgresOptions::default()).await,
-    ];
+    let nodes = two_nodes().await;
     let recorders = [Arc::new(Recorder::default()), Arc::new(Recorder::default())];
     for (node, recorder) in nodes.iter().zip(&recorders) {
         node.set_observer(recorder.clone());
@@ -289,11 +294,7 @@ async fn two_nodes_append_gap_free_and_resolve_resends() {
 /// and the losers leave no trace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_racing_one_claim_have_one_winner() {
-    let url = fresh_database().await;
-    let nodes = [
-        connect(&url, PostgresOptions::default()).await,
-        connect(&url, PostgresOptions::default()).await,
-    ];
+    let nodes = two_nodes().await;
     let new = new_conversation();
     let id = new.id;
     nodes[0].create_conversation(new).await.expect("create");
@@ -351,11 +352,7 @@ async fn two_nodes_racing_one_claim_have_one_winner() {
 /// Nodes starting at once each offer their own fresh secret; all get the same one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_racing_for_a_secret_share_one() {
-    let url = fresh_database().await;
-    let nodes = [
-        connect(&url, PostgresOptions::default()).await,
-        connect(&url, PostgresOptions::default()).await,
-    ];
+    let nodes = two_nodes().await;
     let mut tasks = JoinSet::new();
     for i in 0..20u8 {
         let store = nodes[usize::from(i % 2)].clone();
@@ -381,11 +378,7 @@ async fn two_nodes_racing_for_a_secret_share_one() {
 /// pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_starting_one_players_chat_open_one() {
-    let url = fresh_database().await;
-    let nodes = [
-        connect(&url, PostgresOptions::default()).await,
-        connect(&url, PostgresOptions::default()).await,
-    ];
+    let nodes = two_nodes().await;
     for round in 0..25 {
         let player = PlayerId(format!("p:tabs-{round}"));
         let barrier = Arc::new(tokio::sync::Barrier::new(2));
@@ -436,11 +429,7 @@ async fn two_nodes_starting_one_players_chat_open_one() {
 /// removals would pass and leave no admin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_removing_each_others_admin_leave_one() {
-    let url = fresh_database().await;
-    let nodes = [
-        connect(&url, PostgresOptions::default()).await,
-        connect(&url, PostgresOptions::default()).await,
-    ];
+    let nodes = two_nodes().await;
     let admin = |id: String| AgentAccount {
         id: AgentId(id.clone()),
         name: id,
@@ -505,11 +494,7 @@ async fn two_nodes_removing_each_others_admin_leave_one() {
 async fn two_nodes_lock_conversations_in_one_order() {
     const CONVERSATIONS: usize = 6;
     const ROUNDS: usize = 30;
-    let url = fresh_database().await;
-    let nodes = [
-        connect(&url, PostgresOptions::default()).await,
-        connect(&url, PostgresOptions::default()).await,
-    ];
+    let nodes = two_nodes().await;
     let mut ids = Vec::new();
     for _ in 0..CONVERSATIONS {
         ids.push(create(&nodes[0]).await);
@@ -564,11 +549,7 @@ async fn two_nodes_lock_conversations_in_one_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_racing_fenced_assignments_have_one_winner() {
     const CONVERSATIONS: usize = 20;
-    let url = fresh_database().await;
-    let nodes = [
-        connect(&url, PostgresOptions::default()).await,
-        connect(&url, PostgresOptions::default()).await,
-    ];
+    let nodes = two_nodes().await;
     let agents = ["ayla", "bora"];
     for name in agents {
         nodes[0]
@@ -674,11 +655,7 @@ async fn two_nodes_racing_fenced_assignments_have_one_winner() {
 async fn two_nodes_racing_for_one_agents_capacity_have_one_winner() {
     const ROUNDS: usize = 10;
     const OFFERS: usize = 4;
-    let url = fresh_database().await;
-    let nodes = [
-        connect(&url, PostgresOptions::default()).await,
-        connect(&url, PostgresOptions::default()).await,
-    ];
+    let nodes = two_nodes().await;
     // Recorded up front, so the racing changes only read the fence row and only its
     // lock can serialise them.
     assert_eq!(nodes[0].raise_routing_epoch(1).await.expect("raise"), 1);
