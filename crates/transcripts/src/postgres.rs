@@ -1539,8 +1539,9 @@ async fn keep_an_admin(conn: &mut PgConnection, id: &AgentId) -> Result<(), Fail
 /// Takes, for each player whose conversation the batch creates with an
 /// [`NewConversation::open_limit`], that player's advisory lock (transaction-scoped,
 /// keyed by [`PLAYER_LOCKS`] and a hash of the id; players whose ids collide share
-/// one), in id order, so creations for one player take turns across nodes and two
-/// batches never wait for each other in a cycle.
+/// one), in id order, so creations for one player take turns across nodes. Two
+/// batches can wait for each other only when different players' hashes collide
+/// in opposite orders; PostgreSQL then aborts one, and the writer runs it again.
 async fn lock_players(conn: &mut PgConnection, batch: &[Request]) -> Result<(), sqlx::Error> {
     let mut players: Vec<&str> = batch
         .iter()

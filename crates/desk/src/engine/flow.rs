@@ -141,8 +141,6 @@ impl Desk {
         Ok(())
     }
 
-    /// Attaches the player's connection to their open conversation in this
-    /// department, if they have one here, and tells where it stands.
     /// The refusal of a start past `max_open_per_player`.
     fn too_many_open(&self) -> Outcome {
         refuse(
@@ -164,6 +162,8 @@ impl Desk {
         }
     }
 
+    /// Attaches the player's connection to their open conversation in this
+    /// department, if they have one here, and tells where it stands.
     async fn rejoin_open(
         self: &Arc<Self>,
         conn: &ConnRef,
