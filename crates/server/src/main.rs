@@ -41,11 +41,16 @@ enum Command {
         store: StoreArgs,
     },
     /// Delete closed conversations older than a number of days, with everything
-    /// stored under them (open conversations are never deleted).
+    /// stored under them (open conversations are never deleted), and/or audit
+    /// records older than a number of days.
     Purge {
         /// Delete conversations closed more than this many days ago (at least 1).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..),
+              required_unless_present = "audit_older_than_days")]
+        older_than_days: Option<u32>,
+        /// Delete audit records older than this many days (at least 1).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-        older_than_days: u32,
+        audit_older_than_days: Option<u32>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -76,10 +81,13 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Purge {
             older_than_days,
+            audit_older_than_days,
             store,
         } => {
             config::init_cli_logging();
-            runtime.block_on(with_store(store, |s| purge(older_than_days, s)))
+            runtime.block_on(with_store(store, |s| {
+                purge(older_than_days, audit_older_than_days, s)
+            }))
         }
         Command::Player { command, store } => {
             config::init_cli_logging();
@@ -239,19 +247,27 @@ where
     result
 }
 
-/// `pitboss purge --older-than-days N`.
-async fn purge(older_than_days: u32, store: SharedStore) -> anyhow::Result<()> {
-    if older_than_days == 0 {
-        bail!("--older-than-days must be at least 1");
+/// `pitboss purge [--older-than-days N] [--audit-older-than-days M]` (at least one;
+/// each at least 1, as clap checks).
+async fn purge(
+    older_than_days: Option<u32>,
+    audit_older_than_days: Option<u32>,
+    store: SharedStore,
+) -> anyhow::Result<()> {
+    let before = |days: u32| now_ms().saturating_sub(u64::from(days) * config::MS_PER_DAY);
+    if let Some(days) = older_than_days {
+        let purged = store.purge_closed(before(days), PURGE_CHUNK).await?;
+        let d = purged.deleted;
+        println!(
+            "purged {} conversations closed more than {days} days ago: {} entries, \
+             {} lifecycle events, {} hand-offs ({} chunks)",
+            d.conversations, d.entries, d.events, d.handoffs, purged.chunks
+        );
     }
-    let closed_before = now_ms().saturating_sub(u64::from(older_than_days) * config::MS_PER_DAY);
-    let purged = store.purge_closed(closed_before, PURGE_CHUNK).await?;
-    let d = purged.deleted;
-    println!(
-        "purged {} conversations closed more than {older_than_days} days ago: {} entries, \
-         {} lifecycle events, {} hand-offs ({} chunks)",
-        d.conversations, d.entries, d.events, d.handoffs, purged.chunks
-    );
+    if let Some(days) = audit_older_than_days {
+        let records = store.purge_audit(before(days), PURGE_CHUNK).await?;
+        println!("purged {records} audit records older than {days} days");
+    }
     Ok(())
 }
 

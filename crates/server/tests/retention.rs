@@ -474,6 +474,39 @@ async fn the_cli_purges_exports_and_erases_beside_a_running_node() {
         !out.status.success(),
         "0 days would purge everything closed"
     );
+
+    // Audit records: only those older than asked. The CLI's own runs above wrote
+    // some (`player.export`, `player.erase`): today's, kept; one aged past 30 days.
+    let mut db = database(dir.path()).await;
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+        .fetch_one(&mut db)
+        .await
+        .expect("count");
+    assert!(total >= 2, "the CLI's runs were audited: {total}");
+    sqlx::query("UPDATE audit_log SET at = at - ? WHERE id = (SELECT MIN(id) FROM audit_log)")
+        .bind(31 * DAY_MS)
+        .execute(&mut db)
+        .await
+        .expect("age a record");
+    let out = pitboss(dir.path(), &["purge", "--audit-older-than-days", "30"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "purged 1 audit records older than 30 days",
+        "and no conversations line"
+    );
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+        .fetch_one(&mut db)
+        .await
+        .expect("count");
+    assert_eq!(left, total - 1);
+    let out = pitboss(dir.path(), &["purge"]);
+    assert!(!out.status.success(), "purge needs a period");
+    let out = pitboss(dir.path(), &["purge", "--audit-older-than-days", "0"]);
+    assert!(
+        !out.status.success(),
+        "0 days would purge every audit record"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
