@@ -19,8 +19,9 @@ const RESUME_WITHIN: Duration = Duration::from_secs(5);
 
 // ---------------------------------------------------------------------- helpers
 
-/// A player starts a chat; returns the new conversation's id (named first by
-/// `resumed` with `last_seq` 0). A `start` refused with `overloaded` (routing
+/// A player starts a chat; returns the conversation's id (named first by
+/// `resumed` with `last_seq` 0: a new one, or one just opened and still empty
+/// that this tab joins). A `start` refused with `overloaded` (routing
 /// moving between nodes) is retried, as the protocol tells clients to.
 async fn start(player: &mut Peer) -> String {
     let begun = Instant::now();
