@@ -28,6 +28,7 @@
 //! `--synchronous full|off` (default full, as the store), `--conversations K`
 //! (default 500), `--runs R` (default 3; the modes alternate).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -159,21 +160,31 @@ fn fail(message: &str) -> ! {
     std::process::exit(2)
 }
 
-/// CPU time of every thread of this process so far. The threads a mode uses live
-/// from before its start mark to after its end mark.
-fn process_cpu() -> Duration {
-    let mut total = 0u64;
+/// CPU time so far of each thread of this process, by thread id.
+fn thread_cpu() -> HashMap<String, Duration> {
+    let mut times = HashMap::new();
     for task in std::fs::read_dir("/proc/self/task").expect("reading /proc/self/task") {
-        let path = task.expect("a task entry").path().join("schedstat");
-        if let Ok(text) = std::fs::read_to_string(path) {
-            total += text
-                .split_whitespace()
-                .next()
-                .and_then(|ns| ns.parse::<u64>().ok())
-                .unwrap_or(0);
+        let task = task.expect("a task entry");
+        // A thread that exits between the listing and the read is skipped.
+        if let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) {
+            if let Some(ns) = text.split_whitespace().next().and_then(|n| n.parse().ok()) {
+                times.insert(
+                    task.file_name().to_string_lossy().into_owned(),
+                    Duration::from_nanos(ns),
+                );
+            }
         }
     }
-    Duration::from_nanos(total)
+    times
+}
+
+/// CPU time the process's threads spent between two readings of [`thread_cpu`]:
+/// a thread started in between counts whole, one that ended in between (an
+/// earlier connection's worker finishing its exit) is left out.
+fn cpu_between(start: &HashMap<String, Duration>, end: &HashMap<String, Duration>) -> Duration {
+    end.iter()
+        .map(|(tid, t)| t.saturating_sub(start.get(tid).copied().unwrap_or_default()))
+        .sum()
 }
 
 /// A store file with the crate's schema and `count` assigned conversations.
@@ -347,11 +358,11 @@ fn measure(mode: Mode, options: &Options) -> (f64, f64) {
                     .block_on(sqlx::query(TRIGGER).execute(&mut conn))
                     .expect("the trigger");
             }
-            let start = (Instant::now(), process_cpu());
+            let start = (Instant::now(), thread_cpu());
             runtime.block_on(run_sqlx(&mut conn, &mut messages, options, mode));
-            let end = (Instant::now(), process_cpu());
+            let end = (Instant::now(), thread_cpu());
             runtime.block_on(conn.close()).expect("closing");
-            (end.0 - start.0, end.1 - start.1)
+            (end.0 - start.0, cpu_between(&start.1, &end.1))
         }
         Mode::Direct => {
             runtime.block_on(conn.close()).expect("closing");
@@ -362,10 +373,10 @@ fn measure(mode: Mode, options: &Options) -> (f64, f64) {
                  PRAGMA foreign_keys = ON;"
             ))
             .expect("pragmas");
-            let start = (Instant::now(), process_cpu());
+            let start = (Instant::now(), thread_cpu());
             run_direct(&mut conn, &mut messages, options);
-            let end = (Instant::now(), process_cpu());
-            (end.0 - start.0, end.1 - start.1)
+            let end = (Instant::now(), thread_cpu());
+            (end.0 - start.0, cpu_between(&start.1, &end.1))
         }
     };
     let (written, counted) = count_entries(&path);
