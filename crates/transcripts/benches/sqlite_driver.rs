@@ -3,7 +3,7 @@
 //! Appends transcript entries to a store file made by the crate's own migrations,
 //! the way the SQLite store's writer appends a plain message to a conversation it
 //! remembers (one `INSERT INTO entries` and one `UPDATE conversations` of the
-//! counters, batches of `--batch` messages per transaction, WAL), three ways:
+//! counters, batches of `--batch` messages per transaction, WAL), four ways:
 //!
 //! - `sqlx`: as the store does it, one round trip to sqlx's worker thread per
 //!   message, plus `BEGIN` and `COMMIT`;
@@ -16,6 +16,7 @@
 //! sqlx runs SQLite on a thread of its own and answers each statement over a
 //! channel, so the modes tell apart what a round trip costs, what a statement
 //! costs, and what SQLite itself costs.
+//!
 //! For each it prints wall time and the process's CPU time (every thread) per
 //! message. Pin it to one core so that the threads share it as on a node:
 //!
