@@ -353,3 +353,64 @@ async fn card_numbers_and_configured_patterns_never_reach_the_store_or_the_agent
         }
     }
 }
+
+/// The owner hears `pending` before the outcome, however quickly the receiver answers:
+/// the receiver's client here declines the moment its offer arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_hears_pending_before_a_decline_sent_at_once() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    server.add_agent("ayla", "en", "general", 10, false);
+    server.add_agent("boris", "en", "general", 10, false);
+    let mut ayla = server.agent("ayla").await;
+    let mut players = Vec::new();
+    let mut convs = Vec::new();
+    for _ in 0..6 {
+        let mut player = server.visitor("en").await;
+        let conv = start_chat(&mut player, None).await;
+        accept(&mut ayla, &conv).await;
+        player.expect("assigned").await;
+        players.push(player);
+        convs.push(conv);
+    }
+    let mut boris = server.agent("boris").await;
+    for conv in &convs {
+        ayla.send(json!({"type":"transfer","conversation":conv,"to":{"agent":"boris"},"note":"please check"}))
+            .await;
+        let offer = boris
+            .expect_where(|v| v["type"] == "offer" && v["conversation"] == *conv)
+            .await;
+        assert_eq!(offer["transfer"]["note"], "please check");
+        boris
+            .send(json!({"type":"decline","conversation":conv}))
+            .await;
+        let updates = [
+            ayla.expect_where(|v| v["type"] == "transfer_update" && v["conversation"] == *conv)
+                .await,
+            ayla.expect_where(|v| v["type"] == "transfer_update" && v["conversation"] == *conv)
+                .await,
+        ];
+        let outcomes: Vec<&str> = updates
+            .iter()
+            .map(|u| u["outcome"].as_str().unwrap())
+            .collect();
+        assert_eq!(outcomes, ["pending", "declined"], "conversation {conv}");
+        // The transcript tells the same story in the same order.
+        let requested = event_seq(&mut ayla, conv, "transfer_requested").await;
+        let cancelled = event_seq(&mut ayla, conv, "transfer_cancelled").await;
+        assert!(
+            requested < cancelled,
+            "{conv}: requested #{requested}, cancelled #{cancelled}"
+        );
+    }
+}
+
+/// The sequence number of the event entry `event` in `conv`, as `client` receives it.
+async fn event_seq(client: &mut Client, conv: &str, event: &str) -> u64 {
+    let m = client
+        .expect_where(|v| {
+            v["type"] == "message" && v["conversation"] == conv && v["event"] == event
+        })
+        .await;
+    m["seq"].as_u64().unwrap()
+}

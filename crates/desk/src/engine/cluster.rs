@@ -553,18 +553,27 @@ impl Desk {
                         v.insert(PendingTransfer {
                             from: owner.clone(),
                             to: to.clone(),
-                            note,
+                            note: note.clone(),
                         });
                     }
                 }
-                let decisions = match self.router().transfer(conversation, &owner, to, now) {
+                let decisions = match self
+                    .router()
+                    .transfer(conversation, &owner, to.clone(), now)
+                {
                     Ok(d) => d,
                     Err(e) => {
                         self.transfers.remove(&conversation);
                         return Err(routing_refusal(e));
                     }
                 };
+                // The request's entries first, then the offer: the receiver's answer,
+                // and the entries it writes, always come after them.
+                let recorded = self
+                    .record_transfer_request(conversation, &owner, &to, note)
+                    .await;
                 self.carry_out(decisions).await;
+                recorded?;
                 Ok(Reply::Done)
             }
             Command::TakeOver {

@@ -703,10 +703,31 @@ impl Desk {
             conversation,
             owner: id.clone(),
             to: to.clone(),
-            note: note.clone(),
+            note,
         })
         .await?;
-        let target = match &to {
+        // The transfer is pending, and its entries are stored: whoever routes it
+        // writes them before the receiver's offer goes out (`Command::Transfer`).
+        conn.send(ServerFrame::TransferUpdate {
+            conversation,
+            to,
+            outcome: TransferOutcome::Pending,
+        });
+        Ok(())
+    }
+
+    /// The transcript's record of a transfer request: the owner's note (if any) and
+    /// the `transfer_requested` event. Written by whoever routes the transfer, after
+    /// the router accepted it and before the receiver's offer goes out, so that no
+    /// answer to the offer can come before them in the transcript.
+    pub(super) async fn record_transfer_request(
+        &self,
+        conversation: ConversationId,
+        owner: &AgentId,
+        to: &TransferTarget,
+        note: Option<String>,
+    ) -> Result<(), StoreError> {
+        let target = match to {
             TransferTarget::Agent(a) => format!("agent:{a}"),
             TransferTarget::Department(d) => format!("department:{d}"),
         };
@@ -716,7 +737,7 @@ impl Desk {
                     conversation,
                     entry: Some(NewEntry {
                         kind: MessageKind::Note,
-                        sender: session.participant(),
+                        sender: self.agent_participant(owner),
                         text: format!("Transfer to {target}: {note}"),
                         client_id: None,
                         event: Some("transfer_note".into()),
@@ -726,7 +747,7 @@ impl Desk {
                 })
                 .await?;
         }
-        let shown = match &to {
+        let shown = match to {
             TransferTarget::Agent(a) => self.agent_name(a),
             TransferTarget::Department(d) => d.clone(),
         };
@@ -741,12 +762,12 @@ impl Desk {
                 )),
                 events: vec![LifecycleEvent {
                     kind: LifecycleKind::TransferRequested,
-                    agent: Some(id.clone()),
+                    agent: Some(owner.clone()),
                     detail: serde_json::json!({ "to": target, "note": note }),
                     at: now_ms(),
                 }],
                 handoff: Some(Handoff {
-                    from: id.clone(),
+                    from: owner.clone(),
                     to: target,
                     note,
                     outcome: "requested".into(),
@@ -755,11 +776,6 @@ impl Desk {
                 ..Default::default()
             })
             .await?;
-        conn.send(ServerFrame::TransferUpdate {
-            conversation,
-            to,
-            outcome: TransferOutcome::Pending,
-        });
         Ok(())
     }
 
