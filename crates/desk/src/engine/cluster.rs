@@ -866,11 +866,22 @@ impl Desk {
         let weak = Arc::downgrade(self);
         let flag = overflowed.clone();
         tokio::spawn(async move {
+            let mut first_subscription = true;
             while let Some(item) = rx.recv().await {
                 let Some(desk) = weak.upgrade() else { break };
                 let lost = flag.swap(false, Ordering::Relaxed);
                 match item {
-                    Inbound::Lost => desk.resync().await,
+                    Inbound::Lost => {
+                        // The subscription was made again: Redis may have restarted and
+                        // lost the lease. Look at it now, not at the next heartbeat, so
+                        // that a deposed routing node stops before it answers commands
+                        // the new one should. (The first subscription is the start's,
+                        // which takes the lease itself.)
+                        if !std::mem::replace(&mut first_subscription, false) {
+                            desk.keep_lease(false).await;
+                        }
+                        desk.resync().await;
+                    }
                     Inbound::Event(envelope) => {
                         if lost {
                             desk.resync().await;
@@ -1066,6 +1077,12 @@ impl Desk {
             Ok(Some(epoch)) if Some(epoch) != leading => {
                 if self.taking_over.swap(true, Ordering::AcqRel) {
                     return;
+                }
+                if leading.is_some() {
+                    // A new term of ours (the lease was lost and taken again): no
+                    // command may run on the old term's router while the new one
+                    // is built, or what it did would be lost with it.
+                    self.step_down("a new routing term begins");
                 }
                 if inline {
                     self.take_over_routing(epoch).await;
