@@ -298,6 +298,54 @@ impl Router {
         Ok(out)
     }
 
+    /// Puts back a conversation that was waiting before this router existed (a
+    /// restart, or a new routing node rebuilding the queue from the store) where
+    /// it was: `head` — it had been put back at the head of the queue — at the
+    /// back of the head lane (restore those in the order they were put there);
+    /// otherwise in the normal lane at the place `enqueue` gave it when it arrived
+    /// `waited` ms ago. `cooldowns` are (agent, ms the cooldown still runs);
+    /// ended ones are ignored. Err(AlreadyKnown). Dispatches.
+    pub fn restore_queued(
+        &mut self,
+        conversation: ConversationId,
+        request: Request,
+        head: bool,
+        waited: Millis,
+        cooldowns: &[(AgentId, Millis)],
+        now: Millis,
+    ) -> Result<Vec<Decision>, RoutingError> {
+        if self.conversations.contains_key(&conversation) {
+            return Err(RoutingError::AlreadyKnown);
+        }
+        let (lane, priority) = if head {
+            (HEAD_LANE, 0)
+        } else {
+            // As `enqueue` at the arrival time, which may be before this
+            // router's clock began (hence i128, and no saturation).
+            let arrived = i128::from(now) - i128::from(waited);
+            let tier = i128::from(request.tier) * i128::from(self.config.aging_per_tier_ms);
+            (NORMAL_LANE, arrived - tier)
+        };
+        self.insert_queued(
+            conversation,
+            request,
+            lane,
+            priority,
+            now.saturating_sub(waited),
+        );
+        if let Some(c) = self.conversations.get_mut(&conversation) {
+            for (agent, left) in cooldowns {
+                if *left > 0 {
+                    c.cooldowns.insert(agent.clone(), now.saturating_add(*left));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        self.dispatch(now, &mut out);
+        out.push(Decision::QueueChanged);
+        Ok(out)
+    }
+
     /// Puts a conversation (new to the router, or currently Owned — then the owner's
     /// slot is freed and a pending transfer cancelled, its offer withdrawn without a
     /// `TransferFailed`, as the owner is losing it anyway) at the head of its queue,

@@ -420,6 +420,60 @@ fn requeued_conversations_go_ahead_of_everyone_in_fifo_order() {
 }
 
 #[test]
+fn a_restored_queue_keeps_its_order_across_a_new_router() {
+    // The order one router gave: 1 (tier 0, arrived at 0), 2 (tier 1, at 90 s),
+    // 3 put back at the head at 100 s, then 4 put back at the head at 110 s.
+    // A new router whose clock starts at 0 at 120 s on the old one's restores
+    // them in another order, from what a store keeps (arrival, head or not).
+    let mut r = router();
+    r.upsert_agent(agent("ana"), profile(&["en"], &["support"], 1), 0);
+    let now = 5;
+    r.restore_queued(cid(2), req("support", "en", 1), false, 30_000, &[], now)
+        .unwrap();
+    r.restore_queued(cid(1), req("support", "en", 0), false, 120_000, &[], now)
+        .unwrap();
+    r.restore_queued(cid(3), req("support", "en", 0), true, 20_000, &[], now)
+        .unwrap();
+    r.restore_queued(cid(4), req("support", "en", 0), true, 10_000, &[], now)
+        .unwrap();
+    // A new arrival (tier 0) waits behind all of them: 1 arrived 120 s ago,
+    // 2 is worth 60 s more than its 30 s of waiting.
+    r.enqueue(cid(5), req("support", "en", 0), now).unwrap();
+    assert_eq!(queue_ids(&r), vec![cid(3), cid(4), cid(1), cid(2), cid(5)]);
+    assert_eq!(
+        r.restore_queued(cid(1), req("support", "en", 0), false, 0, &[], now),
+        Err(RoutingError::AlreadyKnown)
+    );
+    invariants(&r);
+}
+
+#[test]
+fn a_restored_conversation_keeps_the_cooldowns_still_running() {
+    let mut r = router();
+    add_online(&mut r, "ana", &["en"], &["support"], 1, 0);
+    add_online(&mut r, "bo", &["en"], &["support"], 1, 0);
+    // Ana declined it 25 s ago (5 s of a 30 s cooldown left); Bo's ran out.
+    let d = r
+        .restore_queued(
+            cid(1),
+            req("support", "en", 0),
+            false,
+            60_000,
+            &[(agent("ana"), 5_000), (agent("bo"), 0)],
+            100,
+        )
+        .unwrap();
+    assert_eq!(offers_in(&d), vec![(cid(1), agent("bo"))]);
+    r.decline(cid(1), &agent("bo"), 200).unwrap();
+    invariants(&r);
+    // Both in cooldown now: it waits until Ana's ends, then goes to her.
+    assert_eq!(r.next_deadline(), Some(5_100));
+    assert!(offers_in(&r.tick(5_099)).is_empty());
+    assert_eq!(offers_in(&r.tick(5_100)), vec![(cid(1), agent("ana"))]);
+    invariants(&r);
+}
+
+#[test]
 fn requeue_of_an_owned_conversation_frees_the_owner_and_puts_it_first() {
     let mut r = router();
     add_online(&mut r, "ana", &["en"], &["support"], 1, 0);

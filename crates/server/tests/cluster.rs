@@ -906,6 +906,128 @@ async fn an_offer_declined_while_redis_restarts_empty_is_declined() {
     );
 }
 
+/// A decline outlives the routing node that handled it: the node that takes over
+/// rebuilds the queue from the store with the decline's cooldown, so the agent is
+/// not offered the conversation again at once, while routing goes on for others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decline_outlives_the_routing_node() {
+    let mut cluster = Cluster::start(Setup::nodes(2)).await;
+    let leader = cluster.wait_leader(None).await;
+    let stays = 1 - leader;
+    cluster.add_agent("ayla", 3, false);
+    let token = cluster.login("ayla").await;
+    let mut agent = cluster.agent("ayla", &token, stays).await;
+    let mut player = cluster.visitor("player-0", stays).await;
+    let since = agent.mark();
+    let conv = start(&mut player).await;
+    agent
+        .wait_frame(since, "the offer", SETTLE, |f| {
+            f["type"] == "offer" && f["conversation"] == conv.as_str()
+        })
+        .await;
+    let mark = agent.mark();
+    assert!(
+        agent
+            .send(json!({"type":"decline","conversation":conv}))
+            .await
+    );
+    agent
+        .wait_frame(mark, "the decline's answer", SETTLE, |f| {
+            f["type"] == "offer_withdrawn"
+                && f["conversation"] == conv.as_str()
+                && f["reason"] == "declined"
+        })
+        .await;
+    // Give the agent's node a moment to store the decline, then kill routing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = agent.mark();
+    cluster.kill(leader);
+    assert_eq!(cluster.wait_leader(Some(leader)).await, stays);
+
+    // Routing works on the new node: a second player is offered to the agent.
+    let mut other = cluster.visitor("player-1", stays).await;
+    let second = start(&mut other).await;
+    agent
+        .wait_frame(after, "the second player's offer", SETTLE, |f| {
+            f["type"] == "offer" && f["conversation"] == second.as_str()
+        })
+        .await;
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(2) {
+        agent.pump();
+        player.pump();
+        other.pump();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        agent
+            .find(after, |f| f["type"] == "offer"
+                && f["conversation"] == conv.as_str())
+            .is_none(),
+        "offered again within the decline's cooldown: {}",
+        agent.describe()
+    );
+    assert!(
+        player
+            .find(0, |f| f["type"] == "closed" || f["type"] == "assigned")
+            .is_none(),
+        "{}",
+        player.describe()
+    );
+}
+
+/// An accept that no routing node answers (the routing node frozen, then replaced
+/// as its lease runs out) is answered within the 5 s a routed command may take
+/// in all: the agent is never left waiting longer, whatever the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accept_the_routing_node_cannot_answer_is_answered_within_five_seconds() {
+    let cluster = Cluster::start(Setup::nodes(2)).await;
+    let leader = cluster.wait_leader(None).await;
+    let stays = 1 - leader;
+    cluster.add_agent("ayla", 3, false);
+    let token = cluster.login("ayla").await;
+    let mut agent = cluster.agent("ayla", &token, stays).await;
+    let mut player = cluster.visitor("player-0", stays).await;
+    let since = agent.mark();
+    let conv = start(&mut player).await;
+    agent
+        .wait_frame(since, "the offer", SETTLE, |f| {
+            f["type"] == "offer" && f["conversation"] == conv.as_str()
+        })
+        .await;
+    cluster.stop(leader);
+    let mark = agent.mark();
+    let asked = Instant::now();
+    assert!(
+        agent
+            .send(json!({"type":"accept","conversation":conv}))
+            .await
+    );
+    let answer = agent
+        .wait_frame(
+            mark,
+            "the answer to the accept",
+            Duration::from_secs(30),
+            |f| {
+                f["conversation"] == conv.as_str()
+                    && ((f["type"] == "error" && f["frame"] == "accept")
+                        || f["type"] == "assigned"
+                        || f["type"] == "offer_withdrawn")
+            },
+        )
+        .await;
+    let took = asked.elapsed();
+    cluster.resume(leader);
+    // 5 s, and a little for a loaded machine to deliver the answer.
+    assert!(
+        took <= Duration::from_millis(6_500),
+        "answered after {took:?}: {answer}"
+    );
+    if answer["type"] == "error" {
+        assert_eq!(answer["code"], "overloaded", "{answer}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_by_redis_catches_up_from_the_store() {
     // A subscriber more than 32 KiB behind is disconnected by Redis at once.

@@ -126,6 +126,60 @@ async fn an_agent_who_does_not_come_back_loses_the_chat_to_the_head_of_the_queue
     }
 }
 
+/// A restart keeps the queue's order: a chat put back at the head of the queue
+/// (its agent went away) stays ahead of one that arrived before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_a_requeued_chat_at_the_head_of_the_queue() {
+    let dir = tempdir();
+    let mut server = Server::start(dir.path(), &["--agent-grace-secs", "4"]);
+    server.add_agent("boris", "en,tr", "general", 1, false);
+    server.add_agent("ayla", "en", "general", 1, false);
+    let mut boris = server.agent("boris").await;
+    let mut busy = server.visitor("en").await;
+    let busy_conv = start_chat(&mut busy, None).await;
+    accept(&mut boris, &busy_conv).await;
+    // Only boris speaks Turkish, and he is busy: this chat waits.
+    let mut early = server.visitor("tr").await;
+    early.send(json!({"type":"start"})).await;
+    let queued = early
+        .expect_where(|v| matches!(v["type"].as_str(), Some("queued" | "no_agents")))
+        .await;
+    assert_eq!(queued["position"], 1, "{queued}");
+    let early_conv = queued["conversation"].as_str().unwrap().to_owned();
+    // A later chat goes to ayla, who then leaves for good: it goes back to
+    // the head of the queue, ahead of the earlier one (positions count within
+    // a department and language; the order between lines shows in whom a
+    // freed slot goes to).
+    let mut ayla = server.agent("ayla").await;
+    let mut late = server.visitor("en").await;
+    let late_conv = start_chat(&mut late, None).await;
+    accept(&mut ayla, &late_conv).await;
+    ayla.close().await;
+    late.expect_where(|v| v["type"] == "message" && v["event"] == "requeued")
+        .await;
+    late.expect_where(|v| v["type"] == "queued" && v["position"] == 1)
+        .await;
+
+    server.kill();
+    server.spawn();
+    let mut boris = server.agent("boris").await;
+    let open = boris.welcome["conversations"].as_array().unwrap();
+    assert!(
+        open.iter().any(|c| c["id"] == busy_conv.as_str()),
+        "boris keeps his chat across the restart: {open:?}"
+    );
+    // His slot frees: the head of the queue is offered first.
+    boris
+        .send(json!({"type":"close","conversation":busy_conv}))
+        .await;
+    let offer = boris.expect_where(|v| v["type"] == "offer").await;
+    assert_eq!(
+        offer["conversation"],
+        late_conv.as_str(),
+        "the chat put back at the head is first after the restart (the other: {early_conv})"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_player_who_stays_away_is_marked_abandoned() {
     let dir = tempdir();

@@ -65,6 +65,7 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         case!(open_conversations_ordered_by_creation_then_id),
         case!(conversations_filtered_newest_first),
         case!(recent_handle_times),
+        case!(queue_events_of_queued_conversations),
         case!(writes_after_shutdown_unavailable),
         case!(fence_at_or_above_recorded_epoch_applies),
         case!(fence_below_recorded_epoch_writes_nothing),
@@ -1628,6 +1629,84 @@ pub async fn conversations_filtered_newest_first(store: Arc<dyn Store>) {
     })
     .await;
     assert_eq!(one, [ids[3]], "limit applies after filtering, newest first");
+}
+
+/// `queue_events` returns what a new router needs of the queue: `requeued` events of
+/// queued conversations whatever their age, their `declined` and `offer_expired`
+/// events from `since` on, oldest first; nothing of conversations not queued.
+pub async fn queue_events_of_queued_conversations(store: Arc<dyn Store>) {
+    let now = now_ms();
+    let at = |kind, agent, at| LifecycleEvent {
+        at,
+        ..lifecycle(kind, agent)
+    };
+    let record = |id, events: Vec<LifecycleEvent>| {
+        let store = store.clone();
+        async move {
+            store
+                .apply(Change {
+                    conversation: id,
+                    events,
+                    ..Change::default()
+                })
+                .await
+                .expect("record events");
+        }
+    };
+    let waiting = create(&store, ConversationState::Queued).await;
+    record(
+        waiting,
+        vec![
+            at(LifecycleKind::Requeued, Some("ayla"), now - 3_600_000),
+            at(LifecycleKind::OfferExpired, Some("bora"), now - 60_000),
+            at(LifecycleKind::Offered, Some("cem"), now - 2_000),
+            at(LifecycleKind::Declined, Some("cem"), now - 1_000),
+        ],
+    )
+    .await;
+    record(
+        waiting,
+        vec![at(LifecycleKind::OfferExpired, Some("dana"), now - 500)],
+    )
+    .await;
+    let owned = create(&store, ConversationState::Active).await;
+    record(
+        owned,
+        vec![
+            at(LifecycleKind::Requeued, Some("ayla"), now - 2_000),
+            at(LifecycleKind::Declined, Some("bora"), now - 1_000),
+        ],
+    )
+    .await;
+
+    let events = store
+        .queue_events(now - 30_000)
+        .await
+        .expect("queue events");
+    assert!(
+        events.iter().all(|e| e.conversation != owned),
+        "an owned conversation's events: {events:?}"
+    );
+    let mine: Vec<(LifecycleKind, Option<&str>, u64)> = events
+        .iter()
+        .filter(|e| e.conversation == waiting)
+        .map(|e| {
+            (
+                e.event.kind,
+                e.event.agent.as_ref().map(|a| a.0.as_str()),
+                e.event.at,
+            )
+        })
+        .collect();
+    assert_eq!(
+        mine,
+        vec![
+            (LifecycleKind::Requeued, Some("ayla"), now - 3_600_000),
+            (LifecycleKind::Declined, Some("cem"), now - 1_000),
+            (LifecycleKind::OfferExpired, Some("dana"), now - 500),
+        ],
+        "requeued whatever its age, refusals since the bound, oldest first"
+    );
 }
 
 /// Handle times run from the first assignment to the close, for closed

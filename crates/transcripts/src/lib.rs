@@ -697,6 +697,11 @@ pub trait Store: Send + Sync + 'static {
     /// A conversation's hand-offs, oldest first.
     async fn handoffs(&self, id: ConversationId) -> Result<Vec<Handoff>>;
 
+    /// What a new router needs to put the queue back as it was: for every
+    /// conversation queued now, its `requeued` events, and its `declined` and
+    /// `offer_expired` events dated `since` (Unix ms) or later; oldest first.
+    async fn queue_events(&self, since: u64) -> Result<Vec<RecordedEvent>>;
+
     /// Recent handle times (assignment to close), newest first, as
     /// (department, milliseconds), at most `limit`.
     async fn recent_handle_times(&self, limit: u32) -> Result<Vec<(String, u64)>>;

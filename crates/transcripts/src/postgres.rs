@@ -77,7 +77,7 @@ use crate::{
     now_ms, player_busy, AgentAccount, Appended, Applied, AuditFilter, AuditRecord, CatalogItem,
     CatalogKind, Change, CommitObserver, ConversationFilter, ConversationRecord, Deleted, Fence,
     Handoff, LifecycleEvent, LifecycleKind, NewAuditRecord, NewConversation, NewEntry, Purged,
-    Result, Store, StoreError, StoredEntry, MAX_PURGE_CHUNK,
+    RecordedEvent, Result, Store, StoreError, StoredEntry, MAX_PURGE_CHUNK,
 };
 use async_trait::async_trait;
 use pitboss_protocol::{
@@ -105,6 +105,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// (milliseconds); a wait this long means that node is stuck, and every write of this
 /// node queued behind it would be stuck too.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the writer's connection may sit in an open transaction with no
+/// statement running before PostgreSQL ends its session (its
+/// `idle_in_transaction_session_timeout`), releasing the rows and advisory locks
+/// the transaction held. A batch sends its statements back to back, so only a
+/// node that stalled in the middle of one (SIGSTOP, a frozen VM, a pause far
+/// longer than any scheduling delay) reaches it; without it, such a node would
+/// hold up every write to those rows from the other nodes for the whole stall, up to
+/// [`LOCK_TIMEOUT`] each. The stalled batch is rolled back: nothing of it was
+/// acknowledged, and its clients send again.
+pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Attempts at one batch when PostgreSQL aborts it as a deadlock victim or with a
 /// serialization failure: the first run and two retries. Bounded, so a pathological
@@ -357,14 +368,32 @@ impl Store for PostgresStore {
         .fetch_all(&self.reads)
         .await
         .map_err(db)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn queue_events(&self, since: u64) -> Result<Vec<RecordedEvent>> {
+        // Through the (state, created_at) index to the few queued conversations,
+        // then through (conversation_id, kind, at) to their events.
+        let rows = sqlx::query(
+            "SELECT e.conversation_id, e.kind, e.agent_id, e.detail, e.at \
+             FROM conversations c JOIN lifecycle_events e ON e.conversation_id = c.id \
+             WHERE c.state = $1 AND (e.kind = $2 OR (e.kind IN ($3, $4) AND e.at >= $5)) \
+             ORDER BY e.id",
+        )
+        .bind(tag(ConversationState::Queued)?)
+        .bind(tag(LifecycleKind::Requeued)?)
+        .bind(tag(LifecycleKind::Declined)?)
+        .bind(tag(LifecycleKind::OfferExpired)?)
+        .bind(to_db(since))
+        .fetch_all(&self.reads)
+        .await
+        .map_err(db)?;
         rows.iter()
             .map(|row| {
-                let detail: String = get(row, "detail")?;
-                Ok(LifecycleEvent {
-                    kind: untag(get(row, "kind")?)?,
-                    agent: get::<Option<String>>(row, "agent_id")?.map(AgentId),
-                    detail: serde_json::from_str(&detail).map_err(corrupt)?,
-                    at: from_db(get(row, "at")?),
+                let conversation: String = get(row, "conversation_id")?;
+                Ok(RecordedEvent {
+                    conversation: conversation.parse().map_err(corrupt)?,
+                    event: event_from_row(row)?,
                 })
             })
             .collect()
@@ -856,7 +885,12 @@ async fn configure_writer(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     // An acknowledged write must be flushed, whatever the server's default says.
     exec(conn, "SET synchronous_commit = on").await?;
     let lock_timeout = format!("SET lock_timeout = '{}ms'", LOCK_TIMEOUT.as_millis());
-    exec(conn, &lock_timeout).await
+    exec(conn, &lock_timeout).await?;
+    let idle = format!(
+        "SET idle_in_transaction_session_timeout = '{}ms'",
+        IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
+    );
+    exec(conn, &idle).await
 }
 
 /// Runs one statement that returns nothing.
@@ -1677,5 +1711,16 @@ fn audit_from_row(row: &PgRow) -> Result<AuditRecord> {
             target: get(row, "target")?,
             detail: serde_json::from_str(&detail).map_err(corrupt)?,
         },
+    })
+}
+
+/// A `lifecycle_events` row (`kind`, `agent_id`, `detail`, `at`) as an event.
+fn event_from_row(row: &PgRow) -> Result<LifecycleEvent> {
+    let detail: String = get(row, "detail")?;
+    Ok(LifecycleEvent {
+        kind: untag(get(row, "kind")?)?,
+        agent: get::<Option<String>>(row, "agent_id")?.map(AgentId),
+        detail: serde_json::from_str(&detail).map_err(corrupt)?,
+        at: from_db(get(row, "at")?),
     })
 }

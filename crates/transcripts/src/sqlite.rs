@@ -21,7 +21,7 @@ use crate::{
     now_ms, player_busy, AgentAccount, Appended, Applied, AuditFilter, AuditRecord, CatalogItem,
     CatalogKind, Change, CommitObserver, ConversationFilter, ConversationRecord, Deleted, Fence,
     Handoff, LifecycleEvent, LifecycleKind, NewAuditRecord, NewConversation, NewEntry, Purged,
-    Result, Store, StoreError, StoredEntry, MAX_PURGE_CHUNK,
+    RecordedEvent, Result, Store, StoreError, StoredEntry, MAX_PURGE_CHUNK,
 };
 use async_trait::async_trait;
 use pitboss_protocol::{
@@ -317,14 +317,32 @@ impl Store for SqliteStore {
         .fetch_all(&self.reads)
         .await
         .map_err(db)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn queue_events(&self, since: u64) -> Result<Vec<RecordedEvent>> {
+        // Through the (state, created_at) index to the few queued conversations,
+        // then through (conversation_id, kind, at) to their events.
+        let rows = sqlx::query(
+            "SELECT e.conversation_id, e.kind, e.agent_id, e.detail, e.at \
+             FROM conversations c JOIN lifecycle_events e ON e.conversation_id = c.id \
+             WHERE c.state = ? AND (e.kind = ? OR (e.kind IN (?, ?) AND e.at >= ?)) \
+             ORDER BY e.id",
+        )
+        .bind(tag(ConversationState::Queued)?)
+        .bind(tag(LifecycleKind::Requeued)?)
+        .bind(tag(LifecycleKind::Declined)?)
+        .bind(tag(LifecycleKind::OfferExpired)?)
+        .bind(to_db(since))
+        .fetch_all(&self.reads)
+        .await
+        .map_err(db)?;
         rows.iter()
             .map(|row| {
-                let detail: String = get(row, "detail")?;
-                Ok(LifecycleEvent {
-                    kind: untag(get(row, "kind")?)?,
-                    agent: get::<Option<String>>(row, "agent_id")?.map(AgentId),
-                    detail: serde_json::from_str(&detail).map_err(corrupt)?,
-                    at: from_db(get(row, "at")?),
+                let conversation: String = get(row, "conversation_id")?;
+                Ok(RecordedEvent {
+                    conversation: conversation.parse().map_err(corrupt)?,
+                    event: event_from_row(row)?,
                 })
             })
             .collect()
@@ -1576,5 +1594,16 @@ fn audit_from_row(row: &SqliteRow) -> Result<AuditRecord> {
             target: get(row, "target")?,
             detail: serde_json::from_str(&detail).map_err(corrupt)?,
         },
+    })
+}
+
+/// A `lifecycle_events` row (`kind`, `agent_id`, `detail`, `at`) as an event.
+fn event_from_row(row: &SqliteRow) -> Result<LifecycleEvent> {
+    let detail: String = get(row, "detail")?;
+    Ok(LifecycleEvent {
+        kind: untag(get(row, "kind")?)?,
+        agent: get::<Option<String>>(row, "agent_id")?.map(AgentId),
+        detail: serde_json::from_str(&detail).map_err(corrupt)?,
+        at: from_db(get(row, "at")?),
     })
 }

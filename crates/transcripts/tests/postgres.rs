@@ -115,6 +115,7 @@ conformance_tests!(
     open_conversations_ordered_by_creation_then_id,
     conversations_filtered_newest_first,
     recent_handle_times,
+    queue_events_of_queued_conversations,
     writes_after_shutdown_unavailable,
     fence_at_or_above_recorded_epoch_applies,
     fence_below_recorded_epoch_writes_nothing,

@@ -324,12 +324,20 @@ impl Desk {
         Ok(())
     }
 
-    /// A fresh router from the store: accounts, recent handle times, the queue in
-    /// arrival order, owned conversations (whose agents get a grace period).
+    /// A fresh router from the store: accounts, recent handle times, the queue as
+    /// it was (see [`QueueHistory`]), owned conversations (whose agents get a
+    /// grace period).
     async fn rebuild_router(&self, open: &[ConversationRecord]) -> Result<(), StoreError> {
         let now = self.now();
         let accounts = self.store.agents().await?;
         let handle_times = self.store.recent_handle_times(500).await?;
+        let cooldown = self.config.routing.decline_cooldown_ms;
+        let wall = now_ms();
+        let history = QueueHistory::new(
+            self.store
+                .queue_events(wall.saturating_sub(cooldown))
+                .await?,
+        );
         let mut router = Router::new(self.config.routing.clone());
         for account in &accounts {
             self.learn_card(account);
@@ -338,26 +346,42 @@ impl Desk {
         for (department, ms) in handle_times.into_iter().rev() {
             router.record_handle_time(&department, ms);
         }
+        // Those put back at the head first, in the order they were put there.
+        let mut queued: Vec<_> = open
+            .iter()
+            .filter(|r| r.summary.state == ConversationState::Queued)
+            .map(|r| (history.requeued(r.summary.id), r))
+            .collect();
+        queued.sort_by_key(|(requeued, _)| requeued.map_or((1, 0), |at| (0, at)));
+        for (requeued, record) in queued {
+            let id = record.summary.id;
+            let since = requeued.unwrap_or(record.summary.created_at);
+            let _ = router.restore_queued(
+                id,
+                cluster::request_of(record),
+                requeued.is_some(),
+                wall.saturating_sub(since),
+                &history.cooldowns(id, cooldown, wall),
+                now,
+            );
+        }
         let mut owners = Vec::new();
         for record in open {
+            let (ConversationState::Active, Some(agent)) =
+                (record.summary.state, record.summary.agent.clone())
+            else {
+                continue;
+            };
             let request = cluster::request_of(record);
             let id = record.summary.id;
-            match (record.summary.state, record.summary.agent.clone()) {
-                (ConversationState::Queued, _) => {
-                    let _ = router.enqueue(id, request, now);
-                }
-                (ConversationState::Active, Some(agent)) => {
-                    if router
-                        .restore_owned(id, &agent, request.clone(), now)
-                        .is_err()
-                    {
-                        // The account is gone: back to the head of the queue.
-                        let _ = router.requeue_at_head(id, request, now);
-                    } else {
-                        owners.push(agent);
-                    }
-                }
-                _ => {}
+            if router
+                .restore_owned(id, &agent, request.clone(), now)
+                .is_err()
+            {
+                // The account is gone: back to the head of the queue.
+                let _ = router.requeue_at_head(id, request, now);
+            } else {
+                owners.push(agent);
             }
         }
         *self.router() = router;
@@ -731,3 +755,61 @@ fn random_key() -> Vec<u8> {
 /// An argon2 hash of a random password, verified against when a login names no
 /// account so that a missing account takes as long as a wrong password.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0Nh4Pz0vS2fNsKcOzVwGx7bnaYdXiMzqX5OqyA7i0uU";
+
+/// What the store's lifecycle events say about the queue beyond each
+/// conversation's state: which conversations were put back at the head (and
+/// when), and which agents refused them lately (declined, or let the offer
+/// expire), so that a new router keeps their place and their cooldowns.
+struct QueueHistory {
+    requeued: std::collections::HashMap<ConversationId, u64>,
+    refused: std::collections::HashMap<ConversationId, Vec<(AgentId, u64)>>,
+}
+
+impl QueueHistory {
+    fn new(events: Vec<pitboss_transcripts::RecordedEvent>) -> Self {
+        let mut history = Self {
+            requeued: Default::default(),
+            refused: Default::default(),
+        };
+        for e in events {
+            match (e.event.kind, e.event.agent) {
+                (LifecycleKind::Requeued, _) => {
+                    // Oldest first: the last one is when it went to the head.
+                    history.requeued.insert(e.conversation, e.event.at);
+                }
+                (LifecycleKind::Declined | LifecycleKind::OfferExpired, Some(agent)) => {
+                    history
+                        .refused
+                        .entry(e.conversation)
+                        .or_default()
+                        .push((agent, e.event.at));
+                }
+                _ => {}
+            }
+        }
+        history
+    }
+
+    /// When the conversation was last put back at the head of the queue, if ever.
+    fn requeued(&self, id: ConversationId) -> Option<u64> {
+        self.requeued.get(&id).copied()
+    }
+
+    /// (agent, ms its cooldown still runs at `wall`) for each refusal of `id`.
+    fn cooldowns(&self, id: ConversationId, cooldown: u64, wall: u64) -> Vec<(AgentId, u64)> {
+        self.refused
+            .get(&id)
+            .map(|refusals| {
+                refusals
+                    .iter()
+                    .map(|(agent, at)| {
+                        (
+                            agent.clone(),
+                            at.saturating_add(cooldown).saturating_sub(wall),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
