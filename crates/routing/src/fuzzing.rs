@@ -142,6 +142,19 @@ pub enum Op {
         /// What it asks for now.
         request: Req,
     },
+    /// `restore_queued`: a conversation that waited before this router existed.
+    RestoreQueued {
+        /// The conversation.
+        conversation: u8,
+        /// What it asks for.
+        request: Req,
+        /// Put back at the head of the queue before.
+        head: bool,
+        /// How long it has waited.
+        waited: Step,
+        /// An agent whose cooldown for it still runs, and for how long.
+        cooldown: Option<(u8, Step)>,
+    },
     /// `restore_owned`.
     Restore {
         /// The conversation.
@@ -325,9 +338,9 @@ impl<'a> Arbitrary<'a> for Step {
 
 /// Which operation a byte selects: the common ones (arrivals, accepting open
 /// offers, transfers, ticks) take more of the 32 values.
-const KINDS: [u8; 34] = [
+const KINDS: [u8; 35] = [
     0, 1, 2, 2, 3, 3, 3, 3, 4, 5, 6, 7, 8, 8, 8, 8, 9, 9, 10, 10, 11, 11, 11, 12, 12, 13, 14, 14,
-    15, 15, 15, 16, 17, 18,
+    15, 15, 15, 16, 17, 18, 19,
 ];
 
 impl<'a> Arbitrary<'a> for Op {
@@ -411,9 +424,19 @@ impl<'a> Arbitrary<'a> for Op {
                     conversation: conversation(u)?,
                     agent: agent(u)?,
                 },
-                _ => Op::DeclineEarlier {
+                18 => Op::DeclineEarlier {
                     conversation: conversation(u)?,
                     agent: agent(u)?,
+                },
+                _ => Op::RestoreQueued {
+                    conversation: conversation(u)?,
+                    request: Req::arbitrary(u)?,
+                    head: u.int_in_range(0..=1u8)? == 1,
+                    waited: Step::arbitrary(u)?,
+                    cooldown: match from(u)? {
+                        Some(agent) => Some((agent, Step::arbitrary(u)?)),
+                        None => None,
+                    },
                 },
             },
         )
@@ -555,6 +578,22 @@ impl Scenario {
                     conversation,
                     agent,
                 } => out.extend([kind(18), *conversation, *agent]),
+                Op::RestoreQueued {
+                    conversation,
+                    request,
+                    head,
+                    waited,
+                    cooldown,
+                } => {
+                    out.extend([kind(19), *conversation]);
+                    req(&mut out, request);
+                    out.push(u8::from(*head));
+                    step(&mut out, waited);
+                    out.push(from(&cooldown.map(|(agent, _)| agent)));
+                    if let Some((_, left)) = cooldown {
+                        step(&mut out, left);
+                    }
+                }
                 Op::Release { conversation } => out.extend([kind(10), *conversation]),
                 Op::TransferToAgent {
                     conversation,
@@ -710,6 +749,7 @@ fn op_name(op: &Op) -> &'static str {
         Op::SetStatus { .. } => "set_status",
         Op::Enqueue { .. } => "enqueue",
         Op::Requeue { .. } => "requeue_at_head",
+        Op::RestoreQueued { .. } => "restore_queued",
         Op::Restore { .. } => "restore_owned",
         Op::Accept { .. } | Op::AcceptOpen { .. } => "accept",
         Op::Decline { .. } | Op::DeclineOpen { .. } => "decline",
@@ -956,6 +996,41 @@ impl Harness {
                         ds.last() == Some(&Decision::QueueChanged),
                         "an arrival did not end with QueueChanged: {ds:?}"
                     );
+                }
+                result
+            }
+            Op::RestoreQueued {
+                conversation,
+                request: req,
+                head,
+                waited,
+                cooldown,
+            } => {
+                let c = conversation_id(conversation);
+                let rq = request(&req);
+                let expected = self.known(&c).then_some(RoutingError::AlreadyKnown);
+                let waited = self.step(waited);
+                let priority = i128::from(now)
+                    - i128::from(waited)
+                    - i128::from(rq.tier) * i128::from(self.config.aging_per_tier_ms);
+                let cooldowns: Vec<(AgentId, Millis)> = cooldown
+                    .map(|(agent, left)| (agent_id(agent), self.step(left)))
+                    .into_iter()
+                    .collect();
+                let result = self.r.restore_queued(c, rq, head, waited, &cooldowns, now);
+                self.expect_refusal(&result, expected)?;
+                if result.is_ok() {
+                    let key = if head {
+                        self.key(0, 0)
+                    } else {
+                        self.key(1, priority)
+                    };
+                    self.queued.insert(c, key);
+                    for (agent, left) in cooldowns {
+                        if left > 0 {
+                            self.cooldowns.insert((c, agent), now.saturating_add(left));
+                        }
+                    }
                 }
                 result
             }
@@ -1555,7 +1630,9 @@ impl Harness {
         ensure!(told <= 1, "QueueChanged {told} times: {ds:?}");
         let changed = self.listing() != *before;
         match op {
-            Op::Enqueue { .. } => ensure!(told == 1, "an arrival without QueueChanged"),
+            Op::Enqueue { .. } | Op::RestoreQueued { .. } => {
+                ensure!(told == 1, "an arrival without QueueChanged")
+            }
             Op::Advance(_) | Op::RecordHandleTime { .. } | Op::Restore { .. } => {
                 ensure!(told == 0, "QueueChanged from {op:?}");
             }

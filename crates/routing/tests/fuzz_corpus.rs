@@ -685,6 +685,52 @@ fn seeds() -> Vec<(&'static str, Scenario)> {
         ),
         ("vip-and-head-lane", vip),
         ("edge-config", edge),
+        (
+            "restored-queue",
+            scenario(vec![
+                // A queue rebuilt by a new router: a VIP who waited a while,
+                // a conversation put back at the head, one an agent declined
+                // moments ago (its cooldown still running), then a new arrival.
+                RestoreQueued {
+                    conversation: 0,
+                    request: req(0, 0, 1),
+                    head: false,
+                    waited: Step::Millis(30_000),
+                    cooldown: None,
+                },
+                RestoreQueued {
+                    conversation: 1,
+                    request: support_en,
+                    head: true,
+                    waited: Step::Millis(5_000),
+                    cooldown: Some((0, Step::Millis(20_000))),
+                },
+                RestoreQueued {
+                    conversation: 2,
+                    request: support_en,
+                    head: false,
+                    waited: Step::Long,
+                    cooldown: Some((1, Step::Cooldown)),
+                },
+                RestoreQueued {
+                    conversation: 2,
+                    request: support_en,
+                    head: true,
+                    waited: Step::Zero,
+                    cooldown: None,
+                },
+                Enqueue {
+                    conversation: 3,
+                    request: support_en,
+                },
+                AcceptOpen { index: 0 },
+                DeclineOpen { index: 0 },
+                Tick(Step::Millis(20_000)),
+                AcceptOpen { index: 0 },
+                Tick(Step::Cooldown),
+                AcceptOpen { index: 0 },
+            ]),
+        ),
     ]
 }
 
