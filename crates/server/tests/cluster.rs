@@ -823,15 +823,18 @@ async fn redis_restarted_empty_loses_nothing_and_routing_comes_back() {
     floor.no_incidents();
 }
 
-/// Two nodes; a player on the leader is offered to the one agent, on the other
-/// node, who sees the offer; then Redis is killed and comes back empty.
-async fn offered_as_redis_restarts_empty() -> (Cluster, Peer, Peer, String) {
-    let mut cluster = Cluster::start(Setup::nodes(2)).await;
+/// Two nodes; the one agent, ayla, on the node that does not route, and a player
+/// on `player_node` (given the routing node's index); returns once ayla sees the
+/// player's offer, with the routing node's index.
+async fn offered_beside_routing(
+    player_node: fn(usize) -> usize,
+) -> (Cluster, usize, Peer, Peer, String) {
+    let cluster = Cluster::start(Setup::nodes(2)).await;
     let leader = cluster.wait_leader(None).await;
     cluster.add_agent("ayla", 3, false);
     let token = cluster.login("ayla").await;
     let mut agent = cluster.agent("ayla", &token, 1 - leader).await;
-    let mut player = cluster.visitor("player-0", leader).await;
+    let mut player = cluster.visitor("player-0", player_node(leader)).await;
     let since = agent.mark();
     let conv = start(&mut player).await;
     agent
@@ -839,7 +842,13 @@ async fn offered_as_redis_restarts_empty() -> (Cluster, Peer, Peer, String) {
             f["type"] == "offer" && f["conversation"] == conv.as_str()
         })
         .await;
+    (cluster, leader, agent, player, conv)
+}
 
+/// Two nodes; a player on the leader is offered to the one agent, on the other
+/// node, who sees the offer; then Redis is killed and comes back empty.
+async fn offered_as_redis_restarts_empty() -> (Cluster, Peer, Peer, String) {
+    let (mut cluster, _, agent, player, conv) = offered_beside_routing(|leader| leader).await;
     cluster.redis.kill();
     cluster.redis.restart();
     (cluster, agent, player, conv)
@@ -911,20 +920,9 @@ async fn an_offer_declined_while_redis_restarts_empty_is_declined() {
 /// not offered the conversation again at once, while routing goes on for others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decline_outlives_the_routing_node() {
-    let mut cluster = Cluster::start(Setup::nodes(2)).await;
-    let leader = cluster.wait_leader(None).await;
+    let (mut cluster, leader, mut agent, mut player, conv) =
+        offered_beside_routing(|leader| 1 - leader).await;
     let stays = 1 - leader;
-    cluster.add_agent("ayla", 3, false);
-    let token = cluster.login("ayla").await;
-    let mut agent = cluster.agent("ayla", &token, stays).await;
-    let mut player = cluster.visitor("player-0", stays).await;
-    let since = agent.mark();
-    let conv = start(&mut player).await;
-    agent
-        .wait_frame(since, "the offer", SETTLE, |f| {
-            f["type"] == "offer" && f["conversation"] == conv.as_str()
-        })
-        .await;
     let mark = agent.mark();
     assert!(
         agent
@@ -981,20 +979,8 @@ async fn a_decline_outlives_the_routing_node() {
 /// in all: the agent is never left waiting longer, whatever the answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_accept_the_routing_node_cannot_answer_is_answered_within_five_seconds() {
-    let cluster = Cluster::start(Setup::nodes(2)).await;
-    let leader = cluster.wait_leader(None).await;
-    let stays = 1 - leader;
-    cluster.add_agent("ayla", 3, false);
-    let token = cluster.login("ayla").await;
-    let mut agent = cluster.agent("ayla", &token, stays).await;
-    let mut player = cluster.visitor("player-0", stays).await;
-    let since = agent.mark();
-    let conv = start(&mut player).await;
-    agent
-        .wait_frame(since, "the offer", SETTLE, |f| {
-            f["type"] == "offer" && f["conversation"] == conv.as_str()
-        })
-        .await;
+    let (cluster, leader, mut agent, _player, conv) =
+        offered_beside_routing(|leader| 1 - leader).await;
     cluster.stop(leader);
     let mark = agent.mark();
     let asked = Instant::now();

@@ -1573,26 +1573,31 @@ async fn keep_an_admin(conn: &mut PgConnection, id: &AgentId) -> Result<(), Fail
 /// Takes, for each player whose conversation the batch creates with an
 /// [`NewConversation::open_limit`], that player's advisory lock (transaction-scoped,
 /// keyed by [`PLAYER_LOCKS`] and a hash of the id; players whose ids collide share
-/// one), in id order, so creations for one player take turns across nodes. Two
-/// batches can wait for each other only when different players' hashes collide
-/// in opposite orders; PostgreSQL then aborts one, and the writer runs it again.
+/// one), so creations for one player take turns across nodes. The locks are taken
+/// in the order of their keys, not of the ids: two batches then never wait for each
+/// other, even when different players' keys collide. One statement: the subquery's
+/// `ORDER BY` keeps it from being merged into the outer query, so the outer query
+/// takes the locks one row at a time in that order.
 async fn lock_players(conn: &mut PgConnection, batch: &[Request]) -> Result<(), sqlx::Error> {
-    let mut players: Vec<&str> = batch
+    let players: Vec<&str> = batch
         .iter()
         .filter_map(|request| match &request.op {
             Op::Create(new) if new.open_limit.is_some() => Some(new.player.id.0.as_str()),
             _ => None,
         })
         .collect();
-    players.sort_unstable();
-    players.dedup();
-    for player in players {
-        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-            .bind(PLAYER_LOCKS)
-            .bind(player)
-            .execute(&mut *conn)
-            .await?;
+    if players.is_empty() {
+        return Ok(());
     }
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock($1, key) FROM \
+         (SELECT DISTINCT hashtext(player) AS key FROM unnest($2::text[]) AS player \
+          ORDER BY key) AS keys",
+    )
+    .bind(PLAYER_LOCKS)
+    .bind(&players[..])
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

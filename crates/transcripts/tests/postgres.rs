@@ -487,6 +487,72 @@ async fn two_nodes_removing_each_others_admin_leave_one() {
     }
 }
 
+/// Batches that open conversations for several players lock those players in one
+/// order on every node, even when players' lock keys collide: node A opens for
+/// `a1` and `b1`, node B for `a2` and `b2`, where `a1` and `a2` share a key and
+/// `b1` and `b2` share another, named so that their ids sort one way on A and the
+/// other way on B. Locking in id order, the two batches waited for each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn colliding_player_locks_are_taken_in_one_order() {
+    const ROUNDS: usize = 20;
+    let url = fresh_database().await;
+    let mut conn = PgConnection::connect(&url).await.expect("connect");
+    // Player ids that share `hashtext` (the lock key's second half), in groups.
+    let groups: Vec<Vec<String>> = sqlx::query_scalar(
+        "SELECT array_agg(p ORDER BY p) FROM \
+         (SELECT 'p:' || g AS p FROM generate_series(1, 400000) AS g) AS ids \
+         GROUP BY hashtext(p) HAVING count(*) > 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("colliding ids");
+    let mut found = None;
+    'search: for (i, one) in groups.iter().enumerate() {
+        for two in &groups[i + 1..] {
+            for (a1, a2) in [(&one[0], &one[1]), (&one[1], &one[0])] {
+                for (b1, b2) in [(&two[0], &two[1]), (&two[1], &two[0])] {
+                    if a1 < b1 && b2 < a2 {
+                        found = Some([a1.clone(), b1.clone(), a2.clone(), b2.clone()]);
+                        break 'search;
+                    }
+                }
+            }
+        }
+    }
+    let [a1, b1, a2, b2] = found.expect("two pairs of colliding ids among 400,000");
+    let nodes = [
+        connect(&url, PostgresOptions::default()).await,
+        connect(&url, PostgresOptions::default()).await,
+    ];
+    let mut runs = JoinSet::new();
+    for (node, players) in nodes.iter().zip([[a1, b1], [a2, b2]]) {
+        let node = node.clone();
+        runs.spawn(async move {
+            for round in 0..ROUNDS {
+                // Queued together, so they share a batch. One open conversation
+                // per player and department: a department per round.
+                let creates = players.iter().map(|player| {
+                    let mut new = new_conversation();
+                    new.player.id = PlayerId(player.clone());
+                    new.department = format!("desk-{round}");
+                    new.open_limit = Some(1_000);
+                    node.create_conversation(new)
+                });
+                for result in join_all(creates).await {
+                    result.expect("create");
+                }
+            }
+        });
+    }
+    while let Some(joined) = runs.join_next().await {
+        joined.expect("node task");
+    }
+    for node in nodes {
+        assert_eq!(node.retried_batches(), 0, "no batch was a deadlock victim");
+        node.shutdown().await;
+    }
+}
+
 /// Batches that touch several conversations, built in opposite orders on two nodes,
 /// never deadlock: each batch locks its conversations in id order before writing.
 /// (A deadlock would cost a second of `deadlock_timeout` and show as a retried
