@@ -892,20 +892,35 @@ async fn an_offer_declined_while_redis_restarts_empty_is_declined() {
     // The only agent declined: the player waits, and is not offered to her again
     // at once (the decline's cooldown holds on the new routing node).
     let after = agent.mark();
-    let again = Instant::now();
-    while again.elapsed() < Duration::from_secs(2) {
+    not_offered_again(&mut agent, after, &mut [&mut player], &conv).await;
+}
+
+/// Watches for 2 s (pumping every peer): the agent gets no new offer of
+/// `conversation` after `since`, and the player (the first of `players`) is
+/// neither assigned nor closed: the decline's cooldown holds.
+async fn not_offered_again(
+    agent: &mut Peer,
+    since: usize,
+    players: &mut [&mut Peer],
+    conversation: &str,
+) {
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(2) {
         agent.pump();
-        player.pump();
+        for p in players.iter_mut() {
+            p.pump();
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
         agent
-            .find(after, |f| f["type"] == "offer"
-                && f["conversation"] == conv.as_str())
+            .find(since, |f| f["type"] == "offer"
+                && f["conversation"] == conversation)
             .is_none(),
-        "offered again right after declining: {}",
+        "offered again within the decline's cooldown: {}",
         agent.describe()
     );
+    let player = &players[0];
     assert!(
         player
             .find(0, |f| f["type"] == "closed" || f["type"] == "assigned")
@@ -950,28 +965,7 @@ async fn a_decline_outlives_the_routing_node() {
             f["type"] == "offer" && f["conversation"] == second.as_str()
         })
         .await;
-    let watch = Instant::now();
-    while watch.elapsed() < Duration::from_secs(2) {
-        agent.pump();
-        player.pump();
-        other.pump();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        agent
-            .find(after, |f| f["type"] == "offer"
-                && f["conversation"] == conv.as_str())
-            .is_none(),
-        "offered again within the decline's cooldown: {}",
-        agent.describe()
-    );
-    assert!(
-        player
-            .find(0, |f| f["type"] == "closed" || f["type"] == "assigned")
-            .is_none(),
-        "{}",
-        player.describe()
-    );
+    not_offered_again(&mut agent, after, &mut [&mut player, &mut other], &conv).await;
 }
 
 /// An accept that no routing node answers (the routing node frozen, then replaced
