@@ -225,6 +225,18 @@ pub enum Op {
         /// Index into [`DEPARTMENTS`].
         department: u8,
     },
+    /// `restore_department_transfer`: a department transfer that was pending
+    /// before this router existed.
+    RestoreDepartmentTransfer {
+        /// The conversation.
+        conversation: u8,
+        /// Its owner then; None for its owner now.
+        from: Option<u8>,
+        /// Index into [`DEPARTMENTS`].
+        department: u8,
+        /// What is left of its timeout.
+        left: Step,
+    },
     /// `take_over`.
     TakeOver {
         /// The conversation.
@@ -338,9 +350,9 @@ impl<'a> Arbitrary<'a> for Step {
 
 /// Which operation a byte selects: the common ones (arrivals, accepting open
 /// offers, transfers, ticks) take more of the 32 values.
-const KINDS: [u8; 35] = [
+const KINDS: [u8; 36] = [
     0, 1, 2, 2, 3, 3, 3, 3, 4, 5, 6, 7, 8, 8, 8, 8, 9, 9, 10, 10, 11, 11, 11, 12, 12, 13, 14, 14,
-    15, 15, 15, 16, 17, 18, 19,
+    15, 15, 15, 16, 17, 18, 19, 20,
 ];
 
 impl<'a> Arbitrary<'a> for Op {
@@ -428,7 +440,7 @@ impl<'a> Arbitrary<'a> for Op {
                     conversation: conversation(u)?,
                     agent: agent(u)?,
                 },
-                _ => Op::RestoreQueued {
+                19 => Op::RestoreQueued {
                     conversation: conversation(u)?,
                     request: Req::arbitrary(u)?,
                     head: u.int_in_range(0..=1u8)? == 1,
@@ -437,6 +449,12 @@ impl<'a> Arbitrary<'a> for Op {
                         Some(agent) => Some((agent, Step::arbitrary(u)?)),
                         None => None,
                     },
+                },
+                _ => Op::RestoreDepartmentTransfer {
+                    conversation: conversation(u)?,
+                    from: from(u)?,
+                    department: index(u, N_DEPARTMENTS)?,
+                    left: Step::arbitrary(u)?,
                 },
             },
         )
@@ -609,6 +627,15 @@ impl Scenario {
                     conversation,
                     agent,
                 } => out.extend([kind(13), *conversation, *agent]),
+                Op::RestoreDepartmentTransfer {
+                    conversation,
+                    from: f,
+                    department,
+                    left,
+                } => {
+                    out.extend([kind(20), *conversation, from(f), *department]);
+                    step(&mut out, left);
+                }
                 Op::Advance(s) => {
                     out.push(kind(14));
                     step(&mut out, s);
@@ -758,6 +785,7 @@ fn op_name(op: &Op) -> &'static str {
         Op::Release { .. } => "release",
         Op::TransferToAgent { .. } => "transfer_to_agent",
         Op::TransferToDepartment { .. } => "transfer_to_department",
+        Op::RestoreDepartmentTransfer { .. } => "restore_department_transfer",
         Op::TakeOver { .. } => "take_over",
         Op::Advance(_) => "advance",
         Op::Tick(_) => "tick",
@@ -1190,6 +1218,28 @@ impl Harness {
                 if result.is_ok() {
                     let key = self.key(0, 0);
                     let deadline = now.saturating_add(self.config.transfer_timeout_ms);
+                    self.waiters.insert(c, (key, d, deadline));
+                }
+                result
+            }
+            Op::RestoreDepartmentTransfer {
+                conversation,
+                from,
+                department,
+                left,
+            } => {
+                let c = conversation_id(conversation);
+                let from = self.from(c, from);
+                let expected = self.transfer_refusal(c, &from);
+                let d = DEPARTMENTS[usize::from(department) % DEPARTMENTS.len()].to_owned();
+                let left = self.step(left);
+                let result = self
+                    .r
+                    .restore_department_transfer(c, &from, d.clone(), left, now);
+                self.expect_refusal(&result, expected)?;
+                if result.is_ok() {
+                    let key = self.key(0, 0);
+                    let deadline = now.saturating_add(left.min(self.config.transfer_timeout_ms));
                     self.waiters.insert(c, (key, d, deadline));
                 }
                 result

@@ -655,6 +655,41 @@ impl Router {
         to: TransferTarget,
         now: Millis,
     ) -> Result<Vec<Decision>, RoutingError> {
+        let timeout = self.config.transfer_timeout_ms;
+        self.start_transfer(conversation, from, to, timeout, now)
+    }
+
+    /// A department transfer that was pending when this router was built (after a
+    /// restart or a routing move): as [`Router::transfer`] to that department, but
+    /// with `left_ms` of its timeout left (at most the configured timeout; 0 fails
+    /// it with TransferFailed{Expired} at the next tick).
+    pub fn restore_department_transfer(
+        &mut self,
+        conversation: ConversationId,
+        owner: &AgentId,
+        department: String,
+        left_ms: Millis,
+        now: Millis,
+    ) -> Result<Vec<Decision>, RoutingError> {
+        let left = left_ms.min(self.config.transfer_timeout_ms);
+        self.start_transfer(
+            conversation,
+            owner,
+            TransferTarget::Department(department),
+            left,
+            now,
+        )
+    }
+
+    /// [`Router::transfer`], a department transfer failing after `timeout_ms`.
+    fn start_transfer(
+        &mut self,
+        conversation: ConversationId,
+        from: &AgentId,
+        to: TransferTarget,
+        timeout_ms: Millis,
+        now: Millis,
+    ) -> Result<Vec<Decision>, RoutingError> {
         let known = self
             .conversations
             .get(&conversation)
@@ -714,7 +749,7 @@ impl Router {
             }
             TransferTarget::Department(department) => {
                 let key = self.next_key(HEAD_LANE, 0);
-                let deadline = now.saturating_add(self.config.transfer_timeout_ms);
+                let deadline = now.saturating_add(timeout_ms);
                 if let Some(c) = self.conversations.get_mut(&conversation) {
                     if let State::Owned { transfer, .. } = &mut c.state {
                         *transfer = Some(Transfer::ToDepartment {

@@ -731,6 +731,56 @@ fn seeds() -> Vec<(&'static str, Scenario)> {
                 AcceptOpen { index: 0 },
             ]),
         ),
+        (
+            "restored-department-transfer",
+            scenario(vec![
+                // Transfers a new router finds pending: one runs out of what was
+                // left of its time, one is accepted; a second restore of the same
+                // transfer and one of a queued conversation are refused.
+                Restore {
+                    conversation: 0,
+                    agent: 0,
+                    request: support_en,
+                },
+                RestoreDepartmentTransfer {
+                    conversation: 0,
+                    from: None,
+                    department: 1,
+                    left: Step::Millis(3_000),
+                },
+                RestoreDepartmentTransfer {
+                    conversation: 0,
+                    from: None,
+                    department: 1,
+                    left: Step::Millis(3_000),
+                },
+                Enqueue {
+                    conversation: 1,
+                    request: support_en,
+                },
+                RestoreDepartmentTransfer {
+                    conversation: 1,
+                    from: Some(0),
+                    department: 0,
+                    left: Step::Zero,
+                },
+                DeclineOpen { index: 0 },
+                Tick(Step::Millis(3_000)),
+                Restore {
+                    conversation: 2,
+                    agent: 0,
+                    request: support_en,
+                },
+                RestoreDepartmentTransfer {
+                    conversation: 2,
+                    from: None,
+                    department: 1,
+                    left: Step::Long,
+                },
+                AcceptOpen { index: 0 },
+                AcceptOpen { index: 0 },
+            ]),
+        ),
     ]
 }
 

@@ -518,3 +518,55 @@ fn closing_a_conversation_cancels_its_transfer_without_failure() {
     assert_eq!((load(&r, "ana"), load(&r, "bo")), (0, 0));
     invariants(&r);
 }
+
+#[test]
+fn a_restored_department_transfer_keeps_what_was_left_of_its_deadline() {
+    let mut r = router();
+    add_online(&mut r, "ana", &["en"], &["support"], 1, 0);
+    add_online(&mut r, "bo", &["en"], &["payments"], 1, 0);
+    assign(&mut r, cid(1), req("support", "en", 0), "ana", 1);
+    assign(&mut r, cid(10), req("payments", "en", 0), "bo", 2);
+
+    r.restore_department_transfer(cid(1), &agent("ana"), "payments".into(), 30_000, 1_000)
+        .unwrap();
+    assert_eq!(
+        transfer_of(&r, cid(1)),
+        Some(TransferView {
+            target: TransferTarget::Department("payments".into()),
+            offer: None,
+            deadline: 31_000,
+        }),
+        "30 s left, not the whole timeout again"
+    );
+    assert_eq!(
+        r.restore_department_transfer(cid(1), &agent("ana"), "payments".into(), 30_000, 1_000),
+        Err(RoutingError::InvalidState),
+        "one transfer at a time"
+    );
+    assert!(
+        r.tick(30_999).is_empty(),
+        "still waiting before its deadline"
+    );
+    let d = r.tick(31_000);
+    assert!(
+        d.contains(&Decision::TransferFailed {
+            conversation: cid(1),
+            owner: agent("ana"),
+            reason: TransferFailure::Expired,
+        }),
+        "{d:?}"
+    );
+    assert_eq!(owner(&r, cid(1)), Some(agent("ana")), "the owner keeps it");
+
+    // Never more than the configured timeout, whatever was recorded.
+    r.restore_department_transfer(
+        cid(1),
+        &agent("ana"),
+        "payments".into(),
+        999_999_999,
+        40_000,
+    )
+    .unwrap();
+    assert_eq!(transfer_of(&r, cid(1)).map(|t| t.deadline), Some(160_000));
+    invariants(&r);
+}

@@ -968,6 +968,48 @@ async fn a_decline_outlives_the_routing_node() {
     not_offered_again(&mut agent, after, &mut [&mut player, &mut other], &conv).await;
 }
 
+/// A transfer to a department that waits when the routing node dies goes on
+/// waiting on the new one, with its note: the department's agent who comes
+/// online afterwards is offered it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_department_transfer_outlives_the_routing_node() {
+    let (mut cluster, leader, mut agent, mut player, conv) =
+        offered_beside_routing(|leader| 1 - leader).await;
+    let stays = 1 - leader;
+    cluster.add_agent_in("boris", "payments", 1);
+    if let Err(why) = accept(&mut agent, &mut player, &conv).await {
+        panic!("{why}");
+    }
+    let mark = agent.mark();
+    assert!(
+        agent
+            .send(json!({"type":"transfer","conversation":conv,"to":{"department":"payments"},"note":"Deposit of 200 EUR missing"}))
+            .await
+    );
+    agent
+        .wait_frame(mark, "the pending transfer", SETTLE, |f| {
+            f["type"] == "transfer_update"
+                && f["conversation"] == conv.as_str()
+                && f["outcome"] == "pending"
+        })
+        .await;
+    cluster.kill(leader);
+    assert_eq!(cluster.wait_leader(Some(leader)).await, stays);
+
+    let token = cluster.login("boris").await;
+    let mut boris = cluster.agent("boris", &token, stays).await;
+    let offer = boris
+        .wait_frame(0, "the transfer's offer", SETTLE, |f| {
+            f["type"] == "offer" && f["conversation"] == conv.as_str()
+        })
+        .await;
+    assert_eq!(offer["transfer"]["from"]["id"], "ayla", "{offer}");
+    assert_eq!(
+        offer["transfer"]["note"], "Deposit of 200 EUR missing",
+        "{offer}"
+    );
+}
+
 /// An accept that no routing node answers (the routing node frozen, then replaced
 /// as its lease runs out) is answered within the 5 s a routed command may take
 /// in all: the agent is never left waiting longer, whatever the answer.

@@ -181,6 +181,95 @@ async fn a_restart_keeps_a_requeued_chat_at_the_head_of_the_queue() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_a_department_transfer_waiting_with_its_note() {
+    let dir = tempdir();
+    let mut server = Server::start(dir.path(), &[]);
+    server.add_agent("ayla", "en", "general", 1, false);
+    server.add_agent("boris", "en", "payments", 1, false);
+    let mut ayla = server.agent("ayla").await;
+    let mut player = server.visitor("en").await;
+    let conv = start_chat(&mut player, None).await;
+    accept(&mut ayla, &conv).await;
+    // Nobody in payments is online: the transfer waits.
+    ayla.send(json!({"type":"transfer","conversation":conv,"to":{"department":"payments"},"note":"Deposit of 200 EUR missing"}))
+        .await;
+    let pending = ayla
+        .expect_where(|v| v["type"] == "transfer_update" && v["conversation"] == conv.as_str())
+        .await;
+    assert_eq!(pending["outcome"], "pending", "{pending}");
+
+    server.kill();
+    server.spawn();
+    let mut ayla = server.agent("ayla").await;
+    let mut boris = server.agent("boris").await;
+    let offer = boris.expect_where(|v| v["type"] == "offer").await;
+    assert_eq!(offer["conversation"], conv.as_str(), "{offer}");
+    assert_eq!(offer["transfer"]["from"]["id"], "ayla", "{offer}");
+    assert_eq!(
+        offer["transfer"]["note"], "Deposit of 200 EUR missing",
+        "the note survives the restart: {offer}"
+    );
+    accept(&mut boris, &conv).await;
+    let done = ayla
+        .expect_where(|v| v["type"] == "transfer_update" && v["conversation"] == conv.as_str())
+        .await;
+    assert_eq!(done["outcome"], "accepted", "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_ends_a_transfer_to_a_named_agent_and_says_so() {
+    let dir = tempdir();
+    let mut server = Server::start(dir.path(), &[]);
+    server.add_agent("sam", "en", "general", 1, true);
+    server.add_agent("ayla", "en", "general", 1, false);
+    server.add_agent("boris", "en", "payments", 1, false);
+    let mut ayla = server.agent("ayla").await;
+    let mut boris = server.agent("boris").await;
+    let mut player = server.visitor("en").await;
+    let conv = start_chat(&mut player, None).await;
+    accept(&mut ayla, &conv).await;
+    ayla.send(json!({"type":"transfer","conversation":conv,"to":{"agent":"boris"}}))
+        .await;
+    let offer = boris.expect_where(|v| v["type"] == "offer").await;
+    assert_eq!(offer["conversation"], conv.as_str(), "{offer}");
+
+    server.kill();
+    server.spawn();
+    // The offer went with the process: the transfer ends, on the record, and the
+    // chat stays with ayla, who may ask again.
+    let token = server.login("sam").await;
+    let detail = server
+        .get_json(&format!("/api/conversations/{conv}"), &token)
+        .await;
+    let kinds: Vec<&str> = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    let requested = kinds.iter().rposition(|k| *k == "transfer_requested");
+    let failed = kinds.iter().rposition(|k| *k == "transfer_failed");
+    assert!(
+        requested.is_some() && failed > requested,
+        "the transfer ends on the record after the restart: {kinds:?}"
+    );
+    assert_eq!(detail["conversation"]["agent"], "ayla", "{detail}");
+    let mut ayla = server.agent("ayla").await;
+    let mut boris = server.agent("boris").await;
+    ayla.send(json!({"type":"transfer","conversation":conv,"to":{"agent":"boris"}}))
+        .await;
+    let again = ayla
+        .expect_where(|v| v["type"] == "transfer_update" && v["conversation"] == conv.as_str())
+        .await;
+    assert_eq!(
+        again["outcome"], "pending",
+        "a new transfer may start: {again}"
+    );
+    let offer = boris.expect_where(|v| v["type"] == "offer").await;
+    assert_eq!(offer["conversation"], conv.as_str(), "{offer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_player_who_stays_away_is_marked_abandoned() {
     let dir = tempdir();
     let server = Server::start(dir.path(), &["--abandon-after-secs", "1"]);

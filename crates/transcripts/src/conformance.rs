@@ -66,6 +66,7 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         case!(conversations_filtered_newest_first),
         case!(recent_handle_times),
         case!(queue_events_of_queued_conversations),
+        case!(transfer_events_of_active_conversations),
         case!(writes_after_shutdown_unavailable),
         case!(fence_at_or_above_recorded_epoch_applies),
         case!(fence_below_recorded_epoch_writes_nothing),
@@ -1706,6 +1707,95 @@ pub async fn queue_events_of_queued_conversations(store: Arc<dyn Store>) {
             (LifecycleKind::OfferExpired, Some("dana"), now - 500),
         ],
         "requeued whatever its age, refusals since the bound, oldest first"
+    );
+}
+
+/// `transfer_events` returns what a new router needs to find pending transfers:
+/// the `transfer_requested`, `transferred` and `transfer_failed` events of active
+/// conversations from `since` on, oldest first; nothing of conversations not active,
+/// and no other kind of event.
+pub async fn transfer_events_of_active_conversations(store: Arc<dyn Store>) {
+    let now = now_ms();
+    let at = |kind, agent, at| LifecycleEvent {
+        at,
+        ..lifecycle(kind, agent)
+    };
+    let record = |id, events: Vec<LifecycleEvent>| {
+        let store = store.clone();
+        async move {
+            store
+                .apply(Change {
+                    conversation: id,
+                    events,
+                    ..Change::default()
+                })
+                .await
+                .expect("record events");
+        }
+    };
+    let owned = create(&store, ConversationState::Active).await;
+    record(
+        owned,
+        vec![
+            at(
+                LifecycleKind::TransferRequested,
+                Some("ayla"),
+                now - 600_000,
+            ),
+            at(LifecycleKind::TransferFailed, Some("ayla"), now - 590_000),
+            at(LifecycleKind::TransferRequested, Some("ayla"), now - 20_000),
+            at(LifecycleKind::Transferred, Some("bora"), now - 10_000),
+            at(LifecycleKind::Declined, Some("cem"), now - 5_000),
+        ],
+    )
+    .await;
+    record(
+        owned,
+        vec![at(
+            LifecycleKind::TransferRequested,
+            Some("bora"),
+            now - 1_000,
+        )],
+    )
+    .await;
+    let waiting = create(&store, ConversationState::Queued).await;
+    record(
+        waiting,
+        vec![at(
+            LifecycleKind::TransferRequested,
+            Some("ayla"),
+            now - 1_000,
+        )],
+    )
+    .await;
+
+    let events = store
+        .transfer_events(now - 120_000)
+        .await
+        .expect("transfer events");
+    assert!(
+        events.iter().all(|e| e.conversation != waiting),
+        "a queued conversation's events: {events:?}"
+    );
+    let mine: Vec<(LifecycleKind, Option<&str>, u64)> = events
+        .iter()
+        .filter(|e| e.conversation == owned)
+        .map(|e| {
+            (
+                e.event.kind,
+                e.event.agent.as_ref().map(|a| a.0.as_str()),
+                e.event.at,
+            )
+        })
+        .collect();
+    assert_eq!(
+        mine,
+        vec![
+            (LifecycleKind::TransferRequested, Some("ayla"), now - 20_000),
+            (LifecycleKind::Transferred, Some("bora"), now - 10_000),
+            (LifecycleKind::TransferRequested, Some("bora"), now - 1_000),
+        ],
+        "transfer events since the bound, oldest first"
     );
 }
 

@@ -702,6 +702,11 @@ pub trait Store: Send + Sync + 'static {
     /// `offer_expired` events dated `since` (Unix ms) or later; oldest first.
     async fn queue_events(&self, since: u64) -> Result<Vec<RecordedEvent>>;
 
+    /// What a new router needs to find the transfers that were pending: for every
+    /// conversation active now, its `transfer_requested`, `transferred` and
+    /// `transfer_failed` events dated `since` (Unix ms) or later; oldest first.
+    async fn transfer_events(&self, since: u64) -> Result<Vec<RecordedEvent>>;
+
     /// Recent handle times (assignment to close), newest first, as
     /// (department, milliseconds), at most `limit`.
     async fn recent_handle_times(&self, limit: u32) -> Result<Vec<(String, u64)>>;

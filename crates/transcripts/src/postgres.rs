@@ -388,15 +388,27 @@ impl Store for PostgresStore {
         .fetch_all(&self.reads)
         .await
         .map_err(db)?;
-        rows.iter()
-            .map(|row| {
-                let conversation: String = get(row, "conversation_id")?;
-                Ok(RecordedEvent {
-                    conversation: conversation.parse().map_err(corrupt)?,
-                    event: event_from_row(row)?,
-                })
-            })
-            .collect()
+        recorded_events(&rows)
+    }
+
+    async fn transfer_events(&self, since: u64) -> Result<Vec<RecordedEvent>> {
+        // Through the (state, created_at) index to the active conversations, then
+        // through (conversation_id, kind, at) to their transfer events.
+        let rows = sqlx::query(
+            "SELECT e.conversation_id, e.kind, e.agent_id, e.detail, e.at \
+             FROM conversations c JOIN lifecycle_events e ON e.conversation_id = c.id \
+             WHERE c.state = $1 AND e.kind IN ($2, $3, $4) AND e.at >= $5 \
+             ORDER BY e.id",
+        )
+        .bind(tag(ConversationState::Active)?)
+        .bind(tag(LifecycleKind::TransferRequested)?)
+        .bind(tag(LifecycleKind::Transferred)?)
+        .bind(tag(LifecycleKind::TransferFailed)?)
+        .bind(to_db(since))
+        .fetch_all(&self.reads)
+        .await
+        .map_err(db)?;
+        recorded_events(&rows)
     }
 
     async fn handoffs(&self, id: ConversationId) -> Result<Vec<Handoff>> {
@@ -1630,6 +1642,19 @@ const ROUTING_EPOCH_SELECT: &str = "SELECT epoch FROM routing_fence WHERE id = 1
 /// The columns of an [`AgentAccount`].
 const AGENT_SELECT: &str = "SELECT id, name, password_hash, role, languages, departments, \
      capacity, created_at FROM agents";
+
+/// Decodes rows of (conversation_id, and the columns [`event_from_row`] reads).
+fn recorded_events(rows: &[PgRow]) -> Result<Vec<RecordedEvent>> {
+    rows.iter()
+        .map(|row| {
+            let conversation: String = get(row, "conversation_id")?;
+            Ok(RecordedEvent {
+                conversation: conversation.parse().map_err(corrupt)?,
+                event: event_from_row(row)?,
+            })
+        })
+        .collect()
+}
 
 /// Decodes a row of [`CONVERSATION_SELECT`].
 fn conversation_from_row(row: &PgRow) -> Result<ConversationRecord> {

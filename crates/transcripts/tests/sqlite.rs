@@ -75,6 +75,7 @@ conformance_tests!(
     conversations_filtered_newest_first,
     recent_handle_times,
     queue_events_of_queued_conversations,
+    transfer_events_of_active_conversations,
     writes_after_shutdown_unavailable,
     fence_at_or_above_recorded_epoch_applies,
     fence_below_recorded_epoch_writes_nothing,

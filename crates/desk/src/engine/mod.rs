@@ -338,6 +338,12 @@ impl Desk {
                 .queue_events(wall.saturating_sub(cooldown))
                 .await?,
         );
+        let transfer_timeout = self.config.routing.transfer_timeout_ms;
+        let transfers = PendingTransfers::new(
+            self.store
+                .transfer_events(wall.saturating_sub(transfer_timeout))
+                .await?,
+        );
         let mut router = Router::new(self.config.routing.clone());
         for account in &accounts {
             self.learn_card(account);
@@ -366,6 +372,7 @@ impl Desk {
             );
         }
         let mut owners = Vec::new();
+        let mut restored = Vec::new();
         for record in open {
             let (ConversationState::Active, Some(agent)) =
                 (record.summary.state, record.summary.agent.clone())
@@ -380,8 +387,30 @@ impl Desk {
             {
                 // The account is gone: back to the head of the queue.
                 let _ = router.requeue_at_head(id, request, now);
+                continue;
+            }
+            owners.push(agent.clone());
+            if let Some((pending, at)) = transfers.pending(id, &agent) {
+                restored.push((id, pending, at));
+            }
+        }
+        // Transfers that were waiting: one to a department waits again for what is
+        // left of its timeout; one to a named agent, whose offer went with the old
+        // router, ends, and its owner hears so and may ask again.
+        let mut ended = Vec::new();
+        let mut waiting = Vec::new();
+        for (id, pending, at) in restored {
+            let left = at.saturating_add(transfer_timeout).saturating_sub(wall);
+            let kept = match &pending.to {
+                TransferTarget::Department(d) => router
+                    .restore_department_transfer(id, &pending.from, d.clone(), left, now)
+                    .is_ok(),
+                TransferTarget::Agent(_) => false,
+            };
+            if kept {
+                waiting.push((id, pending));
             } else {
-                owners.push(agent);
+                ended.push((id, pending));
             }
         }
         *self.router() = router;
@@ -391,6 +420,15 @@ impl Desk {
         self.agent_nodes.clear();
         for agent in owners {
             self.agent_gone.entry(agent).or_insert(now);
+        }
+        for (id, pending) in waiting {
+            self.transfers.insert(id, pending);
+        }
+        for (id, pending) in ended {
+            let owner = pending.from.clone();
+            self.transfers.insert(id, pending);
+            self.transfer_failed(id, owner, TransferFailure::Cancelled)
+                .await;
         }
         Ok(())
     }
@@ -755,6 +793,51 @@ fn random_key() -> Vec<u8> {
 /// An argon2 hash of a random password, verified against when a login names no
 /// account so that a missing account takes as long as a wrong password.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0Nh4Pz0vS2fNsKcOzVwGx7bnaYdXiMzqX5OqyA7i0uU";
+
+/// The transfers the store's lifecycle events show pending: those whose last
+/// transfer event (requested, transferred, failed) is a request by the
+/// conversation's owner now.
+struct PendingTransfers {
+    /// Conversation → its last transfer event.
+    last: std::collections::HashMap<ConversationId, LifecycleEvent>,
+}
+
+impl PendingTransfers {
+    fn new(events: Vec<pitboss_transcripts::RecordedEvent>) -> Self {
+        let mut last = std::collections::HashMap::new();
+        // Oldest first: the last one inserted is the newest.
+        for e in events {
+            last.insert(e.conversation, e.event);
+        }
+        Self { last }
+    }
+
+    /// The transfer of `id` pending from `owner`, and when it was asked for.
+    fn pending(&self, id: ConversationId, owner: &AgentId) -> Option<(PendingTransfer, u64)> {
+        let event = self.last.get(&id)?;
+        if event.kind != LifecycleKind::TransferRequested || event.agent.as_ref() != Some(owner) {
+            return None;
+        }
+        let to = match event.detail.get("to")?.as_str()?.split_once(':')? {
+            ("agent", a) => TransferTarget::Agent(AgentId(a.to_owned())),
+            ("department", d) => TransferTarget::Department(d.to_owned()),
+            _ => return None,
+        };
+        let note = event
+            .detail
+            .get("note")
+            .and_then(|n| n.as_str())
+            .map(str::to_owned);
+        Some((
+            PendingTransfer {
+                from: owner.clone(),
+                to,
+                note,
+            },
+            event.at,
+        ))
+    }
+}
 
 /// What the store's lifecycle events say about the queue beyond each
 /// conversation's state: which conversations were put back at the head (and
