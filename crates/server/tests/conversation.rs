@@ -202,12 +202,7 @@ async fn queue_offer_accept_chat_transfer_close_transcript() {
     assert_eq!(detail["conversation"]["rating"], 5);
     assert_eq!(detail["rating_comment"], "fast and kind");
     assert_eq!(detail["close_reason"], "resolved");
-    let kinds: Vec<&str> = detail["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds = event_kinds(&detail);
     for k in [
         "queued",
         "offered",

@@ -180,26 +180,56 @@ async fn a_restart_keeps_a_requeued_chat_at_the_head_of_the_queue() {
     );
 }
 
+/// ayla (general) owns a chat and asks for a transfer `to`, which waits; boris
+/// (payments) is connected meanwhile if `boris_online` (and offered it); sam is a
+/// supervisor. Then the server is killed and started again. Returns the chat.
+async fn transfer_pending_across_a_restart(
+    server: &mut Server,
+    to: serde_json::Value,
+    boris_online: bool,
+) -> String {
+    server.add_agent("sam", "en", "general", 1, true);
+    server.add_agent("ayla", "en", "general", 1, false);
+    server.add_agent("boris", "en", "payments", 1, false);
+    let mut ayla = server.agent("ayla").await;
+    let mut boris = if boris_online {
+        Some(server.agent("boris").await)
+    } else {
+        None
+    };
+    let mut player = server.visitor("en").await;
+    let conv = start_chat(&mut player, None).await;
+    accept(&mut ayla, &conv).await;
+    ayla.send(
+        json!({"type":"transfer","conversation":conv,"to":to,"note":"Deposit of 200 EUR missing"}),
+    )
+    .await;
+    let pending = transfer_update(&mut ayla, &conv).await;
+    assert_eq!(pending["outcome"], "pending", "{pending}");
+    if let Some(boris) = boris.as_mut() {
+        let offer = boris.expect_where(|v| v["type"] == "offer").await;
+        assert_eq!(offer["conversation"], conv.as_str(), "{offer}");
+    }
+    server.kill();
+    server.spawn();
+    conv
+}
+
+/// The next `transfer_update` about `conv`.
+async fn transfer_update(agent: &mut Client, conv: &str) -> serde_json::Value {
+    agent
+        .expect_where(|v| v["type"] == "transfer_update" && v["conversation"] == conv)
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_a_department_transfer_waiting_with_its_note() {
     let dir = tempdir();
     let mut server = Server::start(dir.path(), &[]);
-    server.add_agent("ayla", "en", "general", 1, false);
-    server.add_agent("boris", "en", "payments", 1, false);
-    let mut ayla = server.agent("ayla").await;
-    let mut player = server.visitor("en").await;
-    let conv = start_chat(&mut player, None).await;
-    accept(&mut ayla, &conv).await;
-    // Nobody in payments is online: the transfer waits.
-    ayla.send(json!({"type":"transfer","conversation":conv,"to":{"department":"payments"},"note":"Deposit of 200 EUR missing"}))
-        .await;
-    let pending = ayla
-        .expect_where(|v| v["type"] == "transfer_update" && v["conversation"] == conv.as_str())
-        .await;
-    assert_eq!(pending["outcome"], "pending", "{pending}");
-
-    server.kill();
-    server.spawn();
+    // Nobody in payments is online: the transfer waits, across the restart.
+    let conv =
+        transfer_pending_across_a_restart(&mut server, json!({"department":"payments"}), false)
+            .await;
     let mut ayla = server.agent("ayla").await;
     let mut boris = server.agent("boris").await;
     let offer = boris.expect_where(|v| v["type"] == "offer").await;
@@ -210,9 +240,7 @@ async fn a_restart_keeps_a_department_transfer_waiting_with_its_note() {
         "the note survives the restart: {offer}"
     );
     accept(&mut boris, &conv).await;
-    let done = ayla
-        .expect_where(|v| v["type"] == "transfer_update" && v["conversation"] == conv.as_str())
-        .await;
+    let done = transfer_update(&mut ayla, &conv).await;
     assert_eq!(done["outcome"], "accepted", "{done}");
 }
 
@@ -220,33 +248,14 @@ async fn a_restart_keeps_a_department_transfer_waiting_with_its_note() {
 async fn a_restart_ends_a_transfer_to_a_named_agent_and_says_so() {
     let dir = tempdir();
     let mut server = Server::start(dir.path(), &[]);
-    server.add_agent("sam", "en", "general", 1, true);
-    server.add_agent("ayla", "en", "general", 1, false);
-    server.add_agent("boris", "en", "payments", 1, false);
-    let mut ayla = server.agent("ayla").await;
-    let mut boris = server.agent("boris").await;
-    let mut player = server.visitor("en").await;
-    let conv = start_chat(&mut player, None).await;
-    accept(&mut ayla, &conv).await;
-    ayla.send(json!({"type":"transfer","conversation":conv,"to":{"agent":"boris"}}))
-        .await;
-    let offer = boris.expect_where(|v| v["type"] == "offer").await;
-    assert_eq!(offer["conversation"], conv.as_str(), "{offer}");
-
-    server.kill();
-    server.spawn();
+    let conv = transfer_pending_across_a_restart(&mut server, json!({"agent":"boris"}), true).await;
     // The offer went with the process: the transfer ends, on the record, and the
     // chat stays with ayla, who may ask again.
     let token = server.login("sam").await;
     let detail = server
         .get_json(&format!("/api/conversations/{conv}"), &token)
         .await;
-    let kinds: Vec<&str> = detail["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds = event_kinds(&detail);
     let requested = kinds.iter().rposition(|k| *k == "transfer_requested");
     let failed = kinds.iter().rposition(|k| *k == "transfer_failed");
     assert!(
@@ -258,9 +267,7 @@ async fn a_restart_ends_a_transfer_to_a_named_agent_and_says_so() {
     let mut boris = server.agent("boris").await;
     ayla.send(json!({"type":"transfer","conversation":conv,"to":{"agent":"boris"}}))
         .await;
-    let again = ayla
-        .expect_where(|v| v["type"] == "transfer_update" && v["conversation"] == conv.as_str())
-        .await;
+    let again = transfer_update(&mut ayla, &conv).await;
     assert_eq!(
         again["outcome"], "pending",
         "a new transfer may start: {again}"
@@ -292,12 +299,7 @@ async fn a_queued_player_who_stays_away_is_marked_abandoned() {
             .await;
         if detail["conversation"]["state"] == "closed" {
             assert_eq!(detail["close_reason"], "abandoned");
-            let kinds: Vec<&str> = detail["events"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["kind"].as_str().unwrap())
-                .collect();
+            let kinds = event_kinds(&detail);
             assert!(kinds.contains(&"abandoned"), "{kinds:?}");
             break;
         }

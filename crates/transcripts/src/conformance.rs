@@ -1636,46 +1636,28 @@ pub async fn conversations_filtered_newest_first(store: Arc<dyn Store>) {
 /// queued conversations whatever their age, their `declined` and `offer_expired`
 /// events from `since` on, oldest first; nothing of conversations not queued.
 pub async fn queue_events_of_queued_conversations(store: Arc<dyn Store>) {
+    use LifecycleKind::*;
     let now = now_ms();
-    let at = |kind, agent, at| LifecycleEvent {
-        at,
-        ..lifecycle(kind, agent)
-    };
-    let record = |id, events: Vec<LifecycleEvent>| {
-        let store = store.clone();
-        async move {
-            store
-                .apply(Change {
-                    conversation: id,
-                    events,
-                    ..Change::default()
-                })
-                .await
-                .expect("record events");
-        }
-    };
     let waiting = create(&store, ConversationState::Queued).await;
-    record(
+    record_events(
+        &store,
         waiting,
-        vec![
-            at(LifecycleKind::Requeued, Some("ayla"), now - 3_600_000),
-            at(LifecycleKind::OfferExpired, Some("bora"), now - 60_000),
-            at(LifecycleKind::Offered, Some("cem"), now - 2_000),
-            at(LifecycleKind::Declined, Some("cem"), now - 1_000),
+        &[
+            (Requeued, Some("ayla"), now - 3_600_000),
+            (OfferExpired, Some("bora"), now - 60_000),
+            (Offered, Some("cem"), now - 2_000),
+            (Declined, Some("cem"), now - 1_000),
         ],
     )
     .await;
-    record(
-        waiting,
-        vec![at(LifecycleKind::OfferExpired, Some("dana"), now - 500)],
-    )
-    .await;
+    record_events(&store, waiting, &[(OfferExpired, Some("dana"), now - 500)]).await;
     let owned = create(&store, ConversationState::Active).await;
-    record(
+    record_events(
+        &store,
         owned,
-        vec![
-            at(LifecycleKind::Requeued, Some("ayla"), now - 2_000),
-            at(LifecycleKind::Declined, Some("bora"), now - 1_000),
+        &[
+            (Requeued, Some("ayla"), now - 2_000),
+            (Declined, Some("bora"), now - 1_000),
         ],
     )
     .await;
@@ -1685,26 +1667,15 @@ pub async fn queue_events_of_queued_conversations(store: Arc<dyn Store>) {
         .await
         .expect("queue events");
     assert!(
-        events.iter().all(|e| e.conversation != owned),
+        events_of(&events, owned).is_empty(),
         "an owned conversation's events: {events:?}"
     );
-    let mine: Vec<(LifecycleKind, Option<&str>, u64)> = events
-        .iter()
-        .filter(|e| e.conversation == waiting)
-        .map(|e| {
-            (
-                e.event.kind,
-                e.event.agent.as_ref().map(|a| a.0.as_str()),
-                e.event.at,
-            )
-        })
-        .collect();
     assert_eq!(
-        mine,
+        events_of(&events, waiting),
         vec![
-            (LifecycleKind::Requeued, Some("ayla"), now - 3_600_000),
-            (LifecycleKind::Declined, Some("cem"), now - 1_000),
-            (LifecycleKind::OfferExpired, Some("dana"), now - 500),
+            (Requeued, Some("ayla"), now - 3_600_000),
+            (Declined, Some("cem"), now - 1_000),
+            (OfferExpired, Some("dana"), now - 500),
         ],
         "requeued whatever its age, refusals since the bound, oldest first"
     );
@@ -1715,57 +1686,32 @@ pub async fn queue_events_of_queued_conversations(store: Arc<dyn Store>) {
 /// conversations from `since` on, oldest first; nothing of conversations not active,
 /// and no other kind of event.
 pub async fn transfer_events_of_active_conversations(store: Arc<dyn Store>) {
+    use LifecycleKind::*;
     let now = now_ms();
-    let at = |kind, agent, at| LifecycleEvent {
-        at,
-        ..lifecycle(kind, agent)
-    };
-    let record = |id, events: Vec<LifecycleEvent>| {
-        let store = store.clone();
-        async move {
-            store
-                .apply(Change {
-                    conversation: id,
-                    events,
-                    ..Change::default()
-                })
-                .await
-                .expect("record events");
-        }
-    };
     let owned = create(&store, ConversationState::Active).await;
-    record(
+    record_events(
+        &store,
         owned,
-        vec![
-            at(
-                LifecycleKind::TransferRequested,
-                Some("ayla"),
-                now - 600_000,
-            ),
-            at(LifecycleKind::TransferFailed, Some("ayla"), now - 590_000),
-            at(LifecycleKind::TransferRequested, Some("ayla"), now - 20_000),
-            at(LifecycleKind::Transferred, Some("bora"), now - 10_000),
-            at(LifecycleKind::Declined, Some("cem"), now - 5_000),
+        &[
+            (TransferRequested, Some("ayla"), now - 600_000),
+            (TransferFailed, Some("ayla"), now - 590_000),
+            (TransferRequested, Some("ayla"), now - 20_000),
+            (Transferred, Some("bora"), now - 10_000),
+            (Declined, Some("cem"), now - 5_000),
         ],
     )
     .await;
-    record(
+    record_events(
+        &store,
         owned,
-        vec![at(
-            LifecycleKind::TransferRequested,
-            Some("bora"),
-            now - 1_000,
-        )],
+        &[(TransferRequested, Some("bora"), now - 1_000)],
     )
     .await;
     let waiting = create(&store, ConversationState::Queued).await;
-    record(
+    record_events(
+        &store,
         waiting,
-        vec![at(
-            LifecycleKind::TransferRequested,
-            Some("ayla"),
-            now - 1_000,
-        )],
+        &[(TransferRequested, Some("ayla"), now - 1_000)],
     )
     .await;
 
@@ -1774,26 +1720,15 @@ pub async fn transfer_events_of_active_conversations(store: Arc<dyn Store>) {
         .await
         .expect("transfer events");
     assert!(
-        events.iter().all(|e| e.conversation != waiting),
+        events_of(&events, waiting).is_empty(),
         "a queued conversation's events: {events:?}"
     );
-    let mine: Vec<(LifecycleKind, Option<&str>, u64)> = events
-        .iter()
-        .filter(|e| e.conversation == owned)
-        .map(|e| {
-            (
-                e.event.kind,
-                e.event.agent.as_ref().map(|a| a.0.as_str()),
-                e.event.at,
-            )
-        })
-        .collect();
     assert_eq!(
-        mine,
+        events_of(&events, owned),
         vec![
-            (LifecycleKind::TransferRequested, Some("ayla"), now - 20_000),
-            (LifecycleKind::Transferred, Some("bora"), now - 10_000),
-            (LifecycleKind::TransferRequested, Some("bora"), now - 1_000),
+            (TransferRequested, Some("ayla"), now - 20_000),
+            (Transferred, Some("bora"), now - 10_000),
+            (TransferRequested, Some("bora"), now - 1_000),
         ],
         "transfer events since the bound, oldest first"
     );
@@ -2923,6 +2858,46 @@ fn requeue(id: ConversationId, from: &str, fence: Fence) -> Change {
 }
 
 /// A lifecycle event now.
+/// Records `events` (kind, agent, Unix ms) on conversation `id`, in one change.
+async fn record_events(
+    store: &Arc<dyn Store>,
+    id: ConversationId,
+    events: &[(LifecycleKind, Option<&str>, u64)],
+) {
+    store
+        .apply(Change {
+            conversation: id,
+            events: events
+                .iter()
+                .map(|&(kind, agent, at)| LifecycleEvent {
+                    at,
+                    ..lifecycle(kind, agent)
+                })
+                .collect(),
+            ..Change::default()
+        })
+        .await
+        .expect("record events");
+}
+
+/// (kind, agent, Unix ms) of each of `events` about conversation `id`, in order.
+fn events_of(
+    events: &[crate::RecordedEvent],
+    id: ConversationId,
+) -> Vec<(LifecycleKind, Option<&str>, u64)> {
+    events
+        .iter()
+        .filter(|e| e.conversation == id)
+        .map(|e| {
+            (
+                e.event.kind,
+                e.event.agent.as_ref().map(|a| a.0.as_str()),
+                e.event.at,
+            )
+        })
+        .collect()
+}
+
 fn lifecycle(kind: LifecycleKind, agent: Option<&str>) -> LifecycleEvent {
     LifecycleEvent {
         kind,

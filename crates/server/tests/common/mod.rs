@@ -477,6 +477,17 @@ pub async fn accept(agent: &mut Client, conversation: &str) -> Vec<Value> {
     agent.replay(conversation).await.0
 }
 
+/// The `kind` of each lifecycle event in a conversation's detail
+/// (`GET /api/conversations/{id}`), oldest first.
+pub fn event_kinds(detail: &Value) -> Vec<&str> {
+    detail["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["kind"].as_str().expect("kind"))
+        .collect()
+}
+
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("pitboss-test")
