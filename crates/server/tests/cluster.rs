@@ -951,8 +951,7 @@ async fn a_decline_outlives_the_routing_node() {
                 && f["reason"] == "declined"
         })
         .await;
-    // Give the agent's node a moment to store the decline, then kill routing.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The decline is on record once answered: kill routing at once.
     let after = agent.mark();
     cluster.kill(leader);
     assert_eq!(cluster.wait_leader(Some(leader)).await, stays);

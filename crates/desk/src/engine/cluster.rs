@@ -536,6 +536,15 @@ impl Desk {
                     result => result,
                 }
                 .map_err(routing_refusal)?;
+                // On record before the agent hears of it: a router built after the
+                // answer (a restart, routing moving) keeps the cooldown.
+                self.record_now(
+                    conversation,
+                    LifecycleKind::Declined,
+                    Some(&agent),
+                    serde_json::Value::Null,
+                )
+                .await;
                 self.carry_out(decisions).await;
                 Ok(Reply::Done)
             }

@@ -183,12 +183,6 @@ impl Desk {
                     conversation,
                 })
                 .await?;
-                self.record(
-                    conversation,
-                    LifecycleKind::Declined,
-                    Some(id),
-                    serde_json::Value::Null,
-                );
                 Ok(())
             }
             ClientFrame::Transfer {

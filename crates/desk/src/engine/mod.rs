@@ -582,18 +582,26 @@ impl Desk {
             detail,
             at: now_ms(),
         };
-        tokio::spawn(async move {
-            if let Err(err) = store
-                .apply(Change {
-                    conversation,
-                    events: vec![event],
-                    ..Default::default()
-                })
-                .await
-            {
-                tracing::debug!(%err, "lifecycle event not recorded");
-            }
-        });
+        tokio::spawn(store_event(store, conversation, event));
+    }
+
+    /// Records a lifecycle event and waits until it is stored (or could not be:
+    /// logged and dropped, as [`Desk::record`]'s), for an event a new router must
+    /// find once its answer has gone out.
+    async fn record_now(
+        &self,
+        conversation: ConversationId,
+        kind: LifecycleKind,
+        agent: Option<&AgentId>,
+        detail: serde_json::Value,
+    ) {
+        let event = LifecycleEvent {
+            kind,
+            agent: agent.cloned(),
+            detail,
+            at: now_ms(),
+        };
+        store_event(self.store.clone(), conversation, event).await;
     }
 
     // ------------------------------------------------------------------ REST
@@ -793,6 +801,20 @@ fn random_key() -> Vec<u8> {
 /// An argon2 hash of a random password, verified against when a login names no
 /// account so that a missing account takes as long as a wrong password.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0Nh4Pz0vS2fNsKcOzVwGx7bnaYdXiMzqX5OqyA7i0uU";
+
+/// Stores one lifecycle event; a failure is logged and dropped.
+async fn store_event(store: SharedStore, conversation: ConversationId, event: LifecycleEvent) {
+    if let Err(err) = store
+        .apply(Change {
+            conversation,
+            events: vec![event],
+            ..Default::default()
+        })
+        .await
+    {
+        tracing::debug!(%err, "lifecycle event not recorded");
+    }
+}
 
 /// The transfers the store's lifecycle events show pending: those whose last
 /// transfer event (requested, transferred, failed) is a request by the
