@@ -1009,6 +1009,64 @@ async fn a_department_transfer_outlives_the_routing_node() {
     );
 }
 
+/// A transfer to a named agent that is pending when the routing node dies ends:
+/// its offer went with that node. The owner, connected to the node that stays,
+/// hears so (`expired`), the receiver's offer is withdrawn, and the chat stays
+/// with its owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_to_an_agent_ends_with_the_routing_node_and_the_owner_hears_so() {
+    let (mut cluster, leader, mut agent, mut player, conv) =
+        offered_beside_routing(|leader| 1 - leader).await;
+    let stays = 1 - leader;
+    cluster.add_agent_in("boris", "payments", 1);
+    let token = cluster.login("boris").await;
+    let mut boris = cluster.agent("boris", &token, stays).await;
+    if let Err(why) = accept(&mut agent, &mut player, &conv).await {
+        panic!("{why}");
+    }
+    let mark = agent.mark();
+    let offered = boris.mark();
+    assert!(
+        agent
+            .send(json!({"type":"transfer","conversation":conv,"to":{"agent":"boris"}}))
+            .await
+    );
+    boris
+        .wait_frame(offered, "the transfer's offer", SETTLE, |f| {
+            f["type"] == "offer" && f["conversation"] == conv.as_str()
+        })
+        .await;
+    let withdrawn = boris.mark();
+    cluster.kill(leader);
+    assert_eq!(cluster.wait_leader(Some(leader)).await, stays);
+
+    let update = agent
+        .wait_frame(mark, "the transfer's end", SETTLE, |f| {
+            f["type"] == "transfer_update"
+                && f["conversation"] == conv.as_str()
+                && f["outcome"] != "pending"
+        })
+        .await;
+    assert_eq!(update["outcome"], "expired", "{update}");
+    boris
+        .wait_frame(withdrawn, "the offer withdrawn", SETTLE, |f| {
+            f["type"] == "offer_withdrawn" && f["conversation"] == conv.as_str()
+        })
+        .await;
+    // Still ayla's: she may ask again, and boris is offered it again.
+    let again = boris.mark();
+    assert!(
+        agent
+            .send(json!({"type":"transfer","conversation":conv,"to":{"agent":"boris"}}))
+            .await
+    );
+    boris
+        .wait_frame(again, "the new transfer's offer", SETTLE, |f| {
+            f["type"] == "offer" && f["conversation"] == conv.as_str()
+        })
+        .await;
+}
+
 /// An accept that no routing node answers (the routing node frozen, then replaced
 /// as its lease runs out) is answered within the 5 s a routed command may take
 /// in all: the agent is never left waiting longer, whatever the answer.
