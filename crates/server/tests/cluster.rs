@@ -1009,12 +1009,11 @@ async fn a_department_transfer_outlives_the_routing_node() {
     );
 }
 
-/// A transfer to a named agent that is pending when the routing node dies ends:
-/// its offer went with that node. The owner, connected to the node that stays,
-/// hears so (`expired`), the receiver's offer is withdrawn, and the chat stays
-/// with its owner.
+/// A transfer to a named agent that is pending when the routing node dies is
+/// offered again by the new one, with its note, as its receiver is online: the
+/// receiver accepts and the owner hears so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_transfer_to_an_agent_ends_with_the_routing_node_and_the_owner_hears_so() {
+async fn a_transfer_to_an_agent_is_offered_again_by_the_new_routing_node() {
     let (mut cluster, leader, mut agent, mut player, conv) =
         offered_beside_routing(|leader| 1 - leader).await;
     let stays = 1 - leader;
@@ -1028,7 +1027,7 @@ async fn a_transfer_to_an_agent_ends_with_the_routing_node_and_the_owner_hears_s
     let offered = boris.mark();
     assert!(
         agent
-            .send(json!({"type":"transfer","conversation":conv,"to":{"agent":"boris"}}))
+            .send(json!({"type":"transfer","conversation":conv,"to":{"agent":"boris"},"note":"VIP, deposit pending"}))
             .await
     );
     boris
@@ -1036,35 +1035,28 @@ async fn a_transfer_to_an_agent_ends_with_the_routing_node_and_the_owner_hears_s
             f["type"] == "offer" && f["conversation"] == conv.as_str()
         })
         .await;
-    let withdrawn = boris.mark();
+    let again = boris.mark();
     cluster.kill(leader);
     assert_eq!(cluster.wait_leader(Some(leader)).await, stays);
 
+    let offer = boris
+        .wait_frame(again, "the transfer offered again", SETTLE, |f| {
+            f["type"] == "offer" && f["conversation"] == conv.as_str()
+        })
+        .await;
+    assert_eq!(offer["transfer"]["from"]["id"], "ayla", "{offer}");
+    assert_eq!(offer["transfer"]["note"], "VIP, deposit pending", "{offer}");
+    if let Err(why) = accept(&mut boris, &mut player, &conv).await {
+        panic!("{why}");
+    }
     let update = agent
-        .wait_frame(mark, "the transfer's end", SETTLE, |f| {
+        .wait_frame(mark, "the transfer's outcome", SETTLE, |f| {
             f["type"] == "transfer_update"
                 && f["conversation"] == conv.as_str()
                 && f["outcome"] != "pending"
         })
         .await;
-    assert_eq!(update["outcome"], "expired", "{update}");
-    boris
-        .wait_frame(withdrawn, "the offer withdrawn", SETTLE, |f| {
-            f["type"] == "offer_withdrawn" && f["conversation"] == conv.as_str()
-        })
-        .await;
-    // Still ayla's: she may ask again, and boris is offered it again.
-    let again = boris.mark();
-    assert!(
-        agent
-            .send(json!({"type":"transfer","conversation":conv,"to":{"agent":"boris"}}))
-            .await
-    );
-    boris
-        .wait_frame(again, "the new transfer's offer", SETTLE, |f| {
-            f["type"] == "offer" && f["conversation"] == conv.as_str()
-        })
-        .await;
+    assert_eq!(update["outcome"], "accepted", "{update}");
 }
 
 /// An accept that no routing node answers (the routing node frozen, then replaced

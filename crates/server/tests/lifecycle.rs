@@ -239,30 +239,60 @@ async fn a_restart_keeps_a_department_transfer_waiting_with_its_note() {
         offer["transfer"]["note"], "Deposit of 200 EUR missing",
         "the note survives the restart: {offer}"
     );
+    boris.backlog.push(offer);
     accept(&mut boris, &conv).await;
     let done = transfer_update(&mut ayla, &conv).await;
     assert_eq!(done["outcome"], "accepted", "{done}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_ends_a_transfer_to_a_named_agent_and_says_so() {
+async fn a_restart_resumes_a_transfer_to_a_named_agent_who_comes_back() {
     let dir = tempdir();
     let mut server = Server::start(dir.path(), &[]);
     let conv = transfer_pending_across_a_restart(&mut server, json!({"agent":"boris"}), true).await;
-    // The offer went with the process: the transfer ends, on the record, and the
-    // chat stays with ayla, who may ask again.
-    let token = server.login("sam").await;
-    let detail = server
-        .get_json(&format!("/api/conversations/{conv}"), &token)
-        .await;
-    let kinds = event_kinds(&detail);
-    let requested = kinds.iter().rposition(|k| *k == "transfer_requested");
-    let failed = kinds.iter().rposition(|k| *k == "transfer_failed");
-    assert!(
-        requested.is_some() && failed > requested,
-        "the transfer ends on the record after the restart: {kinds:?}"
+    // boris is back within the settling period: offered it again, with the note.
+    let mut ayla = server.agent("ayla").await;
+    let mut boris = server.agent("boris").await;
+    let offer = boris.expect_where(|v| v["type"] == "offer").await;
+    assert_eq!(offer["conversation"], conv.as_str(), "{offer}");
+    assert_eq!(offer["transfer"]["from"]["id"], "ayla", "{offer}");
+    assert_eq!(
+        offer["transfer"]["note"], "Deposit of 200 EUR missing",
+        "{offer}"
     );
+    boris.backlog.push(offer);
+    accept(&mut boris, &conv).await;
+    let done = transfer_update(&mut ayla, &conv).await;
+    assert_eq!(done["outcome"], "accepted", "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_ends_a_transfer_to_a_named_agent_who_stays_away() {
+    let dir = tempdir();
+    let mut server = Server::start(dir.path(), &["--offer-timeout-secs", "3"]);
+    let conv = transfer_pending_across_a_restart(&mut server, json!({"agent":"boris"}), true).await;
+    // boris does not come back: after an offer's timeout (3 s here) the transfer
+    // ends, on the record, and the chat stays with ayla.
+    let token = server.login("sam").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let detail = loop {
+        let detail = server
+            .get_json(&format!("/api/conversations/{conv}"), &token)
+            .await;
+        let kinds = event_kinds(&detail);
+        let requested = kinds.iter().rposition(|k| *k == "transfer_requested");
+        let failed = kinds.iter().rposition(|k| *k == "transfer_failed");
+        if requested.is_some() && failed > requested {
+            break detail;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the transfer did not end: {kinds:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(detail["conversation"]["agent"], "ayla", "{detail}");
+    // ayla may ask again once boris is back.
     let mut ayla = server.agent("ayla").await;
     let mut boris = server.agent("boris").await;
     ayla.send(json!({"type":"transfer","conversation":conv,"to":{"agent":"boris"}}))

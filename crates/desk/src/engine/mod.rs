@@ -187,6 +187,10 @@ pub struct Desk {
     /// Queued conversations whose player has no connection, since when.
     player_gone: DashMap<ConversationId, u64>,
     transfers: DashMap<ConversationId, PendingTransfer>,
+    /// Transfers to a named agent that were pending when this router was built,
+    /// with when it was built: each waits for its receiver to be online with room
+    /// (see `resume_transfers`).
+    resuming: DashMap<ConversationId, (PendingTransfer, u64)>,
     next_conn: AtomicU64,
     queue_dirty: AtomicBool,
     draining: AtomicBool,
@@ -251,6 +255,7 @@ impl Desk {
             agent_gone: DashMap::new(),
             player_gone: DashMap::new(),
             transfers: DashMap::new(),
+            resuming: DashMap::new(),
             next_conn: AtomicU64::new(1),
             queue_dirty: AtomicBool::new(false),
             draining: AtomicBool::new(false),
@@ -396,21 +401,26 @@ impl Desk {
         }
         // Transfers that were waiting: one to a department waits again for what is
         // left of its timeout; one to a named agent, whose offer went with the old
-        // router, ends, and its owner hears so and may ask again.
+        // router, is offered again once its receiver is back (`resume_transfers`).
         let mut ended = Vec::new();
         let mut waiting = Vec::new();
+        let mut resuming = Vec::new();
         for (id, pending, at) in restored {
             let left = at.saturating_add(transfer_timeout).saturating_sub(wall);
-            let kept = match &pending.to {
-                TransferTarget::Department(d) => router
-                    .restore_department_transfer(id, &pending.from, d.clone(), left, now)
-                    .is_ok(),
-                TransferTarget::Agent(_) => false,
-            };
-            if kept {
-                waiting.push((id, pending));
-            } else {
-                ended.push((id, pending));
+            match &pending.to {
+                TransferTarget::Department(d) => {
+                    match router.restore_department_transfer(
+                        id,
+                        &pending.from,
+                        d.clone(),
+                        left,
+                        now,
+                    ) {
+                        Ok(_) => waiting.push((id, pending)),
+                        Err(_) => ended.push((id, pending)),
+                    }
+                }
+                TransferTarget::Agent(_) => resuming.push((id, pending)),
             }
         }
         *self.router() = router;
@@ -421,8 +431,12 @@ impl Desk {
         for agent in owners {
             self.agent_gone.entry(agent).or_insert(now);
         }
+        self.resuming.clear();
         for (id, pending) in waiting {
             self.transfers.insert(id, pending);
+        }
+        for (id, pending) in resuming {
+            self.resuming.insert(id, (pending, now));
         }
         for (id, pending) in ended {
             let owner = pending.from.clone();

@@ -13,6 +13,7 @@ impl Desk {
         let now = self.now();
         let decisions = self.router().tick(now);
         self.carry_out(decisions).await;
+        self.resume_transfers(now).await;
 
         let grace: Vec<AgentId> = self
             .agent_gone
@@ -43,6 +44,47 @@ impl Desk {
 
         if self.queue_dirty.swap(false, Ordering::Relaxed) {
             self.send_queue_updates();
+        }
+    }
+
+    /// Transfers to a named agent that were pending when this router was built
+    /// (a restart, routing moving): each is offered to its receiver again, with
+    /// its note, as soon as they are online with room. One whose receiver is not
+    /// within an offer's timeout (as long as they would have had to answer) ends
+    /// as expired, and its owner hears so. One whose owner has moved on meanwhile
+    /// (closed the chat, asked for another transfer) is dropped.
+    async fn resume_transfers(self: &Arc<Self>, now: u64) {
+        if self.resuming.is_empty() {
+            return;
+        }
+        let settle = self.config.routing.offer_timeout_ms;
+        let waiting: Vec<(ConversationId, PendingTransfer, u64)> = self
+            .resuming
+            .iter()
+            .map(|e| (*e.key(), e.value().0.clone(), e.value().1))
+            .collect();
+        for (id, pending, since) in waiting {
+            let attempt = self
+                .router()
+                .transfer(id, &pending.from, pending.to.clone(), now);
+            match attempt {
+                Ok(decisions) => {
+                    self.resuming.remove(&id);
+                    self.transfers.insert(id, pending);
+                    self.carry_out(decisions).await;
+                }
+                Err(RoutingError::TargetUnavailable) if now.saturating_sub(since) < settle => {}
+                Err(RoutingError::TargetUnavailable) => {
+                    self.resuming.remove(&id);
+                    let owner = pending.from.clone();
+                    self.transfers.insert(id, pending);
+                    self.transfer_failed(id, owner, TransferFailure::Expired)
+                        .await;
+                }
+                Err(_) => {
+                    self.resuming.remove(&id);
+                }
+            }
         }
     }
 
