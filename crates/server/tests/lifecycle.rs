@@ -222,6 +222,24 @@ async fn transfer_update(agent: &mut Client, conv: &str) -> serde_json::Value {
         .await
 }
 
+/// After the restart, ayla and boris connect: boris is offered the transfer, with
+/// ayla's note, accepts it, and ayla hears so.
+async fn transfer_goes_on_after_the_restart(server: &Server, conv: &str) {
+    let mut ayla = server.agent("ayla").await;
+    let mut boris = server.agent("boris").await;
+    let offer = boris.expect_where(|v| v["type"] == "offer").await;
+    assert_eq!(offer["conversation"], conv, "{offer}");
+    assert_eq!(offer["transfer"]["from"]["id"], "ayla", "{offer}");
+    assert_eq!(
+        offer["transfer"]["note"], "Deposit of 200 EUR missing",
+        "the note survives the restart: {offer}"
+    );
+    boris.backlog.push(offer);
+    accept(&mut boris, conv).await;
+    let done = transfer_update(&mut ayla, conv).await;
+    assert_eq!(done["outcome"], "accepted", "{done}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_a_department_transfer_waiting_with_its_note() {
     let dir = tempdir();
@@ -230,40 +248,16 @@ async fn a_restart_keeps_a_department_transfer_waiting_with_its_note() {
     let conv =
         transfer_pending_across_a_restart(&mut server, json!({"department":"payments"}), false)
             .await;
-    let mut ayla = server.agent("ayla").await;
-    let mut boris = server.agent("boris").await;
-    let offer = boris.expect_where(|v| v["type"] == "offer").await;
-    assert_eq!(offer["conversation"], conv.as_str(), "{offer}");
-    assert_eq!(offer["transfer"]["from"]["id"], "ayla", "{offer}");
-    assert_eq!(
-        offer["transfer"]["note"], "Deposit of 200 EUR missing",
-        "the note survives the restart: {offer}"
-    );
-    boris.backlog.push(offer);
-    accept(&mut boris, &conv).await;
-    let done = transfer_update(&mut ayla, &conv).await;
-    assert_eq!(done["outcome"], "accepted", "{done}");
+    transfer_goes_on_after_the_restart(&server, &conv).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_resumes_a_transfer_to_a_named_agent_who_comes_back() {
     let dir = tempdir();
     let mut server = Server::start(dir.path(), &[]);
+    // boris is back within an offer's timeout: offered it again.
     let conv = transfer_pending_across_a_restart(&mut server, json!({"agent":"boris"}), true).await;
-    // boris is back within the settling period: offered it again, with the note.
-    let mut ayla = server.agent("ayla").await;
-    let mut boris = server.agent("boris").await;
-    let offer = boris.expect_where(|v| v["type"] == "offer").await;
-    assert_eq!(offer["conversation"], conv.as_str(), "{offer}");
-    assert_eq!(offer["transfer"]["from"]["id"], "ayla", "{offer}");
-    assert_eq!(
-        offer["transfer"]["note"], "Deposit of 200 EUR missing",
-        "{offer}"
-    );
-    boris.backlog.push(offer);
-    accept(&mut boris, &conv).await;
-    let done = transfer_update(&mut ayla, &conv).await;
-    assert_eq!(done["outcome"], "accepted", "{done}");
+    transfer_goes_on_after_the_restart(&server, &conv).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
