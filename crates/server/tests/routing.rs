@@ -326,3 +326,39 @@ async fn department_transfer_waits_at_the_head_and_supervisor_takes_over() {
         .await;
     assert_eq!(ayla.expect("error").await["code"], "forbidden");
 }
+
+/// An agent who connects while a chat waits is offered it once: the offer made as
+/// they come online is not repeated from the list of offers still open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_who_connects_is_offered_a_waiting_chat_once() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    server.add_agent("ayla", "en", "general", 1, false);
+    server.add_agent("boris", "en", "general", 1, false);
+    let mut ayla = server.agent("ayla").await;
+    let mut busy = server.visitor("en").await;
+    let busy_conv = start_chat(&mut busy, None).await;
+    accept(&mut ayla, &busy_conv).await;
+    // ayla is full: this chat waits until boris comes online.
+    let mut waiting = server.visitor("en").await;
+    waiting.send(json!({"type":"start"})).await;
+    let queued = waiting.expect("queued").await;
+    let conv = queued["conversation"].as_str().unwrap().to_owned();
+
+    let mut boris = server.agent("boris").await;
+    let mut offers = boris
+        .backlog
+        .iter()
+        .filter(|f| f["type"] == "offer" && f["conversation"] == conv.as_str())
+        .count();
+    let quiet = std::time::Duration::from_millis(1_500);
+    while let Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) =
+        tokio::time::timeout(quiet, futures_util::StreamExt::next(&mut boris.ws)).await
+    {
+        let f: Value = serde_json::from_str(&t).unwrap();
+        if f["type"] == "offer" && f["conversation"] == conv.as_str() {
+            offers += 1;
+        }
+    }
+    assert_eq!(offers, 1, "offers of {conv} to boris");
+}

@@ -174,6 +174,10 @@ impl Desk {
                 }
             }
             Session::Agent { id, .. } => {
+                // Offers still open (a console that reloaded) are shown again: those
+                // made before this connection. One made from here on reaches it as
+                // it is made, so it is not sent twice.
+                let open = self.open_offers(id);
                 if first {
                     // The account may have changed (or be new to this node).
                     if let Ok(Some(account)) = self.store.agent(id).await {
@@ -187,8 +191,7 @@ impl Desk {
                         })
                         .await;
                 }
-                // Offers still open (a console that reloaded) are shown again.
-                for frame in self.open_offers(id) {
+                for frame in open {
                     conn.send(frame);
                 }
             }
