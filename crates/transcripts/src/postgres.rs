@@ -278,6 +278,35 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// Lifecycle events of conversations in `state`, oldest first, chosen by
+    /// `filter` on the events: `kinds` and `since` are its parameters after the
+    /// state, in that order.
+    async fn events_in_state(
+        &self,
+        state: ConversationState,
+        filter: &str,
+        kinds: [LifecycleKind; 3],
+        since: u64,
+    ) -> Result<Vec<RecordedEvent>> {
+        let sql = format!(
+            "SELECT e.conversation_id, e.kind, e.agent_id, e.detail, e.at \
+             FROM conversations c JOIN lifecycle_events e ON e.conversation_id = c.id \
+             WHERE c.state = $1 AND {filter} ORDER BY e.id"
+        );
+        let mut query = sqlx::query(&sql).bind(tag(state)?);
+        for kind in kinds {
+            query = query.bind(tag(kind)?);
+        }
+        let rows = query
+            .bind(to_db(since))
+            .fetch_all(&self.reads)
+            .await
+            .map_err(db)?;
+        recorded_events(&rows)
+    }
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     fn set_observer(&self, observer: Arc<dyn CommitObserver>) {
@@ -374,41 +403,33 @@ impl Store for PostgresStore {
     async fn queue_events(&self, since: u64) -> Result<Vec<RecordedEvent>> {
         // Through the (state, created_at) index to the few queued conversations,
         // then through (conversation_id, kind, at) to their events.
-        let rows = sqlx::query(
-            "SELECT e.conversation_id, e.kind, e.agent_id, e.detail, e.at \
-             FROM conversations c JOIN lifecycle_events e ON e.conversation_id = c.id \
-             WHERE c.state = $1 AND (e.kind = $2 OR (e.kind IN ($3, $4) AND e.at >= $5)) \
-             ORDER BY e.id",
+        self.events_in_state(
+            ConversationState::Queued,
+            "(e.kind = $2 OR (e.kind IN ($3, $4) AND e.at >= $5))",
+            [
+                LifecycleKind::Requeued,
+                LifecycleKind::Declined,
+                LifecycleKind::OfferExpired,
+            ],
+            since,
         )
-        .bind(tag(ConversationState::Queued)?)
-        .bind(tag(LifecycleKind::Requeued)?)
-        .bind(tag(LifecycleKind::Declined)?)
-        .bind(tag(LifecycleKind::OfferExpired)?)
-        .bind(to_db(since))
-        .fetch_all(&self.reads)
         .await
-        .map_err(db)?;
-        recorded_events(&rows)
     }
 
     async fn transfer_events(&self, since: u64) -> Result<Vec<RecordedEvent>> {
         // Through the (state, created_at) index to the active conversations, then
         // through (conversation_id, kind, at) to their transfer events.
-        let rows = sqlx::query(
-            "SELECT e.conversation_id, e.kind, e.agent_id, e.detail, e.at \
-             FROM conversations c JOIN lifecycle_events e ON e.conversation_id = c.id \
-             WHERE c.state = $1 AND e.kind IN ($2, $3, $4) AND e.at >= $5 \
-             ORDER BY e.id",
+        self.events_in_state(
+            ConversationState::Active,
+            "e.kind IN ($2, $3, $4) AND e.at >= $5",
+            [
+                LifecycleKind::TransferRequested,
+                LifecycleKind::Transferred,
+                LifecycleKind::TransferFailed,
+            ],
+            since,
         )
-        .bind(tag(ConversationState::Active)?)
-        .bind(tag(LifecycleKind::TransferRequested)?)
-        .bind(tag(LifecycleKind::Transferred)?)
-        .bind(tag(LifecycleKind::TransferFailed)?)
-        .bind(to_db(since))
-        .fetch_all(&self.reads)
         .await
-        .map_err(db)?;
-        recorded_events(&rows)
     }
 
     async fn handoffs(&self, id: ConversationId) -> Result<Vec<Handoff>> {
