@@ -79,6 +79,7 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         case!(purge_deletes_only_closed_and_old_enough),
         case!(purge_works_in_chunks),
         case!(export_gathers_everything_of_one_player),
+        case!(an_export_is_one_snapshot),
         case!(erase_removes_one_player_only),
         case!(erase_refused_while_a_conversation_is_open),
     ]
@@ -2402,6 +2403,91 @@ pub async fn export_gathers_everything_of_one_player(store: Arc<dyn Store>) {
         .expect("export of an unknown player");
     assert!(nobody.conversations.is_empty());
     assert_eq!(nobody.card, None);
+}
+
+/// A snapshot answers with what was committed when it was taken: a message
+/// appended and a close committed afterwards are in neither its conversation's
+/// state, nor its entries, nor its events, nor an export gathered from it, while
+/// the store and a later snapshot have both.
+pub async fn an_export_is_one_snapshot(store: Arc<dyn Store>) {
+    let who = PlayerId("p:snapshot".into());
+    let id = create_for(&store, &who.0, ConversationState::Active, 1_700_000_000_000).await;
+    store
+        .apply(Change::append(id, message(player(&who.0), "s1", "before")))
+        .await
+        .expect("append");
+    let mut before = store.snapshot().await.expect("snapshot");
+
+    store
+        .apply(Change::append(id, message(agent("ayla"), "s2", "after")))
+        .await
+        .expect("append");
+    close(&store, id).await;
+    let events_now = store.events(id).await.expect("events");
+    assert!(events_now.iter().any(|e| e.kind == LifecycleKind::Closed));
+    assert_eq!(
+        store
+            .entries(id, 0, 100, true)
+            .await
+            .expect("entries")
+            .len(),
+        2
+    );
+
+    let export = crate::export_from(before.as_mut(), &who)
+        .await
+        .expect("export from the earlier snapshot");
+    assert_eq!(export.conversations.len(), 1);
+    let c = &export.conversations[0];
+    assert_eq!(c.state, ConversationState::Active, "the state as it was");
+    assert_eq!(c.closed_at, None);
+    let texts: Vec<&str> = c.entries.iter().map(|e| e.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["before"],
+        "only what was committed before the snapshot"
+    );
+    assert!(
+        c.events.iter().all(|e| e.kind != LifecycleKind::Closed),
+        "{:?}",
+        c.events
+    );
+    assert_eq!(c.events.len(), events_now.len() - 1);
+    assert_eq!(
+        before
+            .entries(id, 0, 100, true)
+            .await
+            .expect("entries")
+            .len(),
+        1,
+        "read again, the snapshot has not moved"
+    );
+    drop(before);
+
+    let mut after = store.snapshot().await.expect("snapshot");
+    let listed = after
+        .conversations(ConversationFilter {
+            player: Some(who.clone()),
+            ..ConversationFilter::default()
+        })
+        .await
+        .expect("conversations");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].summary.state, ConversationState::Closed);
+    assert_eq!(
+        after
+            .entries(id, 0, 100, true)
+            .await
+            .expect("entries")
+            .len(),
+        2
+    );
+    assert_eq!(after.events(id).await.expect("events"), events_now);
+    assert_eq!(after.handoffs(id).await.expect("handoffs"), Vec::new());
+    drop(after);
+    let exported = store.export_player(&who).await.expect("export");
+    assert_eq!(exported.conversations[0].state, ConversationState::Closed);
+    assert_eq!(exported.conversations[0].entries.len(), 2);
 }
 
 /// Erasing a player deletes every conversation of theirs with its entries,

@@ -655,6 +655,86 @@ pub trait CommitObserver: Send + Sync + 'static {
     fn committed(&self, entries: &[(StoredEntry, u64)]);
 }
 
+/// The reads of one snapshot of a store ([`Store::snapshot`]): each answers as the
+/// [`Store`] method of the same name, from the state committed when the snapshot
+/// was taken.
+#[async_trait]
+pub trait Snapshot: Send {
+    /// As [`Store::conversations`].
+    async fn conversations(
+        &mut self,
+        filter: ConversationFilter,
+    ) -> Result<Vec<ConversationRecord>>;
+
+    /// As [`Store::entries`].
+    async fn entries(
+        &mut self,
+        id: ConversationId,
+        after: Seq,
+        limit: u32,
+        include_notes: bool,
+    ) -> Result<Vec<StoredEntry>>;
+
+    /// As [`Store::events`].
+    async fn events(&mut self, id: ConversationId) -> Result<Vec<LifecycleEvent>>;
+
+    /// As [`Store::handoffs`].
+    async fn handoffs(&mut self, id: ConversationId) -> Result<Vec<Handoff>>;
+}
+
+/// Gathers [`Store::export_player`]'s answer from one snapshot.
+pub async fn export_from(snapshot: &mut dyn Snapshot, player: &PlayerId) -> Result<PlayerExport> {
+    let mut records = snapshot
+        .conversations(ConversationFilter {
+            player: Some(player.clone()),
+            limit: u32::MAX,
+            ..ConversationFilter::default()
+        })
+        .await?;
+    // Listed newest first; a record of someone's history reads oldest first.
+    records.reverse();
+    let card = records.last().map(|r| r.player.clone());
+    let mut conversations = Vec::with_capacity(records.len());
+    for record in records {
+        let id = record.summary.id;
+        let mut entries = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = snapshot.entries(id, after, EXPORT_PAGE, true).await?;
+            let full = page.len() == EXPORT_PAGE as usize;
+            if let Some(last) = page.last() {
+                after = last.seq;
+            }
+            entries.extend(page.into_iter().map(ExportedEntry::from));
+            if !full {
+                break;
+            }
+        }
+        conversations.push(ExportedConversation {
+            id,
+            state: record.summary.state,
+            department: record.summary.department,
+            language: record.summary.language,
+            agent: record.summary.agent,
+            created_at: record.summary.created_at,
+            closed_at: record.summary.closed_at,
+            close_reason: record.close_reason,
+            rating: record.summary.rating,
+            rating_comment: record.rating_comment,
+            card: record.player,
+            entries,
+            events: snapshot.events(id).await?,
+            handoffs: snapshot.handoffs(id).await?,
+        });
+    }
+    Ok(PlayerExport {
+        player: player.clone(),
+        exported_at: now_ms(),
+        card,
+        conversations,
+    })
+}
+
 /// A durable store of conversations. Implemented by every backend; one conformance
 /// suite runs against each.
 #[async_trait]
@@ -782,61 +862,19 @@ pub trait Store: Send + Sync + 'static {
     /// (the next run takes it).
     async fn purge_audit(&self, before: u64, chunk: u32) -> Result<u64>;
 
+    /// Reads from one snapshot of the store: what was committed when it was taken,
+    /// and nothing committed since. It holds a read transaction, and one of the read
+    /// connections, until dropped: keep it short.
+    async fn snapshot(&self) -> Result<Box<dyn Snapshot>>;
+
     /// Everything stored about `player`: their conversations (oldest first) with
     /// every entry (private notes marked), lifecycle event, hand-off and rating, and
     /// their card. Empty (no card, no conversations) for a player with nothing
-    /// stored. Read from the read side, page by page: not one snapshot, so a
-    /// conversation still open may grow while it is read.
+    /// stored. Read from one [`snapshot`](Store::snapshot), so a conversation that
+    /// changes meanwhile is exported as it was, its state and its entries alike.
     async fn export_player(&self, player: &PlayerId) -> Result<PlayerExport> {
-        let mut records = self
-            .conversations(ConversationFilter {
-                player: Some(player.clone()),
-                limit: u32::MAX,
-                ..ConversationFilter::default()
-            })
-            .await?;
-        // Listed newest first; a record of someone's history reads oldest first.
-        records.reverse();
-        let card = records.last().map(|r| r.player.clone());
-        let mut conversations = Vec::with_capacity(records.len());
-        for record in records {
-            let id = record.summary.id;
-            let mut entries = Vec::new();
-            let mut after = 0;
-            loop {
-                let page = self.entries(id, after, EXPORT_PAGE, true).await?;
-                let full = page.len() == EXPORT_PAGE as usize;
-                if let Some(last) = page.last() {
-                    after = last.seq;
-                }
-                entries.extend(page.into_iter().map(ExportedEntry::from));
-                if !full {
-                    break;
-                }
-            }
-            conversations.push(ExportedConversation {
-                id,
-                state: record.summary.state,
-                department: record.summary.department,
-                language: record.summary.language,
-                agent: record.summary.agent,
-                created_at: record.summary.created_at,
-                closed_at: record.summary.closed_at,
-                close_reason: record.close_reason,
-                rating: record.summary.rating,
-                rating_comment: record.rating_comment,
-                card: record.player,
-                entries,
-                events: self.events(id).await?,
-                handoffs: self.handoffs(id).await?,
-            });
-        }
-        Ok(PlayerExport {
-            player: player.clone(),
-            exported_at: now_ms(),
-            card,
-            conversations,
-        })
+        let mut snapshot = self.snapshot().await?;
+        export_from(snapshot.as_mut(), player).await
     }
 
     /// Deletes everything stored about `player`: every conversation of theirs with

@@ -77,15 +77,17 @@ use crate::{
     now_ms, player_busy, AgentAccount, Appended, Applied, AuditFilter, AuditRecord, CatalogItem,
     CatalogKind, Change, CommitObserver, ConversationFilter, ConversationRecord, Deleted, Fence,
     Handoff, LifecycleEvent, LifecycleKind, NewAuditRecord, NewConversation, NewEntry, Purged,
-    RecordedEvent, Result, Store, StoreError, StoredEntry, MAX_PURGE_CHUNK,
+    RecordedEvent, Result, Snapshot, Store, StoreError, StoredEntry, MAX_PURGE_CHUNK,
 };
 use async_trait::async_trait;
 use pitboss_protocol::{
     AgentId, ConversationId, ConversationState, ConversationSummary, MessageKind, Participant,
     PlayerCard, PlayerId, Role, Seq,
 };
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow, Postgres};
-use sqlx::{ConnectOptions, Connection, QueryBuilder, Row};
+use sqlx::postgres::{
+    PgConnectOptions, PgConnection, PgExecutor, PgPool, PgPoolOptions, PgRow, Postgres,
+};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Transaction};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -340,42 +342,11 @@ impl Store for PostgresStore {
         limit: u32,
         include_notes: bool,
     ) -> Result<Vec<StoredEntry>> {
-        let mut q = QueryBuilder::<Postgres>::new(format!(
-            "SELECT {ENTRY_COLUMNS} FROM entries WHERE conversation_id = "
-        ));
-        q.push_bind(id.to_string())
-            .push(" AND seq > ")
-            .push_bind(to_db(after));
-        if !include_notes {
-            q.push(" AND kind <> ").push_bind(tag(MessageKind::Note)?);
-        }
-        q.push(" ORDER BY seq LIMIT ").push_bind(i64::from(limit));
-        let rows = q.build().fetch_all(&self.reads).await.map_err(db)?;
-        rows.iter().map(|row| entry_from_row(row, id)).collect()
+        read_entries(&self.reads, id, after, limit, include_notes).await
     }
 
     async fn conversations(&self, filter: ConversationFilter) -> Result<Vec<ConversationRecord>> {
-        let mut q = QueryBuilder::<Postgres>::new(CONVERSATION_SELECT);
-        q.push(" WHERE TRUE");
-        if let Some(state) = filter.state {
-            q.push(" AND c.state = ").push_bind(tag(state)?);
-        }
-        if let Some(agent) = filter.agent {
-            q.push(" AND c.agent_id = ").push_bind(agent.0);
-        }
-        if let Some(player) = filter.player {
-            q.push(" AND c.player_id = ").push_bind(player.0);
-        }
-        let limit = if filter.limit == 0 {
-            DEFAULT_LIST_LIMIT
-        } else {
-            filter.limit
-        };
-        // Ids are UUIDv7, time-ordered: they break ties between equal timestamps.
-        q.push(" ORDER BY c.created_at DESC, c.id DESC LIMIT ")
-            .push_bind(i64::from(limit));
-        let rows = q.build().fetch_all(&self.reads).await.map_err(db)?;
-        rows.iter().map(conversation_from_row).collect()
+        read_conversations(&self.reads, filter).await
     }
 
     async fn open_conversations(&self) -> Result<Vec<ConversationRecord>> {
@@ -389,15 +360,7 @@ impl Store for PostgresStore {
     }
 
     async fn events(&self, id: ConversationId) -> Result<Vec<LifecycleEvent>> {
-        let rows = sqlx::query(
-            "SELECT kind, agent_id, detail, at FROM lifecycle_events \
-             WHERE conversation_id = $1 ORDER BY id",
-        )
-        .bind(id.to_string())
-        .fetch_all(&self.reads)
-        .await
-        .map_err(db)?;
-        rows.iter().map(event_from_row).collect()
+        read_events(&self.reads, id).await
     }
 
     async fn queue_events(&self, since: u64) -> Result<Vec<RecordedEvent>> {
@@ -433,25 +396,22 @@ impl Store for PostgresStore {
     }
 
     async fn handoffs(&self, id: ConversationId) -> Result<Vec<Handoff>> {
-        let rows = sqlx::query(
-            "SELECT from_agent, to_target, note, outcome, at FROM handoffs \
-             WHERE conversation_id = $1 ORDER BY id",
-        )
-        .bind(id.to_string())
-        .fetch_all(&self.reads)
-        .await
-        .map_err(db)?;
-        rows.iter()
-            .map(|row| {
-                Ok(Handoff {
-                    from: AgentId(get(row, "from_agent")?),
-                    to: get(row, "to_target")?,
-                    note: get(row, "note")?,
-                    outcome: get(row, "outcome")?,
-                    at: from_db(get(row, "at")?),
-                })
-            })
-            .collect()
+        read_handoffs(&self.reads, id).await
+    }
+
+    async fn snapshot(&self) -> Result<Box<dyn Snapshot>> {
+        let mut tx = self.reads.begin().await.map_err(db)?;
+        // Read committed would take a new snapshot per statement. Repeatable read
+        // takes one at the first query: take it now.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query("SELECT 1")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        Ok(Box::new(PostgresSnapshot(tx)))
     }
 
     async fn recent_handle_times(&self, limit: u32) -> Result<Vec<(String, u64)>> {
@@ -588,6 +548,128 @@ impl Store for PostgresStore {
         self.queue.close().await;
         self.reads.close().await;
     }
+}
+
+/// A repeatable-read, read-only transaction on one of the read connections
+/// ([`Store::snapshot`]). Dropped without a commit: sqlx rolls it back when the
+/// connection goes back to the pool.
+struct PostgresSnapshot(Transaction<'static, Postgres>);
+
+#[async_trait]
+impl Snapshot for PostgresSnapshot {
+    async fn conversations(
+        &mut self,
+        filter: ConversationFilter,
+    ) -> Result<Vec<ConversationRecord>> {
+        read_conversations(&mut *self.0, filter).await
+    }
+
+    async fn entries(
+        &mut self,
+        id: ConversationId,
+        after: Seq,
+        limit: u32,
+        include_notes: bool,
+    ) -> Result<Vec<StoredEntry>> {
+        read_entries(&mut *self.0, id, after, limit, include_notes).await
+    }
+
+    async fn events(&mut self, id: ConversationId) -> Result<Vec<LifecycleEvent>> {
+        read_events(&mut *self.0, id).await
+    }
+
+    async fn handoffs(&mut self, id: ConversationId) -> Result<Vec<Handoff>> {
+        read_handoffs(&mut *self.0, id).await
+    }
+}
+
+/// [`Store::entries`] on `reads`: the pool, or one snapshot's connection.
+async fn read_entries<'c>(
+    reads: impl PgExecutor<'c>,
+    id: ConversationId,
+    after: Seq,
+    limit: u32,
+    include_notes: bool,
+) -> Result<Vec<StoredEntry>> {
+    let mut q = QueryBuilder::<Postgres>::new(format!(
+        "SELECT {ENTRY_COLUMNS} FROM entries WHERE conversation_id = "
+    ));
+    q.push_bind(id.to_string())
+        .push(" AND seq > ")
+        .push_bind(to_db(after));
+    if !include_notes {
+        q.push(" AND kind <> ").push_bind(tag(MessageKind::Note)?);
+    }
+    q.push(" ORDER BY seq LIMIT ").push_bind(i64::from(limit));
+    let rows = q.build().fetch_all(reads).await.map_err(db)?;
+    rows.iter().map(|row| entry_from_row(row, id)).collect()
+}
+
+/// [`Store::conversations`] on `reads`.
+async fn read_conversations<'c>(
+    reads: impl PgExecutor<'c>,
+    filter: ConversationFilter,
+) -> Result<Vec<ConversationRecord>> {
+    let mut q = QueryBuilder::<Postgres>::new(CONVERSATION_SELECT);
+    q.push(" WHERE TRUE");
+    if let Some(state) = filter.state {
+        q.push(" AND c.state = ").push_bind(tag(state)?);
+    }
+    if let Some(agent) = filter.agent {
+        q.push(" AND c.agent_id = ").push_bind(agent.0);
+    }
+    if let Some(player) = filter.player {
+        q.push(" AND c.player_id = ").push_bind(player.0);
+    }
+    let limit = if filter.limit == 0 {
+        DEFAULT_LIST_LIMIT
+    } else {
+        filter.limit
+    };
+    // Ids are UUIDv7, time-ordered: they break ties between equal timestamps.
+    q.push(" ORDER BY c.created_at DESC, c.id DESC LIMIT ")
+        .push_bind(i64::from(limit));
+    let rows = q.build().fetch_all(reads).await.map_err(db)?;
+    rows.iter().map(conversation_from_row).collect()
+}
+
+/// [`Store::events`] on `reads`.
+async fn read_events<'c>(
+    reads: impl PgExecutor<'c>,
+    id: ConversationId,
+) -> Result<Vec<LifecycleEvent>> {
+    let rows = sqlx::query(
+        "SELECT kind, agent_id, detail, at FROM lifecycle_events \
+         WHERE conversation_id = $1 ORDER BY id",
+    )
+    .bind(id.to_string())
+    .fetch_all(reads)
+    .await
+    .map_err(db)?;
+    rows.iter().map(event_from_row).collect()
+}
+
+/// [`Store::handoffs`] on `reads`.
+async fn read_handoffs<'c>(reads: impl PgExecutor<'c>, id: ConversationId) -> Result<Vec<Handoff>> {
+    let rows = sqlx::query(
+        "SELECT from_agent, to_target, note, outcome, at FROM handoffs \
+         WHERE conversation_id = $1 ORDER BY id",
+    )
+    .bind(id.to_string())
+    .fetch_all(reads)
+    .await
+    .map_err(db)?;
+    rows.iter()
+        .map(|row| {
+            Ok(Handoff {
+                from: AgentId(get(row, "from_agent")?),
+                to: get(row, "to_target")?,
+                note: get(row, "note")?,
+                outcome: get(row, "outcome")?,
+                at: from_db(get(row, "at")?),
+            })
+        })
+        .collect()
 }
 
 /// Why one write inside a batch did not succeed.

@@ -88,6 +88,7 @@ conformance_tests!(
     purge_deletes_only_closed_and_old_enough,
     purge_works_in_chunks,
     export_gathers_everything_of_one_player,
+    an_export_is_one_snapshot,
     erase_removes_one_player_only,
     erase_refused_while_a_conversation_is_open,
 );
