@@ -69,12 +69,15 @@ impl Desk {
                 } => {
                     let reason = match reason {
                         pitboss_routing::WithdrawReason::Expired => {
-                            self.record(
+                            // On record before the agent hears of it, as a decline
+                            // is: a router built meanwhile keeps the cooldown.
+                            self.record_now(
                                 conversation,
                                 LifecycleKind::OfferExpired,
                                 Some(&agent),
                                 serde_json::Value::Null,
-                            );
+                            )
+                            .await;
                             WithdrawReason::Expired
                         }
                         pitboss_routing::WithdrawReason::Declined => WithdrawReason::Declined,
