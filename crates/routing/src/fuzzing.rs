@@ -1281,7 +1281,21 @@ impl Harness {
             }
             Op::Tick(step) => {
                 self.now = now.saturating_add(self.step(step));
+                // The same tick without the shortcut for a tick with nothing due
+                // must decide the same and leave the same listing.
+                let mut full = self.r.clone();
+                let expected = full.tick_in_full(self.now);
                 let ds = self.r.tick(self.now);
+                ensure!(
+                    ds == expected,
+                    "tick({}) decided {ds:?}, in full {expected:?}",
+                    self.now
+                );
+                ensure!(
+                    self.r.snapshot() == full.snapshot(),
+                    "tick({}) left another listing than in full",
+                    self.now
+                );
                 Ok(ds)
             }
             Op::RecordHandleTime { department, ms } => {
