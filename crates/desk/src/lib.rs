@@ -12,6 +12,7 @@ pub mod audit;
 pub mod auth;
 pub mod connection;
 mod engine;
+pub mod kpis;
 mod live;
 pub mod masking;
 pub mod permissions;

@@ -204,6 +204,7 @@ pub fn app(state: AppState) -> axum::Router {
         )
         .route("/api/audit", get(rest::audit_log))
         .route("/api/departments", get(rest::departments))
+        .route("/api/kpis", get(rest::kpis))
         .route("/api/catalog", get(rest::catalog).put(rest::put_catalog))
         .route(
             "/api/catalog/{kind}/{language}/{key}",

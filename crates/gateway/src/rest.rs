@@ -15,7 +15,7 @@ use pitboss_desk::{allows, Permission};
 use pitboss_protocol::{AgentId, ConversationId, ConversationState, MessageKind, PlayerId, Role};
 use pitboss_transcripts::{
     AgentAccount, AuditFilter, CatalogItem, CatalogKind, ConversationFilter, ConversationRecord,
-    StoreError, MAX_AUDIT_LIMIT,
+    KpiFilter, StoreError, MAX_AUDIT_LIMIT,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -516,6 +516,83 @@ pub(crate) async fn departments(
     list.sort();
     list.dedup();
     Ok(Json(json!({ "departments": list })).into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct KpiQuery {
+    since: Option<u64>,
+    until: Option<u64>,
+    department: Option<String>,
+    agent: Option<String>,
+}
+
+/// The longest window `GET /api/kpis` takes: 31 days.
+const MAX_KPI_WINDOW_MS: u64 = 31 * 24 * 3_600_000;
+
+/// The window `GET /api/kpis` takes when given no `since`: the last 24 hours.
+const DEFAULT_KPI_WINDOW_MS: u64 = 24 * 3_600_000;
+
+/// The most conversations one `GET /api/kpis` reads.
+const MAX_KPI_CONVERSATIONS: u32 = 100_000;
+
+/// `GET /api/kpis?since=&until=&department=&agent=`: waiting time, first
+/// response, resolution time and satisfaction of the conversations started in
+/// the window. Supervisors and admins: everyone's, or one agent's; an agent: their
+/// own (those they own, or owned last).
+pub(crate) async fn kpis(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<KpiQuery>,
+) -> ApiResult<Response> {
+    let bad = |message: String| ApiError(StatusCode::BAD_REQUEST, "bad_request", message);
+    let until = q.until.unwrap_or_else(pitboss_transcripts::now_ms);
+    let since = q
+        .since
+        .unwrap_or_else(|| until.saturating_sub(DEFAULT_KPI_WINDOW_MS));
+    if since > until {
+        return Err(bad("`since` is after `until`".into()));
+    }
+    if until - since > MAX_KPI_WINDOW_MS {
+        return Err(bad("the window is longer than 31 days".into()));
+    }
+    let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let account = permitted(&state, &headers, Permission::ReadOwnConversations).await?;
+    let agent = match nonempty(q.agent) {
+        Some(agent) if allows(account.role, Permission::ReadAnyConversation) => Some(agent),
+        Some(agent) if agent != account.id.0 => {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "your role may read only your own KPIs".into(),
+            ))
+        }
+        _ if allows(account.role, Permission::ReadAnyConversation) => None,
+        _ => Some(account.id.0.clone()),
+    };
+    let department = nonempty(q.department);
+    let rows = state
+        .desk
+        .store()
+        .kpi_rows(KpiFilter {
+            since,
+            until,
+            department: department.clone(),
+            agent: agent.clone().map(AgentId),
+            limit: MAX_KPI_CONVERSATIONS + 1,
+        })
+        .await?;
+    if rows.len() > MAX_KPI_CONVERSATIONS as usize {
+        return Err(bad(format!(
+            "more than {MAX_KPI_CONVERSATIONS} conversations started in this window: narrow it"
+        )));
+    }
+    let mut body = serde_json::to_value(pitboss_desk::kpis::kpis(&rows))
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    body["since"] = json!(since);
+    body["until"] = json!(until);
+    body["department"] = json!(department);
+    body["agent"] = json!(agent);
+    Ok(Json(body).into_response())
 }
 
 #[derive(Deserialize)]

@@ -1,10 +1,10 @@
 //! The REST API beyond transcripts: catalog management by supervisors,
-//! departments, origin checks on the WebSocket, the demo accounts.
+//! departments, origin checks on the WebSocket, the demo accounts, the KPIs.
 #![allow(missing_docs)]
 
 mod common;
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisors_manage_canned_replies_and_agents_read_them() {
@@ -283,4 +283,91 @@ async fn the_rest_api_answers_cors_for_allowed_origins_only() {
         r.headers()["access-control-allow-origin"],
         "https://casino.example"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kpis_count_waiting_first_response_resolution_and_ratings() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    server.add_agent("ayla", "en", "general", 1, false);
+    server.add_agent("boris", "en", "general", 1, false);
+    server.add_agent("sam", "en", "general", 1, true);
+    let started = pitboss_transcripts::now_ms();
+    let mut ayla = server.agent("ayla").await;
+
+    // Served: waits, is answered, closed by Ayla and rated 5.
+    let mut served = server.visitor("en").await;
+    let first = start_chat(&mut served, None).await;
+    accept(&mut ayla, &first).await;
+    served.expect("assigned").await;
+    served.say(&first, "p-1", "my deposit is missing").await;
+    ayla.say(&first, "a-1", "let me check").await;
+
+    // Given up: Ayla is full, so it waits, and the player leaves the queue.
+    let mut gave_up = server.visitor("en").await;
+    let second = start_chat(&mut gave_up, None).await;
+    gave_up
+        .send(json!({"type":"close","conversation":second}))
+        .await;
+    gave_up.expect("closed").await;
+
+    ayla.send(json!({"type":"close","conversation":first,"reason":"resolved"}))
+        .await;
+    served.expect("closed").await;
+    served
+        .send(json!({"type":"rate","conversation":first,"score":5}))
+        .await;
+    served.expect("rated").await;
+
+    let sam = server.login("sam").await;
+    let window = format!("since={started}");
+    let all = server.get_json(&format!("/api/kpis?{window}"), &sam).await;
+    assert_eq!(
+        all["conversations"],
+        json!({"started": 2, "assigned": 1, "answered": 1, "closed": 2,
+               "abandoned": 1, "offline": 0, "open": 0}),
+        "{all}"
+    );
+    for figure in ["wait_ms", "first_response_ms", "resolution_ms"] {
+        assert_eq!(all[figure]["count"], 1, "{figure}: {all}");
+    }
+    let ms = |figure: &str| all[figure]["max"].as_u64().expect("a time");
+    assert!(ms("wait_ms") <= ms("first_response_ms"), "{all}");
+    assert!(ms("first_response_ms") <= ms("resolution_ms"), "{all}");
+    assert_eq!(
+        all["satisfaction"],
+        json!({"rated": 1, "mean": 5.0, "scores": [0, 0, 0, 0, 1]})
+    );
+    assert_eq!(all["since"], started);
+    assert_eq!(all["agent"], Value::Null);
+
+    // An agent sees their own: the conversation nobody took is not Ayla's.
+    let ayla_token = server.login("ayla").await;
+    let own = server.get_json("/api/kpis", &ayla_token).await;
+    assert_eq!(own["agent"], "ayla");
+    assert_eq!(own["conversations"]["started"], 1, "{own}");
+    let (status, body) = server.get("/api/kpis?agent=boris", &ayla_token).await;
+    assert_eq!(status, 403, "{body}");
+    let boris = server
+        .get_json(&format!("/api/kpis?{window}&agent=boris"), &sam)
+        .await;
+    assert_eq!(boris["conversations"]["started"], 0);
+    let payments = server
+        .get_json(&format!("/api/kpis?{window}&department=payments"), &sam)
+        .await;
+    assert_eq!(payments["conversations"]["started"], 0);
+    assert_eq!(payments["wait_ms"]["mean"], Value::Null);
+
+    // The window is checked before the token.
+    let (status, body) = server.get("/api/kpis?since=2000&until=1000", "").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = server
+        .get(
+            &format!("/api/kpis?since=0&until={}", 32 * 86_400_000u64),
+            &sam,
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = server.get("/api/kpis", "").await;
+    assert_eq!(status, 401);
 }

@@ -8,8 +8,8 @@
 
 use crate::{
     now_ms, AgentAccount, Applied, Change, CommitObserver, ConversationFilter, ConversationRecord,
-    Deleted, Expect, Fence, Handoff, LifecycleEvent, LifecycleKind, NewConversation, NewEntry,
-    PlayerExport, SetState, Store, StoreError, StoredEntry, PURGE_CHUNK,
+    Deleted, Expect, Fence, Handoff, KpiFilter, KpiRow, LifecycleEvent, LifecycleKind,
+    NewConversation, NewEntry, PlayerExport, SetState, Store, StoreError, StoredEntry, PURGE_CHUNK,
 };
 use pitboss_protocol::{
     AgentId, ConversationId, ConversationState, MessageKind, Participant, PlayerCard, PlayerId,
@@ -80,6 +80,7 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         case!(purge_works_in_chunks),
         case!(export_gathers_everything_of_one_player),
         case!(an_export_is_one_snapshot),
+        case!(kpi_rows_read_each_conversation_s_figures),
         case!(erase_removes_one_player_only),
         case!(erase_refused_while_a_conversation_is_open),
     ]
@@ -2488,6 +2489,133 @@ pub async fn an_export_is_one_snapshot(store: Arc<dyn Store>) {
     let exported = store.export_player(&who).await.expect("export");
     assert_eq!(exported.conversations[0].state, ConversationState::Closed);
     assert_eq!(exported.conversations[0].entries.len(), 2);
+}
+
+/// `kpi_rows` reads, for the conversations started in its window (oldest first),
+/// the first assignment, the first text an agent wrote (not a note, not the
+/// player's), the close, the rating and whether it started offline; the
+/// department, agent and limit narrow it.
+pub async fn kpi_rows_read_each_conversation_s_figures(store: Arc<dyn Store>) {
+    let w = 1_700_000_000_000;
+    let create = |department: &str, born: ConversationState, created_at: u64| {
+        let mut new = new_conversation("p:kpi", born, created_at);
+        new.department = department.into();
+        new
+    };
+    let mut ids = Vec::new();
+    for new in [
+        create("general", ConversationState::Queued, w - 1),
+        create("general", ConversationState::Queued, w),
+        create("payments", ConversationState::Queued, w + 10),
+        create("general", ConversationState::Offline, w + 20),
+        create("general", ConversationState::Queued, w + 100),
+    ] {
+        ids.push(new.id);
+        store.create_conversation(new).await.expect("create");
+    }
+    let (served, abandoned) = (ids[1], ids[2]);
+    assign_at(&store, served, w + 1_000).await;
+    for entry in [
+        message(player("p:kpi"), "k1", "hello?"),
+        note(agent("ayla"), "k2", "a note is no answer"),
+        message(agent("ayla"), "k3", "hi, how can I help?"),
+        message(agent("ayla"), "k4", "still there?"),
+    ] {
+        store
+            .apply(Change::append(served, entry))
+            .await
+            .expect("append");
+    }
+    // Closed by its agent, who stays its last owner.
+    store
+        .apply(Change {
+            conversation: served,
+            set: Some(SetState {
+                state: ConversationState::Closed,
+                agent: Some(AgentId("ayla".into())),
+                close_reason: Some("resolved".into()),
+                department: None,
+            }),
+            ..Change::default()
+        })
+        .await
+        .expect("close");
+    store
+        .apply(Change {
+            conversation: served,
+            rating: Some((4, None)),
+            ..Change::default()
+        })
+        .await
+        .expect("rate");
+    close(&store, abandoned).await;
+
+    let window = |limit: u32| KpiFilter {
+        since: w,
+        until: w + 100,
+        department: None,
+        agent: None,
+        limit,
+    };
+    let rows = store.kpi_rows(window(100)).await.expect("kpi rows");
+    let created: Vec<u64> = rows.iter().map(|r| r.created_at).collect();
+    assert_eq!(created, [w, w + 10, w + 20], "the window's, oldest first");
+
+    let entries = store.entries(served, 0, 100, true).await.expect("entries");
+    let first_answer = entries
+        .iter()
+        .find(|e| e.client_id.as_deref() == Some("k3"))
+        .expect("the first answer")
+        .at;
+    let record = store
+        .conversation(served)
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(
+        rows[0],
+        KpiRow {
+            state: ConversationState::Closed,
+            created_at: w,
+            assigned_at: Some(w + 1_000),
+            first_response_at: Some(first_answer),
+            closed_at: record.summary.closed_at,
+            offline: false,
+            rating: Some(4),
+        }
+    );
+    assert!(rows[0].closed_at.is_some());
+    assert_eq!(rows[1].state, ConversationState::Closed);
+    assert_eq!(
+        (rows[1].assigned_at, rows[1].first_response_at),
+        (None, None)
+    );
+    assert!(!rows[1].offline);
+    assert_eq!(rows[2].state, ConversationState::Offline);
+    assert!(rows[2].offline, "started as an offline message");
+    assert_eq!(rows[2].closed_at, None);
+
+    let payments = store
+        .kpi_rows(KpiFilter {
+            department: Some("payments".into()),
+            ..window(100)
+        })
+        .await
+        .expect("kpi rows");
+    assert_eq!(payments.len(), 1);
+    assert_eq!(payments[0].created_at, w + 10);
+    let ayla = store
+        .kpi_rows(KpiFilter {
+            agent: Some(AgentId("ayla".into())),
+            ..window(100)
+        })
+        .await
+        .expect("kpi rows");
+    assert_eq!(ayla.len(), 1);
+    assert_eq!(ayla[0].created_at, w);
+    let two = store.kpi_rows(window(2)).await.expect("kpi rows");
+    assert_eq!(two.len(), 2);
+    assert_eq!(two[1].created_at, w + 10);
 }
 
 /// Erasing a player deletes every conversation of theirs with its entries,

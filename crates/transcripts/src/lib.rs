@@ -460,6 +460,41 @@ pub struct ConversationFilter {
     pub limit: u32,
 }
 
+/// Which conversations [`Store::kpi_rows`] reads: those started in `[since, until)`.
+#[derive(Debug, Clone, Default)]
+pub struct KpiFilter {
+    /// Started at or after, Unix ms.
+    pub since: u64,
+    /// Started before, Unix ms.
+    pub until: u64,
+    /// Only of this department.
+    pub department: Option<String>,
+    /// Only those this agent owns (or owned last, once closed).
+    pub agent: Option<AgentId>,
+    /// At most this many rows, oldest first.
+    pub limit: u32,
+}
+
+/// What the KPIs of one conversation are computed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KpiRow {
+    /// Its state now.
+    pub state: ConversationState,
+    /// Started, Unix ms.
+    pub created_at: u64,
+    /// Its first `assigned` event, if it ever had one.
+    pub assigned_at: Option<u64>,
+    /// The first text an agent or a supervisor wrote in it (notes and events do
+    /// not count).
+    pub first_response_at: Option<u64>,
+    /// Closed, Unix ms.
+    pub closed_at: Option<u64>,
+    /// Whether it started as an offline message (no agent was online).
+    pub offline: bool,
+    /// The player's rating, 1–5.
+    pub rating: Option<u8>,
+}
+
 /// The most audit records one [`Store::audit`] call returns.
 pub const MAX_AUDIT_LIMIT: u32 = 500;
 
@@ -776,6 +811,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// A conversation's hand-offs, oldest first.
     async fn handoffs(&self, id: ConversationId) -> Result<Vec<Handoff>>;
+
+    /// The figures behind the KPIs of the conversations `filter` selects, oldest
+    /// first, at most `filter.limit`.
+    async fn kpi_rows(&self, filter: KpiFilter) -> Result<Vec<KpiRow>>;
 
     /// What a new router needs to put the queue back as it was: for every
     /// conversation queued now, its `requeued` events, and its `declined` and

@@ -20,8 +20,9 @@ use crate::queue::{
 use crate::{
     now_ms, player_busy, AgentAccount, Appended, Applied, AuditFilter, AuditRecord, CatalogItem,
     CatalogKind, Change, CommitObserver, ConversationFilter, ConversationRecord, Deleted, Fence,
-    Handoff, LifecycleEvent, LifecycleKind, NewAuditRecord, NewConversation, NewEntry, Purged,
-    RecordedEvent, Result, Snapshot, Store, StoreError, StoredEntry, MAX_PURGE_CHUNK,
+    Handoff, KpiFilter, KpiRow, LifecycleEvent, LifecycleKind, NewAuditRecord, NewConversation,
+    NewEntry, Purged, RecordedEvent, Result, Snapshot, Store, StoreError, StoredEntry,
+    MAX_PURGE_CHUNK,
 };
 use async_trait::async_trait;
 use pitboss_protocol::{
@@ -378,6 +379,61 @@ impl Store for SqliteStore {
                 let assigned_at: i64 = get(row, "assigned_at")?;
                 // Event times come from the caller's clock: never report a negative.
                 Ok((get(row, "department")?, from_db(closed_at - assigned_at)))
+            })
+            .collect()
+    }
+
+    async fn kpi_rows(&self, filter: KpiFilter) -> Result<Vec<KpiRow>> {
+        // Through the created_at index to the window, then each conversation's
+        // events by (conversation_id, kind) and its entries by (conversation_id, seq).
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT c.state, c.created_at, c.closed_at, c.rating, \
+             (SELECT MIN(e.at) FROM lifecycle_events e \
+              WHERE e.conversation_id = c.id AND e.kind = ",
+        );
+        q.push_bind(tag(LifecycleKind::Assigned)?)
+            .push(
+                ") AS assigned_at, CAST(CASE WHEN EXISTS (SELECT 1 FROM lifecycle_events o \
+                 WHERE o.conversation_id = c.id AND o.kind = ",
+            )
+            .push_bind(tag(LifecycleKind::Offline)?)
+            .push(
+                ") THEN 1 ELSE 0 END AS BIGINT) AS offline, \
+                 (SELECT MIN(n.at) FROM entries n WHERE n.conversation_id = c.id AND n.kind = ",
+            )
+            .push_bind(tag(MessageKind::Text)?)
+            .push(" AND n.sender_role IN (")
+            .push_bind(tag(Role::Agent)?)
+            .push(", ")
+            .push_bind(tag(Role::Supervisor)?)
+            .push(")) AS first_response_at FROM conversations c WHERE c.created_at >= ")
+            .push_bind(to_db(filter.since))
+            .push(" AND c.created_at < ")
+            .push_bind(to_db(filter.until));
+        if let Some(department) = filter.department {
+            q.push(" AND c.department = ").push_bind(department);
+        }
+        if let Some(agent) = filter.agent {
+            q.push(" AND c.agent_id = ").push_bind(agent.0);
+        }
+        q.push(" ORDER BY c.created_at, c.id LIMIT ")
+            .push_bind(i64::from(filter.limit));
+        let rows = q.build().fetch_all(&self.reads).await.map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                let at = |column: &str| -> Result<Option<u64>> {
+                    Ok(get::<Option<i64>>(row, column)?.map(from_db))
+                };
+                let rating: Option<i64> = get(row, "rating")?;
+                Ok(KpiRow {
+                    state: untag(get(row, "state")?)?,
+                    created_at: from_db(get(row, "created_at")?),
+                    assigned_at: at("assigned_at")?,
+                    first_response_at: at("first_response_at")?,
+                    closed_at: at("closed_at")?,
+                    offline: get::<i64>(row, "offline")? != 0,
+                    rating: rating.and_then(|r| u8::try_from(r).ok()),
+                })
             })
             .collect()
     }

@@ -130,6 +130,7 @@ conformance_tests!(
     purge_works_in_chunks,
     export_gathers_everything_of_one_player,
     an_export_is_one_snapshot,
+    kpi_rows_read_each_conversation_s_figures,
     erase_removes_one_player_only,
     erase_refused_while_a_conversation_is_open,
 );
