@@ -222,6 +222,19 @@ describe("a support chat from first message to rating", () => {
     assert.equal(stored.conversation.agent, "olga");
   });
 
+  step("the agent's key figures count the chat, its first response and its rating", async () => {
+    await olga.locator("#kpis-refresh").click();
+    const figure = (key) => olga.locator(`[data-kpi="${key}"] dd`);
+    await server.wait("olga's satisfaction shows the rating", () => figure("kpi_satisfaction").getByText("4.0/5 from 1").waitFor());
+    assert.equal(await olga.locator("#kpis-h").textContent(), "Your last 24 hours");
+    assert.equal(await figure("kpi_started").textContent(), "1", "olga's own: the one chat she closed");
+    assert.match(await figure("kpi_first_response").textContent(), /^avg \d+ s · 90 % \d+ s$/);
+    assert.match(await figure("kpi_resolution").textContent(), /^avg \d+ s · 90 % \d+ s$/);
+    assert.equal(await figure("kpi_abandoned").textContent(), "0");
+    assert.deepEqual(await axe(olga, ".kpis"), [], "serious or critical accessibility problems in the key figures");
+    await olga.screenshot({ path: artifact("console-kpis.png") });
+  });
+
   step("a returning visitor sees the earlier conversation, also on a phone-sized screen", async () => {
     const page = await newPage(player.context());
     await page.setViewportSize({ width: 375, height: 667 });

@@ -143,6 +143,9 @@
       loadOffline();
       timers.push(setInterval(loadOffline, 15000));
       if (supervises(me)) { loadLive(); timers.push(setInterval(loadLive, 5000)); }
+      $("#kpis-h").textContent = supervises(me) ? t("kpis_team") : t("kpis_own");
+      loadKpis();
+      timers.push(setInterval(loadKpis, 60000));
       timers.push(setInterval(renderQueue, 1000));
       api("/api/agents").then(function (b) { agents = b.agents || []; });
       api("/api/departments").then(function (b) { departments = b.departments || []; });
@@ -403,6 +406,34 @@
     }, function () { /* shown next time */ });
   }
   $("#offline-refresh").addEventListener("click", loadOffline);
+
+  // ------------------------------------------- key figures, the last 24 hours
+
+  // An agent's are their own chats (the server decides); a supervisor's, everyone's.
+  function loadKpis() {
+    if (!token) return;
+    api("/api/kpis").then(function (k) {
+      var none = t("kpi_none");
+      function spread(s) {
+        return s && s.count ? t("kpi_value", { mean: duration(s.mean), p90: duration(s.p90) }) : none;
+      }
+      var sat = k.satisfaction || {};
+      var rows = [
+        ["kpi_started", String((k.conversations || {}).started || 0)],
+        ["kpi_wait", spread(k.wait_ms)],
+        ["kpi_first_response", spread(k.first_response_ms)],
+        ["kpi_resolution", spread(k.resolution_ms)],
+        ["kpi_satisfaction", sat.rated ? t("kpi_rating", { mean: sat.mean.toFixed(1), count: sat.rated }) : none],
+        ["kpi_abandoned", String((k.conversations || {}).abandoned || 0)]
+      ];
+      var dl = $("#kpis");
+      clear(dl);
+      rows.forEach(function (r) {
+        dl.appendChild(h("div", { class: "kpi", "data-kpi": r[0] }, [h("dt", { text: t(r[0]) }), h("dd", { text: r[1] })]));
+      });
+    }, function () { /* shown next time */ });
+  }
+  $("#kpis-refresh").addEventListener("click", loadKpis);
 
   // ------------------------------------------------ supervisors: everything
 

@@ -124,5 +124,16 @@ Pitboss.i18n.add("console", "az", {
   ev_transfer: "Yönləndirmə istənildi: {name} (oyunçuya bildirildi).",
   ev_transfer_cancelled: "Yönləndirmə baş tutmadı; söhbət {name} ilə qalır.",
   ev_requeued: "Operatorun bağlantısı kəsildi; söhbət növbənin əvvəlinə qayıtdı.",
-  ev_rated: "Oyunçu söhbəti {score}/5 qiymətləndirdi"
+  ev_rated: "Oyunçu söhbəti {score}/5 qiymətləndirdi",
+  kpis_team: "Son 24 saat",
+  kpis_own: "Sizin son 24 saatınız",
+  kpi_started: "Söhbətlər",
+  kpi_wait: "Növbədə gözləmə",
+  kpi_first_response: "İlk cavab",
+  kpi_resolution: "Həll müddəti",
+  kpi_satisfaction: "Məmnunluq",
+  kpi_abandoned: "Növbəni tərk edən",
+  kpi_value: "orta {mean} · 90% {p90}",
+  kpi_rating: "{mean}/5 ({count} qiymət)",
+  kpi_none: "—"
 });

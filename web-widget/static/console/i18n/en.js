@@ -125,5 +125,16 @@ Pitboss.i18n.add("console", "en", {
   ev_transfer: "Transfer to {name} requested (the player is told).",
   ev_transfer_cancelled: "The transfer did not happen; {name} keeps the chat.",
   ev_requeued: "The agent was disconnected; the chat went back to the head of the queue.",
-  ev_rated: "The player rated the chat {score}/5"
+  ev_rated: "The player rated the chat {score}/5",
+  kpis_team: "Last 24 hours",
+  kpis_own: "Your last 24 hours",
+  kpi_started: "Chats",
+  kpi_wait: "Waiting in queue",
+  kpi_first_response: "First response",
+  kpi_resolution: "Resolution time",
+  kpi_satisfaction: "Satisfaction",
+  kpi_abandoned: "Left the queue",
+  kpi_value: "avg {mean} · 90 % {p90}",
+  kpi_rating: "{mean}/5 from {count}",
+  kpi_none: "—"
 });

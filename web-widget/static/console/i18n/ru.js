@@ -124,5 +124,16 @@ Pitboss.i18n.add("console", "ru", {
   ev_transfer: "Запрошен перевод: {name} (игрок уведомлён).",
   ev_transfer_cancelled: "Перевод не состоялся; чат остаётся у {name}.",
   ev_requeued: "Оператор отключился; чат вернулся в начало очереди.",
-  ev_rated: "Игрок оценил чат на {score}/5"
+  ev_rated: "Игрок оценил чат на {score}/5",
+  kpis_team: "Последние 24 часа",
+  kpis_own: "Ваши последние 24 часа",
+  kpi_started: "Чаты",
+  kpi_wait: "Ожидание в очереди",
+  kpi_first_response: "Первый ответ",
+  kpi_resolution: "Время решения",
+  kpi_satisfaction: "Удовлетворённость",
+  kpi_abandoned: "Покинули очередь",
+  kpi_value: "ср. {mean} · 90% {p90}",
+  kpi_rating: "{mean}/5 (оценок: {count})",
+  kpi_none: "—"
 });

@@ -124,5 +124,16 @@ Pitboss.i18n.add("console", "tr", {
   ev_transfer: "Aktarma istendi: {name} (oyuncuya bildirildi).",
   ev_transfer_cancelled: "Aktarma gerçekleşmedi; sohbet {name} ile kalıyor.",
   ev_requeued: "Temsilcinin bağlantısı koptu; sohbet kuyruğun başına döndü.",
-  ev_rated: "Oyuncu sohbeti {score}/5 olarak puanladı"
+  ev_rated: "Oyuncu sohbeti {score}/5 olarak puanladı",
+  kpis_team: "Son 24 saat",
+  kpis_own: "Son 24 saatiniz",
+  kpi_started: "Sohbetler",
+  kpi_wait: "Kuyrukta bekleme",
+  kpi_first_response: "İlk yanıt",
+  kpi_resolution: "Çözüm süresi",
+  kpi_satisfaction: "Memnuniyet",
+  kpi_abandoned: "Kuyruktan ayrılan",
+  kpi_value: "ort. {mean} · %90 {p90}",
+  kpi_rating: "{mean}/5 ({count} değerlendirme)",
+  kpi_none: "—"
 });
