@@ -5,11 +5,12 @@
 //! It does not own SQL or batching: each backend's writer runs the ops its own way.
 
 use crate::{
-    AgentAccount, Applied, CatalogItem, CatalogKind, Change, Deleted, NewAuditRecord,
-    NewConversation, Purged, Result, StoreError, MAX_PURGE_CHUNK,
+    AgentAccount, Applied, CatalogItem, CatalogKind, Change, Deleted, KpiFilter, LifecycleKind,
+    NewAuditRecord, NewConversation, Purged, Result, StoreError, MAX_PURGE_CHUNK,
 };
-use pitboss_protocol::{AgentId, PlayerId};
+use pitboss_protocol::{AgentId, MessageKind, PlayerId, Role};
 use serde::{de::DeserializeOwned, Serialize};
+use sqlx::{Database, Encode, QueryBuilder, Type};
 use std::sync::{Mutex, PoisonError, RwLock};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -421,4 +422,50 @@ where
     sql.push(" ORDER BY id DESC LIMIT ")
         .push_bind(i64::from(filter.effective_limit()));
     sql
+}
+
+/// The query of [`crate::Store::kpi_rows`], the same on both backends: through the
+/// `created_at` index to the window, then each conversation's events by
+/// `(conversation_id, kind)` and its entries by `(conversation_id, seq)`. Columns:
+/// `state`, `created_at`, `closed_at`, `rating`, `assigned_at`, `offline` (0 or
+/// 1, a `BIGINT`), `first_response_at`.
+pub(crate) fn kpi_query<'a, DB>(filter: KpiFilter) -> Result<QueryBuilder<'a, DB>>
+where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::<DB>::new(
+        "SELECT c.state, c.created_at, c.closed_at, c.rating, \
+         (SELECT MIN(e.at) FROM lifecycle_events e \
+          WHERE e.conversation_id = c.id AND e.kind = ",
+    );
+    q.push_bind(tag(LifecycleKind::Assigned)?)
+        .push(
+            ") AS assigned_at, CAST(CASE WHEN EXISTS (SELECT 1 FROM lifecycle_events o \
+             WHERE o.conversation_id = c.id AND o.kind = ",
+        )
+        .push_bind(tag(LifecycleKind::Offline)?)
+        .push(
+            ") THEN 1 ELSE 0 END AS BIGINT) AS offline, \
+             (SELECT MIN(n.at) FROM entries n WHERE n.conversation_id = c.id AND n.kind = ",
+        )
+        .push_bind(tag(MessageKind::Text)?)
+        .push(" AND n.sender_role IN (")
+        .push_bind(tag(Role::Agent)?)
+        .push(", ")
+        .push_bind(tag(Role::Supervisor)?)
+        .push(")) AS first_response_at FROM conversations c WHERE c.created_at >= ")
+        .push_bind(to_db(filter.since))
+        .push(" AND c.created_at < ")
+        .push_bind(to_db(filter.until));
+    if let Some(department) = filter.department {
+        q.push(" AND c.department = ").push_bind(department);
+    }
+    if let Some(agent) = filter.agent {
+        q.push(" AND c.agent_id = ").push_bind(agent.0);
+    }
+    q.push(" ORDER BY c.created_at, c.id LIMIT ")
+        .push_bind(i64::from(filter.limit));
+    Ok(q)
 }

@@ -15,7 +15,8 @@
 //! so a refused one leaves the rest of its batch alone.
 
 use crate::queue::{
-    audit_select, corrupt, db, from_db, tag, to_db, untag, Op, Output, Request, WriteQueue,
+    audit_select, corrupt, db, from_db, kpi_query, tag, to_db, untag, Op, Output, Request,
+    WriteQueue,
 };
 use crate::{
     now_ms, player_busy, AgentAccount, Appended, Applied, AuditFilter, AuditRecord, CatalogItem,
@@ -384,40 +385,7 @@ impl Store for SqliteStore {
     }
 
     async fn kpi_rows(&self, filter: KpiFilter) -> Result<Vec<KpiRow>> {
-        // Through the created_at index to the window, then each conversation's
-        // events by (conversation_id, kind) and its entries by (conversation_id, seq).
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT c.state, c.created_at, c.closed_at, c.rating, \
-             (SELECT MIN(e.at) FROM lifecycle_events e \
-              WHERE e.conversation_id = c.id AND e.kind = ",
-        );
-        q.push_bind(tag(LifecycleKind::Assigned)?)
-            .push(
-                ") AS assigned_at, CAST(CASE WHEN EXISTS (SELECT 1 FROM lifecycle_events o \
-                 WHERE o.conversation_id = c.id AND o.kind = ",
-            )
-            .push_bind(tag(LifecycleKind::Offline)?)
-            .push(
-                ") THEN 1 ELSE 0 END AS BIGINT) AS offline, \
-                 (SELECT MIN(n.at) FROM entries n WHERE n.conversation_id = c.id AND n.kind = ",
-            )
-            .push_bind(tag(MessageKind::Text)?)
-            .push(" AND n.sender_role IN (")
-            .push_bind(tag(Role::Agent)?)
-            .push(", ")
-            .push_bind(tag(Role::Supervisor)?)
-            .push(")) AS first_response_at FROM conversations c WHERE c.created_at >= ")
-            .push_bind(to_db(filter.since))
-            .push(" AND c.created_at < ")
-            .push_bind(to_db(filter.until));
-        if let Some(department) = filter.department {
-            q.push(" AND c.department = ").push_bind(department);
-        }
-        if let Some(agent) = filter.agent {
-            q.push(" AND c.agent_id = ").push_bind(agent.0);
-        }
-        q.push(" ORDER BY c.created_at, c.id LIMIT ")
-            .push_bind(i64::from(filter.limit));
+        let mut q = kpi_query::<Sqlite>(filter)?;
         let rows = q.build().fetch_all(&self.reads).await.map_err(db)?;
         rows.iter()
             .map(|row| {
