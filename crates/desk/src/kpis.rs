@@ -3,7 +3,9 @@
 //! the store reads for them ([`pitboss_transcripts::Store::kpi_rows`]). Pure:
 //! the window and who may see it are the caller's.
 //!
-//! Every time is measured from the moment the player started the chat:
+//! Every time is measured from the moment the player started the chat, over live
+//! chats only (an offline message waits for whoever comes online, which says
+//! nothing about the queue):
 //! * waiting time: to its first assignment (an agent accepted it);
 //! * first response: to the first text an agent or a supervisor wrote in it;
 //! * resolution time: to its close, for the conversations an agent served.
@@ -17,11 +19,11 @@ use serde::Serialize;
 pub struct Kpis {
     /// How many, by what became of them.
     pub conversations: Counts,
-    /// Start to first assignment, over those assigned.
+    /// Start to first assignment, over the live chats assigned.
     pub wait_ms: Spread,
-    /// Start to the first text of an agent, over those answered.
+    /// Start to the first text of an agent, over the live chats answered.
     pub first_response_ms: Spread,
-    /// Start to close, over those closed after an agent served them.
+    /// Start to close, over the live chats closed after an agent served them.
     pub resolution_ms: Spread,
     /// The players' ratings.
     pub satisfaction: Satisfaction,
@@ -112,20 +114,25 @@ pub fn kpis(rows: &[KpiRow]) -> Kpis {
         if row.offline {
             counts.offline += 1;
         }
+        let live = !row.offline;
         match row.assigned_at {
             Some(at) => {
                 counts.assigned += 1;
-                wait.push(since_start(at));
-                if let (true, Some(closed_at)) = (closed, row.closed_at) {
-                    resolution.push(since_start(closed_at));
+                if live {
+                    wait.push(since_start(at));
+                    if let (true, Some(closed_at)) = (closed, row.closed_at) {
+                        resolution.push(since_start(closed_at));
+                    }
                 }
             }
-            None if closed && !row.offline => counts.abandoned += 1,
+            None if closed && live => counts.abandoned += 1,
             None => {}
         }
         if let Some(at) = row.first_response_at {
             counts.answered += 1;
-            first_response.push(since_start(at));
+            if live {
+                first_response.push(since_start(at));
+            }
         }
         if let Some(score) = row.rating.filter(|s| (1..=5).contains(s)) {
             satisfaction.rated += 1;
@@ -183,9 +190,12 @@ mod tests {
             closed_at: Some(60_000),
             ..row(ConversationState::Closed, 3_000)
         };
+        // Answered hours later by whoever came online: counted, but no queue time.
         let left_a_message = KpiRow {
             offline: true,
-            closed_at: Some(90_000),
+            assigned_at: Some(4_000 + 3_600_000),
+            first_response_at: Some(4_000 + 3_700_000),
+            closed_at: Some(4_000 + 3_800_000),
             ..row(ConversationState::Closed, 4_000)
         };
         let active = KpiRow {
@@ -198,8 +208,8 @@ mod tests {
             k.conversations,
             Counts {
                 started: 5,
-                assigned: 2,
-                answered: 1,
+                assigned: 3,
+                answered: 2,
                 closed: 3,
                 abandoned: 1,
                 offline: 1,
@@ -209,8 +219,9 @@ mod tests {
         assert_eq!(k.wait_ms.count, 2);
         assert_eq!(k.wait_ms.mean, Some(3_000));
         assert_eq!((k.wait_ms.p50, k.wait_ms.max), (Some(2_000), Some(4_000)));
+        assert_eq!(k.first_response_ms.count, 1, "live chats only");
         assert_eq!(k.first_response_ms.p90, Some(9_000));
-        assert_eq!(k.resolution_ms.count, 1, "only what an agent served");
+        assert_eq!(k.resolution_ms.count, 1, "only live chats an agent served");
         assert_eq!(k.resolution_ms.mean, Some(300_000));
         assert_eq!(k.satisfaction.rated, 2);
         assert_eq!(k.satisfaction.scores, [0, 1, 0, 0, 1]);
