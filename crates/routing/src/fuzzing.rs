@@ -35,6 +35,8 @@
 //!   there, then `arrival − tier × aging`, then arrival), and when a
 //!   conversation got an offer, nobody ahead of it in the line still waits
 //!   without one while that agent could have taken it;
+//! * `queue_head`, `queue_lengths` and each agent's `queue_for` agree with
+//!   `queue()`;
 //! * `positions()`, `position()` and their wait estimates follow the documented
 //!   formula, `can_serve` and `next_deadline` agree with the shadow, and after
 //!   `tick(now)` nothing is due at or before `now`.
@@ -1292,7 +1294,7 @@ impl Harness {
                     self.now
                 );
                 ensure!(
-                    self.r.snapshot() == full.snapshot(),
+                    !self.r.listing().differs(&full.listing()),
                     "tick({}) left another listing than in full",
                     self.now
                 );
@@ -1910,6 +1912,47 @@ impl Harness {
             listed == expected,
             "queue() is {listed:?}, policy order is {expected:?}"
         );
+
+        // The partial views of the listing agree with it.
+        let queue = self.r.queue();
+        for limit in [0, 1, 3] {
+            let head = self.r.queue_head(limit);
+            let wanted: Vec<_> = queue.iter().take(limit).cloned().collect();
+            ensure!(
+                head == (queue.len(), wanted),
+                "queue_head({limit}) is {head:?}"
+            );
+        }
+        let mut lengths: BTreeMap<String, usize> = BTreeMap::new();
+        for item in &queue {
+            *lengths.entry(item.request.department.clone()).or_default() += 1;
+        }
+        ensure!(
+            self.r.queue_lengths() == lengths,
+            "queue_lengths() is {:?}, the listing counts {lengths:?}",
+            self.r.queue_lengths()
+        );
+        for agent in AGENTS.map(|a| AgentId(a.into())) {
+            let served: Vec<_> = match self.r.agent(&agent) {
+                Some(view) => queue
+                    .iter()
+                    .filter(|i| {
+                        view.profile.departments.contains(&i.request.department)
+                            && view.profile.languages.contains(&i.request.language)
+                    })
+                    .cloned()
+                    .collect(),
+                None => Vec::new(),
+            };
+            for limit in [1, 2, 100] {
+                let wanted: Vec<_> = served.iter().take(limit).cloned().collect();
+                let reported = self.r.queue_for(&agent, limit);
+                ensure!(
+                    reported == (served.len(), wanted),
+                    "queue_for({agent}, {limit}) is {reported:?}"
+                );
+            }
+        }
 
         // Positions and estimates, by the documented formula.
         let mut seen: BTreeMap<(String, String), (u32, u32)> = BTreeMap::new();

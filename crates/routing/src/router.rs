@@ -9,8 +9,12 @@ use crate::{
 };
 use pitboss_protocol::{AgentId, AgentStatus, ConversationId, TransferTarget};
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound::{Excluded, Unbounded};
 
 mod invariants;
+mod lines;
+
+use lines::{Lines, Listing, Member};
 
 /// Where a waiting conversation sorts in the line: smaller is served first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -115,10 +119,6 @@ struct Need<'a> {
     owner: Option<&'a AgentId>,
 }
 
-/// Everything a queue listing shows, in order: compared before and after each
-/// operation to decide whether to emit [`Decision::QueueChanged`].
-type QueueSnapshot = Vec<(ConversationId, Position, Option<AgentId>)>;
-
 /// The routing state of one desk (or of the cluster's leader). Plain data with no
 /// locking of its own: every operation takes `&mut self`, so the caller serialises
 /// access (a mutex held for one call, never across I/O).
@@ -132,6 +132,8 @@ pub struct Router {
     /// The line: every queued conversation and every department-transfer waiter,
     /// by key. Keys are unique, so a map is enough.
     waiting: BTreeMap<QueueKey, ConversationId>,
+    /// The same line by department and language (see `lines`).
+    lines: Lines,
     handle_times: HandleTimes,
     /// Source of `QueueKey::seq`; only ever grows.
     next_seq: u64,
@@ -146,6 +148,7 @@ impl Router {
             agents: BTreeMap::new(),
             conversations: BTreeMap::new(),
             waiting: BTreeMap::new(),
+            lines: Lines::default(),
             handle_times,
             next_seq: 0,
         }
@@ -168,7 +171,7 @@ impl Router {
         profile: AgentProfile,
         now: Millis,
     ) -> Vec<Decision> {
-        let before = self.snapshot();
+        let before = self.listing();
         let mut out = Vec::new();
         match self.agents.get_mut(&agent) {
             None => {
@@ -214,7 +217,7 @@ impl Router {
         if !self.agents.contains_key(agent) {
             return Err(RoutingError::UnknownAgent);
         }
-        let before = self.snapshot();
+        let before = self.listing();
         let mut out = Vec::new();
         self.apply_status(agent, status, now, &mut out);
         Ok(self.finish(before, now, out))
@@ -236,7 +239,7 @@ impl Router {
             }
             return Vec::new();
         }
-        let before = self.snapshot();
+        let before = self.listing();
         let mut out = Vec::new();
         self.apply_status(agent, AgentStatus::Offline, now, &mut out);
         let mut owned: Vec<(Millis, ConversationId)> = self
@@ -360,7 +363,7 @@ impl Router {
         request: Request,
         now: Millis,
     ) -> Result<Vec<Decision>, RoutingError> {
-        let before = self.snapshot();
+        let before = self.listing();
         let mut out = Vec::new();
         match self.conversations.get_mut(&conversation) {
             None => {
@@ -372,9 +375,8 @@ impl Router {
                     State::Queued { key, offer, .. } => {
                         let key = *key;
                         let offered = offer.as_ref().map(|o| o.agent.clone());
-                        self.waiting.remove(&key);
+                        self.leave_line(&key);
                         let key = self.next_key(HEAD_LANE, 0);
-                        self.waiting.insert(key, conversation);
                         if let Some(State::Queued { key: k, .. }) = self
                             .conversations
                             .get_mut(&conversation)
@@ -382,6 +384,7 @@ impl Router {
                         {
                             *k = key;
                         }
+                        self.join_line(key, conversation);
                         if let Some(agent) = offered {
                             if !self.offer_fits(conversation, &agent) {
                                 self.withdraw(
@@ -482,11 +485,11 @@ impl Router {
             },
             _ => return Err(RoutingError::NotOffered),
         };
-        let before = self.snapshot();
+        let before = self.listing();
         let mut out = Vec::new();
         let previous = match accepted {
             Accepted::Queued { key } => {
-                self.waiting.remove(&key);
+                self.leave_line(&key);
                 None
             }
             Accepted::Transfer { owner, department } => {
@@ -495,7 +498,7 @@ impl Router {
                     previous.idle_since = now;
                 }
                 if let Some((department, key)) = department {
-                    self.waiting.remove(&key);
+                    self.leave_line(&key);
                     if let Some(c) = self.conversations.get_mut(&conversation) {
                         c.request.department = department;
                     }
@@ -540,9 +543,9 @@ impl Router {
         if !Self::eligible(agent, a, c, &need, now) {
             return Err(RoutingError::NotOffered);
         }
-        let before = self.snapshot();
+        let before = self.listing();
         let mut out = Vec::new();
-        self.waiting.remove(&key);
+        self.leave_line(&key);
         if let Some(owner) = self.agents.get_mut(agent) {
             owner.owned.insert(conversation);
         }
@@ -562,7 +565,7 @@ impl Router {
         agent: &AgentId,
         now: Millis,
     ) -> Result<Vec<Decision>, RoutingError> {
-        let before = self.snapshot();
+        let before = self.listing();
         let until = now.saturating_add(self.config.decline_cooldown_ms);
         let c = self
             .conversations
@@ -597,7 +600,7 @@ impl Router {
         if open_offer(&known.state).map(|o| &o.agent) != Some(agent) {
             return Err(RoutingError::NotOffered);
         }
-        let before = self.snapshot();
+        let before = self.listing();
         let mut out = Vec::new();
         self.withdraw(conversation, WithdrawReason::Declined, true, now, &mut out);
         Ok(self.finish(before, now, out))
@@ -613,7 +616,7 @@ impl Router {
         let Some(known) = self.conversations.get(&conversation) else {
             return Vec::new();
         };
-        let before = self.snapshot();
+        let before = self.listing();
         let mut out = Vec::new();
         match &known.state {
             State::Queued { key, .. } => {
@@ -625,7 +628,7 @@ impl Router {
                     now,
                     &mut out,
                 );
-                self.waiting.remove(&key);
+                self.leave_line(&key);
             }
             State::Owned { since, .. } => {
                 let handled = now.saturating_sub(*since);
@@ -719,7 +722,7 @@ impl Router {
                 return Err(RoutingError::TargetUnavailable);
             }
         }
-        let before = self.snapshot();
+        let before = self.listing();
         let mut out = Vec::new();
         match to {
             TransferTarget::Agent(target) => {
@@ -760,7 +763,7 @@ impl Router {
                         });
                     }
                 }
-                self.waiting.insert(key, conversation);
+                self.join_line(key, conversation);
             }
         }
         Ok(self.finish(before, now, out))
@@ -784,7 +787,7 @@ impl Router {
         if !self.agents.contains_key(agent) {
             return Err(RoutingError::UnknownAgent);
         }
-        let before = self.snapshot();
+        let before = self.listing();
         let mut out = Vec::new();
         let previous = match &known.state {
             State::Queued { key, .. } => {
@@ -796,7 +799,7 @@ impl Router {
                     now,
                     &mut out,
                 );
-                self.waiting.remove(&key);
+                self.leave_line(&key);
                 None
             }
             State::Owned { agent: owner, .. } => {
@@ -851,7 +854,7 @@ impl Router {
     /// fuzzer holds the shortcut to.
     #[doc(hidden)]
     pub fn tick_in_full(&mut self, now: Millis) -> Vec<Decision> {
-        let before = self.snapshot();
+        let before = self.listing();
         let mut out = Vec::new();
 
         let mut expired: Vec<(Millis, ConversationId, AgentId)> = self
@@ -935,33 +938,34 @@ impl Router {
     /// department-transfer waiter is owned, so None too).
     pub fn position(&self, conversation: ConversationId) -> Option<Position> {
         let c = self.conversations.get(&conversation)?;
-        if !matches!(c.state, State::Queued { .. }) {
+        let State::Queued { key, offer, .. } = &c.state else {
             return None;
-        }
-        let group = line_group(c)?;
-        // The same counting as `positions`, walking the line only up to this
+        };
+        let (department, language) = line_group(c)?;
+        // The same counting as `positions`, walking this line only up to this
         // conversation.
         let (mut position, mut unoffered) = (0u32, 0u32);
-        for id in self.waiting.values() {
-            let Some(other) = self.conversations.get(id) else {
-                continue;
-            };
-            if line_group(other) != Some(group) {
-                continue;
-            }
+        for m in self
+            .lines
+            .line(department, language)?
+            .range(..=key)
+            .map(|(_, m)| m)
+        {
             position += 1;
-            if open_offer(&other.state).is_none() {
+            if !m.offered {
                 unoffered += 1;
             }
-            if *id == conversation {
-                break;
-            }
         }
-        let estimated_wait_ms = if open_offer(&c.state).is_some() {
+        let estimated_wait_ms = if offer.is_some() {
             Some(0)
         } else {
-            let (capacity, free) = self.slots_for(group.0, group.1);
-            estimate(unoffered, capacity, free, self.handle_times.mean(group.0))
+            let (capacity, free) = self.slots_for(department, language);
+            estimate(
+                unoffered,
+                capacity,
+                free,
+                self.handle_times.mean(department),
+            )
         };
         Some(Position {
             position,
@@ -970,60 +974,39 @@ impl Router {
     }
 
     /// Every queued conversation's position, in priority order: what to re-send
-    /// after a [`Decision::QueueChanged`], computed in one pass.
+    /// after a [`Decision::QueueChanged`], computed in one pass over each line.
     pub fn positions(&self) -> Vec<(ConversationId, Position)> {
-        // Per line: how many are ahead (shown position), and how many of those
-        // still wait for an offer (what the estimate counts: an open offer has
-        // already claimed its slot).
-        let mut seen: BTreeMap<(&str, &str), (u32, u32)> = BTreeMap::new();
-        let mut slots: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
-        let mut out = Vec::new();
-        for id in self.waiting.values() {
-            let Some(c) = self.conversations.get(id) else {
-                continue;
-            };
-            let Some(group) = line_group(c) else {
-                continue;
-            };
-            let offered = open_offer(&c.state).is_some();
-            let (position, unoffered) = seen.entry(group).or_insert((0, 0));
-            *position += 1;
-            if !offered {
-                *unoffered += 1;
-            }
-            if !matches!(c.state, State::Queued { .. }) {
-                continue; // a department-transfer waiter: counts, but has no position
-            }
-            let (department, language) = group;
-            let (capacity, free) = *slots
-                .entry(group)
-                .or_insert_with(|| self.slots_for(department, language));
-            let estimated_wait_ms = if offered {
-                // An agent is being asked right now.
-                Some(0)
-            } else {
-                estimate(
-                    *unoffered,
-                    capacity,
-                    free,
-                    self.handle_times.mean(department),
-                )
-            };
-            out.push((
-                *id,
-                Position {
-                    position: *position,
-                    estimated_wait_ms,
-                },
-            ));
+        let mut all = Vec::new();
+        for (department, language, members) in self.lines.iter() {
+            self.line_positions(department, language, members, &mut all);
         }
-        out
+        all.sort_unstable_by_key(|(key, _, _)| *key);
+        all.into_iter().map(|(_, id, p)| (id, p)).collect()
     }
 
     /// Every queued conversation (not owned ones, so not department-transfer
     /// waiters) in priority order.
     pub fn queue(&self) -> Vec<QueueItem> {
         self.queued_items().collect()
+    }
+
+    /// The first `limit` queued conversations in priority order, and how many are
+    /// queued in all: a supervisor's view of the line, without copying all of it.
+    pub fn queue_head(&self, limit: usize) -> (usize, Vec<QueueItem>) {
+        let total = self.queue_lengths().values().sum();
+        (total, self.queued_items().take(limit).collect())
+    }
+
+    /// How many conversations are queued for each department that has any.
+    pub fn queue_lengths(&self) -> BTreeMap<String, usize> {
+        let mut lengths = BTreeMap::new();
+        for (department, _, members) in self.lines.iter() {
+            let queued = members.values().filter(|m| m.queued).count();
+            if queued > 0 {
+                *lengths.entry(department.to_owned()).or_default() += queued;
+            }
+        }
+        lengths
     }
 
     /// The queued conversations this agent could serve (their departments and
@@ -1033,17 +1016,7 @@ impl Router {
         let Some(a) = self.agents.get(agent) else {
             return (0, Vec::new());
         };
-        let mut total = 0;
-        let mut items = Vec::new();
-        for item in self.queued_items() {
-            if a.serves(&item.request.department, &item.request.language) {
-                total += 1;
-                if items.len() < limit {
-                    items.push(item);
-                }
-            }
-        }
-        (total, items)
+        self.served_queue(&a.profile.languages, &a.profile.departments, limit)
     }
 
     /// A read-only picture of one conversation, None if unknown.
@@ -1142,7 +1115,7 @@ impl Router {
                 cooldowns: BTreeMap::new(),
             },
         );
-        self.waiting.insert(key, id);
+        self.join_line(key, id);
     }
 
     /// Makes `id` (already in `conversations`, not in the line, owning nothing)
@@ -1155,7 +1128,49 @@ impl Router {
                 key,
                 offer: None,
             };
-            self.waiting.insert(key, id);
+            self.join_line(key, id);
+        }
+    }
+
+    /// Puts `id`, whose state already says it waits at `key`, in the line.
+    fn join_line(&mut self, key: QueueKey, id: ConversationId) {
+        let Some(c) = self.conversations.get(&id) else {
+            return;
+        };
+        let Some((department, language)) = line_group(c) else {
+            return;
+        };
+        let member = Member {
+            id,
+            queued: matches!(c.state, State::Queued { .. }),
+            offered: open_offer(&c.state).is_some(),
+        };
+        self.lines.insert(department, language, key, member);
+        self.waiting.insert(key, id);
+    }
+
+    /// Takes whatever waits at `key` out of the line.
+    fn leave_line(&mut self, key: &QueueKey) {
+        self.waiting.remove(key);
+        self.lines.remove(key);
+    }
+
+    /// Copies whether `id` has an open offer into its place in the line.
+    fn sync_offered(&mut self, id: ConversationId) {
+        let Some(c) = self.conversations.get(&id) else {
+            return;
+        };
+        let key = match &c.state {
+            State::Queued { key, .. } => *key,
+            State::Owned {
+                transfer: Some(Transfer::ToDepartment { key, .. }),
+                ..
+            } => *key,
+            State::Owned { .. } => return,
+        };
+        let offered = open_offer(&c.state).is_some();
+        if let Some(m) = self.lines.get_mut(&key) {
+            m.offered = offered;
         }
     }
 
@@ -1231,6 +1246,10 @@ impl Router {
         let Some(offer) = offer else {
             return;
         };
+        self.sync_offered(id);
+        let Some(c) = self.conversations.get_mut(&id) else {
+            return;
+        };
         if reason != WithdrawReason::Cancelled {
             c.cooldowns.insert(
                 offer.agent.clone(),
@@ -1281,7 +1300,7 @@ impl Router {
             self.conversations.get_mut(&id).map(|c| &mut c.state)
         {
             if let Some(Transfer::ToDepartment { key, .. }) = transfer.take() {
-                self.waiting.remove(&key);
+                self.leave_line(&key);
             }
         }
         if let Some(reason) = failure {
@@ -1373,22 +1392,38 @@ impl Router {
     /// Offers every waiting conversation without an offer, in line order, to the
     /// best eligible agent. One pass is enough: offers only use up capacity, so a
     /// conversation skipped early could not be served later in the same pass.
+    ///
+    /// Only the lines some online agent with a free slot serves are walked (merged
+    /// in priority order), and a line is left as soon as nobody free serves it:
+    /// in any other line no conversation has an eligible agent.
     fn dispatch(&mut self, now: Millis, out: &mut Vec<Decision>) {
-        let mut free: u64 = self
-            .agents
-            .values()
-            .filter(|a| a.status == AgentStatus::Online)
-            .map(|a| u64::from(a.free()))
-            .sum();
-        if free == 0 {
-            return;
-        }
-        let line: Vec<ConversationId> = self.waiting.values().copied().collect();
-        for id in line {
-            if free == 0 {
-                // Nobody can take anything more: the rest of the line waits.
+        // Per line still worth walking: (department, language, last key walked).
+        let mut open: Vec<(String, String, Option<QueueKey>)> = self
+            .lines
+            .iter()
+            .filter(|(department, language, _)| self.anyone_free(department, language))
+            .map(|(department, language, _)| (department.to_owned(), language.to_owned(), None))
+            .collect();
+        loop {
+            // The earliest member without an offer past each line's cursor.
+            let next = open
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (department, language, after))| {
+                    let members = self.lines.line(department, language)?;
+                    let rest = match after {
+                        Some(k) => members.range((Excluded(*k), Unbounded)),
+                        None => members.range(..),
+                    };
+                    rest.filter(|(_, m)| !m.offered)
+                        .map(|(key, m)| (*key, m.id, i))
+                        .next()
+                })
+                .min();
+            let Some((key, id, line)) = next else {
                 break;
-            }
+            };
+            open[line].2 = Some(key);
             let Some(c) = self.conversations.get(&id) else {
                 continue;
             };
@@ -1398,9 +1433,18 @@ impl Router {
             let owner = need.owner.cloned();
             if let Some(agent) = self.pick(c, &need, now) {
                 self.offer(id, agent, owner, now, out);
-                free -= 1;
+                open.retain(|(department, language, _)| self.anyone_free(department, language));
             }
         }
+    }
+
+    /// Whether an online agent with a free slot serves this line.
+    fn anyone_free(&self, department: &str, language: &str) -> bool {
+        self.agents.values().any(|a| {
+            a.status == AgentStatus::Online
+                && a.load() < a.profile.capacity
+                && a.serves(department, language)
+        })
     }
 
     /// `agent` owns `conversation` from `now` (their slot already counted), and the
@@ -1453,6 +1497,7 @@ impl Router {
         }
         // The cooldown is over (or the agent would not have been picked): forget it.
         c.cooldowns.remove(&agent);
+        self.sync_offered(id);
         if let Some(a) = self.agents.get_mut(&agent) {
             a.offers.insert(id);
         }
@@ -1475,47 +1520,14 @@ impl Router {
     }
 
     fn queued_items(&self) -> impl Iterator<Item = QueueItem> + '_ {
-        self.waiting.values().filter_map(|id| {
-            let c = self.conversations.get(id)?;
-            match &c.state {
-                State::Queued { since, offer, .. } => Some(QueueItem {
-                    conversation: *id,
-                    request: c.request.clone(),
-                    since: *since,
-                    offered_to: offer.as_ref().map(|o| o.agent.clone()),
-                }),
-                State::Owned { .. } => None,
-            }
-        })
-    }
-
-    /// O(queued + groups × agents), taken twice per operation: cheap next to the
-    /// frames the desk sends for each decision, and exact, so the desk re-sends
-    /// positions only when one of them really changed.
-    pub(crate) fn snapshot(&self) -> QueueSnapshot {
-        let offered: BTreeMap<ConversationId, Option<AgentId>> = self
-            .queued_items()
-            .map(|item| (item.conversation, item.offered_to))
-            .collect();
-        self.positions()
-            .into_iter()
-            .map(|(id, p)| {
-                let offered_to = offered.get(&id).cloned().flatten();
-                (id, p, offered_to)
-            })
-            .collect()
+        self.waiting.values().filter_map(|id| self.queue_item(*id))
     }
 
     /// The end of every mutating operation: dispatch, then QueueChanged if anything
     /// a queue listing shows has changed.
-    fn finish(
-        &mut self,
-        before: QueueSnapshot,
-        now: Millis,
-        mut out: Vec<Decision>,
-    ) -> Vec<Decision> {
+    fn finish(&mut self, before: Listing, now: Millis, mut out: Vec<Decision>) -> Vec<Decision> {
         self.dispatch(now, &mut out);
-        if self.snapshot() != before {
+        if self.listing().differs(&before) {
             out.push(Decision::QueueChanged);
         }
         out

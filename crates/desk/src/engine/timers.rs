@@ -223,11 +223,15 @@ impl Desk {
     /// Sends each queued player their position when it changed, and each online
     /// agent the queue they could be offered from.
     pub(super) fn send_queue_updates(&self) {
-        let (queue, positions) = {
+        let (lengths, (queued, head), positions) = {
             let router = self.router();
-            (router.queue(), router.positions())
+            (
+                router.queue_lengths(),
+                router.queue_head(100),
+                router.positions(),
+            )
         };
-        self.report_queue_lengths(&queue);
+        self.report_queue_lengths(lengths);
         for (conversation, position) in positions {
             self.tell_position(conversation, position, false);
         }
@@ -240,7 +244,7 @@ impl Desk {
                 .get(&agent)
                 .is_some_and(|a| a.allows(Permission::ReadAnyConversation));
             let (total, items) = if whole_queue {
-                (queue.len(), queue.iter().take(100).cloned().collect())
+                (queued, head.clone())
             } else {
                 self.router().queue_for(&agent, 100)
             };
@@ -264,11 +268,7 @@ impl Desk {
 
     /// Sets the queue-length gauge of every department, including those whose
     /// queue just emptied.
-    fn report_queue_lengths(&self, queue: &[pitboss_routing::QueueItem]) {
-        let mut counts: std::collections::HashMap<&str, usize> = Default::default();
-        for item in queue {
-            *counts.entry(item.request.department.as_str()).or_default() += 1;
-        }
+    fn report_queue_lengths(&self, counts: std::collections::BTreeMap<String, usize>) {
         for department in self.reported_departments.iter() {
             if !counts.contains_key(department.key().as_str()) {
                 metrics::gauge!(telemetry::QUEUE_LENGTH, "department" => department.key().clone())
@@ -276,9 +276,8 @@ impl Desk {
             }
         }
         for (department, n) in counts {
-            self.reported_departments.insert(department.to_owned(), ());
-            metrics::gauge!(telemetry::QUEUE_LENGTH, "department" => department.to_owned())
-                .set(n as f64);
+            self.reported_departments.insert(department.clone(), ());
+            metrics::gauge!(telemetry::QUEUE_LENGTH, "department" => department).set(n as f64);
         }
     }
 

@@ -2,7 +2,9 @@
 //! list of invariants; used by tests and fuzzing, cheap enough for debug asserts
 //! but not meant for every call in production.
 
-use super::{open_offer, Agent, Conversation, OpenOffer, Router, State, Transfer};
+use super::{
+    line_group, open_offer, Agent, Conversation, Member, OpenOffer, Router, State, Transfer,
+};
 use pitboss_protocol::{AgentId, AgentStatus, ConversationId};
 
 impl Router {
@@ -10,7 +12,9 @@ impl Router {
     /// fuzzing. The invariants:
     ///
     /// * a queued conversation is in the line at its key; a department-transfer
-    ///   waiter too; nothing else is in the line;
+    ///   waiter too; nothing else is in the line; the per-line index holds exactly
+    ///   the same places, each in its department and language's line, marked
+    ///   queued and offered as the conversation is;
     /// * an owned conversation's owner is a known agent who lists it as owned;
     /// * every open offer (at most one per conversation, by construction) is to a
     ///   known, Online agent who lists it, fits their profile (department and
@@ -44,6 +48,29 @@ impl Router {
             if key.seq >= self.next_seq {
                 return Err(format!("line entry {key:?} has a sequence not yet issued"));
             }
+            let (department, language) =
+                line_group(c).ok_or_else(|| format!("{id} is in the line without a line"))?;
+            let member = self
+                .lines
+                .line(department, language)
+                .and_then(|m| m.get(key));
+            let expected = Member {
+                id: *id,
+                queued: matches!(c.state, State::Queued { .. }),
+                offered: open_offer(&c.state).is_some(),
+            };
+            if member != Some(&expected) {
+                return Err(format!(
+                    "{id} is {member:?} in the {department}/{language} line, not {expected:?}"
+                ));
+            }
+        }
+        if self.lines.len() != self.waiting.len() {
+            return Err(format!(
+                "the lines hold {} places, the line {}",
+                self.lines.len(),
+                self.waiting.len()
+            ));
         }
 
         for (id, c) in &self.conversations {
