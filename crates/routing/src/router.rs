@@ -976,12 +976,7 @@ impl Router {
     /// Every queued conversation's position, in priority order: what to re-send
     /// after a [`Decision::QueueChanged`], computed in one pass over each line.
     pub fn positions(&self) -> Vec<(ConversationId, Position)> {
-        let mut all = Vec::new();
-        for (department, language, members) in self.lines.iter() {
-            self.line_positions(department, language, members, &mut all);
-        }
-        all.sort_unstable_by_key(|(key, _, _)| *key);
-        all.into_iter().map(|(_, id, p)| (id, p)).collect()
+        self.listing().positions()
     }
 
     /// Every queued conversation (not owned ones, so not department-transfer

@@ -194,6 +194,22 @@ impl Listing {
         all.into_iter().map(|(_, entry)| entry).collect()
     }
 
+    /// Every queued conversation's position and estimate, in priority order.
+    pub(crate) fn positions(&self) -> Vec<(ConversationId, Position)> {
+        self.flat()
+            .into_iter()
+            .map(|(id, position, estimated_wait_ms, _)| {
+                (
+                    id,
+                    Position {
+                        position,
+                        estimated_wait_ms,
+                    },
+                )
+            })
+            .collect()
+    }
+
     fn order(&self) -> Vec<ConversationId> {
         let mut all: Vec<(QueueKey, ConversationId)> = self
             .0
@@ -251,43 +267,6 @@ impl Router {
                 })
                 .collect(),
         )
-    }
-
-    /// Each queued conversation's position in one line, in priority order, with
-    /// its key.
-    pub(super) fn line_positions(
-        &self,
-        department: &str,
-        language: &str,
-        members: &Members,
-        out: &mut Vec<(QueueKey, ConversationId, Position)>,
-    ) {
-        let (capacity, free) = self.slots_for(department, language);
-        let mean = self.handle_times.mean(department);
-        let (mut position, mut unoffered) = (0u32, 0u32);
-        for (key, m) in members {
-            position += 1;
-            if !m.offered {
-                unoffered += 1;
-            }
-            if !m.queued {
-                continue;
-            }
-            let estimated_wait_ms = if m.offered {
-                // An agent is being asked right now.
-                Some(0)
-            } else {
-                estimate(unoffered, capacity, free, mean)
-            };
-            out.push((
-                *key,
-                m.id,
-                Position {
-                    position,
-                    estimated_wait_ms,
-                },
-            ));
-        }
     }
 
     /// The queued conversations of the lines an agent serves, in priority order:
