@@ -942,20 +942,11 @@ impl Router {
             return None;
         };
         let (department, language) = line_group(c)?;
-        // The same counting as `positions`, walking this line only up to this
-        // conversation.
-        let (mut position, mut unoffered) = (0u32, 0u32);
-        for m in self
-            .lines
-            .line(department, language)?
-            .range(..=key)
-            .map(|(_, m)| m)
-        {
-            position += 1;
-            if !m.offered {
-                unoffered += 1;
-            }
-        }
+        // The same counting as `positions`, from whichever end of this line is
+        // nearer.
+        let (position, unoffered) = self.lines.line(department, language)?.rank(key)?;
+        let position = u32::try_from(position).unwrap_or(u32::MAX);
+        let unoffered = u32::try_from(unoffered).unwrap_or(u32::MAX);
         let estimated_wait_ms = if offer.is_some() {
             Some(0)
         } else {
@@ -996,7 +987,7 @@ impl Router {
     pub fn queue_lengths(&self) -> BTreeMap<String, usize> {
         let mut lengths = BTreeMap::new();
         for (department, _, members) in self.lines.iter() {
-            let queued = members.values().filter(|m| m.queued).count();
+            let queued = members.members.values().filter(|m| m.queued).count();
             if queued > 0 {
                 *lengths.entry(department.to_owned()).or_default() += queued;
             }
@@ -1164,9 +1155,7 @@ impl Router {
             State::Owned { .. } => return,
         };
         let offered = open_offer(&c.state).is_some();
-        if let Some(m) = self.lines.get_mut(&key) {
-            m.offered = offered;
-        }
+        self.lines.set_offered(&key, offered);
     }
 
     /// Frees the owner's slot of an owned conversation (its state is left for the
@@ -1405,7 +1394,7 @@ impl Router {
                 .iter()
                 .enumerate()
                 .filter_map(|(i, (department, language, after))| {
-                    let members = self.lines.line(department, language)?;
+                    let members = &self.lines.line(department, language)?.members;
                     let rest = match after {
                         Some(k) => members.range((Excluded(*k), Unbounded)),
                         None => members.range(..),

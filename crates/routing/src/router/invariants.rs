@@ -53,7 +53,7 @@ impl Router {
             let member = self
                 .lines
                 .line(department, language)
-                .and_then(|m| m.get(key));
+                .and_then(|l| l.members.get(key));
             let expected = Member {
                 id: *id,
                 queued: matches!(c.state, State::Queued { .. }),
@@ -62,6 +62,16 @@ impl Router {
             if member != Some(&expected) {
                 return Err(format!(
                     "{id} is {member:?} in the {department}/{language} line, not {expected:?}"
+                ));
+            }
+        }
+        for (department, language, line) in self.lines.iter() {
+            let unoffered = line.members.values().filter(|m| !m.offered).count();
+            if line.unoffered != unoffered || line.members.is_empty() {
+                return Err(format!(
+                    "the {department}/{language} line counts {} without an offer, holds {unoffered} of {}",
+                    line.unoffered,
+                    line.members.len()
                 ));
             }
         }

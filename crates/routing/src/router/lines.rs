@@ -28,27 +28,69 @@ pub(super) struct Member {
 /// One line's members in priority order.
 pub(super) type Members = BTreeMap<QueueKey, Member>;
 
+/// One department and language's line.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Line {
+    pub(super) members: Members,
+    /// How many members have no open offer.
+    pub(super) unoffered: usize,
+}
+
+impl Line {
+    /// The member at `key`'s position (1-based) and its place counting only
+    /// members without an offer (itself included if it has none). Walks from
+    /// both ends at once, so a place near either end (an arrival at the back, the
+    /// next to be served at the front) is found in a few steps.
+    pub(super) fn rank(&self, key: &QueueKey) -> Option<(usize, usize)> {
+        let (mut front, mut back) = (self.members.iter(), self.members.iter().rev());
+        let (mut ahead, mut unoffered_ahead) = (0, 0);
+        let (mut behind, mut unoffered_behind) = (0, 0);
+        loop {
+            let (k, m) = front.next()?;
+            ahead += 1;
+            unoffered_ahead += usize::from(!m.offered);
+            if k == key {
+                return Some((ahead, unoffered_ahead));
+            }
+            let (k, m) = back.next()?;
+            if k == key {
+                return Some((
+                    self.members.len() - behind,
+                    self.unoffered - unoffered_behind,
+                ));
+            }
+            behind += 1;
+            unoffered_behind += usize::from(!m.offered);
+        }
+    }
+}
+
 /// Department → language → that line. Lines without members are removed, so its
 /// size follows the conversations waiting.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Lines(BTreeMap<String, BTreeMap<String, Members>>);
+pub(super) struct Lines(BTreeMap<String, BTreeMap<String, Line>>);
 
 impl Lines {
     pub(super) fn insert(&mut self, department: &str, language: &str, key: QueueKey, m: Member) {
-        self.0
+        let line = self
+            .0
             .entry(department.to_owned())
             .or_default()
             .entry(language.to_owned())
-            .or_default()
-            .insert(key, m);
+            .or_default();
+        line.unoffered += usize::from(!m.offered);
+        if let Some(old) = line.members.insert(key, m) {
+            line.unoffered -= usize::from(!old.offered);
+        }
     }
 
     /// Removes the member at `key`, whichever line it is in.
     pub(super) fn remove(&mut self, key: &QueueKey) -> Option<Member> {
         let mut found = None;
         for (department, languages) in &mut self.0 {
-            for (language, members) in languages.iter_mut() {
-                if let Some(m) = members.remove(key) {
+            for (language, line) in languages.iter_mut() {
+                if let Some(m) = line.members.remove(key) {
+                    line.unoffered -= usize::from(!m.offered);
                     found = Some((department.clone(), language.clone(), m));
                     break;
                 }
@@ -59,7 +101,10 @@ impl Lines {
         }
         let (department, language, m) = found?;
         if let Some(languages) = self.0.get_mut(&department) {
-            if languages.get(&language).is_some_and(BTreeMap::is_empty) {
+            if languages
+                .get(&language)
+                .is_some_and(|l| l.members.is_empty())
+            {
                 languages.remove(&language);
             }
             if languages.is_empty() {
@@ -69,28 +114,42 @@ impl Lines {
         Some(m)
     }
 
-    pub(super) fn get_mut(&mut self, key: &QueueKey) -> Option<&mut Member> {
-        self.0
+    /// Marks the member at `key`, whichever line it is in, as offered or not.
+    pub(super) fn set_offered(&mut self, key: &QueueKey, offered: bool) {
+        let line = self
+            .0
             .values_mut()
             .flat_map(BTreeMap::values_mut)
-            .find_map(|members| members.get_mut(key))
+            .find(|line| line.members.contains_key(key));
+        if let Some(line) = line {
+            if let Some(m) = line.members.get_mut(key) {
+                if m.offered != offered {
+                    m.offered = offered;
+                    if offered {
+                        line.unoffered -= 1;
+                    } else {
+                        line.unoffered += 1;
+                    }
+                }
+            }
+        }
     }
 
-    pub(super) fn line(&self, department: &str, language: &str) -> Option<&Members> {
+    pub(super) fn line(&self, department: &str, language: &str) -> Option<&Line> {
         self.0.get(department)?.get(language)
     }
 
     /// Every line: (department, language, members).
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&str, &str, &Members)> + '_ {
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&str, &str, &Line)> + '_ {
         self.0.iter().flat_map(|(department, languages)| {
             languages
                 .iter()
-                .map(move |(language, members)| (department.as_str(), language.as_str(), members))
+                .map(move |(language, line)| (department.as_str(), language.as_str(), line))
         })
     }
 
     pub(super) fn len(&self) -> usize {
-        self.iter().map(|(_, _, members)| members.len()).sum()
+        self.iter().map(|(_, _, line)| line.members.len()).sum()
     }
 }
 
@@ -228,11 +287,11 @@ impl Router {
         Listing(
             self.lines
                 .iter()
-                .map(|(department, language, members)| {
+                .map(|(department, language, line)| {
                     let (capacity, free) = self.slots_for(department, language);
                     let (mut position, mut unoffered) = (0u32, 0u32);
                     let mut shown = Vec::new();
-                    for (key, m) in members {
+                    for (key, m) in &line.members {
                         position += 1;
                         if !m.offered {
                             unoffered += 1;
@@ -279,14 +338,14 @@ impl Router {
     ) -> (usize, Vec<QueueItem>) {
         let mut total = 0;
         let mut first: Vec<(QueueKey, ConversationId)> = Vec::new();
-        for (department, language, members) in self.lines.iter() {
+        for (department, language, line) in self.lines.iter() {
             if !departments.iter().any(|d| d == department)
                 || !languages.iter().any(|l| l == language)
             {
                 continue;
             }
             let mut taken = 0;
-            for (key, m) in members {
+            for (key, m) in &line.members {
                 if !m.queued {
                     continue;
                 }
