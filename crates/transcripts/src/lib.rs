@@ -17,6 +17,48 @@ use pitboss_protocol::{
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+/// `impl Snapshot` for a backend's snapshot type, a tuple struct around a read
+/// transaction: each read runs the backend's own free function (`read_entries`
+/// and the like, in scope where it is used) on the transaction's connection, the
+/// same functions the store's ordinary reads run on the pool.
+macro_rules! snapshot_on_transaction {
+    ($snapshot:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::Snapshot for $snapshot {
+            async fn conversations(
+                &mut self,
+                filter: $crate::ConversationFilter,
+            ) -> $crate::Result<Vec<$crate::ConversationRecord>> {
+                read_conversations(&mut *self.0, filter).await
+            }
+
+            async fn entries(
+                &mut self,
+                id: pitboss_protocol::ConversationId,
+                after: pitboss_protocol::Seq,
+                limit: u32,
+                include_notes: bool,
+            ) -> $crate::Result<Vec<$crate::StoredEntry>> {
+                read_entries(&mut *self.0, id, after, limit, include_notes).await
+            }
+
+            async fn events(
+                &mut self,
+                id: pitboss_protocol::ConversationId,
+            ) -> $crate::Result<Vec<$crate::LifecycleEvent>> {
+                read_events(&mut *self.0, id).await
+            }
+
+            async fn handoffs(
+                &mut self,
+                id: pitboss_protocol::ConversationId,
+            ) -> $crate::Result<Vec<$crate::Handoff>> {
+                read_handoffs(&mut *self.0, id).await
+            }
+        }
+    };
+}
+
 pub mod conformance;
 pub mod postgres;
 mod queue;

@@ -71,8 +71,8 @@
 //! the gap in sequence numbers and resumes from the store.
 
 use crate::queue::{
-    audit_select, corrupt, db, from_db, kpi_query, tag, to_db, untag, Op, Output, Request,
-    WriteQueue,
+    audit_select, conversations_query, corrupt, db, from_db, kpi_query, tag, to_db, untag, Op,
+    Output, Request, WriteQueue,
 };
 use crate::{
     now_ms, player_busy, AgentAccount, Appended, Applied, AuditFilter, AuditRecord, CatalogItem,
@@ -132,9 +132,6 @@ pub const MAX_BATCH_ATTEMPTS: u32 = 3;
 /// that was waiting for them (the deadlock's survivor) gets them, and deadlock with it
 /// all over again; a pause lets the survivor lock, write and commit first.
 pub const RETRY_BACKOFF: Duration = Duration::from_millis(50);
-
-/// `ConversationFilter::limit == 0` lists this many.
-const DEFAULT_LIST_LIMIT: u32 = 100;
 
 /// `application_name` of the writer's connection, so an operator (or a test) can
 /// tell it from the readers in `pg_stat_activity`.
@@ -579,33 +576,7 @@ impl Store for PostgresStore {
 /// connection goes back to the pool.
 struct PostgresSnapshot(Transaction<'static, Postgres>);
 
-#[async_trait]
-impl Snapshot for PostgresSnapshot {
-    async fn conversations(
-        &mut self,
-        filter: ConversationFilter,
-    ) -> Result<Vec<ConversationRecord>> {
-        read_conversations(&mut *self.0, filter).await
-    }
-
-    async fn entries(
-        &mut self,
-        id: ConversationId,
-        after: Seq,
-        limit: u32,
-        include_notes: bool,
-    ) -> Result<Vec<StoredEntry>> {
-        read_entries(&mut *self.0, id, after, limit, include_notes).await
-    }
-
-    async fn events(&mut self, id: ConversationId) -> Result<Vec<LifecycleEvent>> {
-        read_events(&mut *self.0, id).await
-    }
-
-    async fn handoffs(&mut self, id: ConversationId) -> Result<Vec<Handoff>> {
-        read_handoffs(&mut *self.0, id).await
-    }
-}
+snapshot_on_transaction!(PostgresSnapshot);
 
 /// [`Store::entries`] on `reads`: the pool, or one snapshot's connection.
 async fn read_entries<'c>(
@@ -634,25 +605,7 @@ async fn read_conversations<'c>(
     reads: impl PgExecutor<'c>,
     filter: ConversationFilter,
 ) -> Result<Vec<ConversationRecord>> {
-    let mut q = QueryBuilder::<Postgres>::new(CONVERSATION_SELECT);
-    q.push(" WHERE TRUE");
-    if let Some(state) = filter.state {
-        q.push(" AND c.state = ").push_bind(tag(state)?);
-    }
-    if let Some(agent) = filter.agent {
-        q.push(" AND c.agent_id = ").push_bind(agent.0);
-    }
-    if let Some(player) = filter.player {
-        q.push(" AND c.player_id = ").push_bind(player.0);
-    }
-    let limit = if filter.limit == 0 {
-        DEFAULT_LIST_LIMIT
-    } else {
-        filter.limit
-    };
-    // Ids are UUIDv7, time-ordered: they break ties between equal timestamps.
-    q.push(" ORDER BY c.created_at DESC, c.id DESC LIMIT ")
-        .push_bind(i64::from(limit));
+    let mut q = conversations_query::<Postgres>(CONVERSATION_SELECT, filter)?;
     let rows = q.build().fetch_all(reads).await.map_err(db)?;
     rows.iter().map(conversation_from_row).collect()
 }

@@ -5,8 +5,9 @@
 //! It does not own SQL or batching: each backend's writer runs the ops its own way.
 
 use crate::{
-    AgentAccount, Applied, CatalogItem, CatalogKind, Change, Deleted, KpiFilter, LifecycleKind,
-    NewAuditRecord, NewConversation, Purged, Result, StoreError, MAX_PURGE_CHUNK,
+    AgentAccount, Applied, CatalogItem, CatalogKind, Change, ConversationFilter, Deleted,
+    KpiFilter, LifecycleKind, NewAuditRecord, NewConversation, Purged, Result, StoreError,
+    MAX_PURGE_CHUNK,
 };
 use pitboss_protocol::{AgentId, MessageKind, PlayerId, Role};
 use serde::{de::DeserializeOwned, Serialize};
@@ -467,5 +468,41 @@ where
     }
     q.push(" ORDER BY c.created_at, c.id LIMIT ")
         .push_bind(i64::from(filter.limit));
+    Ok(q)
+}
+
+/// `ConversationFilter::limit == 0` lists this many.
+const DEFAULT_LIST_LIMIT: u32 = 100;
+
+/// The query of [`crate::Store::conversations`], the same on both backends but for
+/// `select`, each backend's columns: newest first, at most the filter's limit.
+pub(crate) fn conversations_query<'a, DB>(
+    select: &str,
+    filter: ConversationFilter,
+) -> Result<QueryBuilder<'a, DB>>
+where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::<DB>::new(select);
+    q.push(" WHERE 1 = 1");
+    if let Some(state) = filter.state {
+        q.push(" AND c.state = ").push_bind(tag(state)?);
+    }
+    if let Some(agent) = filter.agent {
+        q.push(" AND c.agent_id = ").push_bind(agent.0);
+    }
+    if let Some(player) = filter.player {
+        q.push(" AND c.player_id = ").push_bind(player.0);
+    }
+    let limit = if filter.limit == 0 {
+        DEFAULT_LIST_LIMIT
+    } else {
+        filter.limit
+    };
+    // Ids are UUIDv7, time-ordered: they break ties between equal timestamps.
+    q.push(" ORDER BY c.created_at DESC, c.id DESC LIMIT ")
+        .push_bind(i64::from(limit));
     Ok(q)
 }

@@ -15,8 +15,8 @@
 //! so a refused one leaves the rest of its batch alone.
 
 use crate::queue::{
-    audit_select, corrupt, db, from_db, kpi_query, tag, to_db, untag, Op, Output, Request,
-    WriteQueue,
+    audit_select, conversations_query, corrupt, db, from_db, kpi_query, tag, to_db, untag, Op,
+    Output, Request, WriteQueue,
 };
 use crate::{
     now_ms, player_busy, AgentAccount, Appended, Applied, AuditFilter, AuditRecord, CatalogItem,
@@ -48,9 +48,6 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// How long a connection waits for a lock before failing. Only the writer takes write
 /// locks, so this covers checkpoints and a second process opening the file by mistake.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// `ConversationFilter::limit == 0` lists this many.
-const DEFAULT_LIST_LIMIT: u32 = 100;
 
 /// Tuning for a [`SqliteStore`]. The defaults suit one node serving thousands of
 /// concurrent conversations.
@@ -589,33 +586,7 @@ struct ConversationCache {
 /// without a commit: sqlx rolls it back when the connection goes back to the pool.
 struct SqliteSnapshot(Transaction<'static, Sqlite>);
 
-#[async_trait]
-impl Snapshot for SqliteSnapshot {
-    async fn conversations(
-        &mut self,
-        filter: ConversationFilter,
-    ) -> Result<Vec<ConversationRecord>> {
-        read_conversations(&mut *self.0, filter).await
-    }
-
-    async fn entries(
-        &mut self,
-        id: ConversationId,
-        after: Seq,
-        limit: u32,
-        include_notes: bool,
-    ) -> Result<Vec<StoredEntry>> {
-        read_entries(&mut *self.0, id, after, limit, include_notes).await
-    }
-
-    async fn events(&mut self, id: ConversationId) -> Result<Vec<LifecycleEvent>> {
-        read_events(&mut *self.0, id).await
-    }
-
-    async fn handoffs(&mut self, id: ConversationId) -> Result<Vec<Handoff>> {
-        read_handoffs(&mut *self.0, id).await
-    }
-}
+snapshot_on_transaction!(SqliteSnapshot);
 
 /// [`Store::entries`] on `reads`: the pool, or one snapshot's connection.
 async fn read_entries<'c>(
@@ -645,25 +616,7 @@ async fn read_conversations<'c>(
     reads: impl SqliteExecutor<'c>,
     filter: ConversationFilter,
 ) -> Result<Vec<ConversationRecord>> {
-    let mut q = QueryBuilder::<Sqlite>::new(CONVERSATION_SELECT);
-    q.push(" WHERE 1 = 1");
-    if let Some(state) = filter.state {
-        q.push(" AND c.state = ").push_bind(tag(state)?);
-    }
-    if let Some(agent) = filter.agent {
-        q.push(" AND c.agent_id = ").push_bind(agent.0);
-    }
-    if let Some(player) = filter.player {
-        q.push(" AND c.player_id = ").push_bind(player.0);
-    }
-    let limit = if filter.limit == 0 {
-        DEFAULT_LIST_LIMIT
-    } else {
-        filter.limit
-    };
-    // Ids are UUIDv7, time-ordered: they break ties between equal timestamps.
-    q.push(" ORDER BY c.created_at DESC, c.id DESC LIMIT ")
-        .push_bind(i64::from(limit));
+    let mut q = conversations_query::<Sqlite>(CONVERSATION_SELECT, filter)?;
     let rows = q.build().fetch_all(reads).await.map_err(db)?;
     rows.iter().map(conversation_from_row).collect()
 }
