@@ -979,7 +979,11 @@ impl Router {
     /// The first `limit` queued conversations in priority order, and how many are
     /// queued in all: a supervisor's view of the line, without copying all of it.
     pub fn queue_head(&self, limit: usize) -> (usize, Vec<QueueItem>) {
-        let total = self.queue_lengths().values().sum();
+        let total = self
+            .lines
+            .iter()
+            .map(|(_, _, line)| line.members.values().filter(|m| m.queued).count())
+            .sum();
         (total, self.queued_items().take(limit).collect())
     }
 
