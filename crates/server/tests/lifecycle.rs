@@ -433,3 +433,97 @@ async fn removing_an_account_closes_its_open_sessions_and_refuses_its_token() {
         .await;
     assert_eq!(again.expect("error").await["code"], "unauthorized");
 }
+
+/// An agent's account removed while the server was down (`pitboss agent remove`):
+/// at the restart their chat goes back to the head of the queue, on the record and
+/// for the player, as when an agent's grace period runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_whose_agent_was_removed_while_down_is_requeued_at_the_restart() {
+    let dir = tempdir();
+    let mut server = Server::start(dir.path(), &[]);
+    server.add_agent("boris", "en", "general", 1, false);
+    let (_ayla, player, conv) = ayla_serving_a_player(&server).await;
+    let token = player.welcome["visitor_token"]
+        .as_str()
+        .expect("visitor_token")
+        .to_owned();
+
+    server.kill();
+    let (ok, _, err) = server.agent_command(&["remove", "ayla"]);
+    assert!(ok, "{err}");
+    server.spawn();
+
+    let mut player = server.visitor_with(Some(&token), "en").await;
+    let listed = player.welcome["conversations"]
+        .as_array()
+        .expect("conversations")
+        .iter()
+        .find(|c| c["id"] == conv.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("the chat is listed: {}", player.welcome));
+    assert_eq!(listed["state"], "queued", "{listed}");
+    assert!(listed["agent"].is_null(), "{listed}");
+    player
+        .send(json!({"type":"resume","conversation":conv,"after":0}))
+        .await;
+    let (entries, _) = player.replay(&conv).await;
+    let requeued: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|e| e["event"] == "requeued")
+        .collect();
+    assert_eq!(requeued.len(), 1, "one requeued event: {entries:?}");
+
+    // The next agent free takes it, and the record shows how it got there.
+    let mut boris = server.agent("boris").await;
+    accept(&mut boris, &conv).await;
+    player
+        .expect_where(|v| v["type"] == "assigned" && v["agent"]["id"] == "boris")
+        .await;
+    let boris_token = server.login("boris").await;
+    let detail = server
+        .get_json(&format!("/api/conversations/{conv}"), &boris_token)
+        .await;
+    let kinds = event_kinds(&detail);
+    let requeued_at = kinds.iter().position(|k| *k == "requeued");
+    let reassigned_at = kinds.iter().rposition(|k| *k == "assigned");
+    assert!(
+        requeued_at.is_some() && reassigned_at > requeued_at,
+        "requeued, then assigned again: {kinds:?}"
+    );
+    let requeue = &detail["events"][requeued_at.unwrap()];
+    assert_eq!(requeue["agent"], "ayla", "{requeue}");
+    assert_eq!(requeue["detail"]["reason"], "account_removed", "{requeue}");
+    assert_eq!(detail["conversation"]["agent"], "boris", "{detail}");
+}
+
+/// An agent's account removed while the server runs: their console is closed, and
+/// once their grace period runs out their chat goes back to the head of the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_agents_chat_is_requeued_after_the_grace_period() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &["--agent-grace-secs", "2"]);
+    let (mut ayla, mut player, conv) = ayla_serving_a_player(&server).await;
+
+    let (ok, _, err) = server.agent_command(&["remove", "ayla"]);
+    assert!(ok, "{err}");
+    assert_eq!(ayla.expect_close().await, Some(4001));
+    let ev = player
+        .expect_where(|v| v["type"] == "message" && v["event"] == "requeued")
+        .await;
+    assert_eq!(ev["conversation"], conv.as_str(), "{ev}");
+    player
+        .expect_where(|v| v["type"] == "queued" && v["position"] == 1)
+        .await;
+}
+
+/// ayla (English, general, capacity 2) serving a new player: her console, the
+/// player's connection and the chat.
+async fn ayla_serving_a_player(server: &Server) -> (Client, Client, String) {
+    server.add_agent("ayla", "en", "general", 2, false);
+    let mut ayla = server.agent("ayla").await;
+    let mut player = server.visitor("en").await;
+    let conv = start_chat(&mut player, None).await;
+    accept(&mut ayla, &conv).await;
+    player.expect("assigned").await;
+    (ayla, player, conv)
+}

@@ -1179,10 +1179,13 @@ impl Desk {
         for record in &open {
             self.insert_live(record, request_of(record));
         }
-        if let Err(err) = self.rebuild_router(&open).await {
-            tracing::warn!(%err, "cannot rebuild the router; not routing yet");
-            return;
-        }
+        let orphans = match self.rebuild_router(&open).await {
+            Ok(orphans) => orphans,
+            Err(err) => {
+                tracing::warn!(%err, "cannot rebuild the router; not routing yet");
+                return;
+            }
+        };
         // Offers made under an earlier term are void. The new router usually makes
         // the same offer again once presence is complete; those that it has not
         // made again by the end of the settling period are withdrawn then.
@@ -1221,6 +1224,11 @@ impl Desk {
             l.epoch = Some(epoch);
             l.last_presence = None;
             l.leading_since = Some(Instant::now());
+        }
+        // Under this term's fence, now that it is ours.
+        for (conversation, agent) in orphans {
+            self.requeue_from(conversation, &agent, timers::Requeue::AccountRemoved)
+                .await;
         }
         tracing::info!(node = %self.config.node, epoch = epoch.0, queued = self.router().queue().len(), "routing here now");
         self.reconcile_presence().await;

@@ -306,7 +306,7 @@ impl Desk {
     /// Loads accounts and the live index from the store (after a restart), and
     /// alone, the router too (in a cluster the leader rebuilds it when it takes
     /// the lease).
-    async fn recover(&self) -> Result<(), StoreError> {
+    async fn recover(self: &Arc<Self>) -> Result<(), StoreError> {
         let now = self.now();
         for account in self.store.agents().await? {
             self.learn_agent(&account, now);
@@ -316,7 +316,11 @@ impl Desk {
             self.insert_live(record, cluster::request_of(record));
         }
         if !self.config.cluster {
-            self.rebuild_router(&open).await?;
+            let orphans = self.rebuild_router(&open).await?;
+            for (conversation, agent) in orphans {
+                self.requeue_from(conversation, &agent, timers::Requeue::AccountRemoved)
+                    .await;
+            }
             for record in &open {
                 if record.summary.state == ConversationState::Queued {
                     self.player_gone.insert(record.summary.id, now);
@@ -331,8 +335,13 @@ impl Desk {
 
     /// A fresh router from the store: accounts, recent handle times, the queue as
     /// it was (see [`QueueHistory`]), owned conversations (whose agents get a
-    /// grace period).
-    async fn rebuild_router(&self, open: &[ConversationRecord]) -> Result<(), StoreError> {
+    /// grace period). Returns the conversations whose owner has no account any more,
+    /// which it put at the head of the queue, with that owner, for the store to
+    /// record ([`Desk::requeue_from`]).
+    async fn rebuild_router(
+        &self,
+        open: &[ConversationRecord],
+    ) -> Result<Vec<(ConversationId, AgentId)>, StoreError> {
         let now = self.now();
         let accounts = self.store.agents().await?;
         let handle_times = self.store.recent_handle_times(500).await?;
@@ -377,6 +386,7 @@ impl Desk {
             );
         }
         let mut owners = Vec::new();
+        let mut orphans = Vec::new();
         let mut restored = Vec::new();
         for record in open {
             let (ConversationState::Active, Some(agent)) =
@@ -392,6 +402,7 @@ impl Desk {
             {
                 // The account is gone: back to the head of the queue.
                 let _ = router.requeue_at_head(id, request, now);
+                orphans.push((id, agent));
                 continue;
             }
             owners.push(agent.clone());
@@ -444,7 +455,7 @@ impl Desk {
             self.transfer_failed(id, owner, TransferFailure::Cancelled)
                 .await;
         }
-        Ok(())
+        Ok(orphans)
     }
 
     /// Learns an account: its card on every node, its profile in the router where

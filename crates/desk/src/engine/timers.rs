@@ -28,7 +28,8 @@ impl Desk {
             }
             let owned = self.router().owned_by(&agent);
             for conversation in owned {
-                self.requeue_from(conversation, &agent).await;
+                self.requeue_from(conversation, &agent, Requeue::AgentGone)
+                    .await;
             }
         }
 
@@ -88,19 +89,53 @@ impl Desk {
         }
     }
 
-    /// An agent's grace period ran out: their conversation goes back to the head
-    /// of the queue.
+    /// `conversation` leaves `agent` for the head of the queue, for the reason
+    /// given: the store records it (its `requeued` event, for the player and the
+    /// history), every node hears of it, and the router queues it if it has not.
     pub(super) async fn requeue_from(
         self: &Arc<Self>,
         conversation: ConversationId,
         agent: &AgentId,
+        why: Requeue,
     ) {
         let Some(live) = self.live.get(&conversation).map(|l| l.clone()) else {
             return;
         };
-        let request = live.lock().request.clone();
-        let result = self
-            .store
+        if let Err(err) = self.record_requeue(conversation, agent, why).await {
+            match why {
+                Requeue::AgentGone => {
+                    tracing::warn!(%err, conversation = %conversation, "requeue not stored; will retry");
+                    self.agent_gone.insert(agent.clone(), self.now());
+                }
+                // The router queues it all the same; its next assignment stores
+                // the new owner over the state the store holds.
+                Requeue::AccountRemoved => {
+                    tracing::warn!(%err, conversation = %conversation, "requeue of a removed account's chat not stored");
+                }
+            }
+            return;
+        }
+        if why == Requeue::AgentGone {
+            let request = live.lock().request.clone();
+            let decisions = self
+                .router()
+                .requeue_at_head(conversation, request, self.now())
+                .unwrap_or_default();
+            self.carry_out(decisions).await;
+        }
+        self.send_position(conversation, true);
+        self.watch_player_presence(&live);
+    }
+
+    /// Stores that `conversation` left `agent` for the head of the queue (its
+    /// `requeued` event, for the player and the history) and tells every node.
+    async fn record_requeue(
+        self: &Arc<Self>,
+        conversation: ConversationId,
+        agent: &AgentId,
+        why: Requeue,
+    ) -> Result<(), StoreError> {
+        self.store
             .apply(Change {
                 conversation,
                 expect: Some(Expect {
@@ -120,26 +155,15 @@ impl Desk {
                 events: vec![LifecycleEvent {
                     kind: LifecycleKind::Requeued,
                     agent: Some(agent.clone()),
-                    detail: serde_json::json!({ "reason": "agent_gone" }),
+                    detail: serde_json::json!({ "reason": why.reason() }),
                     at: now_ms(),
                 }],
                 fence: self.fence(None),
                 ..Default::default()
             })
-            .await;
-        if let Err(err) = result {
-            tracing::warn!(%err, conversation = %conversation, "requeue not stored; will retry");
-            self.agent_gone.insert(agent.clone(), self.now());
-            return;
-        }
+            .await?;
         self.broadcast(Event::Requeued { conversation }).await;
-        let decisions = self
-            .router()
-            .requeue_at_head(conversation, request, self.now())
-            .unwrap_or_default();
-        self.carry_out(decisions).await;
-        self.send_position(conversation, true);
-        self.watch_player_presence(&live);
+        Ok(())
     }
 
     /// A queued conversation whose player has no connection starts its
@@ -317,5 +341,25 @@ impl Desk {
                 estimated_wait_secs: estimate,
             },
         );
+    }
+}
+
+/// Why a conversation leaves its owner for the head of the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Requeue {
+    /// The owner's grace period ran out.
+    AgentGone,
+    /// The owner's account was removed while routing was not running: the router,
+    /// rebuilt from the store, has queued the conversation already.
+    AccountRemoved,
+}
+
+impl Requeue {
+    /// The `reason` its `requeued` event records.
+    fn reason(self) -> &'static str {
+        match self {
+            Requeue::AgentGone => "agent_gone",
+            Requeue::AccountRemoved => "account_removed",
+        }
     }
 }
