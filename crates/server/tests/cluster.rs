@@ -1417,6 +1417,88 @@ async fn a_rolling_restart_keeps_every_conversation_owner_and_message() {
     floor.no_incidents();
 }
 
+/// An agent's account removed while every node was down: the node that takes
+/// routing over at the restart puts the agent's chat back at the head of the
+/// queue, on the record and for the player.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_whose_agent_was_removed_while_the_cluster_was_down_is_requeued() {
+    let mut cluster = Cluster::start(Setup::nodes(2)).await;
+    cluster.add_agent("ayla", 1, false);
+    cluster.add_agent("boss", 1, true);
+    let token = cluster.login("ayla").await;
+    let mut floor = Floor::new(vec![cluster.agent("ayla", &token, 1).await]);
+    let conv = floor.arrive(&cluster, 0, true).await;
+    floor.round(0).await;
+    floor.acked().await;
+    let visitor = floor.players[0].visitor_token().expect("visitor token");
+    floor.no_incidents();
+    drop(floor);
+
+    cluster.kill(0);
+    cluster.kill(1);
+    let (ok, _, err) = cluster.nodes[0].agent_command(&["remove", "ayla"]);
+    assert!(ok, "agent remove: {err}");
+    cluster.restart(0);
+    cluster.restart(1);
+    let leader = cluster.wait_leader(None).await;
+
+    let boss = cluster.login("boss").await;
+    let begun = Instant::now();
+    let detail = loop {
+        let detail = cluster.nodes[leader]
+            .get_json(&format!("/api/conversations/{conv}"), &boss)
+            .await;
+        if detail["conversation"]["state"] == "queued" {
+            break detail;
+        }
+        assert!(
+            begun.elapsed() < SETTLE,
+            "the removed agent's chat is still {} after {SETTLE:?}",
+            detail["conversation"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(detail["conversation"]["agent"].is_null(), "{detail}");
+    let requeues: Vec<&Value> = detail["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "requeued")
+        .collect();
+    assert_eq!(requeues.len(), 1, "one requeue: {detail}");
+    assert_eq!(requeues[0]["agent"], "ayla", "{}", requeues[0]);
+    assert_eq!(
+        requeues[0]["detail"]["reason"], "account_removed",
+        "{}",
+        requeues[0]
+    );
+
+    // The player, back on the other node, finds it queued, with the event in the
+    // transcript and a position in line.
+    let other = 1 - leader;
+    let mut player = cluster
+        .visitor_with("player-0", Some(&visitor), other)
+        .await;
+    let listed = player.welcome["conversations"]
+        .as_array()
+        .expect("conversations")
+        .iter()
+        .find(|c| c["id"] == conv.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("the chat is listed: {}", player.welcome));
+    assert_eq!(listed["state"], "queued", "{listed}");
+    player.resume(&conv, 0).await;
+    player
+        .wait("the replay", SETTLE, |p| p.resumed_at.contains_key(&conv))
+        .await;
+    let events: Vec<&Value> = player.messages[&conv]
+        .iter()
+        .filter(|m| m["event"] == "requeued")
+        .collect();
+    assert_eq!(events.len(), 1, "{:?}", player.messages[&conv]);
+    assert_eq!(violations(&[&player]), Vec::<String>::new());
+}
+
 /// Whether an agent got a definite answer about `conversation` after `since`:
 /// `assigned`, or a refused accept, or a withdrawn offer.
 fn settled(agent: &Peer, since: usize, conversation: &str) -> bool {
