@@ -116,22 +116,27 @@ pub fn check_capacity(capacity: u32) -> Result<(), AccountError> {
     Ok(())
 }
 
+/// A department or language tag, trimmed and lowercased, if it then is 1 to 32
+/// letters, digits, `-` or `_`: the one form every tag is stored and matched in.
+pub fn normalise_tag(raw: &str) -> Option<String> {
+    let tag = raw.trim().to_ascii_lowercase();
+    let ok = (1..=32).contains(&tag.len())
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    ok.then_some(tag)
+}
+
 /// Normalises languages or departments: lowercased, deduplicated, each 1 to 32
 /// letters, digits, `-` or `_`; at least one, at most 32.
 pub fn check_tags(tags: &[String], what: &str) -> Result<Vec<String>, AccountError> {
     let mut out: Vec<String> = Vec::with_capacity(tags.len());
     for tag in tags {
-        let tag = tag.trim().to_ascii_lowercase();
-        let ok = !tag.is_empty()
-            && tag.len() <= 32
-            && tag
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !ok {
+        let Some(tag) = normalise_tag(tag) else {
             return Err(AccountError::Invalid(format!(
                 "{what}: each is 1 to 32 letters, digits, '-' or '_'"
             )));
-        }
+        };
         if !out.contains(&tag) {
             out.push(tag);
         }

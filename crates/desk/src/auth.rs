@@ -199,7 +199,7 @@ impl PlayerTokenConfig {
         Ok(PlayerCard {
             id: PlayerId::verified(&c.sub),
             name: c.name.map(|n| clip(&n, 100)),
-            language: c.language.map(|l| clip(&l, 16)),
+            language: c.language.and_then(|l| player_language(&l)),
             vip_tier: c.vip_tier.unwrap_or(0).min(MAX_VIP_TIER),
             jurisdiction: c.jurisdiction.map(|j| clip(&j, 16)),
             self_excluded: c.self_excluded.unwrap_or(false),
@@ -226,6 +226,14 @@ struct PlayerClaims {
     jurisdiction: Option<String>,
     #[serde(default)]
     self_excluded: Option<bool>,
+}
+
+/// A player's language as `hello` or a player token gives it: trimmed, clipped to
+/// 16 characters and lowercased, like the tags it is matched against; `None` when
+/// nothing is left.
+pub(crate) fn player_language(raw: &str) -> Option<String> {
+    let language = clip(raw.trim(), 16).to_ascii_lowercase();
+    (!language.is_empty()).then_some(language)
 }
 
 /// At most `max` characters of `s`.

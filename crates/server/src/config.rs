@@ -381,6 +381,15 @@ fn days_ms(days: u32, flag: &str, what: &str) -> anyhow::Result<u64> {
 /// Milliseconds in a day, for retention periods given in days.
 pub(crate) const MS_PER_DAY: u64 = 86_400_000;
 
+/// A default department or language, normalised like every tag, or refused at
+/// start-up rather than refusing every `start` that relies on it.
+fn default_tag(value: &str, flag: &str) -> anyhow::Result<String> {
+    match pitboss_desk::accounts::normalise_tag(value) {
+        Some(tag) => Ok(tag),
+        None => bail!("{flag} must be 1 to 32 letters, digits, '-' or '_' (got {value:?})"),
+    }
+}
+
 fn ms(secs: f64, what: &str) -> anyhow::Result<u64> {
     if !(secs.is_finite() && secs > 0.0 && secs < 1e7) {
         bail!("{what} must be a positive number of seconds");
@@ -455,10 +464,10 @@ impl Settings {
             desk.abandon_after_ms = ms(v, "abandon-after-secs")?;
         }
         if let Some(v) = pick!(default_department) {
-            desk.default_department = v;
+            desk.default_department = default_tag(&v, "default-department")?;
         }
         if let Some(v) = pick!(default_language) {
-            desk.default_language = v;
+            desk.default_language = default_tag(&v, "default-language")?;
         }
         if let Some(v) = pick!(max_open_per_player) {
             desk.max_open_per_player = v.max(1);

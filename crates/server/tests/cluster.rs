@@ -1007,6 +1007,7 @@ async fn a_department_transfer_outlives_the_routing_node() {
         offer["transfer"]["note"], "Deposit of 200 EUR missing",
         "{offer}"
     );
+    assert_eq!(offer["department"], "payments", "{offer}");
 }
 
 /// A transfer to a named agent that is pending when the routing node dies is

@@ -96,6 +96,50 @@ fn a_bad_configuration_is_refused_with_a_clear_message() {
         !out.status.success(),
         "an incomplete player-token setup must not start"
     );
+
+    // A default department or language that is no tag would refuse every start
+    // relying on it: refused at start-up, naming the flag.
+    for flag in ["--default-language", "--default-department"] {
+        let out = Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                flag,
+                "e n",
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag} \"e n\" must not start");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&flag[2..]), "{flag}: {err}");
+    }
+}
+
+/// A default given in capitals is the lowercase tag agents serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defaults_are_normalised_like_every_tag() {
+    let dir = tempdir();
+    let server = Server::start(
+        dir.path(),
+        &["--default-language", " TR ", "--default-department", "VIP"],
+    );
+    server.add_agent("emre", "tr", "vip", 1, false);
+    let mut emre = server.agent("emre").await;
+    let mut player = server.visitor("").await;
+    let conv = start_chat(&mut player, None).await;
+    accept(&mut emre, &conv).await;
+    let boss = {
+        server.add_agent("boss", "tr", "vip", 1, true);
+        server.login("boss").await
+    };
+    let detail = server
+        .get_json(&format!("/api/conversations/{conv}"), &boss)
+        .await;
+    assert_eq!(detail["conversation"]["language"], "tr", "{detail}");
+    assert_eq!(detail["conversation"]["department"], "vip", "{detail}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -79,7 +79,11 @@ async fn a_department_transfer_moves_the_conversation_to_that_department() {
     );
     ayla.send(json!({"type":"transfer","conversation":conv,"to":{"department":"payments"}}))
         .await;
-    paula.expect("offer").await;
+    let offer = paula.expect("offer").await;
+    assert_eq!(
+        offer["department"], "payments",
+        "offered where it goes: {offer}"
+    );
     paula
         .send(json!({"type":"accept","conversation":conv}))
         .await;

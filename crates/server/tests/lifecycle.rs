@@ -325,6 +325,15 @@ async fn a_queued_player_who_stays_away_is_marked_abandoned() {
             assert_eq!(detail["close_reason"], "abandoned");
             let kinds = event_kinds(&detail);
             assert!(kinds.contains(&"abandoned"), "{kinds:?}");
+            let events = detail["events"].as_array().expect("events");
+            let abandoned = events.iter().find(|e| e["kind"] == "abandoned").unwrap();
+            assert_eq!(abandoned["detail"]["by"], "timeout", "{abandoned}");
+            let closed = events.iter().find(|e| e["kind"] == "closed").unwrap();
+            assert_eq!(
+                closed["detail"],
+                json!({"reason": "abandoned", "by": "system"}),
+                "{closed}"
+            );
             break;
         }
         assert!(

@@ -88,6 +88,34 @@ async fn capacity_and_language_decide_who_is_offered() {
     tr2.expect("assigned").await;
 }
 
+/// A player's language from `hello` or from a player token is a tag like any
+/// other: `EN` and ` TR ` reach the agents who serve `en` and `tr`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_players_language_is_matched_whatever_its_case() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &jwt_args());
+    server.add_agent("ayla", "en,tr", "general", 2, false);
+    server.add_agent("boss", "en", "general", 1, true);
+    let mut ayla = server.agent("ayla").await;
+
+    let mut visitor = server.visitor("EN").await;
+    let en = start_chat(&mut visitor, None).await;
+    accept(&mut ayla, &en).await;
+    let token = player_jwt("c-77", json!({"lang": " TR "}), 300, "pitboss");
+    let mut player = verified(&server, &token).await;
+    let tr = start_chat(&mut player, None).await;
+    accept(&mut ayla, &tr).await;
+
+    let boss = server.login("boss").await;
+    for (conv, language) in [(&en, "en"), (&tr, "tr")] {
+        let detail = server
+            .get_json(&format!("/api/conversations/{conv}"), &boss)
+            .await;
+        assert_eq!(detail["conversation"]["language"], language, "{detail}");
+        assert_eq!(detail["conversation"]["state"], "active", "{detail}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vip_players_go_first_and_unsigned_claims_do_not() {
     let dir = tempdir();

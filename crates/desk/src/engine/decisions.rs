@@ -159,17 +159,26 @@ impl Desk {
             | Some(ConversationView::Owned { since, .. }) => since,
             None => now,
         };
+        // A department transfer is offered in the department it is moving to.
+        let pending = transfer_from
+            .as_ref()
+            .and_then(|_| self.transfers.get(&conversation))
+            .map(|t| {
+                let to = match &t.to {
+                    TransferTarget::Department(department) => Some(department.clone()),
+                    TransferTarget::Agent(_) => None,
+                };
+                (t.note.clone(), to)
+            });
+        let (note, moving_to) = pending.unwrap_or_default();
         let transfer = transfer_from.map(|from| TransferInfo {
             from: self.agent_participant(&from),
-            note: self
-                .transfers
-                .get(&conversation)
-                .and_then(|t| t.note.clone()),
+            note,
         });
         Some(ServerFrame::Offer(Offer {
             conversation,
             player: card,
-            department: request.department,
+            department: moving_to.unwrap_or(request.department),
             language: request.language,
             waited_ms: now.saturating_sub(since),
             expires_in_ms: expires_at.saturating_sub(now),

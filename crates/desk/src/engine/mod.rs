@@ -12,7 +12,7 @@ mod retention;
 mod sessions;
 mod timers;
 
-use crate::auth::{clip, AuthError, Keys};
+use crate::auth::{clip, player_language, AuthError, Keys};
 use crate::connection::{CloseSignal, ConnRef, ConnShared, Outbound};
 use crate::live::{Live, LiveState};
 use crate::permissions::{allows, Permission};
@@ -763,22 +763,18 @@ fn routing_refusal(err: RoutingError) -> Refusal {
 }
 
 /// A department or language tag: lowercase letters, digits, `-` and `_`, 1–32.
+/// A blank or missing value takes `default`; both are normalised alike.
 fn tag(value: Option<String>, default: &str, what: &str) -> Result<String, Refusal> {
-    let v = value
-        .map(|v| v.trim().to_ascii_lowercase())
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_owned());
-    let ok = !v.is_empty()
-        && v.len() <= 32
-        && v.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
-        Ok(v)
-    } else {
-        refuse(
+    let raw = value
+        .as_deref()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or(default);
+    match crate::accounts::normalise_tag(raw) {
+        Some(tag) => Ok(tag),
+        None => refuse(
             ErrorCode::InvalidField,
             format!("{what} must be 1 to 32 letters, digits, '-' or '_'"),
-        )
+        ),
     }
 }
 

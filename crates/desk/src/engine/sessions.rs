@@ -31,9 +31,7 @@ impl Desk {
                 let card = PlayerCard {
                     id: PlayerId::visitor(id),
                     name: name.map(|n| clip(n.trim(), 100)).filter(|n| !n.is_empty()),
-                    language: language
-                        .map(|l| clip(l.trim(), 16))
-                        .filter(|l| !l.is_empty()),
+                    language: language.and_then(|l| player_language(&l)),
                     // Unsigned attributes never raise priority.
                     vip_tier: 0,
                     jurisdiction: None,

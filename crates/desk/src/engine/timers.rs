@@ -221,7 +221,7 @@ impl Desk {
                     LifecycleEvent {
                         kind: LifecycleKind::Closed,
                         agent: None,
-                        detail: serde_json::json!({ "reason": "abandoned" }),
+                        detail: serde_json::json!({ "reason": "abandoned", "by": "system" }),
                         at: now_ms(),
                     },
                 ],
