@@ -196,6 +196,7 @@
     if (this.state === "closed" || this.state === "failed") return;
     this.emit("disconnect", { code: code });
     if (code === 4001) { this.fail("auth_failed"); return; }
+    if (code === 4003) { this.fail("signed_out"); return; }
     if (code === 4000 && this.protocolError) { this.fail(this.protocolError); return; }
     if (code === 4002) { this.expired = true; this.connectSoon(this.attempt ? this.delay() : 100); this.attempt++; return; }
     if (code === 1012) { this.connectSoon(this.attempt ? this.delay() : 200 + Math.random() * 800); this.attempt++; return; }

@@ -215,6 +215,18 @@ test("refused credentials stop the client instead of retrying forever", async ()
   client.stop();
 });
 
+test("a sign-out (4003) stops the client and says why", async () => {
+  const { client, ws, events } = await connected();
+  ws.drop(4003);
+  await sleep(60);
+  assert.equal(FakeSocket.all.length, 1, "no new connection");
+  assert.equal(client.state, "failed");
+  const failed = events.find(([e]) => e === "auth_failed");
+  assert.ok(failed, "auth_failed emitted");
+  assert.equal(failed[1].reason, "signed_out");
+  client.stop();
+});
+
 test("a server restart (1012) and a slow-consumer close (4008) reconnect and resume", async () => {
   for (const code of [1012, 4008]) {
     const { client, ws } = await connected();

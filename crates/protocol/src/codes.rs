@@ -94,6 +94,9 @@ pub enum CloseCode {
     AuthFailed = 4001,
     /// The player token expired: fetch a fresh one, reconnect, resume.
     TokenExpired = 4002,
+    /// The agent signed out (`sign_out`, on this connection or another of
+    /// theirs): do not reconnect; show the login.
+    SignedOut = 4003,
     /// The connection did not read its frames fast enough and its outbound queue
     /// filled: reconnect and resume from the last sequence seen.
     SlowConsumer = 4008,
@@ -119,6 +122,7 @@ impl CloseCode {
             CloseCode::ProtocolError => "protocol_error",
             CloseCode::AuthFailed => "auth_failed",
             CloseCode::TokenExpired => "token_expired",
+            CloseCode::SignedOut => "signed_out",
             CloseCode::SlowConsumer => "slow_consumer",
             CloseCode::PolicyViolation => "policy_violation",
             CloseCode::RateLimited => "rate_limited",

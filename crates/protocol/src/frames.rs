@@ -90,6 +90,10 @@ pub enum ClientFrame {
     },
     /// Player: list my conversations, newest first. Answered by `history`.
     History,
+    /// Agent: sign off. Every conversation the agent owns goes back to the head of
+    /// the queue at once, their offers are withdrawn, and every connection of theirs
+    /// is closed with [`crate::CloseCode::SignedOut`].
+    SignOut,
     /// Agent: set my status. Answered by `status`.
     SetStatus {
         /// `online` to receive offers, `away` to stop receiving them.
@@ -160,6 +164,7 @@ impl ClientFrame {
             ClientFrame::Close { .. } => "close",
             ClientFrame::Rate { .. } => "rate",
             ClientFrame::History => "history",
+            ClientFrame::SignOut => "sign_out",
             ClientFrame::SetStatus { .. } => "set_status",
             ClientFrame::Accept { .. } => "accept",
             ClientFrame::Decline { .. } => "decline",

@@ -1500,6 +1500,52 @@ async fn a_chat_whose_agent_was_removed_while_the_cluster_was_down_is_requeued()
     assert_eq!(violations(&[&player]), Vec::<String>::new());
 }
 
+/// An agent with consoles on two nodes signs out on one: both close with 4003,
+/// and the chat they owned goes back to the queue at once, for another agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_on_one_node_closes_every_console_and_hands_the_chats_back() {
+    let cluster = Cluster::start(Setup::nodes(2)).await;
+    cluster.add_agent("ayla", 1, false);
+    cluster.add_agent("boris", 1, false);
+    let token = cluster.login("ayla").await;
+    let mut floor = Floor::new(vec![cluster.agent("ayla", &token, 1).await]);
+    let conv = floor.arrive(&cluster, 0, true).await;
+    let mut other_tab = cluster.agent("ayla", &token, 0).await;
+    let boris_token = cluster.login("boris").await;
+    let mut boris = cluster.agent("boris", &boris_token, 0).await;
+
+    let (player, ayla) = (&mut floor.players[0], &mut floor.agents[0]);
+    let mark = player.mark();
+    assert!(ayla.send(json!({"type":"sign_out"})).await);
+    ayla.wait("ayla's console closed", SETTLE, |p| p.closed.is_some())
+        .await;
+    assert_eq!(ayla.closed, Some(Some(4003)));
+    other_tab
+        .wait("her other console closed", SETTLE, |p| p.closed.is_some())
+        .await;
+    assert_eq!(other_tab.closed, Some(Some(4003)));
+    player
+        .wait_frame(mark, "the requeued event", SETTLE, |f| {
+            f["type"] == "message" && f["event"] == "requeued"
+        })
+        .await;
+    if let Err(why) = accept(&mut boris, player, &conv).await {
+        panic!("{why}");
+    }
+    let detail = cluster.nodes[0]
+        .get_json(&format!("/api/conversations/{conv}"), &boris_token)
+        .await;
+    assert_eq!(detail["conversation"]["agent"], "boris", "{detail}");
+    let reasons: Vec<&Value> = detail["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "requeued")
+        .map(|e| &e["detail"]["reason"])
+        .collect();
+    assert_eq!(reasons, [&json!("signed_out")], "{detail}");
+}
+
 /// Whether an agent got a definite answer about `conversation` after `since`:
 /// `assigned`, or a refused accept, or a withdrawn offer.
 fn settled(agent: &Peer, since: usize, conversation: &str) -> bool {

@@ -525,6 +525,59 @@ async fn a_removed_agents_chat_is_requeued_after_the_grace_period() {
         .await;
 }
 
+/// An agent who signs out: every console of theirs closes with 4003, and their
+/// chat goes back to the head of the queue at once (no grace period), where the
+/// next agent is offered it; the record says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_who_signs_out_hands_their_chats_back_at_once() {
+    let dir = tempdir();
+    // A grace period far longer than the test: only the sign-out can requeue.
+    let server = Server::start(dir.path(), &["--agent-grace-secs", "600"]);
+    server.add_agent("boris", "en", "general", 1, false);
+    let (mut ayla, mut player, conv) = ayla_serving_a_player(&server).await;
+    let mut ayla_tab = server.agent("ayla").await;
+    let mut boris = server.agent("boris").await;
+
+    // A player cannot sign out.
+    player.send(json!({"type":"sign_out"})).await;
+    let refused = player.expect("error").await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+
+    ayla.send(json!({"type":"sign_out"})).await;
+    assert_eq!(ayla.expect_close().await, Some(4003));
+    assert_eq!(ayla_tab.expect_close().await, Some(4003));
+    let ev = player
+        .expect_where(|v| v["type"] == "message" && v["event"] == "requeued")
+        .await;
+    assert_eq!(ev["conversation"], conv.as_str(), "{ev}");
+    assert!(
+        ev["text"].as_str().unwrap_or("").contains("signed off"),
+        "{ev}"
+    );
+    accept(&mut boris, &conv).await;
+    player
+        .expect_where(|v| v["type"] == "assigned" && v["agent"]["id"] == "boris")
+        .await;
+
+    let token = server.login("boris").await;
+    let detail = server
+        .get_json(&format!("/api/conversations/{conv}"), &token)
+        .await;
+    let requeue = detail["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["kind"] == "requeued")
+        .cloned()
+        .unwrap_or_else(|| panic!("a requeued event: {detail}"));
+    assert_eq!(requeue["agent"], "ayla", "{requeue}");
+    assert_eq!(requeue["detail"]["reason"], "signed_out", "{requeue}");
+
+    // Signing in again is a fresh start: online, and offered chats again.
+    let again = server.agent("ayla").await;
+    assert_eq!(again.welcome["status"], "online", "{}", again.welcome);
+}
+
 /// ayla (English, general, capacity 2) serving a new player: her console, the
 /// player's connection and the chat.
 async fn ayla_serving_a_player(server: &Server) -> (Client, Client, String) {

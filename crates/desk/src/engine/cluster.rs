@@ -46,6 +46,8 @@ pub(super) enum Command {
     AgentDown { agent: AgentId, node: String },
     /// An account changed: read it again.
     Refresh { agent: AgentId },
+    /// An agent signs out: their conversations go back to the queue at once.
+    SignOut { agent: AgentId },
     /// An agent sets online or away.
     SetStatus { agent: AgentId, status: AgentStatus },
     /// An agent's status now.
@@ -125,6 +127,8 @@ pub(super) enum Event {
     },
     /// A conversation went back to the queue (durable already).
     Requeued { conversation: ConversationId },
+    /// An agent signed out: every connection of theirs closes.
+    SignedOut { agent: AgentId },
     /// A conversation was closed (durable already).
     Closed {
         conversation: ConversationId,
@@ -467,6 +471,23 @@ impl Desk {
                 }
                 Ok(Reply::Done)
             }
+            Command::SignOut { agent } => {
+                // No more offers, those open withdrawn; then every chat they own
+                // goes to the head of the queue, without the grace period a
+                // dropped connection gets.
+                let decisions = self
+                    .router()
+                    .set_status(&agent, AgentStatus::Offline, now)
+                    .unwrap_or_default();
+                self.carry_out(decisions).await;
+                let owned = self.router().owned_by(&agent);
+                for conversation in owned {
+                    self.requeue_from(conversation, &agent, timers::Requeue::SignedOut)
+                        .await;
+                }
+                self.queue_dirty.store(true, Ordering::Relaxed);
+                Ok(Reply::Done)
+            }
             Command::SetStatus { agent, status } => {
                 let decisions = self
                     .router()
@@ -771,6 +792,9 @@ impl Desk {
                     live.lock().request.department = d;
                 }
                 self.assigned_now(&live, &agent, previous);
+            }
+            Event::SignedOut { agent } => {
+                self.each_conn(&UserKey::Agent(agent), |c| c.close(CloseCode::SignedOut));
             }
             Event::Requeued { conversation } => {
                 if let Ok(Some(live)) = self.live_or_load(conversation).await {

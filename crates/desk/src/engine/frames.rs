@@ -144,6 +144,15 @@ impl Desk {
                 conn.send(ServerFrame::History { conversations });
                 Ok(())
             }
+            ClientFrame::SignOut => {
+                let Session::Agent { id, .. } = session else {
+                    return refuse(ErrorCode::Forbidden, "only agents sign out");
+                };
+                self.route(Command::SignOut { agent: id.clone() }).await?;
+                tracing::info!(agent = %id, "signed out");
+                self.broadcast(Event::SignedOut { agent: id.clone() }).await;
+                Ok(())
+            }
             ClientFrame::SetStatus { status } => {
                 let Session::Agent { id, .. } = session else {
                     return refuse(ErrorCode::Forbidden, "only agents have a status");

@@ -103,7 +103,7 @@ impl Desk {
         };
         if let Err(err) = self.record_requeue(conversation, agent, why).await {
             match why {
-                Requeue::AgentGone => {
+                Requeue::AgentGone | Requeue::SignedOut => {
                     tracing::warn!(%err, conversation = %conversation, "requeue not stored; will retry");
                     self.agent_gone.insert(agent.clone(), self.now());
                 }
@@ -115,7 +115,7 @@ impl Desk {
             }
             return;
         }
-        if why == Requeue::AgentGone {
+        if why != Requeue::AccountRemoved {
             let request = live.lock().request.clone();
             let decisions = self
                 .router()
@@ -148,10 +148,7 @@ impl Desk {
                     close_reason: None,
                     department: None,
                 }),
-                entry: Some(system_entry(
-                    "requeued",
-                    "Your agent was disconnected; you are first in line for the next one.".into(),
-                )),
+                entry: Some(system_entry("requeued", why.text().into())),
                 events: vec![LifecycleEvent {
                     kind: LifecycleKind::Requeued,
                     agent: Some(agent.clone()),
@@ -352,6 +349,8 @@ pub(super) enum Requeue {
     /// The owner's account was removed while routing was not running: the router,
     /// rebuilt from the store, has queued the conversation already.
     AccountRemoved,
+    /// The owner signed out (`sign_out`).
+    SignedOut,
 }
 
 impl Requeue {
@@ -360,6 +359,19 @@ impl Requeue {
         match self {
             Requeue::AgentGone => "agent_gone",
             Requeue::AccountRemoved => "account_removed",
+            Requeue::SignedOut => "signed_out",
+        }
+    }
+
+    /// The text of the `requeued` entry the player reads.
+    fn text(self) -> &'static str {
+        match self {
+            Requeue::AgentGone | Requeue::AccountRemoved => {
+                "Your agent was disconnected; you are first in line for the next one."
+            }
+            Requeue::SignedOut => {
+                "Your agent has signed off; you are first in line for the next one."
+            }
         }
     }
 }
