@@ -90,8 +90,15 @@
     var launcherLabel = h("span", { class: "sr", text: t("open_chat") });
     var launcher = h("button", { type: "button", class: "launcher", "aria-expanded": "false", "aria-controls": "pb-panel", onclick: function () { setOpen(panel.hidden, true); } }, [icon(), launcherLabel, badge]);
     var statusLine = h("p", { class: "status", role: "status" });
+    var hint = h("p", { class: "hint", role: "status", hidden: true });
     var conn = h("p", { class: "conn", role: "status", hidden: true });
-    var endBtn = h("button", { type: "button", class: "end", hidden: true, text: t("end_chat"), onclick: endChat });
+    var endBtn = h("button", { type: "button", class: "end", hidden: true, "aria-expanded": "false", text: t("end_chat"), onclick: function () { askEnd(confirmBox.hidden); } });
+    // "End chat" asks first (askEnd).
+    var keepBtn = h("button", { type: "button", text: t("end_no"), onclick: function () { askEnd(); } });
+    var confirmBox = h("div", { class: "confirm", role: "alertdialog", "aria-labelledby": "pb-q", hidden: true, onkeydown: function (e) { if (e.key === "Escape") { e.stopPropagation(); askEnd(); } } }, [
+      h("p", { id: "pb-q" }),
+      h("div", { class: "row" }, [h("button", { type: "button", class: "danger", text: t("end_yes"), onclick: function () { askEnd(); endChat(); } }), keepBtn])
+    ]);
     var minBtn = h("button", { type: "button", class: "min", "aria-label": t("minimize"), title: t("minimize"), onclick: function () { setOpen(false); launcher.focus(); } }, ["\u2013"]);
     var intro = h("div", { class: "intro", hidden: true }, [
       h("p", { text: t("intro") }),
@@ -99,8 +106,6 @@
     ]);
     var log = h("div", { class: "log", role: "log", "aria-live": "polite", "aria-label": t("messages") });
     var typingLine = h("p", { class: "typing", "aria-live": "polite" });
-    var offline = h("div", { class: "notice", hidden: true }, [h("p", { text: t("offline_intro") })]);
-    var offlineDone = h("p", { class: "notice", role: "status", hidden: true, text: t("offline_sent") });
 
     var stars = [];
     var rateForm = h("form", { class: "rate", hidden: true, onsubmit: sendRating }, [
@@ -123,14 +128,17 @@
       h("p", { class: "thanks", role: "status" }),
       h("button", { type: "button", class: "primary", text: t("new_chat"), onclick: startChat })
     ]);
-    var input = h("textarea", { id: "pb-input", rows: "2", maxlength: "4000", placeholder: t("placeholder"), onkeydown: onKey, oninput: onTyping });
+    // No maxlength: a longer paste is kept and explained (checkLength).
+    var input = h("textarea", { id: "pb-input", rows: "2", placeholder: t("placeholder"), "aria-describedby": "pb-count pb-long", onkeydown: onKey, oninput: function () { onTyping(); checkLength(); } });
     var inputLabel = h("label", { class: "sr", for: "pb-input", text: t("your_message") });
     var sendBtn = h("button", { type: "submit", class: "primary", text: t("send") });
-    var composer = h("form", { class: "composer", hidden: true, onsubmit: function (e) { e.preventDefault(); sendMessage(); } }, [inputLabel, input, sendBtn]);
-    var scroller = h("div", { class: "scroll" }, [log, typingLine, offline, offlineDone, rateForm, after, intro]);
+    var count = h("p", { id: "pb-count", hidden: true });
+    var tooLong = h("p", { id: "pb-long", class: "error", role: "alert" });
+    var composer = h("form", { class: "composer", hidden: true, onsubmit: function (e) { e.preventDefault(); sendMessage(); } }, [inputLabel, input, sendBtn, count, tooLong]);
+    var scroller = h("div", { class: "scroll" }, [log, typingLine, rateForm, after, intro]);
     var panel = h("section", { id: "pb-panel", class: "panel", role: "dialog", "aria-labelledby": "pb-title", hidden: true, onkeydown: function (e) { if (e.key === "Escape") { setOpen(false); launcher.focus(); } } }, [
       h("header", {}, [h("h2", { id: "pb-title", text: t("title") }), endBtn, minBtn]),
-      statusLine, conn, scroller, composer
+      confirmBox, statusLine, hint, conn, scroller, composer
     ]);
     var rootEl = h("div", { class: "pb", lang: lang, dir: "ltr" }, [panel, launcher]);
     shadow.appendChild(rootEl);
@@ -170,6 +178,7 @@
     var readTimer = null;
     var readSent = {};
     var wantFocus = false;
+    var maxChars = 4000; // welcome.limits.max_text_chars
 
     // `byUser`: the player opened it (the focus moves in); otherwise a reload
     // reopened it and the page keeps its focus.
@@ -206,6 +215,36 @@
     function scrollDown() { scroller.scrollTop = scroller.scrollHeight; }
 
     function setStatus(text) { statusLine.textContent = text || ""; show(statusLine, !!text); }
+    function setHint(text) { hint.textContent = text || ""; show(hint, !!text); }
+
+    // Offline until an agent takes it, even with agents online: once the player
+    // wrote, say it is received, not that nobody is there.
+    function offlineState() {
+      var done = view(cur.id).ol.querySelector(".me");
+      setStatus(done ? t("offline_sent") : cur.fresh ? t("no_agents") : "");
+      setHint(done ? "" : t("offline_intro"));
+    }
+
+    function askEnd(on) {
+      on = !!(on && cur && cur.state !== "closed");
+      if (on) confirmBox.firstChild.textContent = t(cur.state === "queued" ? "end_confirm_queued" : "end_confirm");
+      var inside = confirmBox.contains(shadow.activeElement);
+      show(confirmBox, on);
+      endBtn.setAttribute("aria-expanded", String(on));
+      if (on) keepBtn.focus();
+      else if (inside) endBtn.focus();
+    }
+
+    // Counted as the server does: code points of the trimmed text.
+    function checkLength() {
+      var n = Array.from(input.value.trim()).length, over = n > maxChars, near = !over && n > maxChars * 0.9;
+      count.textContent = near ? t("chars_left", { n: maxChars - n }) : "";
+      show(count, near);
+      var msg = over ? t("too_long", { n: n.toLocaleString(lang), max: maxChars.toLocaleString(lang) }) : "";
+      if (tooLong.textContent != msg) tooLong.textContent = msg;
+      input.setAttribute("aria-invalid", String(over));
+      return over;
+    }
 
     function view(id) {
       var v = views[id];
@@ -219,7 +258,7 @@
     // Conversations shown: an earlier one read-only at the top, the current one below.
     function adopt(id, state) {
       if (!cur || cur.id !== id) {
-        cur = { id: id, state: state, agent: null, readSeq: 0 };
+        cur = { id: id, state: state, agent: null, readSeq: 0, fresh: starting };
         store.set("conv", id);
         if (earlier === id) { earlier = null; }
         var v = view(id);
@@ -247,7 +286,9 @@
     function item(m, mine) {
       var li;
       if (m.kind === "event") {
-        li = h("li", { class: "event" }, [h("p", { text: P.i18n.eventText(m, t) })]);
+        // A department transfer names its raw tag: not shown.
+        var text = m.event === "transfer_requested" && /^You are being transferred to [a-z0-9_-]+\. /.test(m.text) ? t("ev_transfer_other") : P.i18n.eventText(m, t);
+        li = h("li", { class: "event" }, [h("p", { text: text })]);
       } else {
         var who = mine ? t("you") : (m.sender && (m.sender.name || m.sender.id)) || t("agent");
         li = h("li", { class: mine ? "msg me" : "msg them" }, [
@@ -294,6 +335,7 @@
       place(v, li, m.seq);
       var current = cur && m.conversation === cur.id;
       if (mine && current) meta(li, cur.readSeq >= m.seq ? "read" : "sent");
+      if (mine && current && cur.state === "offline") offlineState();
       else meta(li, "");
       if (cur && m.conversation === cur.id) {
         if (m.kind === "event" && m.event === "joined") cur.answered = true;
@@ -407,12 +449,13 @@
       client.on("queued", function (q) {
         adopt(q.conversation, "queued");
         var wait = q.estimated_wait_secs;
-        setStatus(t("queued", { n: q.position }) + (wait == null ? "" : " " + (wait < 60 ? t("wait_soon") : t("wait_min", { n: Math.round(wait / 60) }))));
+        // null: no online agent, or no history yet (protocol.md §4).
+        setStatus(t("queued", { n: q.position }) + " " + (wait == null ? t("no_agents") : wait < 60 ? t("wait_soon") : t("wait_min", { n: Math.round(wait / 60) })));
+        setHint(wait == null ? t("queued_hint") : "");
       });
       client.on("no_agents", function (n) {
         adopt(n.conversation, "offline");
-        setStatus(t("no_agents"));
-        show(offline, true);
+        offlineState();
         input.placeholder = t("offline_placeholder");
         sendBtn.textContent = t("offline_send");
       });
@@ -420,8 +463,7 @@
         adopt(a.conversation, "active");
         cur.agent = a.agent;
         cur.answered = true;
-        show(offline, false);
-        show(offlineDone, false);
+        setHint("");
         input.placeholder = t("placeholder");
         sendBtn.textContent = t("send");
         setStatus(t("assigned", { name: a.agent.name || a.agent.id }));
@@ -458,6 +500,7 @@
 
     function onWelcome(w) {
       if (w.visitor_token) store.set("visitor", w.visitor_token);
+      maxChars = (w.limits || {}).max_text_chars || maxChars;
       if (!cur && !starting) setStatus("");
       var open = (w.conversations || []).filter(function (c) {
         return c.state !== "closed" && (!cfg.department || c.department === cfg.department);
@@ -547,8 +590,9 @@
       });
       showTyping(null);
       show(composer, false);
+      askEnd(false);
       show(endBtn, false);
-      show(offline, false);
+      setHint("");
       setStatus(t("closed"));
       // Only a chat an agent answered can be rated.
       if (cur.answered) { rateFor = cur.id; askRating(); } else finish(false);
@@ -585,11 +629,13 @@
     function sendMessage() {
       var text = input.value.trim();
       if (!text || !cur || cur.state === "closed") return;
+      if (checkLength()) return input.focus();
       var e = client.say(cur.id, text);
       renderPending(e);
       input.value = "";
+      checkLength();
       typing(false);
-      if (cur.state === "offline") show(offlineDone, true);
+      if (cur.state === "offline") offlineState();
     }
 
     function onKey(e) {

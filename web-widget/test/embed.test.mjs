@@ -115,6 +115,7 @@ describe("the widget embedded on a casino page of another origin", () => {
 
   step("the same verified player on another device sees the earlier conversation", async () => {
     await player.getByRole("button", { name: "Sohbeti bitir" }).click();
+    await player.getByRole("alertdialog").getByRole("button", { name: "Evet, bitir" }).click();
     await server.wait("the player is asked for a rating", () => player.locator(W).getByText("Sohbetiniz nasıldı?").waitFor());
     await player.getByRole("button", { name: "Geç" }).click();
     await server.wait("the chat ended for ayla too", () => ayla.getByText("The chat is closed.").waitFor());

@@ -10,6 +10,8 @@
   var P = root.Pitboss;
   var TOKEN = "pitboss.console.token";
   var LANG = "pitboss.console.lang";
+  var SELECTED = "pitboss.console.selected"; // the tab shown, kept across a reload
+  var SEEN = "pitboss.console.seen."; // + login: {conversation: last seq seen}
 
   function stored(area, k, v) {
     try {
@@ -69,6 +71,9 @@
   var timers = [];
   var audio = null;
   var status = null;
+  var signingOut = null; // the timer of a sign-out waiting for the server
+  var offerExpiredAt = 0;
+  var liveList = []; // supervisors: the active and queued conversations
 
   // -------------------------------------------------------------------- REST
 
@@ -87,15 +92,40 @@
     });
   }
 
-  function catalog(kind, language) {
+  // The catalog's items of one language, exactly (none if it has none).
+  function catalogOf(kind, language) {
     var key = kind + ":" + language;
     if (!catalogs[key]) {
       catalogs[key] = api("/api/catalog?kind=" + kind + "&language=" + encodeURIComponent(language)).then(function (b) {
-        if ((b.items || []).length || language === "en") return b.items || [];
-        return catalog(kind, "en");
+        return b.items || [];
       }).catch(function () { delete catalogs[key]; return []; });
     }
     return catalogs[key];
+  }
+
+  // The items of the first of `languages` the catalog has any in, else English.
+  function catalogFirst(kind, languages) {
+    var list = [];
+    languages.concat(["en"]).forEach(function (l) { if (l && list.indexOf(l) < 0) list.push(l); });
+    function next(i) {
+      if (i >= list.length) return Promise.resolve([]);
+      return catalogOf(kind, list[i]).then(function (items) { return items.length ? items : next(i + 1); });
+    }
+    return next(0);
+  }
+
+  // Canned replies are written to the player: the chat's language, else English.
+  function catalog(kind, language) { return catalogFirst(kind, [language]); }
+
+  // Close reasons are read by the agent: the console's language first, then the
+  // chat's, then English.
+  function closeReasons(chat) { return catalogFirst("close_reason", [lang, chat && chat.language]); }
+
+  function reasonText(chat, key) {
+    return closeReasons(chat).then(function (items) {
+      for (var i = 0; i < items.length; i++) if (items[i].key === key) return items[i].text;
+      return key;
+    });
   }
 
   // ------------------------------------------------------------- logging in
@@ -117,28 +147,71 @@
   });
 
   function logout(message) {
+    clearTimeout(signingOut);
+    signingOut = null;
+    $("#logout").disabled = false;
     if (client) client.stop();
     client = null;
     token = null;
     stored("sessionStorage", TOKEN, null);
+    stored("sessionStorage", SELECTED, null);
     timers.forEach(clearInterval);
     timers = [];
+    $$("dialog[open]").forEach(function (d) { d.close(); });
     Object.keys(chats).forEach(function (id) { dropChat(id); });
     offers = {};
+    renderOffers();
+    showAwayNotice(false);
     show($("#app"), false);
     show($("#login-view"), true);
     $("#login-error").textContent = message || "";
     $("#login-name").focus();
   }
-  $("#logout").addEventListener("click", function () { logout(""); });
+
+  // The chats this agent owns and that are still open: signing out puts them
+  // back in the queue.
+  function openOwned() {
+    return Object.keys(chats).filter(function (id) { return chats[id].owned && !chats[id].ended; });
+  }
+
+  $("#logout").addEventListener("click", function () {
+    var n = openOwned().length;
+    if (!n) { signOut(); return; }
+    var one = false;
+    try { one = new Intl.PluralRules(lang).select(n) === "one"; } catch (e) { one = n === 1; }
+    $("#logout-text").textContent = t(one ? "logout_open_one" : "logout_open_other", { n: n });
+    $("#logout-dialog").returnValue = "";
+    $("#logout-dialog").showModal();
+  });
+  $("#logout-dialog").addEventListener("close", function () {
+    if ($("#logout-dialog").returnValue === "ok") signOut();
+  });
+
+  // Tells the server first (it requeues the agent's chats at once and closes
+  // every connection of theirs), then logs out here when the socket closes, or
+  // after 3 s at most. A server that does not know `sign_out` answers
+  // `unknown_type`: log out here at once; its grace period requeues the chats.
+  function signOut() {
+    if (signingOut) return;
+    if (!client) { logout(""); return; }
+    $("#logout").disabled = true;
+    signingOut = setTimeout(finishSignOut, 3000);
+    client.send({ type: "sign_out" });
+  }
+  function finishSignOut() {
+    if (!signingOut) return;
+    logout("");
+  }
 
   function startApp() {
     api("/api/me").then(function (account) {
+      if (!token) return; // logged out meanwhile
       me = account;
       $("#me").textContent = supervises(me) ? t("me_supervisor", { name: me.name }) : t("me_agent", { name: me.name });
       show($("#login-view"), false);
       show($("#app"), true);
       show($("#live-section"), supervises(me));
+      show($("#team-section"), supervises(me));
       connect();
       loadOffline();
       timers.push(setInterval(loadOffline, 15000));
@@ -147,7 +220,8 @@
       loadKpis();
       timers.push(setInterval(loadKpis, 60000));
       timers.push(setInterval(renderQueue, 1000));
-      api("/api/agents").then(function (b) { agents = b.agents || []; });
+      loadAgents();
+      if (supervises(me)) timers.push(setInterval(loadAgents, 15000));
       api("/api/departments").then(function (b) { departments = b.departments || []; });
     }, function (err) {
       // A refused session goes back to the login form; a server that is not
@@ -168,14 +242,37 @@
     client.on("state", function (s) {
       $("#app").setAttribute("data-state", s);
       var c = $("#conn");
-      c.textContent = s === "open" ? "" : s === "reconnecting" ? t("reconnecting") : t("connecting");
+      c.textContent = s === "open" || signingOut ? "" : s === "reconnecting" ? t("reconnecting") : t("connecting");
+      c.title = c.textContent;
       c.classList.toggle("warn", s === "reconnecting");
     });
-    client.on("auth_failed", function () { logout(t("session_expired")); });
+    client.on("auth_failed", function (e) {
+      // 4003: this agent signed out, here or in another window.
+      if (e && e.reason === "signed_out") logout(signingOut ? "" : t("signed_out_elsewhere"));
+      else logout(t("session_expired"));
+    });
+    client.on("disconnect", function () {
+      // Signing out, any close ends it. Deferred: the client decides what to do
+      // after this event, and logout() stops it for good.
+      if (signingOut) setTimeout(finishSignOut, 0);
+    });
     client.on("welcome", onWelcome);
-    client.on("status", function (f) { setStatusButtons(f.status); });
+    client.on("status", function (f) {
+      setStatusButtons(f.status);
+      // An offer that expired sets the agent away (docs/protocol.md §5.2): say so.
+      if (f.status === "away" && Date.now() - offerExpiredAt < 10000) {
+        offerExpiredAt = 0;
+        showAwayNotice(true);
+        notify(t("away_title"), t("away_missed"));
+      }
+      if (f.status === "online") showAwayNotice(false);
+    });
     client.on("offer", onOffer);
-    client.on("offer_withdrawn", function (f) { delete offers[f.conversation]; renderOffers(); });
+    client.on("offer_withdrawn", function (f) {
+      delete offers[f.conversation];
+      renderOffers();
+      if (f.reason === "expired") offerExpiredAt = Date.now();
+    });
     client.on("assigned", onAssigned);
     client.on("message", onMessage);
     client.on("ack", onAck);
@@ -183,7 +280,8 @@
       var chat = chats[f.entry.conversation];
       var li = chat && chat.byClient[f.entry.client_id];
       if (li) meta(chat, li, "not_sent");
-      toast(t("refused", { code: f.code }));
+      if (root.console) root.console.warn("pitboss: message refused: " + f.code + (f.message ? " — " + f.message : ""));
+      toast(errorText({ code: f.code, frame: f.entry.kind === "note" ? "note" : "send" }));
     });
     client.on("typing", function (f) {
       var chat = chats[f.conversation];
@@ -206,7 +304,9 @@
       if (!chat) return;
       var to = f.to.agent ? agentName(f.to.agent) : f.to.department;
       banner(chat, t("transfer_" + f.outcome, { to: to }), f.outcome !== "accepted" && f.outcome !== "pending");
-      if (f.outcome !== "pending") chat.transferring = false;
+      if (f.outcome === "pending") chat.transferPending = true;
+      else chat.transferring = chat.transferPending = false;
+      if (f.outcome === "accepted") chat.transferNote = "";
       updateActions(chat);
     });
     client.on("released", function (f) {
@@ -218,9 +318,9 @@
       var chat = chats[f.conversation];
       if (chat) {
         end(chat, f.reason ? t("closed_with", { reason: f.reason }) : t("closed"));
-        // Show the reason as the catalog words it in the chat's language.
-        if (f.reason) catalog("close_reason", chat.language).then(function (items) {
-          items.forEach(function (i) { if (i.key === f.reason) banner(chat, t("closed_with", { reason: i.text }), true); });
+        // Show the reason as the catalog words it (in the agent's language if it can).
+        if (f.reason) reasonText(chat, f.reason).then(function (text) {
+          if (chat.ended) banner(chat, t("closed_with", { reason: text }), true);
         });
       }
       if (supervises(me)) loadLive();
@@ -231,15 +331,31 @@
       if (supervises(me)) loadLive();
     });
     client.on("error", function (f) {
+      // The server's message is English and for developers: the log only.
+      if (root.console) root.console.warn("pitboss: " + (f.frame || "frame") + " refused: " + f.code + (f.message ? " — " + f.message : ""));
+      if (signingOut && f.code === "unknown_type" && (!f.frame || f.frame === "sign_out")) { finishSignOut(); return; }
       if (f.client_id) return; // shown on the message itself
       if (f.frame === "resume" && (f.code === "forbidden" || f.code === "not_found")) return;
-      toast(t("refused", { code: f.code }) + (f.message ? " — " + f.message : ""));
+      if (f.frame === "transfer") { transferRefused(f); return; }
+      toast(errorText(f));
     });
     client.start();
   }
 
+  // A refusal in the agent's language, by its code (and the frame, where that
+  // says more); the server's own message stays in the log.
+  function errorText(f) {
+    var keys = ["err_" + f.frame + "_" + f.code, "err_" + f.code];
+    for (var i = 0; i < keys.length; i++) {
+      var s = t(keys[i]);
+      if (s !== keys[i]) return s;
+    }
+    return t("refused", { code: f.code });
+  }
+
   function onWelcome(w) {
     setStatusButtons(w.status || "online");
+    if (supervises(me)) loadAgents(); // the team's statuses, this one online now
     var listed = {};
     (w.conversations || []).forEach(function (s) {
       listed[s.id] = true;
@@ -255,6 +371,31 @@
       client.send({ type: "resume", conversation: id, after: client.last(id) });
       end(chat, t("ended_elsewhere"));
     });
+    // What was read is kept for the open conversations only.
+    var seen = seenAll();
+    Object.keys(seen).forEach(function (id) { if (!listed[id]) delete seen[id]; });
+    saveSeen(seen);
+    // After a reload: show the tab that was shown, else the first one.
+    if (!selected || !chats[selected]) {
+      var want = stored("sessionStorage", SELECTED);
+      var ids = Object.keys(chats);
+      if (chats[want]) select(want);
+      else if (ids.length) select(ids[0]);
+    }
+  }
+
+  // The last seq the agent has seen of each conversation, kept across reloads,
+  // so that what was read is not counted as unread again.
+  function seenAll() {
+    try { return JSON.parse(stored("localStorage", SEEN + (me ? me.id : "")) || "{}") || {}; } catch (e) { return {}; }
+  }
+  function saveSeen(seen) { stored("localStorage", SEEN + (me ? me.id : ""), JSON.stringify(seen)); }
+  function seenSeq(id) { return seenAll()[id] || 0; }
+  function setSeen(id, seq) {
+    var seen = seenAll();
+    if ((seen[id] || 0) >= seq) return;
+    seen[id] = seq;
+    saveSeen(seen);
   }
 
   // ---------------------------------------------------------------- status
@@ -265,6 +406,10 @@
     $("#status-away").setAttribute("aria-pressed", String(s === "away"));
   }
   $("#status-online").addEventListener("click", function () { client.send({ type: "set_status", status: "online" }); });
+  $("#away-online").addEventListener("click", function () { client.send({ type: "set_status", status: "online" }); });
+  $("#away-dismiss").addEventListener("click", function () { showAwayNotice(false); });
+
+  function showAwayNotice(on) { show($("#away-notice"), on); }
   $("#status-away").addEventListener("click", function () { client.send({ type: "set_status", status: "away" }); });
 
   // --------------------------------------------------------- notifications
@@ -293,6 +438,7 @@
   }
 
   var notifyBtn = $("#notify-btn");
+  notifyBtn.title = t("enable_notifications"); // the button may be shortened
   function updateNotifyBtn() {
     var perm = root.Notification ? root.Notification.permission : "denied";
     show(notifyBtn, perm === "default");
@@ -343,15 +489,21 @@
   var accepting = {};
 
   function onAssigned(a) {
+    var offer = offers[a.conversation];
     delete offers[a.conversation];
     renderOffers();
     if (!a.player || a.agent.id !== me.id) return;
-    var chat = openChat(a.conversation, { owned: true, player: a.player });
+    // `assigned` carries no summary: the offer tells the language and the
+    // department (a department transfer's new one); the REST details confirm.
+    var chat = openChat(a.conversation, { owned: true, player: a.player, offer: offer });
     chat.owned = true;
     chat.ended = null;
     chat.watching = false;
+    chat.tab.classList.remove("ended");
     banner(chat, "");
     updateActions(chat);
+    updateBadge(chat);
+    refreshDetails(chat);
     if (accepting[a.conversation] || !selected) select(a.conversation);
     delete accepting[a.conversation];
     loadOffline();
@@ -369,8 +521,8 @@
         h("td", { text: e.language.toUpperCase() }),
         h("td", { text: e.vip_tier ? t("vip", { n: e.vip_tier }) : "—" }),
         h("td", { text: e.department }),
-        h("td", {}, [
-          e.offered ? t("offered") : t("waiting"),
+        h("td", { class: "state" }, [
+          h("span", { text: e.offered ? t("offered") : t("waiting") }),
           supervises(me) ? h("button", { type: "button", class: "small", text: t("take_over"), onclick: function () { accepting[e.conversation] = true; client.send({ type: "take", conversation: e.conversation }); } }) : null
         ])
       ]));
@@ -394,7 +546,7 @@
         ul.appendChild(h("li", { class: "card" }, [
           h("strong", { text: playerName(o.player) }),
           h("span", { class: "sub", text: c.department + " · " + c.language.toUpperCase() + " · " + when(c.created_at) }),
-          first ? h("p", { class: "quote", text: first.text }) : null,
+          first ? h("p", { class: "quote", text: first.text }) : h("p", { class: "quote none", text: t("offline_no_text") }),
           (o.messages || []).length > 1 ? h("span", { class: "sub", text: t("more_messages", { n: o.messages.length - 1 }) }) : null,
           h("div", { class: "row" }, [
             h("button", { type: "button", class: "primary", text: t("answer"), "aria-label": t("answer_from", { name: playerName(o.player) }), onclick: function () { accepting[c.id] = true; client.send({ type: "take", conversation: c.id }); } })
@@ -412,26 +564,27 @@
   // An agent's are their own chats (the server decides); a supervisor's, everyone's.
   function loadKpis() {
     if (!token) return;
-    api("/api/kpis").then(function (k) {
-      var none = t("kpi_none");
-      function spread(s) {
-        return s && s.count ? t("kpi_value", { mean: duration(s.mean), p90: duration(s.p90) }) : none;
-      }
-      var sat = k.satisfaction || {};
-      var rows = [
-        ["kpi_started", String((k.conversations || {}).started || 0)],
-        ["kpi_wait", spread(k.wait_ms)],
-        ["kpi_first_response", spread(k.first_response_ms)],
-        ["kpi_resolution", spread(k.resolution_ms)],
-        ["kpi_satisfaction", sat.rated ? t("kpi_rating", { mean: sat.mean.toFixed(1), count: sat.rated }) : none],
-        ["kpi_abandoned", String((k.conversations || {}).abandoned || 0)]
-      ];
-      var dl = $("#kpis");
-      clear(dl);
-      rows.forEach(function (r) {
-        dl.appendChild(h("div", { class: "kpi", "data-kpi": r[0] }, [h("dt", { text: t(r[0]) }), h("dd", { text: r[1] })]));
-      });
-    }, function () { /* shown next time */ });
+    api("/api/kpis").then(function (k) { fillKpis($("#kpis"), k); }, function () { /* shown next time */ });
+  }
+
+  function fillKpis(dl, k) {
+    var none = t("kpi_none");
+    var spread = function (s) {
+      return s && s.count ? t("kpi_value", { mean: duration(s.mean), p90: duration(s.p90) }) : none;
+    };
+    var sat = k.satisfaction || {};
+    var rows = [
+      ["kpi_started", String((k.conversations || {}).started || 0)],
+      ["kpi_wait", spread(k.wait_ms)],
+      ["kpi_first_response", spread(k.first_response_ms)],
+      ["kpi_resolution", spread(k.resolution_ms)],
+      ["kpi_satisfaction", sat.rated ? t("kpi_rating", { mean: sat.mean.toFixed(1), count: sat.rated }) : none],
+      ["kpi_abandoned", String((k.conversations || {}).abandoned || 0)]
+    ];
+    clear(dl);
+    rows.forEach(function (r) {
+      dl.appendChild(h("div", { class: "kpi", "data-kpi": r[0] }, [h("dt", { text: t(r[0]) }), h("dd", { text: r[1] })]));
+    });
   }
   $("#kpis-refresh").addEventListener("click", loadKpis);
 
@@ -441,6 +594,8 @@
     if (!token || !supervises(me)) return;
     Promise.all(["active", "queued"].map(function (s) { return api("/api/conversations?state=" + s + "&limit=200"); })).then(function (r) {
       var list = (r[0].conversations || []).concat(r[1].conversations || []);
+      liveList = list;
+      renderTeam();
       var ul = $("#live");
       clear(ul);
       list.forEach(function (c) {
@@ -473,6 +628,7 @@
   function openChat(id, opts) {
     var chat = chats[id];
     if (chat) {
+      if (opts.offer) { chat.language = opts.offer.language || chat.language; chat.department = opts.offer.department || chat.department; }
       if (opts.player) setPlayer(chat, opts.player);
       return chat;
     }
@@ -480,13 +636,17 @@
     var panelId = "panel-" + id;
     chat = chats[id] = {
       id: id, owned: !!opts.owned, ended: null, watching: false, transferring: false,
-      language: opts.summary ? opts.summary.language : opts.player && opts.player.language || "en",
-      department: opts.summary ? opts.summary.department : "",
+      language: opts.summary ? opts.summary.language : opts.offer ? opts.offer.language : opts.player && opts.player.language || "en",
+      department: opts.summary ? opts.summary.department : opts.offer ? opts.offer.department : "",
       player: null, bySeq: {}, byClient: {}, unread: 0, readSeq: 0, readSent: 0, typingSent: 0
     };
     chat.label = h("span", { class: "label", text: opts.summary ? shortPlayer(opts.summary.player) : "…" });
-    chat.badge = h("span", { class: "badge", hidden: true });
-    chat.tab = h("button", { type: "button", role: "tab", id: tabId, "aria-controls": panelId, "aria-selected": "false", tabindex: "-1", onclick: function () { select(id); }, onkeydown: tabKeys }, [chat.label, chat.badge]);
+    // The tab's name is its text: the player, "ended", and the unread count
+    // (a number on screen, "2 unread" for screen readers).
+    chat.badge = h("span", { class: "badge", "aria-hidden": "true", hidden: true });
+    chat.unreadSr = h("span", { class: "sr" });
+    chat.endedMark = h("span", { class: "ended-mark", hidden: true, text: t("tab_ended") });
+    chat.tab = h("button", { type: "button", role: "tab", id: tabId, "aria-controls": panelId, "aria-selected": "false", tabindex: "-1", onclick: function () { select(id); }, onkeydown: tabKeys }, [chat.label, " ", chat.endedMark, " ", chat.badge, chat.unreadSr]);
     $("#tabs").appendChild(chat.tab);
 
     chat.log = h("ol", { class: "msgs" });
@@ -494,7 +654,7 @@
     chat.typing = h("p", { class: "typing", "aria-live": "polite" });
     chat.bannerEl = h("p", { class: "banner", role: "status", hidden: true });
     chat.input = h("textarea", { id: "input-" + id, rows: "3", maxlength: "4000", "aria-autocomplete": "list", "aria-controls": "canned-" + id, placeholder: t("placeholder"), onkeydown: function (e) { composerKeys(chat, e); }, oninput: function () { composerInput(chat); } });
-    chat.noteMode = h("input", { type: "checkbox", id: "note-" + id, onchange: function () { chat.composer.classList.toggle("noting", chat.noteMode.checked); chat.input.placeholder = chat.noteMode.checked ? t("note_placeholder") : t("placeholder"); } });
+    chat.noteMode = h("input", { type: "checkbox", id: "note-" + id, onchange: function () { syncNoteMode(chat); } });
     chat.canned = h("ul", { class: "canned", role: "listbox", id: "canned-" + id, "aria-label": t("canned_replies"), hidden: true });
     chat.sendBtn = h("button", { type: "submit", class: "primary", text: t("send") });
     chat.composer = h("form", { class: "composer", onsubmit: function (e) { e.preventDefault(); sendFrom(chat); } }, [
@@ -525,13 +685,24 @@
     show($("#no-chats"), false);
     if (opts.player) setPlayer(chat, opts.player);
     updateActions(chat);
-    api("/api/conversations/" + id).then(function (b) {
+    refreshDetails(chat);
+    return chat;
+  }
+
+  // Language, department and the player's card as the server has them now.
+  function refreshDetails(chat) {
+    api("/api/conversations/" + chat.id).then(function (b) {
+      if (chats[chat.id] !== chat) return;
       chat.language = b.conversation.language;
       chat.department = b.conversation.department;
-      if (b.player) setPlayer(chat, b.player);
+      if (b.player || chat.player) setPlayer(chat, b.player || chat.player);
       catalog("canned_reply", chat.language);
     }, function () { /* not readable (yet) */ });
-    return chat;
+  }
+
+  function syncNoteMode(chat) {
+    chat.composer.classList.toggle("noting", chat.noteMode.checked);
+    chat.input.placeholder = chat.noteMode.checked ? t("note_placeholder") : t("placeholder");
   }
 
   function setPlayer(chat, card) {
@@ -576,15 +747,37 @@
     var dlg = $("#transcript-dialog");
     $("#transcript-h").textContent = t("transcript_of", { date: when(c.created_at) });
     var ol = $("#transcript-log");
+    var facts = $("#transcript-facts");
     clear(ol);
+    clear(facts);
+    show(facts, false);
     api("/api/conversations/" + c.id + "/transcript").then(function (b) {
-      (b.messages || []).forEach(function (m) { ol.appendChild(item(m)); });
+      (b.messages || []).slice().sort(function (x, y) { return x.seq - y.seq; }).forEach(function (m) { ol.appendChild(item(m)); });
     });
+    // How it ended: the close reason, the rating and the player's comment.
+    api("/api/conversations/" + c.id).then(function (d) {
+      var summary = d.conversation || c;
+      var rows = [];
+      rows.push([t("attr_state"), t("state_" + summary.state)]);
+      if (summary.agent) rows.push([t("attr_agent"), agentName(summary.agent)]);
+      var reason = d.close_reason ? reasonText({ language: summary.language }, d.close_reason) : Promise.resolve(summary.state === "closed" ? t("no_reason") : null);
+      return reason.then(function (text) {
+        if (text) rows.push([t("close_reason"), text]);
+        rows.push([t("attr_rating"), summary.rating ? t("rating_value", { score: summary.rating }) : t("not_rated")]);
+        if (d.rating_comment) rows.push([t("attr_rating_comment"), d.rating_comment]);
+        rows.forEach(function (r) {
+          facts.appendChild(h("dt", { text: r[0] }));
+          facts.appendChild(h("dd", { text: r[1] }));
+        });
+        show(facts, true);
+      });
+    }).catch(function () { /* the transcript alone */ });
     dlg.showModal();
   }
 
   function select(id) {
     selected = id;
+    stored("sessionStorage", SELECTED, id);
     Object.keys(chats).forEach(function (k) {
       var chat = chats[k];
       var on = k === id;
@@ -595,6 +788,7 @@
     var chat = chats[id];
     if (!chat) return;
     chat.unread = 0;
+    if (client) setSeen(id, client.last(id));
     updateBadge(chat);
     markRead(chat);
     chat.scroll.scrollTop = chat.scroll.scrollHeight;
@@ -629,11 +823,13 @@
   function end(chat, text) {
     chat.ended = text;
     chat.owned = false;
-    chat.transferring = false;
+    chat.transferring = chat.transferPending = false;
     if (client) client.unwatch(chat.id);
     banner(chat, text, true);
     chat.typing.textContent = "";
+    chat.tab.classList.add("ended");
     updateActions(chat);
+    updateBadge(chat);
   }
 
   function banner(chat, text, important) {
@@ -655,7 +851,8 @@
   function updateBadge(chat) {
     chat.badge.textContent = String(chat.unread);
     show(chat.badge, chat.unread > 0);
-    chat.tab.setAttribute("aria-label", chat.label.textContent + (chat.unread ? " — " + t("unread", { n: chat.unread }) : ""));
+    show(chat.endedMark, !!chat.ended);
+    chat.unreadSr.textContent = chat.unread ? t("unread", { n: chat.unread }) : "";
     updateTitle();
   }
 
@@ -721,8 +918,10 @@
     if (m.sender && m.sender.role === "player") {
       clearTimeout(chat.typingTimer);
       chat.typing.textContent = "";
-      if (selected !== m.conversation || doc.hidden) { chat.unread++; updateBadge(chat); }
-      else markRead(chat);
+      // Counted once: what the agent saw before a reload is not unread again.
+      if (selected !== m.conversation || doc.hidden) {
+        if (m.seq > seenSeq(m.conversation)) { chat.unread++; updateBadge(chat); }
+      } else markRead(chat);
     }
     if (m.kind === "event" && m.event === "closed" && !chat.ended) end(chat, t("closed"));
     chat.scroll.scrollTop = chat.scroll.scrollHeight;
@@ -746,12 +945,14 @@
     chat.readTimer = setTimeout(function () {
       if (!client || selected !== chat.id || doc.hidden || chat.ended) return;
       var seq = client.last(chat.id);
+      setSeen(chat.id, seq);
       if (seq > chat.readSent && client.send({ type: "read", conversation: chat.id, seq: seq })) chat.readSent = seq;
     }, 300);
   }
   doc.addEventListener("visibilitychange", function () {
     if (doc.hidden || !selected || !chats[selected]) return;
     chats[selected].unread = 0;
+    if (client) setSeen(selected, client.last(selected));
     updateBadge(chats[selected]);
     markRead(chats[selected]);
   });
@@ -767,6 +968,8 @@
     meta(chat, li, "sending");
     chat.input.value = "";
     closeCanned(chat);
+    // A note is one message: the next one goes to the player again.
+    if (note) { chat.noteMode.checked = false; syncNoteMode(chat); }
     if (chat.typingSent && !note) client.send({ type: "typing", conversation: chat.id, active: false });
     chat.typingSent = 0;
     chat.scroll.scrollTop = chat.scroll.scrollHeight;
@@ -852,21 +1055,71 @@
 
   var dialogChat = null;
 
-  function openTransfer(chat) {
-    dialogChat = chat;
-    var agentSel = $("#transfer-agent");
-    clear(agentSel);
-    agents.filter(function (a) { return a.id !== me.id; }).forEach(function (a) {
-      agentSel.appendChild(h("option", { value: a.id, text: a.name + " (" + a.id + ") · " + (a.languages || []).join(", ").toUpperCase() }));
+  function loadAgents() {
+    if (!token) return Promise.resolve(agents);
+    return api("/api/agents").then(function (b) {
+      agents = b.agents || [];
+      renderTeam();
+      return agents;
+    }, function () { return agents; });
+  }
+
+  // Why an agent cannot take this chat now ("" if they can): the server's rules
+  // for a transfer to an agent (docs/protocol.md §5.4), as far as the console
+  // knows them (it does not know how full they are).
+  function cannotTake(a, chat) {
+    if (a.id === me.id) return t("why_you");
+    if (a.status === "away") return t("why_away");
+    if (a.status !== "online") return t("why_offline");
+    if ((a.languages || []).indexOf(chat.language) < 0) return t("why_language", { lang: String(chat.language).toUpperCase() });
+    return "";
+  }
+
+  function statusText(s) {
+    return t(s === "online" ? "status_online" : s === "away" ? "status_away" : "status_offline");
+  }
+
+  // Who can take it first, then the others (disabled) with the reason.
+  function renderTransferAgents(chat, loaded) {
+    var sel = $("#transfer-agent");
+    var keep = sel.value;
+    clear(sel);
+    if (!loaded) {
+      sel.appendChild(h("option", { value: "", disabled: true, selected: true, text: t("loading") }));
+      return;
+    }
+    var can = [], cannot = [];
+    agents.forEach(function (a) {
+      var why = cannotTake(a, chat);
+      var text = a.name + " (" + a.id + ") · " + statusText(a.status) + " · " + (a.languages || []).join(", ").toUpperCase();
+      (why ? cannot : can).push(h("option", { value: a.id, disabled: !!why, text: why ? text + " — " + why : text }));
     });
+    if (can.length) sel.appendChild(h("optgroup", { label: t("transfer_can") }, can));
+    if (cannot.length) sel.appendChild(h("optgroup", { label: t("transfer_cannot") }, cannot));
+    if (keep && can.some(function (o) { return o.value === keep; })) sel.value = keep;
+    else if (can.length) sel.value = can[0].value;
+    else sel.insertBefore(h("option", { value: "", disabled: true, selected: true, text: t("nobody_available") }), sel.firstChild);
+    $("#transfer-agent-hint").textContent = can.length ? t("transfer_hint", { lang: String(chat.language).toUpperCase() }) : t("transfer_nobody");
+  }
+
+  function openTransfer(chat, problem) {
+    var dlg = $("#transfer-dialog");
+    if (dlg.open) return;
+    dialogChat = chat;
+    renderTransferAgents(chat, false);
+    // Statuses change all the time: ask again each time the dialog opens.
+    loadAgents().then(function () { if (dialogChat === chat && dlg.open) renderTransferAgents(chat, true); });
     var depSel = $("#transfer-department");
+    var dep = depSel.value;
     clear(depSel);
-    departments.forEach(function (d) { depSel.appendChild(h("option", { value: d, text: d })); });
-    $("#transfer-note").value = "";
-    $("#transfer-form").elements.kind.value = "agent";
+    departments.forEach(function (d) { depSel.appendChild(h("option", { value: d, text: d, selected: d === dep })); });
+    // The note survives a refusal or a cancel: the agent picks someone else.
+    $("#transfer-note").value = chat.transferNote || "";
+    if (!problem) $("#transfer-form").elements.kind.value = "agent";
+    $("#transfer-error").textContent = problem || "";
     syncTransferKind();
-    $("#transfer-dialog").returnValue = "";
-    $("#transfer-dialog").showModal();
+    dlg.returnValue = "";
+    dlg.showModal();
   }
   function syncTransferKind() {
     var kind = $("#transfer-form").elements.kind.value;
@@ -876,24 +1129,45 @@
   $$("#transfer-form input[name=kind]").forEach(function (r) { r.addEventListener("change", syncTransferKind); });
   $("#transfer-dialog").addEventListener("close", function () {
     var chat = dialogChat;
-    if ($("#transfer-dialog").returnValue !== "ok" || !chat || !chat.owned || chat.ended) return;
+    if (!chat) return;
+    chat.transferNote = $("#transfer-note").value;
+    if ($("#transfer-dialog").returnValue !== "ok" || !chat.owned || chat.ended) return;
     var kind = $("#transfer-form").elements.kind.value;
     var value = kind === "agent" ? $("#transfer-agent").value : $("#transfer-department").value;
     if (!value) return;
     var to = {};
     to[kind] = value;
-    var note = $("#transfer-note").value.trim();
+    var note = chat.transferNote.trim();
     chat.transferring = true;
+    chat.transferPending = false;
     updateActions(chat);
     client.send({ type: "transfer", conversation: chat.id, to: to, note: note || null });
     chat.transferBtn.focus();
   });
 
+  // The server refused a transfer (the target is away, full…): the button works
+  // again, and the dialog opens again with the note so the agent can pick
+  // someone else.
+  function transferRefused(f) {
+    var chat = chats[f.conversation];
+    if (!chat) {
+      Object.keys(chats).forEach(function (id) { if (chats[id].transferring && !chats[id].transferPending) chat = chats[id]; });
+    }
+    var text = errorText(f);
+    if (!chat) { toast(text); return; }
+    chat.transferring = chat.transferPending = false;
+    updateActions(chat);
+    if (chat.owned && !chat.ended && selected === chat.id && !$$("dialog[open]").length) openTransfer(chat, text);
+    else toast(text);
+  }
+
   function openClose(chat) {
     dialogChat = chat;
     var sel = $("#close-reason");
     clear(sel);
-    catalog("close_reason", chat.language).then(function (items) {
+    // No reason is chosen for the agent: a default would mislabel chats.
+    sel.appendChild(h("option", { value: "", selected: true, text: t("close_no_reason") }));
+    closeReasons(chat).then(function (items) {
       if (!items.length) items = [{ key: "resolved", text: t("reason_resolved") }];
       items.forEach(function (i) { sel.appendChild(h("option", { value: i.key, text: i.text })); });
     });
@@ -903,8 +1177,46 @@
   $("#close-dialog").addEventListener("close", function () {
     var chat = dialogChat;
     if ($("#close-dialog").returnValue !== "ok" || !chat || chat.ended) return;
-    client.send({ type: "close", conversation: chat.id, reason: $("#close-reason").value || null });
+    var frame = { type: "close", conversation: chat.id };
+    var reason = $("#close-reason").value;
+    if (reason) frame.reason = reason;
+    client.send(frame);
   });
+
+  // ------------------------------------------------- supervisors: the team
+
+  // Each account with its status and, from the live list, how many chats it
+  // has open now; its key figures on demand.
+  var teamKpis = {};
+  function renderTeam() {
+    if (!me || !supervises(me)) return;
+    var load = {};
+    liveList.forEach(function (c) { if (c.state === "active" && c.agent) load[c.agent] = (load[c.agent] || 0) + 1; });
+    var ul = $("#team");
+    clear(ul);
+    var order = { online: 0, away: 1, offline: 2 };
+    agents.slice().sort(function (a, b) { return (order[a.status] || 2) - (order[b.status] || 2) || (a.name < b.name ? -1 : 1); }).forEach(function (a) {
+      var box = h("dl", { class: "kpis", hidden: !teamKpis[a.id] });
+      if (teamKpis[a.id]) fillKpis(box, teamKpis[a.id]);
+      var btn = h("button", { type: "button", class: "small", "aria-expanded": String(!!teamKpis[a.id]), text: t("team_kpis"), "aria-label": t("team_kpis_of", { name: a.name }) });
+      btn.addEventListener("click", function () {
+        if (teamKpis[a.id]) { delete teamKpis[a.id]; renderTeam(); return; }
+        api("/api/kpis?agent=" + encodeURIComponent(a.id)).then(function (k) { teamKpis[a.id] = k; renderTeam(); }, function () { /* try again */ });
+      });
+      ul.appendChild(h("li", { class: "card member", "data-agent": a.id }, [
+        h("div", { class: "row" }, [
+          h("strong", { text: a.name }),
+          h("span", { class: "dot " + (a.status || "offline"), text: statusText(a.status) })
+        ]),
+        h("span", { class: "sub", text: t("team_load", { n: load[a.id] || 0, cap: a.capacity == null ? "—" : a.capacity }) + " · " + (a.languages || []).join(", ").toUpperCase() }),
+        btn,
+        box
+      ]));
+    });
+    var online = agents.filter(function (a) { return a.status === "online"; }).length;
+    $("#team-total").textContent = "(" + t("team_online", { n: online, total: agents.length }) + ")";
+  }
+  $("#team-refresh").addEventListener("click", function () { loadAgents(); loadLive(); });
 
   // ---------------------------------------------------------------- helpers
 

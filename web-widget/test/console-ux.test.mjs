@@ -1,0 +1,442 @@
+// The agent console's usability fixes, end to end against a real pitboss: the
+// transfer dialog (who can take the chat and why not; a refused transfer keeps
+// the note and the button), close reasons (none preselected; in the agent's
+// language), closed chats' reason and rating comment in the transcript view,
+// ended tabs, the tab and unread counts across a reload, private-note mode,
+// the department after a department transfer, layout at 1280 px (queue, toasts,
+// the Russian header), empty offline messages, the supervisor's team panel,
+// the notice when an unanswered offer sets the agent away, and logging out with
+// open chats (`sign_out`).
+
+import { describe, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import vm from "node:vm";
+import { startServer, launchBrowser, newPage, consoleLogin, axe, stepsOf, STATIC_DIR } from "./helpers.mjs";
+
+/** The console's strings of one language, as the page gets them. */
+function strings(lang) {
+  const context = vm.createContext({});
+  context.self = context;
+  for (const f of ["i18n.js", `console/i18n/${lang}.js`]) vm.runInContext(readFileSync(join(STATIC_DIR, f), "utf8"), context);
+  return context.Pitboss.i18n.dicts.console[lang];
+}
+const en = strings("en");
+const ru = strings("ru");
+const fill = (s, vars) => s.replace(/\{(\w+)\}/g, (m, k) => (k in vars ? String(vars[k]) : m));
+
+const WIDE = { viewport: { width: 1280, height: 800 } };
+
+/** Scripted players: raw WebSocket visitors on a page of the server's origin. */
+async function playersPage(browser, server) {
+  const page = await newPage(await browser.newContext());
+  await page.goto(server.url + "/healthz");
+  await page.evaluate(() => {
+    window.__pb = { ws: {}, frames: [] };
+    window.__pbOpen = (key, name) => new Promise((ok, fail) => {
+      const ws = new WebSocket(location.origin.replace("http", "ws") + "/ws");
+      window.__pb.ws[key] = ws;
+      ws.onopen = () => ws.send(JSON.stringify({ type: "hello", protocol: 1, auth: { kind: "visitor", name } }));
+      ws.onmessage = (e) => {
+        const f = JSON.parse(e.data);
+        f.__key = key;
+        window.__pb.frames.push(f);
+        if (f.type === "welcome") ok(true);
+      };
+      setTimeout(() => fail(new Error("no welcome for " + key)), 10000);
+    });
+    window.__pbStart = (key, language, department) => new Promise((ok, fail) => {
+      const n = window.__pb.frames.length;
+      window.__pb.ws[key].send(JSON.stringify({ type: "start", language, department }));
+      const iv = setInterval(() => {
+        const f = window.__pb.frames.slice(n).find((x) => x.__key === key && (x.type === "resumed" || x.type === "error"));
+        if (!f) return;
+        clearInterval(iv);
+        if (f.type === "error") fail(new Error(f.code + " " + f.message)); else ok(f.conversation);
+      }, 50);
+      setTimeout(() => { clearInterval(iv); fail(new Error("no answer to start")); }, 10000);
+    });
+    window.__pbSend = (key, frame) => window.__pb.ws[key].send(JSON.stringify(frame));
+  });
+  let serial = 0;
+  return {
+    page,
+    open: (key, name) => page.evaluate(([k, n]) => window.__pbOpen(k, n), [key, name]),
+    start: (key, language, department) => page.evaluate(([k, l, d]) => window.__pbStart(k, l, d), [key, language, department]),
+    say: (key, conversation, text) => page.evaluate(([k, c, t, id]) => window.__pbSend(k, { type: "send", conversation: c, client_id: id, text: t }), [key, conversation, text, `m${++serial}`]),
+    rate: (key, conversation, score, comment) => page.evaluate(([k, c, s, m]) => window.__pbSend(k, { type: "rate", conversation: c, score: s, comment: m }), [key, conversation, score, comment]),
+    frames: () => page.evaluate(() => window.__pb.frames),
+  };
+}
+
+/** Records the frames a console page sends and receives. */
+function recordFrames(page) {
+  const sent = [];
+  const received = [];
+  page.on("websocket", (ws) => {
+    ws.on("framesent", (e) => { try { sent.push(JSON.parse(e.payload)); } catch { /* not JSON */ } });
+    ws.on("framereceived", (e) => { try { received.push(JSON.parse(e.payload)); } catch { /* not JSON */ } });
+  });
+  return { sent, received };
+}
+
+const shown = (page) => page.locator(".chat:not([hidden])");
+const overlap = (a, b) => a.x < b.x + b.width && b.x < a.x + a.width && a.y < b.y + b.height && b.y < a.y + a.height;
+
+describe("agent console usability", () => {
+  let server, browser, players, ayla, olga, sam, aylaFrames;
+  let convA, convB, convC;
+  const step = stepsOf(() => server);
+  const logs = [];
+
+  before(async () => {
+    server = await startServer();
+    browser = await launchBrowser();
+    ayla = await newPage(await browser.newContext(WIDE));
+    ayla.on("console", (m) => logs.push(m.text()));
+    aylaFrames = recordFrames(ayla);
+    olga = await newPage(await browser.newContext(WIDE));
+    const samCtx = await browser.newContext(WIDE);
+    await samCtx.addInitScript(() => { if (!localStorage.getItem("pitboss.console.lang")) localStorage.setItem("pitboss.console.lang", "en"); });
+    sam = await newPage(samCtx);
+    players = await playersPage(browser, server);
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.close();
+  });
+
+  step("the close dialog preselects no reason; the reason is shown in the agent's language", async () => {
+    await consoleLogin(server, ayla, "ayla");
+    await players.open("p1", "Deniz");
+    convA = await players.start("p1", "tr", "payments");
+    await players.say("p1", convA, "Merhaba, çekim talebim bekliyor");
+    await server.wait("ayla is offered the Turkish chat", () => ayla.getByRole("button", { name: /Accept the chat/ }).waitFor());
+    await ayla.getByRole("button", { name: /Accept the chat/ }).click();
+    await server.wait("the chat opens", () => shown(ayla).getByText("Merhaba, çekim talebim bekliyor").waitFor());
+
+    await shown(ayla).getByRole("button", { name: en.close_chat }).click();
+    const reason = ayla.locator("#close-reason");
+    await server.wait("the reasons are listed", () => reason.locator("option[value=resolved]").waitFor({ state: "attached" }));
+    assert.equal(await reason.inputValue(), "", "no reason is chosen for the agent");
+    assert.equal(await reason.locator("option:checked").textContent(), en.close_no_reason);
+    // Close reasons in the console's language (English) before the chat's (Turkish).
+    assert.equal(await reason.locator("option[value=resolved]").textContent(), "Resolved");
+    await reason.selectOption("resolved");
+    await ayla.locator("#close-dialog").getByRole("button", { name: en.close_submit }).click();
+    await server.wait("the chat is closed with its reason, in English", () => shown(ayla).getByText(fill(en.closed_with, { reason: "Resolved" })).waitFor());
+    const close = aylaFrames.sent.find((f) => f.type === "close" && f.conversation === convA);
+    assert.equal(close.reason, "resolved");
+    await players.rate("p1", convA, 4, "Quick and friendly");
+    const token = await server.login("sam");
+    await server.until("the rating is stored", async () => (await server.api(`/api/conversations/${convA}`, { token })).conversation.rating === 4);
+  });
+
+  step("an ended chat's tab looks ended", async () => {
+    const tab = ayla.getByRole("tab").first();
+    await server.wait("the tab is marked ended", () => ayla.locator("[role=tab].ended .ended-mark", { hasText: en.tab_ended }).waitFor());
+    assert.match(await tab.textContent(), new RegExp(`^Deniz\\s+${en.tab_ended}`), "screen readers hear it too");
+    const live = await tab.evaluate((el) => getComputedStyle(el.querySelector(".label")).textDecorationLine);
+    assert.equal(live, "line-through");
+  });
+
+  step("the player's earlier conversation shows its close reason and rating comment", async () => {
+    convB = await players.start("p1", "tr", "payments");
+    assert.notEqual(convB, convA);
+    await players.say("p1", convB, "Yine ben");
+    await server.wait("ayla is offered the second chat", () => ayla.getByRole("button", { name: /Accept the chat/ }).waitFor());
+    await ayla.getByRole("button", { name: /Accept the chat/ }).click();
+    await server.wait("it opens", () => shown(ayla).getByText("Yine ben").waitFor());
+    const earlier = shown(ayla).locator(".history button");
+    await server.wait("the earlier conversation is listed with its rating", () => earlier.filter({ hasText: "4/5" }).waitFor());
+    await earlier.first().click();
+    const facts = ayla.locator("#transcript-facts");
+    await server.wait("the transcript shows how it ended", () => facts.getByText("Quick and friendly").waitFor());
+    const text = await facts.textContent();
+    assert.ok(text.includes(en.close_reason) && text.includes("Resolved"), `close reason shown: ${text}`);
+    assert.ok(text.includes(en.attr_rating_comment) && text.includes("4/5"), `rating shown: ${text}`);
+    await server.wait("with the transcript", () => ayla.locator("#transcript-log").getByText("Merhaba, çekim talebim bekliyor").waitFor());
+    await ayla.locator("#transcript-dialog").getByRole("button", { name: en.close_window }).click();
+  });
+
+  step("the transfer dialog shows who can take the chat, and why the others cannot", async () => {
+    await shown(ayla).getByRole("button", { name: en.transfer, exact: true }).click();
+    const agent = ayla.locator("#transfer-agent");
+    await server.wait("the agents are listed", () => agent.locator("option[value=olga]").waitFor({ state: "attached" }));
+    const label = (id) => agent.locator(`option[value=${id}]`).textContent();
+    assert.match(await label("olga"), new RegExp(`${en.status_offline}.*— ${en.why_offline}`));
+    assert.match(await label("ayla"), new RegExp(`— ${en.why_you}`));
+    for (const id of ["olga", "sam", "ayla"]) assert.equal(await agent.locator(`option[value=${id}]`).isDisabled(), true, `${id} cannot take it`);
+    assert.equal(await ayla.locator("#transfer-agent-hint").textContent(), en.transfer_nobody);
+    await ayla.locator("#transfer-note").fill("Withdrawal stuck, needs a supervisor");
+    await ayla.locator("#transfer-dialog").getByRole("button", { name: en.cancel }).click();
+
+    await consoleLogin(server, olga, "olga");
+    await consoleLogin(server, sam, "sam");
+    await shown(ayla).getByRole("button", { name: en.transfer, exact: true }).click();
+    await server.wait("sam is listed as able to take it", () => agent.locator("optgroup", { hasText: "Sam" }).locator("option[value=sam]:not([disabled])").waitFor({ state: "attached" }));
+    assert.equal(await agent.locator("optgroup").first().getAttribute("label"), en.transfer_can);
+    assert.match(await label("olga"), new RegExp(`${en.status_online}.*— ${fill(en.why_language, { lang: "TR" })}`), "olga does not speak Turkish");
+    assert.equal(await agent.locator("option[value=olga]").isDisabled(), true);
+    assert.equal(await ayla.locator("#transfer-note").inputValue(), "Withdrawal stuck, needs a supervisor", "the note survives a cancel");
+    assert.deepEqual(await axe(ayla, "#transfer-dialog"), [], "serious or critical accessibility problems in the transfer dialog");
+  });
+
+  step("a refused transfer gives the button back and keeps the note in the dialog, with a localised reason", async () => {
+    // Sam goes away while ayla's dialog is open: the server refuses.
+    await sam.locator("#status-away").click();
+    await server.wait("sam is away", () => sam.locator("#status-away[aria-pressed=true]").waitFor());
+    await ayla.locator("#transfer-agent").selectOption("sam");
+    await ayla.locator("#transfer-dialog").getByRole("button", { name: en.transfer_submit }).click();
+    const error = ayla.locator("#transfer-error");
+    await server.wait("the dialog opens again with the reason", () => error.getByText(en.err_transfer_invalid_state).waitFor());
+    const refusal = aylaFrames.received.find((f) => f.type === "error" && f.frame === "transfer");
+    assert.equal(refusal.code, "invalid_state");
+    assert.ok(!(await error.textContent()).includes(refusal.message), "the server's English message is not shown");
+    assert.ok(logs.some((l) => l.includes("invalid_state") && l.includes(refusal.message)), "but it is in the browser's log");
+    assert.equal(await ayla.locator("#transfer-note").inputValue(), "Withdrawal stuck, needs a supervisor");
+    await server.wait("sam is listed as away now", () => ayla.locator("#transfer-agent option[value=sam][disabled]", { hasText: en.why_away }).waitFor({ state: "attached" }));
+    await ayla.locator("#transfer-dialog").getByRole("button", { name: en.cancel }).click();
+    assert.equal(await shown(ayla).getByRole("button", { name: en.transfer, exact: true }).isEnabled(), true, "the Transfer button works again");
+  });
+
+  step("after a department transfer the player card shows the new department", async () => {
+    await sam.locator("#status-online").click();
+    await server.wait("sam is online", () => sam.locator("#status-online[aria-pressed=true]").waitFor());
+    await shown(ayla).getByRole("button", { name: en.transfer, exact: true }).click();
+    await server.wait("sam can take it again", () => ayla.locator("#transfer-agent option[value=sam]:not([disabled])").waitFor({ state: "attached" }));
+    await ayla.locator("#transfer-agent").selectOption("sam");
+    assert.equal(await ayla.locator("#transfer-note").inputValue(), "Withdrawal stuck, needs a supervisor");
+    await ayla.locator("#transfer-dialog").getByRole("button", { name: en.transfer_submit }).click();
+    await server.wait("sam is offered it with the note", () => sam.locator("#offers .transfer", { hasText: "Withdrawal stuck, needs a supervisor" }).waitFor());
+    await sam.getByRole("button", { name: /Accept the chat/ }).click();
+    await server.wait("ayla's tab says sam has it", () => shown(ayla).getByText(fill(en.released, { name: "Sam" })).waitFor());
+    const department = (page) => shown(page).locator(".about dt", { hasText: en.attr_department }).locator("xpath=following-sibling::dd[1]");
+    assert.equal(await department(ayla).textContent(), "payments");
+
+    // Sam sends it to the general department, where ayla takes it back: her
+    // existing tab must show the new department.
+    await server.wait("sam's tab is open", () => shown(sam).getByText("Yine ben").waitFor());
+    await shown(sam).getByRole("button", { name: en.transfer, exact: true }).click();
+    await sam.locator("#transfer-dialog").getByRole("radio", { name: en.transfer_department }).check();
+    await sam.locator("#transfer-department").selectOption("general");
+    await sam.locator("#transfer-dialog").getByRole("button", { name: en.transfer_submit }).click();
+    await server.wait("ayla is offered the chat back", () => ayla.locator("#offers .transfer").waitFor());
+    const offered = ayla.locator("#offers .transfer .sub");
+    assert.match(await offered.textContent(), /^general/);
+    await ayla.getByRole("button", { name: /Accept the chat/ }).click();
+    await server.wait("ayla's tab is live again", () => shown(ayla).getByRole("textbox", { name: en.reply_to_player }).waitFor());
+    await server.wait("and shows the general department", async () => (await department(ayla).textContent()) === "general" || Promise.reject(new Error(await department(ayla).textContent())));
+    assert.equal(await ayla.locator(`#tab-${convB}`).evaluate((el) => el.classList.contains("ended")), false, "the tab is live again");
+  });
+
+  step("private-note mode turns off once the note is sent", async () => {
+    const note = shown(ayla).getByLabel(en.private_note);
+    await note.check();
+    const input = shown(ayla).getByRole("textbox", { name: en.reply_to_player });
+    await input.fill("Sam checked the PSP");
+    await input.press("Enter");
+    await server.wait("the note is stored", () => shown(ayla).locator(".note .meta").filter({ hasNotText: en.sending }).last().waitFor());
+    assert.equal(await note.isChecked(), false);
+    assert.equal(await input.getAttribute("placeholder"), en.placeholder);
+    await input.fill("Your withdrawal is on its way");
+    await input.press("Enter");
+    await server.wait("the next message goes to the player", () => players.page.waitForFunction((c) => window.__pb.frames.some((f) => f.type === "message" && f.conversation === c && f.text === "Your withdrawal is on its way"), convB));
+  });
+
+  step("the queue fits at 1280 px with the supervisor's Take over button; the team panel shows status and load", async () => {
+    await sam.locator("#status-away").click();
+    await server.wait("sam is away", () => sam.locator("#status-away[aria-pressed=true]").waitFor());
+    await players.open("p3", "Emre");
+    convC = await players.start("p3", "tr", "payments");
+    await players.say("p3", convC, "Bonusum nerede?");
+    await server.wait("ayla is offered the third chat", () => ayla.getByRole("button", { name: /Accept the chat/ }).waitFor());
+    const take = sam.locator("#queue tbody tr").first().getByRole("button", { name: en.take_over });
+    await server.wait("sam sees it queued, with Take over", () => take.waitFor());
+    // Measured in one go: the queue is redrawn every second.
+    const m = await sam.evaluate(() => {
+      const side = document.querySelector(".side").getBoundingClientRect();
+      const row = document.querySelector("#queue tbody tr");
+      const box = (el) => { const r = el.getBoundingClientRect(); return { left: r.left, right: r.right }; };
+      return {
+        side: box(document.querySelector(".side")),
+        button: box(row.querySelector("td.state button")),
+        state: box(row.querySelector("td.state span")),
+        overflow: document.querySelector(".side").scrollWidth - document.querySelector(".side").clientWidth,
+        width: side.width,
+      };
+    });
+    assert.ok(m.button.right <= m.side.right, `Take over is inside the side panel: ${JSON.stringify(m)}`);
+    assert.ok(m.state.right <= m.side.right, "the State column is visible");
+    const overflow = m.overflow;
+    assert.ok(overflow <= 0, `the side panel does not scroll sideways (${overflow} px)`);
+    await ayla.getByRole("button", { name: /Accept the chat/ }).click();
+    await server.wait("the third chat opens", () => shown(ayla).getByText("Bonusum nerede?").waitFor());
+
+    await sam.locator("#team-refresh").click();
+    const member = sam.locator('#team li[data-agent="ayla"]');
+    await server.wait("the team lists ayla online with her two open chats", () => member.getByText(fill(en.team_load, { n: 2, cap: 3 }), { exact: false }).waitFor());
+    assert.equal(await member.locator(".dot").textContent(), en.status_online);
+    assert.equal(await sam.locator('#team li[data-agent="sam"] .dot').textContent(), en.status_away);
+    await member.getByRole("button", { name: fill(en.team_kpis_of, { name: "Ayla" }) }).click();
+    await server.wait("ayla's key figures are shown", () => member.locator('[data-kpi="kpi_started"] dd').waitFor());
+    assert.equal(await member.locator('[data-kpi="kpi_started"] dd').textContent(), "3", "ayla's own: the three chats she had");
+    assert.deepEqual(await axe(sam), [], "serious or critical accessibility problems in the supervisor's console");
+  });
+
+  step("unread counts are not shown again for what was read, and a tab is selected after a reload", async () => {
+    await players.say("p1", convB, "Teşekkürler");
+    const tabB = ayla.locator(`#tab-${convB}`);
+    await server.wait("the other tab counts the new message", () => tabB.locator(".badge:not([hidden])", { hasText: "1" }).waitFor());
+    await tabB.click();
+    await server.wait("reading it clears the count", () => tabB.locator(".badge").waitFor({ state: "hidden" }));
+    await ayla.waitForTimeout(500); // the read mark is sent after 300 ms
+    await ayla.reload();
+    await server.wait("the console reconnects", () => ayla.locator("#app[data-state=open]").waitFor());
+    await server.wait("the tab shown before the reload is selected again", () => ayla.locator(`#tab-${convB}[aria-selected=true]`).waitFor());
+    await server.wait("its pane shows the chat", () => shown(ayla).getByText("Teşekkürler").waitFor());
+    await server.wait("the other chat is back too", () => ayla.locator(`#panel-${convC}`).getByText("Bonusum nerede?").waitFor({ state: "attached" }));
+    assert.equal(await ayla.locator("[role=tab] .badge:not([hidden])").count(), 0, "nothing read before the reload is unread");
+    assert.match(await ayla.title(), /^Pitboss/, "no unread count in the title");
+    await players.say("p3", convC, "Hâlâ bekliyorum");
+    await server.wait("a new message in the other tab is counted", () => ayla.locator(`#tab-${convC} .badge:not([hidden])`, { hasText: "1" }).waitFor());
+  });
+
+  step("toasts are localised by code and never cover the reply box", async () => {
+    await ayla.evaluate((c) => window.pitbossConsole.client.send({ type: "accept", conversation: c }), convA);
+    const toast = ayla.locator("#toast");
+    await server.wait("the refusal is shown", () => toast.waitFor());
+    const refusal = aylaFrames.received.filter((f) => f.type === "error" && f.frame === "accept").pop();
+    const expected = en["err_accept_" + refusal.code] || en["err_" + refusal.code];
+    assert.equal(await toast.textContent(), expected);
+    assert.ok(!(await toast.textContent()).includes(refusal.message));
+    const t = await toast.boundingBox();
+    for (const sel of ["textarea", "button[type=submit]"]) {
+      const b = await shown(ayla).locator(`.composer ${sel}`).boundingBox();
+      assert.ok(!overlap(t, b), `the toast does not cover the composer's ${sel}`);
+    }
+  });
+
+  step("an offline message without text says so", async () => {
+    await players.open("p4", "Quiet");
+    await players.start("p4", "de", "general"); // nobody serves German: an offline message
+    await olga.locator("#offline-refresh").click();
+    await server.wait("the empty offline message is listed with a note", () => olga.locator("#offline li", { hasText: "Quiet" }).getByText(en.offline_no_text).waitFor());
+  });
+
+  step("in Russian the header stays one row when the connection is lost, and Transfer reads as handing over", async () => {
+    const page = await newPage(await browser.newContext(WIDE));
+    await page.addInitScript(() => localStorage.setItem("pitboss.console.lang", "ru"));
+    await page.goto(server.url + "/console");
+    await page.locator("#login-name").fill("olga");
+    await page.locator("#login-password").fill(server.password);
+    await page.locator("#login-form button[type=submit]").click();
+    await server.wait("olga's Russian console connects", () => page.locator("#app[data-state=open]").waitFor());
+    assert.equal(await page.locator("#status-away").textContent(), "Нет на месте");
+    await page.evaluate(() => window.pitbossConsole.client.emit("state", "reconnecting"));
+    await server.wait("the notice is shown", () => page.locator("#conn", { hasText: ru.reconnecting.slice(0, 10) }).waitFor());
+    const h1 = await page.locator(".top h1").boundingBox();
+    const logout = await page.locator("#logout").boundingBox();
+    const header = await page.locator(".top").boundingBox();
+    assert.ok(Math.abs(h1.y + h1.height / 2 - (logout.y + logout.height / 2)) < 4, `Log out stays on the first row: ${JSON.stringify({ h1, logout })}`);
+    assert.ok(logout.x + logout.width <= header.x + header.width, "and inside the header");
+    assert.equal(ru.transfer, "Передать");
+    assert.deepEqual(page.problems(), []);
+    await page.context().close();
+  });
+
+  step("logging out with open chats asks first; Stay keeps the agent logged in", async () => {
+    await ayla.locator("#logout").click();
+    const dialog = ayla.locator("#logout-dialog");
+    await server.wait("the confirmation is shown", () => dialog.waitFor());
+    assert.equal(await ayla.locator("#logout-text").textContent(), fill(en.logout_open_other, { n: 2 }));
+    assert.deepEqual(await axe(ayla, "#logout-dialog"), [], "serious or critical accessibility problems in the logout dialog");
+    await dialog.getByRole("button", { name: en.logout_stay }).click();
+    assert.equal(await ayla.locator("#app").isVisible(), true);
+    assert.equal(aylaFrames.sent.filter((f) => f.type === "sign_out").length, 0, "nothing sent for Stay");
+  });
+
+  step("confirming sends sign_out and returns to the login form within 3 s; the chats go back to the queue", async () => {
+    const other = await newPage(ayla.context()); // another window of ayla's
+    await consoleLogin(server, other, "ayla");
+    await ayla.locator("#logout").click();
+    const clicked = Date.now();
+    await ayla.locator("#logout-dialog").getByRole("button", { name: en.logout_confirm }).click();
+    await server.wait("the login form is back", () => ayla.locator("#login-view").waitFor({ timeout: 5000 }));
+    const took = Date.now() - clicked;
+    assert.ok(took < 4500, `logged out in ${took} ms`);
+    assert.equal(aylaFrames.sent.filter((f) => f.type === "sign_out").length, 1, "sign_out was sent once");
+    assert.equal(await ayla.evaluate(() => sessionStorage.getItem("pitboss.console.token")), null);
+    assert.equal(await ayla.locator("#login-error").textContent(), "", "no \"session expired\" for a sign-out");
+    const refused = aylaFrames.received.some((f) => f.type === "error" && f.code === "unknown_type");
+    const token = await server.login("sam");
+    if (refused) {
+      // A server without sign_out: the console logged out anyway, at once.
+      assert.ok(took < 2500, `an older server's unknown_type logs out at once (${took} ms)`);
+    } else {
+      // The server put ayla's chats back in the queue at once.
+      await server.until("ayla's chats are no longer hers", async () => {
+        const b = await server.api(`/api/conversations/${convB}`, { token });
+        const c = await server.api(`/api/conversations/${convC}`, { token });
+        return b.conversation.agent !== "ayla" && c.conversation.agent !== "ayla";
+      }, 5000);
+      await server.wait("ayla's other window is signed out too", () => other.locator("#login-error").getByText(en.signed_out_elsewhere).waitFor());
+    }
+    // The console stays logged out: no reconnect behind the login form.
+    await ayla.waitForTimeout(1500);
+    assert.equal(await ayla.locator("#app").isVisible(), false);
+    assert.deepEqual(other.problems(), []);
+  });
+
+  step("no page raised an error or a dialog", () => {
+    for (const p of [ayla, olga, sam, players.page]) assert.deepEqual(p.problems(), []);
+  });
+});
+
+describe("an unanswered offer", () => {
+  let server, browser, olga, players;
+  const step = stepsOf(() => server);
+
+  before(async () => {
+    server = await startServer({ args: ["--offer-timeout-secs", "2"] });
+    browser = await launchBrowser();
+    const ctx = await browser.newContext(WIDE);
+    await ctx.addInitScript(() => localStorage.setItem("pitboss.console.lang", "ru"));
+    olga = await newPage(ctx);
+    players = await playersPage(browser, server);
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.close();
+  });
+
+  step("sets the agent away with a clear, localised notice and a way back online", async () => {
+    await olga.goto(server.url + "/console");
+    await olga.locator("#login-name").fill("olga");
+    await olga.locator("#login-password").fill(server.password);
+    await olga.locator("#login-form button[type=submit]").click();
+    await server.wait("olga's console connects", () => olga.locator("#app[data-state=open]").waitFor());
+    const notice = olga.locator("#away-notice");
+    assert.equal(await notice.isVisible(), false, "no notice before anything happened");
+    await players.open("p", "Иван");
+    await players.start("p", "ru", "general");
+    await server.wait("olga is offered the chat", () => olga.locator("#offers li").waitFor());
+    await server.wait("the offer expires and the notice says why", () => notice.getByText(ru.away_missed).waitFor({ timeout: 10000 }));
+    assert.equal(await olga.locator("#status-away[aria-pressed=true]").textContent(), "Нет на месте");
+    assert.deepEqual(await axe(olga, "#away-notice"), [], "serious or critical accessibility problems in the notice");
+    await notice.getByRole("button", { name: ru.go_online }).click();
+    await server.wait("olga is online again", () => olga.locator("#status-online[aria-pressed=true]").waitFor());
+    await server.wait("and the notice is gone", () => notice.waitFor({ state: "hidden" }));
+    assert.deepEqual(olga.problems(), []);
+  });
+
+  step("going away by hand shows no such notice", async () => {
+    await olga.locator("#status-away").click();
+    await server.wait("olga is away", () => olga.locator("#status-away[aria-pressed=true]").waitFor());
+    await olga.waitForTimeout(300);
+    assert.equal(await olga.locator("#away-notice").isVisible(), false);
+  });
+});
