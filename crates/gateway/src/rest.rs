@@ -12,7 +12,9 @@ use axum::Json;
 use pitboss_desk::accounts::{AccountChanges, AccountError, NewAccount};
 use pitboss_desk::audit::{self, AuditAction};
 use pitboss_desk::{allows, Permission};
-use pitboss_protocol::{AgentId, ConversationId, ConversationState, MessageKind, PlayerId, Role};
+use pitboss_protocol::{
+    AgentId, AgentStatus, ConversationId, ConversationState, MessageKind, PlayerId, Role,
+};
 use pitboss_transcripts::{
     AgentAccount, AuditFilter, CatalogItem, CatalogKind, ConversationFilter, ConversationRecord,
     KpiFilter, StoreError, MAX_AUDIT_LIMIT,
@@ -489,12 +491,25 @@ pub(crate) async fn agents(
 ) -> ApiResult<Response> {
     permitted(&state, &headers, Permission::UseConsole).await?;
     let accounts = state.desk.store().agents().await?;
-    let mut list = Vec::with_capacity(accounts.len());
-    for a in &accounts {
-        let mut v = public(a);
-        v["status"] = json!(state.desk.agent_status(&a.id).await);
-        list.push(v);
-    }
+    let roster = state
+        .desk
+        .agent_roster(accounts.iter().map(|a| a.id.clone()).collect())
+        .await;
+    let list: Vec<serde_json::Value> = accounts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let mut v = public(a);
+            let (status, load) = match roster.as_ref().map(|r| r[i]) {
+                Some((status, load)) => (status, Some(load)),
+                // Routing did not answer: nobody is known to be online.
+                None => (AgentStatus::Offline, None),
+            };
+            v["status"] = json!(status);
+            v["load"] = json!(load);
+            v
+        })
+        .collect();
     Ok(Json(json!({ "agents": list })).into_response())
 }
 

@@ -143,6 +143,7 @@ impl ClientFrame {
         "close",
         "rate",
         "history",
+        "sign_out",
         "set_status",
         "accept",
         "decline",

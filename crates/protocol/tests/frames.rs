@@ -78,6 +78,7 @@ fn every_known_type_is_listed_and_named_consistently() {
         json!({"type":"close","conversation":id}),
         json!({"type":"rate","conversation":id,"score":5}),
         json!({"type":"history"}),
+        json!({"type":"sign_out"}),
         json!({"type":"set_status","status":"online"}),
         json!({"type":"accept","conversation":id}),
         json!({"type":"decline","conversation":id}),

@@ -616,6 +616,7 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
             }
         }),
         Just(F::History),
+        Just(F::SignOut),
         agent_status().prop_map(|status| F::SetStatus { status }),
         conversation().prop_map(|conversation| F::Accept { conversation }),
         conversation().prop_map(|conversation| F::Decline { conversation }),

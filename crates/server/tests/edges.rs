@@ -260,10 +260,24 @@ async fn a_new_console_connection_is_shown_the_offers_still_open() {
     let offer = second.expect_where(|v| v["type"] == "offer").await;
     assert_eq!(offer["conversation"], conv.as_str());
     assert!(offer["expires_in_ms"].as_u64().unwrap() > 0);
-    // The agents list shows who is online.
+    // The agents list shows who is online, and how full: the open offer counts
+    // against ayla's capacity of 2.
     let token = server.login("ayla").await;
     let agents = server.get_json("/api/agents", &token).await;
     assert_eq!(agents["agents"][0]["status"], "online");
+    assert_eq!(agents["agents"][0]["load"], 1, "{agents}");
+    first
+        .send(json!({"type":"accept","conversation":conv}))
+        .await;
+    first
+        .expect_where(|v| v["type"] == "assigned" && v["conversation"] == conv.as_str())
+        .await;
+    let mut other = server.visitor("en").await;
+    let conv2 = start_chat(&mut other, None).await;
+    accept(&mut first, &conv2).await;
+    let agents = server.get_json("/api/agents", &token).await;
+    assert_eq!(agents["agents"][0]["load"], 2, "{agents}");
+    assert_eq!(agents["agents"][0]["capacity"], 2, "{agents}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

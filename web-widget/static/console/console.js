@@ -1065,13 +1065,14 @@
   }
 
   // Why an agent cannot take this chat now ("" if they can): the server's rules
-  // for a transfer to an agent (docs/protocol.md §5.4), as far as the console
-  // knows them (it does not know how full they are).
+  // for a transfer to an agent (docs/protocol.md §5.4). `load` (owned chats plus
+  // open offers) is null when routing did not answer: then fullness is unknown.
   function cannotTake(a, chat) {
     if (a.id === me.id) return t("why_you");
     if (a.status === "away") return t("why_away");
     if (a.status !== "online") return t("why_offline");
     if ((a.languages || []).indexOf(chat.language) < 0) return t("why_language", { lang: String(chat.language).toUpperCase() });
+    if (a.load != null && a.capacity != null && a.load >= a.capacity) return t("why_full", { n: a.load, cap: a.capacity });
     return "";
   }
 

@@ -52,6 +52,8 @@ pub(super) enum Command {
     SetStatus { agent: AgentId, status: AgentStatus },
     /// An agent's status now.
     Status { agent: AgentId },
+    /// Status and load of these agents now, in the same order.
+    Roster { agents: Vec<AgentId> },
     /// An agent accepts an offer.
     Accept {
         agent: AgentId,
@@ -90,6 +92,8 @@ pub(super) enum Reply {
     Done,
     Bool(bool),
     Status(AgentStatus),
+    /// Per agent asked: status, and owned conversations plus open offers.
+    Roster(Vec<(AgentStatus, u32)>),
 }
 
 /// What travels on the bus.
@@ -504,6 +508,19 @@ impl Desk {
                     .map(|a| a.status)
                     .unwrap_or(AgentStatus::Offline),
             )),
+            Command::Roster { agents } => {
+                let router = self.router();
+                Ok(Reply::Roster(
+                    agents
+                        .iter()
+                        .map(|agent| {
+                            router
+                                .agent(agent)
+                                .map_or((AgentStatus::Offline, 0), |a| (a.status, a.load))
+                        })
+                        .collect(),
+                ))
+            }
             Command::Accept {
                 agent,
                 conversation,

@@ -654,17 +654,17 @@ impl Desk {
         Ok(may_view_record(&session, &record).then_some(record))
     }
 
-    /// An agent's status now (`offline` for an account the router does not know,
-    /// or when the router cannot be asked).
-    pub async fn agent_status(self: &Arc<Self>, agent: &AgentId) -> AgentStatus {
-        match self
-            .route(Command::Status {
-                agent: agent.clone(),
-            })
-            .await
-        {
-            Ok(Reply::Status(status)) => status,
-            _ => AgentStatus::Offline,
+    /// Status and load (owned conversations plus open offers) of each of
+    /// `agents`, in order, as routing sees them now, asked in one round trip;
+    /// `None` when the router cannot be asked.
+    pub async fn agent_roster(
+        self: &Arc<Self>,
+        agents: Vec<AgentId>,
+    ) -> Option<Vec<(AgentStatus, u32)>> {
+        let asked = agents.len();
+        match self.route(Command::Roster { agents }).await {
+            Ok(Reply::Roster(roster)) if roster.len() == asked => Some(roster),
+            _ => None,
         }
     }
 

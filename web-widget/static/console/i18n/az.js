@@ -156,6 +156,7 @@ Pitboss.i18n.add("console", "az", {
   why_away: "uzaqdadır",
   why_offline: "sistemə daxil olmayıb",
   why_language: "{lang} dilində danışmır",
+  why_full: "dolub ({n}/{cap} söhbət)",
   close_no_reason: "Səbəb seçin (istəyə bağlı)",
   no_reason: "Səbəb göstərilməyib",
   attr_state: "Vəziyyət",

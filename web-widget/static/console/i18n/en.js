@@ -157,6 +157,7 @@ Pitboss.i18n.add("console", "en", {
   why_away: "away",
   why_offline: "not logged in",
   why_language: "does not speak {lang}",
+  why_full: "full ({n} of {cap} chats)",
   close_no_reason: "Choose a reason (optional)",
   no_reason: "No reason given",
   attr_state: "State",

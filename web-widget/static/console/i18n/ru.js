@@ -156,6 +156,7 @@ Pitboss.i18n.add("console", "ru", {
   why_away: "нет на месте",
   why_offline: "не в системе",
   why_language: "не говорит на языке {lang}",
+  why_full: "занят ({n} из {cap} чатов)",
   close_no_reason: "Выберите причину (необязательно)",
   no_reason: "Причина не указана",
   attr_state: "Состояние",

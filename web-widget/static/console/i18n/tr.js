@@ -156,6 +156,7 @@ Pitboss.i18n.add("console", "tr", {
   why_away: "uzakta",
   why_offline: "oturum açmamış",
   why_language: "{lang} konuşmuyor",
+  why_full: "dolu ({n}/{cap} sohbet)",
   close_no_reason: "Bir neden seçin (isteğe bağlı)",
   no_reason: "Neden belirtilmedi",
   attr_state: "Durum",
