@@ -76,6 +76,15 @@ describe("offline messages and supervisor take-over", () => {
     await server.wait("sam sees olga's conversation in the live list", () => live.waitFor());
     await live.getByRole("button", { name: /görüşmesini görüntüle/ }).click();
     await server.wait("sam can read it without owning it", () => sam.locator(".chat:not([hidden]) .msgs").getByText(MESSAGE).waitFor());
+    // Viewing, sam may write private notes to olga, never to the player.
+    const watched = sam.locator(".chat:not([hidden])");
+    assert.equal(await watched.getByLabel("Özel not").isChecked(), true, "notes only while viewing");
+    assert.equal(await watched.getByLabel("Özel not").isDisabled(), true);
+    await server.wait("the banner names the owner", () => watched.getByText(/Bu görüşmeyi izliyorsunuz \(Olga\)/).waitFor());
+    const whisper = watched.getByRole("textbox", { name: "Oyuncuya yanıt" });
+    await whisper.fill("Onaylandı, oyuncuya bildirebilirsin");
+    await whisper.press("Enter");
+    await server.wait("olga gets sam's private note", () => olga.locator(".msgs .note").getByText("Onaylandı, oyuncuya bildirebilirsin").waitFor());
     await sam.locator(".chat:not([hidden])").getByRole("button", { name: "Devral" }).click();
     await server.wait("olga is told sam has it now", () => olga.getByText("This chat is now with Sam.").waitFor());
     await server.wait("the player sees the take-over", () => player.locator(W).getByText("Чат ведёт Sam").waitFor());
@@ -87,6 +96,7 @@ describe("offline messages and supervisor take-over", () => {
     await sam.screenshot({ path: artifact("console-supervisor-tr.png") });
     const lines = await player.locator(`${W} .msgs > li p`).allTextContents();
     assert.equal(lines.filter((l) => l === MESSAGE).length, 1);
+    assert.ok(!lines.some((l) => l.includes("Onaylandı")), "the player never sees the supervisor's note");
   });
 
   step("a transfer to a department reaches an agent of it, who accepts", async () => {

@@ -617,7 +617,9 @@
   function watchChat(summary) {
     var chat = openChat(summary.id, { owned: false, summary: summary });
     chat.watching = true;
-    banner(chat, t("watching"));
+    // Notes are taken in queued and active conversations only.
+    chat.whisperable = summary.state === "queued" || summary.state === "active";
+    banner(chat, t("watching", { owner: summary.agent ? agentName(summary.agent) : t("watching_nobody") }));
     updateActions(chat);
     client.watch(summary.id);
     select(summary.id);
@@ -838,9 +840,21 @@
     show(chat.bannerEl, !!text);
   }
 
+  // A supervisor viewing a chat they do not own may write private notes to its
+  // agent (never to the player) without taking it over.
+  function whispers(chat) {
+    return !chat.owned && chat.watching && chat.whisperable && !chat.ended && supervises(me);
+  }
+
   function updateActions(chat) {
     var canWrite = chat.owned && !chat.ended;
-    show(chat.composer, canWrite);
+    var whisper = whispers(chat);
+    show(chat.composer, canWrite || whisper);
+    if (whisper !== chat.noteMode.disabled) {
+      chat.noteMode.disabled = whisper;
+      chat.noteMode.checked = whisper;
+      syncNoteMode(chat);
+    }
     chat.transferBtn.disabled = !canWrite || chat.transferring;
     show(chat.transferBtn, canWrite);
     show(chat.closeBtn, canWrite || (chat.watching && !chat.ended));
@@ -959,8 +973,8 @@
 
   function sendFrom(chat) {
     var text = chat.input.value.trim();
-    if (!text || !chat.owned || chat.ended) return;
-    var note = chat.noteMode.checked;
+    if (!text || chat.ended || !(chat.owned || whispers(chat))) return;
+    var note = chat.noteMode.checked || !chat.owned;
     var e = client.say(chat.id, text, note ? "note" : "text");
     var li = item({ kind: note ? "note" : "text", text: text, at: e.at, sender: { id: me.id, name: me.name, role: me.role === "admin" ? "supervisor" : me.role } });
     chat.byClient[e.client_id] = li;
@@ -969,7 +983,7 @@
     chat.input.value = "";
     closeCanned(chat);
     // A note is one message: the next one goes to the player again.
-    if (note) { chat.noteMode.checked = false; syncNoteMode(chat); }
+    if (note && chat.owned) { chat.noteMode.checked = false; syncNoteMode(chat); }
     if (chat.typingSent && !note) client.send({ type: "typing", conversation: chat.id, active: false });
     chat.typingSent = 0;
     chat.scroll.scrollTop = chat.scroll.scrollHeight;
