@@ -103,6 +103,10 @@ describe("offline messages and supervisor take-over", () => {
     await sam.locator(".chat:not([hidden])").getByRole("button", { name: "Aktar" }).click();
     const dialog = sam.locator("#transfer-dialog");
     await dialog.getByRole("radio", { name: "Departman" }).check();
+    // Olga (technical, Russian) is online; nobody but sam serves payments.
+    const technical = sam.locator("#transfer-department option[value=technical]");
+    await server.wait("the departments say who is online", () => technical.filter({ hasText: "RU konuşan 1 kişi çevrimiçi" }).waitFor({ state: "attached" }));
+    assert.match(await sam.locator("#transfer-department option[value=payments]").textContent(), /RU konuşan kimse çevrimiçi değil/);
     await sam.locator("#transfer-department").selectOption("technical");
     await dialog.getByLabel("Sonraki temsilci için not (özel)").fill("Technical check of the payout, please");
     await dialog.getByRole("button", { name: "Aktar" }).click();

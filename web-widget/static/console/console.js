@@ -1111,10 +1111,27 @@
     });
     if (can.length) sel.appendChild(h("optgroup", { label: t("transfer_can") }, can));
     if (cannot.length) sel.appendChild(h("optgroup", { label: t("transfer_cannot") }, cannot));
+    renderTransferDepartments(chat);
     if (keep && can.some(function (o) { return o.value === keep; })) sel.value = keep;
     else if (can.length) sel.value = can[0].value;
     else sel.insertBefore(h("option", { value: "", disabled: true, selected: true, text: t("nobody_available") }), sel.firstChild);
     $("#transfer-agent-hint").textContent = can.length ? t("transfer_hint", { lang: String(chat.language).toUpperCase() }) : t("transfer_nobody");
+  }
+
+  // Each department with how many online agents of it speak the chat's language
+  // (none: the transfer would wait out its timeout). Counts once agents are loaded.
+  function renderTransferDepartments(chat) {
+    var depSel = $("#transfer-department");
+    var dep = depSel.value;
+    var lang = String(chat.language).toUpperCase();
+    clear(depSel);
+    departments.forEach(function (d) {
+      var n = agents.filter(function (a) {
+        return a.id !== me.id && a.status === "online" && (a.departments || []).indexOf(d) >= 0 && (a.languages || []).indexOf(chat.language) >= 0;
+      }).length;
+      var text = agents.length ? d + " — " + (n ? t("dept_online", { n: n, lang: lang }) : t("dept_nobody", { lang: lang })) : d;
+      depSel.appendChild(h("option", { value: d, text: text, selected: d === dep }));
+    });
   }
 
   function openTransfer(chat, problem) {
@@ -1124,10 +1141,7 @@
     renderTransferAgents(chat, false);
     // Statuses change all the time: ask again each time the dialog opens.
     loadAgents().then(function () { if (dialogChat === chat && dlg.open) renderTransferAgents(chat, true); });
-    var depSel = $("#transfer-department");
-    var dep = depSel.value;
-    clear(depSel);
-    departments.forEach(function (d) { depSel.appendChild(h("option", { value: d, text: d, selected: d === dep })); });
+    renderTransferDepartments(chat);
     // The note survives a refusal or a cancel: the agent picks someone else.
     $("#transfer-note").value = chat.transferNote || "";
     if (!problem) $("#transfer-form").elements.kind.value = "agent";

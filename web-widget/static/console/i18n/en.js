@@ -152,6 +152,8 @@ Pitboss.i18n.add("console", "en", {
   loading: "Loading…",
   transfer_can: "Can take it now",
   transfer_cannot: "Cannot take it now",
+  dept_online: "{n} online who speak {lang}",
+  dept_nobody: "nobody online who speaks {lang}: the chat waits up to 2 minutes",
   transfer_hint: "Only agents who are online and speak {lang} can take this chat.",
   transfer_nobody: "No agent can take this chat now. Try a department instead.",
   why_you: "that is you",

@@ -151,6 +151,8 @@ Pitboss.i18n.add("console", "tr", {
   loading: "Yükleniyor…",
   transfer_can: "Şimdi alabilir",
   transfer_cannot: "Şimdi alamaz",
+  dept_online: "{lang} konuşan {n} kişi çevrimiçi",
+  dept_nobody: "{lang} konuşan kimse çevrimiçi değil: sohbet en fazla 2 dakika bekler",
   transfer_hint: "Bu sohbeti yalnızca çevrimiçi olan ve {lang} konuşan temsilciler alabilir.",
   transfer_nobody: "Şu anda bu sohbeti alabilecek temsilci yok. Bunun yerine bir departman deneyin.",
   why_you: "siz",
