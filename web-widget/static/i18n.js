@@ -55,18 +55,17 @@
     ["closed", /^(.+) closed the chat$/, "ev_closed_by"],
     ["transfer_requested", /^You are being transferred to (.+?)\. /, "ev_transfer"],
     ["transfer_cancelled", /^The transfer did not happen; (.+) stays with you\.$/, "ev_transfer_cancelled"],
+    ["requeued", /signed off/, "ev_signed_off"],
     ["requeued", /^/, "ev_requeued"],
     ["rated", /(\d)\/5/, "ev_rated"]
   ];
 
-  /** The text of a transcript event in the reader's language (the server's own
-   * English text for an event this version does not know). */
+  // A pattern whose key is missing yields to the next.
   function eventText(m, t) {
     for (var i = 0; i < EVENTS.length; i++) {
-      var e = EVENTS[i];
-      if (m.event !== e[0]) continue;
-      var x = e[1].exec(m.text || "");
-      if (x) return t(e[2], { name: x[1], score: x[1] });
+      var e = EVENTS[i], x = m.event === e[0] && e[1].exec(m.text || ""),
+        s = x && t(e[2], { name: x[1], score: x[1] });
+      if (s && s !== e[2]) return s;
     }
     return m.text || "";
   }

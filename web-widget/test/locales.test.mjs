@@ -32,6 +32,11 @@ function loadAll() {
 const placeholders = (s) => [...s.matchAll(/\{(\w+)\}/g)].map((m) => m[1]).sort();
 
 /** Keys the code looks up: t("key"), the message states, data-i18n attributes, event keys. */
+// Event keys a namespace may leave out: the event then reads as the next pattern
+// of the same event (the widget, within its size budget, says "your agent was
+// disconnected" for a sign-off too).
+const OPTIONAL = { widget: ["ev_signed_off"], console: [] };
+
 function usedKeys(ns) {
   const files = ns === "widget" ? ["widget.js"] : ["console/console.js", "console/index.html"];
   const keys = new Set();
@@ -42,7 +47,7 @@ function usedKeys(ns) {
     for (const m of src.matchAll(/data-i18n(?:-label)?="(\w+)"/g)) keys.add(m[1]);
   }
   const i18n = readFileSync(join(STATIC_DIR, "i18n.js"), "utf8");
-  for (const m of i18n.matchAll(/"(ev_\w+)"/g)) keys.add(m[1]);
+  for (const m of i18n.matchAll(/"(ev_\w+)"/g)) if (!OPTIONAL[ns].includes(m[1])) keys.add(m[1]);
   if (ns === "console") {
     // Built from a prefix and a protocol value.
     for (const s of ["queued", "active", "offline", "closed"]) keys.add("state_" + s);
@@ -109,4 +114,11 @@ test("server events are put into the reader's language", () => {
   assert.equal(ev("closed", "The player closed the chat"), "Sohbet kapatıldı");
   assert.equal(ev("transfer_requested", "You are being transferred to Olga. Your conversation stays with you."), "Aktarılıyorsunuz: Olga. Görüşmeniz sizinle kalır.");
   assert.equal(ev("something_new", "A new kind of event"), "A new kind of event");
+  // A sign-off: the console says so; the widget, without that key, says what it
+  // says for any requeue.
+  const signedOff = "Your agent has signed off; you are first in line for the next one.";
+  assert.equal(ev("requeued", signedOff), dicts.widget.tr.ev_requeued);
+  const desk = i18n.translator("console", "tr");
+  assert.equal(i18n.eventText({ kind: "event", event: "requeued", text: signedOff }, desk), dicts.console.tr.ev_signed_off);
+  assert.equal(i18n.eventText({ kind: "event", event: "requeued", text: "Your agent was disconnected; you are first in line for the next one." }, desk), dicts.console.tr.ev_requeued);
 });

@@ -125,6 +125,7 @@ Pitboss.i18n.add("console", "az", {
   ev_transfer: "Yönləndirmə istənildi: {name} (oyunçuya bildirildi).",
   ev_transfer_cancelled: "Yönləndirmə baş tutmadı; söhbət {name} ilə qalır.",
   ev_requeued: "Operatorun bağlantısı kəsildi; söhbət növbənin əvvəlinə qayıtdı.",
+  ev_signed_off: "Operator sistemdən çıxdı; söhbət növbənin əvvəlinə qayıtdı.",
   ev_rated: "Oyunçu söhbəti {score}/5 qiymətləndirdi",
   kpis_team: "Son 24 saat",
   kpis_own: "Sizin son 24 saatınız",

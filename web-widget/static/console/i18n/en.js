@@ -126,6 +126,7 @@ Pitboss.i18n.add("console", "en", {
   ev_transfer: "Transfer to {name} requested (the player is told).",
   ev_transfer_cancelled: "The transfer did not happen; {name} keeps the chat.",
   ev_requeued: "The agent was disconnected; the chat went back to the head of the queue.",
+  ev_signed_off: "The agent signed off; the chat went back to the head of the queue.",
   ev_rated: "The player rated the chat {score}/5",
   kpis_team: "Last 24 hours",
   kpis_own: "Your last 24 hours",

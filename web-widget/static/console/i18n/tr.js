@@ -125,6 +125,7 @@ Pitboss.i18n.add("console", "tr", {
   ev_transfer: "Aktarma istendi: {name} (oyuncuya bildirildi).",
   ev_transfer_cancelled: "Aktarma gerçekleşmedi; sohbet {name} ile kalıyor.",
   ev_requeued: "Temsilcinin bağlantısı koptu; sohbet kuyruğun başına döndü.",
+  ev_signed_off: "Temsilci oturumu kapattı; sohbet sıranın başına döndü.",
   ev_rated: "Oyuncu sohbeti {score}/5 olarak puanladı",
   kpis_team: "Son 24 saat",
   kpis_own: "Son 24 saatiniz",
