@@ -145,7 +145,7 @@ describe("a support chat from first message to rating", () => {
     assert.ok((await olga.evaluate(() => window.__notes)).some((n) => n.title.startsWith("Transfer offered")));
     await olga.getByRole("button", { name: /Accept the chat/ }).click();
     const log = olga.locator(".chat:not([hidden]) .log");
-    for (const text of [FIRST, "Hello! How can I help you today?", "Checked the PSP: deposit is pending there", "Still there?"]) {
+    for (const text of [FIRST, "Hello! How can I help you today?", "Checked the PSP: deposit is pending there", "Still there?", "Transfer to Olga: Deposit stuck at the PSP, please follow up"]) {
       await server.wait(`olga sees "${text}" from before the transfer`, () => log.getByText(text).waitFor());
     }
     await server.wait("ayla is told the chat moved", () => ayla.getByText("This chat is now with Olga.").waitFor());

@@ -878,6 +878,14 @@
 
   // --------------------------------------------------------------- messages
 
+  // The note the server writes for a transfer ("Transfer to agent:boris: …",
+  // "Transfer to department:payments: …"), in the console's language.
+  function noteText(m) {
+    var x = m.event === "transfer_note" && /^Transfer to (agent|department):([^:]+): ([\s\S]*)$/.exec(m.text || "");
+    if (!x) return m.text;
+    return x[1] === "agent" ? t("transfer_note_agent", { name: agentName(x[2]), note: x[3] }) : t("transfer_note_department", { department: x[2], note: x[3] });
+  }
+
   function item(m) {
     var li;
     if (m.kind === "event") {
@@ -888,7 +896,7 @@
       var cls = m.kind === "note" ? "msg note" : m.sender && m.sender.role === "player" ? "msg player" : "msg agent";
       li = h("li", { class: cls + (mine ? " mine" : "") }, [
         h("span", { class: "who", text: m.kind === "note" ? t("note_by", { name: who }) : who }),
-        h("p", { class: "text", text: m.text }),
+        h("p", { class: "text", text: noteText(m) }),
         h("span", { class: "meta", "aria-hidden": "true" })
       ]);
     }

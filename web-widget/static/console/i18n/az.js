@@ -152,6 +152,8 @@ Pitboss.i18n.add("console", "az", {
   loading: "Yüklənir…",
   transfer_can: "İndi qəbul edə bilər",
   transfer_cannot: "İndi qəbul edə bilməz",
+  transfer_note_agent: "{name} operatoruna yönləndirmə: {note}",
+  transfer_note_department: "{department} şöbəsinə yönləndirmə: {note}",
   dept_online: "{lang} dilində danışan {n} nəfər onlayndır",
   dept_nobody: "{lang} dilində danışan heç kim onlayn deyil: söhbət ən çox 2 dəqiqə gözləyir",
   transfer_hint: "Bu söhbəti yalnız onlayn olan və {lang} dilində danışan operatorlar qəbul edə bilər.",

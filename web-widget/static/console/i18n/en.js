@@ -153,6 +153,8 @@ Pitboss.i18n.add("console", "en", {
   loading: "Loading…",
   transfer_can: "Can take it now",
   transfer_cannot: "Cannot take it now",
+  transfer_note_agent: "Transfer to {name}: {note}",
+  transfer_note_department: "Transfer to the {department} department: {note}",
   dept_online: "{n} online who speak {lang}",
   dept_nobody: "nobody online who speaks {lang}: the chat waits up to 2 minutes",
   transfer_hint: "Only agents who are online and speak {lang} can take this chat.",

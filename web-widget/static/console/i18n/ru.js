@@ -152,6 +152,8 @@ Pitboss.i18n.add("console", "ru", {
   loading: "Загрузка…",
   transfer_can: "Могут принять сейчас",
   transfer_cannot: "Не могут принять сейчас",
+  transfer_note_agent: "Передача оператору {name}: {note}",
+  transfer_note_department: "Передача в отдел {department}: {note}",
   dept_online: "в сети: {n}, говорят на {lang}",
   dept_nobody: "нет никого в сети, кто говорит на {lang}: чат будет ждать до 2 минут",
   transfer_hint: "Принять этот чат могут только операторы в сети, говорящие на языке {lang}.",

@@ -152,6 +152,8 @@ Pitboss.i18n.add("console", "tr", {
   loading: "Yükleniyor…",
   transfer_can: "Şimdi alabilir",
   transfer_cannot: "Şimdi alamaz",
+  transfer_note_agent: "{name} adlı temsilciye aktarma: {note}",
+  transfer_note_department: "{department} departmanına aktarma: {note}",
   dept_online: "{lang} konuşan {n} kişi çevrimiçi",
   dept_nobody: "{lang} konuşan kimse çevrimiçi değil: sohbet en fazla 2 dakika bekler",
   transfer_hint: "Bu sohbeti yalnızca çevrimiçi olan ve {lang} konuşan temsilciler alabilir.",
