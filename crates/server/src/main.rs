@@ -43,10 +43,11 @@ enum Command {
     /// Delete closed conversations older than a number of days, with everything
     /// stored under them (open conversations are never deleted), and/or audit
     /// records older than a number of days.
+    #[command(group(clap::ArgGroup::new("what").required(true).multiple(true)
+        .args(["older_than_days", "audit_older_than_days"])))]
     Purge {
         /// Delete conversations closed more than this many days ago (at least 1).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..),
-              required_unless_present = "audit_older_than_days")]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         older_than_days: Option<u32>,
         /// Delete audit records older than this many days (at least 1).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]

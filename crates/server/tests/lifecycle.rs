@@ -578,6 +578,66 @@ async fn an_agent_who_signs_out_hands_their_chats_back_at_once() {
     assert_eq!(again.welcome["status"], "online", "{}", again.welcome);
 }
 
+/// A transfer still waiting for its receiver when the chat is closed ends on the
+/// record: a `cancelled` hand-off and a `transfer_failed` event, and the
+/// receiver's offer is withdrawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_pending_when_the_chat_closes_is_recorded_as_cancelled() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    server.add_agent("boris", "en", "general", 1, false);
+    let (mut ayla, _player, conv) = ayla_serving_a_player(&server).await;
+    let mut boris = server.agent("boris").await;
+    ayla.send(json!({"type":"transfer","conversation":conv,"to":{"agent":"boris"},"note":"VIP"}))
+        .await;
+    boris
+        .expect_where(|v| v["type"] == "offer" && v["conversation"] == conv.as_str())
+        .await;
+    ayla.send(json!({"type":"close","conversation":conv,"reason":"resolved"}))
+        .await;
+    let withdrawn = boris
+        .expect_where(|v| v["type"] == "offer_withdrawn" && v["conversation"] == conv.as_str())
+        .await;
+    assert_eq!(withdrawn["reason"], "cancelled", "{withdrawn}");
+
+    let token = server.login("ayla").await;
+    let begun = std::time::Instant::now();
+    let detail = loop {
+        let detail = server
+            .get_json(&format!("/api/conversations/{conv}"), &token)
+            .await;
+        if detail["handoffs"].as_array().map_or(0, |h| h.len()) == 2 {
+            break detail;
+        }
+        assert!(
+            begun.elapsed() < Duration::from_secs(10),
+            "the transfer's end is not on record: {detail}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let outcomes: Vec<&str> = detail["handoffs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["requested", "cancelled"], "{detail}");
+    assert_eq!(detail["handoffs"][1]["note"], "VIP", "{detail}");
+    let failed = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "transfer_failed")
+        .cloned()
+        .unwrap_or_else(|| panic!("a transfer_failed event: {detail}"));
+    assert_eq!(
+        failed["detail"],
+        json!({"to": "agent:boris", "reason": "cancelled"}),
+        "{failed}"
+    );
+    assert_eq!(failed["agent"], "ayla", "{failed}");
+}
+
 /// ayla (English, general, capacity 2) serving a new player: her console, the
 /// player's connection and the chat.
 async fn ayla_serving_a_player(server: &Server) -> (Client, Client, String) {

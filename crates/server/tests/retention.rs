@@ -502,6 +502,11 @@ async fn the_cli_purges_exports_and_erases_beside_a_running_node() {
     assert_eq!(left, total - 1);
     let out = pitboss(dir.path(), &["purge"]);
     assert!(!out.status.success(), "purge needs a period");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--older-than-days") && err.contains("--audit-older-than-days"),
+        "names both ways to give one: {err}"
+    );
     let out = pitboss(dir.path(), &["purge", "--audit-older-than-days", "0"]);
     assert!(
         !out.status.success(),

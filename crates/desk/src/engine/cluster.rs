@@ -845,12 +845,16 @@ impl Desk {
                         c.send(frame.clone());
                     });
                 }
+                let pending = self.transfers.get(&conversation).map(|t| t.clone());
                 self.remove_live(conversation);
                 if self.is_leader() {
                     // The leader frees the router's slot, wherever it was closed.
                     let decisions = self.router().release(conversation, self.now());
                     self.queue_dirty.store(true, Ordering::Relaxed);
                     self.carry_out(decisions).await;
+                    if let Some(pending) = pending {
+                        self.transfer_cancelled(conversation, pending).await;
+                    }
                 }
             }
             Event::Command {

@@ -457,6 +457,44 @@ impl Desk {
         }
     }
 
+    /// Records that a pending transfer ended because its conversation left its
+    /// owner (closed, or put back in the queue): the hand-off is `cancelled` and a
+    /// `transfer_failed` event says so. Nobody is told: the owner no longer has
+    /// the conversation, and the receiver's offer was withdrawn.
+    pub(super) async fn transfer_cancelled(
+        &self,
+        conversation: ConversationId,
+        pending: PendingTransfer,
+    ) {
+        let target = match &pending.to {
+            TransferTarget::Agent(a) => format!("agent:{a}"),
+            TransferTarget::Department(d) => format!("department:{d}"),
+        };
+        let stored = self
+            .store
+            .apply(Change {
+                conversation,
+                events: vec![LifecycleEvent {
+                    kind: LifecycleKind::TransferFailed,
+                    agent: Some(pending.from.clone()),
+                    detail: serde_json::json!({ "to": target, "reason": "cancelled" }),
+                    at: now_ms(),
+                }],
+                handoff: Some(Handoff {
+                    from: pending.from,
+                    to: target,
+                    note: pending.note,
+                    outcome: "cancelled".into(),
+                    at: now_ms(),
+                }),
+                ..Default::default()
+            })
+            .await;
+        if let Err(err) = stored {
+            tracing::warn!(%err, conversation = %conversation, "cancelled transfer not recorded");
+        }
+    }
+
     /// Makes the router agree with the store about one conversation after a write
     /// that the router had already decided failed.
     pub(super) async fn reconcile(self: &Arc<Self>, conversation: ConversationId) {

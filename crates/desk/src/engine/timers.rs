@@ -115,6 +115,9 @@ impl Desk {
             }
             return;
         }
+        if let Some((_, pending)) = self.transfers.remove(&conversation) {
+            self.transfer_cancelled(conversation, pending).await;
+        }
         if why != Requeue::AccountRemoved {
             let request = live.lock().request.clone();
             let decisions = self
