@@ -86,15 +86,32 @@ impl Keys {
             .ok_or_else(|| AuthError::Invalid("malformed visitor token".into()))
     }
 
-    /// A session token for agent `login`, valid until `expires_ms` (Unix ms).
-    pub fn agent_token(&self, login: &str, expires_ms: u64) -> String {
-        let payload = format!("a1.{}.{expires_ms}", B64.encode(login));
+    /// A session token for agent `login`, valid until `expires_ms` (Unix ms), and
+    /// only while the account's password hash is `password_hash`: a new password
+    /// ends every session issued before it.
+    pub fn agent_token(&self, login: &str, expires_ms: u64, password_hash: &str) -> String {
+        let payload = format!(
+            "a1.{}.{expires_ms}.{}",
+            B64.encode(login),
+            self.credential_mark(password_hash)
+        );
         let sig = Self::sign(&self.agent, &payload);
         format!("{payload}.{sig}")
     }
 
-    /// The agent login a session token names, if it is genuine and unexpired at `now_ms`.
-    pub fn check_agent(&self, token: &str, now_ms: u64) -> Result<String, AuthError> {
+    /// What a session token carries of the password hash it was issued under:
+    /// enough to tell a changed password, nothing that helps guess one.
+    fn credential_mark(&self, password_hash: &str) -> String {
+        let mut mac = HmacSha256::new_from_slice(&self.agent).expect("HMAC takes keys of any size");
+        mac.update(b"credential\n");
+        mac.update(password_hash.as_bytes());
+        B64.encode(&mac.finalize().into_bytes()[..12])
+    }
+
+    /// The agent login a session token names, if it is genuine and unexpired at
+    /// `now_ms`, with the mark of the password it was issued under (check it with
+    /// [`Keys::same_credential`] against the account).
+    pub fn check_agent(&self, token: &str, now_ms: u64) -> Result<(String, String), AuthError> {
         let (payload, sig) = token
             .rsplit_once('.')
             .ok_or_else(|| AuthError::Invalid("malformed session token".into()))?;
@@ -102,9 +119,13 @@ impl Keys {
             return Err(AuthError::Invalid("bad session token signature".into()));
         }
         let mut parts = payload.split('.');
-        let (Some("a1"), Some(login), Some(exp), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some("a1"), Some(login), Some(exp), Some(mark), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(AuthError::Invalid("malformed session token".into()));
         };
         let exp: u64 = exp
@@ -118,7 +139,20 @@ impl Keys {
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
             .ok_or_else(|| AuthError::Invalid("malformed session token".into()))?;
-        Ok(login)
+        Ok((login, mark.to_owned()))
+    }
+
+    /// Whether a session's `mark` (from [`Keys::check_agent`]) was issued under
+    /// this password hash.
+    pub fn same_credential(&self, mark: &str, password_hash: &str) -> bool {
+        let want = self.credential_mark(password_hash);
+        // Both are the same length when genuine; compare without an early exit.
+        want.len() == mark.len()
+            && want
+                .bytes()
+                .zip(mark.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
     }
 }
 
@@ -289,8 +323,15 @@ mod tests {
     #[test]
     fn agent_tokens_expire_and_cannot_be_forged() {
         let k = keys();
-        let t = k.agent_token("ayla", 1_000);
-        assert_eq!(k.check_agent(&t, 999), Ok("ayla".to_string()));
+        let t = k.agent_token("ayla", 1_000, "$argon2id$first");
+        let (login, mark) = k.check_agent(&t, 999).unwrap();
+        assert_eq!(login, "ayla");
+        assert!(k.same_credential(&mark, "$argon2id$first"));
+        assert!(
+            !k.same_credential(&mark, "$argon2id$second"),
+            "a new password ends it"
+        );
+        assert!(!k.same_credential("", "$argon2id$first"));
         assert_eq!(k.check_agent(&t, 1_000), Err(AuthError::Expired));
         let tampered = t.replacen("1000", "9999", 1);
         assert!(matches!(

@@ -110,6 +110,9 @@ pub(crate) struct ConnShared {
     /// An agent connection's role as of its `hello` (`None` for players): what
     /// the connection may do follows it, so a change of role closes it.
     pub(crate) role: Option<pitboss_protocol::Role>,
+    /// An agent connection's password hash as of its `hello`: a new password
+    /// closes it.
+    pub(crate) credential: Option<String>,
     /// Bounded: a client that does not read cannot grow the server's memory.
     pub(crate) tx: mpsc::Sender<Outbound>,
     pub(crate) close: Arc<CloseSignal>,

@@ -31,6 +31,9 @@ pub enum Session {
         /// The account's role, as it was when the connection said `hello`: what
         /// it may do is [`crate::permissions::allows`] of it.
         role: Role,
+        /// The account's password hash as it was at `hello`: a new password ends
+        /// the connection as it ends the session.
+        credential: String,
     },
 }
 
@@ -51,7 +54,7 @@ impl Session {
                 id: card.id.0.clone(),
                 name: card.name.clone(),
             },
-            Session::Agent { id, name, role } => Participant {
+            Session::Agent { id, name, role, .. } => Participant {
                 role: conversation_role(*role),
                 id: id.0.clone(),
                 name: Some(name.clone()),

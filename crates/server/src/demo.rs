@@ -3,7 +3,7 @@
 //! whole thing in a minute. The password is fresh at every start and logged,
 //! unless one is given (`--demo-password`, for several nodes on one store).
 
-use pitboss_desk::auth::hash_password;
+use pitboss_desk::auth::{hash_password, verify_password};
 use pitboss_protocol::{AgentId, Role};
 use pitboss_transcripts::{now_ms, AgentAccount, CatalogItem, CatalogKind, Store};
 
@@ -96,11 +96,19 @@ pub(crate) async fn prepare(store: &dyn Store, password: Option<&str>) -> anyhow
     let password = password.map_or_else(fresh_password, str::to_owned);
     let hash = hash_password(&password).map_err(|e| anyhow::anyhow!(e))?;
     for a in AGENTS {
+        // A given password that the account already has keeps its hash, and so
+        // the sessions begun under it (a node of a demo cluster restarting).
+        let kept = match store.agent(&AgentId(a.login.into())).await? {
+            Some(old) if given && verify_password(&password, &old.password_hash) => {
+                Some(old.password_hash)
+            }
+            _ => None,
+        };
         store
             .put_agent(AgentAccount {
                 id: AgentId(a.login.into()),
                 name: a.name.into(),
-                password_hash: hash.clone(),
+                password_hash: kept.unwrap_or_else(|| hash.clone()),
                 role: a.role,
                 languages: a.languages.iter().map(|s| s.to_string()).collect(),
                 departments: a.departments.iter().map(|s| s.to_string()).collect(),

@@ -150,11 +150,17 @@ async fn demo_agents_keep_a_given_password_across_starts() {
         dir.path(),
         &["--demo", "--demo-password", "secret-password"],
     );
-    server.login("ayla").await;
-    // Restarted on the same store (as a second node would start): still the same.
+    let ayla = server.login("ayla").await;
+    // Restarted on the same store (as a second node would start): still the same,
+    // and the session begun before the restart goes on.
     server.kill();
     server.spawn();
     server.login("sam").await;
+    assert_eq!(
+        server.get("/api/me", &ayla).await.0,
+        200,
+        "ayla's session survives"
+    );
     let logs = server.logs();
     assert!(logs.contains("demo agent"), "{logs}");
     assert!(

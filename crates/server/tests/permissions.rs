@@ -364,7 +364,14 @@ async fn admins_manage_accounts_and_every_change_is_audited() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(login("first-password").await.status(), 401);
-    assert_eq!(login("second-password").await.status(), 200);
+    // ... and ends the sessions begun under the old one.
+    assert_eq!(server.get("/api/me", &nina_t).await.0, 401);
+    let r = login("second-password").await;
+    assert_eq!(r.status(), 200);
+    let nina_t = r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // Profile and role. A console opened under the old role is closed: what a
     // connection may do was fixed when it said hello.
     let hello = json!({"type":"hello","protocol":1,"auth":{"kind":"agent","token":nina_t}});
@@ -519,6 +526,59 @@ async fn the_last_admin_cannot_remove_or_demote_themself() {
     assert_eq!(status, 200, "{body}");
     let (status, body) = call(&server, Method::GET, "/api/accounts", &root_t, None).await;
     assert_eq!((status, body["error"].clone()), (403, json!("forbidden")));
+}
+
+/// A new password ends the account's sessions: its open consoles close (4001),
+/// and the old session token is refused over REST and in `hello`. Other changes
+/// keep them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_password_ends_the_accounts_sessions() {
+    use reqwest::Method;
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    server.add_agent("ayla", "en", "general", 2, false);
+    server.add_with_role("root", "admin");
+    let root_t = server.login("root").await;
+    let ayla_t = server.login("ayla").await;
+    let mut console = server.agent("ayla").await;
+
+    let (status, body) = call(
+        &server,
+        Method::PATCH,
+        "/api/accounts/ayla",
+        &root_t,
+        Some(json!({"name":"Ayla K."})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.get_json("/api/me", &ayla_t).await["name"], "Ayla K.");
+
+    let (status, body) = call(
+        &server,
+        Method::PATCH,
+        "/api/accounts/ayla",
+        &root_t,
+        Some(json!({"password":"a-brand-new-secret"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(console.expect_close().await, Some(4001));
+    let (status, body) = server.get("/api/me", &ayla_t).await;
+    assert_eq!(status, 401, "{body}");
+    let mut again = Client::connect(&server.addr).await;
+    again
+        .send(json!({"type":"hello","protocol":1,"auth":{"kind":"agent","token":ayla_t}}))
+        .await;
+    assert_eq!(again.expect("error").await["code"], "unauthorized");
+    assert_eq!(again.expect_close().await, Some(4001));
+
+    let res = reqwest::Client::new()
+        .post(server.url("/api/login"))
+        .json(&json!({"login":"ayla","password":"a-brand-new-secret"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the new password logs in");
 }
 
 /// When the audit log cannot be written, the read it would record is refused with

@@ -75,6 +75,7 @@ impl Desk {
                     id: account.id,
                     name: account.name,
                     role: account.role,
+                    credential: account.password_hash,
                 })
             }
         }
@@ -83,9 +84,14 @@ impl Desk {
     /// The account behind an agent session token, if the token is genuine,
     /// unexpired, and the account still exists.
     pub async fn agent_session(&self, token: &str) -> Result<AgentAccount, AuthError> {
-        let login = self.keys.check_agent(token, now_ms())?;
+        let (login, mark) = self.keys.check_agent(token, now_ms())?;
         match self.store.agent(&AgentId(login)).await {
-            Ok(Some(account)) => Ok(account),
+            Ok(Some(account)) if self.keys.same_credential(&mark, &account.password_hash) => {
+                Ok(account)
+            }
+            Ok(Some(_)) => Err(AuthError::Invalid(
+                "the password changed since this session began: log in again".into(),
+            )),
             Ok(None) => Err(AuthError::Invalid("no such account".into())),
             Err(e) => Err(AuthError::Invalid(format!("cannot check the account: {e}"))),
         }
@@ -111,9 +117,11 @@ impl Desk {
                 .await
                 .unwrap_or(false);
         let account = account.filter(|_| ok)?;
-        let token = self
-            .keys
-            .agent_token(&account.id.0, now_ms() + self.config.agent_session_ms);
+        let token = self.keys.agent_token(
+            &account.id.0,
+            now_ms() + self.config.agent_session_ms,
+            &account.password_hash,
+        );
         Some((token, account))
     }
 
@@ -131,6 +139,10 @@ impl Desk {
             user: user.clone(),
             role: match session {
                 Session::Agent { role, .. } => Some(*role),
+                Session::Player { .. } => None,
+            },
+            credential: match session {
+                Session::Agent { credential, .. } => Some(credential.clone()),
                 Session::Player { .. } => None,
             },
             tx,
@@ -361,14 +373,17 @@ impl Desk {
     /// otherwise. The account's REST changes call it at once; other nodes catch
     /// up within [`ACCOUNT_CHECK`].
     pub fn enforce_account(&self, agent: &AgentId, account: Option<&AgentAccount>) {
-        let (message, role) = match account {
-            None => ("this account was removed", None),
-            Some(a) => ("this account's role changed: log in again", Some(a.role)),
-        };
         let mut closed = 0;
+        let mut message = "this account was removed";
         self.each_conn(&UserKey::Agent(agent.clone()), |c| {
-            if role.is_some() && c.0.role == role {
-                return;
+            if let Some(a) = account {
+                if c.0.role != Some(a.role) {
+                    message = "this account's role changed: log in again";
+                } else if c.0.credential.as_deref() != Some(a.password_hash.as_str()) {
+                    message = "this account's password changed: log in again";
+                } else {
+                    return;
+                }
             }
             closed += 1;
             c.send(ServerFrame::Error {
