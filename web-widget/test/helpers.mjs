@@ -4,6 +4,7 @@
 
 import { spawn, spawnSync } from "node:child_process";
 import { createServer } from "node:net";
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, mkdirSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -58,15 +59,19 @@ export async function startServer({ demo = true, args = [], dataDir, port } = {}
   dataDir = dataDir || mkdtempSync(join(tmpdir(), "pitboss-e2e-"));
   port = port || (await freePort());
   const lines = [];
+  // The demo agents' password, fixed for this server's life: a restart keeps it,
+  // and with it the agents' sessions (a fresh password would end them).
+  const demoPassword = demo && !args.includes("--demo-password") ? "e2e-" + randomBytes(6).toString("hex") : null;
   const server = {
     port,
     dataDir,
     url: `http://127.0.0.1:${port}`,
     proc: null,
-    password: null,
+    password: demoPassword,
     log: (n = 80) => lines.slice(-n).join("\n"),
     async spawn() {
-      const full = ["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, ...(demo ? ["--demo"] : []), ...args];
+      const full = ["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, ...(demo ? ["--demo"] : []),
+        ...(demoPassword ? ["--demo-password", demoPassword] : []), ...args];
       const proc = spawn(PITBOSS_BIN, full, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1", PITBOSS_LOG: process.env.PITBOSS_LOG || "info" } });
       server.proc = proc;
       let buffered = "";
@@ -84,7 +89,7 @@ export async function startServer({ demo = true, args = [], dataDir, port } = {}
           lines.push(line);
           if (lines.length > 2000) lines.shift();
           const pw = /demo agent login="?sam"? password=(\S+)/.exec(line);
-          if (pw) server.password = pw[1];
+          if (pw && !demoPassword) server.password = pw[1];
           if (line.includes("listening on")) listening();
         }
       };
