@@ -53,13 +53,7 @@ async fn a_refused_second_transfer_leaves_the_first_intact() {
     let detail = server
         .get_json(&format!("/api/conversations/{conv}"), &sam)
         .await;
-    let outcomes: Vec<&str> = detail["handoffs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["outcome"].as_str().unwrap())
-        .collect();
-    assert_eq!(outcomes, ["requested", "accepted"]);
+    assert_eq!(handoff_outcomes(&detail), ["requested", "accepted"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -615,13 +615,11 @@ async fn a_transfer_pending_when_the_chat_closes_is_recorded_as_cancelled() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let outcomes: Vec<&str> = detail["handoffs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["outcome"].as_str().unwrap())
-        .collect();
-    assert_eq!(outcomes, ["requested", "cancelled"], "{detail}");
+    assert_eq!(
+        handoff_outcomes(&detail),
+        ["requested", "cancelled"],
+        "{detail}"
+    );
     assert_eq!(detail["handoffs"][1]["note"], "VIP", "{detail}");
     let failed = detail["events"]
         .as_array()

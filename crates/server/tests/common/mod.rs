@@ -477,6 +477,17 @@ pub async fn accept(agent: &mut Client, conversation: &str) -> Vec<Value> {
     agent.replay(conversation).await.0
 }
 
+/// The `outcome` of each hand-off in a conversation's detail
+/// (`GET /api/conversations/{id}`), oldest first.
+pub fn handoff_outcomes(detail: &Value) -> Vec<&str> {
+    detail["handoffs"]
+        .as_array()
+        .expect("handoffs")
+        .iter()
+        .map(|h| h["outcome"].as_str().expect("outcome"))
+        .collect()
+}
+
 /// The `kind` of each lifecycle event in a conversation's detail
 /// (`GET /api/conversations/{id}`), oldest first.
 pub fn event_kinds(detail: &Value) -> Vec<&str> {
