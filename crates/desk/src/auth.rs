@@ -99,13 +99,22 @@ impl Keys {
         format!("{payload}.{sig}")
     }
 
-    /// What a session token carries of the password hash it was issued under:
+    /// Bytes of the credential MAC a session token carries.
+    const MARK_BYTES: usize = 12;
+
+    /// The keyed hash of a password hash that a session token carries a part of:
     /// enough to tell a changed password, nothing that helps guess one.
-    fn credential_mark(&self, password_hash: &str) -> String {
+    fn credential_mac(&self, password_hash: &str) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.agent).expect("HMAC takes keys of any size");
         mac.update(b"credential\n");
         mac.update(password_hash.as_bytes());
-        B64.encode(&mac.finalize().into_bytes()[..12])
+        mac
+    }
+
+    /// The mark a session token issued under `password_hash` carries.
+    fn credential_mark(&self, password_hash: &str) -> String {
+        let full = self.credential_mac(password_hash).finalize().into_bytes();
+        B64.encode(&full[..Self::MARK_BYTES])
     }
 
     /// The agent login a session token names, if it is genuine and unexpired at
@@ -143,16 +152,15 @@ impl Keys {
     }
 
     /// Whether a session's `mark` (from [`Keys::check_agent`]) was issued under
-    /// this password hash.
+    /// this password hash (compared in constant time).
     pub fn same_credential(&self, mark: &str, password_hash: &str) -> bool {
-        let want = self.credential_mark(password_hash);
-        // Both are the same length when genuine; compare without an early exit.
-        want.len() == mark.len()
-            && want
-                .bytes()
-                .zip(mark.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        match B64.decode(mark) {
+            Ok(bytes) if bytes.len() == Self::MARK_BYTES => self
+                .credential_mac(password_hash)
+                .verify_truncated_left(&bytes)
+                .is_ok(),
+            _ => false,
+        }
     }
 }
 

@@ -1480,13 +1480,7 @@ async fn a_chat_whose_agent_was_removed_while_the_cluster_was_down_is_requeued()
     let mut player = cluster
         .visitor_with("player-0", Some(&visitor), other)
         .await;
-    let listed = player.welcome["conversations"]
-        .as_array()
-        .expect("conversations")
-        .iter()
-        .find(|c| c["id"] == conv.as_str())
-        .cloned()
-        .unwrap_or_else(|| panic!("the chat is listed: {}", player.welcome));
+    let listed = common::listed(&player.welcome, &conv);
     assert_eq!(listed["state"], "queued", "{listed}");
     player.resume(&conv, 0).await;
     player

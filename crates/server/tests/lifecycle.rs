@@ -463,13 +463,7 @@ async fn a_chat_whose_agent_was_removed_while_down_is_requeued_at_the_restart() 
     server.spawn();
 
     let mut player = server.visitor_with(Some(&token), "en").await;
-    let listed = player.welcome["conversations"]
-        .as_array()
-        .expect("conversations")
-        .iter()
-        .find(|c| c["id"] == conv.as_str())
-        .cloned()
-        .unwrap_or_else(|| panic!("the chat is listed: {}", player.welcome));
+    let listed = listed(&player.welcome, &conv);
     assert_eq!(listed["state"], "queued", "{listed}");
     assert!(listed["agent"].is_null(), "{listed}");
     player

@@ -412,11 +412,7 @@ impl Desk {
             TransferFailure::Cancelled => "cancelled",
         };
         let to = transfer.as_ref().map(|t| t.to.clone());
-        let target = match &to {
-            Some(TransferTarget::Agent(a)) => format!("agent:{a}"),
-            Some(TransferTarget::Department(d)) => format!("department:{d}"),
-            None => String::new(),
-        };
+        let target = to.as_ref().map(handoff_target).unwrap_or_default();
         let owner_name = self.agent_name(&owner);
         let stored = self
             .store
@@ -466,10 +462,7 @@ impl Desk {
         conversation: ConversationId,
         pending: PendingTransfer,
     ) {
-        let target = match &pending.to {
-            TransferTarget::Agent(a) => format!("agent:{a}"),
-            TransferTarget::Department(d) => format!("department:{d}"),
-        };
+        let target = handoff_target(&pending.to);
         let stored = self
             .store
             .apply(Change {

@@ -727,10 +727,7 @@ impl Desk {
         to: &TransferTarget,
         note: Option<String>,
     ) -> Result<(), StoreError> {
-        let target = match to {
-            TransferTarget::Agent(a) => format!("agent:{a}"),
-            TransferTarget::Department(d) => format!("department:{d}"),
-        };
+        let target = handoff_target(to);
         if let Some(note) = &note {
             self.store
                 .apply(Change {

@@ -764,6 +764,15 @@ fn routing_refusal(err: RoutingError) -> Refusal {
 }
 
 /// A department or language tag: lowercase letters, digits, `-` and `_`, 1–32.
+/// How hand-offs and transfer events name a transfer's target: `agent:<login>`
+/// or `department:<tag>`.
+fn handoff_target(to: &TransferTarget) -> String {
+    match to {
+        TransferTarget::Agent(a) => format!("agent:{a}"),
+        TransferTarget::Department(d) => format!("department:{d}"),
+    }
+}
+
 /// A blank or missing value takes `default`; both are normalised alike.
 fn tag(value: Option<String>, default: &str, what: &str) -> Result<String, Refusal> {
     let raw = value

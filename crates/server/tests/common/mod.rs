@@ -477,6 +477,17 @@ pub async fn accept(agent: &mut Client, conversation: &str) -> Vec<Value> {
     agent.replay(conversation).await.0
 }
 
+/// A conversation as a `welcome` lists it; panics if it is not listed.
+pub fn listed(welcome: &Value, conversation: &str) -> Value {
+    welcome["conversations"]
+        .as_array()
+        .expect("conversations")
+        .iter()
+        .find(|c| c["id"] == conversation)
+        .cloned()
+        .unwrap_or_else(|| panic!("{conversation} is listed: {welcome}"))
+}
+
 /// The `outcome` of each hand-off in a conversation's detail
 /// (`GET /api/conversations/{id}`), oldest first.
 pub fn handoff_outcomes(detail: &Value) -> Vec<&str> {
