@@ -450,7 +450,7 @@
         adopt(q.conversation, "queued");
         var wait = q.estimated_wait_secs;
         // null: no online agent, or no history yet (protocol.md §4).
-        setStatus(t("queued", { n: q.position }) + " " + (wait == null ? t("no_agents") : wait < 60 ? t("wait_soon") : t("wait_min", { n: Math.round(wait / 60) })));
+        setStatus(t("queued", { n: q.position }) + " " + (wait != null ? wait < 60 ? t("wait_soon") : t("wait_min", { n: Math.round(wait / 60) }) : q.agents_online ? "" : t("no_agents")));
         setHint(wait == null ? t("queued_hint") : "");
       });
       client.on("no_agents", function (n) {

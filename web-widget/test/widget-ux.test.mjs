@@ -1,5 +1,5 @@
 // Usability of the player widget where the audit found gaps: a queued player whose
-// agents all went away is told so (the server's `queued` with a null estimate), and
+// agents all went away is told so (the server's `queued` with `agents_online: false`), and
 // that their place is kept; a text over the server's limit is kept and explained,
 // with a counter near the limit; "End chat" asks first (keyboard and Escape); an
 // offline message, once written, is "received", not "nobody is available", even
@@ -55,9 +55,10 @@ describe("widget usability: queue without agents, long texts, ending, offline me
 
     await ayla.locator("#status-away").click();
     await server.wait("ayla is away", () => ayla.locator("#status-away[aria-pressed=true]").waitFor());
-    // What the server sends in that case (protocol.md §4): the same position, no estimate.
-    await server.until("the server sends `queued` with a null estimate", () =>
-      player.frames.some((f) => f.type === "queued" && f.position === 1 && f.estimated_wait_secs === null));
+    // What the server sends in that case (protocol.md §4): the same position, no
+    // estimate, nobody online for it.
+    await server.until("the server sends `queued` with a null estimate and no agent online", () =>
+      player.frames.some((f) => f.type === "queued" && f.position === 1 && f.estimated_wait_secs === null && f.agents_online === false));
     await server.wait("the player is told no agent is available now", () =>
       shows(player, ".status", "You are number 1 in line. No agent is available right now."));
     await server.wait("and that the place is kept and writing goes on", () =>

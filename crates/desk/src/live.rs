@@ -24,7 +24,7 @@ pub(crate) struct LiveState {
     pub(crate) subscribers: Arc<Vec<ConnRef>>,
     /// The last `queued` update sent to the player (position, estimate), to send
     /// only changes.
-    pub(crate) last_position: Option<(u32, Option<u64>)>,
+    pub(crate) last_position: Option<(u32, Option<u64>, bool)>,
 }
 
 impl Live {

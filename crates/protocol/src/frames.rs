@@ -628,9 +628,13 @@ pub enum ServerFrame {
         conversation: ConversationId,
         /// 1 for next in line.
         position: u32,
-        /// Estimated wait in seconds; absent while there is no history to go by.
+        /// Estimated wait in seconds; null while there is no history to go by or
+        /// no online agent serves the conversation.
         #[serde(default)]
         estimated_wait_secs: Option<u64>,
+        /// Whether any online agent serves the conversation's department and
+        /// language, free or busy (false: nobody online could answer it now).
+        agents_online: bool,
     },
     /// Player: no agent for this department and language is online. `send` on
     /// this conversation leaves an offline message, answered later.

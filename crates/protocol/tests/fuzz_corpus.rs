@@ -884,13 +884,17 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
         (
             conversation(),
             any::<u32>(),
-            proptest::option::of(any::<u64>())
+            proptest::option::of(any::<u64>()),
+            any::<bool>()
         )
-            .prop_map(|(conversation, position, estimated_wait_secs)| S::Queued {
-                conversation,
-                position,
-                estimated_wait_secs,
-            }),
+            .prop_map(
+                |(conversation, position, estimated_wait_secs, agents_online)| S::Queued {
+                    conversation,
+                    position,
+                    estimated_wait_secs,
+                    agents_online,
+                }
+            ),
         conversation().prop_map(|conversation| S::NoAgents { conversation }),
         offer,
         (

@@ -1976,16 +1976,18 @@ impl Harness {
             if !queued {
                 continue;
             }
+            let (capacity, free) = Self::slots(&group.0, &group.1, &online);
             let estimate = if offered {
                 Some(0)
             } else {
-                self.estimate(&group.0, &group.1, *unoffered, &online)
+                self.estimate(&group.0, *unoffered, capacity, free)
             };
             positions.push((
                 *c,
                 Position {
                     position: *position,
                     estimated_wait_ms: estimate,
+                    agents_online: capacity > 0,
                 },
             ));
         }
@@ -2030,27 +2032,25 @@ impl Harness {
         Ok(())
     }
 
-    fn estimate(
-        &self,
-        department: &str,
-        language: &str,
-        unoffered: u32,
-        online: &[crate::AgentView],
-    ) -> Option<u64> {
-        let times = self
-            .handle_times
-            .get(department)
-            .filter(|t| !t.is_empty())?;
+    /// All slots and free slots of the online agents serving a line.
+    fn slots(department: &str, language: &str, online: &[crate::AgentView]) -> (u64, u64) {
         let serving = online.iter().filter(|v| {
             v.profile.departments.iter().any(|d| d == department)
                 && v.profile.languages.iter().any(|l| l == language)
         });
-        let (capacity, free) = serving.fold((0u64, 0u64), |(c, f), v| {
+        serving.fold((0u64, 0u64), |(c, f), v| {
             (
                 c + u64::from(v.profile.capacity),
                 f + u64::from(v.profile.capacity.saturating_sub(v.load)),
             )
-        });
+        })
+    }
+
+    fn estimate(&self, department: &str, unoffered: u32, capacity: u64, free: u64) -> Option<u64> {
+        let times = self
+            .handle_times
+            .get(department)
+            .filter(|t| !t.is_empty())?;
         if capacity == 0 {
             return None;
         }

@@ -51,6 +51,10 @@
 //!
 //! That is: the first `F` players get a free slot at once, and each further place in
 //! line costs the mean handle time shared among all `C` slots.
+//!
+//! Its *agents online* flag is `C > 0`, with or without an offer: it tells an
+//! estimate missing for want of history from one missing because nobody online
+//! serves the line, and a change of it alone is a change of the listing.
 
 mod config;
 mod estimate;

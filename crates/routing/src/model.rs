@@ -152,6 +152,10 @@ pub struct Position {
     /// Estimated wait in milliseconds (formula in the crate docs); None when there
     /// is no handle-time history or no online agent for it.
     pub estimated_wait_ms: Option<u64>,
+    /// Whether any online agent serves its department and language (free or
+    /// not): what tells an estimate missing for want of history from one missing
+    /// because nobody online could answer.
+    pub agents_online: bool,
 }
 
 /// A read-only picture of one conversation.

@@ -947,10 +947,10 @@ impl Router {
         let (position, unoffered) = self.lines.line(department, language)?.rank(key)?;
         let position = u32::try_from(position).unwrap_or(u32::MAX);
         let unoffered = u32::try_from(unoffered).unwrap_or(u32::MAX);
+        let (capacity, free) = self.slots_for(department, language);
         let estimated_wait_ms = if offer.is_some() {
             Some(0)
         } else {
-            let (capacity, free) = self.slots_for(department, language);
             estimate(
                 unoffered,
                 capacity,
@@ -961,6 +961,7 @@ impl Router {
         Some(Position {
             position,
             estimated_wait_ms,
+            agents_online: capacity > 0,
         })
     }
 

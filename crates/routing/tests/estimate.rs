@@ -7,10 +7,21 @@ use common::*;
 use pitboss_protocol::AgentStatus;
 use pitboss_routing::{Position, Router, RoutingConfig};
 
+/// A place in a line that some online agent serves.
 fn pos(position: u32, estimated_wait_ms: Option<u64>) -> Position {
     Position {
         position,
         estimated_wait_ms,
+        agents_online: true,
+    }
+}
+
+/// A place in a line that no online agent serves.
+fn unserved(position: u32) -> Position {
+    Position {
+        position,
+        estimated_wait_ms: None,
+        agents_online: false,
     }
 }
 
@@ -96,14 +107,38 @@ fn no_online_agent_means_no_estimate() {
     r.record_handle_time("support", 60_000);
     r.upsert_agent(agent("ana"), profile(&["en"], &["support"], 2), 0);
     r.enqueue(cid(1), req("support", "en", 0), 1).unwrap();
-    assert_eq!(r.position(cid(1)), Some(pos(1, None)), "C = 0");
+    assert_eq!(r.position(cid(1)), Some(unserved(1)), "C = 0");
     r.set_status(&agent("ana"), AgentStatus::Online, 2).unwrap();
     r.set_status(&agent("ana"), AgentStatus::Away, 3).unwrap();
     assert_eq!(
         r.position(cid(1)),
-        Some(pos(1, None)),
+        Some(unserved(1)),
         "away agents do not count"
     );
+}
+
+#[test]
+fn players_are_told_when_someone_comes_online_without_history() {
+    let mut r = router();
+    r.upsert_agent(agent("ana"), profile(&["en"], &["support"], 1), 0);
+    r.restore_owned(cid(100), &agent("ana"), req("support", "en", 0), 0)
+        .unwrap();
+    r.enqueue(cid(1), req("support", "en", 0), 1).unwrap();
+    assert_eq!(r.positions(), vec![(cid(1), unserved(1))]);
+    // Online but full, and nothing closed yet: still no estimate, but someone is
+    // there, and the waiting player hears of it.
+    let ds = r.set_status(&agent("ana"), AgentStatus::Online, 2).unwrap();
+    assert!(
+        ds.contains(&pitboss_routing::Decision::QueueChanged),
+        "{ds:?}"
+    );
+    assert_eq!(r.positions(), vec![(cid(1), pos(1, None))]);
+    let ds = r.set_status(&agent("ana"), AgentStatus::Away, 3).unwrap();
+    assert!(
+        ds.contains(&pitboss_routing::Decision::QueueChanged),
+        "{ds:?}"
+    );
+    assert_eq!(r.positions(), vec![(cid(1), unserved(1))]);
 }
 
 #[test]

@@ -68,6 +68,9 @@ async fn capacity_and_language_decide_who_is_offered() {
     tr2.send(json!({"type":"start"})).await;
     let q = tr2.expect("queued").await;
     assert_eq!(q["position"], 1);
+    // Nothing closed yet, so no estimate; but a Turkish agent is online.
+    assert_eq!(q["estimated_wait_secs"], Value::Null, "{q}");
+    assert_eq!(q["agents_online"], true, "{q}");
     let tr2_conv = q["conversation"].as_str().unwrap().to_string();
     // olga does not speak Turkish and is full anyway; nobody is offered it.
     emre.send(json!({"type":"ping"})).await;
@@ -80,6 +83,19 @@ async fn capacity_and_language_decide_who_is_offered() {
         .backlog
         .iter()
         .any(|v| v["type"] == "offer" && v["conversation"] == tr2_conv.as_str()));
+
+    // With emre away nobody online serves the Turkish line, and the waiting
+    // player is told so; back online, told again.
+    for (status, online) in [("away", false), ("online", true)] {
+        emre.send(json!({"type":"set_status","status":status}))
+            .await;
+        let q = tr2.expect("queued").await;
+        assert_eq!(
+            (q["position"].clone(), q["agents_online"].clone()),
+            (json!(1), json!(online)),
+            "{q}"
+        );
+    }
 
     // When emre's chat closes, the freed slot goes at once to the waiting player.
     emre.send(json!({"type":"close","conversation":tr1_conv,"reason":"resolved"}))

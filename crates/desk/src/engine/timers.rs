@@ -324,7 +324,7 @@ impl Desk {
             return;
         };
         let estimate = position.estimated_wait_ms.map(|ms| ms.div_ceil(1000));
-        let now = (position.position, estimate);
+        let now = (position.position, estimate, position.agents_online);
         let player = {
             let mut s = live.lock();
             if !force && s.last_position == Some(now) {
@@ -339,6 +339,7 @@ impl Desk {
                 conversation,
                 position: position.position,
                 estimated_wait_secs: estimate,
+                agents_online: position.agents_online,
             },
         );
     }

@@ -184,8 +184,9 @@ impl LineListing {
     }
 }
 
-/// One conversation as a listing shows it: position, estimate, offered agent.
-type Entry<'a> = (ConversationId, u32, Option<u64>, Option<&'a AgentId>);
+/// One conversation as a listing shows it: position, estimate, whether agents
+/// are online for it, offered agent.
+type Entry<'a> = (ConversationId, u32, Option<u64>, bool, Option<&'a AgentId>);
 
 /// Everything a queue listing shows (each queued conversation in priority order
 /// with its position, estimate and offered agent), kept as the inputs of the
@@ -212,6 +213,10 @@ impl Listing {
                 // A line gained or lost someone, or a conversation changed lines:
                 // what the listing shows is compared as a whole.
                 return self.shown() != other.shown() || self.flat() != other.flat();
+            }
+            if (a.capacity > 0) != (b.capacity > 0) {
+                // Its waiting players are told whether anyone online serves them.
+                return true;
             }
             let same_inputs = (a.capacity, a.free, a.mean) == (b.capacity, b.free, b.mean);
             // From the back: a changed estimate is likeliest far down the line.
@@ -244,7 +249,13 @@ impl Listing {
             .iter()
             .flat_map(|l| {
                 l.shown.iter().map(move |s| {
-                    let entry = (s.id, s.position, l.estimate(s), s.offered_to.as_ref());
+                    let entry = (
+                        s.id,
+                        s.position,
+                        l.estimate(s),
+                        l.capacity > 0,
+                        s.offered_to.as_ref(),
+                    );
                     (s.key, entry)
                 })
             })
@@ -257,12 +268,13 @@ impl Listing {
     pub(crate) fn positions(&self) -> Vec<(ConversationId, Position)> {
         self.flat()
             .into_iter()
-            .map(|(id, position, estimated_wait_ms, _)| {
+            .map(|(id, position, estimated_wait_ms, agents_online, _)| {
                 (
                     id,
                     Position {
                         position,
                         estimated_wait_ms,
+                        agents_online,
                     },
                 )
             })
