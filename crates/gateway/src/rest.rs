@@ -99,6 +99,9 @@ pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// How long `/readyz` waits for the store's answer.
+const READY_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// `GET /readyz`: this node takes new work (its store answers, in a cluster Redis
 /// takes its heartbeats, and it is not draining).
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
@@ -107,9 +110,16 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     if let Err(e) = state.desk.readiness() {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response();
     }
-    match state.desk.store().ping().await {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response(),
+    // Bounded: a store that hangs (a database gone, its pool waiting for a
+    // connection) must not hang the load balancer's probe.
+    match tokio::time::timeout(READY_PROBE, state.desk.store().ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store: no answer in time\n",
+        )
+            .into_response(),
     }
 }
 

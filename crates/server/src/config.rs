@@ -437,7 +437,7 @@ impl Settings {
         desk.node = match pick!(node) {
             Some(node) => node,
             None => {
-                let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "pitboss".into());
+                let host = host_name();
                 if cluster.is_some() {
                     format!("{host}-{:04x}", rand::random::<u16>())
                 } else {
@@ -560,8 +560,18 @@ impl Settings {
             Some(alg) => {
                 let key = match (pick!(player_token_secret), pick!(player_token_key_file)) {
                     (Some(secret), None) => secret.into_bytes(),
-                    (None, Some(path)) => std::fs::read(&path)
-                        .with_context(|| format!("reading {}", path.display()))?,
+                    (None, Some(path)) => {
+                        let mut key = std::fs::read(&path)
+                            .with_context(|| format!("reading {}", path.display()))?;
+                        if alg.to_ascii_uppercase().starts_with("HS") {
+                            // A file written by `echo` or an editor ends in a line
+                            // break that the casino's signer never used.
+                            while matches!(key.last(), Some(b'\n' | b'\r')) {
+                                key.pop();
+                            }
+                        }
+                        key
+                    }
                     _ => bail!("player tokens need exactly one of player-token-secret or player-token-key-file"),
                 };
                 let issuer =
@@ -638,4 +648,15 @@ pub(crate) fn init_cli_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// The machine's name: `$HOSTNAME` when the shell exported it, else the kernel's
+/// (a service manager exports none), else "pitboss".
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "pitboss".into())
 }

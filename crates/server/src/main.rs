@@ -20,6 +20,7 @@ use pitboss_transcripts::sqlite::{SqliteOptions, SqliteStore};
 use pitboss_transcripts::{now_ms, SharedStore, StoreError, PURGE_CHUNK};
 use serde_json::json;
 use std::io::Read;
+use std::time::Duration;
 
 /// Pitboss: real-time live chat for casino customer support.
 #[derive(Parser)]
@@ -64,8 +65,19 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // The causes on one line, never a backtrace: what went wrong is the
+            // operator's to read, whatever RUST_BACKTRACE says.
+            eprintln!("Error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -113,6 +125,91 @@ async fn open_store(
         .await
         .with_context(|| format!("opening the store at {}", path.display()))?;
     Ok(store)
+}
+
+/// Refuses to join a cluster in which a live node already goes by this node's
+/// name: the two would share one presence record and one hold on the routing
+/// lease. A name still listed may be this node's own before a crash: its heartbeat
+/// runs out within three heartbeats, so the check waits that long before refusing.
+async fn unique_node_name(parts: &Shared, settings: &Settings) -> anyhow::Result<()> {
+    let node = &settings.desk.node;
+    let listed = || async {
+        let alive = parts
+            .presence
+            .alive()
+            .await
+            .context("reading the cluster's presence from Redis")?;
+        anyhow::Ok(alive.iter().any(|n| n.node == *node))
+    };
+    if !listed().await? {
+        return Ok(());
+    }
+    let ttl = Duration::from_millis(3 * settings.desk.heartbeat_ms.max(10));
+    tracing::info!(node = %node, "a node of this name was alive lately: waiting {ttl:?} to see whether it still is");
+    tokio::time::sleep(ttl + Duration::from_millis(settings.desk.heartbeat_ms.max(10))).await;
+    if listed().await? {
+        bail!(
+            "a live node of this cluster is already named {node:?}: give each node its own --node"
+        );
+    }
+    Ok(())
+}
+
+/// Descriptors kept for all but client sockets (the store's files, Redis,
+/// PostgreSQL, the listener; about 25 on an idle node): a quarter of the limit,
+/// at least 64 and at most 256.
+fn descriptor_reserve(limit: u64) -> u64 {
+    (limit / 4).clamp(64, 256)
+}
+
+/// Raises this process's file-descriptor limit as far as `--max-connections`
+/// needs and the hard limit allows. Below that, the cap is lowered to what fits,
+/// with a warning: a client over it is then refused with 1013 `overloaded`,
+/// where running out of descriptors would leave it hanging before `welcome`.
+fn fit_connections_to_descriptors(gateway: &mut pitboss_gateway::GatewayConfig) {
+    let wanted = gateway.max_connections as u64 + 256;
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(limit) if limit < wanted => {
+            let fit = limit.saturating_sub(descriptor_reserve(limit)).max(1);
+            tracing::warn!(
+                nofile = limit,
+                max_connections = gateway.max_connections,
+                "the file-descriptor limit (nofile) leaves room for {fit} connections: \
+                 those over it are refused with 1013; raise nofile to {wanted} for \
+                 --max-connections"
+            );
+            gateway.max_connections = usize::try_from(fit).unwrap_or(usize::MAX);
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!(%err, "cannot read the file-descriptor limit"),
+    }
+}
+
+/// Takes the data directory for this process alone: two nodes on one SQLite file
+/// would each route the same queue, and their agents and players would never meet.
+/// Other commands (`agent`, `purge`, `player`) share the directory with a running
+/// node and take no lock.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    let path = dir.join("serve.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another `pitboss serve` is running on {}: one node per data directory \
+             (several nodes share PostgreSQL and Redis instead)",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
 }
 
 /// What this node shares with the others: Redis in a cluster, else an in-process hub.
@@ -169,9 +266,15 @@ fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHa
     Ok(handle)
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<()> {
+async fn serve(mut settings: Settings) -> anyhow::Result<()> {
+    fit_connections_to_descriptors(&mut settings.gateway);
     let metrics = install_metrics()?;
     let database_url = settings.cluster.as_ref().map(|c| c.database_url.as_str());
+    // Held until the process ends (the system releases it even on a crash).
+    let _data_dir_lock = match database_url {
+        None => Some(lock_data_dir(&settings.data_dir)?),
+        Some(_) => None,
+    };
     let shared = open_store(&settings.data_dir, database_url).await?;
     if settings.gateway.demo {
         demo::prepare(&*shared, settings.demo_password.as_deref())
@@ -179,6 +282,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             .context("preparing the demo")?;
     }
     let parts = open_shared(&settings).await?;
+    if settings.cluster.is_some() {
+        unique_node_name(&parts, &settings).await?;
+    }
     let desk = Desk::start(settings.desk.clone(), shared.clone(), parts)
         .await
         .context("starting the desk")?;

@@ -118,6 +118,31 @@ async fn open_connections_are_capped_per_address() {
     assert!(server.healthy().await);
 }
 
+/// A node whose file-descriptor limit is below what `--max-connections` needs
+/// says so at start-up and lowers its cap to fit: a client over it is refused
+/// with 1013, not left hanging for want of a descriptor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_descriptor_limit_are_refused_not_hung() {
+    let dir = tempdir();
+    // 96 descriptors: 64 kept for the node's own files, room for 32 connections.
+    let server = Server::start_with_fd_limit(dir.path(), &[], 96);
+    assert!(
+        server.logs().contains("leaves room for 32 connections"),
+        "{}",
+        server.logs()
+    );
+    let mut open = Vec::new();
+    for _ in 0..32 {
+        open.push(visitor(&server, None).await.expect("within the limit"));
+    }
+    for _ in 0..3 {
+        assert_eq!(refused(&server, None).await, Some(1013));
+    }
+    open[0].send(json!({"type":"ping"})).await;
+    open[0].expect("pong").await;
+    assert!(server.healthy().await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_for_counts_only_from_trusted_proxies() {
     // An untrusted peer's X-Forwarded-For is ignored: one budget, whatever it says.

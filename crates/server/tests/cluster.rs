@@ -766,6 +766,17 @@ async fn sigkill_of_the_routing_node_then_of_another_loses_nothing() {
     for r in 9..11 {
         floor.round(r).await;
     }
+    // The routing node says which node was lost, once its heartbeat ran out.
+    let lost = format!("left={}", Cluster::name(victim));
+    let begun = Instant::now();
+    while !cluster.nodes[new_leader].logs().contains(&lost) {
+        assert!(
+            begun.elapsed() < SETTLE,
+            "{}",
+            cluster.nodes[new_leader].logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     free_a_slot(&mut floor, &mut queue).await;
     floor.verify(&cluster, &boss).await;
     floor.check_owners(&cluster, &boss).await;
@@ -1315,6 +1326,18 @@ async fn postgres_hung_holds_sends_unacked_until_it_resumes() {
     assert!(
         pg.hung().len() > 1,
         "the postmaster and its children are stopped"
+    );
+    // A probe of a node whose store hangs is answered, not held.
+    let asked = Instant::now();
+    assert_eq!(
+        readyz(&cluster, 0).await,
+        503,
+        "/readyz with the store hung"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "/readyz took {:?}",
+        asked.elapsed()
     );
     let text = "the player writes while the database hangs";
     let mark = floor.players[0].mark();
@@ -2020,4 +2043,50 @@ async fn a_node_whose_store_is_down_refuses_new_players_until_it_returns() {
         &mut incidents,
     )
     .await;
+}
+
+/// Two live nodes of one name would share a presence record and a hold on the
+/// routing lease: the second is refused at start-up, naming the name. A node that
+/// comes back under its own name after a crash, while its last heartbeat is still
+/// listed, waits that heartbeat out and starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_name_is_refused_while_a_live_node_has_it() {
+    let mut cluster = Cluster::start(Setup::nodes(1)).await;
+    let dir = common::tempdir();
+    let redis_url = cluster.redis.url();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--node", "node-1"])
+        .args([
+            "--redis-url",
+            &redis_url,
+            "--database-url",
+            &cluster.database_url,
+        ])
+        .args(["--heartbeat-secs", HEARTBEAT_SECS, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a second node-1 started");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("already named \"node-1\""),
+        "the refusal names the name: {err}"
+    );
+    assert!(
+        cluster.nodes[0].healthy().await,
+        "the first node-1 carries on"
+    );
+
+    cluster.kill(0);
+    assert!(
+        cluster.presence(0).await.is_some_and(|(_, left)| left > 0),
+        "still listed"
+    );
+    cluster.restart(0);
+    cluster.wait_leader(None).await;
+    assert!(
+        cluster.nodes[0].logs().contains("waiting"),
+        "{}",
+        cluster.nodes[0].logs()
+    );
 }

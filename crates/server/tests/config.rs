@@ -118,6 +118,29 @@ fn a_bad_configuration_is_refused_with_a_clear_message() {
     }
 }
 
+/// Two single nodes on one data directory would each route the same queue: the
+/// second is refused at start-up, naming the directory; the first goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_serves_one_node() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a second node on the same directory");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another `pitboss serve` is running on")
+            && err.contains("one node per data directory"),
+        "{err}"
+    );
+    assert!(server.healthy().await, "the first node carries on");
+    // Commands beside a running node still work.
+    server.add_agent("emre", "tr", "general", 1, false);
+}
+
 /// A default given in capitals is the lowercase tag agents serve.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn defaults_are_normalised_like_every_tag() {

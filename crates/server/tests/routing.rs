@@ -132,6 +132,27 @@ async fn a_players_language_is_matched_whatever_its_case() {
     }
 }
 
+/// An HS256 secret read from a file that ends in a line break (as `echo` or an
+/// editor writes it) is the secret without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_file_ending_in_a_line_break_verifies_players() {
+    let dir = tempdir();
+    let key = dir.path().join("casino.key");
+    std::fs::write(&key, format!("{SECRET}\r\n")).unwrap();
+    let key = key.to_str().unwrap().to_owned();
+    let mut args = jwt_args();
+    let at = args
+        .iter()
+        .position(|a| *a == "--player-token-secret")
+        .unwrap();
+    args[at] = "--player-token-key-file";
+    args[at + 1] = &key;
+    let server = Server::start(dir.path(), &args);
+    let token = player_jwt("c-41", json!({"name": "Deniz"}), 300, "pitboss");
+    let player = verified(&server, &token).await;
+    assert_eq!(player.welcome["you"]["id"], "p:c-41", "{}", player.welcome);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vip_players_go_first_and_unsigned_claims_do_not() {
     let dir = tempdir();

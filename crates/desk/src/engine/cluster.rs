@@ -12,10 +12,10 @@
 //! owner is fenced in the store by the lease epoch.
 
 use super::*;
-use pitboss_cluster::{BusHandler, Envelope, Epoch};
+use pitboss_cluster::{BusHandler, Envelope, Epoch, NodeId};
 use pitboss_transcripts::Fence;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use tokio::sync::oneshot;
 
 /// Events one node's bus inbox holds before it counts as fallen behind.
@@ -213,6 +213,8 @@ pub(super) struct Leadership {
     /// When this node's current term began.
     pub(super) leading_since: Option<Instant>,
     pub(super) presence_rounds: u32,
+    /// The nodes alive at the last look at presence in this term.
+    pub(super) nodes_seen: Option<BTreeSet<NodeId>>,
 }
 
 impl Desk {
@@ -1282,8 +1284,15 @@ impl Desk {
 
     fn step_down(&self, why: &str) {
         tracing::warn!(node = %self.config.node, why, "no longer routing");
-        self.leadership().epoch = None;
+        {
+            let mut l = self.leadership();
+            l.epoch = None;
+            l.nodes_seen = None;
+        }
         *self.router() = Router::new(self.config.routing.clone());
+        // The queue's length is the routing node's to report: zero here, so that
+        // a sum over nodes counts each waiting player once.
+        self.report_queue_lengths(Default::default());
         self.transfers.clear();
         self.agent_gone.clear();
         self.player_gone.clear();
@@ -1344,6 +1353,7 @@ impl Desk {
                 return;
             }
         };
+        self.note_nodes(alive.iter().map(|n| n.node.clone()).collect());
         let now = self.now();
         let mut agents: HashMap<AgentId, (AgentStatus, HashSet<String>)> = HashMap::new();
         let mut players: HashSet<String> = HashSet::new();
@@ -1418,6 +1428,26 @@ impl Desk {
             } else if now.saturating_sub(item.since) >= settle {
                 self.player_gone.entry(item.conversation).or_insert(now);
             }
+        }
+    }
+
+    /// Logs which nodes joined or left the cluster since the last look (the
+    /// routing node's view; the first look of a term lists them all).
+    fn note_nodes(&self, alive: BTreeSet<NodeId>) {
+        let before = self.leadership().nodes_seen.replace(alive.clone());
+        let Some(before) = before else {
+            tracing::info!(nodes = ?alive, "nodes alive");
+            return;
+        };
+        for node in before.difference(&alive) {
+            tracing::warn!(
+                left = %node,
+                "a node left the cluster (it shut down, or sent no heartbeat for 3 heartbeats): \
+                 its agents have their grace period to reconnect elsewhere"
+            );
+        }
+        for node in alive.difference(&before) {
+            tracing::info!(joined = %node, "a node joined the cluster");
         }
     }
 

@@ -292,7 +292,7 @@ impl Desk {
 
     /// Sets the queue-length gauge of every department, including those whose
     /// queue just emptied.
-    fn report_queue_lengths(&self, counts: std::collections::BTreeMap<String, usize>) {
+    pub(super) fn report_queue_lengths(&self, counts: std::collections::BTreeMap<String, usize>) {
         for department in self.reported_departments.iter() {
             if !counts.contains_key(department.key().as_str()) {
                 metrics::gauge!(telemetry::QUEUE_LENGTH, "department" => department.key().clone())

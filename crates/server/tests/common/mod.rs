@@ -31,11 +31,21 @@ pub struct Server {
     pub label: String,
     /// Extra arguments of `pitboss agent add` (a cluster's `--database-url`).
     pub agent_args: Vec<String>,
+    /// The file-descriptor limit (`ulimit -n`) the process starts under, if not
+    /// the test's own.
+    pub fd_limit: Option<u32>,
 }
 
 impl Server {
     /// Starts a node on a fresh data directory with test-friendly limits.
     pub fn start(dir: &Path, extra: &[&str]) -> Server {
+        let mut s = Server::start_stopped(dir, extra);
+        s.spawn();
+        s
+    }
+
+    /// The server [`Server::start`] starts, not started yet.
+    fn start_stopped(dir: &Path, extra: &[&str]) -> Server {
         // Tests send faster than a person types; the flood test sets its own limits.
         let mut args: Vec<String> = Vec::new();
         if !extra.contains(&"--frames-per-second") {
@@ -61,7 +71,7 @@ impl Server {
             }
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut s = Server {
+        Server {
             child: None,
             addr: String::new(),
             dir: dir.to_path_buf(),
@@ -69,14 +79,31 @@ impl Server {
             log: Arc::new(Mutex::new(Vec::new())),
             label: "pitboss".into(),
             agent_args: Vec::new(),
-        };
+            fd_limit: None,
+        }
+    }
+
+    /// [`Server::start`] under a file-descriptor limit of `fd_limit`.
+    pub fn start_with_fd_limit(dir: &Path, extra: &[&str], fd_limit: u32) -> Server {
+        let mut s = Server::start_stopped(dir, extra);
+        s.fd_limit = Some(fd_limit);
         s.spawn();
         s
     }
 
     /// (Re)starts the process with the same directory and arguments.
     pub fn spawn(&mut self) {
-        let mut child = Command::new(BIN)
+        let mut command = match self.fd_limit {
+            None => Command::new(BIN),
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(BIN);
+                sh
+            }
+        };
+        let mut child = command
             .arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
