@@ -231,7 +231,26 @@ impl PlayerTokenConfig {
         let data = jsonwebtoken::decode::<PlayerClaims>(token, &self.key, &validation).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
-                _ => AuthError::Invalid(format!("player token: {e}")),
+                kind => {
+                    // The reason in the casino's terms, not the library's.
+                    let why = match kind {
+                        ErrorKind::InvalidSignature => "bad signature",
+                        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                            "not signed with the configured algorithm"
+                        }
+                        ErrorKind::InvalidIssuer => "wrong issuer (iss)",
+                        ErrorKind::InvalidAudience => "wrong audience (aud)",
+                        ErrorKind::ImmatureSignature => "not valid yet (nbf)",
+                        ErrorKind::MissingRequiredClaim(claim) => {
+                            return AuthError::Invalid(format!(
+                                "player token: claim {claim} missing or not a number"
+                            ))
+                        }
+                        _ => "malformed",
+                    };
+                    tracing::debug!(err = %e, "player token refused");
+                    AuthError::Invalid(format!("player token: {why}"))
+                }
             },
         )?;
         let c = data.claims;

@@ -5,15 +5,16 @@
 mod assets;
 mod client_addr;
 mod limits;
+mod listener;
 mod rest;
 mod ws;
 
 pub use assets::embedded_files;
 pub use client_addr::{client_addr, TrustedProxies};
 pub use limits::{AddressLimits, PlayerLimits};
+pub use listener::{connections_within, socket_cap};
 
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use pitboss_desk::Desk;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -231,11 +232,19 @@ pub fn app(state: AppState) -> axum::Router {
 
 /// Serves `app` on an already-bound listener until `shutdown` resolves; then the
 /// desk drains (every client is told to reconnect) and in-flight requests finish.
+///
+/// Every connection has the hello timeout to send its request's headers (and,
+/// kept alive, each next request's): a socket that never sends a request, or
+/// sends it a byte at a time, does not hold a descriptor for longer. How many
+/// sockets are open at all and per address is bounded before any HTTP is read
+/// ([`listener`]).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::Listener as _;
+    use tower::ServiceExt as _;
     let desk = state.desk.clone();
     let sockets = state.sockets.clone();
     // The keyed rate limiters keep one entry per address and player seen; forget
@@ -251,22 +260,68 @@ pub async fn serve(
             players.sweep();
         }
     });
-    let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // Chat frames are small and latency-bound: without TCP_NODELAY, Nagle's
-    // algorithm holds a frame back until the peer's delayed ack (tens of ms).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(%err, "cannot set TCP_NODELAY");
-        }
-    });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            desk.drain();
-        })
-        .await;
+    let config = state.config.clone();
+    let mut listener = listener::GuardedListener::new(
+        listener,
+        config.max_connections,
+        config.max_connections_per_address,
+        config.trusted_proxies.clone(),
+    );
+    let app = app(state);
+    // HTTP/1.1 (what browsers and proxies speak to a WebSocket endpoint), with a
+    // timer so that the header timeout applies from the first byte on.
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(config.hello_timeout);
+    // Closed when shutdown begins (each connection then finishes gracefully);
+    // every connection task holds a receiver of `done` until it ends.
+    let (stopping, stop_seen) = tokio::sync::watch::channel(false);
+    let (done, all_done) = tokio::sync::watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (io, peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                app.clone().oneshot(request.map(axum::body::Body::new))
+            },
+        );
+        let connection = builder
+            .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+            .with_upgrades();
+        let mut stop_seen = stop_seen.clone();
+        let all_done = all_done.clone();
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(err) = result {
+                        tracing::trace!(%err, "connection ended");
+                    }
+                }
+                _ = stop_seen.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.as_mut().await;
+                }
+            }
+            drop(all_done);
+        });
+    }
+    drop(listener);
+    desk.drain();
+    let _ = stopping.send(true);
+    drop(all_done);
+    // Plain HTTP connections finish their requests (upgraded ones are counted
+    // by `sockets` below).
+    done.closed().await;
     sweeper.abort();
-    served?;
     // Every WebSocket was told to close; wait until each has sent its close frame
     // and finished (the caller bounds the whole shutdown).
     while sockets.load(Ordering::Acquire) > 0 {

@@ -84,6 +84,7 @@ pub(crate) async fn json_errors(response: Response) -> Response {
         StatusCode::NOT_FOUND => "not_found",
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
         _ => "bad_request",
     };
     // Rejection bodies are a line of text; anything longer is cut.
@@ -665,10 +666,18 @@ fn catalog_target(kind: CatalogKind, language: &str, key: &str) -> String {
 pub(crate) async fn put_catalog(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Json(item): Json<CatalogItem>,
+    Json(mut item): Json<CatalogItem>,
 ) -> ApiResult<Response> {
     let account = permitted(&state, &headers, Permission::ManageCatalog).await?;
     catalog_field(&item.language, 16, "language")?;
+    // A language the agents' own tags can match, like every other language.
+    item.language = pitboss_desk::accounts::normalise_tag(&item.language).ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            "language must be a tag: letters, digits, '-' or '_'".into(),
+        )
+    })?;
     catalog_field(&item.key, 64, "key")?;
     catalog_field(&item.text, pitboss_protocol::limits::MAX_TEXT_CHARS, "text")?;
     let target = catalog_target(item.kind, &item.language, &item.key);

@@ -268,7 +268,11 @@ async fn session_loop(
                 if too_big(&err) {
                     conn.close(CloseCode::MessageTooBig);
                 } else {
+                    // A frame that breaks the WebSocket protocol (invalid UTF-8,
+                    // bad framing) or a dead socket: the client is told it broke a
+                    // rule, if it can still hear it, rather than "normal".
                     tracing::debug!(%err, "read error");
+                    conn.close(CloseCode::PolicyViolation);
                 }
                 break;
             }

@@ -100,7 +100,9 @@ pub enum CloseCode {
     /// The connection did not read its frames fast enough and its outbound queue
     /// filled: reconnect and resume from the last sequence seen.
     SlowConsumer = 4008,
-    /// The client broke a rule that is not about rate: it sent a binary frame.
+    /// The client broke a rule that is not about rate: it sent a binary frame, or
+    /// a frame that breaks the WebSocket protocol (invalid UTF-8 in a text frame,
+    /// bad framing).
     PolicyViolation = 4009,
     /// The client kept sending after `rate_limited` errors.
     RateLimited = 4029,

@@ -167,18 +167,23 @@ fn descriptor_reserve(limit: u64) -> u64 {
 /// with a warning: a client over it is then refused with 1013 `overloaded`,
 /// where running out of descriptors would leave it hanging before `welcome`.
 fn fit_connections_to_descriptors(gateway: &mut pitboss_gateway::GatewayConfig) {
-    let wanted = gateway.max_connections as u64 + 256;
+    let sockets = pitboss_gateway::socket_cap(gateway.max_connections) as u64;
+    let wanted = sockets + 256;
     match rlimit::increase_nofile_limit(wanted) {
         Ok(limit) if limit < wanted => {
-            let fit = limit.saturating_sub(descriptor_reserve(limit)).max(1);
-            tracing::warn!(
-                nofile = limit,
-                max_connections = gateway.max_connections,
-                "the file-descriptor limit (nofile) leaves room for {fit} connections: \
-                 those over it are refused with 1013; raise nofile to {wanted} for \
-                 --max-connections"
-            );
-            gateway.max_connections = usize::try_from(fit).unwrap_or(usize::MAX);
+            let room = limit.saturating_sub(descriptor_reserve(limit)).max(1);
+            let fit =
+                pitboss_gateway::connections_within(usize::try_from(room).unwrap_or(usize::MAX));
+            if fit < gateway.max_connections {
+                tracing::warn!(
+                    nofile = limit,
+                    max_connections = gateway.max_connections,
+                    "the file-descriptor limit (nofile) leaves room for {fit} connections: \
+                     those over it are refused with 1013; raise nofile to {wanted} for \
+                     --max-connections"
+                );
+                gateway.max_connections = fit;
+            }
         }
         Ok(_) => {}
         Err(err) => tracing::warn!(%err, "cannot read the file-descriptor limit"),

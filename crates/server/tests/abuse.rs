@@ -124,15 +124,16 @@ async fn open_connections_are_capped_per_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_descriptor_limit_are_refused_not_hung() {
     let dir = tempdir();
-    // 96 descriptors: 64 kept for the node's own files, room for 32 connections.
+    // 96 descriptors: 64 kept for the node's own files, 32 sockets, of which 26
+    // WebSockets (the rest for plain HTTP and refusals).
     let server = Server::start_with_fd_limit(dir.path(), &[], 96);
     assert!(
-        server.logs().contains("leaves room for 32 connections"),
+        server.logs().contains("leaves room for 26 connections"),
         "{}",
         server.logs()
     );
     let mut open = Vec::new();
-    for _ in 0..32 {
+    for _ in 0..26 {
         open.push(visitor(&server, None).await.expect("within the limit"));
     }
     for _ in 0..3 {
@@ -538,4 +539,116 @@ async fn open_conversations_are_capped_per_player_across_connections() {
         .filter(|c| c["state"] != "closed")
         .count();
     assert_eq!(open, 1, "{history}");
+}
+
+/// Reads from a raw socket until the server closes it; how long that took, or
+/// `None` if it was still open after `within`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let begun = Instant::now();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return begun.elapsed(),
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+/// Sockets that never send a request, send one a byte at a time, or stay idle
+/// after one are closed after the hello timeout: they do not hold descriptors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_that_send_no_request_in_time_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &["--hello-timeout-secs", "1"]);
+    let connect = || tokio::net::TcpStream::connect(server.addr.clone());
+
+    let mut silent = connect().await.unwrap();
+    let took = closed_within(&mut silent, Duration::from_secs(5)).await;
+    assert!(
+        took.is_some_and(|t| t >= Duration::from_millis(900)),
+        "silent: {took:?}"
+    );
+
+    // A header every 300 ms: the request is never complete within the second.
+    let mut drip = connect().await.unwrap();
+    drip.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let dripping = async {
+        for n in 0..20 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if drip
+                .write_all(format!("X-{n}: y\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return true;
+            }
+        }
+        false
+    };
+    assert!(
+        tokio::time::timeout(Duration::from_secs(7), dripping)
+            .await
+            .unwrap_or(false),
+        "the dripping request was not cut off"
+    );
+
+    // A complete request is answered; the connection, kept alive and idle, closes.
+    let mut idle = connect().await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let took = closed_within(&mut idle, Duration::from_secs(5)).await;
+    assert!(took.is_some(), "an idle kept-alive connection stayed open");
+    assert!(server.healthy().await);
+}
+
+/// One address holds at most its WebSocket cap plus 32 sockets; those over it
+/// are closed at once, and other addresses are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_are_capped_per_address_before_any_request() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &["--max-connections-per-address", "2"]);
+    let port = server.addr.rsplit(':').next().unwrap().to_owned();
+    let mut held = Vec::new();
+    for _ in 0..34 {
+        held.push(
+            tokio::net::TcpStream::connect(server.addr.clone())
+                .await
+                .unwrap(),
+        );
+    }
+    let mut over = tokio::net::TcpStream::connect(server.addr.clone())
+        .await
+        .unwrap();
+    let took = closed_within(&mut over, Duration::from_secs(3)).await;
+    assert!(
+        took.is_some_and(|t| t < Duration::from_secs(1)),
+        "over the cap: {took:?}"
+    );
+    let still = closed_within(&mut held[0], Duration::from_millis(300)).await;
+    assert_eq!(still, None, "the held ones stay open");
+    // Another address is served.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = socket
+        .connect(format!("127.0.0.1:{port}").parse().unwrap())
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    other
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    other.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(held);
 }

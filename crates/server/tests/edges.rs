@@ -162,7 +162,7 @@ async fn resends_after_close_are_acked_and_new_text_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queued_conversations_cannot_be_rated_and_resume_ranges_are_checked() {
+async fn unanswered_conversations_cannot_be_rated_and_resume_ranges_are_checked() {
     let dir = tempdir();
     let server = Server::start(dir.path(), &[]);
     let mut player = server.visitor("en").await;
@@ -182,6 +182,17 @@ async fn queued_conversations_cannot_be_rated_and_resume_ranges_are_checked() {
     let c = player.expect("cannot_resume").await;
     assert_eq!(c["reason"], "ahead");
     assert_eq!(c["last_seq"], 1);
+
+    // Closed before any agent answered it: still nothing to rate.
+    player
+        .send(json!({"type":"close","conversation":conv}))
+        .await;
+    player.expect("closed").await;
+    player
+        .send(json!({"type":"rate","conversation":conv,"score":3}))
+        .await;
+    let refused = player.expect("error").await;
+    assert_eq!(refused["code"], "invalid_state", "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,6 +249,16 @@ async fn rest_errors_are_json_even_for_unparseable_requests() {
     assert_eq!(r.status(), 415);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "unsupported_media_type");
+    let r = reqwest::Client::new()
+        .post(server.url("/api/login"))
+        .header("content-type", "application/json")
+        .body(format!("{{\"login\":\"{}\"}}", "a".repeat(3 << 20)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "payload_too_large");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

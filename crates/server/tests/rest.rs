@@ -33,15 +33,19 @@ async fn supervisors_manage_canned_replies_and_agents_read_them() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let bad = json!({"kind":"canned_reply","language":"tr","key":"","text":"x"});
-    let r = http
-        .put(server.url("/api/catalog"))
-        .bearer_auth(&sam)
-        .json(&bad)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
+    for bad in [
+        json!({"kind":"canned_reply","language":"tr","key":"","text":"x"}),
+        json!({"kind":"canned_reply","language":"../x","key":"k","text":"x"}),
+    ] {
+        let r = http
+            .put(server.url("/api/catalog"))
+            .bearer_auth(&sam)
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
 
     let list = server
         .get_json("/api/catalog?kind=canned_reply&language=tr", &ayla)

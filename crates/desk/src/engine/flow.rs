@@ -615,10 +615,22 @@ impl Desk {
         if record.summary.rating.is_some() {
             return refuse(ErrorCode::InvalidState, "already rated");
         }
-        if !matches!(
-            record.summary.state,
-            ConversationState::Active | ConversationState::Closed
-        ) {
+        let answered = match record.summary.state {
+            ConversationState::Active => true,
+            // Closed with an owner, or owned once before it went back to the
+            // queue: a chat nobody answered has no service to rate.
+            ConversationState::Closed => {
+                record.summary.agent.is_some()
+                    || self
+                        .store
+                        .events(conversation)
+                        .await?
+                        .iter()
+                        .any(|e| e.kind == LifecycleKind::Assigned)
+            }
+            ConversationState::Queued | ConversationState::Offline => false,
+        };
+        if !answered {
             return refuse(
                 ErrorCode::InvalidState,
                 "a conversation is rated once an agent has answered it",
