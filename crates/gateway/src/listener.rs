@@ -2,7 +2,7 @@
 //! address, before any HTTP is read. The WebSocket limits (`max_connections`,
 //! per-address caps and rates) answer with a close code after the upgrade; these
 //! come first, so that sockets which never send a request (or never finish one)
-//! cannot hold every file descriptor.
+//! cannot hold every file descriptor (`docs/decisions/0018-http1-with-a-header-timeout.md`).
 
 use crate::TrustedProxies;
 use dashmap::DashMap;
