@@ -210,8 +210,7 @@ async fn build(new: NewAccount) -> Result<AgentAccount, AccountError> {
 /// Hashes a password with argon2 off the async workers: it takes tens of
 /// milliseconds of CPU on purpose.
 async fn hash(password: &str) -> Result<String, AccountError> {
-    let password = password.to_owned();
-    tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
+    crate::auth::new_password_hash(password.to_owned())
         .await
         .map_err(|e| AccountError::Hashing(e.to_string()))?
         .map_err(AccountError::Hashing)

@@ -302,25 +302,185 @@ pub(crate) fn clip(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
-/// Hashes a password with argon2 (a fresh salt each time) into a PHC string.
-pub fn hash_password(password: &str) -> Result<String, String> {
-    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
-    let salt = SaltString::generate(&mut OsRng);
-    argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+/// Password work (argon2: tens of milliseconds of CPU and 19 MiB of memory each,
+/// on purpose) runs on a few threads of its own, fed by a bounded queue. On the
+/// runtime's blocking pool a flood of logins would start a thread per request,
+/// each keeping its 19 MiB in the allocator afterwards, and take every core; here
+/// it costs at most `PASSWORD_THREADS` of each, and what does not fit in the queue
+/// is refused at once ([`PasswordsBusy`]).
+const PASSWORD_THREADS: usize = 2;
+
+/// Password checks waiting for a thread; beyond it, refused.
+const PASSWORD_QUEUE: usize = 32;
+
+/// Too many password checks are waiting: try again in a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many password checks at once")]
+pub struct PasswordsBusy;
+
+type PasswordJob = Box<dyn FnOnce() + Send>;
+
+/// The password threads' queue, started on first use.
+fn password_queue() -> &'static std::sync::mpsc::SyncSender<PasswordJob> {
+    static QUEUE: std::sync::OnceLock<std::sync::mpsc::SyncSender<PasswordJob>> =
+        std::sync::OnceLock::new();
+    QUEUE.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<PasswordJob>(PASSWORD_QUEUE);
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        for n in 0..PASSWORD_THREADS {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("pitboss-password-{n}"))
+                .spawn(move || loop {
+                    // The lock only hands out the next job; it is released
+                    // before the job runs.
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                });
+            if let Err(err) = spawned {
+                tracing::error!(%err, "cannot start a password thread");
+            }
+        }
+        tx
+    })
 }
 
-/// Whether `password` matches a PHC string from [`hash_password`].
+/// Runs `work` on a password thread.
+async fn on_password_thread<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, PasswordsBusy> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    password_queue()
+        .try_send(Box::new(move || {
+            let _ = tx.send(work());
+        }))
+        .map_err(|_| PasswordsBusy)?;
+    rx.await.map_err(|_| PasswordsBusy)
+}
+
+/// [`verify_password`] on a password thread.
+pub async fn check_password(password: String, phc: String) -> Result<bool, PasswordsBusy> {
+    on_password_thread(move || verify_password(&password, &phc)).await
+}
+
+/// [`hash_password`] on a password thread.
+pub async fn new_password_hash(password: String) -> Result<Result<String, String>, PasswordsBusy> {
+    on_password_thread(move || hash_password(&password)).await
+}
+
+/// The largest argon2 memory a stored hash may ask for, in 1 KiB blocks (64 MiB;
+/// ours ask for 19 MiB).
+const MAX_ARGON2_BLOCKS: usize = 64 * 1024;
+
+thread_local! {
+    /// This thread's argon2 memory, kept for the next hash. Allocating it for
+    /// each hash leaves the allocator holding 19 MiB more after every login on
+    /// some threads; reused, it is one buffer per password thread.
+    static ARGON2_MEMORY: std::cell::RefCell<Vec<argon2::Block>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The argon2 hash of `password` under `argon2`'s parameters and `salt`, into an
+/// output of `len` bytes, computed in this thread's kept memory.
+fn argon2_output(
+    argon2: &argon2::Argon2<'_>,
+    blocks: usize,
+    password: &str,
+    salt: &[u8],
+    len: usize,
+) -> Option<argon2::password_hash::Output> {
+    if blocks > MAX_ARGON2_BLOCKS {
+        return None;
+    }
+    ARGON2_MEMORY.with(|memory| {
+        let mut memory = memory.borrow_mut();
+        if memory.len() < blocks {
+            memory.resize(blocks, argon2::Block::default());
+        }
+        argon2::password_hash::Output::init_with(len, |out| {
+            argon2
+                .hash_password_into_with_memory(
+                    password.as_bytes(),
+                    salt,
+                    out,
+                    &mut memory[..blocks],
+                )
+                .map_err(|_| argon2::password_hash::Error::Crypto)
+        })
+        .ok()
+    })
+}
+
+/// Hashes a password with argon2id and the default parameters (a fresh salt
+/// each time) into a PHC string.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    use argon2::password_hash::{rand_core::OsRng, PasswordHash, SaltString};
+    let salt = SaltString::generate(&mut OsRng);
+    let params = argon2::Params::default();
+    let argon2 = argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        params.clone(),
+    );
+    let mut salt_bytes = [0u8; 64];
+    let raw_salt = salt
+        .as_salt()
+        .decode_b64(&mut salt_bytes)
+        .map_err(|e| e.to_string())?;
+    let output = argon2_output(
+        &argon2,
+        params.block_count(),
+        password,
+        raw_salt,
+        argon2::Params::DEFAULT_OUTPUT_LEN,
+    )
+    .ok_or("argon2 failed")?;
+    let hash = PasswordHash {
+        algorithm: argon2::Algorithm::Argon2id.ident(),
+        version: Some(argon2::Version::V0x13.into()),
+        params: (&params)
+            .try_into()
+            .map_err(|e: argon2::password_hash::Error| e.to_string())?,
+        salt: Some(salt.as_salt()),
+        hash: Some(output),
+    };
+    Ok(hash.to_string())
+}
+
+/// Whether `password` matches an argon2 PHC string (from [`hash_password`]);
+/// the comparison is constant-time.
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    use argon2::password_hash::PasswordHash;
     let Ok(hash) = PasswordHash::new(phc) else {
         return false;
     };
-    argon2::Argon2::default()
-        .verify_password(password.as_bytes(), &hash)
-        .is_ok()
+    let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = argon2::Algorithm::try_from(hash.algorithm) else {
+        return false;
+    };
+    let version = match hash.version.map(argon2::Version::try_from).transpose() {
+        Ok(version) => version.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let Ok(params) = argon2::Params::try_from(&hash) else {
+        return false;
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(raw_salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    let argon2 = argon2::Argon2::new(algorithm, version, params);
+    argon2_output(&argon2, blocks, password, raw_salt, expected.len())
+        .is_some_and(|computed| computed == expected)
 }
 
 #[cfg(test)]
@@ -376,5 +536,33 @@ mod tests {
         assert!(verify_password("correct horse", &h));
         assert!(!verify_password("wrong", &h));
         assert!(!verify_password("correct horse", "not a hash"));
+    }
+
+    /// Hashes stored by the argon2 crate's own hasher (every account created
+    /// before the memory was kept) verify, and ours verify there.
+    #[test]
+    fn hashes_agree_with_the_argon2_crates_own() {
+        use argon2::password_hash::{
+            rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+        };
+        let salt = SaltString::generate(&mut OsRng);
+        let theirs = argon2::Argon2::default()
+            .hash_password(b"correct horse", &salt)
+            .unwrap()
+            .to_string();
+        assert!(verify_password("correct horse", &theirs));
+        assert!(!verify_password("correct hors", &theirs));
+        let ours = hash_password("correct horse").unwrap();
+        assert!(
+            ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{ours}"
+        );
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(argon2::Argon2::default()
+            .verify_password(b"correct horse", &parsed)
+            .is_ok());
+        assert!(argon2::Argon2::default()
+            .verify_password(b"wrong", &parsed)
+            .is_err());
     }
 }

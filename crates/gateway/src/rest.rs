@@ -158,10 +158,15 @@ pub(crate) async fn login(
         ));
     }
     match state.desk.login(&body.login, &body.password).await {
-        Some((token, account)) => {
+        Ok(Some((token, account))) => {
             Ok(Json(json!({ "token": token, "agent": public(&account) })).into_response())
         }
-        None => Err(ApiError(
+        Err(pitboss_desk::auth::PasswordsBusy) => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "too many logins at once: try again in a moment".into(),
+        )),
+        Ok(None) => Err(ApiError(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "wrong login or password".into(),

@@ -652,3 +652,67 @@ async fn sockets_are_capped_per_address_before_any_request() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     drop(held);
 }
+
+/// The node's threads, from `/proc`.
+fn threads(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
+/// A flood of logins (each an argon2 check: CPU and memory on purpose) is
+/// checked on a few threads of its own: what does not fit in their queue is
+/// refused at once with 503, the node starts no thread per request, and a right
+/// password still gets in afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_is_bounded() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    server.add_agent("ayla", "en", "general", 1, false);
+    let pid = server.pid();
+    let before = threads(pid);
+    let http = reqwest::Client::new();
+    let attempts = (0..80).map(|n| {
+        let http = http.clone();
+        let url = server.url("/api/login");
+        async move {
+            let r = http
+                .post(url)
+                .json(&json!({"login": "ayla", "password": format!("wrong-{n}")}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            (status, body)
+        }
+    });
+    let watch = async {
+        let mut most = 0;
+        for _ in 0..40 {
+            most = most.max(threads(pid));
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        most
+    };
+    let (answers, most) = tokio::join!(futures_util::future::join_all(attempts), watch);
+    let busy = answers.iter().filter(|(s, _)| *s == 503).count();
+    assert!(busy > 0, "80 logins at once all waited");
+    for (status, body) in &answers {
+        match status {
+            401 => assert_eq!(body["error"], "unauthorized"),
+            503 => assert_eq!(body["error"], "unavailable", "{body}"),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(
+        most <= before + 4,
+        "threads grew from {before} to {most} during the flood"
+    );
+    // The right password works once the flood is over.
+    let token = server.login("ayla").await;
+    assert!(!token.is_empty());
+}

@@ -141,8 +141,10 @@
       stored("sessionStorage", TOKEN, token);
       $("#login-password").value = "";
       startApp();
-    }, function () {
-      $("#login-error").textContent = t("login_failed");
+    }, function (e) {
+      // A wrong password, or a server that cannot check one now (busy, store
+      // down, unreachable): only the first is the agent's to fix.
+      $("#login-error").textContent = t(e.code === "unauthorized" ? "login_failed" : "login_unavailable");
     });
   });
 

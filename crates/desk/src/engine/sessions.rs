@@ -97,8 +97,13 @@ impl Desk {
         }
     }
 
-    /// Checks a login and password; returns a session token and the account.
-    pub async fn login(&self, login: &str, password: &str) -> Option<(String, AgentAccount)> {
+    /// Checks a login and password; returns a session token and the account, or
+    /// `None` for a wrong login or password.
+    pub async fn login(
+        &self,
+        login: &str,
+        password: &str,
+    ) -> Result<Option<(String, AgentAccount)>, crate::auth::PasswordsBusy> {
         let account = self
             .store
             .agent(&AgentId(login.to_owned()))
@@ -111,18 +116,16 @@ impl Desk {
             .as_ref()
             .map(|a| a.password_hash.clone())
             .unwrap_or_else(|| DUMMY_HASH.to_owned());
-        let password = password.to_owned();
-        let ok =
-            tokio::task::spawn_blocking(move || crate::auth::verify_password(&password, &hash))
-                .await
-                .unwrap_or(false);
-        let account = account.filter(|_| ok)?;
+        let ok = crate::auth::check_password(password.to_owned(), hash).await?;
+        let Some(account) = account.filter(|_| ok) else {
+            return Ok(None);
+        };
         let token = self.keys.agent_token(
             &account.id.0,
             now_ms() + self.config.agent_session_ms,
             &account.password_hash,
         );
-        Some((token, account))
+        Ok(Some((token, account)))
     }
 
     /// Registers an authenticated connection. Returns its handle, the queue the

@@ -6,6 +6,7 @@ Pitboss.i18n.add("console", "az", {
   login_password: "Şifrə",
   login_submit: "Daxil ol",
   login_failed: "İstifadəçi adı və ya şifrə yanlışdır.",
+  login_unavailable: "Giriş hazırda yoxlanıla bilmir. Bir az sonra yenidən cəhd edin.",
   session_expired: "Sessiyanız başa çatdı. Yenidən daxil olun.",
   logout: "Çıxış",
   language: "Dil",

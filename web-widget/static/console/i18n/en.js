@@ -7,6 +7,7 @@ Pitboss.i18n.add("console", "en", {
   login_password: "Password",
   login_submit: "Log in",
   login_failed: "Wrong login or password.",
+  login_unavailable: "Logins cannot be checked right now. Try again in a moment.",
   session_expired: "Your session has ended. Please log in again.",
   logout: "Log out",
   language: "Language",

@@ -6,6 +6,7 @@ Pitboss.i18n.add("console", "ru", {
   login_password: "Пароль",
   login_submit: "Войти",
   login_failed: "Неверный логин или пароль.",
+  login_unavailable: "Сейчас вход не может быть проверен. Попробуйте чуть позже.",
   session_expired: "Сеанс завершён. Войдите снова.",
   logout: "Выйти",
   language: "Язык",

@@ -6,6 +6,7 @@ Pitboss.i18n.add("console", "tr", {
   login_password: "Parola",
   login_submit: "Giriş yap",
   login_failed: "Kullanıcı adı veya parola hatalı.",
+  login_unavailable: "Giriş şu anda doğrulanamıyor. Birazdan tekrar deneyin.",
   session_expired: "Oturumunuz sona erdi. Lütfen yeniden giriş yapın.",
   logout: "Çıkış yap",
   language: "Dil",
