@@ -483,6 +483,11 @@ async fn hello(
             close_now(sink, code).await;
             None
         }
+        Err(Refused::Echo) => {
+            // The WebSocket layer queued the answer when it read the close.
+            let _ = sink.0.flush().await;
+            None
+        }
         Err(Refused::Error(code, message, close)) => {
             refuse(sink, code, &message, close).await;
             None
@@ -492,6 +497,8 @@ async fn hello(
 
 /// Why a connection ends before `welcome`.
 enum Refused {
+    /// The client closed first: its close is answered, nothing more.
+    Echo,
     /// Close without an error frame.
     Close(CloseCode),
     /// An error frame, then the close.
@@ -516,6 +523,8 @@ async fn read_hello(
             return Err(Refused::Close(CloseCode::MessageTooBig))
         }
         Ok(Some(Err(_))) => return Err(Refused::Close(CloseCode::ProtocolError)),
+        // The client is leaving: answer its close, as after `hello`.
+        Ok(Some(Ok(Message::Close(_)))) => return Err(Refused::Echo),
         Ok(Some(Ok(_))) | Ok(None) => return Err(not_hello()),
         Err(_) => {
             return Err(Refused::Error(

@@ -304,3 +304,24 @@ async fn a_client_that_never_says_hello_is_closed() {
     assert_eq!(silent.expect_close().await, Some(4000));
     assert!(started.elapsed() >= std::time::Duration::from_millis(900));
 }
+
+/// A client that closes before `hello` has its close answered, as after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_before_hello_is_answered() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    let mut early = Client::connect(&server.addr).await;
+    early
+        .ws
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        })))
+        .await
+        .unwrap();
+    assert_eq!(early.expect_close().await, Some(1000));
+    assert!(server.healthy().await);
+}
