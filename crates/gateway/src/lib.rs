@@ -274,8 +274,9 @@ pub async fn serve(
     builder
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(config.hello_timeout);
-    // Closed when shutdown begins (each connection then finishes gracefully);
-    // every connection task holds a receiver of `done` until it ends.
+    // `stopping` tells every connection that shutdown began (each then finishes
+    // gracefully); each connection's task holds a clone of `all_done` until it
+    // ends, so `done.closed()` resolves once all have.
     let (stopping, stop_seen) = tokio::sync::watch::channel(false);
     let (done, all_done) = tokio::sync::watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
