@@ -15,8 +15,7 @@ use std::sync::Arc;
 
 /// The counters and rate limiters, keyed on the client address.
 pub struct AddressLimits {
-    max_open: usize,
-    open: Arc<DashMap<IpAddr, usize>>,
+    open: OpenCounts,
     connects: DefaultKeyedRateLimiter<IpAddr>,
     visitors: DefaultKeyedRateLimiter<IpAddr>,
 }
@@ -24,8 +23,8 @@ pub struct AddressLimits {
 impl std::fmt::Debug for AddressLimits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AddressLimits")
-            .field("max_open", &self.max_open)
-            .field("addresses_open", &self.open.len())
+            .field("max_open", &self.open.max)
+            .field("addresses_open", &self.open.open.len())
             .finish_non_exhaustive()
     }
 }
@@ -38,8 +37,7 @@ impl AddressLimits {
     /// Limits as configured.
     pub fn new(config: &GatewayConfig) -> Self {
         Self {
-            max_open: config.max_connections_per_address.max(1),
-            open: Arc::new(DashMap::new()),
+            open: OpenCounts::new(config.max_connections_per_address.max(1)),
             connects: RateLimiter::keyed(per_minute(config.connects_per_minute_per_address)),
             visitors: RateLimiter::keyed(per_minute(config.visitors_per_minute_per_address)),
         }
@@ -58,25 +56,12 @@ impl AddressLimits {
     /// Reserves an open-connection slot for `addr`, released when the guard is
     /// dropped; `None`: the address already holds as many as it may.
     pub fn open(&self, addr: IpAddr) -> Option<OpenGuard> {
-        let mut count = self.open.entry(addr).or_insert(0);
-        if *count >= self.max_open {
-            let zero = *count == 0;
-            drop(count);
-            if zero {
-                self.open.remove_if(&addr, |_, n| *n == 0);
-            }
-            return None;
-        }
-        *count += 1;
-        Some(OpenGuard {
-            map: self.open.clone(),
-            addr,
-        })
+        self.open.open(addr)
     }
 
     /// Connections `addr` holds open now.
     pub fn open_count(&self, addr: IpAddr) -> usize {
-        self.open.get(&addr).map(|n| *n).unwrap_or(0)
+        self.open.count(addr)
     }
 
     /// Forgets rate-limiter entries whose budget is full again (call now and then).
@@ -85,8 +70,7 @@ impl AddressLimits {
         self.connects.shrink_to_fit();
         self.visitors.retain_recent();
         self.visitors.shrink_to_fit();
-        self.open.retain(|_, n| *n > 0);
-        self.open.shrink_to_fit();
+        self.open.sweep();
     }
 
     /// Addresses tracked by the rate limiters (for tests).
@@ -157,6 +141,52 @@ impl PlayerLimits {
     }
 }
 
+/// How many things (connections) each address holds open, capped per address.
+#[derive(Clone)]
+pub(crate) struct OpenCounts {
+    max: usize,
+    open: Arc<DashMap<IpAddr, usize>>,
+}
+
+impl OpenCounts {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: Arc::new(DashMap::new()),
+        }
+    }
+
+    /// Reserves a slot for `addr`, released when the guard is dropped; `None`:
+    /// the address already holds as many as it may.
+    pub(crate) fn open(&self, addr: IpAddr) -> Option<OpenGuard> {
+        let mut count = self.open.entry(addr).or_insert(0);
+        if *count >= self.max {
+            let zero = *count == 0;
+            drop(count);
+            if zero {
+                self.open.remove_if(&addr, |_, n| *n == 0);
+            }
+            return None;
+        }
+        *count += 1;
+        Some(OpenGuard {
+            map: self.open.clone(),
+            addr,
+        })
+    }
+
+    /// What `addr` holds open now.
+    pub(crate) fn count(&self, addr: IpAddr) -> usize {
+        self.open.get(&addr).map(|n| *n).unwrap_or(0)
+    }
+
+    /// Forgets addresses that hold nothing and gives the memory back.
+    fn sweep(&self) {
+        self.open.retain(|_, n| *n > 0);
+        self.open.shrink_to_fit();
+    }
+}
+
 /// One open connection of an address; decrements its count when dropped.
 pub struct OpenGuard {
     map: Arc<DashMap<IpAddr, usize>>,
@@ -200,7 +230,7 @@ mod tests {
         drop(g3);
         drop(_g2);
         assert_eq!(l.open_count(a), 0);
-        assert!(!l.open.contains_key(&a), "zero entries are removed");
+        assert!(!l.open.open.contains_key(&a), "zero entries are removed");
     }
 
     #[test]

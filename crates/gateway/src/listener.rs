@@ -4,8 +4,8 @@
 //! come first, so that sockets which never send a request (or never finish one)
 //! cannot hold every file descriptor (`docs/decisions/0018-http1-with-a-header-timeout.md`).
 
+use crate::limits::{OpenCounts, OpenGuard};
 use crate::TrustedProxies;
-use dashmap::DashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -24,8 +24,8 @@ pub fn socket_cap(max_connections: usize) -> usize {
 
 /// The largest WebSocket cap whose [`socket_cap`] fits in `sockets` (at least 1).
 pub fn connections_within(sockets: usize) -> usize {
-    // From an estimate, a step or two either way.
-    let mut c = (sockets / 5 * 4).max(1);
+    // From an estimate (exact once the headroom is 64), a few steps either way.
+    let mut c = sockets.saturating_sub(64).max(sockets / 5 * 4).max(1);
     while c > 1 && socket_cap(c) > sockets {
         c -= 1;
     }
@@ -39,20 +39,14 @@ pub fn connections_within(sockets: usize) -> usize {
 /// loads and API calls beside its chat.
 const HTTP_PER_ADDRESS: usize = 32;
 
-/// Counts of open TCP connections, in all and per peer address.
-struct Counts {
-    total: AtomicUsize,
-    per_address: DashMap<IpAddr, usize>,
-}
-
 /// A TCP listener that refuses (closes at once) a connection over the node's
 /// socket cap, or over its address's share unless the address is a trusted proxy
 /// (whose clients are told apart by `X-Forwarded-For`, after the request is read).
 pub(crate) struct GuardedListener {
     inner: TcpListener,
-    counts: Arc<Counts>,
+    total: Arc<AtomicUsize>,
     max_total: usize,
-    max_per_address: usize,
+    per_address: OpenCounts,
     trusted: TrustedProxies,
 }
 
@@ -65,40 +59,38 @@ impl GuardedListener {
     ) -> Self {
         Self {
             inner,
-            counts: Arc::new(Counts {
-                total: AtomicUsize::new(0),
-                per_address: DashMap::new(),
-            }),
+            total: Arc::new(AtomicUsize::new(0)),
             max_total: socket_cap(max_connections),
-            max_per_address: max_connections_per_address.saturating_add(HTTP_PER_ADDRESS),
+            per_address: OpenCounts::new(
+                max_connections_per_address.saturating_add(HTTP_PER_ADDRESS),
+            ),
             trusted,
         }
     }
 
     /// A slot for a connection from `peer`, if it is within the caps.
     fn admit(&self, peer: IpAddr) -> Option<Slot> {
-        if self.counts.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
-            self.counts.total.fetch_sub(1, Ordering::AcqRel);
+        if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
+            self.total.fetch_sub(1, Ordering::AcqRel);
             return refused("sockets");
         }
-        let counted = !self.trusted.contains(peer);
-        if counted {
-            let mut open = self.counts.per_address.entry(peer).or_insert(0);
-            if *open >= self.max_per_address {
-                drop(open);
-                self.counts.total.fetch_sub(1, Ordering::AcqRel);
-                return refused("sockets_per_address");
-            }
-            *open += 1;
+        // Built now, so that a refusal below gives the count back.
+        let mut slot = Slot {
+            total: self.total.clone(),
+            _address: None,
+        };
+        if !self.trusted.contains(peer) {
+            slot._address = Some(
+                self.per_address
+                    .open(peer)
+                    .or_else(|| refused("sockets_per_address"))?,
+            );
         }
-        Some(Slot {
-            counts: self.counts.clone(),
-            peer: counted.then_some(peer),
-        })
+        Some(slot)
     }
 }
 
-fn refused(limit: &'static str) -> Option<Slot> {
+fn refused<T>(limit: &'static str) -> Option<T> {
     metrics::counter!(pitboss_desk::telemetry::RATE_LIMITED, "limit" => limit).increment(1);
     tracing::debug!(limit, "a TCP connection over the limit was closed");
     None
@@ -146,21 +138,14 @@ impl axum::serve::Listener for GuardedListener {
 /// One admitted connection's place in the counts, given back when it closes
 /// (as plain HTTP, or as the WebSocket it became).
 struct Slot {
-    counts: Arc<Counts>,
-    peer: Option<IpAddr>,
+    total: Arc<AtomicUsize>,
+    /// Its address's share, unless the peer is a trusted proxy.
+    _address: Option<OpenGuard>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.counts.total.fetch_sub(1, Ordering::AcqRel);
-        if let Some(peer) = self.peer {
-            if let dashmap::Entry::Occupied(mut open) = self.counts.per_address.entry(peer) {
-                *open.get_mut() -= 1;
-                if *open.get() == 0 {
-                    open.remove();
-                }
-            }
-        }
+        self.total.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
