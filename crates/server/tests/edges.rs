@@ -226,6 +226,32 @@ async fn binary_frames_and_connections_over_the_cap_are_closed_with_their_codes(
     assert!(server.healthy().await);
 }
 
+/// A text frame that is not UTF-8 breaks the WebSocket protocol: after
+/// `welcome` the connection is closed with 4009, not as a normal end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_frame_that_is_not_utf8_closes_with_4009() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        coding::{Data, OpCode},
+        Frame,
+    };
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    let mut player = server.visitor("en").await;
+    let bad = Frame::message(
+        b"{\"type\":\"ping\",\"x\":\"\xc3\x28\"}".to_vec(),
+        OpCode::Data(Data::Text),
+        true,
+    );
+    player
+        .ws
+        .send(tokio_tungstenite::tungstenite::Message::Frame(bad))
+        .await
+        .unwrap();
+    assert_eq!(player.expect_close().await, Some(4009));
+    assert!(server.healthy().await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_errors_are_json_even_for_unparseable_requests() {
     let dir = tempdir();
