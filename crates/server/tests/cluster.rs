@@ -2090,3 +2090,65 @@ async fn a_node_name_is_refused_while_a_live_node_has_it() {
         cluster.nodes[0].logs()
     );
 }
+
+/// `pitboss_queue_length` of node `i` for the `general` department.
+async fn queue_length(cluster: &Cluster, i: usize) -> Option<f64> {
+    let page = reqwest::get(cluster.nodes[i].url("/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let series = "pitboss_queue_length{department=\"general\"} ";
+    page.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The queue's length is the routing node's to report: a node that loses
+/// routing (frozen past its lease, then thawed) reports 0, so that a sum over
+/// nodes counts each waiting player once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_routing_reports_no_queue() {
+    let cluster = Cluster::start(Setup::nodes(2)).await;
+    cluster.add_agent("ayla", 1, false);
+    let token = cluster.login("ayla").await;
+    let leader = cluster.wait_leader(None).await;
+    let other = 1 - leader;
+    let mut ayla = cluster.agent("ayla", &token, other).await;
+    let mut first = cluster.visitor("first", other).await;
+    let conv = start(&mut first).await;
+    if let Err(why) = accept(&mut ayla, &mut first, &conv).await {
+        panic!("{why}");
+    }
+    // Ayla is full: the second player waits.
+    let mut second = cluster.visitor("second", other).await;
+    start(&mut second).await;
+    let begun = Instant::now();
+    while queue_length(&cluster, leader).await != Some(1.0) {
+        assert!(
+            begun.elapsed() < SETTLE,
+            "the routing node counts the waiting player"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    cluster.stop(leader);
+    assert_eq!(cluster.wait_leader(Some(leader)).await, other);
+    cluster.resume(leader);
+    let begun = Instant::now();
+    loop {
+        let counts = (
+            queue_length(&cluster, leader).await,
+            queue_length(&cluster, other).await,
+        );
+        if counts == (Some(0.0), Some(1.0)) {
+            break;
+        }
+        assert!(
+            begun.elapsed() < SETTLE,
+            "old and new routing node report {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
