@@ -1,14 +1,6 @@
-/*! Pitboss protocol client (docs/protocol.md), shared by the player widget and the
- * agent console. It owns one WebSocket at a time and everything that keeps it
- * honest: hello/welcome, reconnecting with backoff, resuming each conversation
- * from the last sequence number seen, dropping duplicates, resuming on gaps, the
- * outbox of unacknowledged messages (keyed by client_id, so resends are
- * idempotent), a token bucket under the server's rate limit, and a keep-alive.
- * It owns no UI: the widget and the console listen to its events.
- *
- * A classic script, not an ES module: a casino page on another origin loads it
- * with a plain <script> tag, which needs no CORS headers (modules do). It defines
- * one global, `Pitboss`, and puts `Pitboss.Client` on it. */
+/*! Pitboss protocol client (docs/protocol.md) for the widget and the console:
+ * reconnects, resumes by seq, dedups, keeps an outbox keyed by client_id, paces
+ * to the rate limit. No UI. A classic script (no CORS needed), global `Pitboss`. */
 (function (root) {
   "use strict";
   var P = (root.Pitboss = root.Pitboss || {});

@@ -53,7 +53,7 @@
     ["closed", /^The player left before an agent was free\.$/, "ev_abandoned"],
     ["closed", /^(?:The player|The agent|A supervisor|Pitboss) closed the chat$/, "ev_closed"],
     ["closed", /^(.+) closed the chat$/, "ev_closed_by"],
-    ["transfer_requested", /^You are being transferred to (.+?)\. /, "ev_transfer"],
+    ["transfer_requested", /^You are being transferred to (.+)\. Your/, "ev_transfer"],
     ["transfer_cancelled", /^The transfer did not happen; (.+) stays with you\.$/, "ev_transfer_cancelled"],
     ["requeued", /signed off/, "ev_signed_off"],
     ["requeued", /^/, "ev_requeued"],

@@ -1,13 +1,5 @@
-/*! Pitboss player widget: a chat launcher and panel in a shadow root, embedded on a
- * casino page with one script tag (docs/widget.md):
- *
- *   <script src="https://chat.example.com/widget.js" data-department="payments"
- *           data-language="tr" data-get-token="casinoChatToken" async></script>
- *
- * or a config object set before it: window.PitbossConfig = {server, department,
- * language, name, getToken}. It loads its few other files (the shared protocol
- * client, translations, its stylesheet) from the same server and talks to nothing
- * else. Everything from the other side is put on the page as text, never as HTML. */
+/*! Pitboss player widget: a chat launcher and panel in a shadow root, embedded
+ * with one script tag (docs/widget.md). Server text goes in as text, never HTML. */
 (function (root, doc) {
   "use strict";
   var P = (root.Pitboss = root.Pitboss || {});
@@ -256,7 +248,9 @@
     }
 
     // Conversations shown: an earlier one read-only at the top, the current one below.
-    function adopt(id, state) {
+    // `attached`: our own `start` attached this connection; else (another tab's
+    // chat) it asks for the transcript itself.
+    function adopt(id, state, attached) {
       if (!cur || cur.id !== id) {
         cur = { id: id, state: state, agent: null, readSeq: 0, fresh: starting };
         store.set("conv", id);
@@ -265,7 +259,7 @@
         var label = v.box.querySelector(".earlier");
         if (label) label.remove();
         log.appendChild(v.box);
-        client.watch(id, { resume: false });
+        client.watch(id, { resume: !attached });
       } else if (state) cur.state = state;
       starting = false;
       stopStartRetry();
@@ -286,15 +280,17 @@
     function item(m, mine) {
       var li;
       if (m.kind === "event") {
-        // A department transfer names its raw tag: not shown.
-        var text = m.event === "transfer_requested" && /^You are being transferred to [a-z0-9_-]+\. /.test(m.text) ? t("ev_transfer_other") : P.i18n.eventText(m, t);
+        // A department transfer names its raw tag: not shown. The player's own
+        // close names the player: not to them.
+        var you = client && client.you;
+        var text = m.event === "transfer_requested" && /^You are being transferred to [a-z0-9_-]+\. /.test(m.text) ? t("ev_transfer_other") : m.event === "closed" && you && m.text === you.name + " closed the chat" ? t("ev_closed") : P.i18n.eventText(m, t);
         li = h("li", { class: "event" }, [h("p", { text: text })]);
       } else {
         var who = mine ? t("you") : (m.sender && (m.sender.name || m.sender.id)) || t("agent");
         li = h("li", { class: mine ? "msg me" : "msg them" }, [
           h("span", { class: mine ? "who sr" : "who", text: who }),
-          h("p", { class: "text", text: m.text }),
-          h("span", { class: "meta", "aria-hidden": "true" })
+          h("p", { class: "text", dir: "auto", text: m.text }),
+          h("span", { class: "meta" })
         ]);
       }
       li.at = m.at || Date.now();
@@ -306,6 +302,8 @@
       if (!el) return;
       li.state = state;
       el.textContent = time(li.at) + (state ? " \u00b7 " + t(state) : "");
+      // Read out only a failure: the log would announce every change.
+      el.setAttribute("aria-hidden", state !== "not_sent");
       li.classList.toggle("failed", state === "not_sent");
     }
 
@@ -334,9 +332,8 @@
       v.bySeq[m.seq] = li;
       place(v, li, m.seq);
       var current = cur && m.conversation === cur.id;
-      if (mine && current) meta(li, cur.readSeq >= m.seq ? "read" : "sent");
+      meta(li, mine && current ? cur.readSeq >= m.seq ? "read" : "sent" : "");
       if (mine && current && cur.state === "offline") offlineState();
-      else meta(li, "");
       if (cur && m.conversation === cur.id) {
         if (m.kind === "event" && m.event === "joined") cur.answered = true;
         if (m.kind === "event" && m.event === "closed") closedNow();
@@ -430,7 +427,7 @@
         if (li) meta(li, "not_sent");
       });
       client.on("resumed", function (r) {
-        if (starting && !views[r.conversation] && r.conversation !== earlier) adopt(r.conversation, "queued");
+        if (starting && !views[r.conversation] && r.conversation !== earlier) adopt(r.conversation, "queued", 1);
         var v = view(r.conversation);
         v.box.removeAttribute("aria-busy");
         client.pending(r.conversation).forEach(renderPending);
@@ -447,20 +444,20 @@
         v.byClient = {};
       });
       client.on("queued", function (q) {
-        adopt(q.conversation, "queued");
+        adopt(q.conversation, "queued", starting);
         var wait = q.estimated_wait_secs;
         // null: no online agent, or no history yet (protocol.md §4).
         setStatus(t("queued", { n: q.position }) + " " + (wait != null ? wait < 60 ? t("wait_soon") : t("wait_min", { n: Math.round(wait / 60) }) : q.agents_online ? "" : t("no_agents")));
         setHint(wait == null ? t("queued_hint") : "");
       });
       client.on("no_agents", function (n) {
-        adopt(n.conversation, "offline");
+        adopt(n.conversation, "offline", starting);
         offlineState();
         input.placeholder = t("offline_placeholder");
         sendBtn.textContent = t("offline_send");
       });
       client.on("assigned", function (a) {
-        adopt(a.conversation, "active");
+        adopt(a.conversation, "active", starting);
         cur.agent = a.agent;
         cur.answered = true;
         setHint("");
@@ -498,12 +495,18 @@
       });
     }
 
+    // This page's department, or the conversation this browser had last (a
+    // department transfer moves it elsewhere).
+    function ours(c) {
+      return !cfg.department || c.department === cfg.department || c.id === store.get("conv");
+    }
+
     function onWelcome(w) {
       if (w.visitor_token) store.set("visitor", w.visitor_token);
       maxChars = (w.limits || {}).max_text_chars || maxChars;
       if (!cur && !starting) setStatus("");
       var open = (w.conversations || []).filter(function (c) {
-        return c.state !== "closed" && (!cfg.department || c.department === cfg.department);
+        return c.state !== "closed" && ours(c);
       });
       if (cur) {
         var s = open.filter(function (c) { return c.id === cur.id; })[0];
@@ -515,7 +518,7 @@
       if (starting) { sendStart({ type: "start", department: cfg.department, language: lang }); return; }
       if (open.length) {
         view(open[0].id).box.setAttribute("aria-busy", "true");
-        adopt(open[0].id, open[0].state);
+        adopt(open[0].id, open[0].state, 1);
         sendStart({ type: "start", department: open[0].department });
       } else if (!historyAsked) {
         historyAsked = true;
@@ -528,7 +531,7 @@
 
     function onHistory(hist) {
       if (cur || earlier) return;
-      var prev = (hist.conversations || []).filter(function (c) { return !cfg.department || c.department === cfg.department; })[0];
+      var prev = (hist.conversations || []).filter(ours)[0];
       if (!prev) return;
       earlier = prev.id;
       var v = view(prev.id);

@@ -260,8 +260,10 @@ impl PlayerTokenConfig {
         Ok(PlayerCard {
             id: PlayerId::verified(&c.sub),
             name: c.name.map(|n| clip(&n, 100)),
-            language: c.language.and_then(|l| player_language(&l)),
-            vip_tier: c.vip_tier.unwrap_or(0).min(MAX_VIP_TIER),
+            language: c.language.or(c.lang).and_then(|l| player_language(&l)),
+            vip_tier: c
+                .vip_tier
+                .map_or(0, |t| t.min(u64::from(MAX_VIP_TIER)) as u8),
             jurisdiction: c.jurisdiction.map(|j| clip(&j, 16)),
             self_excluded: c.self_excluded.unwrap_or(false),
             verified: true,
@@ -279,10 +281,14 @@ struct PlayerClaims {
     sub: String,
     #[serde(default)]
     name: Option<String>,
-    #[serde(default, alias = "lang")]
-    language: Option<String>,
     #[serde(default)]
-    vip_tier: Option<u8>,
+    language: Option<String>,
+    /// The alias of `language`; when a token has both, `language` wins.
+    #[serde(default)]
+    lang: Option<String>,
+    /// Any tier a casino uses; above [`MAX_VIP_TIER`] counts as that.
+    #[serde(default)]
+    vip_tier: Option<u64>,
     #[serde(default)]
     jurisdiction: Option<String>,
     #[serde(default)]

@@ -19,7 +19,7 @@ pub mod permissions;
 mod session;
 pub mod telemetry;
 
-pub use auth::{AuthError, Keys, PlayerTokenConfig};
+pub use auth::{AuthError, Keys, PlayerTokenConfig, MAX_VIP_TIER};
 pub use connection::{CloseSignal, ConnRef, Delivery, FrameSink, Outbound};
 pub use engine::{Desk, DeskStats, NotReady};
 pub use permissions::{allows, Permission};

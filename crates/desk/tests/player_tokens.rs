@@ -123,3 +123,37 @@ fn unsafe_configurations_are_refused() {
     assert!(PlayerTokenConfig::new("none", SECRET, "i".into(), "a".into(), 0).is_err());
     assert!(PlayerTokenConfig::new("RS256", b"not a pem", "i".into(), "a".into(), 0).is_err());
 }
+
+#[test]
+fn both_language_claims_and_any_vip_tier_are_read() {
+    let hs = config("HS256", SECRET);
+    let sign = |claims: &serde_json::Value| {
+        encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
+    };
+    let mut c = claims(300);
+    c["language"] = json!("ru");
+    c["vip_tier"] = json!(300);
+    let card = hs.verify(&sign(&c)).unwrap();
+    assert_eq!(
+        card.language.as_deref(),
+        Some("ru"),
+        "language wins over lang"
+    );
+    assert_eq!(
+        card.vip_tier,
+        pitboss_desk::MAX_VIP_TIER,
+        "clipped, not refused"
+    );
+    for bad in [json!(-1), json!(1.5), json!("gold")] {
+        c["vip_tier"] = bad.clone();
+        assert!(
+            matches!(hs.verify(&sign(&c)), Err(AuthError::Invalid(_))),
+            "vip_tier {bad}"
+        );
+    }
+}

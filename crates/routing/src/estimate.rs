@@ -56,13 +56,14 @@ impl HandleTimes {
 /// agents have `capacity` slots in all, `free` of them free, and the department's
 /// mean handle time is `mean`. See the crate docs for the formula.
 pub(crate) fn estimate(position: u32, capacity: u64, free: u64, mean: Option<Mean>) -> Option<u64> {
+    let position = u64::from(position);
+    // A free slot is a wait of none, history or not.
+    if position <= free {
+        return Some(0);
+    }
     let mean = mean?;
     if capacity == 0 {
         return None;
-    }
-    let position = u64::from(position);
-    if position <= free {
-        return Some(0);
     }
     let ahead = u128::from(position - free);
     let numerator = ahead * mean.sum;
@@ -100,6 +101,8 @@ mod tests {
         assert_eq!(estimate(2, 3, 1, m), Some(50)); // 1 × 150 / 3
         assert_eq!(estimate(3, 4, 0, m), Some(113)); // ceil(3 × 150 / 4 = 112.5)
         assert_eq!(estimate(3, 0, 0, m), None);
-        assert_eq!(estimate(1, 3, 3, None), None);
+        assert_eq!(estimate(4, 3, 3, None), None);
+        // A free slot needs no history.
+        assert_eq!(estimate(1, 3, 3, None), Some(0));
     }
 }

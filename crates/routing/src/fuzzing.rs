@@ -1976,7 +1976,7 @@ impl Harness {
             if !queued {
                 continue;
             }
-            let (capacity, free) = Self::slots(&group.0, &group.1, &online);
+            let (serving, capacity, free) = Self::slots(&group.0, &group.1, &online);
             let estimate = if offered {
                 Some(0)
             } else {
@@ -1987,7 +1987,7 @@ impl Harness {
                 Position {
                     position: *position,
                     estimated_wait_ms: estimate,
-                    agents_online: capacity > 0,
+                    agents_online: serving,
                 },
             ));
         }
@@ -2032,14 +2032,15 @@ impl Harness {
         Ok(())
     }
 
-    /// All slots and free slots of the online agents serving a line.
-    fn slots(department: &str, language: &str, online: &[crate::AgentView]) -> (u64, u64) {
+    /// Whether any online agent serves a line, and all their slots and free slots.
+    fn slots(department: &str, language: &str, online: &[crate::AgentView]) -> (bool, u64, u64) {
         let serving = online.iter().filter(|v| {
             v.profile.departments.iter().any(|d| d == department)
                 && v.profile.languages.iter().any(|l| l == language)
         });
-        serving.fold((0u64, 0u64), |(c, f), v| {
+        serving.fold((false, 0u64, 0u64), |(_, c, f), v| {
             (
+                true,
                 c + u64::from(v.profile.capacity),
                 f + u64::from(v.profile.capacity.saturating_sub(v.load)),
             )
@@ -2047,16 +2048,14 @@ impl Harness {
     }
 
     fn estimate(&self, department: &str, unoffered: u32, capacity: u64, free: u64) -> Option<u64> {
-        let times = self
-            .handle_times
-            .get(department)
-            .filter(|t| !t.is_empty())?;
-        if capacity == 0 {
-            return None;
-        }
+        let times = self.handle_times.get(department).filter(|t| !t.is_empty());
         let p = u64::from(unoffered);
         if p <= free {
             return Some(0);
+        }
+        let times = times?;
+        if capacity == 0 {
+            return None;
         }
         let sum: u128 = times.iter().map(|t| u128::from(*t)).sum();
         let count = times.len() as u128;

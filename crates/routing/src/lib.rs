@@ -39,20 +39,21 @@
 //! conversations up to it that have **no** open offer (an offer already holds its
 //! agent's slot), and
 //!
-//! * `H` = mean of the department's recent handle times (the last
-//!   `handle_time_window` closed conversations, see [`Router::record_handle_time`]);
-//!   none recorded → estimate `None`,
 //! * `C` = total capacity of the `Online` agents serving that department and
-//!   language; `C == 0` → estimate `None`,
+//!   language,
 //! * `F` = their free slots, `Σ max(0, capacity − load)` (load counts pending offers),
-//! * if `p ≤ F` → `Some(0)`,
+//! * `H` = mean of the department's recent handle times (the last
+//!   `handle_time_window` closed conversations, see [`Router::record_handle_time`]),
+//! * if `p ≤ F` → `Some(0)`, with or without history;
+//! * else, with no handle time recorded or `C == 0` → `None`;
 //! * else `Some(ceil((p − F) × H / C))`, computed exactly in integers
 //!   (`H` is not rounded before the multiplication).
 //!
 //! That is: the first `F` players get a free slot at once, and each further place in
 //! line costs the mean handle time shared among all `C` slots.
 //!
-//! Its *agents online* flag is `C > 0`, with or without an offer: it tells an
+//! Its *agents online* flag is whether any `Online` agent serves the line, of
+//! whatever capacity (0 included), with or without an offer: it tells an
 //! estimate missing for want of history from one missing because nobody online
 //! serves the line, and a change of it alone is a change of the listing.
 

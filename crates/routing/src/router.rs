@@ -947,7 +947,7 @@ impl Router {
         let (position, unoffered) = self.lines.line(department, language)?.rank(key)?;
         let position = u32::try_from(position).unwrap_or(u32::MAX);
         let unoffered = u32::try_from(unoffered).unwrap_or(u32::MAX);
-        let (capacity, free) = self.slots_for(department, language);
+        let (online, capacity, free) = self.slots_for(department, language);
         let estimated_wait_ms = if offer.is_some() {
             Some(0)
         } else {
@@ -961,7 +961,7 @@ impl Router {
         Some(Position {
             position,
             estimated_wait_ms,
-            agents_online: capacity > 0,
+            agents_online: online,
         })
     }
 
@@ -1499,12 +1499,18 @@ impl Router {
     }
 
     /// Capacity and free slots of the online agents serving a department and language.
-    fn slots_for(&self, department: &str, language: &str) -> (u64, u64) {
+    /// Whether any online agent serves a line (capacity 0 included), and the
+    /// slots and free slots they have in all.
+    fn slots_for(&self, department: &str, language: &str) -> (bool, u64, u64) {
         self.agents
             .values()
             .filter(|a| a.status == AgentStatus::Online && a.serves(department, language))
-            .fold((0, 0), |(c, f), a| {
-                (c + u64::from(a.profile.capacity), f + u64::from(a.free()))
+            .fold((false, 0, 0), |(_, c, f), a| {
+                (
+                    true,
+                    c + u64::from(a.profile.capacity),
+                    f + u64::from(a.free()),
+                )
             })
     }
 

@@ -142,6 +142,39 @@ fn players_are_told_when_someone_comes_online_without_history() {
 }
 
 #[test]
+fn a_free_slot_means_no_wait_without_history() {
+    let mut r = router();
+    add_online(&mut r, "dee", &["en"], &["support"], 3, 0);
+    r.enqueue(cid(1), req("support", "en", 0), 1).unwrap();
+    assert_eq!(offered_to(&r, cid(1)), Some(agent("dee")));
+    // Declined: dee's slots are free, but she is in cooldown for c1. Nothing has
+    // closed yet, and still the wait is none: a slot is free for it.
+    r.decline(cid(1), &agent("dee"), 2).unwrap();
+    assert_eq!(offered_to(&r, cid(1)), None);
+    assert_eq!(r.position(cid(1)), Some(pos(1, Some(0))));
+    assert_eq!(r.positions(), vec![(cid(1), pos(1, Some(0)))]);
+    invariants(&r);
+}
+
+#[test]
+fn an_online_agent_without_capacity_is_online() {
+    let mut r = router();
+    r.record_handle_time("support", 60_000);
+    add_online(&mut r, "zed", &["en"], &["support"], 0, 0);
+    r.enqueue(cid(1), req("support", "en", 0), 1).unwrap();
+    // Someone serves the line, with no slot: no estimate, but not "nobody".
+    assert_eq!(r.position(cid(1)), Some(pos(1, None)));
+    assert_eq!(r.positions(), vec![(cid(1), pos(1, None))]);
+    let ds = r.set_status(&agent("zed"), AgentStatus::Away, 2).unwrap();
+    assert!(
+        ds.contains(&pitboss_routing::Decision::QueueChanged),
+        "{ds:?}"
+    );
+    assert_eq!(r.positions(), vec![(cid(1), unserved(1))]);
+    invariants(&r);
+}
+
+#[test]
 fn positions_count_within_department_and_language() {
     let mut r = router();
     r.enqueue(cid(1), req("support", "en", 0), 1).unwrap();

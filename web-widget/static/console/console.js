@@ -898,7 +898,7 @@
       var cls = m.kind === "note" ? "msg note" : m.sender && m.sender.role === "player" ? "msg player" : "msg agent";
       li = h("li", { class: cls + (mine ? " mine" : "") }, [
         h("span", { class: "who", text: m.kind === "note" ? t("note_by", { name: who }) : who }),
-        h("p", { class: "text", text: noteText(m) }),
+        h("p", { class: "text", dir: "auto", text: noteText(m) }),
         h("span", { class: "meta", "aria-hidden": "true" })
       ]);
     }

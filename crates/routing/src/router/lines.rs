@@ -169,6 +169,8 @@ struct Shown {
 struct LineListing {
     department: String,
     language: String,
+    /// Whether any online agent serves the line.
+    online: bool,
     capacity: u64,
     free: u64,
     mean: Option<Mean>,
@@ -214,7 +216,7 @@ impl Listing {
                 // what the listing shows is compared as a whole.
                 return self.shown() != other.shown() || self.flat() != other.flat();
             }
-            if (a.capacity > 0) != (b.capacity > 0) {
+            if a.online != b.online {
                 // Its waiting players are told whether anyone online serves them.
                 return true;
             }
@@ -253,7 +255,7 @@ impl Listing {
                         s.id,
                         s.position,
                         l.estimate(s),
-                        l.capacity > 0,
+                        l.online,
                         s.offered_to.as_ref(),
                     );
                     (s.key, entry)
@@ -300,7 +302,7 @@ impl Router {
             self.lines
                 .iter()
                 .map(|(department, language, line)| {
-                    let (capacity, free) = self.slots_for(department, language);
+                    let (online, capacity, free) = self.slots_for(department, language);
                     let (mut position, mut unoffered) = (0u32, 0u32);
                     let mut shown = Vec::new();
                     for (key, m) in &line.members {
@@ -330,6 +332,7 @@ impl Router {
                     LineListing {
                         department: department.to_owned(),
                         language: language.to_owned(),
+                        online,
                         capacity,
                         free,
                         mean: self.handle_times.mean(department),
