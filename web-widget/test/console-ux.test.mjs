@@ -272,6 +272,10 @@ describe("agent console usability", () => {
     assert.ok(m.state.right <= m.side.right, "the State column is visible");
     const overflow = m.overflow;
     assert.ok(overflow <= 0, `the side panel does not scroll sideways (${overflow} px)`);
+    // The waiting times tick every second; the button under the focus stays.
+    await take.focus();
+    await sam.waitForTimeout(1600);
+    assert.equal(await sam.evaluate(() => document.activeElement?.getAttribute("data-key")), `take-${convC}`, "Take over keeps the focus");
     await ayla.getByRole("button", { name: /Accept the chat/ }).click();
     await server.wait("the third chat opens", () => shown(ayla).getByText("Bonusum nerede?").waitFor());
 
@@ -302,6 +306,48 @@ describe("agent console usability", () => {
     assert.match(await ayla.title(), /^Pitboss/, "no unread count in the title");
     await players.say("p3", convC, "Hâlâ bekliyorum");
     await server.wait("a new message in the other tab is counted", () => ayla.locator(`#tab-${convC} .badge:not([hidden])`, { hasText: "1" }).waitFor());
+  });
+
+  step("a supervisor's note in a chat not shown counts as unread", async () => {
+    const badge = ayla.locator(`#tab-${convC} .badge:not([hidden])`);
+    await server.wait("one unread so far", () => badge.filter({ hasText: "1" }).waitFor());
+    await sam.evaluate((c) => window.pitbossConsole.client.send({ type: "note", conversation: c, client_id: "sam-note-1", text: "Offer him 10 free spins" }), convC);
+    await server.wait("the note is counted", () => badge.filter({ hasText: "2" }).waitFor());
+  });
+
+  step("with the canned replies open and nothing matching, Enter sends nothing", async () => {
+    const input = shown(ayla).locator("textarea");
+    await input.fill("/zzz");
+    await server.wait("the list says nothing matches", () => shown(ayla).getByText(en.no_canned).waitFor());
+    await input.press("Enter");
+    await ayla.waitForTimeout(500);
+    assert.equal(aylaFrames.sent.filter((f) => f.type === "send" && f.text === "/zzz").length, 0, "the filter was not sent");
+    assert.equal(await input.inputValue(), "/zzz");
+    await input.press("Escape");
+    await input.fill("");
+  });
+
+  step("another agent's earlier conversation is a summary, not a link", async () => {
+    const olgaSends = (frame) => olga.evaluate((f) => window.pitbossConsole.client.send(f), frame);
+    await players.open("p5", "Lena");
+    const first = await players.start("p5", "ru", "technical"); // only olga serves it
+    await server.wait("olga is offered it", () => olga.getByRole("button", { name: /Accept the chat/ }).waitFor());
+    await olgaSends({ type: "accept", conversation: first });
+    await server.wait("olga has it", () => olga.locator(`#tab-${first}`).waitFor());
+    await olgaSends({ type: "close", conversation: first });
+    await server.wait("and closed it", () => olga.locator(`#tab-${first}.ended`).waitFor());
+    const second = await players.start("p5", "en", "payments");
+    await players.say("p5", second, "It is me again");
+    await server.wait("ayla is offered the second", () => ayla.getByRole("button", { name: /Accept the chat/ }).waitFor());
+    await ayla.getByRole("button", { name: /Accept the chat/ }).click();
+    await server.wait("it opens", () => shown(ayla).getByText("It is me again").waitFor());
+    const earlier = shown(ayla).locator(".history li");
+    await server.wait("olga's conversation is listed", () => earlier.filter({ hasText: "Olga" }).waitFor());
+    assert.equal(await earlier.filter({ hasText: "Olga" }).locator("button").count(), 0, "not a link");
+    assert.equal(await earlier.filter({ hasText: "Olga" }).locator("span").getAttribute("title"), en.transcript_unavailable);
+    await ayla.evaluate((c) => window.pitbossConsole.client.send({ type: "close", conversation: c }), second);
+    await server.wait("ayla's chat with Lena ends", () => ayla.locator(`#tab-${second}.ended`).waitFor());
+    await ayla.locator(`#tab-${convB}`).click();
   });
 
   step("toasts are localised by code and never cover the reply box", async () => {

@@ -44,6 +44,16 @@
   }
   function show(el, on) { el.hidden = !on; }
   function clear(el) { el.textContent = ""; }
+  // Builds `el` again with `build`; a control in it that had the focus (known by
+  // its data-key) has it again, so lists that refresh by themselves stay usable
+  // from the keyboard.
+  function rebuild(el, build) {
+    var a = doc.activeElement, key = a && el.contains(a) && a.getAttribute("data-key");
+    clear(el);
+    build();
+    var b = key && el.querySelector("[data-key='" + key + "']");
+    if (b) b.focus();
+  }
 
   var langSelect = $("#lang-select");
   Object.keys(P.i18n.LANGUAGES).forEach(function (code) {
@@ -221,7 +231,7 @@
       $("#kpis-h").textContent = supervises(me) ? t("kpis_team") : t("kpis_own");
       loadKpis();
       timers.push(setInterval(loadKpis, 60000));
-      timers.push(setInterval(renderQueue, 1000));
+      timers.push(setInterval(tickQueue, 1000));
       loadAgents();
       if (supervises(me)) timers.push(setInterval(loadAgents, 15000));
       api("/api/departments").then(function (b) { departments = b.departments || []; });
@@ -470,9 +480,8 @@
 
   function renderOffers() {
     var ul = $("#offers");
-    clear(ul);
     var ids = Object.keys(offers);
-    ids.forEach(function (id) {
+    rebuild(ul, function () { ids.forEach(function (id) {
       var o = offers[id];
       var card = o.player || {};
       ul.appendChild(h("li", { class: o.transfer ? "card transfer" : "card" }, [
@@ -481,11 +490,11 @@
         h("span", { class: "sub", text: o.department + " · " + o.language.toUpperCase() + " · " + t("waited", { time: duration(o.waited_ms) }) }),
         o.transfer ? h("p", { class: "note", text: t("transfer_from", { name: o.transfer.from.name || o.transfer.from.id }) + (o.transfer.note ? ": " + o.transfer.note : "") }) : null,
         h("div", { class: "row" }, [
-          h("button", { type: "button", class: "primary", text: t("accept"), "aria-label": t("accept_from", { name: playerName(card) }), onclick: function () { accepting[id] = true; client.send({ type: "accept", conversation: id }); } }),
-          h("button", { type: "button", text: t("decline"), onclick: function () { client.send({ type: "decline", conversation: id }); } })
+          h("button", { type: "button", class: "primary", "data-key": "accept-" + id, text: t("accept"), "aria-label": t("accept_from", { name: playerName(card) }), onclick: function () { accepting[id] = true; client.send({ type: "accept", conversation: id }); } }),
+          h("button", { type: "button", "data-key": "decline-" + id, text: t("decline"), onclick: function () { client.send({ type: "decline", conversation: id }); } })
         ])
       ]));
-    });
+    }); });
     show($("#offers-empty"), !ids.length);
   }
   var accepting = {};
@@ -515,23 +524,32 @@
 
   function renderQueue() {
     var tbody = $("#queue tbody");
-    clear(tbody);
-    var elapsed = Date.now() - queue.at;
-    queue.entries.forEach(function (e) {
+    rebuild(tbody, function () { queue.entries.forEach(function (e) {
       tbody.appendChild(h("tr", {}, [
-        h("td", { text: duration(e.waited_ms + elapsed) }),
+        h("td", { class: "waited" }),
         h("td", { text: e.language.toUpperCase() }),
         h("td", { text: e.vip_tier ? t("vip", { n: e.vip_tier }) : "—" }),
         h("td", { text: e.department }),
         h("td", { class: "state" }, [
           h("span", { text: e.offered ? t("offered") : t("waiting") }),
-          supervises(me) ? h("button", { type: "button", class: "small", text: t("take_over"), onclick: function () { accepting[e.conversation] = true; client.send({ type: "take", conversation: e.conversation }); } }) : null
+          supervises(me) ? h("button", { type: "button", class: "small", "data-key": "take-" + e.conversation, text: t("take_over"), onclick: function () { accepting[e.conversation] = true; client.send({ type: "take", conversation: e.conversation }); } }) : null
         ])
       ]));
-    });
+    }); });
+    tickQueue();
     $("#queue-total").textContent = "(" + queue.total + ")";
     show($("#queue"), queue.entries.length > 0);
     show($("#queue-empty"), !queue.entries.length);
+  }
+
+  // Every second: the waiting times only, so that nothing under the pointer or
+  // the focus is replaced.
+  function tickQueue() {
+    var elapsed = Date.now() - queue.at;
+    $$("#queue td.waited").forEach(function (td, i) {
+      var e = queue.entries[i];
+      if (e) td.textContent = duration(e.waited_ms + elapsed);
+    });
   }
 
   // ------------------------------------------------------- offline messages
@@ -599,18 +617,17 @@
       liveList = list;
       renderTeam();
       var ul = $("#live");
-      clear(ul);
-      list.forEach(function (c) {
+      rebuild(ul, function () { list.forEach(function (c) {
         var mine = c.agent === me.id;
         ul.appendChild(h("li", { class: "card" }, [
           h("strong", { text: shortPlayer(c.player) }),
           h("span", { class: "sub", text: t("state_" + c.state) + " · " + (c.agent ? agentName(c.agent) : t("nobody")) + " · " + c.department + " · " + c.language.toUpperCase() }),
           mine ? null : h("div", { class: "row" }, [
-            h("button", { type: "button", text: t("view"), "aria-label": t("view_conversation", { id: shortPlayer(c.player) }), onclick: function () { watchChat(c); } }),
-            h("button", { type: "button", class: "primary", text: t("take_over"), "aria-label": t("take_over_conversation", { id: shortPlayer(c.player) }), onclick: function () { accepting[c.id] = true; client.send({ type: "take", conversation: c.id }); } })
+            h("button", { type: "button", "data-key": "view-" + c.id, text: t("view"), "aria-label": t("view_conversation", { id: shortPlayer(c.player) }), onclick: function () { watchChat(c); } }),
+            h("button", { type: "button", class: "primary", "data-key": "take-" + c.id, text: t("take_over"), "aria-label": t("take_over_conversation", { id: shortPlayer(c.player) }), onclick: function () { accepting[c.id] = true; client.send({ type: "take", conversation: c.id }); } })
           ])
         ]));
-      });
+      }); });
       $("#live-total").textContent = "(" + list.length + ")";
       show($("#live-empty"), !list.length);
     }, function () { /* shown next time */ });
@@ -738,11 +755,12 @@
       var list = (b.conversations || []).filter(function (c) { return c.id !== chat.id; });
       if (!list.length) chat.history.appendChild(h("li", { class: "empty", text: t("no_earlier") }));
       list.forEach(function (c) {
-        chat.history.appendChild(h("li", {}, [
-          h("button", { type: "button", class: "link", onclick: function () { showTranscript(c); } }, [
-            when(c.created_at) + " · " + t("state_" + c.state) + (c.agent ? " · " + agentName(c.agent) : "") + (c.rating ? " · " + c.rating + "/5" : "")
-          ])
-        ]));
+        var text = when(c.created_at) + " · " + t("state_" + c.state) + (c.agent ? " · " + agentName(c.agent) : "") + (c.rating ? " · " + c.rating + "/5" : "");
+        // Another agent's transcript is for that agent and supervisors
+        // (docs/permissions.md): the summary only.
+        chat.history.appendChild(h("li", {}, [supervises(me) || c.agent === me.id
+          ? h("button", { type: "button", class: "link", onclick: function () { showTranscript(c); } }, [text])
+          : h("span", { text: text, title: t("transcript_unavailable") })]));
       });
     }, function () { chat.historyLoaded = false; });
   }
@@ -757,7 +775,7 @@
     show(facts, false);
     api("/api/conversations/" + c.id + "/transcript").then(function (b) {
       (b.messages || []).slice().sort(function (x, y) { return x.seq - y.seq; }).forEach(function (m) { ol.appendChild(item(m)); });
-    });
+    }, function () { ol.appendChild(h("li", { class: "empty", text: t("transcript_unavailable") })); });
     // How it ended: the close reason, the rating and the player's comment.
     api("/api/conversations/" + c.id).then(function (d) {
       var summary = d.conversation || c;
@@ -942,7 +960,11 @@
     if (m.sender && m.sender.role === "player") {
       clearTimeout(chat.typingTimer);
       chat.typing.textContent = "";
-      // Counted once: what the agent saw before a reload is not unread again.
+    }
+    // From the player, or a note or message of someone else (a supervisor's
+    // instruction). Counted once: what the agent saw before a reload is not
+    // unread again.
+    if (m.sender && m.kind !== "event" && !(me && m.sender.id === me.id)) {
       if (selected !== m.conversation || doc.hidden) {
         if (m.seq > seenSeq(m.conversation)) { chat.unread++; updateBadge(chat); }
       } else markRead(chat);
@@ -1072,6 +1094,8 @@
     }
     if (open && (e.key === "Enter" || e.key === "Tab")) { e.preventDefault(); useCanned(chat, chat.cannedActive); return; }
     if (!chat.canned.hidden && e.key === "Escape") { e.preventDefault(); closeCanned(chat); return; }
+    // The list is open with nothing to insert: Enter does not send the filter.
+    if (!chat.canned.hidden && e.key === "Enter") { e.preventDefault(); return; }
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); sendFrom(chat); }
   }
 
