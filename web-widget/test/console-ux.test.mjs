@@ -226,6 +226,11 @@ describe("agent console usability", () => {
     await server.wait("ayla is offered the chat back", () => ayla.locator("#offers .transfer").waitFor());
     const offered = ayla.locator("#offers .transfer .sub");
     assert.match(await offered.textContent(), /^general/);
+    // Sam reloads while it is pending: the transcript tells his console so.
+    await sam.reload();
+    await server.wait("sam's console reconnects", () => sam.locator("#app[data-state=open]").waitFor());
+    await server.wait("the pending transfer is shown again", () => shown(sam).getByText(fill(en.transfer_pending, { to: "general" })).waitFor());
+    assert.equal(await shown(sam).getByRole("button", { name: en.transfer, exact: true }).isDisabled(), true, "no second transfer meanwhile");
     await ayla.getByRole("button", { name: /Accept the chat/ }).click();
     await server.wait("ayla's tab is live again", () => shown(ayla).getByRole("textbox", { name: en.reply_to_player }).waitFor());
     await server.wait("and shows the general department", async () => (await department(ayla).textContent()) === "general" || Promise.reject(new Error(await department(ayla).textContent())));

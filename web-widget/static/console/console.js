@@ -970,7 +970,22 @@
       } else markRead(chat);
     }
     if (m.kind === "event" && m.event === "closed" && !chat.ended) end(chat, t("closed"));
+    if (m.kind === "event" && chat.owned && !chat.ended) transferEvent(chat, m);
     chat.scroll.scrollTop = chat.scroll.scrollHeight;
+  }
+
+  // The transcript says whether a transfer is pending, also when it is replayed
+  // after a reload: a `transfer_requested` not yet followed by its outcome.
+  function transferEvent(chat, m) {
+    if (m.event === "transfer_requested") {
+      var x = /^You are being transferred to (.+)\. Your/.exec(m.text || "");
+      chat.transferring = chat.transferPending = true;
+      banner(chat, t("transfer_pending", { to: x ? x[1] : "—" }));
+    } else if ((m.event === "transfer_cancelled" || m.event === "joined") && chat.transferPending) {
+      chat.transferring = chat.transferPending = false;
+      banner(chat, "");
+    } else return;
+    updateActions(chat);
   }
 
   function onAck(a) {
