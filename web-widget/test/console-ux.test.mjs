@@ -10,20 +10,10 @@
 
 import { describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
-import vm from "node:vm";
-import { startServer, launchBrowser, newPage, consoleLogin, axe, stepsOf, STATIC_DIR } from "./helpers.mjs";
+import { startServer, launchBrowser, newPage, consoleLogin, axe, stepsOf, strings } from "./helpers.mjs";
 
-/** The console's strings of one language, as the page gets them. */
-function strings(lang) {
-  const context = vm.createContext({});
-  context.self = context;
-  for (const f of ["i18n.js", `console/i18n/${lang}.js`]) vm.runInContext(readFileSync(join(STATIC_DIR, f), "utf8"), context);
-  return context.Pitboss.i18n.dicts.console[lang];
-}
-const en = strings("en");
-const ru = strings("ru");
+const en = strings("console", "en");
+const ru = strings("console", "ru");
 const fill = (s, vars) => s.replace(/\{(\w+)\}/g, (m, k) => (k in vars ? String(vars[k]) : m));
 
 const WIDE = { viewport: { width: 1280, height: 800 } };
@@ -475,6 +465,9 @@ describe("an unanswered offer", () => {
     await players.open("p", "Иван");
     await players.start("p", "ru", "general");
     await server.wait("olga is offered the chat", () => olga.locator("#offers li").waitFor());
+    // The card counts down the 2 s she has to answer, in her language.
+    const left = olga.locator("#offers li .left");
+    assert.match(await left.textContent(), new RegExp("^" + fill(ru.offer_left, { n: "[12]" }) + "$"));
     await server.wait("the offer expires and the notice says why", () => notice.getByText(ru.away_missed).waitFor({ timeout: 10000 }));
     assert.equal(await olga.locator("#status-away[aria-pressed=true]").textContent(), "Нет на месте");
     assert.deepEqual(await axe(olga, "#away-notice"), [], "serious or critical accessibility problems in the notice");

@@ -5,10 +5,11 @@
 import { spawn, spawnSync } from "node:child_process";
 import { createServer } from "node:net";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync, mkdirSync, existsSync } from "node:fs";
+import { mkdtempSync, rmSync, mkdirSync, existsSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import vm from "node:vm";
 import { it } from "node:test";
 import { chromium } from "playwright-core";
 
@@ -31,6 +32,14 @@ export function freePort() {
       s.close(() => ok(port));
     });
   });
+}
+
+/** The strings of one interface ("widget" or "console") in one language, as the page gets them. */
+export function strings(ns, lang) {
+  const context = vm.createContext({});
+  context.self = context;
+  for (const f of ["i18n.js", `${ns}/i18n/${lang}.js`]) vm.runInContext(readFileSync(join(STATIC_DIR, f), "utf8"), context);
+  return context.Pitboss.i18n.dicts[ns][lang];
 }
 
 export function sleep(ms) {

@@ -8,25 +8,17 @@
 
 import { describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import vm from "node:vm";
-import { startServer, launchBrowser, newPage, addAgent, stepsOf, STATIC_DIR } from "./helpers.mjs";
+import { startServer, launchBrowser, newPage, addAgent, stepsOf, strings } from "./helpers.mjs";
 
 const W = "#pitboss-widget";
 const PASSWORD = "agents-have-long-passwords";
 // The demo casino page embedded for the general department, for a named player.
 const PAGE = "/?department=general&name=Deniz";
 
-/** The widget's strings of one language, as the page gets them. */
-function strings(lang) {
-  const context = vm.createContext({});
-  context.self = context;
-  for (const f of ["i18n.js", `widget/i18n/${lang}.js`]) vm.runInContext(readFileSync(join(STATIC_DIR, f), "utf8"), context);
-  return context.Pitboss.i18n.dicts.widget[lang];
-}
-const en = strings("en");
+const en = strings("widget", "en");
 const fill = (s, vars) => s.replace(/\{(\w+)\}/g, (m, k) => (k in vars ? String(vars[k]) : m));
 
 describe("a player's chat across tabs, reloads and transfers", () => {

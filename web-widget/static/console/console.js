@@ -232,6 +232,7 @@
       loadKpis();
       timers.push(setInterval(loadKpis, 60000));
       timers.push(setInterval(tickQueue, 1000));
+      timers.push(setInterval(tickOffers, 1000));
       loadAgents();
       if (supervises(me)) timers.push(setInterval(loadAgents, 15000));
       api("/api/departments").then(function (b) { departments = b.departments || []; });
@@ -488,6 +489,7 @@
         h("strong", { text: playerName(card) }),
         card.vip_tier ? h("span", { class: "vip", text: t("vip", { n: card.vip_tier }) }) : null,
         h("span", { class: "sub", text: o.department + " · " + o.language.toUpperCase() + " · " + t("waited", { time: duration(o.waited_ms) }) }),
+        h("span", { class: "left", "data-offer": id }),
         o.transfer ? h("p", { class: "note", text: t("transfer_from", { name: o.transfer.from.name || o.transfer.from.id }) + (o.transfer.note ? ": " + o.transfer.note : "") }) : null,
         h("div", { class: "row" }, [
           h("button", { type: "button", class: "primary", "data-key": "accept-" + id, text: t("accept"), "aria-label": t("accept_from", { name: playerName(card) }), onclick: function () { accepting[id] = true; client.send({ type: "accept", conversation: id }); } }),
@@ -495,9 +497,19 @@
         ])
       ]));
     }); });
+    tickOffers();
     show($("#offers-empty"), !ids.length);
   }
   var accepting = {};
+
+  // Every second: the time left to answer each offer (after it the server sets
+  // the agent away).
+  function tickOffers() {
+    $$("#offers .left").forEach(function (el) {
+      var o = offers[el.getAttribute("data-offer")];
+      if (o) el.textContent = t("offer_left", { n: Math.max(0, Math.ceil((o.received + o.expires_in_ms - Date.now()) / 1000)) });
+    });
+  }
 
   function onAssigned(a) {
     var offer = offers[a.conversation];

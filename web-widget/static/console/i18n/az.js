@@ -25,6 +25,7 @@ Pitboss.i18n.add("console", "az", {
   accept_from: "{name} ilə söhbəti qəbul et",
   decline: "İmtina et",
   waited: "{time} gözləyir",
+  offer_left: "{n} san ərzində cavab verin",
   transfer_from: "{name} tərəfindən yönləndirmə",
   notify_offer: "Yeni söhbət: {name}",
   notify_transfer: "Yönləndirmə təklifi: {name}",

@@ -26,6 +26,7 @@ Pitboss.i18n.add("console", "en", {
   accept_from: "Accept the chat with {name}",
   decline: "Decline",
   waited: "waiting {time}",
+  offer_left: "answer within {n} s",
   transfer_from: "Transfer from {name}",
   notify_offer: "New chat: {name}",
   notify_transfer: "Transfer offered: {name}",

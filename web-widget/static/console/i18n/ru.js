@@ -25,6 +25,7 @@ Pitboss.i18n.add("console", "ru", {
   accept_from: "Принять чат с {name}",
   decline: "Отклонить",
   waited: "ждёт {time}",
+  offer_left: "ответьте в течение {n} с",
   transfer_from: "Передача от {name}",
   notify_offer: "Новый чат: {name}",
   notify_transfer: "Вам передают чат: {name}",

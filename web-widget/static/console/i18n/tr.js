@@ -25,6 +25,7 @@ Pitboss.i18n.add("console", "tr", {
   accept_from: "{name} ile sohbeti kabul et",
   decline: "Reddet",
   waited: "{time} bekliyor",
+  offer_left: "{n} sn içinde yanıtlayın",
   transfer_from: "{name} tarafından aktarma",
   notify_offer: "Yeni sohbet: {name}",
   notify_transfer: "Aktarma önerisi: {name}",
