@@ -271,6 +271,7 @@ describe("agent console usability", () => {
     await take.focus();
     await sam.waitForTimeout(1600);
     assert.equal(await sam.evaluate(() => document.activeElement?.getAttribute("data-key")), `take-${convC}`, "Take over keeps the focus");
+    await server.wait("sam's live list names the players", () => sam.locator("#live li strong", { hasText: "Emre" }).waitFor());
     await ayla.getByRole("button", { name: /Accept the chat/ }).click();
     await server.wait("the third chat opens", () => shown(ayla).getByText("Bonusum nerede?").waitFor());
 

@@ -279,8 +279,13 @@ pub(crate) async fn list_conversations(
             limit: q.limit.unwrap_or(100).clamp(1, 500),
         })
         .await?;
-    let list: Vec<_> = records.into_iter().map(|r| r.summary).collect();
-    Ok(Json(json!({ "conversations": list })).into_response())
+    // Each listed player's card once, by id: who the conversations are with.
+    let players: std::collections::BTreeMap<&str, &pitboss_protocol::PlayerCard> = records
+        .iter()
+        .map(|r| (r.player.id.0.as_str(), &r.player))
+        .collect();
+    let list: Vec<_> = records.iter().map(|r| &r.summary).collect();
+    Ok(Json(json!({ "conversations": list, "players": players })).into_response())
 }
 
 async fn readable(

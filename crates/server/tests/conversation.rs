@@ -202,6 +202,21 @@ async fn queue_offer_accept_chat_transfer_close_transcript() {
     assert_eq!(detail["conversation"]["rating"], 5);
     assert_eq!(detail["rating_comment"], "fast and kind");
     assert_eq!(detail["close_reason"], "resolved");
+    // The list names each conversation's player by its card.
+    let list = server
+        .get_json("/api/conversations?state=closed", &token)
+        .await;
+    let player_id = &detail["conversation"]["player"];
+    assert!(list["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["id"] == conv && c["player"] == *player_id));
+    assert_eq!(
+        list["players"][player_id.as_str().unwrap()]["name"],
+        "Player",
+        "{list}"
+    );
     let kinds = event_kinds(&detail);
     for k in [
         "queued",

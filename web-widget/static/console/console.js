@@ -626,17 +626,19 @@
     if (!token || !supervises(me)) return;
     Promise.all(["active", "queued"].map(function (s) { return api("/api/conversations?state=" + s + "&limit=200"); })).then(function (r) {
       var list = (r[0].conversations || []).concat(r[1].conversations || []);
+      var cards = Object.assign({}, r[0].players, r[1].players);
       liveList = list;
       renderTeam();
       var ul = $("#live");
       rebuild(ul, function () { list.forEach(function (c) {
         var mine = c.agent === me.id;
+        var who = playerName(cards[c.player] || { id: c.player });
         ul.appendChild(h("li", { class: "card" }, [
-          h("strong", { text: shortPlayer(c.player) }),
+          h("strong", { text: who }),
           h("span", { class: "sub", text: t("state_" + c.state) + " · " + (c.agent ? agentName(c.agent) : t("nobody")) + " · " + c.department + " · " + c.language.toUpperCase() }),
           mine ? null : h("div", { class: "row" }, [
-            h("button", { type: "button", "data-key": "view-" + c.id, text: t("view"), "aria-label": t("view_conversation", { id: shortPlayer(c.player) }), onclick: function () { watchChat(c); } }),
-            h("button", { type: "button", class: "primary", "data-key": "take-" + c.id, text: t("take_over"), "aria-label": t("take_over_conversation", { id: shortPlayer(c.player) }), onclick: function () { accepting[c.id] = true; client.send({ type: "take", conversation: c.id }); } })
+            h("button", { type: "button", "data-key": "view-" + c.id, text: t("view"), "aria-label": t("view_conversation", { id: who }), onclick: function () { watchChat(c); } }),
+            h("button", { type: "button", class: "primary", "data-key": "take-" + c.id, text: t("take_over"), "aria-label": t("take_over_conversation", { id: who }), onclick: function () { accepting[c.id] = true; client.send({ type: "take", conversation: c.id }); } })
           ])
         ]));
       }); });
