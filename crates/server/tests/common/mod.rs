@@ -353,14 +353,18 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(addr: &str) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
-            .await
-            .expect("connect");
-        Client {
+        Client::try_connect(addr).await.expect("connect")
+    }
+
+    /// Connects, or says why not: a node over its socket cap closes the socket
+    /// before the upgrade.
+    pub async fn try_connect(addr: &str) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await?;
+        Ok(Client {
             ws,
             welcome: Value::Null,
             backlog: Vec::new(),
-        }
+        })
     }
 
     pub async fn send(&mut self, v: Value) {
