@@ -272,6 +272,14 @@ describe("agent console usability", () => {
     await sam.waitForTimeout(1600);
     assert.equal(await sam.evaluate(() => document.activeElement?.getAttribute("data-key")), `take-${convC}`, "Take over keeps the focus");
     await server.wait("sam's live list names the players", () => sam.locator("#live li strong", { hasText: "Emre" }).waitFor());
+    // A burst of changes reloads the live list once, not once per change.
+    let loads = 0;
+    const count = (r) => { if (r.url().includes("/api/conversations?state=queued")) loads++; };
+    sam.on("request", count);
+    await sam.evaluate(() => { for (let i = 0; i < 10; i++) window.pitbossConsole.client.emit("closed", { conversation: "elsewhere" }); });
+    await sam.waitForTimeout(2500);
+    sam.off("request", count);
+    assert.ok(loads >= 1 && loads <= 2, `the live list was loaded ${loads} times for 10 changes`);
     await ayla.getByRole("button", { name: /Accept the chat/ }).click();
     await server.wait("the third chat opens", () => shown(ayla).getByText("Bonusum nerede?").waitFor());
 

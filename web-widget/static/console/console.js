@@ -336,12 +336,12 @@
           if (chat.ended) banner(chat, t("closed_with", { reason: text }), true);
         });
       }
-      if (supervises(me)) loadLive();
+      if (supervises(me)) liveSoon();
     });
     client.on("queue_snapshot", function (f) {
       queue = { total: f.total, entries: f.entries || [], at: Date.now() };
       renderQueue();
-      if (supervises(me)) loadLive();
+      if (supervises(me)) liveSoon();
     });
     client.on("error", function (f) {
       // The server's message is English and for developers: the log only.
@@ -622,7 +622,16 @@
 
   // ------------------------------------------------ supervisors: everything
 
+  // The live list again after a change, at most once every 2 s: a busy queue
+  // changes many times a second, and each load is two requests.
+  var liveTimer = null, liveAt = 0;
+  function liveSoon() {
+    if (liveTimer) return;
+    liveTimer = setTimeout(function () { liveTimer = null; loadLive(); }, Math.max(0, liveAt + 2000 - Date.now()));
+  }
+
   function loadLive() {
+    liveAt = Date.now();
     if (!token || !supervises(me)) return;
     Promise.all(["active", "queued"].map(function (s) { return api("/api/conversations?state=" + s + "&limit=200"); })).then(function (r) {
       var list = (r[0].conversations || []).concat(r[1].conversations || []);
