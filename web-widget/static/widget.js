@@ -505,9 +505,10 @@
       if (w.visitor_token) store.set("visitor", w.visitor_token);
       maxChars = (w.limits || {}).max_text_chars || maxChars;
       if (!cur && !starting) setStatus("");
+      var last = store.get("conv");
       var open = (w.conversations || []).filter(function (c) {
         return c.state !== "closed" && ours(c);
-      });
+      }).sort(function (a, b) { return (b.id === last) - (a.id === last); });
       if (cur) {
         var s = open.filter(function (c) { return c.id === cur.id; })[0];
         // The client resumes the current conversation by itself; a start as well
