@@ -280,8 +280,16 @@ describe("agent console usability", () => {
     await sam.waitForTimeout(2500);
     sam.off("request", count);
     assert.ok(loads >= 1 && loads <= 2, `the live list was loaded ${loads} times for 10 changes`);
+    // The offer's waiting time ticks.
+    const waited = ayla.locator("#offers .waited").first();
+    const before = await waited.textContent();
+    await server.until("the offer's waiting time ticks", async () => (await waited.textContent()) !== before, 5000);
+    // Sam views it while it is queued; once ayla takes it, his banner names her.
+    await sam.locator("#live li", { hasText: "Emre" }).getByRole("button", { name: fill(en.view_conversation, { id: "Emre" }) }).click();
+    await server.wait("sam's banner says nobody owns it", () => shown(sam).getByText(fill(en.watching, { owner: en.watching_nobody })).waitFor());
     await ayla.getByRole("button", { name: /Accept the chat/ }).click();
     await server.wait("the third chat opens", () => shown(ayla).getByText("Bonusum nerede?").waitFor());
+    await server.wait("sam's banner names ayla now", () => shown(sam).getByText(fill(en.watching, { owner: "Ayla" })).waitFor());
 
     await sam.locator("#team-refresh").click();
     const member = sam.locator('#team li[data-agent="ayla"]');

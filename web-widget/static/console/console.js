@@ -488,7 +488,7 @@
       ul.appendChild(h("li", { class: o.transfer ? "card transfer" : "card" }, [
         h("strong", { text: playerName(card) }),
         card.vip_tier ? h("span", { class: "vip", text: t("vip", { n: card.vip_tier }) }) : null,
-        h("span", { class: "sub", text: o.department + " · " + o.language.toUpperCase() + " · " + t("waited", { time: duration(o.waited_ms) }) }),
+        h("span", { class: "sub" }, [o.department + " · " + o.language.toUpperCase() + " · ", h("span", { class: "waited", "data-offer": id })]),
         h("span", { class: "left", "data-offer": id }),
         o.transfer ? h("p", { class: "note", text: t("transfer_from", { name: o.transfer.from.name || o.transfer.from.id }) + (o.transfer.note ? ": " + o.transfer.note : "") }) : null,
         h("div", { class: "row" }, [
@@ -502,9 +502,13 @@
   }
   var accepting = {};
 
-  // Every second: the time left to answer each offer (after it the server sets
-  // the agent away).
+  // Every second: how long each offered player has waited, and the time left
+  // to answer (after it the server sets the agent away).
   function tickOffers() {
+    $$("#offers .waited").forEach(function (el) {
+      var o = offers[el.getAttribute("data-offer")];
+      if (o) el.textContent = t("waited", { time: duration(o.waited_ms + Date.now() - o.received) });
+    });
     $$("#offers .left").forEach(function (el) {
       var o = offers[el.getAttribute("data-offer")];
       if (o) el.textContent = t("offer_left", { n: Math.max(0, Math.ceil((o.received + o.expires_in_ms - Date.now()) / 1000)) });
@@ -659,12 +663,27 @@
   function watchChat(summary) {
     var chat = openChat(summary.id, { owned: false, summary: summary });
     chat.watching = true;
-    // Notes are taken in queued and active conversations only.
+    watchBanner(chat, summary);
+    client.watch(summary.id);
+    select(summary.id);
+  }
+
+  // Notes are taken in queued and active conversations only.
+  function watchBanner(chat, summary) {
     chat.whisperable = summary.state === "queued" || summary.state === "active";
     banner(chat, t("watching", { owner: summary.agent ? agentName(summary.agent) : t("watching_nobody") }));
     updateActions(chat);
-    client.watch(summary.id);
-    select(summary.id);
+  }
+
+  // A watched chat changed hands (transfer, take-over, requeue): name its owner
+  // now. Replayed events come in bursts; one request after the last.
+  function rewatch(chat) {
+    clearTimeout(chat.rewatchTimer);
+    chat.rewatchTimer = setTimeout(function () {
+      api("/api/conversations/" + chat.id).then(function (b) {
+        if (chats[chat.id] === chat && chat.watching && !chat.ended) watchBanner(chat, b.conversation);
+      }, function () { /* kept as it was */ });
+    }, 300);
   }
 
   // ------------------------------------------------------------------- chats
@@ -994,6 +1013,7 @@
     }
     if (m.kind === "event" && m.event === "closed" && !chat.ended) end(chat, t("closed"));
     if (m.kind === "event" && chat.owned && !chat.ended) transferEvent(chat, m);
+    if (m.kind === "event" && chat.watching && !chat.ended && (m.event === "joined" || m.event === "requeued")) rewatch(chat);
     chat.scroll.scrollTop = chat.scroll.scrollHeight;
   }
 
