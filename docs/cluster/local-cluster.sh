@@ -368,8 +368,11 @@ EOF
 start_node() {
   local n=$1 port=$2 pid i status=
   mkdir -p "$dir/node$n"
+  # nginx on this machine is the only proxy: its X-Forwarded-For names the
+  # client, so per-address limits count players, not nginx.
   "$pitboss_bin" serve --listen "127.0.0.1:$port" --node "node$n" --data-dir "$dir/node$n" \
     --redis-url "$(state_get redis_url)" --database-url "$(state_get database_url)" \
+    --trusted-proxies 127.0.0.1 \
     "${serve_args[@]}" </dev/null >"$dir/node$n.log" 2>&1 &
   pid=$!
   state_set "node${n}_pid" "$pid"

@@ -204,7 +204,7 @@ describe("agent console usability", () => {
     await sam.getByRole("button", { name: /Accept the chat/ }).click();
     await server.wait("ayla's tab says sam has it", () => shown(ayla).getByText(fill(en.released, { name: "Sam" })).waitFor());
     const department = (page) => shown(page).locator(".about dt", { hasText: en.attr_department }).locator("xpath=following-sibling::dd[1]");
-    assert.equal(await department(ayla).textContent(), "payments");
+    assert.equal(await department(ayla).textContent(), "Payments", "the department's display name");
 
     // Sam sends it to the general department, where ayla takes it back: her
     // existing tab must show the new department.
@@ -215,15 +215,15 @@ describe("agent console usability", () => {
     await sam.locator("#transfer-dialog").getByRole("button", { name: en.transfer_submit }).click();
     await server.wait("ayla is offered the chat back", () => ayla.locator("#offers .transfer").waitFor());
     const offered = ayla.locator("#offers .transfer .sub");
-    assert.match(await offered.textContent(), /^general/);
+    assert.match(await offered.textContent(), /^General support/, "the department's display name");
     // Sam reloads while it is pending: the transcript tells his console so.
     await sam.reload();
     await server.wait("sam's console reconnects", () => sam.locator("#app[data-state=open]").waitFor());
-    await server.wait("the pending transfer is shown again", () => shown(sam).getByText(fill(en.transfer_pending, { to: "general" })).waitFor());
+    await server.wait("the pending transfer is shown again", () => shown(sam).getByText(fill(en.transfer_pending, { to: "Genel destek" })).waitFor());
     assert.equal(await shown(sam).getByRole("button", { name: en.transfer, exact: true }).isDisabled(), true, "no second transfer meanwhile");
     await ayla.getByRole("button", { name: /Accept the chat/ }).click();
     await server.wait("ayla's tab is live again", () => shown(ayla).getByRole("textbox", { name: en.reply_to_player }).waitFor());
-    await server.wait("and shows the general department", async () => (await department(ayla).textContent()) === "general" || Promise.reject(new Error(await department(ayla).textContent())));
+    await server.wait("and shows the general department", async () => (await department(ayla).textContent()) === "General support" || Promise.reject(new Error(await department(ayla).textContent())));
     assert.equal(await ayla.locator(`#tab-${convB}`).evaluate((el) => el.classList.contains("ended")), false, "the tab is live again");
   });
 
@@ -309,10 +309,15 @@ describe("agent console usability", () => {
     await tabB.click();
     await server.wait("reading it clears the count", () => tabB.locator(".badge").waitFor({ state: "hidden" }));
     await ayla.waitForTimeout(500); // the read mark is sent after 300 ms
+    // The player has read everything: after the reload ayla's message still says Read.
+    await players.page.evaluate((c) => window.__pbSend("p1", { type: "read", conversation: c, seq: 1000000 }), convB);
+    const answer = ayla.locator(`#panel-${convB} li.mine`, { hasText: "Your withdrawal is on its way" }).locator(".meta");
+    await server.wait("ayla sees it read", () => answer.getByText(en.read, { exact: false }).waitFor());
     await ayla.reload();
     await server.wait("the console reconnects", () => ayla.locator("#app[data-state=open]").waitFor());
     await server.wait("the tab shown before the reload is selected again", () => ayla.locator(`#tab-${convB}[aria-selected=true]`).waitFor());
     await server.wait("its pane shows the chat", () => shown(ayla).getByText("Teşekkürler").waitFor());
+    await server.wait("ayla's answer still says Read", () => answer.getByText(en.read, { exact: false }).waitFor());
     await server.wait("the other chat is back too", () => ayla.locator(`#panel-${convC}`).getByText("Bonusum nerede?").waitFor({ state: "attached" }));
     assert.equal(await ayla.locator("[role=tab] .badge:not([hidden])").count(), 0, "nothing read before the reload is unread");
     assert.match(await ayla.title(), /^Pitboss/, "no unread count in the title");
@@ -403,6 +408,51 @@ describe("agent console usability", () => {
     assert.equal(ru.transfer, "Передать");
     assert.deepEqual(page.problems(), []);
     await page.context().close();
+  });
+
+  step("a supervisor edits canned replies and department names in the console; agents cannot", async () => {
+    assert.equal(await ayla.locator("#catalog-section").isVisible(), false, "not for agents");
+    await sam.locator("#catalog-open").click();
+    const dlg = sam.locator("#catalog-dialog");
+    await server.wait("the editor opens", () => dlg.waitFor());
+    // A department's name, in English: shown at once in sam's own console.
+    await dlg.getByLabel(en.catalog_kind).selectOption("department");
+    await dlg.getByLabel(en.catalog_language).selectOption("en");
+    await server.wait("the demo's names are listed", () => dlg.locator("#catalog-items li", { hasText: "General support" }).waitFor());
+    await dlg.getByRole("button", { name: fill(en.catalog_edit_of, { key: "general" }) }).click();
+    assert.equal(await dlg.getByLabel(en.catalog_text).inputValue(), "General support");
+    await dlg.getByLabel(en.catalog_text).fill("Help desk");
+    await dlg.getByRole("button", { name: en.catalog_save }).click();
+    await server.wait("saved", () => dlg.getByText(fill(en.catalog_saved, { key: "general" })).waitFor());
+    await server.wait("listed with its new name", () => dlg.locator("#catalog-items li", { hasText: "Help desk" }).waitFor());
+    // A Turkish canned reply, added and then deleted (the second click confirms).
+    await dlg.getByLabel(en.catalog_kind).selectOption("canned_reply");
+    await dlg.getByLabel(en.catalog_language).selectOption("tr");
+    await dlg.getByLabel(en.catalog_key).fill(" bye ");
+    await dlg.getByLabel(en.catalog_text).fill("Görüşmek üzere!");
+    await dlg.getByRole("button", { name: en.catalog_save }).click();
+    await server.wait("the reply is listed", () => dlg.locator("#catalog-items li", { hasText: "Görüşmek üzere!" }).waitFor());
+    const token = await server.login("sam");
+    const listed = async () => (await server.api("/api/catalog?kind=canned_reply&language=tr", { token })).items.map((i) => i.key);
+    assert.ok((await listed()).includes("bye"), "stored under its trimmed key");
+    const del = dlg.getByRole("button", { name: fill(en.catalog_delete_of, { key: "bye" }) });
+    await del.click();
+    assert.equal(await del.textContent(), en.catalog_confirm_delete, "asks before deleting");
+    assert.ok((await listed()).includes("bye"), "not deleted on the first click");
+    await del.click();
+    await server.wait("deleted", () => dlg.getByText(fill(en.catalog_deleted, { key: "bye" })).waitFor());
+    assert.ok(!(await listed()).includes("bye"));
+    // A refused save says why and keeps what was typed.
+    await dlg.getByLabel(en.catalog_kind).selectOption("department");
+    await dlg.getByLabel(en.catalog_key).fill("vip desk");
+    await dlg.getByLabel(en.catalog_text).fill("VIP");
+    await dlg.getByRole("button", { name: en.catalog_save }).click();
+    await server.wait("the refusal is shown", () => dlg.locator("#catalog-status.error").waitFor());
+    assert.equal(await dlg.getByLabel(en.catalog_key).inputValue(), "vip desk");
+    assert.deepEqual(await axe(sam), [], "serious or critical accessibility problems in the catalog editor");
+    await dlg.getByRole("button", { name: en.close_window }).click();
+    await server.wait("the editor closes", () => dlg.waitFor({ state: "hidden" }));
+    await server.wait("sam's console shows the new name", () => sam.locator("#live li", { hasText: "Help desk" }).first().waitFor());
   });
 
   step("logging out with open chats asks first; Stay keeps the agent logged in", async () => {

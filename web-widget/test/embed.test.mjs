@@ -62,8 +62,8 @@ describe("the widget embedded on a casino page of another origin", () => {
     const offer = ayla.locator("#offers li", { hasText: "Deniz" });
     await server.wait("ayla is offered Deniz's chat", () => offer.waitFor());
     assert.match(await offer.textContent(), /VIP 3/);
-    assert.match(await offer.textContent(), /payments · TR/);
-    await server.wait("the queue shows the VIP tier", () => ayla.locator("#queue tbody tr", { hasText: "VIP 3" }).filter({ hasText: "payments" }).waitFor());
+    assert.match(await offer.textContent(), /Payments · TR/);
+    await server.wait("the queue shows the VIP tier", () => ayla.locator("#queue tbody tr", { hasText: "VIP 3" }).filter({ hasText: "Payments" }).waitFor());
     await offer.getByRole("button", { name: /Accept/ }).click();
     const about = ayla.locator(".chat:not([hidden]) .about");
     await server.wait("the player's attributes are shown beside the chat", () => about.getByText("MT").waitFor());

@@ -5,9 +5,11 @@
 
 import { describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, launchBrowser, newPage, consoleLogin, axe, artifact, stepsOf } from "./helpers.mjs";
+import { startServer, launchBrowser, newPage, consoleLogin, axe, artifact, stepsOf, strings } from "./helpers.mjs";
 
 const W = "#pitboss-widget";
+const ru = strings("widget", "ru");
+const fill = (s, vars) => s.replace(/\{(\w+)\}/g, (m, k) => (k in vars ? String(vars[k]) : m));
 
 describe("offline messages and supervisor take-over", () => {
   let server, browser, player, olga, sam;
@@ -110,7 +112,9 @@ describe("offline messages and supervisor take-over", () => {
     await sam.locator("#transfer-department").selectOption("technical");
     await dialog.getByLabel("Sonraki temsilci için not (özel)").fill("Technical check of the payout, please");
     await dialog.getByRole("button", { name: "Aktar" }).click();
-    await server.wait("sam sees the transfer pending (in Turkish)", () => sam.getByText("technical için aktarma istendi; yanıt bekleniyor.").waitFor());
+    await server.wait("sam sees the transfer pending (in Turkish, with the department's Turkish name)", () => sam.getByText("Teknik destek için aktarma istendi; yanıt bekleniyor.").waitFor());
+    assert.match(await technical.textContent(), /^Teknik destek — /, "the dialog names the departments");
+    await server.wait("the player is told the department's Russian name", () => player.locator(W).getByText(fill(ru.ev_transfer, { name: "Техническая поддержка" })).waitFor());
     const offer = olga.locator("#offers .transfer", { hasText: "Transfer from Sam: Technical check of the payout, please" });
     await server.wait("olga, of the technical department, is offered it", () => offer.waitFor());
     await offer.getByRole("button", { name: /Accept/ }).click();

@@ -96,7 +96,7 @@ describe("a player's chat across tabs, reloads and transfers", () => {
     }
   });
 
-  step("after a reload the player's messages say Sent, and Read once the agent reads", async () => {
+  step("after a reload the player's messages say Sent, Read once the agent reads, and still Read after another reload", async () => {
     await tabA.reload();
     await server.wait("the transcript is back", () => tabA.locator(`${W} .msgs`).getByText("reply from ana").waitFor());
     const meta = mine(tabA, "hello from tab A").locator(".meta");
@@ -105,6 +105,10 @@ describe("a player's chat across tabs, reloads and transfers", () => {
     const last = Math.max(...(await frames("ana")).filter((f) => f.type === "message").map((f) => f.seq));
     await agentSend("ana", { type: "read", conversation, seq: last });
     await server.wait("and Read once ana has read it", () => meta.getByText(en.read, { exact: false }).waitFor());
+    // The server keeps ana's read mark.
+    await tabA.reload();
+    await server.wait("the transcript is back again", () => tabA.locator(`${W} .msgs`).getByText("reply from ana").waitFor());
+    await server.wait("the message still says Read", () => mine(tabA, "hello from tab A").locator(".meta").getByText(en.read, { exact: false }).waitFor());
   });
 
   step("each message is laid out in its own direction", async () => {
@@ -118,7 +122,7 @@ describe("a player's chat across tabs, reloads and transfers", () => {
 
   step("a department transfer moves the chat, and a reload still shows it", async () => {
     await agentSend("ana", { type: "transfer", conversation, to: { department: "payments" } });
-    await server.wait("the player is told of a colleague", () => tabA.locator(`${W} .msgs`).getByText(en.ev_transfer_other).waitFor());
+    await server.wait("the player is told the department's name", () => tabA.locator(`${W} .msgs`).getByText(fill(en.ev_transfer, { name: "Payments" })).waitFor());
     await server.wait("mali joins", () => tabA.locator(`${W} .status`, { hasText: fill(en.assigned, { name: "Mali" }) }).waitFor());
     const record = await server.api(`/api/conversations/${conversation}`, { token: await server.login("mali", PASSWORD) });
     assert.equal(record.conversation.department, "payments", "the chat now belongs to payments");

@@ -191,7 +191,7 @@ describe("widget usability: queue without agents, long texts, ending, offline me
     assert.deepEqual(await axe(ru, [W, ".pb"]), [], "serious or critical accessibility problems in the offline state");
   });
 
-  step("a transfer to a department does not show the department's tag", async () => {
+  step("a transfer to a department names it in the player's language, never by its tag", async () => {
     const card = olga.locator("#offline li", { hasText: "Где мой вывод средств?" });
     await server.wait("olga sees the offline message", () => card.waitFor());
     await card.getByRole("button", { name: /Answer the message/ }).click();
@@ -201,10 +201,10 @@ describe("widget usability: queue without agents, long texts, ending, offline me
     await dialog.getByRole("radio", { name: "Department" }).check();
     await olga.locator("#transfer-department").selectOption("payments");
     await dialog.getByRole("button", { name: "Transfer" }).click();
-    await server.until("the server wrote the transfer with the department's tag", () =>
-      ru.frames.some((f) => f.type === "message" && f.event === "transfer_requested" && /transferred to payments\./.test(f.text)));
-    await server.wait("the player is told in Russian, without the tag", () =>
-      ru.locator(W).getByText("Вас переводят к коллеге. История разговора сохраняется.").waitFor());
+    await server.until("the server wrote the transfer with the department's Russian name", () =>
+      ru.frames.some((f) => f.type === "message" && f.event === "transfer_requested" && /transferred to Платежи\./.test(f.text)));
+    await server.wait("the player is told in Russian, with the name", () =>
+      ru.locator(W).getByText("Вас переводят: Платежи. История разговора сохраняется.").waitFor());
     assert.equal(await ru.locator(W).getByText(/payments/).count(), 0, "the raw department tag is not shown");
   });
 

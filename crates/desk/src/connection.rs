@@ -7,7 +7,8 @@
 //! reads and writes the WebSocket and hands frames to and from here.
 
 use pitboss_protocol::{
-    limits::RESUME_PAGE, CannotResumeReason, CloseCode, ConversationId, Seq, ServerFrame,
+    limits::RESUME_PAGE, CannotResumeReason, CloseCode, ConversationId, Participant, Role, Seq,
+    ServerFrame,
 };
 use pitboss_transcripts::{SharedStore, StoredEntry};
 use std::collections::HashMap;
@@ -448,7 +449,36 @@ impl Delivery {
             conversation,
             last_seq: hwm.max(after),
         })
-        .await
+        .await?;
+        // How far the other side has read, so that a client that reloaded shows
+        // its messages as read again.
+        let read = if self.for_player {
+            record
+                .read
+                .staff_by
+                .filter(|_| record.read.staff > 0)
+                .map(|by| (by, record.read.staff))
+        } else {
+            (record.read.player > 0).then(|| {
+                let by = Participant {
+                    role: Role::Player,
+                    id: record.player.id.0.clone(),
+                    name: record.player.name.clone(),
+                };
+                (by, record.read.player)
+            })
+        };
+        match read {
+            Some((by, seq)) => {
+                sink.send(ServerFrame::Read {
+                    conversation,
+                    by,
+                    seq,
+                })
+                .await
+            }
+            None => Ok(()),
+        }
     }
 }
 

@@ -35,16 +35,31 @@ pub struct Masker {
 }
 
 impl Masker {
-    /// Card numbers, and these extra patterns (regular expressions). Fails with the
-    /// first pattern that does not compile.
+    /// Card numbers, and these extra patterns (regular expressions, as given one per
+    /// line: a line's trailing `\r` is dropped and blank lines are skipped). Fails
+    /// with the first pattern that does not compile, or that matches empty text
+    /// (it would hide the gap between every two characters).
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Self, String> {
         let patterns = patterns
             .iter()
+            .map(|p| p.as_ref().trim_end_matches('\r'))
+            .filter(|p| !p.trim().is_empty())
             .map(|p| {
-                Regex::new(p.as_ref()).map_err(|e| format!("mask pattern {:?}: {e}", p.as_ref()))
+                let re = Regex::new(p).map_err(|e| format!("mask pattern {p:?}: {e}"))?;
+                if re.is_match("") {
+                    return Err(format!(
+                        "mask pattern {p:?} matches empty text: it must match at least one character"
+                    ));
+                }
+                Ok(re)
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self { patterns })
+    }
+
+    /// [`mask`](Self::mask), or the text as it was when nothing had to be hidden.
+    pub fn masked(&self, text: String) -> String {
+        self.mask(&text).unwrap_or(text)
     }
 
     /// The text with card numbers and configured patterns hidden, or `None` when
@@ -78,8 +93,18 @@ impl Masker {
         }
         out.push_str(&text[last..]);
         for pattern in &self.patterns {
-            if pattern.is_match(&out) {
-                out = pattern.replace_all(&out, HIDDEN).into_owned();
+            // Only what the pattern matched of the text: a zero-length match (a
+            // `\b`, say) hides nothing.
+            let mut hidden = String::with_capacity(out.len());
+            let mut last = 0;
+            for m in pattern.find_iter(&out).filter(|m| !m.is_empty()) {
+                hidden.push_str(&out[last..m.start()]);
+                hidden.push_str(HIDDEN);
+                last = m.end();
+            }
+            if last > 0 {
+                hidden.push_str(&out[last..]);
+                out = hidden;
                 changed = true;
             }
         }
@@ -173,6 +198,24 @@ mod tests {
         );
         assert_eq!(m.mask("no bank details"), None);
         assert!(Masker::new(&["("]).is_err());
+    }
+
+    #[test]
+    fn blank_lines_and_line_ends_are_dropped_and_empty_matches_refused() {
+        // As `PITBOSS_MASK_PATTERNS=$'AB\\d{7}\r\n\n'` splits.
+        let m = Masker::new(&["AB\\d{7}\r", "", "  "]).unwrap();
+        assert_eq!(
+            m.mask("hello AB1234567 world").as_deref(),
+            Some("hello [hidden] world")
+        );
+        assert_eq!(m.mask("hello world"), None, "nothing between the letters");
+        for bad in ["x*", "(?:)", "^"] {
+            let err = Masker::new(&[bad]).unwrap_err();
+            assert!(err.contains("empty text"), "{bad}: {err}");
+        }
+        // Matching nothing but a place in the text hides nothing.
+        let m = Masker::new(&["\\b"]).unwrap();
+        assert_eq!(m.mask("hello world"), None);
     }
 
     #[test]

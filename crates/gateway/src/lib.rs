@@ -13,6 +13,7 @@ pub use assets::embedded_files;
 pub use client_addr::{client_addr, TrustedProxies};
 pub use limits::{AddressLimits, PlayerLimits};
 pub use listener::{connections_within, socket_cap};
+pub use ws::is_origin;
 
 use axum::routing::{get, post};
 use pitboss_desk::Desk;

@@ -605,7 +605,13 @@ pub(crate) async fn kpis(
         _ if allows(account.role, Permission::ReadAnyConversation) => None,
         _ => Some(account.id.0.clone()),
     };
-    let department = nonempty(q.department);
+    // Matched in the form every tag is stored in, as `start` normalises it.
+    let department = match nonempty(q.department) {
+        Some(raw) => Some(pitboss_desk::accounts::normalise_tag(&raw).ok_or_else(|| {
+            bad("`department` must be 1 to 32 letters, digits, '-' or '_'".into())
+        })?),
+        None => None,
+    };
     let rows = state
         .desk
         .store()
@@ -652,6 +658,9 @@ pub(crate) async fn catalog(
     Ok(Json(json!({ "items": items })).into_response())
 }
 
+/// The longest department display name, in characters.
+const MAX_DEPARTMENT_NAME_CHARS: usize = 64;
+
 fn catalog_field(value: &str, max: usize, what: &str) -> ApiResult<()> {
     if value.trim().is_empty() || value.chars().count() > max {
         return Err(ApiError(
@@ -689,7 +698,19 @@ pub(crate) async fn put_catalog(
         )
     })?;
     catalog_field(&item.key, 64, "key")?;
-    catalog_field(&item.text, pitboss_protocol::limits::MAX_TEXT_CHARS, "text")?;
+    if item.kind == CatalogKind::Department {
+        // Named by the tag conversations carry; the name goes into transcript text.
+        item.key = pitboss_desk::accounts::normalise_tag(&item.key).ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                "invalid_field",
+                "a department's key is its tag: 1 to 32 letters, digits, '-' or '_'".into(),
+            )
+        })?;
+        catalog_field(&item.text, MAX_DEPARTMENT_NAME_CHARS, "text")?;
+    } else {
+        catalog_field(&item.text, pitboss_protocol::limits::MAX_TEXT_CHARS, "text")?;
+    }
     let target = catalog_target(item.kind, &item.language, &item.key);
     audited(
         &state,

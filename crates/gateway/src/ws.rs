@@ -38,11 +38,9 @@ pub(crate) async fn upgrade(
     if state.sockets.load(std::sync::atomic::Ordering::Acquire) >= c.max_connections {
         // Over the cap: accept the upgrade only to say "overloaded, come back
         // later" with a close code a client understands.
-        return ws.on_upgrade(|socket| async move {
-            let (sink, _stream) = socket.split();
-            let mut sink = Sink(sink);
-            close_now(&mut sink, CloseCode::Overloaded).await;
-        });
+        metrics::counter!(pitboss_desk::telemetry::RATE_LIMITED, "limit" => "connections")
+            .increment(1);
+        return refuse_upgrade(ws, CloseCode::Overloaded);
     }
     let addr = crate::client_addr(peer.ip(), &headers, &c.trusted_proxies);
     if !state.limits.connect_allowed(addr) {
@@ -591,6 +589,23 @@ fn too_big(err: &axum::Error) -> bool {
 
 /// Whether a browser page of this `Origin` may connect: no `Origin` (not a
 /// browser), the server's own origin, or one in the allowlist (`*`: any).
+/// Whether `o` can stand in `--allowed-origins`: `*`, or an origin as browsers
+/// send it (`http` or `https`, a host, an optional port, no path but a trailing
+/// `/`, no user).
+pub fn is_origin(o: &str) -> bool {
+    if o == "*" {
+        return true;
+    }
+    let Ok(uri) = o.parse::<axum::http::Uri>() else {
+        return false;
+    };
+    matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri
+            .authority()
+            .is_some_and(|a| !a.host().is_empty() && !a.as_str().contains('@'))
+        && uri.path_and_query().is_none_or(|p| p.as_str() == "/")
+}
+
 fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
@@ -615,6 +630,30 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_need_a_scheme_and_a_host_and_no_path() {
+        for good in [
+            "*",
+            "https://casino.example",
+            "https://casino.example/",
+            "http://localhost:3000",
+            "http://[::1]:8080",
+        ] {
+            assert!(is_origin(good), "{good}");
+        }
+        for bad in [
+            "casino.example",
+            "ftp://casino.example",
+            "https://",
+            "https://casino.example/chat",
+            "https://user@casino.example",
+            "https://casino.example?x=1",
+            "",
+        ] {
+            assert!(!is_origin(bad), "{bad}");
+        }
+    }
 
     fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -26,7 +26,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "PITBOSS_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// This node's name in logs and in the cluster; unique per node. [default: the
-    /// host name, or "pitboss"; in a cluster, followed by a random suffix]
+    /// host name ($HOSTNAME, else the kernel's, else "pitboss"); in a cluster,
+    /// followed by a random suffix]
     #[arg(long, env = "PITBOSS_NODE")]
     node: Option<String>,
     /// Redis shared by the nodes of a cluster (redis://host:port/db). Give it
@@ -48,7 +49,8 @@ pub(crate) struct ServeArgs {
     /// Log format: text or json. [default: text]
     #[arg(long, env = "PITBOSS_LOG_FORMAT")]
     log_format: Option<String>,
-    /// Log filter, such as info or pitboss_desk=debug. [default: info]
+    /// Log filter, such as info or pitboss_desk=debug. [default: RUST_LOG if set,
+    /// else info]
     #[arg(long, env = "PITBOSS_LOG")]
     log: Option<String>,
     /// Seconds an offer waits for the agent before moving on. [default: 20]
@@ -92,7 +94,8 @@ pub(crate) struct ServeArgs {
     /// closed; more than --ws-ping-secs. [default: 90]
     #[arg(long, env = "PITBOSS_IDLE_TIMEOUT_SECS")]
     idle_timeout_secs: Option<f64>,
-    /// Seconds a new connection has to send hello. [default: 10]
+    /// Seconds a connection has to send a request's headers (from its start, and
+    /// between kept-alive requests), then to send hello. [default: 10]
     #[arg(long, env = "PITBOSS_HELLO_TIMEOUT_SECS")]
     hello_timeout_secs: Option<f64>,
     /// Seconds allowed for a graceful shutdown. [default: 10]
@@ -484,6 +487,16 @@ impl Settings {
                 .map(|o| o.trim().to_owned())
                 .filter(|o| !o.is_empty())
                 .collect();
+            if let Some(bad) = gateway
+                .allowed_origins
+                .iter()
+                .find(|o| !pitboss_gateway::is_origin(o))
+            {
+                anyhow::bail!(
+                    "allowed-origins: {bad:?} is not an origin: give scheme, host and any port, \
+                     such as https://casino.example or http://localhost:3000 (or * for any)"
+                );
+            }
         }
         gateway.demo = args.demo || file.demo.unwrap_or(false);
         if let Some(v) = pick!(max_connections) {

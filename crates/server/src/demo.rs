@@ -74,6 +74,22 @@ const CANNED: &[(&str, &str, &str)] = &[
     ("ru", "bye", "Могу ли я помочь вам чем-нибудь ещё?"),
 ];
 
+/// The demo departments' display names (language, tag, name).
+const DEPARTMENTS: &[(&str, &str, &str)] = &[
+    ("en", "general", "General support"),
+    ("en", "payments", "Payments"),
+    ("en", "technical", "Technical support"),
+    ("tr", "general", "Genel destek"),
+    ("tr", "payments", "Ödemeler"),
+    ("tr", "technical", "Teknik destek"),
+    ("az", "general", "Ümumi dəstək"),
+    ("az", "payments", "Ödənişlər"),
+    ("az", "technical", "Texniki dəstək"),
+    ("ru", "general", "Общая поддержка"),
+    ("ru", "payments", "Платежи"),
+    ("ru", "technical", "Техническая поддержка"),
+];
+
 const REASONS: &[(&str, &str, &str)] = &[
     ("en", "resolved", "Resolved"),
     ("en", "no_reply", "No reply from player"),
@@ -127,6 +143,7 @@ pub(crate) async fn prepare(store: &dyn Store, password: Option<&str>) -> anyhow
     for (kind, items) in [
         (CatalogKind::CannedReply, CANNED),
         (CatalogKind::CloseReason, REASONS),
+        (CatalogKind::Department, DEPARTMENTS),
     ] {
         if !store.catalog(kind, None).await?.is_empty() {
             continue;

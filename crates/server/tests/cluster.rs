@@ -783,6 +783,60 @@ async fn sigkill_of_the_routing_node_then_of_another_loses_nothing() {
     floor.no_incidents();
 }
 
+/// A node killed and started again under its own name is answered by the routing
+/// node at once: its new requests are not taken for the ones its earlier process
+/// sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_and_restarted_under_its_name_is_routed_for_at_once() {
+    let mut cluster = Cluster::start(Setup::nodes(2)).await;
+    let leader = cluster.wait_leader(None).await;
+    let other = 1 - leader;
+    // Each start is at least one request from the node to the routing node.
+    for i in 0..3 {
+        let mut player = cluster.visitor(&format!("before-{i}"), other).await;
+        start(&mut player).await;
+    }
+    cluster.kill(other);
+    cluster.restart(other);
+    wait_ready(&cluster, other, 200).await;
+    assert_eq!(cluster.wait_leader(None).await, leader, "routing stays");
+    for i in 0..3 {
+        let mut player = cluster.visitor(&format!("after-{i}"), other).await;
+        let mark = player.mark();
+        assert!(player.send(json!({"type":"start"})).await);
+        let f = player
+            .wait_frame(mark, "the new conversation", SETTLE, |f| {
+                f["type"] == "resumed" || f["type"] == "error"
+            })
+            .await;
+        assert_eq!(f["type"], "resumed", "start {i} after the restart: {f}");
+    }
+
+    // An account added while the nodes run, working on the routing node: the
+    // player's node, which never saw it, still names the agent by display name.
+    cluster.add_agent_in("late", "vip", 1);
+    let token = cluster.nodes[leader].login("late").await;
+    let mut agent = cluster.agent("late", &token, leader).await;
+    let mut player = cluster.visitor("vip-player", other).await;
+    let (mark, pmark) = (agent.mark(), player.mark());
+    assert!(
+        player
+            .send(json!({"type":"start","department":"vip"}))
+            .await
+    );
+    let offer = agent
+        .wait_frame(mark, "the offer", SETTLE, |f| f["type"] == "offer")
+        .await;
+    let conversation = offer["conversation"].as_str().unwrap().to_owned();
+    accept(&mut agent, &mut player, &conversation)
+        .await
+        .expect("accepted");
+    let assigned = player
+        .find(pmark, |f| f["type"] == "assigned")
+        .expect("assigned");
+    assert_eq!(assigned["agent"]["name"], "Agent late", "{assigned}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_empty_loses_nothing_and_routing_comes_back() {
     let mut cluster = Cluster::start(Setup::nodes(2)).await;

@@ -98,23 +98,30 @@ fn a_bad_configuration_is_refused_with_a_clear_message() {
     );
 
     // A default department or language that is no tag would refuse every start
-    // relying on it: refused at start-up, naming the flag.
-    for flag in ["--default-language", "--default-department"] {
+    // relying on it; an origin without its scheme would never match a browser's
+    // Origin; a mask pattern matching empty text would hide the gap between every
+    // two characters. Each is refused at start-up (exit 1), naming what is wrong.
+    for (flag, value, says) in [
+        ("--default-language", "e n", "default-language"),
+        ("--default-department", "e n", "default-department"),
+        ("--allowed-origins", "casino.example", "not an origin"),
+        ("--mask-pattern", "x*", "empty text"),
+    ] {
         let out = Command::new(BIN)
             .args([
                 "serve",
                 "--listen",
                 "127.0.0.1:0",
                 flag,
-                "e n",
+                value,
                 "--data-dir",
             ])
             .arg(dir.path())
             .output()
             .unwrap();
-        assert!(!out.status.success(), "{flag} \"e n\" must not start");
+        assert_eq!(out.status.code(), Some(1), "{flag} {value} must not start");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(&flag[2..]), "{flag}: {err}");
+        assert!(err.contains(says), "{flag} {value}: {err}");
     }
 }
 

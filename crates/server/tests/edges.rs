@@ -204,6 +204,13 @@ async fn binary_frames_and_connections_over_the_cap_are_closed_with_their_codes(
     let _c = server.visitor("en").await;
     let mut d = Client::connect(&server.addr).await;
     assert_eq!(d.expect_close().await, Some(1013), "over the cap");
+    let (_, metrics) = server.get("/metrics", "").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with(r#"pitboss_rate_limited_total{limit="connections"} "#)),
+        "the refusal is counted: {metrics}"
+    );
     // A place frees when a connection ends.
     drop(b);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -414,6 +421,55 @@ async fn card_numbers_and_configured_patterns_never_reach_the_store_or_the_agent
             break;
         }
     }
+
+    // Every other text a person types is masked too: a transfer note, a close
+    // reason, a rating comment, a visitor's name.
+    server.add_agent("boris", "en", "general", 2, false);
+    let mut boris = server.agent("boris").await;
+    agent.say(&conversation, "a1", "let me see").await;
+    agent
+        .send(json!({"type":"transfer","conversation":conversation,"to":{"agent":"boris"},"note":"card 4111 1111 1111 1111"}))
+        .await;
+    let offer = boris.expect("offer").await;
+    assert_eq!(offer["transfer"]["note"], "card •••• •••• •••• 1111");
+    boris
+        .send(json!({"type":"decline","conversation":conversation}))
+        .await;
+    agent
+        .expect_where(|v| v["type"] == "transfer_update" && v["outcome"] == "declined")
+        .await;
+    agent
+        .send(json!({"type":"close","conversation":conversation,"reason":"paid to 4111-1111-1111-1111"}))
+        .await;
+    player.expect("closed").await;
+    player
+        .send(json!({"type":"rate","conversation":conversation,"score":4,"comment":"IBAN TR33 0006 1005 1978 6457 8413 26 ok"}))
+        .await;
+    player.expect("rated").await;
+    let record = server
+        .get_json(&format!("/api/conversations/{conversation}"), &token)
+        .await;
+    assert_eq!(record["close_reason"], "paid to ••••-••••-••••-1111");
+    assert_eq!(record["rating_comment"], "IBAN [hidden] ok");
+    assert_eq!(
+        record["handoffs"][0]["note"], "card •••• •••• •••• 1111",
+        "{record}"
+    );
+    let (_, text) = server
+        .get(
+            &format!("/api/conversations/{conversation}/transcript.txt"),
+            &token,
+        )
+        .await;
+    assert!(
+        !text.contains("4111 1111 1111 1111") && !text.contains("TR33"),
+        "{text}"
+    );
+
+    let mut named = Client::connect(&server.addr).await;
+    named.send(json!({"type":"hello","protocol":1,"auth":{"kind":"visitor","name":"Deniz 4111111111111111","language":"en"}})).await;
+    let welcome = named.expect("welcome").await;
+    assert_eq!(welcome["you"]["name"], "Deniz ••••••••••••1111");
 }
 
 /// The owner hears `pending` before the outcome, however quickly the receiver answers:

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -265,6 +266,39 @@ struct Client {
     seen: Seen,
     /// Every frame received on this connection, for failure reports.
     frames: Vec<Value>,
+}
+
+/// Per-address limits count players, not nginx: 100 new visitors, each from an
+/// address of its own, are all welcomed. Counted as nginx's one address, 30 new
+/// visitors a minute per node would turn the last ten away.
+async fn visitors_count_as_their_own_addresses(entry: &str) {
+    for i in 0..100 {
+        let mut request = format!("ws://{entry}/ws")
+            .into_client_request()
+            .expect("request");
+        request.headers_mut().insert(
+            "X-Forwarded-For",
+            format!("198.51.100.{}", i + 1).parse().expect("header"),
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("WebSocket through nginx");
+        let hello = json!({"type":"hello","protocol":1,"auth":{"kind":"visitor","name":"P","language":"en"}});
+        ws.send(Message::Text(hello.to_string().into()))
+            .await
+            .expect("hello");
+        let reply = loop {
+            match tokio::time::timeout(WAIT, ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    break serde_json::from_str::<Value>(&t).expect("JSON")
+                }
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("visitor {i}: no answer to hello: {other:?}"),
+            }
+        };
+        assert_eq!(reply["type"], "welcome", "visitor {i}: {reply}");
+        let _ = ws.close(None).await;
+    }
 }
 
 impl Client {
@@ -678,6 +712,8 @@ async fn a_player_whose_node_dies_resumes_through_nginx_on_another_node() {
     assert_eq!(agent.seen.last.get(&conv), Some(&7));
     player.close().await;
     agent.close().await;
+
+    visitors_count_as_their_own_addresses(&entry).await;
 
     // stop ends every process the script recorded.
     let pids = cluster.pids();

@@ -361,6 +361,23 @@ async fn kpis_count_waiting_first_response_resolution_and_ratings() {
         .await;
     assert_eq!(payments["conversations"]["started"], 0);
     assert_eq!(payments["wait_ms"]["mean"], Value::Null);
+    // The department is matched as `start` stores it: trimmed and lowercased.
+    let general = server
+        .get_json(&format!("/api/kpis?{window}&department=general"), &sam)
+        .await;
+    let shouted = server
+        .get_json(
+            &format!("/api/kpis?{window}&department=%20GENERAL%20"),
+            &sam,
+        )
+        .await;
+    assert_eq!(shouted["department"], "general");
+    assert_eq!(shouted["conversations"], general["conversations"]);
+    assert_ne!(general["conversations"]["started"], 0, "{general}");
+    let (status, body) = server
+        .get(&format!("/api/kpis?{window}&department=vip%20desk"), &sam)
+        .await;
+    assert_eq!(status, 400, "{body}");
 
     // The window is checked before the token.
     let (status, body) = server.get("/api/kpis?since=2000&until=1000", "").await;
@@ -374,4 +391,67 @@ async fn kpis_count_waiting_first_response_resolution_and_ratings() {
     assert_eq!(status, 400, "{body}");
     let (status, _) = server.get("/api/kpis", "").await;
     assert_eq!(status, 401);
+}
+
+/// Departments' display names are catalog items keyed by the department's tag; a
+/// department transfer names the department in the chat's language, else in
+/// English, else by its tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn department_names_come_from_the_catalog_in_the_chat_s_language() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    server.add_agent("ayla", "en,tr,az", "general", 3, false);
+    server.add_agent("boris", "en,tr,az", "payments,vip", 3, false);
+    server.add_agent("sam", "en", "general", 1, true);
+    let sam = server.login("sam").await;
+    let http = reqwest::Client::new();
+    let put = |item: Value| {
+        http.put(server.url("/api/catalog"))
+            .bearer_auth(&sam)
+            .json(&item)
+            .send()
+    };
+    let r = put(json!({"kind":"department","language":"tr","key":" Payments ","text":"Ödemeler"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let stored: Value = r.json().await.unwrap();
+    assert_eq!(
+        stored["item"]["key"], "payments",
+        "the key is the tag as chats carry it"
+    );
+    let r = put(json!({"kind":"department","language":"en","key":"payments","text":"Payments"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for bad in [
+        json!({"kind":"department","language":"en","key":"vip desk","text":"VIP"}),
+        json!({"kind":"department","language":"en","key":"vip","text":"x".repeat(65)}),
+    ] {
+        let r = put(bad.clone()).await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+
+    let mut ayla = server.agent("ayla").await;
+    let _boris = server.agent("boris").await;
+    // (chat language, department, the name the transfer shows)
+    for (language, department, shown) in [
+        ("tr", "payments", "Ödemeler"),
+        ("az", "payments", "Payments"),
+        ("en", "vip", "vip"),
+    ] {
+        let mut player = server.visitor(language).await;
+        let conv = start_chat(&mut player, None).await;
+        accept(&mut ayla, &conv).await;
+        ayla.send(json!({"type":"transfer","conversation":conv,"to":{"department":department}}))
+            .await;
+        let event = player
+            .expect_where(|v| v["type"] == "message" && v["event"] == "transfer_requested")
+            .await;
+        assert_eq!(
+            event["text"],
+            format!("You are being transferred to {shown}. Your conversation stays with you."),
+            "{language} chat to {department}"
+        );
+    }
 }

@@ -97,6 +97,65 @@ async fn drop_and_resume_sees_every_message_once_in_order_across_pages() {
     assert_eq!(next["type"], "pong", "unexpected extra frame {next}");
 }
 
+/// A client that reloads learns how far the other side has read: right after
+/// `resumed`, a `read` frame from the other side's last reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_marks_come_back_after_a_reload() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    server.add_agent("ayla", "en", "general", 3, false);
+    let (mut agent, mut player, conv) = chat(&server).await;
+    let token = player.welcome["visitor_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s1 = player.say(&conv, "p-1", "where is my withdrawal?").await;
+    let s2 = agent.say(&conv, "a-1", "let me look").await;
+    agent
+        .send(json!({"type":"read","conversation":conv,"seq":s1}))
+        .await;
+    player.expect("read").await;
+    player
+        .send(json!({"type":"read","conversation":conv,"seq":s2}))
+        .await;
+    agent.expect("read").await;
+    // An older mark does not move it back.
+    player
+        .send(json!({"type":"read","conversation":conv,"seq":s1}))
+        .await;
+    agent.expect("read").await;
+    player.close().await;
+
+    let mut back = server.visitor_with(Some(&token), "en").await;
+    back.send(json!({"type":"resume","conversation":conv,"after":0}))
+        .await;
+    back.replay(&conv).await;
+    let read = back
+        .expect_where(|v| v["conversation"] == conv.as_str())
+        .await;
+    assert_eq!(read["type"], "read", "right after resumed: {read}");
+    assert_eq!(read["seq"].as_u64(), Some(s1));
+    assert_eq!(read["by"]["role"], "agent");
+    assert_eq!(read["by"]["id"], "ayla");
+
+    let mut again = server.agent("ayla").await;
+    again
+        .send(json!({"type":"resume","conversation":conv,"after":0}))
+        .await;
+    again.replay(&conv).await;
+    let read = again
+        .expect_where(|v| v["conversation"] == conv.as_str())
+        .await;
+    assert_eq!(read["type"], "read", "right after resumed: {read}");
+    assert_eq!(
+        read["seq"].as_u64(),
+        Some(s2),
+        "the highest mark, not the last"
+    );
+    assert_eq!(read["by"]["role"], "player");
+    assert_eq!(read["by"]["id"], back.welcome["you"]["id"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resends_are_idempotent_and_conflicts_are_refused() {
     let dir = tempdir();

@@ -397,8 +397,14 @@ async fn the_cli_purges_exports_and_erases_beside_a_running_node() {
         "another player's chat"
     );
 
-    // To a file, readable by its owner only.
+    // To a file, readable by its owner only: also one that was there before,
+    // readable by everyone.
     let file = dir.path().join("export.json");
+    std::fs::write(&file, "old").expect("write");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
     let out = pitboss(
         dir.path(),
         &[

@@ -9,7 +9,8 @@
 use crate::{
     now_ms, AgentAccount, Applied, Change, CommitObserver, ConversationFilter, ConversationRecord,
     Deleted, Expect, Fence, Handoff, KpiFilter, KpiRow, LifecycleEvent, LifecycleKind,
-    NewConversation, NewEntry, PlayerExport, SetState, Store, StoreError, StoredEntry, PURGE_CHUNK,
+    NewConversation, NewEntry, PlayerExport, ReadMarks, SetState, Store, StoreError, StoredEntry,
+    PURGE_CHUNK,
 };
 use pitboss_protocol::{
     AgentId, ConversationId, ConversationState, MessageKind, Participant, PlayerCard, PlayerId,
@@ -45,6 +46,7 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         case!(seq_gap_free_under_concurrency),
         case!(seq_gap_free_across_conversations),
         case!(prev_public_skips_notes),
+        case!(read_marks_only_rise_within_what_each_side_sees),
         case!(idempotent_resend),
         case!(client_id_conflict),
         case!(client_id_scoped_by_sender),
@@ -305,6 +307,72 @@ pub async fn prev_public_skips_notes(store: Arc<dyn Store>) {
     // Agents see every entry, so their `prev` is always the one before.
     assert!(stored.iter().all(|e| e.to_message(false).prev == e.seq - 1));
     assert_eq!(stored[4].to_message(true).prev, 4);
+}
+
+/// A read mark only rises, and never above what its side may see: the player's
+/// stops at the last public entry, the staff's at the last entry. The staff's
+/// keeps who raised it last. Marking an unknown conversation does nothing.
+pub async fn read_marks_only_rise_within_what_each_side_sees(store: Arc<dyn Store>) {
+    let id = create(&store, ConversationState::Active).await;
+    let record = store.conversation(id).await.expect("read").expect("found");
+    assert_eq!(record.read, ReadMarks::default(), "nothing read yet");
+    let script = [
+        message(player("p:1"), "a", "hello"),
+        message(agent("ayla"), "b", "hi"),
+        message(player("p:1"), "c", "my withdrawal"),
+        message(agent("ayla"), "d", "checking"),
+        message(player("p:1"), "e", "thanks"),
+        note(agent("ayla"), "f", "VIP"),
+    ];
+    for entry in script {
+        appended(store.apply(Change::append(id, entry)).await).expect("append");
+    }
+    let marks = |store: Arc<dyn Store>| async move {
+        store
+            .conversation(id)
+            .await
+            .expect("read")
+            .expect("found")
+            .read
+    };
+    store.mark_read(id, player("p:1"), 2).await.expect("mark");
+    store.mark_read(id, agent("ayla"), 3).await.expect("mark");
+    let read = marks(store.clone()).await;
+    assert_eq!((read.player, read.staff), (2, 3));
+    assert_eq!(read.staff_by, Some(agent("ayla")));
+
+    store.mark_read(id, player("p:1"), 1).await.expect("mark");
+    store.mark_read(id, agent("sam"), 3).await.expect("mark");
+    let read = marks(store.clone()).await;
+    assert_eq!((read.player, read.staff), (2, 3), "a mark never falls");
+    assert_eq!(
+        read.staff_by,
+        Some(agent("ayla")),
+        "nor changes hands at the same place"
+    );
+
+    store
+        .mark_read(id, player("p:1"), 1_000)
+        .await
+        .expect("mark");
+    store
+        .mark_read(id, agent("sam"), 1_000)
+        .await
+        .expect("mark");
+    let read = marks(store.clone()).await;
+    assert_eq!(
+        read.player, 5,
+        "the player's stops at the last public entry"
+    );
+    assert_eq!(read.staff, 6, "the staff's at the last entry");
+    assert_eq!(read.staff_by, Some(agent("sam")));
+
+    let unknown = ConversationId(uuid::Uuid::new_v4());
+    store
+        .mark_read(unknown, player("p:1"), 3)
+        .await
+        .expect("an unknown conversation is not an error");
+    assert!(store.conversation(unknown).await.expect("read").is_none());
 }
 
 /// Resending a client id with the same text returns the original entry, marked

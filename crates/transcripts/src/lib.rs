@@ -154,6 +154,22 @@ pub struct ConversationRecord {
     pub close_reason: Option<String>,
     /// The rating comment.
     pub rating_comment: Option<String>,
+    /// How far each side has said it read.
+    pub read: ReadMarks,
+}
+
+/// How far each side of a conversation has said it read (`read` frames): kept so
+/// that a client that reloads shows its messages as read. Only ever raised, and
+/// never above what that side may see.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReadMarks {
+    /// The player's: the highest public sequence number read, 0 for none.
+    pub player: Seq,
+    /// The staff's (owner, or a supervisor viewing): the highest sequence number
+    /// read, 0 for none.
+    pub staff: Seq,
+    /// Who set [`staff`](Self::staff).
+    pub staff_by: Option<Participant>,
 }
 
 /// A transcript entry to append.
@@ -473,9 +489,12 @@ pub enum CatalogKind {
     CannedReply,
     /// A reason tag for closing a conversation.
     CloseReason,
+    /// A department's display name: the key is the department's tag.
+    Department,
 }
 
-/// A per-language text managed by supervisors: canned replies and close reasons.
+/// A per-language text managed by supervisors: canned replies, close reasons and
+/// department names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatalogItem {
     /// What it is.
@@ -826,6 +845,16 @@ pub trait Store: Send + Sync + 'static {
     /// Applies one atomic change, group-committed with concurrent ones. Returns once
     /// the transaction is durable.
     async fn apply(&self, change: Change) -> Result<Applied>;
+
+    /// Raises the read mark of `by`'s side (the player's, or the staff's) to `seq`,
+    /// capped at the last sequence number that side may see. Does nothing when the
+    /// mark is already there or higher, or the conversation does not exist.
+    async fn mark_read(
+        &self,
+        conversation: ConversationId,
+        by: Participant,
+        seq: Seq,
+    ) -> Result<()>;
 
     /// One conversation.
     async fn conversation(&self, id: ConversationId) -> Result<Option<ConversationRecord>>;

@@ -71,8 +71,8 @@
 //! the gap in sequence numbers and resumes from the store.
 
 use crate::queue::{
-    audit_select, conversations_query, corrupt, db, from_db, kpi_query, tag, to_db, untag, Op,
-    Output, Request, WriteQueue,
+    audit_select, conversations_query, corrupt, db, from_db, kpi_query, read_marks, tag, to_db,
+    untag, Op, Output, Request, WriteQueue,
 };
 use crate::{
     now_ms, player_busy, AgentAccount, Appended, Applied, AuditFilter, AuditRecord, CatalogItem,
@@ -511,6 +511,15 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    async fn mark_read(
+        &self,
+        conversation: ConversationId,
+        by: Participant,
+        seq: Seq,
+    ) -> Result<()> {
+        self.queue.mark_read(conversation, by, seq).await
+    }
+
     async fn put_catalog(&self, item: CatalogItem) -> Result<()> {
         self.queue.put_catalog(item).await
     }
@@ -836,6 +845,7 @@ impl Writer {
             .iter()
             .filter_map(|request| match &request.op {
                 Op::Apply(change) => Some(change.conversation.to_string()),
+                Op::MarkRead { conversation, .. } => Some(conversation.to_string()),
                 _ => None,
             })
             .collect();
@@ -1032,6 +1042,28 @@ async fn execute(
                 .await
                 .map_err(fail)?;
             Ok(Output::Secret(value))
+        }
+        Op::MarkRead {
+            conversation,
+            by,
+            seq,
+        } => {
+            let sql = if by.role == Role::Player {
+                "UPDATE conversations SET player_read_seq = LEAST($2, last_public_seq) \
+                 WHERE id = $1 AND player_read_seq < LEAST($2, last_public_seq)"
+            } else {
+                "UPDATE conversations SET staff_read_seq = LEAST($2, last_seq), staff_read_by = $3 \
+                 WHERE id = $1 AND staff_read_seq < LEAST($2, last_seq)"
+            };
+            let mut update = sqlx::query(sql)
+                .bind(conversation.to_string())
+                .bind(to_db(*seq));
+            // PostgreSQL wants every parameter of a statement bound, and only those.
+            if by.role != Role::Player {
+                update = update.bind(serde_json::to_string(by).map_err(corrupt)?);
+            }
+            update.execute(&mut *conn).await.map_err(fail)?;
+            Ok(Output::Unit)
         }
         Op::PutCatalog(item) => {
             sqlx::query(
@@ -1705,6 +1737,7 @@ const ACCOUNTS_LOCK: i64 = i64::from_be_bytes(*b"pb-accts");
 const CONVERSATION_SELECT: &str = "SELECT c.id, c.player_id, c.player_card, c.department, \
      c.language, c.state, c.agent_id, c.last_seq, c.last_public_seq, c.created_at, \
      c.closed_at, c.close_reason, c.rating, c.rating_comment, \
+     c.player_read_seq, c.staff_read_seq, c.staff_read_by, \
      (SELECT MIN(e.seq) FROM entries e WHERE e.conversation_id = c.id) AS first_seq \
      FROM conversations c";
 
@@ -1762,6 +1795,11 @@ fn conversation_from_row(row: &PgRow) -> Result<ConversationRecord> {
         first_seq: get::<Option<i64>>(row, "first_seq")?.map_or(last_seq + 1, from_db),
         close_reason: get(row, "close_reason")?,
         rating_comment: get(row, "rating_comment")?,
+        read: read_marks(
+            get(row, "player_read_seq")?,
+            get(row, "staff_read_seq")?,
+            get(row, "staff_read_by")?,
+        )?,
     })
 }
 

@@ -9,7 +9,7 @@ use crate::{
     KpiFilter, LifecycleKind, NewAuditRecord, NewConversation, Purged, Result, StoreError,
     MAX_PURGE_CHUNK,
 };
-use pitboss_protocol::{AgentId, MessageKind, PlayerId, Role};
+use pitboss_protocol::{AgentId, ConversationId, MessageKind, Participant, PlayerId, Role, Seq};
 use serde::{de::DeserializeOwned, Serialize};
 use sqlx::{Database, Encode, QueryBuilder, Type};
 use std::sync::{Mutex, PoisonError, RwLock};
@@ -50,6 +50,15 @@ pub(crate) enum Op {
     RemoveAgent(AgentId),
     /// `secret`: name and fresh bytes.
     Secret(String, Vec<u8>),
+    /// `mark_read`.
+    MarkRead {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Who read.
+        by: Participant,
+        /// Up to where.
+        seq: Seq,
+    },
     /// `put_catalog`.
     PutCatalog(CatalogItem),
     /// `remove_catalog`: kind, language, key.
@@ -211,6 +220,21 @@ impl WriteQueue {
     /// [`crate::Store::remove_agent`].
     pub(crate) async fn remove_agent(&self, id: &AgentId) -> Result<bool> {
         self.removed(Op::RemoveAgent(id.clone())).await
+    }
+
+    /// [`crate::Store::mark_read`].
+    pub(crate) async fn mark_read(
+        &self,
+        conversation: ConversationId,
+        by: Participant,
+        seq: Seq,
+    ) -> Result<()> {
+        self.unit(Op::MarkRead {
+            conversation,
+            by,
+            seq,
+        })
+        .await
     }
 
     /// [`crate::Store::put_catalog`].
@@ -395,6 +419,18 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
 /// A value that does not decode: the database was changed by something else.
 pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("corrupt stored value: {e}"))
+}
+
+/// [`crate::ReadMarks`] from the columns `player_read_seq`, `staff_read_seq` and
+/// `staff_read_by` (a [`Participant`] in JSON).
+pub(crate) fn read_marks(player: i64, staff: i64, by: Option<String>) -> Result<crate::ReadMarks> {
+    Ok(crate::ReadMarks {
+        player: from_db(player),
+        staff: from_db(staff),
+        staff_by: by
+            .map(|by| serde_json::from_str::<Participant>(&by).map_err(corrupt))
+            .transpose()?,
+    })
 }
 
 /// The query listing the audit records `filter` selects, newest first: the same SQL

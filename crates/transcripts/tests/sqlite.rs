@@ -54,6 +54,7 @@ conformance_tests!(
     seq_gap_free_under_concurrency,
     seq_gap_free_across_conversations,
     prev_public_skips_notes,
+    read_marks_only_rise_within_what_each_side_sees,
     idempotent_resend,
     client_id_conflict,
     client_id_scoped_by_sender,

@@ -51,7 +51,7 @@
     var a = doc.activeElement, key = a && el.contains(a) && a.getAttribute("data-key");
     clear(el);
     build();
-    var b = key && el.querySelector("[data-key='" + key + "']");
+    var b = key && Array.prototype.filter.call(el.querySelectorAll("[data-key]"), function (n) { return n.getAttribute("data-key") === key; })[0];
     if (b) b.focus();
   }
 
@@ -123,6 +123,20 @@
     }
     return next(0);
   }
+
+  // Departments' display names in the console's language, else English, else the
+  // tag itself (catalog kind "department").
+  var deptNames = {};
+  function loadDeptNames() {
+    Promise.all([catalogOf("department", "en"), catalogOf("department", lang)]).then(function (r) {
+      deptNames = {};
+      r[0].concat(r[1]).forEach(function (i) { deptNames[i.key] = i.text; });
+      renderOffers();
+      renderQueue();
+      if (me && supervises(me)) liveSoon();
+    });
+  }
+  function deptName(d) { return deptNames[d] || d; }
 
   // Canned replies are written to the player: the chat's language, else English.
   function catalog(kind, language) { return catalogFirst(kind, [language]); }
@@ -224,6 +238,7 @@
       show($("#app"), true);
       show($("#live-section"), supervises(me));
       show($("#team-section"), supervises(me));
+      show($("#catalog-section"), supervises(me));
       connect();
       loadOffline();
       timers.push(setInterval(loadOffline, 15000));
@@ -236,6 +251,7 @@
       loadAgents();
       if (supervises(me)) timers.push(setInterval(loadAgents, 15000));
       api("/api/departments").then(function (b) { departments = b.departments || []; });
+      loadDeptNames();
     }, function (err) {
       // A refused session goes back to the login form; a server that is not
       // reachable yet is asked again.
@@ -315,7 +331,7 @@
     client.on("transfer_update", function (f) {
       var chat = chats[f.conversation];
       if (!chat) return;
-      var to = f.to.agent ? agentName(f.to.agent) : f.to.department;
+      var to = f.to.agent ? agentName(f.to.agent) : deptName(f.to.department);
       banner(chat, t("transfer_" + f.outcome, { to: to }), f.outcome !== "accepted" && f.outcome !== "pending");
       if (f.outcome === "pending") chat.transferPending = true;
       else chat.transferring = chat.transferPending = false;
@@ -476,7 +492,7 @@
     offers[o.conversation] = Object.assign({ received: Date.now() }, o);
     renderOffers();
     var who = playerName(o.player);
-    notify(o.transfer ? t("notify_transfer", { name: who }) : t("notify_offer", { name: who }), o.department + " · " + o.language);
+    notify(o.transfer ? t("notify_transfer", { name: who }) : t("notify_offer", { name: who }), deptName(o.department) + " · " + o.language);
   }
 
   function renderOffers() {
@@ -488,7 +504,7 @@
       ul.appendChild(h("li", { class: o.transfer ? "card transfer" : "card" }, [
         h("strong", { text: playerName(card) }),
         card.vip_tier ? h("span", { class: "vip", text: t("vip", { n: card.vip_tier }) }) : null,
-        h("span", { class: "sub" }, [o.department + " · " + o.language.toUpperCase() + " · ", h("span", { class: "waited", "data-offer": id })]),
+        h("span", { class: "sub" }, [deptName(o.department) + " · " + o.language.toUpperCase() + " · ", h("span", { class: "waited", "data-offer": id })]),
         h("span", { class: "left", "data-offer": id }),
         o.transfer ? h("p", { class: "note", text: t("transfer_from", { name: o.transfer.from.name || o.transfer.from.id }) + (o.transfer.note ? ": " + o.transfer.note : "") }) : null,
         h("div", { class: "row" }, [
@@ -545,7 +561,7 @@
         h("td", { class: "waited" }),
         h("td", { text: e.language.toUpperCase() }),
         h("td", { text: e.vip_tier ? t("vip", { n: e.vip_tier }) : "—" }),
-        h("td", { text: e.department }),
+        h("td", { text: deptName(e.department) }),
         h("td", { class: "state" }, [
           h("span", { text: e.offered ? t("offered") : t("waiting") }),
           supervises(me) ? h("button", { type: "button", class: "small", "data-key": "take-" + e.conversation, text: t("take_over"), onclick: function () { accepting[e.conversation] = true; client.send({ type: "take", conversation: e.conversation }); } }) : null
@@ -581,7 +597,7 @@
         var first = (o.messages || [])[0];
         ul.appendChild(h("li", { class: "card" }, [
           h("strong", { text: playerName(o.player) }),
-          h("span", { class: "sub", text: c.department + " · " + c.language.toUpperCase() + " · " + when(c.created_at) }),
+          h("span", { class: "sub", text: deptName(c.department) + " · " + c.language.toUpperCase() + " · " + when(c.created_at) }),
           first ? h("p", { class: "quote", text: first.text }) : h("p", { class: "quote none", text: t("offline_no_text") }),
           (o.messages || []).length > 1 ? h("span", { class: "sub", text: t("more_messages", { n: o.messages.length - 1 }) }) : null,
           h("div", { class: "row" }, [
@@ -624,6 +640,86 @@
   }
   $("#kpis-refresh").addEventListener("click", loadKpis);
 
+  // ------------------------------------- supervisors: the catalog's texts
+
+  // Canned replies, close reasons and department names, per language: listed,
+  // added or replaced by key, deleted (a second click confirms).
+  var CATALOG_KINDS = ["canned_reply", "close_reason", "department"];
+  var catalogDlg = $("#catalog-dialog");
+  CATALOG_KINDS.forEach(function (k) { $("#catalog-kind").appendChild(h("option", { value: k, text: t("kind_" + k) })); });
+  function catalogPick() { return { kind: $("#catalog-kind").value, language: $("#catalog-language").value }; }
+  function catalogStatus(text, failed) {
+    var el = $("#catalog-status");
+    el.textContent = text || "";
+    el.classList.toggle("error", !!failed);
+  }
+
+  function openCatalog() {
+    var sel = $("#catalog-language");
+    var want = sel.value || lang;
+    var langs = Object.keys(P.i18n.LANGUAGES);
+    agents.forEach(function (a) { (a.languages || []).forEach(function (l) { if (langs.indexOf(l) < 0) langs.push(l); }); });
+    clear(sel);
+    langs.forEach(function (l) { sel.appendChild(h("option", { value: l, text: P.i18n.LANGUAGES[l] || l.toUpperCase(), selected: l === want })); });
+    catalogStatus("");
+    renderCatalog();
+    if (!catalogDlg.open) catalogDlg.showModal();
+  }
+
+  function renderCatalog() {
+    var pick = catalogPick();
+    $("#catalog-key-hint").textContent = t("catalog_key_" + pick.kind);
+    // Read fresh: another supervisor may have changed it.
+    delete catalogs[pick.kind + ":" + pick.language];
+    catalogOf(pick.kind, pick.language).then(function (items) {
+      var now = catalogPick();
+      if (now.kind !== pick.kind || now.language !== pick.language) return;
+      var ul = $("#catalog-items");
+      rebuild(ul, function () { items.forEach(function (i) {
+        var del = h("button", { type: "button", class: "small", "data-key": "del-" + i.key, text: t("catalog_delete"), "aria-label": t("catalog_delete_of", { key: i.key }) });
+        del.onclick = function () {
+          if (!del.armed) { del.armed = true; del.textContent = t("catalog_confirm_delete"); return; }
+          api("/api/catalog/" + [pick.kind, pick.language, i.key].map(encodeURIComponent).join("/"), { method: "DELETE" }).then(function () {
+            catalogChanged(pick, t("catalog_deleted", { key: i.key }));
+          }, function (e) { catalogStatus(e.message, true); });
+        };
+        ul.appendChild(h("li", {}, [
+          h("span", { class: "key", text: i.key }),
+          h("span", { class: "text", dir: "auto", text: i.text }),
+          h("button", { type: "button", class: "small", "data-key": "edit-" + i.key, text: t("catalog_edit"), "aria-label": t("catalog_edit_of", { key: i.key }), onclick: function () {
+            $("#catalog-key").value = i.key;
+            $("#catalog-text").value = i.text;
+            $("#catalog-text").focus();
+          } }),
+          del
+        ]));
+      }); });
+      show($("#catalog-empty"), !items.length);
+    });
+  }
+
+  function catalogChanged(pick, text) {
+    delete catalogs[pick.kind + ":" + pick.language];
+    if (pick.kind === "department") loadDeptNames();
+    catalogStatus(text);
+    renderCatalog();
+  }
+
+  $("#catalog-open").addEventListener("click", openCatalog);
+  $("#catalog-close").addEventListener("click", function () { catalogDlg.close(); });
+  $("#catalog-kind").addEventListener("change", function () { catalogStatus(""); renderCatalog(); });
+  $("#catalog-language").addEventListener("change", function () { catalogStatus(""); renderCatalog(); });
+  $("#catalog-form").addEventListener("submit", function (e) {
+    e.preventDefault();
+    var pick = catalogPick();
+    var item = { kind: pick.kind, language: pick.language, key: $("#catalog-key").value.trim(), text: $("#catalog-text").value };
+    api("/api/catalog", { method: "PUT", body: item }).then(function (b) {
+      $("#catalog-key").value = "";
+      $("#catalog-text").value = "";
+      catalogChanged(pick, t("catalog_saved", { key: b.item.key }));
+    }, function (e) { catalogStatus(e.code === "invalid_field" ? t("err_invalid_field") + " " + e.message : e.message, true); });
+  });
+
   // ------------------------------------------------ supervisors: everything
 
   // The live list again after a change, at most once every 2 s: a busy queue
@@ -648,7 +744,7 @@
         var who = playerName(cards[c.player] || { id: c.player });
         ul.appendChild(h("li", { class: "card" }, [
           h("strong", { text: who }),
-          h("span", { class: "sub", text: t("state_" + c.state) + " · " + (c.agent ? agentName(c.agent) : t("nobody")) + " · " + c.department + " · " + c.language.toUpperCase() }),
+          h("span", { class: "sub", text: t("state_" + c.state) + " · " + (c.agent ? agentName(c.agent) : t("nobody")) + " · " + deptName(c.department) + " · " + c.language.toUpperCase() }),
           mine ? null : h("div", { class: "row" }, [
             h("button", { type: "button", "data-key": "view-" + c.id, text: t("view"), "aria-label": t("view_conversation", { id: who }), onclick: function () { watchChat(c); } }),
             h("button", { type: "button", class: "primary", "data-key": "take-" + c.id, text: t("take_over"), "aria-label": t("take_over_conversation", { id: who }), onclick: function () { accepting[c.id] = true; client.send({ type: "take", conversation: c.id }); } })
@@ -781,7 +877,7 @@
       [t("attr_self_excluded"), card.self_excluded ? t("yes") : t("no")],
       [t("attr_verified"), card.verified ? t("yes") : t("no")]
     ];
-    if (chat.department) rows.push([t("attr_department"), chat.department]);
+    if (chat.department) rows.push([t("attr_department"), deptName(chat.department)]);
     rows.forEach(function (r, i) {
       chat.attrs.appendChild(h("dt", { text: r[0] }));
       chat.attrs.appendChild(h("dd", { class: i === 5 && card.self_excluded ? "warn" : null, text: r[1] }));
@@ -945,7 +1041,7 @@
   function noteText(m) {
     var x = m.event === "transfer_note" && /^Transfer to (agent|department):([^:]+): ([\s\S]*)$/.exec(m.text || "");
     if (!x) return m.text;
-    return x[1] === "agent" ? t("transfer_note_agent", { name: agentName(x[2]), note: x[3] }) : t("transfer_note_department", { department: x[2], note: x[3] });
+    return x[1] === "agent" ? t("transfer_note_agent", { name: agentName(x[2]), note: x[3] }) : t("transfer_note_department", { department: deptName(x[2]), note: x[3] });
   }
 
   function item(m) {
@@ -1221,7 +1317,7 @@
       var n = agents.filter(function (a) {
         return a.id !== me.id && a.status === "online" && (a.departments || []).indexOf(d) >= 0 && (a.languages || []).indexOf(chat.language) >= 0;
       }).length;
-      var text = agents.length ? d + " — " + (n ? t("dept_online", { n: n, lang: lang }) : t("dept_nobody", { lang: lang })) : d;
+      var text = agents.length ? deptName(d) + " — " + (n ? t("dept_online", { n: n, lang: lang }) : t("dept_nobody", { lang: lang })) : deptName(d);
       depSel.appendChild(h("option", { value: d, text: text, selected: d === dep }));
     });
   }

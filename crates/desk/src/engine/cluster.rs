@@ -344,7 +344,8 @@ impl Desk {
     }
 
     /// Whether the leader sees this request for the first time (commands are
-    /// sent again until answered).
+    /// sent again until answered, for at most the route timeout: a sighting older
+    /// than that is forgotten).
     fn first_sight(&self, from: &str, req: u64) -> bool {
         let now = now_ms();
         let keep = self.config.route_timeout_ms.max(10);
@@ -352,7 +353,10 @@ impl Desk {
         if seen.len() > 4096 {
             seen.retain(|_, at| now.saturating_sub(*at) <= keep);
         }
-        seen.insert((from.to_owned(), req), now).is_none()
+        match seen.insert((from.to_owned(), req), now) {
+            Some(at) => now.saturating_sub(at) > keep,
+            None => true,
+        }
     }
 
     /// Whether this node runs the router now.
@@ -810,6 +814,7 @@ impl Desk {
                 if let Some(d) = department {
                     live.lock().request.department = d;
                 }
+                self.know_agent(&agent).await;
                 self.assigned_now(&live, &agent, previous);
             }
             Event::SignedOut { agent } => {

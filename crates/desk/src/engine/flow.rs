@@ -123,6 +123,7 @@ impl Desk {
             first_seq: 1,
             close_reason: None,
             rating_comment: None,
+            read: Default::default(),
         };
         tracing::debug!(department = %record.summary.department, language = %record.summary.language, ?state, "conversation started");
         self.insert_live(&record, request.clone());
@@ -502,8 +503,9 @@ impl Desk {
         conversation: ConversationId,
         reason: Option<String>,
     ) -> Outcome {
+        // Masked like a message: free text a player or agent typed.
         let reason = match reason {
-            Some(r) => Some(short(r, "reason")?),
+            Some(r) => Some(self.config.masker.masked(short(r, "reason")?)),
             None => None,
         };
         let live = self.participant_live(session, conversation).await?;
@@ -601,7 +603,9 @@ impl Desk {
             return refuse(ErrorCode::InvalidField, "score must be 1 to 5");
         }
         let comment = match comment {
-            Some(c) if !c.trim().is_empty() => Some(short(c, "comment")?),
+            Some(c) if !c.trim().is_empty() => {
+                Some(self.config.masker.masked(short(c, "comment")?))
+            }
             _ => None,
         };
         let record = self
@@ -678,7 +682,7 @@ impl Desk {
             return refuse(ErrorCode::Forbidden, "only agents transfer conversations");
         };
         let note = match note {
-            Some(n) if !n.trim().is_empty() => Some(short(n, "note")?),
+            Some(n) if !n.trim().is_empty() => Some(self.config.masker.masked(short(n, "note")?)),
             _ => None,
         };
         let to = match to {
@@ -758,7 +762,7 @@ impl Desk {
         }
         let shown = match to {
             TransferTarget::Agent(a) => self.agent_name(a),
-            TransferTarget::Department(d) => d.clone(),
+            TransferTarget::Department(d) => self.department_name(conversation, d).await,
         };
         self.store
             .apply(Change {
@@ -786,6 +790,33 @@ impl Desk {
             })
             .await?;
         Ok(())
+    }
+
+    /// A department's display name in the conversation's language, else in
+    /// English, else its tag (also when the catalog cannot be read now).
+    async fn department_name(&self, conversation: ConversationId, department: &str) -> String {
+        let language = self
+            .live
+            .get(&conversation)
+            .map(|l| l.lock().request.language.clone());
+        for language in language.iter().map(String::as_str).chain(["en"]) {
+            match self
+                .store
+                .catalog(CatalogKind::Department, Some(language))
+                .await
+            {
+                Ok(items) => {
+                    if let Some(item) = items.into_iter().find(|i| i.key == department) {
+                        return item.text;
+                    }
+                }
+                Err(err) => {
+                    tracing::debug!(%err, "department names not read");
+                    break;
+                }
+            }
+        }
+        department.to_owned()
     }
 
     pub(super) async fn take(

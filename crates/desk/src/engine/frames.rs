@@ -102,15 +102,21 @@ impl Desk {
             }
             ClientFrame::Read { conversation, seq } => {
                 self.participant_live(session, conversation).await?;
+                let by = session.participant();
                 self.signal(
                     conn,
                     conversation,
                     ServerFrame::Read {
                         conversation,
-                        by: session.participant(),
+                        by: by.clone(),
                         seq,
                     },
                 );
+                // Kept for a client that reloads. Best effort, like the relay:
+                // a mark the store cannot take now is only logged.
+                if let Err(err) = self.store.mark_read(conversation, by, seq).await {
+                    tracing::debug!(%err, conversation = %conversation, "read mark not stored");
+                }
                 Ok(())
             }
             ClientFrame::Resume {

@@ -32,9 +32,9 @@ use pitboss_routing::{
     TransferFailure,
 };
 use pitboss_transcripts::{
-    now_ms, AgentAccount, Change, CommitObserver, ConversationFilter, ConversationRecord, Expect,
-    Handoff, LifecycleEvent, LifecycleKind, NewConversation, NewEntry, SetState, SharedStore,
-    StoreError, StoredEntry,
+    now_ms, AgentAccount, CatalogKind, Change, CommitObserver, ConversationFilter,
+    ConversationRecord, Expect, Handoff, LifecycleEvent, LifecycleKind, NewConversation, NewEntry,
+    SetState, SharedStore, StoreError, StoredEntry,
 };
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -232,7 +232,9 @@ impl Desk {
             keys: Keys::new(visitor_key, agent_key),
             leadership: Mutex::new(Leadership::default()),
             pending: DashMap::new(),
-            next_req: AtomicU64::new(1),
+            // Random, not 1: a node killed and started again under its name must not
+            // reuse request ids the routing node has seen (or still owes a reply to).
+            next_req: AtomicU64::new(uuid::Uuid::new_v4().as_u64_pair().0 >> 2),
             commands,
             offers: DashMap::new(),
             agent_nodes: DashMap::new(),
@@ -471,6 +473,20 @@ impl Desk {
         debug_assert!(decisions
             .iter()
             .all(|d| matches!(d, Decision::QueueChanged)));
+    }
+
+    /// Reads an account this node has not seen (added while it ran, working on
+    /// another node) from the store, so that players here see its display name.
+    /// Left unknown if the store cannot answer: the login stands in for the name.
+    async fn know_agent(&self, agent: &AgentId) {
+        if self.agents.contains_key(agent) {
+            return;
+        }
+        match self.store.agent(agent).await {
+            Ok(Some(account)) => self.learn_card(&account),
+            Ok(None) => {}
+            Err(err) => tracing::debug!(%err, agent = %agent.0, "account not read"),
+        }
     }
 
     fn learn_card(&self, account: &AgentAccount) {

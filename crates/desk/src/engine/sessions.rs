@@ -30,7 +30,10 @@ impl Desk {
                 };
                 let card = PlayerCard {
                     id: PlayerId::visitor(id),
-                    name: name.map(|n| clip(n.trim(), 100)).filter(|n| !n.is_empty()),
+                    // Typed by the visitor, so masked like their messages.
+                    name: name
+                        .map(|n| self.config.masker.masked(clip(n.trim(), 100)))
+                        .filter(|n| !n.is_empty()),
                     language: language.and_then(|l| player_language(&l)),
                     // Unsigned attributes never raise priority.
                     vip_tier: 0,
