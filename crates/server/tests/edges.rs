@@ -532,3 +532,62 @@ async fn event_seq(client: &mut Client, conv: &str, event: &str) -> u64 {
         .await;
     m["seq"].as_u64().unwrap()
 }
+
+/// A transfer declined as its owner closes the chat: whichever comes first, the
+/// transcript never says "the transfer did not happen; Ayla stays with you" after
+/// the chat closed, and the declined hand-off is recorded either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decline_racing_a_close_does_not_say_the_owner_stays() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    server.add_agent("ayla", "en", "general", 10, false);
+    // Boris serves another department: every new chat is offered to ayla, and a
+    // transfer to him by name does not look at departments.
+    server.add_agent("boris", "en", "other", 10, false);
+    server.add_agent("sam", "en", "other", 1, true);
+    let sam = server.login("sam").await;
+    let mut ayla = server.agent("ayla").await;
+    let mut boris = server.agent("boris").await;
+    for round in 0..6 {
+        let mut player = server.visitor("en").await;
+        let conv = start_chat(&mut player, None).await;
+        accept(&mut ayla, &conv).await;
+        ayla.send(json!({"type":"transfer","conversation":conv,"to":{"agent":"boris"}}))
+            .await;
+        boris
+            .expect_where(|v| v["type"] == "offer" && v["conversation"] == conv.as_str())
+            .await;
+        boris
+            .send(json!({"type":"decline","conversation":conv}))
+            .await;
+        ayla.send(json!({"type":"close","conversation":conv})).await;
+        player.expect("closed").await;
+        let transcript = server
+            .get_json(&format!("/api/conversations/{conv}/transcript"), &sam)
+            .await;
+        let events: Vec<&str> = transcript["messages"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter_map(|e| e["event"].as_str())
+            .collect();
+        let closed = events.iter().position(|e| *e == "closed").expect("closed");
+        assert!(
+            !events[closed..].contains(&"transfer_cancelled"),
+            "round {round}: {events:?}"
+        );
+        let record = server
+            .get_json(&format!("/api/conversations/{conv}"), &sam)
+            .await;
+        let outcomes: Vec<&str> = record["handoffs"]
+            .as_array()
+            .expect("handoffs")
+            .iter()
+            .filter_map(|h| h["outcome"].as_str())
+            .collect();
+        assert!(
+            outcomes.contains(&"declined") || outcomes.contains(&"cancelled"),
+            "round {round}: the hand-off's end is recorded: {outcomes:?}"
+        );
+    }
+}

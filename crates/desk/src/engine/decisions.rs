@@ -414,30 +414,40 @@ impl Desk {
         let to = transfer.as_ref().map(|t| t.to.clone());
         let target = to.as_ref().map(handoff_target).unwrap_or_default();
         let owner_name = self.agent_name(&owner);
-        let stored = self
-            .store
-            .apply(Change {
-                conversation,
-                entry: Some(system_entry(
-                    "transfer_cancelled",
-                    format!("The transfer did not happen; {owner_name} stays with you."),
-                )),
-                events: vec![LifecycleEvent {
-                    kind: LifecycleKind::TransferFailed,
-                    agent: Some(owner.clone()),
-                    detail: serde_json::json!({ "to": target, "reason": word }),
-                    at: now_ms(),
-                }],
-                handoff: Some(Handoff {
-                    from: owner.clone(),
-                    to: target,
-                    note: transfer.as_ref().and_then(|t| t.note.clone()),
-                    outcome: word.into(),
-                    at: now_ms(),
-                }),
-                ..Default::default()
-            })
-            .await;
+        let record = Change {
+            conversation,
+            events: vec![LifecycleEvent {
+                kind: LifecycleKind::TransferFailed,
+                agent: Some(owner.clone()),
+                detail: serde_json::json!({ "to": target, "reason": word }),
+                at: now_ms(),
+            }],
+            handoff: Some(Handoff {
+                from: owner.clone(),
+                to: target,
+                note: transfer.as_ref().and_then(|t| t.note.clone()),
+                outcome: word.into(),
+                at: now_ms(),
+            }),
+            ..Default::default()
+        };
+        // "Stays with you" only while it does: a chat its owner closed (or lost)
+        // meanwhile keeps the record of the failed transfer, without the event.
+        let told = Change {
+            expect: Some(Expect {
+                state: ConversationState::Active,
+                agent: Some(owner.clone()),
+            }),
+            entry: Some(system_entry(
+                "transfer_cancelled",
+                format!("The transfer did not happen; {owner_name} stays with you."),
+            )),
+            ..record.clone()
+        };
+        let stored = match self.store.apply(told).await {
+            Err(StoreError::Precondition) => self.store.apply(record).await,
+            other => other,
+        };
         if let Err(err) = stored {
             tracing::warn!(%err, conversation = %conversation, "failed transfer not recorded");
         }
