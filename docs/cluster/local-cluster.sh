@@ -488,7 +488,7 @@ cmd_start() {
   fi
   say ""
   say "Add an agent:"
-  say "  echo 'correct-horse-battery' | $(printf '%q' "$pitboss_bin") agent add ayla --password-stdin \\"
+  say "  echo 'correct-horse-battery' | $(printf '%q' "$pitboss_bin") agent add deniz --password-stdin \\"
   say "      --languages en --departments general --capacity 3 --database-url $database_url"
   say "Status and stop:"
   say "  $(printf '%q' "$0") status $(printf '%q' "$dir")"

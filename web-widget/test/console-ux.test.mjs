@@ -287,6 +287,11 @@ describe("agent console usability", () => {
     // Sam views it while it is queued; once ayla takes it, his banner names her.
     await sam.locator("#live li", { hasText: "Emre" }).getByRole("button", { name: fill(en.view_conversation, { id: "Emre" }) }).click();
     await server.wait("sam's banner says nobody owns it", () => shown(sam).getByText(fill(en.watching, { owner: en.watching_nobody })).waitFor());
+    // Only viewing, sam reads for nobody: the player is not told "Read".
+    await players.say("p3", convC, "Kimse var mı?");
+    await server.wait("sam sees the message", () => shown(sam).getByText("Kimse var mı?").waitFor());
+    await sam.waitForTimeout(800); // a read is sent 300 ms after the message is shown
+    assert.equal(await players.page.evaluate((c) => window.__pb.frames.filter((f) => f.type === "read" && f.conversation === c).length, convC), 0, "no read receipt from a viewer");
     await ayla.getByRole("button", { name: /Accept the chat/ }).click();
     await server.wait("the third chat opens", () => shown(ayla).getByText("Bonusum nerede?").waitFor());
     await server.wait("sam's banner names ayla now", () => shown(sam).getByText(fill(en.watching, { owner: "Ayla" })).waitFor());
@@ -435,10 +440,15 @@ describe("agent console usability", () => {
     const token = await server.login("sam");
     const listed = async () => (await server.api("/api/catalog?kind=canned_reply&language=tr", { token })).items.map((i) => i.key);
     assert.ok((await listed()).includes("bye"), "stored under its trimmed key");
-    const del = dlg.getByRole("button", { name: fill(en.catalog_delete_of, { key: "bye" }) });
+    const del = dlg.locator('[data-key="del-bye"]');
+    assert.equal(await del.getAttribute("aria-label"), fill(en.catalog_delete_of, { key: "bye" }));
     await del.click();
     assert.equal(await del.textContent(), en.catalog_confirm_delete, "asks before deleting");
+    assert.equal(await del.getAttribute("aria-label"), en.catalog_confirm_delete + " bye", "and says so to screen readers");
+    await dlg.getByLabel(en.catalog_text).focus();
+    assert.equal(await del.textContent(), en.catalog_delete, "leaving the button takes the question back");
     assert.ok((await listed()).includes("bye"), "not deleted on the first click");
+    await del.click();
     await del.click();
     await server.wait("deleted", () => dlg.getByText(fill(en.catalog_deleted, { key: "bye" })).waitFor());
     assert.ok(!(await listed()).includes("bye"));
@@ -447,8 +457,11 @@ describe("agent console usability", () => {
     await dlg.getByLabel(en.catalog_key).fill("vip desk");
     await dlg.getByLabel(en.catalog_text).fill("VIP");
     await dlg.getByRole("button", { name: en.catalog_save }).click();
-    await server.wait("the refusal is shown", () => dlg.locator("#catalog-status.error").waitFor());
+    await server.wait("the refusal is shown, in the console's language", () => dlg.locator("#catalog-status.error", { hasText: en.catalog_refused }).waitFor());
     assert.equal(await dlg.getByLabel(en.catalog_key).inputValue(), "vip desk");
+    // Another language starts an empty form: the text typed was for this one.
+    await dlg.getByLabel(en.catalog_language).selectOption("tr");
+    assert.equal(await dlg.getByLabel(en.catalog_key).inputValue(), "");
     assert.deepEqual(await axe(sam), [], "serious or critical accessibility problems in the catalog editor");
     await dlg.getByRole("button", { name: en.close_window }).click();
     await server.wait("the editor closes", () => dlg.waitFor({ state: "hidden" }));

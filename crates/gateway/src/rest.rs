@@ -708,6 +708,13 @@ pub(crate) async fn put_catalog(
             )
         })?;
         catalog_field(&item.text, MAX_DEPARTMENT_NAME_CHARS, "text")?;
+        if item.text.chars().any(char::is_control) {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "invalid_field",
+                "a department's name is one line".into(),
+            ));
+        }
     } else {
         catalog_field(&item.text, pitboss_protocol::limits::MAX_TEXT_CHARS, "text")?;
     }

@@ -427,6 +427,7 @@ async fn department_names_come_from_the_catalog_in_the_chat_s_language() {
     for bad in [
         json!({"kind":"department","language":"en","key":"vip desk","text":"VIP"}),
         json!({"kind":"department","language":"en","key":"vip","text":"x".repeat(65)}),
+        json!({"kind":"department","language":"en","key":"vip","text":"VIP\nsecond line"}),
     ] {
         let r = put(bad.clone()).await.unwrap();
         assert_eq!(r.status(), 400, "{bad}");

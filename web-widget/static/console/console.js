@@ -133,10 +133,21 @@
       r[0].concat(r[1]).forEach(function (i) { deptNames[i.key] = i.text; });
       renderOffers();
       renderQueue();
+      renameAll();
       if (me && supervises(me)) liveSoon();
     });
   }
   function deptName(d) { return deptNames[d] || d; }
+
+  // Agents' and departments' names arrive after the transcripts may have: the
+  // transfer notes and each chat's details are written again with them.
+  function renameAll() {
+    Object.keys(chats).forEach(function (k) {
+      var chat = chats[k];
+      $$(".transfer-note", chat.log).forEach(function (li) { li.querySelector(".text").textContent = noteText(li.note); });
+      if (chat.player) setPlayer(chat, chat.player);
+    });
+  }
 
   // Canned replies are written to the player: the chat's language, else English.
   function catalog(kind, language) { return catalogFirst(kind, [language]); }
@@ -669,6 +680,10 @@
   function renderCatalog() {
     var pick = catalogPick();
     $("#catalog-key-hint").textContent = t("catalog_key_" + pick.kind);
+    // The server's limits: a department is named by its tag, in a short name.
+    var dept = pick.kind === "department";
+    $("#catalog-key").maxLength = dept ? 32 : 64;
+    $("#catalog-text").maxLength = dept ? 64 : 4000;
     // Read fresh: another supervisor may have changed it.
     delete catalogs[pick.kind + ":" + pick.language];
     catalogOf(pick.kind, pick.language).then(function (items) {
@@ -677,11 +692,25 @@
       var ul = $("#catalog-items");
       rebuild(ul, function () { items.forEach(function (i) {
         var del = h("button", { type: "button", class: "small", "data-key": "del-" + i.key, text: t("catalog_delete"), "aria-label": t("catalog_delete_of", { key: i.key }) });
+        // The first click asks (and says so to screen readers too); leaving the
+        // button takes the question back.
+        var disarm = function () {
+          del.armed = false;
+          del.textContent = t("catalog_delete");
+          del.setAttribute("aria-label", t("catalog_delete_of", { key: i.key }));
+        };
+        del.onblur = disarm;
         del.onclick = function () {
-          if (!del.armed) { del.armed = true; del.textContent = t("catalog_confirm_delete"); return; }
+          if (!del.armed) {
+            del.armed = true;
+            del.textContent = t("catalog_confirm_delete");
+            del.setAttribute("aria-label", t("catalog_confirm_delete") + " " + i.key);
+            return;
+          }
           api("/api/catalog/" + [pick.kind, pick.language, i.key].map(encodeURIComponent).join("/"), { method: "DELETE" }).then(function () {
+            $("#catalog-kind").focus();
             catalogChanged(pick, t("catalog_deleted", { key: i.key }));
-          }, function (e) { catalogStatus(e.message, true); });
+          }, function () { catalogStatus(t("catalog_failed"), true); });
         };
         ul.appendChild(h("li", {}, [
           h("span", { class: "key", text: i.key }),
@@ -707,8 +736,15 @@
 
   $("#catalog-open").addEventListener("click", openCatalog);
   $("#catalog-close").addEventListener("click", function () { catalogDlg.close(); });
-  $("#catalog-kind").addEventListener("change", function () { catalogStatus(""); renderCatalog(); });
-  $("#catalog-language").addEventListener("change", function () { catalogStatus(""); renderCatalog(); });
+  // Another kind or language: what was in the form belonged to the one before.
+  function catalogSwitch() {
+    $("#catalog-key").value = "";
+    $("#catalog-text").value = "";
+    catalogStatus("");
+    renderCatalog();
+  }
+  $("#catalog-kind").addEventListener("change", catalogSwitch);
+  $("#catalog-language").addEventListener("change", catalogSwitch);
   $("#catalog-form").addEventListener("submit", function (e) {
     e.preventDefault();
     var pick = catalogPick();
@@ -717,7 +753,7 @@
       $("#catalog-key").value = "";
       $("#catalog-text").value = "";
       catalogChanged(pick, t("catalog_saved", { key: b.item.key }));
-    }, function (e) { catalogStatus(e.code === "invalid_field" ? t("err_invalid_field") + " " + e.message : e.message, true); });
+    }, function (e) { catalogStatus(e.code === "invalid_field" ? t("catalog_refused") : t("catalog_failed"), true); });
   });
 
   // ------------------------------------------------ supervisors: everything
@@ -1059,6 +1095,7 @@
       ]);
     }
     li.at = m.at || Date.now();
+    if (m.event === "transfer_note") { li.note = m; li.classList.add("transfer-note"); }
     var el = li.querySelector(".meta");
     if (el) el.textContent = clock(li.at);
     return li;
@@ -1145,6 +1182,8 @@
     chat.readTimer = setTimeout(function () {
       if (!client || selected !== chat.id || doc.hidden || chat.ended) return;
       var seq = client.last(chat.id);
+      // Only viewing: nothing is "read" for the player until someone serves them.
+      if (!chat.owned) { setSeen(chat.id, seq); return; }
       setSeen(chat.id, seq);
       if (seq > chat.readSent && client.send({ type: "read", conversation: chat.id, seq: seq })) chat.readSent = seq;
     }, 300);
@@ -1260,8 +1299,10 @@
   function loadAgents() {
     if (!token) return Promise.resolve(agents);
     return api("/api/agents").then(function (b) {
+      var before = agents.length;
       agents = b.agents || [];
       renderTeam();
+      if (!before) renameAll();
       return agents;
     }, function () { return agents; });
   }

@@ -200,7 +200,7 @@ Pitboss.i18n.add("console", "az", {
   catalog: "Cavablar və adlar",
   catalog_open: "Redaktə et…",
   catalog_title: "Hazır cavablar, bağlanma səbəbləri və şöbə adları",
-  catalog_kind: "Nə",
+  catalog_kind: "Növ",
   kind_canned_reply: "Hazır cavablar",
   kind_close_reason: "Bağlanma səbəbləri",
   kind_department: "Şöbə adları",
@@ -218,5 +218,7 @@ Pitboss.i18n.add("console", "az", {
   catalog_confirm_delete: "Həmişəlik silinsin?",
   catalog_empty: "Bu dildə hələ heç nə yoxdur.",
   catalog_saved: "Yadda saxlanıldı: {key}.",
-  catalog_deleted: "Silindi: {key}."
+  catalog_deleted: "Silindi: {key}.",
+  catalog_refused: "Yadda saxlanılmadı: açar və ya mətn yuxarıdakı qaydaya uyğun deyil (çox uzundur, ya da şöbə açarı etiket deyil).",
+  catalog_failed: "Yadda saxlanılmadı: server qəbul etmədi. Yenidən cəhd edin."
 });

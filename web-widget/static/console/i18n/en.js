@@ -201,7 +201,7 @@ Pitboss.i18n.add("console", "en", {
   catalog: "Replies and names",
   catalog_open: "Edit…",
   catalog_title: "Canned replies, close reasons and department names",
-  catalog_kind: "What",
+  catalog_kind: "Kind",
   kind_canned_reply: "Canned replies",
   kind_close_reason: "Close reasons",
   kind_department: "Department names",
@@ -219,5 +219,7 @@ Pitboss.i18n.add("console", "en", {
   catalog_confirm_delete: "Delete for good?",
   catalog_empty: "Nothing here yet in this language.",
   catalog_saved: "Saved: {key}.",
-  catalog_deleted: "Deleted: {key}."
+  catalog_deleted: "Deleted: {key}.",
+  catalog_refused: "Not saved: the key or the text breaks the rule shown above (too long, or a department key that is not a tag).",
+  catalog_failed: "Not saved: the server did not take it. Try again."
 });

@@ -200,7 +200,7 @@ Pitboss.i18n.add("console", "ru", {
   catalog: "Ответы и названия",
   catalog_open: "Изменить…",
   catalog_title: "Шаблоны ответов, причины закрытия и названия отделов",
-  catalog_kind: "Что",
+  catalog_kind: "Тип",
   kind_canned_reply: "Шаблоны ответов",
   kind_close_reason: "Причины закрытия",
   kind_department: "Названия отделов",
@@ -218,5 +218,7 @@ Pitboss.i18n.add("console", "ru", {
   catalog_confirm_delete: "Удалить навсегда?",
   catalog_empty: "На этом языке пока ничего нет.",
   catalog_saved: "Сохранено: {key}.",
-  catalog_deleted: "Удалено: {key}."
+  catalog_deleted: "Удалено: {key}.",
+  catalog_refused: "Не сохранено: ключ или текст нарушает правило выше (слишком длинный, или ключ отдела — не метка).",
+  catalog_failed: "Не сохранено: сервер не принял изменение. Попробуйте ещё раз."
 });

@@ -200,7 +200,7 @@ Pitboss.i18n.add("console", "tr", {
   catalog: "Yanıtlar ve adlar",
   catalog_open: "Düzenle…",
   catalog_title: "Hazır yanıtlar, kapatma nedenleri ve departman adları",
-  catalog_kind: "Ne",
+  catalog_kind: "Tür",
   kind_canned_reply: "Hazır yanıtlar",
   kind_close_reason: "Kapatma nedenleri",
   kind_department: "Departman adları",
@@ -218,5 +218,7 @@ Pitboss.i18n.add("console", "tr", {
   catalog_confirm_delete: "Kalıcı olarak silinsin mi?",
   catalog_empty: "Bu dilde henüz bir şey yok.",
   catalog_saved: "Kaydedildi: {key}.",
-  catalog_deleted: "Silindi: {key}."
+  catalog_deleted: "Silindi: {key}.",
+  catalog_refused: "Kaydedilmedi: anahtar veya metin yukarıdaki kurala uymuyor (çok uzun ya da etiket olmayan bir departman anahtarı).",
+  catalog_failed: "Kaydedilmedi: sunucu kabul etmedi. Tekrar deneyin."
 });
