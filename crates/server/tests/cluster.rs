@@ -26,13 +26,7 @@ const RESUME_WITHIN: Duration = Duration::from_secs(5);
 async fn start(player: &mut Peer) -> String {
     let begun = Instant::now();
     loop {
-        let mark = player.mark();
-        assert!(player.send(json!({"type":"start"})).await);
-        let f = player
-            .wait_frame(mark, "the new conversation", SETTLE, |f| {
-                f["type"] == "resumed" || f["type"] == "error"
-            })
-            .await;
+        let f = start_once(player).await;
         if f["type"] == "resumed" {
             assert_eq!(f["last_seq"], 0);
             return f["conversation"].as_str().unwrap().to_owned();
@@ -49,6 +43,17 @@ async fn start(player: &mut Peer) -> String {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// One `start`: its answer, `resumed` or `error`.
+async fn start_once(player: &mut Peer) -> Value {
+    let mark = player.mark();
+    assert!(player.send(json!({"type":"start"})).await);
+    player
+        .wait_frame(mark, "the new conversation", SETTLE, |f| {
+            f["type"] == "resumed" || f["type"] == "error"
+        })
+        .await
 }
 
 /// The latest `queued` position a player was told for a conversation.
@@ -802,13 +807,7 @@ async fn a_node_killed_and_restarted_under_its_name_is_routed_for_at_once() {
     assert_eq!(cluster.wait_leader(None).await, leader, "routing stays");
     for i in 0..3 {
         let mut player = cluster.visitor(&format!("after-{i}"), other).await;
-        let mark = player.mark();
-        assert!(player.send(json!({"type":"start"})).await);
-        let f = player
-            .wait_frame(mark, "the new conversation", SETTLE, |f| {
-                f["type"] == "resumed" || f["type"] == "error"
-            })
-            .await;
+        let f = start_once(&mut player).await;
         assert_eq!(f["type"], "resumed", "start {i} after the restart: {f}");
     }
 
