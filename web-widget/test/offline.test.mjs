@@ -109,8 +109,14 @@ describe("offline messages and supervisor take-over", () => {
     const technical = sam.locator("#transfer-department option[value=technical]");
     await server.wait("the departments say who is online", () => technical.filter({ hasText: "RU konuşan 1 kişi çevrimiçi" }).waitFor({ state: "attached" }));
     assert.match(await sam.locator("#transfer-department option[value=payments]").textContent(), /RU konuşan kimse çevrimiçi değil/);
-    await sam.locator("#transfer-department").selectOption("technical");
+    // A transfer to payments is refused at once, and the dialog says why, keeping the note.
+    await sam.locator("#transfer-department").selectOption("payments");
     await dialog.getByLabel("Sonraki temsilci için not (özel)").fill("Technical check of the payout, please");
+    await dialog.getByRole("button", { name: "Aktar" }).click();
+    await server.wait("the refusal is shown in the dialog", () => sam.locator("#transfer-error", { hasText: "Bu departmanda sohbetin dilini konuşan kimse çevrimiçi değil" }).waitFor());
+    assert.equal(await dialog.getByLabel("Sonraki temsilci için not (özel)").inputValue(), "Technical check of the payout, please");
+    await dialog.getByRole("radio", { name: "Departman" }).check();
+    await sam.locator("#transfer-department").selectOption("technical");
     await dialog.getByRole("button", { name: "Aktar" }).click();
     await server.wait("sam sees the transfer pending (in Turkish, with the department's Turkish name)", () => sam.getByText("Teknik destek için aktarma istendi; yanıt bekleniyor.").waitFor());
     assert.match(await technical.textContent(), /^Teknik destek — /, "the dialog names the departments");

@@ -623,6 +623,26 @@ pub(crate) async fn kpis(
             limit: MAX_KPI_CONVERSATIONS + 1,
         })
         .await?;
+    // A misspelt login would read as an agent with nothing to show (a removed
+    // account's conversations still count).
+    if let Some(named) = agent
+        .as_ref()
+        .filter(|a| rows.is_empty() && **a != account.id.0)
+    {
+        if state
+            .desk
+            .store()
+            .agent(&AgentId(named.clone()))
+            .await?
+            .is_none()
+        {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no account `{named}` and no conversations of it in this window"),
+            ));
+        }
+    }
     if rows.len() > MAX_KPI_CONVERSATIONS as usize {
         return Err(bad(format!(
             "more than {MAX_KPI_CONVERSATIONS} conversations started in this window: narrow it"

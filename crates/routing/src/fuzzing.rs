@@ -1211,8 +1211,25 @@ impl Harness {
             } => {
                 let c = conversation_id(conversation);
                 let from = self.from(c, from);
-                let expected = self.transfer_refusal(c, &from);
+                let mut expected = self.transfer_refusal(c, &from);
                 let d = DEPARTMENTS[usize::from(department) % DEPARTMENTS.len()].to_owned();
+                if expected.is_none() {
+                    // Someone other than the owner, online in that department and
+                    // speaking the conversation's language, full or not.
+                    let owner = &self.owners[&c].0;
+                    let language = self.request_of(c).map(|r| r.language).unwrap_or_default();
+                    let staffed = (0..N_AGENTS).map(agent_id).any(|a| {
+                        &a != owner
+                            && self.r.agent(&a).is_some_and(|v| {
+                                v.status == AgentStatus::Online
+                                    && v.profile.languages.contains(&language)
+                                    && v.profile.departments.contains(&d)
+                            })
+                    });
+                    if !staffed {
+                        expected = Some(RoutingError::DepartmentUnstaffed);
+                    }
+                }
                 let result = self
                     .r
                     .transfer(c, &from, TransferTarget::Department(d.clone()), now);

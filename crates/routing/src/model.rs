@@ -123,6 +123,9 @@ pub enum RoutingError {
     NotOwner,
     /// The named transfer target cannot take the conversation now.
     TargetUnavailable,
+    /// No agent of the department a transfer names, other than the owner, is
+    /// online and speaks the conversation's language.
+    DepartmentUnstaffed,
     /// The operation does not fit the conversation's state (e.g. a transfer is
     /// already pending).
     InvalidState,
@@ -137,6 +140,9 @@ impl fmt::Display for RoutingError {
             RoutingError::NotOffered => "no open offer of this conversation to this agent",
             RoutingError::NotOwner => "agent does not own this conversation",
             RoutingError::TargetUnavailable => "transfer target cannot take the conversation",
+            RoutingError::DepartmentUnstaffed => {
+                "no agent of that department speaking the conversation's language is online"
+            }
             RoutingError::InvalidState => "operation does not fit the conversation's state",
         })
     }

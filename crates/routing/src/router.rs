@@ -646,11 +646,13 @@ impl Router {
     /// the owner, serving the conversation's language (departments don't matter for
     /// a named agent), with load < capacity, else Err(TargetUnavailable); produces an
     /// immediate Offer{transfer_from: Some(owner)} reserving a slot. Department
-    /// target: the conversation waits at the head of that department's queue (with
-    /// its language) while the owner keeps it, until `transfer_timeout_ms`;
-    /// dispatched to an eligible agent other than the owner. Err(NotOwner) if `from`
-    /// is not the owner (or the conversation is queued); Err(InvalidState) if a
-    /// transfer is already pending.
+    /// target: at least one agent of that department other than the owner must be
+    /// Online and speak the conversation's language (at capacity or not), else
+    /// Err(DepartmentUnstaffed); the conversation waits at the head of that
+    /// department's queue (with its language) while the owner keeps it, until
+    /// `transfer_timeout_ms`; dispatched to an eligible agent other than the owner.
+    /// Err(NotOwner) if `from` is not the owner (or the conversation is queued);
+    /// Err(InvalidState) if a transfer is already pending.
     pub fn transfer(
         &mut self,
         conversation: ConversationId,
@@ -659,7 +661,7 @@ impl Router {
         now: Millis,
     ) -> Result<Vec<Decision>, RoutingError> {
         let timeout = self.config.transfer_timeout_ms;
-        self.start_transfer(conversation, from, to, timeout, now)
+        self.start_transfer(conversation, from, to, timeout, true, now)
     }
 
     /// A department transfer that was pending when this router was built (after a
@@ -680,17 +682,21 @@ impl Router {
             owner,
             TransferTarget::Department(department),
             left,
+            false,
             now,
         )
     }
 
-    /// [`Router::transfer`], a department transfer failing after `timeout_ms`.
+    /// [`Router::transfer`], a department transfer failing after `timeout_ms`; with
+    /// `staffed`, refused unless the department has someone online to take it (a
+    /// restored transfer waits for agents who have not reconnected yet).
     fn start_transfer(
         &mut self,
         conversation: ConversationId,
         from: &AgentId,
         to: TransferTarget,
         timeout_ms: Millis,
+        staffed: bool,
         now: Millis,
     ) -> Result<Vec<Decision>, RoutingError> {
         let known = self
@@ -720,6 +726,16 @@ impl Router {
                 });
             if !available {
                 return Err(RoutingError::TargetUnavailable);
+            }
+        }
+        if let TransferTarget::Department(department) = &to {
+            let staffed_now = self.agents.iter().any(|(id, a)| {
+                id != owner
+                    && a.status == AgentStatus::Online
+                    && a.serves(department, &known.request.language)
+            });
+            if staffed && !staffed_now {
+                return Err(RoutingError::DepartmentUnstaffed);
             }
         }
         let before = self.listing();

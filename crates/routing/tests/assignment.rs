@@ -721,6 +721,10 @@ fn next_deadline_is_never_in_the_past_after_a_tick() {
     assert_eq!(r.next_deadline(), Some(20_100));
     r.accept(cid(1), &agent("ana"), 200).unwrap();
     assert_eq!(r.next_deadline(), None);
+    // Payments has someone online, busy: the transfer waits until its deadline.
+    add_online(&mut r, "bo", &["en"], &["payments"], 1, 200);
+    assign(&mut r, cid(2), req("payments", "en", 0), "bo", 200);
+    assert_eq!(r.next_deadline(), None);
     r.transfer(
         cid(1),
         &agent("ana"),

@@ -319,14 +319,16 @@ fn a_department_transfer_is_never_offered_to_the_owner() {
     let mut r = router();
     add_online(&mut r, "ana", &["en"], &["support"], 3, 0);
     assign(&mut r, cid(1), req("support", "en", 0), "ana", 1);
-    let d = r
-        .transfer(
-            cid(1),
-            &agent("ana"),
-            TransferTarget::Department("support".into()),
-            2,
-        )
-        .unwrap();
+    // Nobody but the owner online in the department: refused at once.
+    let to_support = || TransferTarget::Department("support".into());
+    assert_eq!(
+        r.transfer(cid(1), &agent("ana"), to_support(), 2),
+        Err(RoutingError::DepartmentUnstaffed)
+    );
+    // Someone online there but full: the transfer waits for a place.
+    add_online(&mut r, "cy", &["en"], &["support"], 1, 2);
+    assign(&mut r, cid(2), req("support", "en", 0), "cy", 2);
+    let d = r.transfer(cid(1), &agent("ana"), to_support(), 2).unwrap();
     assert!(
         offers_in(&d).is_empty(),
         "ana has room but is the owner: {d:?}"
@@ -397,6 +399,9 @@ fn a_department_transfer_nobody_accepts_fails_at_its_deadline() {
     add_online(&mut r, "ana", &["en"], &["support"], 1, 0);
     add_online(&mut r, "bo", &["en"], &["payments"], 1, 0);
     assign(&mut r, cid(1), req("support", "en", 0), "ana", 1);
+    // Risk's one agent is online but busy for as long as the transfer waits.
+    add_online(&mut r, "rita", &["en"], &["risk"], 1, 0);
+    assign(&mut r, cid(2), req("risk", "en", 0), "rita", 1);
     r.transfer(
         cid(1),
         &agent("ana"),
@@ -434,6 +439,9 @@ fn a_department_transfer_past_its_deadline_withdraws_its_open_offer() {
     let mut r = router();
     add_online(&mut r, "ana", &["en"], &["support"], 1, 0);
     assign(&mut r, cid(1), req("support", "en", 0), "ana", 1);
+    // Payments' one agent online is busy throughout.
+    add_online(&mut r, "pat", &["en"], &["payments"], 1, 0);
+    assign(&mut r, cid(2), req("payments", "en", 0), "pat", 0);
     r.transfer(
         cid(1),
         &agent("ana"),

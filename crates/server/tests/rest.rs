@@ -356,6 +356,12 @@ async fn kpis_count_waiting_first_response_resolution_and_ratings() {
         .get_json(&format!("/api/kpis?{window}&agent=boris"), &sam)
         .await;
     assert_eq!(boris["conversations"]["started"], 0);
+    // A login nobody has is said so, not shown as an agent with nothing done.
+    let (status, body) = server
+        .get(&format!("/api/kpis?{window}&agent=borris"), &sam)
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("not_found"), "{body}");
     let payments = server
         .get_json(&format!("/api/kpis?{window}&department=payments"), &sam)
         .await;

@@ -139,6 +139,14 @@
   }
   function deptName(d) { return deptNames[d] || d; }
 
+  // The departments and every catalog, read afresh (canned replies and close
+  // reasons on their next use).
+  function loadCatalogs() {
+    catalogs = {};
+    api("/api/departments").then(function (b) { departments = b.departments || []; }, function () {});
+    loadDeptNames();
+  }
+
   // Agents' and departments' names arrive after the transcripts may have: the
   // transfer notes and each chat's details are written again with them.
   function renameAll() {
@@ -261,8 +269,10 @@
       timers.push(setInterval(tickOffers, 1000));
       loadAgents();
       if (supervises(me)) timers.push(setInterval(loadAgents, 15000));
-      api("/api/departments").then(function (b) { departments = b.departments || []; });
-      loadDeptNames();
+      loadCatalogs();
+      // Supervisors edit replies, reasons and department names while others work:
+      // read them again now and then rather than only at sign-in.
+      timers.push(setInterval(loadCatalogs, 60000));
     }, function (err) {
       // A refused session goes back to the login form; a server that is not
       // reachable yet is asked again.
@@ -1348,7 +1358,7 @@
   }
 
   // Each department with how many online agents of it speak the chat's language
-  // (none: the transfer would wait out its timeout). Counts once agents are loaded.
+  // (none: the server refuses the transfer). Counts once agents are loaded.
   function renderTransferDepartments(chat) {
     var depSel = $("#transfer-department");
     var dep = depSel.value;
@@ -1397,6 +1407,7 @@
     to[kind] = value;
     var note = chat.transferNote.trim();
     chat.transferring = true;
+    chat.transferKind = kind;
     chat.transferPending = false;
     updateActions(chat);
     client.send({ type: "transfer", conversation: chat.id, to: to, note: note || null });
@@ -1412,6 +1423,7 @@
       Object.keys(chats).forEach(function (id) { if (chats[id].transferring && !chats[id].transferPending) chat = chats[id]; });
     }
     var text = errorText(f);
+    if (chat && chat.transferKind === "department" && f.code === "invalid_state") text = t("err_transfer_department_invalid_state");
     if (!chat) { toast(text); return; }
     chat.transferring = chat.transferPending = false;
     updateActions(chat);

@@ -236,8 +236,8 @@ impl Desk {
                 format!("client_id must be 1 to {MAX_CLIENT_ID_BYTES} bytes"),
             );
         }
-        if text.trim().is_empty() {
-            return refuse(ErrorCode::InvalidField, "text is empty");
+        if blank(&text) {
+            return refuse(ErrorCode::InvalidField, "text is empty or shows nothing");
         }
         if text.chars().count() > MAX_TEXT_CHARS {
             return refuse(
@@ -505,8 +505,8 @@ impl Desk {
     ) -> Outcome {
         // Masked like a message: free text a player or agent typed.
         let reason = match reason {
-            Some(r) => Some(self.config.masker.masked(short(r, "reason")?)),
-            None => None,
+            Some(r) if !blank(&r) => Some(self.config.masker.masked(short(r, "reason")?)),
+            _ => None,
         };
         let live = self.participant_live(session, conversation).await?;
         let (state, agent, player) = {
@@ -603,9 +603,7 @@ impl Desk {
             return refuse(ErrorCode::InvalidField, "score must be 1 to 5");
         }
         let comment = match comment {
-            Some(c) if !c.trim().is_empty() => {
-                Some(self.config.masker.masked(short(c, "comment")?))
-            }
+            Some(c) if !blank(&c) => Some(self.config.masker.masked(short(c, "comment")?)),
             _ => None,
         };
         let record = self
@@ -682,7 +680,7 @@ impl Desk {
             return refuse(ErrorCode::Forbidden, "only agents transfer conversations");
         };
         let note = match note {
-            Some(n) if !n.trim().is_empty() => Some(self.config.masker.masked(short(n, "note")?)),
+            Some(n) if !blank(&n) => Some(self.config.masker.masked(short(n, "note")?)),
             _ => None,
         };
         let to = match to {

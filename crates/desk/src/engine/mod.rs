@@ -771,6 +771,10 @@ fn routing_refusal(err: RoutingError) -> Refusal {
             ErrorCode::InvalidState,
             "that agent cannot take it now (offline, away, full, or wrong language)",
         ),
+        RoutingError::DepartmentUnstaffed => (
+            ErrorCode::InvalidState,
+            "nobody in that department who speaks the conversation's language is online",
+        ),
         RoutingError::InvalidState => (
             ErrorCode::InvalidState,
             "not possible in the conversation's state",
@@ -802,6 +806,19 @@ fn tag(value: Option<String>, default: &str, what: &str) -> Result<String, Refus
             format!("{what} must be 1 to 32 letters, digits, '-' or '_'"),
         ),
     }
+}
+
+/// Text that shows nothing: empty, or only white space and characters that have no
+/// width (zero-width spaces and joiners, word joiners, byte-order marks, soft
+/// hyphens), which a reader would take for an empty message.
+pub(crate) fn blank(text: &str) -> bool {
+    text.chars().all(|c| {
+        c.is_whitespace()
+            || matches!(
+                c,
+                '\u{00AD}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}'
+            )
+    })
 }
 
 fn short(value: String, what: &str) -> Result<String, Refusal> {
