@@ -28,6 +28,10 @@ pub enum AuthError {
     /// This kind of credential is not configured on this server.
     #[error("{0} is not enabled on this server")]
     NotConfigured(&'static str),
+    /// The credentials could not be checked now (the store did not answer, or
+    /// every password thread is busy): nothing is known to be wrong with them.
+    #[error("cannot check the credentials now: {0}")]
+    Unavailable(String),
 }
 
 /// The server's own signing keys.

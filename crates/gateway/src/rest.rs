@@ -161,10 +161,10 @@ pub(crate) async fn login(
         Ok(Some((token, account))) => {
             Ok(Json(json!({ "token": token, "agent": public(&account) })).into_response())
         }
-        Err(pitboss_desk::auth::PasswordsBusy) => Err(ApiError(
+        Err(e) => Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
-            "too many logins at once: try again in a moment".into(),
+            e.to_string(),
         )),
         Ok(None) => Err(ApiError(
             StatusCode::UNAUTHORIZED,
@@ -192,6 +192,12 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> ApiResult<AgentAccount
             StatusCode::UNAUTHORIZED,
             "token_expired",
             "the session has expired: log in again".into(),
+        ),
+        // Keep the session: nothing says it is wrong.
+        e @ pitboss_desk::AuthError::Unavailable(_) => ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
         ),
         e => ApiError(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()),
     })

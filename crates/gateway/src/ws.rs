@@ -152,7 +152,22 @@ async fn session_loop(
     // keeps each connection's two tasks small while they sit idle, which is what
     // tens of thousands of idle connections cost.
     let (conn, mut rx, close) = Box::pin(desk.connect(&session)).await;
-    send_now(&mut sink, Box::pin(desk.welcome(&session)).await).await;
+    match Box::pin(desk.welcome(&session)).await {
+        Ok(welcome) => send_now(&mut sink, welcome).await,
+        Err(message) => {
+            tracing::warn!(%message, "welcome refused");
+            refuse(
+                &mut sink,
+                ErrorCode::Overloaded,
+                &message,
+                CloseCode::Overloaded,
+            )
+            .await;
+            Box::pin(desk.disconnect(&conn, &session)).await;
+            close.close(CloseCode::Overloaded);
+            return;
+        }
+    }
 
     let store = desk.store().clone();
     let writer_conn = conn.clone();

@@ -1334,6 +1334,27 @@ async fn postgres_stopped_refuses_sends_then_takes_the_retries_once() {
         }
     }
 
+    // A session that cannot be checked, or whose conversations cannot be read,
+    // is not refused as if it were forged, nor welcomed as if it had none: the
+    // client is told to come back, and keeps its token.
+    let visitor = floor.players[0].visitor_token().expect("a visitor token");
+    let (me, agent, player) = tokio::join!(
+        async {
+            let url = cluster.nodes[0].url("/api/me");
+            let res = reqwest::Client::new().get(url).bearer_auth(&boss).send();
+            res.await.map(|r| r.status().as_u16()).ok()
+        },
+        hello_answer(&cluster, 1, json!({"kind":"agent","token":boss})),
+        hello_answer(&cluster, 0, json!({"kind":"visitor","token":visitor})),
+    );
+    assert_eq!(me, Some(503), "GET /api/me with the store down");
+    let overloaded = (json!("error"), json!("overloaded"), Some(1013));
+    assert_eq!(agent, overloaded, "an agent's hello with the store down");
+    assert_eq!(
+        player, overloaded,
+        "a returning visitor's hello with the store down"
+    );
+
     cluster.postgres.as_mut().unwrap().start();
     for (who, side) in [("player", true), ("agent", false)] {
         let peer = if side {
@@ -1959,6 +1980,43 @@ async fn a_dead_nodes_agents_go_offline_then_lose_their_chats_and_its_players_ar
 }
 
 /// `GET /readyz` of node `i`: its status code.
+/// What a fresh connection to node `i` gets for a `hello` with `auth`: the first
+/// frame's type and code, and the close code if the node closes it (a `welcome`
+/// is answer enough).
+async fn hello_answer(cluster: &Cluster, i: usize, auth: Value) -> (Value, Value, Option<u16>) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!("ws://{}/ws", cluster.addr(i));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect");
+    let hello = json!({"type":"hello","protocol":1,"auth":auth});
+    ws.send(Message::Text(hello.to_string().into()))
+        .await
+        .expect("send hello");
+    let mut first = Value::Null;
+    let mut close = None;
+    let _ = tokio::time::timeout(Duration::from_secs(45), async {
+        while let Some(Ok(msg)) = ws.next().await {
+            match msg {
+                Message::Text(t) if first.is_null() => {
+                    first = serde_json::from_str(&t).expect("JSON");
+                    if first["type"] == "welcome" {
+                        break;
+                    }
+                }
+                Message::Close(f) => {
+                    close = f.map(|f| u16::from(f.code));
+                    break;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    (first["type"].clone(), first["code"].clone(), close)
+}
+
 async fn readyz(cluster: &Cluster, i: usize) -> u16 {
     match reqwest::get(cluster.nodes[i].url("/readyz")).await {
         Ok(r) => r.status().as_u16(),

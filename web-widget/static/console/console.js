@@ -273,11 +273,11 @@
       // Supervisors edit replies, reasons and department names while others work:
       // read them again now and then rather than only at sign-in.
       timers.push(setInterval(loadCatalogs, 60000));
-    }, function (err) {
-      // A refused session goes back to the login form; a server that is not
-      // reachable yet is asked again.
-      if (err.code) logout(t("session_expired"));
-      else setTimeout(startApp, 3000);
+    }, function () {
+      // A refused session (401) has gone back to the login form already; a
+      // server that is not reachable, or cannot check the session yet (503), is
+      // asked again.
+      if (token) setTimeout(startApp, 3000);
     });
   }
 

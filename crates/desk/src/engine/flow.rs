@@ -156,7 +156,7 @@ impl Desk {
     /// Takes into this node's live set the player's open conversations that the
     /// store knows and this node does not: those opened on another node.
     async fn load_open_of_player(&self, player: &PlayerId) {
-        for record in self.latest_of_player(player).await {
+        for record in self.latest_of_player(player).await.unwrap_or_default() {
             if record.summary.state != ConversationState::Closed {
                 self.insert_live(&record, cluster::request_of(&record));
             }

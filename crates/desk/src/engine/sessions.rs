@@ -72,6 +72,12 @@ impl Desk {
                         CloseCode::TokenExpired,
                         "the session has expired: log in again".to_string(),
                     ),
+                    // The session may well be good: reconnect later, keep it.
+                    e @ AuthError::Unavailable(_) => (
+                        ErrorCode::Overloaded,
+                        CloseCode::Overloaded,
+                        format!("{e}: reconnect in a moment"),
+                    ),
                     e => invalid(e.to_string()),
                 })?;
                 Ok(Session::Agent {
@@ -96,30 +102,34 @@ impl Desk {
                 "the password changed since this session began: log in again".into(),
             )),
             Ok(None) => Err(AuthError::Invalid("no such account".into())),
-            Err(e) => Err(AuthError::Invalid(format!("cannot check the account: {e}"))),
+            Err(e) => Err(AuthError::Unavailable(e.to_string())),
         }
     }
 
-    /// Checks a login and password; returns a session token and the account, or
-    /// `None` for a wrong login or password.
+    /// Checks a login and password; returns a session token and the account,
+    /// `None` for a wrong login or password, or [`AuthError::Unavailable`] when it
+    /// cannot tell now.
     pub async fn login(
         &self,
         login: &str,
         password: &str,
-    ) -> Result<Option<(String, AgentAccount)>, crate::auth::PasswordsBusy> {
+    ) -> Result<Option<(String, AgentAccount)>, AuthError> {
         let account = self
             .store
             .agent(&AgentId(login.to_owned()))
             .await
-            .ok()
-            .flatten();
+            .map_err(|e| AuthError::Unavailable(e.to_string()))?;
         // Verify against a fixed hash when the account does not exist, so timing
         // does not tell which logins exist.
         let hash = account
             .as_ref()
             .map(|a| a.password_hash.clone())
             .unwrap_or_else(|| DUMMY_HASH.to_owned());
-        let ok = crate::auth::check_password(password.to_owned(), hash).await?;
+        let ok = crate::auth::check_password(password.to_owned(), hash)
+            .await
+            .map_err(|_| {
+                AuthError::Unavailable("too many logins at once: try again in a moment".into())
+            })?;
         let Some(account) = account.filter(|_| ok) else {
             return Ok(None);
         };
@@ -177,7 +187,8 @@ impl Desk {
             Session::Player { card, .. } => {
                 if self.config.cluster {
                     // Conversations another node opened are loaded here.
-                    for record in self.latest_of_player(&card.id).await {
+                    // If the store does not answer, `welcome` refuses the session.
+                    for record in self.latest_of_player(&card.id).await.unwrap_or_default() {
                         if record.summary.state != ConversationState::Closed {
                             self.insert_live(&record, cluster::request_of(&record));
                         }
@@ -215,8 +226,11 @@ impl Desk {
         (conn, rx, close)
     }
 
-    /// A player's latest 50 conversations (none if the store cannot say now).
-    pub(super) async fn latest_of_player(&self, player: &PlayerId) -> Vec<ConversationRecord> {
+    /// A player's latest 50 conversations.
+    pub(super) async fn latest_of_player(
+        &self,
+        player: &PlayerId,
+    ) -> pitboss_transcripts::Result<Vec<ConversationRecord>> {
         self.store
             .conversations(ConversationFilter {
                 player: Some(player.clone()),
@@ -224,11 +238,15 @@ impl Desk {
                 ..Default::default()
             })
             .await
-            .unwrap_or_default()
     }
 
-    /// The `welcome` frame for a freshly connected session.
-    pub async fn welcome(self: &Arc<Self>, session: &Session) -> ServerFrame {
+    /// The `welcome` frame for a freshly connected session, or why it cannot be
+    /// given now (the store did not answer: a `welcome` without the session's open
+    /// conversations would tell the client it has none).
+    pub async fn welcome(self: &Arc<Self>, session: &Session) -> Result<ServerFrame, String> {
+        let unavailable = |e: StoreError| {
+            format!("cannot read your conversations now ({e}): reconnect in a moment")
+        };
         let (conversations, status, visitor_token) = match session {
             Session::Player {
                 card,
@@ -237,6 +255,7 @@ impl Desk {
                 let list = self
                     .latest_of_player(&card.id)
                     .await
+                    .map_err(unavailable)?
                     .into_iter()
                     .filter(|r| r.summary.state != ConversationState::Closed)
                     .map(|r| r.summary)
@@ -257,7 +276,8 @@ impl Desk {
                 }
                 let mut summaries = Vec::with_capacity(list.len());
                 for cid in list {
-                    if let Ok(Some(r)) = self.store.conversation(cid).await {
+                    // One that has just been purged is left out.
+                    if let Some(r) = self.store.conversation(cid).await.map_err(unavailable)? {
                         summaries.push(r.summary);
                     }
                 }
@@ -268,7 +288,7 @@ impl Desk {
                 (summaries, status, None)
             }
         };
-        ServerFrame::Welcome {
+        Ok(ServerFrame::Welcome {
             protocol: PROTOCOL_VERSION,
             you: session.participant(),
             visitor_token,
@@ -283,7 +303,7 @@ impl Desk {
                     ..self.config.limits.clone()
                 },
             },
-        }
+        })
     }
 
     /// Forgets a connection that has gone.
