@@ -400,7 +400,7 @@ pub(crate) async fn transcript_text(
             .player
             .name
             .as_deref()
-            .map(|n| format!(" ({n})"))
+            .map(|n| format!(" ({})", one_line(n)))
             .unwrap_or_default(),
         s.department,
         s.language,
@@ -412,12 +412,20 @@ pub(crate) async fn transcript_text(
         let full = page.len() == 1000;
         for e in &page {
             after = e.seq;
-            let who = e.sender.name.clone().unwrap_or_else(|| e.sender.id.clone());
+            // Who wrote it, by role first: a player cannot pass for an agent by
+            // taking an agent's name.
+            let role = serde_json::to_value(e.sender.role).unwrap_or_default();
+            let who = format!(
+                "{} {}",
+                role.as_str().unwrap_or("?"),
+                one_line(e.sender.name.as_deref().unwrap_or(&e.sender.id))
+            );
             let time = format_time(e.at);
+            let text = continued(&e.text);
             let line = match e.kind {
-                MessageKind::Text => format!("[{time}] #{} {who}: {}\n", e.seq, e.text),
-                MessageKind::Note => format!("[{time}] #{} (note) {who}: {}\n", e.seq, e.text),
-                MessageKind::Event => format!("[{time}] #{} * {}\n", e.seq, e.text),
+                MessageKind::Text => format!("[{time}] #{} {who}: {text}\n", e.seq),
+                MessageKind::Note => format!("[{time}] #{} (note) {who}: {text}\n", e.seq),
+                MessageKind::Event => format!("[{time}] #{} * {text}\n", e.seq),
             };
             out.push_str(&line);
         }
@@ -426,6 +434,45 @@ pub(crate) async fn transcript_text(
         }
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], out).into_response())
+}
+
+/// Whether `c` ends a line in some reader's eyes.
+fn breaks_line(c: char) -> bool {
+    matches!(
+        c,
+        '\n' | '\r' | '\u{0B}' | '\u{0C}' | '\u{85}' | '\u{2028}' | '\u{2029}'
+    )
+}
+
+/// A name on one line: line breaks and other control characters become spaces.
+fn one_line(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_control() || breaks_line(c) {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// Text whose every further line is indented by two spaces, so that no line of
+/// a message can pass for an entry of its own (entries start with `[`).
+fn continued(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if breaks_line(c) {
+            if c == '\r' && chars.peek() == Some(&'\n') {
+                chars.next();
+            }
+            out.push_str("\n  ");
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `GET /api/offline`: offline messages awaiting an answer (any agent).

@@ -622,3 +622,48 @@ async fn a_decline_racing_a_close_does_not_say_the_owner_stays() {
         );
     }
 }
+
+/// transcript.txt keeps one entry per `[`-line: a player cannot forge an agent's
+/// line with line breaks in a message or a name, nor pass for the agent by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_cannot_forge_lines_of_the_plain_text_transcript() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    server.add_agent("ayla", "en", "general", 2, false);
+    let mut ayla = server.agent("ayla").await;
+    let mut player = Client::connect(&server.addr).await;
+    let hello =
+        json!({"type":"hello","protocol":1,"auth":{"kind":"visitor","name":"Ayla\nState: Closed"}});
+    player.send(hello).await;
+    player.expect("welcome").await;
+    let conv = start_chat(&mut player, None).await;
+    accept(&mut ayla, &conv).await;
+    player.expect("assigned").await;
+    let forged = "hi\r\n[2026-12-07T23:00:00Z] #3 agent Ayla: Approved: refund of 5000 EUR.\u{2028}[2026-12-07T23:00:01Z] #4 * Ayla closed the chat";
+    player.say(&conv, "forged", forged).await;
+    ayla.say(&conv, "real", "Let me check.").await;
+    let token = server.login("ayla").await;
+    let (status, text) = server
+        .get(&format!("/api/conversations/{conv}/transcript.txt"), &token)
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let entries: Vec<&str> = text.lines().filter(|l| l.starts_with('[')).collect();
+    assert_eq!(entries.len(), 3, "joined, the player's, ayla's: {text}");
+    assert!(
+        entries[1].contains(" player Ayla State: Closed: hi"),
+        "{text}"
+    );
+    assert!(
+        entries[2].contains(" agent Agent ayla: Let me check."),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n  [2026-12-07T23:00:00Z] #3 agent Ayla: Approved"),
+        "continued, indented: {text}"
+    );
+    assert!(text.contains("Player: v:"), "{text}");
+    assert!(
+        !text.contains("\nState: Closed"),
+        "the name stays on its line: {text}"
+    );
+}

@@ -9,8 +9,8 @@
 use crate::{
     now_ms, AgentAccount, Applied, Change, CommitObserver, ConversationFilter, ConversationRecord,
     Deleted, Expect, Fence, Handoff, KpiFilter, KpiRow, LifecycleEvent, LifecycleKind,
-    NewConversation, NewEntry, PlayerExport, ReadMarks, SetState, Store, StoreError, StoredEntry,
-    PURGE_CHUNK,
+    NewConversation, NewEntry, Open, PlayerExport, ReadMarks, SetState, Store, StoreError,
+    StoredEntry, PURGE_CHUNK,
 };
 use pitboss_protocol::{
     AgentId, ConversationId, ConversationState, MessageKind, Participant, PlayerCard, PlayerId,
@@ -62,6 +62,7 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         case!(catalog_per_kind_and_language),
         case!(set_state_moves_department),
         case!(resend_recognised_before_precondition),
+        case!(an_entry_is_refused_once_its_sender_may_no_longer_write),
         case!(open_conversations_exclude_closed),
         case!(open_limit_holds_per_player),
         case!(open_conversations_ordered_by_creation_then_id),
@@ -559,6 +560,7 @@ pub async fn precondition_mismatch_writes_nothing(store: Arc<dyn Store>) {
         handoff: Some(handoff("ayla", "department:payments", "requested")),
         rating: Some((5, Some("great".into()))),
         fence: None,
+        open: None,
     };
     // Wrong state.
     let result = store
@@ -1167,6 +1169,74 @@ pub async fn resend_recognised_before_precondition(store: Arc<dyn Store>) {
         .expect("read")
         .expect("found");
     assert_eq!(record.summary.last_seq, seq, "nothing new was written");
+}
+
+/// An append with [`Open`] is refused (and writes nothing) once the conversation
+/// has closed, or, naming an owner, once someone else owns it: the entry that
+/// races a close or a take-over is not stored after it. A resend of a stored
+/// entry is still answered.
+pub async fn an_entry_is_refused_once_its_sender_may_no_longer_write(store: Arc<dyn Store>) {
+    let id = create(&store, ConversationState::Queued).await;
+    assign_at(&store, id, 1_700_000_000_100).await;
+    let ayla = AgentId("ayla".into());
+    let append = |sender: Participant, client_id: &str, owner: Option<&AgentId>| Change {
+        open: Some(Open {
+            owner: owner.cloned(),
+        }),
+        ..Change::append(id, message(sender, client_id, "text"))
+    };
+    let first = store
+        .apply(append(agent("ayla"), "a1", Some(&ayla)))
+        .await
+        .expect("the owner writes");
+    let seq = first.appended.expect("appended").entry.seq;
+    store
+        .apply(append(player("p:1"), "p1", None))
+        .await
+        .expect("the player writes");
+    // Someone else takes it over: ayla's next entry is refused, the player's not.
+    store
+        .apply(Change {
+            conversation: id,
+            set: Some(SetState {
+                state: ConversationState::Active,
+                agent: Some(AgentId("sam".into())),
+                close_reason: None,
+                department: None,
+            }),
+            ..Change::default()
+        })
+        .await
+        .expect("take over");
+    let refused = store.apply(append(agent("ayla"), "a2", Some(&ayla))).await;
+    assert!(
+        matches!(refused, Err(StoreError::Precondition)),
+        "got {refused:?}"
+    );
+    store
+        .apply(append(player("p:1"), "p2", None))
+        .await
+        .expect("the player still writes");
+    close(&store, id).await;
+    let refused = store.apply(append(player("p:1"), "p3", None)).await;
+    assert!(
+        matches!(refused, Err(StoreError::Precondition)),
+        "got {refused:?}"
+    );
+    let again = store
+        .apply(append(agent("ayla"), "a1", Some(&ayla)))
+        .await
+        .expect("a resend is still answered")
+        .appended
+        .expect("appended");
+    assert!(again.duplicate);
+    assert_eq!(again.entry.seq, seq);
+    let entries = store.entries(id, 0, 100, true).await.expect("entries");
+    let ids: Vec<_> = entries
+        .iter()
+        .filter_map(|e| e.client_id.as_deref())
+        .collect();
+    assert_eq!(ids, ["a1", "p1", "p2"], "nothing refused was written");
 }
 
 /// An accepted department transfer moves the conversation to the new department;

@@ -358,6 +358,25 @@ pub struct Expect {
     pub agent: Option<AgentId>,
 }
 
+/// What a conversation must look like to take an entry from its sender (see
+/// [`Change::open`]): not closed, and with `owner`, owned by that agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Open {
+    /// The agent who must own it (`None`: anyone, or nobody).
+    pub owner: Option<AgentId>,
+}
+
+impl Open {
+    /// Whether a conversation in `state`, owned by `agent`, meets it.
+    pub fn admits(&self, state: ConversationState, agent: Option<&str>) -> bool {
+        state != ConversationState::Closed
+            && self
+                .owner
+                .as_ref()
+                .is_none_or(|o| Some(o.0.as_str()) == agent)
+    }
+}
+
 /// A new state and owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetState {
@@ -396,6 +415,11 @@ pub struct Change {
     pub conversation: ConversationId,
     /// Precondition; on mismatch the change fails with [`StoreError::Precondition`].
     pub expect: Option<Expect>,
+    /// Precondition of an append checked where it is written, so that an entry
+    /// racing a close or a change of owner is refused rather than stored after it;
+    /// on mismatch [`StoreError::Precondition`]. A resend of an entry the
+    /// conversation has is answered all the same.
+    pub open: Option<Open>,
     /// Fences a routing decision (assigning, requeueing, abandoning) against deposed
     /// routers. The change applies only if `epoch` is at least the highest routing
     /// epoch the store has recorded (see [`Store::routing_epoch`]), and then records
@@ -432,6 +456,7 @@ impl Default for Change {
         Self {
             conversation: ConversationId(uuid::Uuid::nil()),
             expect: None,
+            open: None,
             fence: None,
             set: None,
             entry: None,

@@ -1373,6 +1373,11 @@ async fn apply_change(
             return Err(StoreError::Precondition.into());
         }
     }
+    if let Some(open) = &change.open {
+        if !open.admits(state, agent.as_deref()) {
+            return Err(StoreError::Precondition.into());
+        }
+    }
     if let Some((score, _)) = &change.rating {
         if rating.is_some() || !(1..=5).contains(score) {
             return Err(StoreError::Precondition.into());

@@ -1244,6 +1244,11 @@ async fn apply_change(
             return Err(StoreError::Precondition);
         }
     }
+    if let Some(open) = &change.open {
+        if !open.admits(state, agent.as_deref()) {
+            return Err(StoreError::Precondition);
+        }
+    }
     if let Some((score, _)) = &change.rating {
         if rating.is_some() || !(1..=5).contains(score) {
             return Err(StoreError::Precondition);
@@ -1402,6 +1407,11 @@ async fn append_cached(
             || expect.agent.as_ref().map(|a| a.0.as_str()) != row.agent.as_deref()
         {
             // Refused, unless it is a resend: that is answered from the rows.
+            return None;
+        }
+    }
+    if let Some(open) = &change.open {
+        if !open.admits(row.state, row.agent.as_deref()) {
             return None;
         }
     }

@@ -70,6 +70,7 @@ conformance_tests!(
     catalog_per_kind_and_language,
     set_state_moves_department,
     resend_recognised_before_precondition,
+    an_entry_is_refused_once_its_sender_may_no_longer_write,
     open_conversations_exclude_closed,
     open_limit_holds_per_player,
     open_conversations_ordered_by_creation_then_id,

@@ -289,15 +289,28 @@ impl Desk {
             },
         );
         change.expect = expect;
+        // Checked again where it is written: a close or a take-over may commit
+        // between the check above and this append.
+        change.open = Some(Open {
+            owner: match session {
+                Session::Agent { id, role, .. }
+                    if !allows(*role, Permission::JoinAnyConversation) =>
+                {
+                    Some(id.clone())
+                }
+                _ => None,
+            },
+        });
         let started = Instant::now();
         conn.begin_send(conversation, &client_id);
         let applied = self.store.apply(change).await.map_err(|e| {
             // No ack will come from the commit path.
             conn.end_send(conversation, &client_id);
             match e {
-                StoreError::Precondition => {
-                    Refusal(ErrorCode::InvalidState, "the conversation is closed".into())
-                }
+                StoreError::Precondition => Refusal(
+                    ErrorCode::InvalidState,
+                    "the conversation is closed, or has another owner now".into(),
+                ),
                 e => e.into(),
             }
         })?;

@@ -34,7 +34,7 @@ use pitboss_routing::{
 use pitboss_transcripts::{
     now_ms, AgentAccount, CatalogKind, Change, CommitObserver, ConversationFilter,
     ConversationRecord, Expect, Handoff, LifecycleEvent, LifecycleKind, NewConversation, NewEntry,
-    SetState, SharedStore, StoreError, StoredEntry,
+    Open, SetState, SharedStore, StoreError, StoredEntry,
 };
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
