@@ -2742,6 +2742,25 @@ pub async fn kpi_rows_read_each_conversation_s_figures(store: Arc<dyn Store>) {
         .expect("kpi rows");
     assert_eq!(payments.len(), 1);
     assert_eq!(payments[0].created_at, w + 10);
+    // Ayla's, then put back in the queue (her console went away): ayla owned it
+    // last, and it counts for her until someone else takes it.
+    let requeued = new_conversation("p:kpi", ConversationState::Queued, w + 50);
+    let requeued_id = requeued.id;
+    store.create_conversation(requeued).await.expect("create");
+    assign_at(&store, requeued_id, w + 2_000).await;
+    store
+        .apply(Change {
+            conversation: requeued_id,
+            set: Some(SetState {
+                state: ConversationState::Queued,
+                agent: None,
+                close_reason: None,
+                department: None,
+            }),
+            ..Change::default()
+        })
+        .await
+        .expect("requeue");
     let ayla = store
         .kpi_rows(KpiFilter {
             agent: Some(AgentId("ayla".into())),
@@ -2749,8 +2768,8 @@ pub async fn kpi_rows_read_each_conversation_s_figures(store: Arc<dyn Store>) {
         })
         .await
         .expect("kpi rows");
-    assert_eq!(ayla.len(), 1);
-    assert_eq!(ayla[0].created_at, w);
+    let created: Vec<u64> = ayla.iter().map(|r| r.created_at).collect();
+    assert_eq!(created, [w, w + 50], "served and closed; requeued from her");
     let two = store.kpi_rows(window(2)).await.expect("kpi rows");
     assert_eq!(two.len(), 2);
     assert_eq!(two[1].created_at, w + 10);

@@ -500,7 +500,15 @@ where
         q.push(" AND c.department = ").push_bind(department);
     }
     if let Some(agent) = filter.agent {
-        q.push(" AND c.agent_id = ").push_bind(agent.0);
+        // Its owner, or with none now (put back in the queue, abandoned there),
+        // the agent it was last assigned to.
+        q.push(
+            " AND COALESCE(c.agent_id, (SELECT l.agent_id FROM lifecycle_events l \
+             WHERE l.conversation_id = c.id AND l.kind = ",
+        )
+        .push_bind(tag(LifecycleKind::Assigned)?)
+        .push(" ORDER BY l.at DESC, l.id DESC LIMIT 1)) = ")
+        .push_bind(agent.0);
     }
     q.push(" ORDER BY c.created_at, c.id LIMIT ")
         .push_bind(i64::from(filter.limit));
