@@ -59,8 +59,14 @@ impl From<StoreError> for AccountError {
     }
 }
 
-/// Checks a login: 1 to 64 letters, digits, `.`, `_`, `-` or `@`.
+/// Checks a login: 1 to 64 letters, digits, `.`, `_`, `-` or `@`, and not
+/// `system`, which names the server itself in transcripts, events and the audit log.
 pub fn check_login(login: &str) -> Result<(), AccountError> {
+    if login.eq_ignore_ascii_case("system") {
+        return Err(AccountError::Invalid(
+            "`system` is reserved for the server itself".into(),
+        ));
+    }
     let ok = !login.is_empty()
         && login.len() <= MAX_LOGIN_BYTES
         && login
@@ -406,6 +412,7 @@ mod tests {
         assert!(check_login("ayla.k@casino").is_ok());
         assert!(check_login("").is_err());
         assert!(check_login("a b").is_err());
+        assert!(check_login("System").is_err(), "reserved");
         assert!(check_login(&"a".repeat(65)).is_err());
         assert!(check_password("short").is_err());
         assert!(check_password("long enough").is_ok());

@@ -296,7 +296,7 @@ async fn session_loop(
             match decode_client(&text) {
                 Ok(frame) => player_limit(&state.players, &session, &frame).map(|()| Some(frame)),
                 Err(e) => {
-                    conn.send(ServerFrame::error(e.code, e.message));
+                    conn.send(e.into_frame());
                     Ok(None)
                 }
             }

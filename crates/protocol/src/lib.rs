@@ -29,6 +29,37 @@ pub struct DecodeError {
     pub code: ErrorCode,
     /// A human-readable explanation, safe to show to the client.
     pub message: String,
+    /// The refused frame's `type`, when it is a known one.
+    pub frame: Option<String>,
+    /// Its `conversation`, when that field is a conversation id.
+    pub conversation: Option<ConversationId>,
+    /// Its `client_id`, when that field is a string of 1 to
+    /// [`MAX_CLIENT_ID_BYTES`](limits::MAX_CLIENT_ID_BYTES) bytes: a client can
+    /// tell which of its pending sends was refused.
+    pub client_id: Option<String>,
+}
+
+impl DecodeError {
+    fn new(code: ErrorCode, message: String) -> Self {
+        DecodeError {
+            code,
+            message,
+            frame: None,
+            conversation: None,
+            client_id: None,
+        }
+    }
+
+    /// The `error` frame that answers the refused frame, naming what it can.
+    pub fn into_frame(self) -> ServerFrame {
+        ServerFrame::Error {
+            code: self.code,
+            message: self.message,
+            frame: self.frame,
+            conversation: self.conversation,
+            client_id: self.client_id,
+        }
+    }
 }
 
 /// Decodes one client text frame. Never panics, whatever the input.
@@ -40,10 +71,10 @@ pub fn decode_client(text: &str) -> Result<ClientFrame, DecodeError> {
         .trim_start_matches([' ', '\t', '\n', '\r'])
         .starts_with('{')
     {
-        return Err(DecodeError {
-            code: ErrorCode::BadFrame,
-            message: "a frame must be one JSON object".into(),
-        });
+        return Err(DecodeError::new(
+            ErrorCode::BadFrame,
+            "a frame must be one JSON object".into(),
+        ));
     }
     match serde_json::from_str::<ClientFrame>(text) {
         Ok(frame) => Ok(frame),
@@ -56,10 +87,21 @@ pub fn decode_client(text: &str) -> Result<ClientFrame, DecodeError> {
                 }
                 _ => ErrorCode::BadFrame,
             };
-            Err(DecodeError {
-                code,
-                message: err.to_string(),
-            })
+            let mut refused = DecodeError::new(code, err.to_string());
+            // What can still be read of it, each field on its own (the others
+            // skipped, whatever they hold).
+            if let Ok(named) = serde_json::from_str::<Named>(text) {
+                let string = |v: Option<serde_json::Value>| match v {
+                    Some(serde_json::Value::String(s)) => Some(s),
+                    _ => None,
+                };
+                refused.frame =
+                    string(named.kind).filter(|k| ClientFrame::KNOWN_TYPES.contains(&k.as_str()));
+                refused.conversation = string(named.conversation).and_then(|c| c.parse().ok());
+                refused.client_id = string(named.client_id)
+                    .filter(|c| !c.is_empty() && c.len() <= limits::MAX_CLIENT_ID_BYTES);
+            }
+            Err(refused)
         }
     }
 }
@@ -69,6 +111,17 @@ pub fn encode_server(frame: &ServerFrame) -> String {
     // Serialising these plain data types cannot fail: no maps with non-string keys,
     // no custom serialisers that return errors.
     serde_json::to_string(frame).expect("server frames always serialise")
+}
+
+/// The fields an `error` frame echoes, read leniently.
+#[derive(serde::Deserialize)]
+struct Named {
+    #[serde(rename = "type", default)]
+    kind: Option<serde_json::Value>,
+    #[serde(default)]
+    conversation: Option<serde_json::Value>,
+    #[serde(default)]
+    client_id: Option<serde_json::Value>,
 }
 
 #[derive(serde::Deserialize)]

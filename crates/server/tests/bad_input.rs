@@ -149,6 +149,22 @@ async fn malformed_frames_get_typed_errors_and_lose_nothing() {
         .send_raw(r#"{"type":"send","conversation":"nope"}"#)
         .await;
     assert_eq!(player.expect("error").await["code"], "bad_frame");
+    // A refused send still names itself, so the client knows which one failed:
+    // text cut inside a surrogate pair, and text of the wrong type.
+    for text in [r#""\ud83d""#, "5"] {
+        player
+            .send_raw(&format!(
+                r#"{{"type":"send","conversation":"{conv}","client_id":"cut","text":{text}}}"#
+            ))
+            .await;
+        let e = player.expect("error").await;
+        assert_eq!(e["code"], "bad_frame", "{e}");
+        assert_eq!(
+            (&e["frame"], &e["conversation"], &e["client_id"]),
+            (&json!("send"), &json!(conv), &json!("cut")),
+            "{e}"
+        );
+    }
     let long = "x".repeat(4001);
     player
         .send(json!({"type":"send","conversation":conv,"client_id":"long","text":long}))
