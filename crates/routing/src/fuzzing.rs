@@ -1214,14 +1214,15 @@ impl Harness {
                 let mut expected = self.transfer_refusal(c, &from);
                 let d = DEPARTMENTS[usize::from(department) % DEPARTMENTS.len()].to_owned();
                 if expected.is_none() {
-                    // Someone other than the owner, online in that department and
-                    // speaking the conversation's language, full or not.
+                    // Someone other than the owner, online in that department,
+                    // speaking the conversation's language, with a capacity, full or not.
                     let owner = &self.owners[&c].0;
                     let language = self.request_of(c).map(|r| r.language).unwrap_or_default();
                     let staffed = (0..N_AGENTS).map(agent_id).any(|a| {
                         &a != owner
                             && self.r.agent(&a).is_some_and(|v| {
                                 v.status == AgentStatus::Online
+                                    && v.profile.capacity > 0
                                     && v.profile.languages.contains(&language)
                                     && v.profile.departments.contains(&d)
                             })

@@ -647,7 +647,8 @@ impl Router {
     /// a named agent), with load < capacity, else Err(TargetUnavailable); produces an
     /// immediate Offer{transfer_from: Some(owner)} reserving a slot. Department
     /// target: at least one agent of that department other than the owner must be
-    /// Online and speak the conversation's language (at capacity or not), else
+    /// Online, speak the conversation's language and have a capacity above 0 (full
+    /// or not), else
     /// Err(DepartmentUnstaffed); the conversation waits at the head of that
     /// department's queue (with its language) while the owner keeps it, until
     /// `transfer_timeout_ms`; dispatched to an eligible agent other than the owner.
@@ -732,6 +733,7 @@ impl Router {
             let staffed_now = self.agents.iter().any(|(id, a)| {
                 id != owner
                     && a.status == AgentStatus::Online
+                    && a.profile.capacity > 0
                     && a.serves(department, &known.request.language)
             });
             if staffed && !staffed_now {

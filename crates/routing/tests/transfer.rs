@@ -325,6 +325,12 @@ fn a_department_transfer_is_never_offered_to_the_owner() {
         r.transfer(cid(1), &agent("ana"), to_support(), 2),
         Err(RoutingError::DepartmentUnstaffed)
     );
+    // Nor does someone online with no capacity at all (a watching supervisor).
+    add_online(&mut r, "zed", &["en"], &["support"], 0, 2);
+    assert_eq!(
+        r.transfer(cid(1), &agent("ana"), to_support(), 2),
+        Err(RoutingError::DepartmentUnstaffed)
+    );
     // Someone online there but full: the transfer waits for a place.
     add_online(&mut r, "cy", &["en"], &["support"], 1, 2);
     assign(&mut r, cid(2), req("support", "en", 0), "cy", 2);

@@ -1040,6 +1040,10 @@ async fn a_department_transfer_outlives_the_routing_node() {
         offered_beside_routing(|leader| 1 - leader).await;
     let stays = 1 - leader;
     cluster.add_agent_in("boris", "payments", 1);
+    // Boris, of payments, is online on the routing node: the transfer is offered
+    // to him, and both his connection and the routing node die with it open.
+    let token = cluster.login("boris").await;
+    let mut first = cluster.agent("boris", &token, leader).await;
     if let Err(why) = accept(&mut agent, &mut player, &conv).await {
         panic!("{why}");
     }
@@ -1056,10 +1060,14 @@ async fn a_department_transfer_outlives_the_routing_node() {
                 && f["outcome"] == "pending"
         })
         .await;
+    first
+        .wait_frame(0, "the first offer", SETTLE, |f| {
+            f["type"] == "offer" && f["conversation"] == conv.as_str()
+        })
+        .await;
     cluster.kill(leader);
     assert_eq!(cluster.wait_leader(Some(leader)).await, stays);
 
-    let token = cluster.login("boris").await;
     let mut boris = cluster.agent("boris", &token, stays).await;
     let offer = boris
         .wait_frame(0, "the transfer's offer", SETTLE, |f| {

@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// How soon a requeue the store refused (an agent's grace period over) is tried again.
+const REQUEUE_RETRY_MS: u64 = 5_000;
+
 impl Desk {
     // ----------------------------------------------------------------- timers
 
@@ -105,7 +108,13 @@ impl Desk {
             match why {
                 Requeue::AgentGone | Requeue::SignedOut => {
                     tracing::warn!(%err, conversation = %conversation, "requeue not stored; will retry");
-                    self.agent_gone.insert(agent.clone(), self.now());
+                    // Tried again in a few seconds, not after a whole new grace
+                    // period: the player has waited through one already.
+                    let again = self
+                        .now()
+                        .saturating_add(REQUEUE_RETRY_MS)
+                        .saturating_sub(self.config.agent_grace_ms);
+                    self.agent_gone.insert(agent.clone(), again);
                 }
                 // The router queues it all the same; its next assignment stores
                 // the new owner over the state the store holds.
