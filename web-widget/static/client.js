@@ -72,7 +72,9 @@
     }
     var self = this;
     this.onOnline = function () { if (self.state === "reconnecting" && !self.ws) self.connectSoon(0); };
-    if (root.addEventListener) root.addEventListener("online", this.onOnline);
+    // Offline: at once, not after the ping's 35 s.
+    this.onOffline = function () { self.reconnect(); };
+    if (root.addEventListener) { root.addEventListener("online", this.onOnline); root.addEventListener("offline", this.onOffline); }
   }
 
   var C = Client.prototype;
@@ -120,7 +122,7 @@
     clearInterval(this.beat);
     if (this.ws) { try { this.ws.close(1000); } catch (e) { /* already closed */ } }
     this.ws = null;
-    if (root.removeEventListener) root.removeEventListener("online", this.onOnline);
+    if (root.removeEventListener) { root.removeEventListener("online", this.onOnline); root.removeEventListener("offline", this.onOffline); }
   };
 
   C.connect = function () {

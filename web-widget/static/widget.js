@@ -1,5 +1,4 @@
-/*! Pitboss player widget: a chat launcher and panel in a shadow root, embedded
- * with one script tag (docs/widget.md). Server text goes in as text, never HTML. */
+/*! Pitboss player widget (docs/widget.md). Server text goes in as text, never HTML. */
 (function (root, doc) {
   "use strict";
   var P = (root.Pitboss = root.Pitboss || {});
@@ -85,7 +84,6 @@
     var hint = h("p", { class: "hint", role: "status", hidden: true });
     var conn = h("p", { class: "conn", role: "status", hidden: true });
     var endBtn = h("button", { type: "button", class: "end", hidden: true, "aria-expanded": "false", text: t("end_chat"), onclick: function () { askEnd(confirmBox.hidden); } });
-    // "End chat" asks first (askEnd).
     var keepBtn = h("button", { type: "button", text: t("end_no"), onclick: function () { askEnd(); } });
     var confirmBox = h("div", { class: "confirm", role: "alertdialog", "aria-labelledby": "pb-q", hidden: true, onkeydown: function (e) { if (e.key === "Escape") { e.stopPropagation(); askEnd(); } } }, [
       h("p", { id: "pb-q" }),
@@ -127,7 +125,9 @@
     var count = h("p", { id: "pb-count", hidden: true });
     var tooLong = h("p", { id: "pb-long", class: "error", role: "alert" });
     var composer = h("form", { class: "composer", hidden: true, onsubmit: function (e) { e.preventDefault(); sendMessage(); } }, [inputLabel, input, sendBtn, count, tooLong]);
-    var scroller = h("div", { class: "scroll" }, [log, typingLine, rateForm, after, intro]);
+    // At the end: kept there when a phone's keyboard opens.
+    var atEnd = true;
+    var scroller = h("div", { class: "scroll", onscroll: function () { atEnd = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 30; } }, [log, typingLine, rateForm, after, intro]);
     var panel = h("section", { id: "pb-panel", class: "panel", role: "dialog", "aria-labelledby": "pb-title", hidden: true, onkeydown: function (e) { if (e.key === "Escape") { setOpen(false); launcher.focus(); } } }, [
       h("header", {}, [h("h2", { id: "pb-title", text: t("title") }), endBtn, minBtn]),
       confirmBox, statusLine, hint, conn, scroller, composer
@@ -135,15 +135,15 @@
     var rootEl = h("div", { class: "pb", lang: lang, dir: "ltr" }, [panel, launcher]);
     shadow.appendChild(rootEl);
     (doc.body || doc.documentElement).appendChild(host);
+    new ResizeObserver(function () { if (atEnd) scrollDown(); }).observe(scroller);
 
     function icon() {
       var ns = "http://www.w3.org/2000/svg";
       var svg = doc.createElementNS(ns, "svg");
+      var path = svg.appendChild(doc.createElementNS(ns, "path"));
       svg.setAttribute("viewBox", "0 0 24 24");
       svg.setAttribute("aria-hidden", "true");
-      var path = doc.createElementNS(ns, "path");
       path.setAttribute("d", "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z");
-      svg.appendChild(path);
       return svg;
     }
 
@@ -155,8 +155,7 @@
     var cur = null; // {id, state, agent, readSeq}
     var views = {}; // conversation → {box, ol, bySeq, byClient}
     var starting = false;
-    // A `start` the server could not take now (`overloaded`, `rate_limited`) is sent
-    // again after a growing, jittered pause: the frame, the tries so far, the timer.
+    // A `start` turned away for now, sent again (retryStart): the frame, tries, timer.
     var lastStart = null;
     var startTries = 0;
     var startTimer = null;
@@ -172,8 +171,7 @@
     var wantFocus = false;
     var maxChars = 4000; // welcome.limits.max_text_chars
 
-    // `byUser`: the player opened it (the focus moves in); otherwise a reload
-    // reopened it and the page keeps its focus.
+    // `byUser`: the focus moves in; a reload that reopens it leaves the page's.
     function setOpen(open, byUser) {
       show(panel, open);
       launcher.setAttribute("aria-expanded", String(open));
@@ -188,14 +186,13 @@
       }
     }
 
-    // After the player acted, the focus goes to the first useful control: the
-    // message box, else the start button; the minimise button holds it until the
-    // connection tells which.
+    // After the player acted: to the message box, else the start button; the
+    // minimise button holds the focus until the connection tells which.
     function focusFirst() {
       if (panel.hidden || !wantFocus) return;
       var el = !composer.hidden ? input : !intro.hidden ? intro.querySelector("button") : null;
       if (el) wantFocus = false;
-      (el || minBtn).focus();
+      focus(el || minBtn);
     }
 
     function updateBadge() {
@@ -206,11 +203,14 @@
 
     function scrollDown() { scroller.scrollTop = scroller.scrollHeight; }
 
+    // Never scrolls the panel: the player could not scroll it back.
+    function focus(el) { el.focus({ preventScroll: true }); }
+
     function setStatus(text) { statusLine.textContent = text || ""; show(statusLine, !!text); }
     function setHint(text) { hint.textContent = text || ""; show(hint, !!text); }
 
-    // Offline until an agent takes it, even with agents online: once the player
-    // wrote, say it is received, not that nobody is there.
+    // Offline until an agent takes it, even with agents online: once written, it
+    // is received, not "nobody is there".
     function offlineState() {
       var done = view(cur.id).ol.querySelector(".me");
       setStatus(done ? t("offline_sent") : cur.fresh ? t("no_agents") : "");
@@ -247,13 +247,13 @@
       return (views[id] = { box: box, ol: ol, bySeq: {}, byClient: {} });
     }
 
-    // Conversations shown: an earlier one read-only at the top, the current one below.
-    // `attached`: our own `start` attached this connection; else (another tab's
-    // chat) it asks for the transcript itself.
+    // The current conversation, below an earlier read-only one. `attached`: our
+    // `start` attached it; else (another tab's chat) it resumes it itself.
     function adopt(id, state, attached) {
       if (!cur || cur.id !== id) {
         cur = { id: id, state: state, agent: null, readSeq: 0, fresh: starting };
         store.set("conv", id);
+        store.set("last", id);
         if (earlier === id) { earlier = null; }
         var v = view(id);
         var label = v.box.querySelector(".earlier");
@@ -280,8 +280,7 @@
     function item(m, mine) {
       var li;
       if (m.kind === "event") {
-        // A department transfer names its raw tag: not shown. The player's own
-        // close names the player: not to them.
+        // Not shown: a department transfer's raw tag, the player's name in their own close.
         var you = client && client.you;
         var text = m.event === "transfer_requested" && /^You are being transferred to [a-z0-9_-]+\. /.test(m.text) ? t("ev_transfer_other") : m.event === "closed" && you && m.text === you.name + " closed the chat" ? t("ev_closed") : P.i18n.eventText(m, t);
         li = h("li", { class: "event" }, [h("p", { text: text })]);
@@ -289,12 +288,19 @@
         var who = mine ? t("you") : (m.sender && (m.sender.name || m.sender.id)) || t("agent");
         li = h("li", { class: mine ? "msg me" : "msg them" }, [
           h("span", { class: mine ? "who sr" : "who", text: who }),
-          h("p", { class: "text", dir: "auto", text: m.text }),
+          h("p", { class: "text", dir: "auto" }, mine ? [m.text] : linked(m.text)),
           h("span", { class: "meta" })
         ]);
       }
       li.at = m.at || Date.now();
       return li;
+    }
+
+    // http(s) addresses as links, built as elements; no trailing punctuation.
+    function linked(text) {
+      return text.split(/(https?:\/\/[^\s<>"]*[^\s<>"'.,;:!?)\]])/i).map(function (s, i) {
+        return i % 2 ? h("a", { href: s, target: "_blank", rel: "noopener noreferrer nofollow", text: s }) : s;
+      });
     }
 
     function meta(li, state) {
@@ -339,7 +345,7 @@
         if (m.kind === "event" && m.event === "closed") closedNow();
         if (!mine && m.kind === "text") {
           showTyping(null);
-          // Unread: what the player has not had in front of them, across reloads too.
+          // Unread: not yet in front of the player, across reloads too.
           if ((panel.hidden || doc.hidden) && m.seq > seen(m.conversation)) { unread++; updateBadge(); }
           markRead();
         }
@@ -370,7 +376,7 @@
       meta(li, cur && cur.readSeq >= a.seq ? "read" : "sent");
     }
 
-    // The server hid a card number (or similar) in our message: show what it stored.
+    // The server masked a card number in our message: show what it stored.
     function onMasked(m) {
       var v = views[m.conversation];
       var li = v && v.bySeq[m.seq];
@@ -413,8 +419,10 @@
       P.widget.client = client;
       client.on("state", function (s) {
         show(conn, s === "reconnecting" || s === "failed");
-        conn.textContent = s === "failed" ? t("unavailable") : t("reconnecting");
+        // Never connected (a refused origin): unavailable, not lost nor connecting.
+        conn.textContent = t(s === "failed" || !client.everOpen ? "unavailable" : "reconnecting");
         if (s === "connecting" && !cur) setStatus(t("connecting"));
+        else if (!client.everOpen) setStatus("");
       });
       client.on("welcome", onWelcome);
       client.on("message", onMessage);
@@ -495,10 +503,10 @@
       });
     }
 
-    // This page's department, or the conversation this browser had last (a
-    // department transfer moves it elsewhere).
+    // This page's department, or the conversation this browser had last, even
+    // ended (a department transfer moves it).
     function ours(c) {
-      return !cfg.department || c.department === cfg.department || c.id === store.get("conv");
+      return !cfg.department || c.department === cfg.department || c.id === store.get("conv") || c.id === store.get("last");
     }
 
     function onWelcome(w) {
@@ -511,8 +519,7 @@
       }).sort(function (a, b) { return (b.id === last) - (a.id === last); });
       if (cur) {
         var s = open.filter(function (c) { return c.id === cur.id; })[0];
-        // The client resumes the current conversation by itself; a start as well
-        // tells where it stands now (queue position, a new agent).
+        // The client resumes it; a start also tells where it stands (queue, agent).
         if (s && (s.state !== "active" || !cur.agent || s.agent !== cur.agent.id)) sendStart({ type: "start", department: s.department });
         return;
       }
@@ -543,29 +550,27 @@
       client.send({ type: "resume", conversation: prev.id, after: 0 });
     }
 
-    /** Sends a `start` and remembers it, to send again if the server is busy. */
+    /** Sends a `start`, kept to send again if the server is busy. */
     function sendStart(frame) {
-      if (startTimer) { clearTimeout(startTimer); startTimer = null; }
+      clearTimeout(startTimer);
       lastStart = frame;
       client.send(frame);
     }
 
-    /** The server could not take the last `start` now: says so and sends it again
-     * after 1, 2, 4… s (at most 16 s, jittered, so that many widgets turned away
-     * together do not come back together). */
+    /** Says the server is busy; sends the `start` again after 1, 2, 4… 16 s,
+     * jittered so that widgets turned away together come back apart. */
     function retryStart() {
       startTries++;
       setStatus(t("busy_retrying"));
       var delay = Math.min(16000, 1000 * Math.pow(2, startTries - 1)) * (0.5 + Math.random() * 0.5);
-      if (startTimer) clearTimeout(startTimer);
+      clearTimeout(startTimer);
       startTimer = setTimeout(function () {
-        startTimer = null;
         if (client.state === "open" && lastStart) client.send(lastStart);
       }, delay);
     }
 
     function stopStartRetry() {
-      if (startTimer) { clearTimeout(startTimer); startTimer = null; }
+      clearTimeout(startTimer);
       lastStart = null;
       startTries = 0;
     }
@@ -606,7 +611,7 @@
       show(intro, false);
       show(rateForm, true);
       scrollDown();
-      if (!panel.hidden) stars[0].focus();
+      if (!panel.hidden) focus(stars[0]);
     }
 
     function sendRating(e) {
@@ -624,7 +629,7 @@
       after.querySelector(".thanks").textContent = rated ? t("rate_thanks") : "";
       show(after, true);
       scrollDown();
-      if (!panel.hidden) after.querySelector("button").focus();
+      if (!panel.hidden) focus(after.querySelector("button"));
       // The chat is over: the next one starts fresh, and a reload does not ask again.
       cur = null;
       store.set("conv", null);
@@ -646,7 +651,7 @@
       if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); sendMessage(); }
     }
 
-    // Typing indicators are throttled: one "started" per 3 s, "stopped" after 4 s idle.
+    // Throttled: one "started" per 3 s, "stopped" after 4 s idle.
     function onTyping() {
       if (!cur || cur.state === "closed" || !input.value) return;
       var now = Date.now();
@@ -661,8 +666,7 @@
       typingSent = 0;
     }
 
-    // What is on screen counts as seen at once; the read receipt goes out a
-    // moment later, one for a burst of messages.
+    // Seen at once; one read receipt a moment later for a burst of messages.
     function markRead() {
       if (!cur || panel.hidden || doc.hidden || !client) return;
       var id = cur.id;
@@ -674,7 +678,7 @@
       }, 300);
     }
 
-    // The last seq the player has seen with the panel open, kept for one conversation.
+    // The last seq the player saw with the panel open, for one conversation.
     function seen(id) {
       var v = (store.get("seen") || "").split(" ");
       return v[0] === id ? +v[1] || 0 : 0;

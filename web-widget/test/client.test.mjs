@@ -253,3 +253,31 @@ test("typing indicators are dropped, not queued, once the rate budget is spent",
   await until(() => ws.sent.at(-1).type === "history", 3000);
   client.stop();
 });
+
+test("the browser going offline drops the connection at once; back online, it connects without waiting", async () => {
+  // A window that can say online and offline.
+  const net = new EventTarget();
+  const context = vm.createContext({ setTimeout, clearTimeout, setInterval, clearInterval, console, crypto: globalThis.crypto,
+    addEventListener: net.addEventListener.bind(net), removeEventListener: net.removeEventListener.bind(net) });
+  context.self = context;
+  vm.runInContext(SOURCE, context, { filename: "client.js" });
+  FakeSocket.all = [];
+  // A long backoff: only the "online" event can reconnect within the test's wait.
+  const client = new context.Pitboss.Client({ url: "ws://chat.test/ws", WebSocket: FakeSocket, minDelay: 5000, maxDelay: 10000, auth: async () => ({ kind: "visitor" }) });
+  running.push(client);
+  client.start();
+  const ws = await until(() => FakeSocket.all[0]);
+  await until(() => ws.sent.length > 0);
+  ws.recv(WELCOME);
+  assert.equal(client.state, "open");
+  net.dispatchEvent(new Event("offline"));
+  assert.equal(client.state, "reconnecting", "at once, not after the keep-alive ping");
+  assert.ok(ws.closed, "the dead socket is given up");
+  await sleep(50);
+  assert.equal(FakeSocket.all.length, 1, "no new socket before the network is back");
+  net.dispatchEvent(new Event("online"));
+  const ws2 = await until(() => FakeSocket.all[1], 1000);
+  await until(() => ws2.sent.length > 0);
+  ws2.recv(WELCOME);
+  assert.equal(client.state, "open");
+});

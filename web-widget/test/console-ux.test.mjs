@@ -5,8 +5,10 @@
 // ended tabs, the tab and unread counts across a reload, private-note mode,
 // the department after a department transfer, layout at 1280 px (queue, toasts,
 // the Russian header), empty offline messages, the supervisor's team panel,
-// the notice when an unanswered offer sets the agent away, and logging out with
-// open chats (`sign_out`).
+// the notice when an unanswered offer sets the agent away, logging out with
+// open chats (`sign_out`), and, in Azerbaijani and Russian: offers and the status
+// on hold while the connection is down, the tabs' order and drafts across a
+// reload, dates, the queue's and key figures' layout, the live list in view.
 
 import { describe, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -562,5 +564,278 @@ describe("an unanswered offer", () => {
     await server.wait("olga is away", () => olga.locator("#status-away[aria-pressed=true]").waitFor());
     await olga.waitForTimeout(300);
     assert.equal(await olga.locator("#away-notice").isVisible(), false);
+  });
+});
+
+/** Words of `selector`'s cells that break across lines, and cells whose text sticks out. */
+function brokenWords(page, selector) {
+  return page.evaluate((sel) => {
+    const out = [];
+    for (const cell of document.querySelectorAll(sel)) {
+      const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+      for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+        for (const m of n.data.matchAll(/\S+/g)) {
+          const r = document.createRange();
+          r.setStart(n, m.index);
+          r.setEnd(n, m.index + m[0].length);
+          const lines = new Set([...r.getClientRects()].filter((x) => x.width > 0).map((x) => Math.round(x.top)));
+          if (lines.size > 1) out.push(`"${m[0]}" on ${lines.size} lines`);
+        }
+      }
+      if (cell.scrollWidth > cell.clientWidth + 1) out.push(`"${cell.textContent}" sticks out of its cell`);
+    }
+    return out;
+  }, selector);
+}
+
+/** Everything in the key figures' boxes that does not fit in them. */
+function kpiOverflow(page) {
+  return page.evaluate(() => {
+    const out = [];
+    for (const dl of document.querySelectorAll(".kpis:not([hidden])")) {
+      const box = dl.getBoundingClientRect();
+      for (const el of dl.querySelectorAll("*")) {
+        const r = el.getBoundingClientRect();
+        if (r.right > box.right + 0.5 || r.left < box.left - 0.5) out.push(`"${el.textContent}" outside its box (${Math.round(r.left)}–${Math.round(r.right)} of ${Math.round(box.left)}–${Math.round(box.right)})`);
+        if (el.scrollWidth > el.clientWidth + 1) out.push(`"${el.textContent}" cut off`);
+      }
+    }
+    const side = document.querySelector(".side");
+    if (side.scrollWidth > side.clientWidth) out.push(`the side panel scrolls sideways by ${side.scrollWidth - side.clientWidth} px`);
+    return out;
+  });
+}
+
+// Key figures with long values (minutes), the same whatever the server counted.
+const LONG_KPIS = {
+  conversations: { started: 128, abandoned: 17 },
+  wait_ms: { count: 120, mean: 754000, p90: 3599000 },
+  first_response_ms: { count: 120, mean: 95000, p90: 1985000 },
+  resolution_ms: { count: 100, mean: 1834000, p90: 3541000 },
+  satisfaction: { rated: 57, mean: 4.25 },
+};
+
+describe("the console in Azerbaijani and Russian at 1280 px, across reloads and a lost connection", () => {
+  let server, browser, players, olga, sam, olgaFrames;
+  const az = strings("console", "az");
+  const step = stepsOf(() => server);
+  const conv = {};
+  const tabOrder = (page) => page.locator("[role=tab]").evaluateAll((tabs) => tabs.map((t) => t.id.replace(/^tab-/, "")));
+  const input = (page, id) => page.locator(`#input-${id}`);
+
+  // consoleLogin finds the fields by their English labels.
+  async function login(page, name) {
+    await page.goto(server.url + "/console");
+    await page.locator("#login-name").fill(name);
+    await page.locator("#login-password").fill(server.password);
+    await page.locator("#login-form button[type=submit]").click();
+    await server.wait(`${name}'s console connects`, () => page.locator("#app[data-state=open]").waitFor());
+  }
+
+  async function accept(c) {
+    const card = olga.locator(`#offers li[data-conversation="${c}"]`);
+    await server.wait(`olga is offered ${c}`, () => card.waitFor());
+    await card.locator("button.primary").click();
+    await server.wait(`olga's tab of ${c} opens`, () => olga.locator(`#tab-${c}`).waitFor());
+  }
+
+  before(async () => {
+    server = await startServer();
+    browser = await launchBrowser();
+    const olgaCtx = await browser.newContext(WIDE);
+    // Azerbaijani unless olga picks another language in the console.
+    await olgaCtx.addInitScript(() => { if (!localStorage.getItem("pitboss.console.lang")) localStorage.setItem("pitboss.console.lang", "az"); });
+    olga = await newPage(olgaCtx);
+    olgaFrames = recordFrames(olga);
+    const samCtx = await browser.newContext(WIDE);
+    await samCtx.addInitScript(() => { if (!localStorage.getItem("pitboss.console.lang")) localStorage.setItem("pitboss.console.lang", "ru"); });
+    sam = await newPage(samCtx);
+    players = await playersPage(browser, server);
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.close();
+  });
+
+  step("while the connection is down, offers and the status are on hold; after it, the offer is live again, once", async () => {
+    await login(olga, "olga");
+    await server.wait("olga is online", () => olga.locator("#status-online[aria-pressed=true]").waitFor());
+    await players.open("p1", "Ivan");
+    conv.a = await players.start("p1", "ru", "technical");
+    const card = olga.locator(`#offers li[data-conversation="${conv.a}"]`);
+    await server.wait("olga is offered the chat", () => card.waitFor());
+    assert.equal(await olga.locator("#offers-paused").isVisible(), false, "no hint while connected");
+
+    await server.stop();
+    await server.wait("the header says the connection is lost", () => olga.locator("#conn", { hasText: az.reconnecting.slice(0, 10) }).waitFor());
+    await server.wait("the offers say they are on hold", () => olga.locator("#offers-paused", { hasText: az.offers_paused }).waitFor());
+    for (const b of await card.getByRole("button").all()) assert.equal(await b.isDisabled(), true, `${await b.textContent()} cannot be pressed`);
+    assert.equal(await card.locator(".left").textContent(), az.offer_paused, "no countdown nobody can act on");
+    for (const s of ["online", "away"]) {
+      assert.equal(await olga.locator(`#status-${s}`).isDisabled(), true, `${s} cannot be pressed`);
+      assert.equal(await olga.locator(`#status-${s}`).getAttribute("aria-pressed"), "false", `${s} is not shown as the status`);
+    }
+    await olga.waitForTimeout(1200);
+    assert.equal(await card.locator(".left").textContent(), az.offer_paused, "still on hold");
+
+    const offersBefore = olgaFrames.received.length;
+    await server.restart();
+    await server.wait("olga's console reconnects", () => olga.locator("#app[data-state=open]").waitFor({ timeout: 20000 }));
+    await server.wait("the hint goes", () => olga.locator("#offers-paused").waitFor({ state: "hidden" }));
+    await server.wait("the status is shown again", () => olga.locator("#status-online[aria-pressed=true]:not([disabled])").waitFor());
+    await server.until("the server offers the chat again", () =>
+      olgaFrames.received.slice(offersBefore).some((f) => f.type === "offer" && f.conversation === conv.a));
+    await server.wait("its card is live", () => card.locator("button.primary:not([disabled])").waitFor());
+    assert.match(await card.locator(".left").textContent(), new RegExp("^" + fill(az.offer_left, { n: "\\d+" }) + "$"), "counting down again");
+    await olga.waitForTimeout(500);
+    assert.equal(await olga.locator("#offers li").count(), 1, "offered once, shown once");
+    await accept(conv.a);
+  });
+
+  step("the tabs keep the agent's order after a reload", async () => {
+    await players.open("p2", "Oleg");
+    await players.open("p3", "Nina");
+    conv.b = await players.start("p2", "ru", "technical");
+    conv.c = await players.start("p3", "ru", "technical");
+    // Taken the other way round from how they came.
+    await accept(conv.c);
+    await accept(conv.b);
+    const order = [conv.a, conv.c, conv.b];
+    assert.deepEqual(await tabOrder(olga), order);
+    // The server lists them in no particular order, which may happen to be
+    // olga's: then her console is given them the other way round.
+    let listed = null;
+    await olga.routeWebSocket(/\/ws$/, (ws) => {
+      const upstream = ws.connectToServer();
+      ws.onMessage((m) => upstream.send(m));
+      upstream.onMessage((m) => {
+        const f = JSON.parse(m);
+        if (f.type === "welcome") {
+          listed = f.conversations.map((c) => c.id);
+          if (JSON.stringify(listed) === JSON.stringify(order)) f.conversations.reverse();
+          m = JSON.stringify(f);
+        }
+        ws.send(m);
+      });
+    });
+    await olga.reload();
+    await server.wait("olga's console reconnects", () => olga.locator("#app[data-state=open]").waitFor());
+    await server.wait("the three tabs are back", async () => (await olga.locator("[role=tab]").count()) === 3 || Promise.reject(new Error("not yet")));
+    assert.deepEqual(await tabOrder(olga), order, `in olga's order, whatever the server's (${JSON.stringify(listed)})`);
+  });
+
+  step("a half-written reply survives a reload and a change of language; once sent, it is gone", async () => {
+    await olga.locator(`#tab-${conv.b}`).click();
+    await input(olga, conv.b).fill("Salam! Sizə necə");
+    await olga.locator(`#tab-${conv.c}`).click();
+    await input(olga, conv.c).fill("Yoxlayıram, bir dəqiqə");
+    await olga.reload();
+    await server.wait("olga's console reconnects", () => olga.locator("#app[data-state=open]").waitFor());
+    await server.wait("the draft is back", async () => (await input(olga, conv.c).inputValue()) === "Yoxlayıram, bir dəqiqə" || Promise.reject(new Error(await input(olga, conv.c).inputValue())));
+    assert.equal(await input(olga, conv.b).inputValue(), "Salam! Sizə necə", "each chat its own");
+    assert.equal(await input(olga, conv.a).inputValue(), "");
+    // The language select reloads the page.
+    await olga.locator("#lang-select").selectOption("ru");
+    await server.wait("the console is in Russian", () => olga.locator("html[lang=ru] #app[data-state=open]").waitFor());
+    await server.wait("the draft is still there", async () => (await input(olga, conv.c).inputValue()) === "Yoxlayıram, bir dəqiqə" || Promise.reject(new Error(await input(olga, conv.c).inputValue())));
+    await olga.locator("#lang-select").selectOption("az");
+    await server.wait("the console is in Azerbaijani again", () => olga.locator("html[lang=az] #app[data-state=open]").waitFor());
+    await olga.locator(`#tab-${conv.c}`).click();
+    await server.wait("and the draft with it", async () => (await input(olga, conv.c).inputValue()) === "Yoxlayıram, bir dəqiqə" || Promise.reject(new Error("not yet")));
+    await input(olga, conv.c).press("Enter");
+    await server.wait("it is sent", () => players.page.waitForFunction((c) => window.__pb.frames.some((f) => f.type === "message" && f.conversation === c && f.text === "Yoxlayıram, bir dəqiqə"), conv.c));
+    await olga.reload();
+    await server.wait("olga's console reconnects", () => olga.locator("#app[data-state=open]").waitFor());
+    await server.wait("the chat is back", () => olga.locator(`#panel-${conv.c}`).getByText("Yoxlayıram, bir dəqiqə").waitFor({ state: "attached" }));
+    assert.equal(await input(olga, conv.c).inputValue(), "", "a sent reply is not a draft any more");
+    assert.equal(await input(olga, conv.b).inputValue(), "Salam! Sizə necə");
+  });
+
+  step("a closed chat's draft is dropped; dates read well in Azerbaijani", async () => {
+    // Oleg's chat ends; his next one lists it under earlier conversations.
+    await olga.locator(`#tab-${conv.b}`).click();
+    await olga.evaluate((c) => window.pitbossConsole.client.send({ type: "close", conversation: c }), conv.b);
+    await server.wait("the chat ends", () => olga.locator(`#tab-${conv.b}.ended`).waitFor());
+    assert.equal(await olga.evaluate((c) => sessionStorage.getItem("pitboss.console.draft." + c), conv.b), null, "nobody can send it now");
+    conv.d = await players.start("p2", "ru", "technical");
+    await accept(conv.d);
+    await olga.locator(`#tab-${conv.d}`).click();
+    const earlier = olga.locator(`#panel-${conv.d} .history button`);
+    await server.wait("the earlier chat is listed", () => earlier.first().waitFor());
+    const text = await earlier.first().textContent();
+    const date = text.split(" · ")[0];
+    assert.doesNotMatch(date, /M\d/, `no month as "M12": ${text}`);
+    const now = new Date();
+    const two = (n) => String(n).padStart(2, "0");
+    const today = `${two(now.getDate())}.${two(now.getMonth() + 1)}.${now.getFullYear()}`;
+    assert.ok(date.includes(String(now.getFullYear())) && /\d\d:\d\d/.test(date), `a date and a time: ${date}`);
+    if (/^\d/.test(date) && !/[a-zəğıöşüç]/i.test(date)) assert.ok(date.startsWith(today), `day.month.year: ${date}`);
+    await earlier.first().click();
+    const title = olga.locator("#transcript-h");
+    await server.wait("the transcript opens", () => title.waitFor());
+    assert.equal(await title.textContent(), fill(az.transcript_of, { date }));
+    await olga.locator("#transcript-dialog").getByRole("button", { name: az.close_window }).click();
+  });
+
+  step("the queue's words never break inside, in any language at 1280 px; the state is a table cell", async () => {
+    // Olga has three chats, her capacity: the next one waits in the queue.
+    await players.open("p4", "Zaur");
+    conv.e = await players.start("p4", "az", "technical");
+    await server.wait("olga sees it queued", () => olga.locator("#queue tbody tr").waitFor());
+    assert.deepEqual(await brokenWords(olga, "#queue th, #queue td"), [], "Azerbaijani, an agent's queue");
+    await login(sam, "sam");
+    for (const lang of ["ru", "az", "tr", "en"]) {
+      await sam.evaluate((l) => localStorage.setItem("pitboss.console.lang", l), lang);
+      await sam.reload();
+      await server.wait(`sam's console in ${lang}`, () => sam.locator(`html[lang=${lang}] #app[data-state=open]`).waitFor());
+      const take = sam.locator("#queue tbody tr td.state button");
+      await server.wait("sam sees it queued, with Take over", () => take.first().waitFor());
+      assert.deepEqual(await brokenWords(sam, "#queue th, #queue td"), [], `${lang}, a supervisor's queue`);
+      const m = await sam.evaluate(() => {
+        const td = document.querySelector("#queue tbody td.state");
+        const row = td.parentElement.getBoundingClientRect();
+        const side = document.querySelector(".side");
+        return { display: getComputedStyle(td).display, bottom: td.getBoundingClientRect().bottom - row.bottom, sideways: side.scrollWidth - side.clientWidth };
+      });
+      assert.equal(m.display, "table-cell", `${lang}: the state cell is a table cell`);
+      assert.ok(Math.abs(m.bottom) < 1, `${lang}: the state cell ends with its row (${m.bottom} px)`);
+      assert.ok(m.sideways <= 0, `${lang}: the side panel does not scroll sideways (${m.sideways} px)`);
+    }
+  });
+
+  step("a supervisor sees all live conversations without scrolling at 1280x800", async () => {
+    await sam.evaluate(() => localStorage.setItem("pitboss.console.lang", "ru"));
+    await sam.reload();
+    await server.wait("sam's console in Russian", () => sam.locator("html[lang=ru] #app[data-state=open]").waitFor());
+    await server.wait("the live list is filled", () => sam.locator("#live li").first().waitFor());
+    const m = await sam.evaluate(() => ({
+      heading: document.querySelector("#live-h").getBoundingClientRect().bottom,
+      first: document.querySelector("#live li").getBoundingClientRect().top,
+      scrolled: document.querySelector(".side").scrollTop,
+      height: innerHeight,
+      after: document.querySelector("#live-section").previousElementSibling.getAttribute("aria-labelledby"),
+    }));
+    assert.equal(m.after, "queue-h", "right after the queue");
+    assert.equal(m.scrolled, 0);
+    assert.ok(m.heading <= m.height && m.first < m.height, `in view without scrolling: ${JSON.stringify(m)}`);
+  });
+
+  step("key figures fit their boxes in Russian and Azerbaijani at 1280 px", async () => {
+    for (const page of [olga, sam]) {
+      await page.route("**/api/kpis*", (route) => route.fulfill({ json: LONG_KPIS }));
+      await page.locator("#kpis-refresh").click();
+      await server.wait("the figures are shown", () => page.locator('#kpis [data-kpi="kpi_wait"] dd', { hasText: "59:59" }).waitFor());
+    }
+    assert.deepEqual(await kpiOverflow(olga), [], "Azerbaijani, an agent's own figures");
+    const member = sam.locator('#team li[data-agent="olga"]');
+    await member.getByRole("button", { name: fill(ru.team_kpis_of, { name: "Olga" }) }).click();
+    await server.wait("olga's figures are shown in her card", () => member.locator('[data-kpi="kpi_wait"] dd', { hasText: "59:59" }).waitFor());
+    assert.deepEqual(await kpiOverflow(sam), [], "Russian, the team's figures and a member's");
+    assert.deepEqual(await axe(sam), [], "serious or critical accessibility problems in the supervisor's console");
+  });
+
+  step("no page raised an error or a dialog", () => {
+    for (const p of [olga, sam, players.page]) assert.deepEqual(p.problems(), []);
   });
 });

@@ -132,9 +132,13 @@ describe("the widget embedded on a casino page of another origin", () => {
     const origin = casino.url.replace("localhost", "127.0.0.1");
     await page.goto(origin + "/");
     await page.getByRole("button", { name: "Destek sohbetini aç" }).click();
-    await server.wait("the widget keeps trying instead of connecting", () => page.locator(W).getByText("Bağlantı koptu. Yeniden bağlanıyor…").waitFor());
+    await server.wait("the widget says the chat is unavailable", () => page.locator(W).getByText("Sohbet şu anda kullanılamıyor. Birazdan yeniden denenecek…").waitFor());
     await server.until("the server refused the origin", () => /origin that is not allowed/.test(server.log(400)));
+    await page.waitForTimeout(2000); // a few more tries
     assert.equal(await page.getByRole("button", { name: "Sohbet başlat" }).count(), 0);
+    // One state: it never connected, so nothing was lost, and it is not "connecting" either.
+    const shown = await page.locator(`${W} .status, ${W} .conn`).evaluateAll((els) => els.filter((el) => el.offsetParent).map((el) => el.textContent));
+    assert.deepEqual(shown, ["Sohbet şu anda kullanılamıyor. Birazdan yeniden denenecek…"]);
   });
 
   step("no page raised an error or a dialog", () => {

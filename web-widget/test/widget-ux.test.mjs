@@ -196,6 +196,9 @@ describe("widget usability: queue without agents, long texts, ending, offline me
     await server.wait("olga sees the offline message", () => card.waitFor());
     await card.getByRole("button", { name: /Answer the message/ }).click();
     await server.wait("the player sees who answered", () => shows(ru, ".status", "Вас обслуживает Olga."));
+    // A department transfer needs an agent of it, other than the owner, online who
+    // speaks the chat's language (decision 0020): Sam, of payments, speaks Russian.
+    await consoleLogin(server, await newPage(await browser.newContext({ viewport: { width: 1400, height: 900 } })), "sam");
     await olga.locator(".chat:not([hidden])").getByRole("button", { name: "Transfer", exact: true }).click();
     const dialog = olga.locator("#transfer-dialog");
     await dialog.getByRole("radio", { name: "Department" }).check();

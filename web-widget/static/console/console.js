@@ -12,6 +12,8 @@
   var LANG = "pitboss.console.lang";
   var SELECTED = "pitboss.console.selected"; // the tab shown, kept across a reload
   var SEEN = "pitboss.console.seen."; // + login: {conversation: last seq seen}
+  var DRAFT = "pitboss.console.draft."; // + conversation: the reply being written
+  var ORDER = "pitboss.console.order"; // the tabs' conversations, in the agent's order
 
   function stored(area, k, v) {
     try {
@@ -84,6 +86,7 @@
   var signingOut = null; // the timer of a sign-out waiting for the server
   var offerExpiredAt = 0;
   var liveList = []; // supervisors: the active and queued conversations
+  var connected = false; // the socket is open: offers can be answered, the status is known
 
   // -------------------------------------------------------------------- REST
 
@@ -200,6 +203,7 @@
     token = null;
     stored("sessionStorage", TOKEN, null);
     stored("sessionStorage", SELECTED, null);
+    stored("sessionStorage", ORDER, null);
     timers.forEach(clearInterval);
     timers = [];
     $$("dialog[open]").forEach(function (d) { d.close(); });
@@ -295,6 +299,7 @@
       c.textContent = s === "open" || signingOut ? "" : s === "reconnecting" ? t("reconnecting") : t("connecting");
       c.title = c.textContent;
       c.classList.toggle("warn", s === "reconnecting");
+      setConnected(s === "open", s === "reconnecting");
     });
     client.on("auth_failed", function (e) {
       // 4003: this agent signed out, here or in another window.
@@ -406,8 +411,12 @@
   function onWelcome(w) {
     setStatusButtons(w.status || "online");
     if (supervises(me)) loadAgents(); // the team's statuses, this one online now
+    // The offers still open are sent again after `welcome` (docs/protocol.md
+    // §5.2); those from before the connection dropped may have been withdrawn.
+    offers = {};
+    renderOffers();
     var listed = {};
-    (w.conversations || []).forEach(function (s) {
+    inAgentsOrder(w.conversations || []).forEach(function (s) {
       listed[s.id] = true;
       if (s.agent !== me.id) return; // supervisors: the others are in the live list
       var chat = openChat(s.id, { owned: true, summary: s });
@@ -425,6 +434,7 @@
     var seen = seenAll();
     Object.keys(seen).forEach(function (id) { if (!listed[id]) delete seen[id]; });
     saveSeen(seen);
+    saveOrder();
     // After a reload: show the tab that was shown, else the first one.
     if (!selected || !chats[selected]) {
       var want = stored("sessionStorage", SELECTED);
@@ -433,6 +443,18 @@
       else if (ids.length) select(ids[0]);
     }
   }
+
+  // The server lists the conversations in no particular order: the tabs keep the
+  // order the agent had before a reload (new ones after them, as they come).
+  function inAgentsOrder(list) {
+    var order;
+    try { order = JSON.parse(stored("sessionStorage", ORDER) || "[]") || []; } catch (e) { order = []; }
+    var rank = function (s) { var i = order.indexOf(s.id); return i < 0 ? order.length : i; };
+    return list.map(function (s, i) { return { s: s, i: i }; })
+      .sort(function (a, b) { return rank(a.s) - rank(b.s) || a.i - b.i; })
+      .map(function (x) { return x.s; });
+  }
+  function saveOrder() { stored("sessionStorage", ORDER, JSON.stringify(Object.keys(chats))); }
 
   // The last seq the agent has seen of each conversation, kept across reloads,
   // so that what was read is not counted as unread again.
@@ -450,10 +472,26 @@
 
   // ---------------------------------------------------------------- status
 
+  // Without a connection neither is pressed: the server may have set the agent
+  // offline meanwhile, and a click could not be sent.
   function setStatusButtons(s) {
     status = s;
-    $("#status-online").setAttribute("aria-pressed", String(s === "online"));
-    $("#status-away").setAttribute("aria-pressed", String(s === "away"));
+    ["online", "away"].forEach(function (v) {
+      var b = $("#status-" + v);
+      b.setAttribute("aria-pressed", String(connected && s === v));
+      b.disabled = !connected;
+      b.title = connected ? "" : t("offers_paused");
+    });
+  }
+
+  // The connection went down or came back: offers and the status are paused
+  // while it is down, live again once it is back. The hint is for a lost
+  // connection (the first one has "Connecting…" in the header only).
+  function setConnected(on, lost) {
+    connected = on;
+    show($("#offers-paused"), !!lost);
+    setStatusButtons(status);
+    renderOffers();
   }
   $("#status-online").addEventListener("click", function () { client.send({ type: "set_status", status: "online" }); });
   $("#away-online").addEventListener("click", function () { client.send({ type: "set_status", status: "online" }); });
@@ -522,15 +560,15 @@
     rebuild(ul, function () { ids.forEach(function (id) {
       var o = offers[id];
       var card = o.player || {};
-      ul.appendChild(h("li", { class: o.transfer ? "card transfer" : "card" }, [
+      ul.appendChild(h("li", { class: (o.transfer ? "card transfer" : "card") + (connected ? "" : " paused"), "data-conversation": id }, [
         h("strong", { text: playerName(card) }),
         card.vip_tier ? h("span", { class: "vip", text: t("vip", { n: card.vip_tier }) }) : null,
         h("span", { class: "sub" }, [deptName(o.department) + " · " + o.language.toUpperCase() + " · ", h("span", { class: "waited", "data-offer": id })]),
         h("span", { class: "left", "data-offer": id }),
         o.transfer ? h("p", { class: "note", text: t("transfer_from", { name: o.transfer.from.name || o.transfer.from.id }) + (o.transfer.note ? ": " + o.transfer.note : "") }) : null,
         h("div", { class: "row" }, [
-          h("button", { type: "button", class: "primary", "data-key": "accept-" + id, text: t("accept"), "aria-label": t("accept_from", { name: playerName(card) }), onclick: function () { accepting[id] = true; client.send({ type: "accept", conversation: id }); } }),
-          h("button", { type: "button", "data-key": "decline-" + id, text: t("decline"), onclick: function () { client.send({ type: "decline", conversation: id }); } })
+          h("button", { type: "button", class: "primary", "data-key": "accept-" + id, disabled: !connected, text: t("accept"), "aria-label": t("accept_from", { name: playerName(card) }), onclick: function () { accepting[id] = true; client.send({ type: "accept", conversation: id }); } }),
+          h("button", { type: "button", "data-key": "decline-" + id, disabled: !connected, text: t("decline"), onclick: function () { client.send({ type: "decline", conversation: id }); } })
         ])
       ]));
     }); });
@@ -540,7 +578,8 @@
   var accepting = {};
 
   // Every second: how long each offered player has waited, and the time left
-  // to answer (after it the server sets the agent away).
+  // to answer (after it the server sets the agent away); without a connection,
+  // that the offer is on hold instead of a countdown nobody can act on.
   function tickOffers() {
     $$("#offers .waited").forEach(function (el) {
       var o = offers[el.getAttribute("data-offer")];
@@ -548,7 +587,7 @@
     });
     $$("#offers .left").forEach(function (el) {
       var o = offers[el.getAttribute("data-offer")];
-      if (o) el.textContent = t("offer_left", { n: Math.max(0, Math.ceil((o.received + o.expires_in_ms - Date.now()) / 1000)) });
+      if (o) el.textContent = !connected ? t("offer_paused") : t("offer_left", { n: Math.max(0, Math.ceil((o.received + o.expires_in_ms - Date.now()) / 1000)) });
     });
   }
 
@@ -584,7 +623,7 @@
         h("td", { text: e.vip_tier ? t("vip", { n: e.vip_tier }) : "—" }),
         h("td", { text: deptName(e.department) }),
         h("td", { class: "state" }, [
-          h("span", { text: e.offered ? t("offered") : t("waiting") }),
+          h("span", { class: "state-text", text: e.offered ? t("offered") : t("waiting") }),
           supervises(me) ? h("button", { type: "button", class: "small", "data-key": "take-" + e.conversation, text: t("take_over"), onclick: function () { accepting[e.conversation] = true; client.send({ type: "take", conversation: e.conversation }); } }) : null
         ])
       ]));
@@ -859,6 +898,8 @@
     chat.typing = h("p", { class: "typing", "aria-live": "polite" });
     chat.bannerEl = h("p", { class: "banner", role: "status", hidden: true });
     chat.input = h("textarea", { id: "input-" + id, rows: "3", maxlength: "4000", "aria-autocomplete": "list", "aria-controls": "canned-" + id, placeholder: t("placeholder"), onkeydown: function (e) { composerKeys(chat, e); }, oninput: function () { composerInput(chat); } });
+    // What was being written before a reload (or a change of language) is back.
+    chat.input.value = stored("sessionStorage", DRAFT + id) || "";
     chat.noteMode = h("input", { type: "checkbox", id: "note-" + id, onchange: function () { syncNoteMode(chat); } });
     chat.canned = h("ul", { class: "canned", role: "listbox", id: "canned-" + id, "aria-label": t("canned_replies"), hidden: true });
     chat.sendBtn = h("button", { type: "submit", class: "primary", text: t("send") });
@@ -888,6 +929,7 @@
     ]);
     $("#panels").appendChild(chat.panel);
     show($("#no-chats"), false);
+    saveOrder();
     if (opts.player) setPlayer(chat, opts.player);
     updateActions(chat);
     refreshDetails(chat);
@@ -1017,6 +1059,8 @@
     chat.tab.remove();
     chat.panel.remove();
     delete chats[id];
+    saveDraft(chat, "");
+    saveOrder();
     if (selected === id) {
       selected = null;
       var rest = Object.keys(chats);
@@ -1029,6 +1073,7 @@
   function end(chat, text) {
     chat.ended = text;
     chat.owned = false;
+    saveDraft(chat, ""); // nobody can send it any more
     chat.transferring = chat.transferPending = false;
     if (client) client.unwatch(chat.id);
     banner(chat, text, true);
@@ -1216,6 +1261,7 @@
     chat.log.appendChild(li);
     meta(chat, li, "sending");
     chat.input.value = "";
+    saveDraft(chat, "");
     closeCanned(chat);
     // A note is one message: the next one goes to the player again.
     if (note && chat.owned) { chat.noteMode.checked = false; syncNoteMode(chat); }
@@ -1226,8 +1272,13 @@
 
   // ----------------------------------------------------- composer, canned
 
+  // The reply being written, kept for this browser tab: a reload or a change
+  // of the console's language rebuilds the chat's tab with it.
+  function saveDraft(chat, text) { stored("sessionStorage", DRAFT + chat.id, text || null); }
+
   function composerInput(chat) {
     var v = chat.input.value;
+    saveDraft(chat, v);
     if (v.charAt(0) === "/") searchCanned(chat, v.slice(1).trim().toLowerCase());
     else closeCanned(chat);
     if (chat.noteMode.checked || !v || v.charAt(0) === "/") return;
@@ -1277,6 +1328,7 @@
     var i = chat.cannedItems && chat.cannedItems[n];
     if (!i) return;
     chat.input.value = i.text;
+    saveDraft(chat, i.text);
     closeCanned(chat);
     chat.input.focus();
   }
@@ -1511,8 +1563,15 @@
   function clock(ms) {
     try { return new Date(ms).toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" }); } catch (e) { return ""; }
   }
+  // A date and time. A browser without month names for the language (Chromium
+  // has none for Azerbaijani: "2026 M12 7 23:33") gets day.month.year instead.
   function when(ms) {
-    try { return new Date(ms).toLocaleString(lang, { dateStyle: "medium", timeStyle: "short" }); } catch (e) { return ""; }
+    var s = "";
+    try { s = new Date(ms).toLocaleString(lang, { dateStyle: "medium", timeStyle: "short" }); } catch (e) { /* numeric below */ }
+    if (s && !/M\d/.test(s)) return s;
+    var d = new Date(ms);
+    var two = function (n) { return ("0" + n).slice(-2); };
+    return two(d.getDate()) + "." + two(d.getMonth() + 1) + "." + d.getFullYear() + " " + two(d.getHours()) + ":" + two(d.getMinutes());
   }
 
   // ------------------------------------------------------------------ start

@@ -26,6 +26,8 @@ Pitboss.i18n.add("console", "az", {
   decline: "İmtina et",
   waited: "{time} gözləyir",
   offer_left: "{n} san ərzində cavab verin",
+  offers_paused: "Bağlantı yoxdur: bağlantı bərpa olunana qədər təkliflər və statusunuz gözləmədədir.",
+  offer_paused: "bağlantı bərpa olunana qədər gözləmədədir",
   transfer_from: "{name} tərəfindən yönləndirmə",
   notify_offer: "Yeni söhbət: {name}",
   notify_transfer: "Yönləndirmə təklifi: {name}",

@@ -27,6 +27,8 @@ Pitboss.i18n.add("console", "en", {
   decline: "Decline",
   waited: "waiting {time}",
   offer_left: "answer within {n} s",
+  offers_paused: "No connection: offers and your status are on hold until it is back.",
+  offer_paused: "on hold until the connection is back",
   transfer_from: "Transfer from {name}",
   notify_offer: "New chat: {name}",
   notify_transfer: "Transfer offered: {name}",

@@ -26,6 +26,8 @@ Pitboss.i18n.add("console", "ru", {
   decline: "Отклонить",
   waited: "ждёт {time}",
   offer_left: "ответьте в течение {n} с",
+  offers_paused: "Нет связи: предложения и ваш статус приостановлены, пока связь не восстановится.",
+  offer_paused: "приостановлено, пока связь не восстановится",
   transfer_from: "Передача от {name}",
   notify_offer: "Новый чат: {name}",
   notify_transfer: "Вам передают чат: {name}",

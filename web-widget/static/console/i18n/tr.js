@@ -26,6 +26,8 @@ Pitboss.i18n.add("console", "tr", {
   decline: "Reddet",
   waited: "{time} bekliyor",
   offer_left: "{n} sn içinde yanıtlayın",
+  offers_paused: "Bağlantı yok: bağlantı geri gelene kadar öneriler ve durumunuz beklemede.",
+  offer_paused: "bağlantı geri gelene kadar beklemede",
   transfer_from: "{name} tarafından aktarma",
   notify_offer: "Yeni sohbet: {name}",
   notify_transfer: "Aktarma önerisi: {name}",
