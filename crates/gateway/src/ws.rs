@@ -530,7 +530,11 @@ async fn read_hello(
             CloseCode::ProtocolError,
         )
     };
-    let text = match tokio::time::timeout(state.config.hello_timeout, stream.next()).await {
+    let first = tokio::select! {
+        first = tokio::time::timeout(state.config.hello_timeout, stream.next()) => first,
+        () = state.desk.until_draining() => return Err(Refused::Close(CloseCode::Restart)),
+    };
+    let text = match first {
         Ok(Some(Ok(Message::Text(text)))) => text,
         Ok(Some(Err(err))) if too_big(&err) => {
             return Err(Refused::Close(CloseCode::MessageTooBig))

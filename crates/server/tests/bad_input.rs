@@ -178,7 +178,7 @@ async fn malformed_frames_get_typed_errors_and_lose_nothing() {
     assert_eq!(player.expect("error").await["code"], "invalid_field");
     // Text that would show as an empty bubble: spaces, a zero-width space and joiner.
     player
-        .send(json!({"type":"send","conversation":conv,"client_id":"blank","text":" \u{200B}\u{200D}\n "}))
+        .send(json!({"type":"send","conversation":conv,"client_id":"blank","text":" \u{200B}\u{200D}\u{061C}\u{2066}\n "}))
         .await;
     let e = player.expect("error").await;
     assert_eq!(e["code"], "invalid_field", "{e}");

@@ -25,9 +25,22 @@ async fn sigterm_tells_clients_to_reconnect_and_exits_promptly_keeping_everythin
         acked.push(player.say(&conv, &format!("m{i}"), "before shutdown").await);
     }
 
+    // A connection that has not said `hello` yet.
+    let mut silent = Client::connect(&server.addr).await;
+
     let signalled = server.signal_term();
     assert_eq!(player.expect_close().await, Some(1012), "told to reconnect");
     assert_eq!(ayla.expect_close().await, Some(1012));
+    assert_eq!(
+        silent.expect_close().await,
+        Some(1012),
+        "not left to its hello timeout"
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "the silent connection was closed after {:?}",
+        signalled.elapsed()
+    );
     let status = server.wait_exit().await;
     let took = signalled.elapsed();
     assert!(

@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// How long [`Desk::reconcile`] waits for the store's view of a conversation
+/// before taking it for queued.
+const RECONCILE_READ: Duration = Duration::from_secs(1);
+
 impl Desk {
     // ------------------------------------------------------------ commit path
 
@@ -503,7 +507,14 @@ impl Desk {
     pub(super) async fn reconcile(self: &Arc<Self>, conversation: ConversationId) {
         let now = self.now();
         let decisions = self.router().release(conversation, now);
-        let record = self.store.conversation(conversation).await.ok().flatten();
+        // Not for longer than a moment: a store that just refused a write may keep
+        // a read waiting for a connection for seconds, and the command that led
+        // here (an agent's accept, routed for another node) is answered only after.
+        let record = tokio::time::timeout(RECONCILE_READ, self.store.conversation(conversation))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
         let Some(live) = self.live.get(&conversation).map(|l| l.clone()) else {
             self.carry_out(decisions).await;
             return;

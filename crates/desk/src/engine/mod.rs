@@ -194,6 +194,8 @@ pub struct Desk {
     next_conn: AtomicU64,
     queue_dirty: AtomicBool,
     draining: AtomicBool,
+    /// Wakes what waits for [`Desk::until_draining`].
+    drain_started: tokio::sync::Notify,
     /// What the store probe last saw; a failing store stops new conversations.
     store_health: Mutex<readiness::StoreHealth>,
     stats: DeskStats,
@@ -261,6 +263,7 @@ impl Desk {
             next_conn: AtomicU64::new(1),
             queue_dirty: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            drain_started: tokio::sync::Notify::new(),
             store_health: Mutex::new(readiness::StoreHealth::new()),
             stats: DeskStats::default(),
         });
@@ -582,6 +585,18 @@ impl Desk {
         self.draining.load(Ordering::Relaxed)
     }
 
+    /// Returns once [`Desk::drain`] has been called (at once if it has).
+    pub async fn until_draining(&self) {
+        let started = self.drain_started.notified();
+        tokio::pin!(started);
+        // Registered before the check, so a drain between the two still wakes it.
+        started.as_mut().enable();
+        if self.is_draining() {
+            return;
+        }
+        started.await;
+    }
+
     // ---------------------------------------------------------------- helpers
 
     fn each_conn(&self, user: &UserKey, mut f: impl FnMut(&ConnRef)) {
@@ -809,14 +824,22 @@ fn tag(value: Option<String>, default: &str, what: &str) -> Result<String, Refus
 }
 
 /// Text that shows nothing: empty, or only white space and characters that have no
-/// width (zero-width spaces and joiners, word joiners, byte-order marks, soft
-/// hyphens), which a reader would take for an empty message.
+/// width (zero-width spaces and joiners, direction marks, embeddings, overrides and
+/// isolates, word joiners, byte-order marks, soft hyphens), which a reader would
+/// take for an empty message.
 pub(crate) fn blank(text: &str) -> bool {
     text.chars().all(|c| {
         c.is_whitespace()
             || matches!(
                 c,
-                '\u{00AD}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}'
+                '\u{00AD}'
+                    | '\u{061C}'
+                    | '\u{180E}'
+                    | '\u{200B}'..='\u{200F}'
+                    | '\u{202A}'..='\u{202E}'
+                    | '\u{2060}'..='\u{2064}'
+                    | '\u{2066}'..='\u{2069}'
+                    | '\u{FEFF}'
             )
     })
 }

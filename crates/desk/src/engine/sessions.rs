@@ -429,6 +429,8 @@ impl Desk {
     /// Stops taking work: every connection is told to reconnect elsewhere.
     pub fn drain(&self) {
         self.draining.store(true, Ordering::Relaxed);
+        // Connections still waiting for their `hello` are told at once too.
+        self.drain_started.notify_waiters();
         for conn in self.conns.iter() {
             conn.close(CloseCode::Restart);
         }
