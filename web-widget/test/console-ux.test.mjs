@@ -8,7 +8,8 @@
 // the notice when an unanswered offer sets the agent away, logging out with
 // open chats (`sign_out`), and, in Azerbaijani and Russian: offers and the status
 // on hold while the connection is down, the tabs' order and drafts across a
-// reload, dates, the queue's and key figures' layout, the live list in view.
+// reload, dates, the queue's and key figures' layout, the live list in view,
+// the supervisor's key figures per department (hidden from agents).
 
 import { describe, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -819,6 +820,71 @@ describe("the console in Azerbaijani and Russian at 1280 px, across reloads and 
     assert.equal(m.after, "queue-h", "right after the queue");
     assert.equal(m.scrolled, 0);
     assert.ok(m.heading <= m.height && m.first < m.height, `in view without scrolling: ${JSON.stringify(m)}`);
+  });
+
+  step("a supervisor sees each department's key figures under its Russian name, a bounded number of them; an agent does not", async () => {
+    // Away, sam is offered nothing: the chat in a second department waits in the queue.
+    await sam.locator("#status-away").click();
+    await server.wait("sam is away", () => sam.locator("#status-away[aria-pressed=true]").waitFor());
+    await players.open("p6", "Aydan");
+    conv.f = await players.start("p6", "tr", "payments");
+    const token = await server.login("sam");
+    const names = { technical: "Техническая поддержка", payments: "Платежи", general: "Общая поддержка" };
+    const started = {};
+    for (const d of Object.keys(names)) started[d] = (await server.api(`/api/kpis?department=${d}`, { token })).conversations.started;
+    assert.ok(started.technical >= 5 && started.payments === 1, `chats in two departments: ${JSON.stringify(started)}`);
+
+    const section = sam.locator("#depts-section");
+    await sam.locator("#kpis-refresh").click(); // the team's figures and the departments' together
+    await server.wait("the departments are listed", () => section.getByRole("heading", { level: 3, name: names.payments }).waitFor());
+    assert.equal(await section.getByRole("heading", { level: 2 }).textContent(), ru.depts);
+    for (const [d, name] of Object.entries(names)) {
+      const card = sam.locator(`#depts li[data-department="${d}"]`);
+      assert.equal(await card.locator("h3").textContent(), name, `${d} by its Russian name`);
+      await server.until(`${d}: the chats started and answered`, async () =>
+        (await card.locator(".summary").textContent()).startsWith(fill(ru.depts_summary, { started: started[d], answered: "" })));
+      // Opened from the keyboard, like a Team card.
+      const open = card.getByRole("button", { name: fill(ru.team_kpis_of, { name }) });
+      assert.equal(await open.getAttribute("aria-expanded"), "false");
+      await open.focus();
+      await sam.keyboard.press("Enter");
+      await server.wait(`${d}'s figures open`, () => card.locator(`[data-kpi="kpi_started"] dd`).waitFor());
+      assert.equal(await open.getAttribute("aria-expanded"), "true");
+      assert.equal(await card.locator(`[data-kpi="kpi_started"] dd`).textContent(), String(started[d]), `${d}: as many chats started as the API counts`);
+      for (const k of ["kpi_wait", "kpi_first_response", "kpi_resolution", "kpi_satisfaction"]) assert.equal(await card.locator(`[data-kpi="${k}"] dt`).textContent(), ru[k]);
+    }
+    assert.deepEqual(await kpiOverflow(sam), [], "Russian, the departments' figures");
+    assert.deepEqual(await axe(sam, "#depts-section"), [], "serious or critical accessibility problems in the departments' figures");
+
+    // Fifteen departments: twelve shown, each asked for once a refresh, and a note.
+    const many = Object.keys(names).concat(Array.from({ length: 12 }, (_, i) => `desk-${i + 1}`));
+    const asked = [];
+    const count = (r) => { const m = /\/api\/kpis\?department=([\w-]+)/.exec(r.url()); if (m) asked.push(m[1]); };
+    await sam.route("**/api/departments", (route) => route.fulfill({ json: { departments: many } }));
+    sam.on("request", count);
+    await sam.locator("#depts-refresh").click();
+    await server.wait("the note says how many are shown", () => sam.locator("#depts-more", { hasText: fill(ru.depts_more, { shown: 12, total: 15 }) }).waitFor());
+    sam.off("request", count);
+    await sam.unroute("**/api/departments");
+    const cards = await sam.locator("#depts li").evaluateAll((li) => li.map((x) => x.getAttribute("data-department")));
+    assert.equal(cards.length, 12, "twelve departments shown");
+    assert.deepEqual([...new Set(asked)].sort(), [...cards].sort(), "only the departments shown are asked for");
+    assert.ok(asked.length <= 12 * 2, `one request per department a refresh (${asked.length})`);
+    await sam.locator("#depts-refresh").click();
+    await server.wait("the three departments again, without the note", () => sam.locator("#depts-more").waitFor({ state: "hidden" }));
+    assert.equal(await sam.locator("#depts li").count(), 3);
+
+    // Olga is an agent: no such section, and no such requests.
+    const olgaAsked = [];
+    const olgaCount = (r) => { if (r.url().includes("/api/kpis?department=")) olgaAsked.push(r.url()); };
+    olga.on("request", olgaCount);
+    await olga.locator("#kpis-refresh").click();
+    await server.wait("olga's own figures are shown", () => olga.locator('#kpis [data-kpi="kpi_started"]').waitFor());
+    await olga.waitForTimeout(500);
+    olga.off("request", olgaCount);
+    assert.equal(await olga.locator("#depts-section").isVisible(), false, "an agent does not see the departments' figures");
+    assert.equal(await olga.locator("#depts li").count(), 0);
+    assert.deepEqual(olgaAsked, [], "an agent's console asks for no department's figures");
   });
 
   step("key figures fit their boxes in Russian and Azerbaijani at 1280 px", async () => {

@@ -137,6 +137,7 @@
       renderOffers();
       renderQueue();
       renameAll();
+      renderDepts();
       if (me && supervises(me)) liveSoon();
     });
   }
@@ -261,6 +262,9 @@
       show($("#app"), true);
       show($("#live-section"), supervises(me));
       show($("#team-section"), supervises(me));
+      show($("#depts-section"), supervises(me));
+      deptKpis = {};
+      deptShown = null;
       show($("#catalog-section"), supervises(me));
       connect();
       loadOffline();
@@ -677,6 +681,7 @@
   function loadKpis() {
     if (!token) return;
     api("/api/kpis").then(function (k) { fillKpis($("#kpis"), k); }, function () { /* shown next time */ });
+    loadDeptKpis();
   }
 
   function fillKpis(dl, k) {
@@ -699,6 +704,78 @@
     });
   }
   $("#kpis-refresh").addEventListener("click", loadKpis);
+
+  // ------------------------------- supervisors: key figures per department
+
+  // With the team's figures (every minute, and on demand): the departments
+  // (`GET /api/departments`), then one `GET /api/kpis?department=` for each of
+  // the first DEPT_MAX by display name, so a refresh asks at most 1 + DEPT_MAX
+  // times; the others are counted in a note. One refresh at a time. Each card
+  // shows chats started and answered; its button opens the other figures.
+  var DEPT_MAX = 12;
+  var deptKpis = {}; // tag → Kpis, the last answer
+  var deptShown = null; // the tags shown, in order; null before the first answer
+  var deptTotal = 0;
+  var deptOpen = {}; // tag → true: its figures are open
+  var deptLoading = false;
+
+  function byDeptName(a, b) {
+    var x = deptName(a), y = deptName(b);
+    try { return x.localeCompare(y, lang) || (a < b ? -1 : 1); } catch (e) { return x < y ? -1 : x > y ? 1 : 0; }
+  }
+
+  function loadDeptKpis() {
+    if (!token || !supervises(me) || deptLoading) return;
+    deptLoading = true;
+    api("/api/departments").then(function (b) {
+      var all = (b.departments || []).slice();
+      departments = all.slice();
+      all.sort(byDeptName);
+      var pick = all.slice(0, DEPT_MAX);
+      return Promise.all(pick.map(function (d) {
+        return api("/api/kpis?department=" + encodeURIComponent(d)).then(function (k) { deptKpis[d] = k; }, function () { /* the last figures stay */ });
+      })).then(function () {
+        deptShown = pick;
+        deptTotal = all.length;
+        Object.keys(deptKpis).forEach(function (d) { if (pick.indexOf(d) < 0) delete deptKpis[d]; });
+      });
+    }, function () { /* shown next time */ }).then(function () {
+      deptLoading = false;
+      renderDepts();
+    });
+  }
+
+  function renderDepts() {
+    if (!me || !supervises(me) || !deptShown) return;
+    var ul = $("#depts");
+    var list = deptShown.slice().sort(byDeptName); // names may arrive later
+    rebuild(ul, function () { list.forEach(function (d) {
+      var k = deptKpis[d];
+      var c = (k && k.conversations) || {};
+      var open = !!(deptOpen[d] && k);
+      var name = deptName(d);
+      var box = h("dl", { class: "kpis", id: "dept-k-" + d, hidden: !open });
+      if (k) fillKpis(box, k);
+      ul.appendChild(h("li", { class: "card member dept", "data-department": d }, [
+        h("div", { class: "row" }, [
+          h("h3", { id: "dept-h-" + d, text: name }),
+          h("span", { class: "sub summary", text: k ? t("depts_summary", { started: c.started || 0, answered: c.answered || 0 }) : t("kpi_none") })
+        ]),
+        h("button", {
+          type: "button", class: "small", "data-key": "dept-" + d, disabled: !k,
+          "aria-expanded": String(open), "aria-controls": "dept-k-" + d,
+          text: t("team_kpis"), "aria-label": t("team_kpis_of", { name: name }),
+          onclick: function () { if (deptOpen[d]) delete deptOpen[d]; else deptOpen[d] = true; renderDepts(); }
+        }),
+        box
+      ]));
+    }); });
+    var more = $("#depts-more");
+    more.textContent = deptTotal > list.length ? t("depts_more", { shown: list.length, total: deptTotal }) : "";
+    show(more, deptTotal > list.length);
+    show($("#depts-empty"), !list.length);
+  }
+  $("#depts-refresh").addEventListener("click", loadDeptKpis);
 
   // ------------------------------------- supervisors: the catalog's texts
 
