@@ -1398,6 +1398,60 @@ async fn postgres_stopped_refuses_sends_then_takes_the_retries_once() {
     floor.no_incidents();
 }
 
+/// An agent's grace period ending while the database is down: the requeue cannot be
+/// stored, and it is tried again within seconds once the database is back, not
+/// after a whole new grace period (the player has waited through one already).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requeue_the_database_refused_is_tried_again_within_seconds() {
+    let grace = Duration::from_secs(20);
+    let mut cluster = Cluster::start(Setup {
+        own_postgres: true,
+        node_args: ["--agent-grace-secs", "20"].map(String::from).to_vec(),
+        ..Setup::nodes(1)
+    })
+    .await;
+    cluster.add_agent("ayla", 3, false);
+    let token = cluster.login("ayla").await;
+    let mut floor = Floor::new(vec![cluster.agent("ayla", &token, 0).await]);
+    let conv = floor.arrive(&cluster, 0, true).await;
+    floor.round(0).await;
+
+    let mark = floor.players[0].mark();
+    floor.agents[0].hang_up().await;
+    cluster.postgres.as_mut().unwrap().stop();
+    let refused = "requeue not stored; will retry";
+    let deadline = Instant::now() + grace + SETTLE;
+    while cluster.log_lines(0, refused).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no refused requeue logged within {:?}",
+            grace + SETTLE
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        floor.players[0]
+            .find(mark, |f| f["type"] == "message" && f["event"] == "requeued")
+            .is_none(),
+        "a requeue reported while the database was down"
+    );
+
+    cluster.postgres.as_mut().unwrap().start();
+    let back = Instant::now();
+    let player = &mut floor.players[0];
+    player
+        .wait_frame(mark, "the requeued event", grace / 2, |f| {
+            f["type"] == "message" && f["event"] == "requeued" && f["conversation"] == conv.as_str()
+        })
+        .await;
+    eprintln!("requeued {:?} after the database came back", back.elapsed());
+    player
+        .wait_frame(mark, "its place at the head of the queue", SETTLE, |f| {
+            f["type"] == "queued" && f["conversation"] == conv.as_str() && f["position"] == 1
+        })
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_hung_holds_sends_unacked_until_it_resumes() {
     let (mut cluster, mut floor, boss, conv) = chat_on_own_postgres().await;
