@@ -608,9 +608,10 @@ function kpiOverflow(page) {
 }
 
 // Key figures with long values (minutes), the same whatever the server counted.
+// The wait's p90 (59:58.4) shows as "within 59:59": a bound is rounded up.
 const LONG_KPIS = {
   conversations: { started: 128, abandoned: 17 },
-  wait_ms: { count: 120, mean: 754000, p90: 3599000 },
+  wait_ms: { count: 120, mean: 754000, p90: 3598400 },
   first_response_ms: { count: 120, mean: 95000, p90: 1985000 },
   resolution_ms: { count: 100, mean: 1834000, p90: 3541000 },
   satisfaction: { rated: 57, mean: 4.25 },

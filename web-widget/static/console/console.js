@@ -687,7 +687,7 @@
   function fillKpis(dl, k) {
     var none = t("kpi_none");
     var spread = function (s) {
-      return s && s.count ? t("kpi_value", { mean: duration(s.mean), p90: duration(s.p90) }) : none;
+      return s && s.count ? t("kpi_value", { mean: duration(s.mean), p90: duration(s.p90, true) }) : none;
     };
     var sat = k.satisfaction || {};
     var rows = [
@@ -1633,8 +1633,9 @@
     for (var i = 0; i < agents.length; i++) if (agents[i].id === id) return agents[i].name;
     return id;
   }
-  function duration(ms) {
-    var s = Math.max(0, Math.round(ms / 1000));
+  // `up`: rounded up, for a bound ("90 % within"), which must stay true.
+  function duration(ms, up) {
+    var s = Math.max(0, (up ? Math.ceil : Math.round)(ms / 1000));
     return s < 60 ? t("secs", { n: s }) : t("mins", { m: Math.floor(s / 60), s: ("0" + s % 60).slice(-2) });
   }
   function clock(ms) {
