@@ -474,17 +474,17 @@ cmd_start() {
   say "  database        $database_url"
   say "  state and logs  $dir (cluster.env, node1.log ... node$NODES.log, nginx/logs/)"
   if ((demo)); then
-    # Every node resets the demo accounts when it starts, with its own password
-    # unless one is given (--demo-password): the last node's is the one that works.
+    # The first node creates the demo accounts, with its own password unless one
+    # is given (--demo-password); the others leave existing accounts as they are.
     local password
     if ((given)); then
       password="the one given with --demo-password"
     else
-      password=$(grep -o 'password=[^ ]*' "$dir/node$NODES.log" | tail -n 1 | cut -d= -f2) || true
+      password=$(grep -o 'password=[^ ]*' "$dir/node1.log" | tail -n 1 | cut -d= -f2) || true
     fi
     say ""
     say "Demo casino page: $url/   (the chat widget is in the corner)"
-    say "Demo agents: ayla (en, tr), olga (ru, az, en), sam (supervisor); password: ${password:-see $dir/node$NODES.log}"
+    say "Demo agents: ayla (en, tr), olga (ru, az, en), sam (supervisor); password: ${password:-see $dir/node1.log}"
   fi
   say ""
   say "Add an agent:"

@@ -46,7 +46,7 @@ export function sleep(ms) {
   return new Promise((ok) => setTimeout(ok, ms));
 }
 
-/** Adds an agent account with the CLI (before the server starts, or while it runs). */
+/** Adds an agent account with the CLI, while the server runs or after it ran once (the CLI opens only an existing database). */
 export function addAgent(dataDir, login, { password, name, languages = "en", departments = "general", supervisor = false, capacity = 3 }) {
   const args = ["agent", "add", login, "--password-stdin", "--name", name || login, "--languages", languages,
     "--departments", departments, "--capacity", String(capacity), "--data-dir", dataDir];
@@ -248,7 +248,9 @@ export async function axe(page, include) {
   const { createRequire } = await import("node:module");
   const require = createRequire(import.meta.url);
   const source = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
-  await page.addScriptTag({ content: source });
+  // Evaluated by the browser's tooling, not as a <script> of the page: the
+  // console's Content-Security-Policy refuses inline scripts, as it should.
+  await page.evaluate(source);
   const result = await page.evaluate(async (include) => {
     const r = await window.axe.run(include ? { include: [include] } : document, {
       resultTypes: ["violations"],

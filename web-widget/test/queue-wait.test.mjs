@@ -20,9 +20,9 @@ describe("the wait shown to a queued player without an estimate", () => {
 
   before(async () => {
     const dataDir = mkdtempSync(join(tmpdir(), "pitboss-e2e-"));
-    addAgent(dataDir, "kim", { password: PASSWORD, capacity: 1 });
     // The demo serves the casino page; its agents stay logged out.
     server = await startServer({ dataDir });
+    addAgent(dataDir, "kim", { password: PASSWORD, capacity: 1 });
     browser = await launchBrowser();
     // A page of the server's origin where kim (capacity 1) and a first player talk
     // the protocol directly: kim takes the first player's chat and is then full.

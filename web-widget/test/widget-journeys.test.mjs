@@ -37,10 +37,10 @@ describe("a player's chat across tabs, reloads and transfers", () => {
 
   before(async () => {
     const dataDir = mkdtempSync(join(tmpdir(), "pitboss-e2e-"));
-    addAgent(dataDir, "ana", { password: PASSWORD, name: "A. Demir", departments: "general" });
-    addAgent(dataDir, "mali", { password: PASSWORD, name: "Mali", departments: "payments" });
     // The demo serves the casino page; its own agents stay logged out.
     server = await startServer({ dataDir });
+    addAgent(dataDir, "ana", { password: PASSWORD, name: "A. Demir", departments: "general" });
+    addAgent(dataDir, "mali", { password: PASSWORD, name: "Mali", departments: "payments" });
     browser = await launchBrowser();
     desk = await newPage(await browser.newContext());
     await desk.goto(server.url + "/healthz");
@@ -182,7 +182,7 @@ describe("a player's chat across tabs, reloads and transfers", () => {
     await tabA.getByRole("button", { name: en.end_yes }).click();
     await server.wait("the close is shown", () => tabA.locator(`${W} .msgs`).getByText(en.ev_closed, { exact: true }).waitFor());
     const stored = (await frames("ana")).find((f) => f.type === "message" && f.event === "closed");
-    assert.equal(stored.text, "Deniz closed the chat", "the agent sees who closed it");
+    assert.equal(stored.text, "The player closed the chat", "the agent sees who closed it, and no name a player chose stands in a line of the server's");
     assert.deepEqual([...tabA.problems(), ...tabB.problems()], []);
   });
 

@@ -1,6 +1,7 @@
 // Everything from the other side is text, never HTML: script and img/svg payloads in
 // messages, names, player attributes, notes, transfer notes, canned replies, close
-// reasons and offline messages show up literally and run nothing.
+// reasons and offline messages show up literally and run nothing; a department
+// tag named like an object's own key ("__proto__") is shown as itself.
 
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -83,7 +84,7 @@ describe("payloads from the other side stay text", () => {
       ws.onopen = () => ws.send(JSON.stringify({ type: "hello", protocol: 1, auth: { kind: "visitor", name } }));
       ws.onmessage = (e) => {
         const f = JSON.parse(e.data);
-        if (f.type === "welcome") ws.send(JSON.stringify({ type: "start", department: "vip-desk", language: "en" }));
+        if (f.type === "welcome") ws.send(JSON.stringify({ type: "start", department: "__proto__", language: "en" }));
         if (f.type === "no_agents") ws.send(JSON.stringify({ type: "send", conversation: f.conversation, client_id: "x1", text }));
         if (f.type === "ack") { ws.close(); resolve(true); }
         if (f.type === "error") reject(new Error(f.code + " " + f.message));
@@ -138,6 +139,8 @@ describe("payloads from the other side stay text", () => {
   step("the offline list shows the visitor's payloads as text", async () => {
     await server.wait("the offline message is listed", () => olga.locator("#offline .quote", { hasText: SCRIPT }).waitFor());
     assert.equal(await olga.locator("#offline strong", { hasText: IMG }).count(), 1);
+    const sub = await olga.locator("#offline li", { hasText: SCRIPT }).locator(".sub").first().textContent();
+    assert.match(sub, /^__proto__ · EN · /, "a department named like an object's own key is shown by its tag");
   });
 
   step("a close reason carrying a payload stays text", async () => {

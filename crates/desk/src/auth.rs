@@ -180,7 +180,7 @@ pub struct PlayerTokenConfig {
     pub issuer: String,
     /// Required `aud`.
     pub audience: String,
-    /// Clock skew allowed on `exp`, in seconds (at most 60).
+    /// Clock skew allowed on `exp` and `nbf`, in seconds (at most 60).
     pub leeway_secs: u64,
 }
 
@@ -204,11 +204,13 @@ impl PlayerTokenConfig {
             }
             "RS256" => (
                 Algorithm::RS256,
-                DecodingKey::from_rsa_pem(key).map_err(|e| format!("RS256 public key: {e}"))?,
+                DecodingKey::from_rsa_pem(public_pem(key, "RS256")?)
+                    .map_err(|e| format!("RS256 public key: {e}"))?,
             ),
             "ES256" => (
                 Algorithm::ES256,
-                DecodingKey::from_ec_pem(key).map_err(|e| format!("ES256 public key: {e}"))?,
+                DecodingKey::from_ec_pem(public_pem(key, "ES256")?)
+                    .map_err(|e| format!("ES256 public key: {e}"))?,
             ),
             other => return Err(format!("unsupported player-token algorithm {other:?}")),
         };
@@ -224,14 +226,23 @@ impl PlayerTokenConfig {
         })
     }
 
-    /// Checks a player token and returns the player it vouches for.
-    pub fn verify(&self, token: &str) -> Result<PlayerCard, AuthError> {
-        use jsonwebtoken::errors::ErrorKind;
+    /// The validation of every player token: the configured algorithm, issuer and
+    /// audience; `exp`, `iss`, `aud` and `sub` required; `exp` and, when present,
+    /// `nbf` checked with the same leeway.
+    fn validation(&self) -> jsonwebtoken::Validation {
         let mut validation = jsonwebtoken::Validation::new(self.algorithm);
         validation.leeway = self.leeway_secs;
+        validation.validate_nbf = true;
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation
+    }
+
+    /// Checks a player token and returns the player it vouches for.
+    pub fn verify(&self, token: &str) -> Result<PlayerCard, AuthError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let validation = self.validation();
         let data = jsonwebtoken::decode::<PlayerClaims>(token, &self.key, &validation).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -247,7 +258,17 @@ impl PlayerTokenConfig {
                         ErrorKind::ImmatureSignature => "not valid yet (nbf)",
                         ErrorKind::MissingRequiredClaim(claim) => {
                             return AuthError::Invalid(format!(
-                                "player token: claim {claim} missing or not a number"
+                                "player token: claim {claim} missing{}",
+                                if claim == "exp" {
+                                    " or not a number"
+                                } else {
+                                    ""
+                                }
+                            ))
+                        }
+                        ErrorKind::InvalidClaimFormat(claim) => {
+                            return AuthError::Invalid(format!(
+                                "player token: claim {claim} not a number"
                             ))
                         }
                         _ => "malformed",
@@ -273,6 +294,30 @@ impl PlayerTokenConfig {
             verified: true,
         })
     }
+}
+
+/// The PEM labels of private keys. The key library reads the public half out of
+/// some of them without complaint, and every token then fails as "bad signature":
+/// a node given one refuses to start instead.
+const PRIVATE_KEY_LABELS: [&str; 4] = [
+    "-----BEGIN PRIVATE KEY-----",
+    "-----BEGIN RSA PRIVATE KEY-----",
+    "-----BEGIN EC PRIVATE KEY-----",
+    "-----BEGIN ENCRYPTED PRIVATE KEY-----",
+];
+
+/// `key` if it is not a private key in PEM; the node verifies tokens with the
+/// casino's public key, and the private one stays with the casino's signer.
+fn public_pem<'k>(key: &'k [u8], algorithm: &str) -> Result<&'k [u8], String> {
+    let text = String::from_utf8_lossy(key);
+    if PRIVATE_KEY_LABELS.iter().any(|label| text.contains(label)) {
+        return Err(format!(
+            "the {algorithm} player-token key file holds a private key: give the public \
+             key instead (keep the private one with the casino's signer; derive the \
+             public one with `openssl pkey -in private.pem -pubout -out public.pem`)"
+        ));
+    }
+    Ok(key)
 }
 
 /// The highest VIP tier a token may claim; higher claims are clipped to it.
@@ -574,5 +619,169 @@ mod tests {
         assert!(argon2::Argon2::default()
             .verify_password(b"wrong", &parsed)
             .is_err());
+    }
+
+    /// Test keys, made for these tests only: an ES256 key pair (SEC1 and PKCS#8
+    /// private forms) and an RSA private key (PKCS#1).
+    const EC_PRIVATE_SEC1: &str = r"-----BEGIN EC PRIVATE KEY-----
+MHcCAQEEIMZA+YjvPskE8bWDQODkNSNTko6dtyTDpjgEAyDgXLCXoAoGCCqGSM49
+AwEHoUQDQgAEojd1rW08p9KP6QThi3sA6NQv/vo5hyMkdzBGLhTPkIwdmzPLZb0F
+YhryM75pqpFQxaPhUv8hncHXZukXQaLKVA==
+-----END EC PRIVATE KEY-----
+";
+    const EC_PRIVATE_PKCS8: &str = r"-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgxkD5iO8+yQTxtYNA
+4OQ1I1OSjp23JMOmOAQDIOBcsJehRANCAASiN3WtbTyn0o/pBOGLewDo1C/++jmH
+IyR3MEYuFM+QjB2bM8tlvQViGvIzvmmqkVDFo+FS/yGdwddm6RdBospU
+-----END PRIVATE KEY-----
+";
+    const EC_PUBLIC: &str = r"-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEojd1rW08p9KP6QThi3sA6NQv/vo5
+hyMkdzBGLhTPkIwdmzPLZb0FYhryM75pqpFQxaPhUv8hncHXZukXQaLKVA==
+-----END PUBLIC KEY-----
+";
+    const RSA_PRIVATE_PKCS1: &str = r"-----BEGIN RSA PRIVATE KEY-----
+MIIEowIBAAKCAQEApAHu6zTjW1+W6b6EonKuvEHu4UUK4trOXT5tf7XIdr2IFf/V
+bAzSTq8ix12Tg6QmHNnaJDimL/5+0LjNbUBdDKCBmRDRG0qVV7QyFAB9d6Q5F8gJ
+mBTT6seOJZp9Z5f/xr9WlU/a7sBuTjTRdQP+yCZ6cfP/Mx5DXRPlbUbyCj3FtFw3
+/W/GbA1/igVjK4+TMlIBXKjy0n2x6Y2Dt5z30I9TX5DXdWcXi9QedVTYN3P5sw6X
+5/K9r71SvRbMp+TgVNc75TaGWyRoQYBkE0bRBRWp5+miFSdMoK7Kvdh7bOvD1AWc
+fuw9AW2/2Qxq/rwH0wdepHJk/19Z4UBra7vVNwIDAQABAoIBACEfQNSgoD/+XJiF
+QP0bwx1DBY7aJjotbVrYdj3CBSOx4E9tFPmW10xLw27W/6ko2AegmZUSGcH8mDjn
+8ZjcVE5uBe5XPpvP4rxNKIXwmWY1tNAQNpvPrQKv3Y3LlwL6aA4H62EJORJZq41A
+zoJe1bAvUTA9Ui9NL9aW45E/sDcP8nXfiaWud2CrH4QOeJ1hzdHZrcptuIY02bjA
+HJ4JvgNvX6X+Ug82rzVMLSGfw1gG2KroWX157KIcbS1G/sEMjVdAi5Kqh0UPDJHT
+IcTKrtzvKcBCXXamzC/kjCHeNZr7T7NBysloGl9c7//EIf1rRUDsmf5adWRvmyTe
+TIy3Cw0CgYEA4mkGRDsrg1zhq4mMyUCPOnwQHo+gGu1g54KTrij8gF0zZsif3ZFX
+mK8vTPAG6hIVwsRU2wksZQ5Wms2l37XQeHkV8JVP7pGSG3yJm10Akt7hoiubUs5J
+O3crUsyDRedKDKJ0zFldVD0rGHiUViKs4NJJPCs19lDSA7vH5OIwmgsCgYEAuXEc
+TZ3/k+B6058G2RxiAnkWrGFeFYeHbI2kxV/tsC/MyF1hXvsSnHIZ4IsoSp+uwp/o
+KQ2ODKeb3VG+PBAaJIhxIo36CGT1U/oIyiAdQ5ANKLcNZNVEbXfBusy4vjyWqvfb
+9KGjiDFuClhzBMQg0V9Yy1RVJYXns06mnnGRWQUCgYEAy/OHrZcPj3nv37I8nF4H
+p8tySdVfiGIlVOcPWWeabZeHYiN/vvvaSLQmi8v8roY0DAsH1XfiAfZ0lWaC8Y66
+iIuq89nM8z82uoPpAYc5qRQVdRyLAoDI/0RORnvsFOBQmCkPxbUKmYOweo7EMQNz
+b+J+DjFunsAXLz3Mx6Xp2hkCgYBUy/Q1SdpktHF183IeNWxb1SMZEC0Fi0PRz7NY
+zdTSjAkIVisAU67e+w36L6fs97fiJ1zx6NDb2IjdW1OyA2rw6bNSKbn7vK6yB9Od
+GbJIAscBpzLouNzhcbGUyahw1SPQaiaaZo9w56l58Zgmxch79S2VTKrizah1xbFL
+IoNkQQKBgF2DBj5bxrC0hY1zXK77POgZrfg28AidK5CnCmVplJrWhi5S1GOtxwzf
+W+KhPAnmCuVjjOB8Yr9N8r0mdRgDB5gGHeDIJki+iy1hajs2wzbSBCDhK28kJecC
+dUd5d3eBzbGRUrRTp0JhNuC05y3/cBh5ak9gvYKj9lFwDzo4ijAS
+-----END RSA PRIVATE KEY-----
+";
+
+    const SECRET: &[u8] = b"a-shared-secret-of-at-least-32-bytes";
+
+    fn hs256(leeway_secs: u64) -> PlayerTokenConfig {
+        PlayerTokenConfig::new(
+            "HS256",
+            SECRET,
+            "casino".into(),
+            "pitboss".into(),
+            leeway_secs,
+        )
+        .unwrap()
+    }
+
+    /// A token with `claims`, signed with `key` under `alg`.
+    fn token(
+        alg: jsonwebtoken::Algorithm,
+        key: &jsonwebtoken::EncodingKey,
+        claims: serde_json::Value,
+    ) -> String {
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, key).unwrap()
+    }
+
+    /// Standard claims valid now, with `extra` merged in (`null` removes one).
+    fn claims(extra: serde_json::Value) -> serde_json::Value {
+        let now = jsonwebtoken::get_current_timestamp();
+        let mut claims = serde_json::json!({
+            "sub": "c-42", "iss": "casino", "aud": "pitboss", "exp": now + 300,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                claims.as_object_mut().unwrap().remove(k);
+            } else {
+                claims[k] = v.clone();
+            }
+        }
+        claims
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused_beyond_the_leeway() {
+        let config = hs256(30);
+        let key = jsonwebtoken::EncodingKey::from_secret(SECRET);
+        let hs = jsonwebtoken::Algorithm::HS256;
+        let now = jsonwebtoken::get_current_timestamp();
+        let later = token(hs, &key, claims(serde_json::json!({ "nbf": now + 3600 })));
+        assert_eq!(
+            config.verify(&later).unwrap_err(),
+            AuthError::Invalid("player token: not valid yet (nbf)".into())
+        );
+        // Within the leeway (the same as exp's), and in the past, it passes.
+        let skewed = token(hs, &key, claims(serde_json::json!({ "nbf": now + 20 })));
+        assert!(config.verify(&skewed).is_ok());
+        let past = token(hs, &key, claims(serde_json::json!({ "nbf": now - 60 })));
+        assert!(config.verify(&past).is_ok());
+        let bad = token(hs, &key, claims(serde_json::json!({ "nbf": "soon" })));
+        assert_eq!(
+            config.verify(&bad).unwrap_err(),
+            AuthError::Invalid("player token: claim nbf not a number".into())
+        );
+    }
+
+    #[test]
+    fn a_missing_claim_is_named() {
+        let config = hs256(30);
+        let key = jsonwebtoken::EncodingKey::from_secret(SECRET);
+        let hs = jsonwebtoken::Algorithm::HS256;
+        let no_iss = token(hs, &key, claims(serde_json::json!({ "iss": null })));
+        assert_eq!(
+            config.verify(&no_iss).unwrap_err(),
+            AuthError::Invalid("player token: claim iss missing".into())
+        );
+        let no_exp = token(hs, &key, claims(serde_json::json!({ "exp": "tomorrow" })));
+        assert_eq!(
+            config.verify(&no_exp).unwrap_err(),
+            AuthError::Invalid("player token: claim exp missing or not a number".into())
+        );
+    }
+
+    /// A private key where the public one belongs is refused when the node
+    /// starts, not by "bad signature" on every token afterwards.
+    #[test]
+    fn a_private_key_is_refused_for_rs256_and_es256() {
+        for (alg, pem) in [
+            ("RS256", RSA_PRIVATE_PKCS1),
+            ("ES256", EC_PRIVATE_SEC1),
+            ("ES256", EC_PRIVATE_PKCS8),
+        ] {
+            let err = PlayerTokenConfig::new(alg, pem.as_bytes(), "c".into(), "p".into(), 30)
+                .err()
+                .unwrap_or_else(|| panic!("{alg}: a private key was taken"));
+            assert!(
+                err.contains("holds a private key") && err.contains("openssl pkey"),
+                "{alg}: {err}"
+            );
+        }
+        // The public key derived as the message says verifies the signer's tokens.
+        let config = PlayerTokenConfig::new(
+            "ES256",
+            EC_PUBLIC.as_bytes(),
+            "casino".into(),
+            "pitboss".into(),
+            30,
+        )
+        .unwrap();
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(EC_PRIVATE_PKCS8.as_bytes()).unwrap();
+        let signed = token(
+            jsonwebtoken::Algorithm::ES256,
+            &key,
+            claims(serde_json::json!({})),
+        );
+        assert_eq!(
+            config.verify(&signed).unwrap().id,
+            PlayerId::verified("c-42")
+        );
     }
 }

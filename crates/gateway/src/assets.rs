@@ -30,7 +30,9 @@ pub(crate) async fn serve(State(state): State<AppState>, uri: Uri, headers: Head
             )
                 .into_response()
         }
-        "console" | "console/" => "console/index.html",
+        "console" | "console/" => CONSOLE_PAGE,
+        // The pretend casino is part of the demo only.
+        p if p.starts_with("demo/") && !state.config.demo => "",
         p => p,
     };
     let Some(file) = Assets::get(path) else {
@@ -60,8 +62,29 @@ pub(crate) async fn serve(State(state): State<AppState>, uri: Uri, headers: Head
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    if path == CONSOLE_PAGE {
+        // The console runs only its own scripts and styles, talks only to its own
+        // server, and is never framed by another page (clickjacking).
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONSOLE_POLICY),
+        );
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+    }
     response
 }
+
+/// The agent console's page.
+const CONSOLE_PAGE: &str = "console/index.html";
+
+/// What the console's page may load and do.
+const CONSOLE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -62,6 +62,12 @@ pub struct GatewayConfig {
     /// Visitor tokens (a `hello` without one) one client address may be issued per
     /// minute on this node (bursts of as many); more get `rate_limited` and 4029.
     pub visitors_per_minute_per_address: u32,
+    /// Failed `POST /api/login` attempts one client address may make per minute on
+    /// this node (bursts of as many); once they are spent, its logins get 429
+    /// without a password check until one attempt's worth has refilled.
+    /// Successful logins spend nothing. Per address, not per account: a
+    /// per-account lock would let anyone lock an agent out.
+    pub login_failures_per_minute_per_address: u32,
     /// Chat messages one player (visitor or verified, not an agent) may send per
     /// minute over all of their connections to this node; more get `rate_limited`.
     pub player_messages_per_minute: u32,
@@ -97,6 +103,7 @@ impl Default for GatewayConfig {
             max_connections_per_address: 200,
             connects_per_minute_per_address: 120,
             visitors_per_minute_per_address: 30,
+            login_failures_per_minute_per_address: 10,
             player_messages_per_minute: PLAYER_MESSAGES_PER_MINUTE,
             player_message_burst: PLAYER_MESSAGE_BURST,
             player_typing_per_minute: PLAYER_TYPING_PER_MINUTE,
@@ -157,7 +164,7 @@ fn cors(allowed: &[String]) -> tower_http::cors::CorsLayer {
         AllowOrigin::list(
             allowed
                 .iter()
-                .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()),
+                .filter_map(|o| HeaderValue::from_str(&ws::canonical_origin(o)).ok()),
         )
     };
     CorsLayer::new()
@@ -212,7 +219,12 @@ pub fn app(state: AppState) -> axum::Router {
             "/api/catalog/{kind}/{language}/{key}",
             axum::routing::delete(rest::remove_catalog),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            rest::read_body,
+        ))
         .layer(axum::middleware::map_response(rest::json_errors))
+        .layer(axum::middleware::map_response(rest::private))
         .layer(cors(&state.config.allowed_origins));
     axum::Router::new()
         .route("/ws", get(ws::upgrade))
@@ -229,6 +241,52 @@ pub fn app(state: AppState) -> axum::Router {
                 .with_state(state.clone()),
         )
         .with_state(state)
+}
+
+/// How long a connection with no request being handled may take to close at
+/// shutdown (a response still being written, say).
+const IDLE_CLOSE: Duration = Duration::from_millis(500);
+
+/// Counts one request being handled while it lives.
+struct Handling(Arc<AtomicUsize>);
+
+impl Handling {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted until it is sent or dropped.
+struct Guarded {
+    body: axum::body::Body,
+    _guard: Handling,
+}
+
+impl hyper::body::Body for Guarded {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Serves `app` on an already-bound listener until `shutdown` resolves; then the
@@ -287,12 +345,29 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let app = app.clone();
+        // Requests of this connection being handled now: at shutdown, one with
+        // none (idle, or still sending its headers) is not waited for.
+        let handling = Arc::new(AtomicUsize::new(0));
+        let counted = handling.clone();
         let service = hyper::service::service_fn(
             move |mut request: axum::http::Request<hyper::body::Incoming>| {
                 request
                     .extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
-                app.clone().oneshot(request.map(axum::body::Body::new))
+                let handled = app.clone().oneshot(request.map(axum::body::Body::new));
+                let guard = Handling::new(&counted);
+                // Counted until its response's body has been sent in full.
+                async move {
+                    let response = handled.await;
+                    response.map(|r| {
+                        r.map(|body| {
+                            axum::body::Body::new(Guarded {
+                                body,
+                                _guard: guard,
+                            })
+                        })
+                    })
+                }
             },
         );
         let connection = builder
@@ -310,7 +385,15 @@ pub async fn serve(
                 }
                 _ = stop_seen.changed() => {
                     connection.as_mut().graceful_shutdown();
-                    let _ = connection.as_mut().await;
+                    if handling.load(Ordering::Acquire) > 0 {
+                        // Its answer is being made: let it finish (the caller
+                        // bounds the whole shutdown).
+                        let _ = connection.as_mut().await;
+                    } else {
+                        // Idle, or a request whose headers have not all arrived:
+                        // nothing to finish but a response being written.
+                        let _ = tokio::time::timeout(IDLE_CLOSE, connection.as_mut()).await;
+                    }
                 }
             }
             drop(all_done);

@@ -1,6 +1,6 @@
 //! Abuse limits of one node keyed on who is asking: per client address
 //! (WebSocket connections open, connection attempts per minute, visitor tokens
-//! issued per minute) and per player (chat messages and typing indicators per
+//! issued per minute, failed logins per minute) and per player (chat messages and typing indicators per
 //! minute, over all of the player's connections). Nodes do not share these
 //! counts: behind a load balancer each node enforces its own (sharing them would
 //! cost a Redis round trip per frame).
@@ -12,12 +12,14 @@ use pitboss_protocol::PlayerId;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The counters and rate limiters, keyed on the client address.
 pub struct AddressLimits {
     open: OpenCounts,
     connects: DefaultKeyedRateLimiter<IpAddr>,
     visitors: DefaultKeyedRateLimiter<IpAddr>,
+    login_failures: LoginFailures,
 }
 
 impl std::fmt::Debug for AddressLimits {
@@ -40,6 +42,7 @@ impl AddressLimits {
             open: OpenCounts::new(config.max_connections_per_address.max(1)),
             connects: RateLimiter::keyed(per_minute(config.connects_per_minute_per_address)),
             visitors: RateLimiter::keyed(per_minute(config.visitors_per_minute_per_address)),
+            login_failures: LoginFailures::new(config.login_failures_per_minute_per_address),
         }
     }
 
@@ -51,6 +54,18 @@ impl AddressLimits {
     /// Counts a visitor token about to be issued; `false`: over the budget.
     pub fn visitor_allowed(&self, addr: IpAddr) -> bool {
         self.visitors.check_key(&addr).is_ok()
+    }
+
+    /// Whether `addr` may try a login now; `Err(wait)`: it failed too often
+    /// lately, and its next attempt is not even checked before `wait` has passed.
+    pub fn login_allowed(&self, addr: IpAddr) -> Result<(), Duration> {
+        self.login_failures.allowed(addr, Instant::now())
+    }
+
+    /// Counts a failed login from `addr`. Successful logins spend nothing, so a
+    /// whole office behind one address signs in at the start of a shift.
+    pub fn login_failed(&self, addr: IpAddr) {
+        self.login_failures.failed(addr, Instant::now());
     }
 
     /// Reserves an open-connection slot for `addr`, released when the guard is
@@ -70,12 +85,67 @@ impl AddressLimits {
         self.connects.shrink_to_fit();
         self.visitors.retain_recent();
         self.visitors.shrink_to_fit();
+        self.login_failures.sweep(Instant::now());
         self.open.sweep();
     }
 
     /// Addresses tracked by the rate limiters (for tests).
     pub fn tracked(&self) -> usize {
-        self.connects.len() + self.visitors.len()
+        self.connects.len() + self.visitors.len() + self.login_failures.by_address.len()
+    }
+}
+
+/// Failed logins per address: a bucket of `per_minute` attempts that refills
+/// evenly over a minute. Unlike the rate limiters above, it can be asked whether
+/// an attempt would be allowed without spending one, since only failures spend.
+struct LoginFailures {
+    /// Attempts left (fractional, as it refills) and when that was reckoned.
+    by_address: DashMap<IpAddr, (f64, Instant)>,
+    per_minute: f64,
+}
+
+impl LoginFailures {
+    fn new(per_minute: u32) -> Self {
+        Self {
+            by_address: DashMap::new(),
+            per_minute: f64::from(per_minute.max(1)),
+        }
+    }
+
+    /// What is left of `addr`'s budget at `now`.
+    fn left(&self, addr: IpAddr, now: Instant) -> f64 {
+        let entry = self.by_address.get(&addr).map(|e| *e);
+        entry.map_or(self.per_minute, |e| self.refilled(e, now))
+    }
+
+    /// A budget reckoned at some time, refilled up to `now`.
+    fn refilled(&self, (left, at): (f64, Instant), now: Instant) -> f64 {
+        let refill = now.saturating_duration_since(at).as_secs_f64() * self.per_minute / 60.0;
+        (left + refill).min(self.per_minute)
+    }
+
+    fn allowed(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
+        let left = self.left(addr, now);
+        if left >= 1.0 {
+            return Ok(());
+        }
+        Err(Duration::from_secs_f64(
+            (1.0 - left) * 60.0 / self.per_minute,
+        ))
+    }
+
+    fn failed(&self, addr: IpAddr, now: Instant) {
+        let full = (self.per_minute, now);
+        let mut entry = self.by_address.entry(addr).or_insert(full);
+        let left = self.refilled(*entry, now);
+        *entry = ((left - 1.0).max(0.0), now);
+    }
+
+    /// Forgets the addresses whose budget is full again.
+    fn sweep(&self, now: Instant) {
+        self.by_address
+            .retain(|_, e| self.refilled(*e, now) < self.per_minute);
+        self.by_address.shrink_to_fit();
     }
 }
 
@@ -211,6 +281,7 @@ mod tests {
             max_connections_per_address: max_open,
             connects_per_minute_per_address: per_minute,
             visitors_per_minute_per_address: per_minute,
+            login_failures_per_minute_per_address: per_minute,
             ..GatewayConfig::default()
         })
     }
@@ -264,6 +335,28 @@ mod tests {
         assert!(l.connect_allowed(b));
         assert!((0..3).all(|_| l.visitor_allowed(a)));
         assert!(!l.visitor_allowed(a));
+        for _ in 0..3 {
+            assert_eq!(l.login_allowed(a), Ok(()));
+            l.login_failed(a);
+        }
+        let wait = l
+            .login_allowed(a)
+            .expect_err("three failures spend a budget of three");
+        assert!(
+            wait <= Duration::from_secs(20) && wait > Duration::from_secs(19),
+            "{wait:?}"
+        );
+        let later = Instant::now() + Duration::from_secs(20);
+        assert_eq!(
+            l.login_failures.allowed(a, later),
+            Ok(()),
+            "one attempt back after 20 s"
+        );
+        assert_eq!(
+            l.login_allowed(b),
+            Ok(()),
+            "another address has its own budget"
+        );
         assert!(l.tracked() > 0);
         l.sweep(); // entries still inside their window stay
         assert!(!l.connect_allowed(a));

@@ -5,7 +5,7 @@
 //! player's history, and every change, are written to the audit log first.
 
 use crate::AppState;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -21,6 +21,7 @@ use pitboss_transcripts::{
 };
 use serde::Deserialize;
 use serde_json::json;
+use std::net::SocketAddr;
 
 /// An API error: HTTP status, stable code, message.
 pub(crate) struct ApiError(StatusCode, &'static str, String);
@@ -33,10 +34,12 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
+        // The database's own words stay in the log.
+        tracing::warn!(error = %err, "request refused: storage unavailable");
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
-            err.to_string(),
+            "storage unavailable: try again in a moment".into(),
         )
     }
 }
@@ -95,6 +98,63 @@ pub(crate) async fn json_errors(response: Response) -> Response {
     ApiError(status, code, body).into_response()
 }
 
+/// Every API answer is for its caller alone (transcripts, a player's data): no
+/// cache keeps it, and no browser guesses another type for it.
+pub(crate) async fn private(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// The most a REST request body may carry (the JSON extractor's own limit too).
+const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// Reads a REST request's whole body, within the header timeout, before its
+/// handler runs: a client that sends its headers and then its body a byte at a
+/// time (or never) gets 408 and its connection is closed, instead of holding a
+/// descriptor for as long as it likes.
+pub(crate) async fn read_body(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, MAX_BODY_BYTES);
+    let refuse = |status, code, message: &str| {
+        let mut response = ApiError(status, code, message.to_owned()).into_response();
+        // What is left of the body is never read: the connection cannot be reused.
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        response
+    };
+    match tokio::time::timeout(state.config.hello_timeout, read).await {
+        Ok(Ok(bytes)) => {
+            let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+            next.run(request).await
+        }
+        // Over the limit (or the client went away, and reads no answer).
+        Ok(Err(_)) => refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is over 2 MiB",
+        ),
+        Err(_) => refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive in time",
+        ),
+    }
+}
+
 /// `GET /healthz`: the process is up.
 pub(crate) async fn healthz() -> &'static str {
     "ok\n"
@@ -145,12 +205,33 @@ pub(crate) struct LoginBody {
     password: String,
 }
 
-/// `POST /api/login`: `{login, password}` → `{token, agent}`.
+/// `POST /api/login`: `{login, password}` → `{token, agent}`. Each client address
+/// has a budget of attempts per minute, spent before the password is checked.
 pub(crate) async fn login(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Json(body): Json<LoginBody>,
 ) -> ApiResult<Response> {
+    let addr = crate::client_addr(peer.ip(), &headers, &state.config.trusted_proxies);
+    if let Err(wait) = state.limits.login_allowed(addr) {
+        metrics::counter!(pitboss_desk::telemetry::RATE_LIMITED, "limit" => "login_failures_per_address")
+            .increment(1);
+        tracing::info!(%addr, "too many failed logins from one address");
+        let retry = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut response = ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many failed logins from this address: try again in {retry} s"),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, retry.into());
+        return Ok(response);
+    }
     if body.login.len() > 64 || body.password.len() > 1024 {
+        state.limits.login_failed(addr);
         return Err(ApiError(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -166,11 +247,14 @@ pub(crate) async fn login(
             "unavailable",
             e.to_string(),
         )),
-        Ok(None) => Err(ApiError(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "wrong login or password".into(),
-        )),
+        Ok(None) => {
+            state.limits.login_failed(addr);
+            Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "wrong login or password".into(),
+            ))
+        }
     }
 }
 
@@ -237,7 +321,8 @@ async fn audited(
             ApiError(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
-                format!("the audit log cannot be written, so this was not done: {e}"),
+                "the audit log cannot be written, so this was not done: try again in a moment"
+                    .into(),
             )
         })
 }

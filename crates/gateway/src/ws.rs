@@ -625,6 +625,19 @@ pub fn is_origin(o: &str) -> bool {
         && uri.path_and_query().is_none_or(|p| p.as_str() == "/")
 }
 
+/// An origin as browsers send it: lower case, no trailing `/`, and no port when
+/// it is the scheme's default (a browser on `https://casino.example` sends no
+/// `:443`), so that `https://casino.example:443` in the settings matches it.
+pub(crate) fn canonical_origin(o: &str) -> String {
+    let o = o.trim_end_matches('/').to_ascii_lowercase();
+    for (scheme, port) in [("https://", ":443"), ("http://", ":80")] {
+        if o.starts_with(scheme) && o.ends_with(port) {
+            return o[..o.len() - port.len()].to_owned();
+        }
+    }
+    o
+}
+
 fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
@@ -633,9 +646,10 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
         return false;
     };
     let origin = origin.trim_end_matches('/');
+    let canonical = canonical_origin(origin);
     if allowed
         .iter()
-        .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+        .any(|a| a == "*" || canonical_origin(a) == canonical)
     {
         return true;
     }
@@ -649,6 +663,31 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_origin_with_its_schemes_default_port_matches_what_browsers_send() {
+        let allowed = [
+            "https://casino.example:443/".to_owned(),
+            "http://Lobby.Example:80".into(),
+        ];
+        let from = |o: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ORIGIN, o.parse().unwrap());
+            origin_allowed(&h, &allowed)
+        };
+        assert!(from("https://casino.example"));
+        assert!(from("http://lobby.example"));
+        assert!(!from("https://casino.example:8443"));
+        assert!(
+            !from("http://casino.example"),
+            "another scheme is another origin"
+        );
+        assert_eq!(canonical_origin("http://[::1]:80"), "http://[::1]");
+        assert_eq!(
+            canonical_origin("https://a.example:4430"),
+            "https://a.example:4430"
+        );
+    }
 
     #[test]
     fn origins_need_a_scheme_and_a_host_and_no_path() {

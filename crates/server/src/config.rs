@@ -46,7 +46,7 @@ pub(crate) struct ServeArgs {
     /// [default: 1]
     #[arg(long, env = "PITBOSS_HEARTBEAT_SECS")]
     heartbeat_secs: Option<f64>,
-    /// Log format: text or json. [default: text]
+    /// Log format: text or json (anything else is refused). [default: text]
     #[arg(long, env = "PITBOSS_LOG_FORMAT")]
     log_format: Option<String>,
     /// Log filter, such as info or pitboss_desk=debug. [default: RUST_LOG if set,
@@ -87,6 +87,11 @@ pub(crate) struct ServeArgs {
     /// in bursts of as many; more get rate_limited and 4029. [default: 30]
     #[arg(long, env = "PITBOSS_VISITORS_PER_MINUTE_PER_ADDRESS")]
     visitors_per_minute_per_address: Option<u32>,
+    /// Failed logins (`POST /api/login`) one client address may make per minute on
+    /// this node, refilling evenly; then 429 until one has refilled. Successful
+    /// logins spend nothing. [default: 10]
+    #[arg(long, env = "PITBOSS_LOGIN_FAILURES_PER_MINUTE_PER_ADDRESS")]
+    login_failures_per_minute_per_address: Option<u32>,
     /// Seconds between the server's WebSocket pings on each connection. [default: 30]
     #[arg(long, env = "PITBOSS_WS_PING_SECS")]
     ws_ping_secs: Option<f64>,
@@ -138,9 +143,18 @@ pub(crate) struct ServeArgs {
     /// server's own origin is always allowed.
     #[arg(long, env = "PITBOSS_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Option<Vec<String>>,
-    /// Serve a demo casino page at `/` and create demo agents (logins are logged).
-    #[arg(long, env = "PITBOSS_DEMO")]
-    demo: bool,
+    /// Serve a demo casino page at `/` and create the demo agents that do not
+    /// exist yet (logins are logged). `--demo=false` or PITBOSS_DEMO=false turns
+    /// off a `demo = true` of the file (true/false, 1/0, yes/no, on/off).
+    #[arg(
+        long,
+        env = "PITBOSS_DEMO",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    demo: Option<bool>,
     /// With `--demo`: the demo agents' password (at least 8 characters), for
     /// several nodes sharing one store. Unset: a fresh one at every start, logged.
     #[arg(long, env = "PITBOSS_DEMO_PASSWORD", hide_env_values = true)]
@@ -151,7 +165,8 @@ pub(crate) struct ServeArgs {
     /// HS256 shared secret (at least 32 bytes).
     #[arg(long, env = "PITBOSS_PLAYER_TOKEN_SECRET", hide_env_values = true)]
     player_token_secret: Option<String>,
-    /// File with the HS256 secret, or the RS256/ES256 public key in PEM.
+    /// File with the HS256 secret, or the RS256/ES256 public key in PEM (a
+    /// private key is refused).
     #[arg(long, env = "PITBOSS_PLAYER_TOKEN_KEY_FILE")]
     player_token_key_file: Option<PathBuf>,
     /// Required issuer (`iss`) of player tokens.
@@ -160,7 +175,7 @@ pub(crate) struct ServeArgs {
     /// Required audience (`aud`) of player tokens.
     #[arg(long, env = "PITBOSS_PLAYER_TOKEN_AUDIENCE")]
     player_token_audience: Option<String>,
-    /// Clock skew allowed on `exp`, at most 60. [default: 30]
+    /// Clock skew allowed on `exp` and `nbf`, at most 60. [default: 30]
     #[arg(long, env = "PITBOSS_PLAYER_TOKEN_LEEWAY_SECS")]
     player_token_leeway_secs: Option<u64>,
     /// A regular expression hidden as `[hidden]` in messages before they are
@@ -211,6 +226,7 @@ struct FileSettings {
     max_connections_per_address: Option<usize>,
     connects_per_minute_per_address: Option<u32>,
     visitors_per_minute_per_address: Option<u32>,
+    login_failures_per_minute_per_address: Option<u32>,
     ws_ping_secs: Option<f64>,
     idle_timeout_secs: Option<f64>,
     default_department: Option<String>,
@@ -238,10 +254,12 @@ struct FileSettings {
     retention_interval_secs: Option<f64>,
 }
 
-/// Where a one-shot command finds the store: the same flags as `serve`'s.
+/// Where a one-shot command finds the store: the same flags as `serve`'s. The
+/// store must exist: only `serve` creates one.
 #[derive(Args, Debug)]
 pub(crate) struct StoreArgs {
-    /// Where the embedded database lives.
+    /// Where the embedded database lives: a node's data directory, whose
+    /// `pitboss.db` `pitboss serve` made (without it the command is refused).
     #[arg(
         long,
         env = "PITBOSS_DATA_DIR",
@@ -286,7 +304,8 @@ pub(crate) enum PlayerCommand {
 /// `pitboss agent …`.
 #[derive(Subcommand, Debug)]
 pub(crate) enum AgentCommand {
-    /// Add an account, or replace one with the same login.
+    /// Add an account, or replace the whole of one with the same login (fields not
+    /// given take their defaults; `agent update` changes some fields only).
     Add {
         /// Login name.
         login: String,
@@ -316,6 +335,36 @@ pub(crate) enum AgentCommand {
         /// Conversations at once.
         #[arg(long, default_value_t = 3)]
         capacity: u32,
+    },
+    /// Change the fields given of an existing account; the others stay as they
+    /// are. A new password ends the account's sessions; a new role closes its
+    /// open consoles (they connect again under it).
+    #[command(group(clap::ArgGroup::new("changes").required(true).multiple(true)
+        .args(["name", "role", "supervisor", "languages", "departments", "capacity", "password_stdin"])))]
+    Update {
+        /// Login name of the account.
+        login: String,
+        /// New display name shown to players.
+        #[arg(long)]
+        name: Option<String>,
+        /// New role (see `agent add --role`).
+        #[arg(long, value_enum, conflicts_with = "supervisor")]
+        role: Option<AccountRole>,
+        /// The same as `--role supervisor`.
+        #[arg(long)]
+        supervisor: bool,
+        /// New languages served, comma-separated (replacing the old ones).
+        #[arg(long)]
+        languages: Option<String>,
+        /// New departments served, comma-separated (replacing the old ones).
+        #[arg(long)]
+        departments: Option<String>,
+        /// New number of conversations at once.
+        #[arg(long)]
+        capacity: Option<u32>,
+        /// Read a new password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
     },
     /// List accounts.
     List,
@@ -393,6 +442,74 @@ fn default_tag(value: &str, flag: &str) -> anyhow::Result<String> {
     }
 }
 
+/// The log format, `text` unless given: anything but `text` or `json` is refused
+/// rather than falling back to text, where a collector expecting JSON would get
+/// lines it cannot read.
+fn log_format(given: Option<String>) -> anyhow::Result<String> {
+    match given.as_deref() {
+        None => Ok("text".into()),
+        Some(format @ ("text" | "json")) => Ok(format.to_owned()),
+        Some(other) => bail!("log-format must be text or json (got {other:?})"),
+    }
+}
+
+/// The log filter, if one is given and every directive in it parses: the logging
+/// library would otherwise drop a bad directive with a note on standard error and
+/// start logging something else than asked.
+fn log_filter(given: Option<String>) -> anyhow::Result<Option<String>> {
+    if let Some(filter) = &given {
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(filter) {
+            bail!(
+                "log: {filter:?} is not a filter in RUST_LOG syntax (such as info or \
+                 pitboss_desk=debug): {e}"
+            );
+        }
+    }
+    Ok(given)
+}
+
+/// What to do instead of TLS to Redis or PostgreSQL, which this build cannot speak.
+const NO_TLS: &str = "keep the connection on a private network, or run a TLS tunnel \
+     (such as stunnel) on the node's host and point the URL at its local end";
+
+/// A Redis URL this build can connect to: `rediss://` needs TLS, which it lacks,
+/// and would otherwise fail with the client library's cryptic refusal.
+fn plain_redis_url(url: String) -> anyhow::Result<String> {
+    let scheme = url.split(':').next().unwrap_or("").to_ascii_lowercase();
+    if matches!(scheme.as_str(), "rediss" | "valkeys") {
+        bail!(
+            "redis-url: TLS connections to Redis ({scheme}://) are not supported by this \
+             build: {NO_TLS}"
+        );
+    }
+    Ok(url)
+}
+
+/// A PostgreSQL URL this build can connect to: an `sslmode` (in the URL, else in
+/// `PGSSLMODE`) that demands TLS is refused here, naming what to do, rather than
+/// by the driver when it connects. `prefer` and `allow` fall back to plain TCP.
+pub(crate) fn plain_database_url(url: String) -> anyhow::Result<String> {
+    let from_url = url
+        .split_once('?')
+        .map(|(_, query)| query)
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| matches!(*key, "sslmode" | "ssl-mode"))
+        .map(|(_, value)| value.to_owned());
+    let mode = from_url.or_else(|| std::env::var("PGSSLMODE").ok());
+    if let Some(mode) = mode {
+        let mode = mode.to_ascii_lowercase();
+        if matches!(mode.as_str(), "require" | "verify-ca" | "verify-full") {
+            bail!(
+                "database-url: TLS connections to PostgreSQL (sslmode={mode}) are not \
+                 supported by this build: {NO_TLS}"
+            );
+        }
+    }
+    Ok(url)
+}
+
 fn ms(secs: f64, what: &str) -> anyhow::Result<u64> {
     if !(secs.is_finite() && secs > 0.0 && secs < 1e7) {
         bail!("{what} must be a positive number of seconds");
@@ -420,8 +537,8 @@ impl Settings {
         let cluster = match (pick!(redis_url), pick!(database_url)) {
             (None, None) => None,
             (Some(redis_url), Some(database_url)) => Some(ClusterSettings {
-                redis_url,
-                database_url,
+                redis_url: plain_redis_url(redis_url)?,
+                database_url: plain_database_url(database_url)?,
                 redis_prefix: pick!(redis_prefix)
                     .unwrap_or_else(|| pitboss_cluster::redis::DEFAULT_PREFIX.to_owned()),
             }),
@@ -498,7 +615,9 @@ impl Settings {
                 );
             }
         }
-        gateway.demo = args.demo || file.demo.unwrap_or(false);
+        // Like every setting: the flag, else the environment (clap reads both into
+        // `args`), else the file; a `false` from either wins over the file's `true`.
+        gateway.demo = pick!(demo).unwrap_or(false);
         if let Some(v) = pick!(max_connections) {
             gateway.max_connections = v.max(1);
         }
@@ -514,6 +633,9 @@ impl Settings {
         }
         if let Some(v) = pick!(visitors_per_minute_per_address) {
             gateway.visitors_per_minute_per_address = v.max(1);
+        }
+        if let Some(v) = pick!(login_failures_per_minute_per_address) {
+            gateway.login_failures_per_minute_per_address = v.max(1);
         }
         if let Some(v) = pick!(player_messages_per_minute) {
             gateway.player_messages_per_minute = v.max(1);
@@ -612,8 +734,8 @@ impl Settings {
                 .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid address")),
             data_dir: pick!(data_dir).unwrap_or_else(|| PathBuf::from("pitboss-data")),
             cluster,
-            log_format: pick!(log_format).unwrap_or_else(|| "text".into()),
-            log: pick!(log),
+            log_format: log_format(pick!(log_format))?,
+            log: log_filter(pick!(log))?,
             shutdown_timeout: Duration::from_millis(ms(
                 pick!(shutdown_timeout_secs).unwrap_or(10.0),
                 "shutdown-timeout-secs",

@@ -1,7 +1,9 @@
 //! `pitboss serve --demo`: demo agents in two languages, a supervisor, and canned
 //! replies and close reasons in every shipped language, so a new user sees the
 //! whole thing in a minute. The password is fresh at every start and logged,
-//! unless one is given (`--demo-password`, for several nodes on one store).
+//! unless one is given (`--demo-password`, for several nodes on one store). It
+//! applies to the demo agents created at this start: accounts that exist already,
+//! the operator's own or an earlier demo's, are never changed.
 
 use pitboss_desk::auth::{hash_password, verify_password};
 use pitboss_protocol::{AgentId, Role};
@@ -105,40 +107,34 @@ const REASONS: &[(&str, &str, &str)] = &[
     ("ru", "spam", "Спам"),
 ];
 
-/// Creates (or resets) the demo accounts, with `password` or a fresh one, and seeds
-/// the catalog where it is empty.
+/// Creates the demo accounts that do not exist yet, with `password` or a fresh
+/// one, and seeds the catalog where it is empty. An account that exists is left
+/// as it is: it may be a real one of the same login (the README's `ayla` and
+/// `sam`), whose password, languages and departments the demo must not rewrite.
 pub(crate) async fn prepare(store: &dyn Store, password: Option<&str>) -> anyhow::Result<()> {
     let given = password.is_some();
     let password = password.map_or_else(fresh_password, str::to_owned);
     let hash = hash_password(&password).map_err(|e| anyhow::anyhow!(e))?;
     for a in AGENTS {
-        // A given password that the account already has keeps its hash, and so
-        // the sessions begun under it (a node of a demo cluster restarting).
-        let kept = match store.agent(&AgentId(a.login.into())).await? {
-            Some(old) if given && verify_password(&password, &old.password_hash) => {
-                Some(old.password_hash)
+        match store.agent(&AgentId(a.login.into())).await? {
+            None => {
+                store.put_agent(demo_account(a, hash.clone())).await?;
+                log_demo_agent(a, if given { "(as given)" } else { &password });
             }
-            _ => None,
-        };
-        store
-            .put_agent(AgentAccount {
-                id: AgentId(a.login.into()),
-                name: a.name.into(),
-                password_hash: kept.unwrap_or_else(|| hash.clone()),
-                role: a.role,
-                languages: a.languages.iter().map(|s| s.to_string()).collect(),
-                departments: a.departments.iter().map(|s| s.to_string()).collect(),
-                capacity: 3,
-                created_at: now_ms(),
-            })
-            .await?;
-        tracing::info!(
-            login = a.login,
-            password = %if given { "(as given)" } else { password.as_str() },
-            languages = %a.languages.join(","),
-            supervisor = a.role == Role::Supervisor,
-            "demo agent"
-        );
+            // The account a demo node made earlier with the same given password (a
+            // node of a demo cluster restarting): it is the demo's, and the
+            // password logged still applies.
+            Some(old) if given && verify_password(&password, &old.password_hash) => {
+                log_demo_agent(a, "(as given)");
+            }
+            Some(_) => tracing::warn!(
+                login = a.login,
+                "an account named {0} exists already: left as it is, and the demo \
+                 password does not apply to it (log in with its own password, or \
+                 `pitboss agent remove {0}` for the demo to create it at the next start)",
+                a.login
+            ),
+        }
     }
     for (kind, items) in [
         (CatalogKind::CannedReply, CANNED),
@@ -160,6 +156,32 @@ pub(crate) async fn prepare(store: &dyn Store, password: Option<&str>) -> anyhow
         }
     }
     Ok(())
+}
+
+/// The account of demo agent `a`, with password hash `hash`.
+fn demo_account(a: &DemoAgent, hash: String) -> AgentAccount {
+    AgentAccount {
+        id: AgentId(a.login.into()),
+        name: a.name.into(),
+        password_hash: hash,
+        role: a.role,
+        languages: a.languages.iter().map(|s| s.to_string()).collect(),
+        departments: a.departments.iter().map(|s| s.to_string()).collect(),
+        capacity: 3,
+        created_at: now_ms(),
+    }
+}
+
+/// Logs a demo agent's login and the password it takes (`password`: the text
+/// logged for it).
+fn log_demo_agent(a: &DemoAgent, password: &str) {
+    tracing::info!(
+        login = a.login,
+        password = %password,
+        languages = %a.languages.join(","),
+        supervisor = a.role == Role::Supervisor,
+        "demo agent"
+    );
 }
 
 fn fresh_password() -> String {

@@ -7,10 +7,10 @@ mod demo;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use config::{AgentCommand, PlayerCommand, ServeArgs, Settings, StoreArgs};
+use config::{AccountRole, AgentCommand, PlayerCommand, ServeArgs, Settings, StoreArgs};
 use pitboss_cluster::memory::Hub;
 use pitboss_cluster::redis::{RedisBus, RedisLease, RedisOptions, RedisPresence};
-use pitboss_desk::accounts::{self, AccountError, NewAccount};
+use pitboss_desk::accounts::{self, AccountChanges, AccountError, NewAccount};
 use pitboss_desk::audit::{self, AuditAction, CLI_ACTOR};
 use pitboss_desk::{Desk, Shared};
 use pitboss_gateway::AppState;
@@ -353,10 +353,32 @@ where
     F: FnOnce(SharedStore) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let store = open_store(&args.data_dir, args.database_url.as_deref()).await?;
+    let database_url = match args.database_url {
+        Some(url) => Some(config::plain_database_url(url)?),
+        None => {
+            existing_database(&args.data_dir)?;
+            None
+        }
+    };
+    let store = open_store(&args.data_dir, database_url.as_deref()).await?;
     let result = command(store.clone()).await;
     store.shutdown().await;
     result
+}
+
+/// Refuses a data directory without a node's database: opening it would create an
+/// empty one, and a command given a mistyped `--data-dir` (or run from another
+/// directory than the node's) would then report success on data no node reads.
+/// Only `serve` creates the database.
+fn existing_database(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    if data_dir.join("pitboss.db").is_file() {
+        return Ok(());
+    }
+    bail!(
+        "no Pitboss database in {} (pitboss.db): give the data directory of a node \
+         (--data-dir), or start `pitboss serve` there once first",
+        data_dir.display()
+    )
 }
 
 /// `pitboss purge [--older-than-days N] [--audit-older-than-days M]` (at least one;
@@ -495,19 +517,11 @@ async fn run_agent(command: AgentCommand, store: SharedStore) -> anyhow::Result<
             // Checked before reading a password, so a typo fails at once.
             accounts::check_login(&login)?;
             let password = match (password, password_stdin) {
-                (_, true) => {
-                    let mut s = String::new();
-                    std::io::stdin().read_to_string(&mut s)?;
-                    s.trim_end_matches(['\n', '\r']).to_owned()
-                }
+                (_, true) => read_password()?,
                 (Some(p), false) => p,
                 (None, false) => bail!("give --password-stdin (or PITBOSS_AGENT_PASSWORD)"),
             };
-            let role = match (role, supervisor) {
-                (Some(role), _) => Role::from(role),
-                (None, true) => Role::Supervisor,
-                (None, false) => Role::Agent,
-            };
+            let role = chosen_role(role, supervisor).unwrap_or(Role::Agent);
             let new = NewAccount {
                 login: login.clone(),
                 name,
@@ -520,7 +534,45 @@ async fn run_agent(command: AgentCommand, store: SharedStore) -> anyhow::Result<
             let (_, existed) = accounts::create_or_replace(&*store, CLI_ACTOR, new)
                 .await
                 .map_err(cli_error)?;
-            println!("{} {login}", if existed { "updated" } else { "added" });
+            if existed {
+                println!(
+                    "replaced {login} (fields not given were reset to their defaults; \
+                     `pitboss agent update` changes only the fields given)"
+                );
+            } else {
+                println!("added {login}");
+            }
+        }
+        AgentCommand::Update {
+            login,
+            name,
+            role,
+            supervisor,
+            languages,
+            departments,
+            capacity,
+            password_stdin,
+        } => {
+            let changes = AccountChanges {
+                name,
+                role: chosen_role(role, supervisor),
+                languages: languages.as_deref().map(split_list),
+                departments: departments.as_deref().map(split_list),
+                capacity,
+                password: if password_stdin {
+                    Some(read_password()?)
+                } else {
+                    None
+                },
+            };
+            match accounts::update(&*store, CLI_ACTOR, &AgentId(login.clone()), changes).await {
+                Ok(_) => println!("updated {login}"),
+                Err(AccountError::NotFound) => bail!(
+                    "no account {login}: nothing changed (`pitboss agent list` shows the \
+                     logins, `pitboss agent add` creates one)"
+                ),
+                Err(e) => return Err(cli_error(e)),
+            }
         }
         AgentCommand::List => {
             for a in store.agents().await? {
@@ -544,6 +596,24 @@ async fn run_agent(command: AgentCommand, store: SharedStore) -> anyhow::Result<
         }
     }
     Ok(())
+}
+
+/// The role `--role` or `--supervisor` names, if either is given.
+fn chosen_role(role: Option<AccountRole>, supervisor: bool) -> Option<Role> {
+    match (role, supervisor) {
+        (Some(role), _) => Some(Role::from(role)),
+        (None, true) => Some(Role::Supervisor),
+        (None, false) => None,
+    }
+}
+
+/// A password from standard input, without the line break `echo` adds.
+fn read_password() -> anyhow::Result<String> {
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .context("reading the password from standard input")?;
+    Ok(s.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 /// A role as `pitboss agent list` prints it.

@@ -670,7 +670,9 @@ fn threads(pid: u32) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_flood_is_bounded() {
     let dir = tempdir();
-    let server = Server::start(dir.path(), &[]);
+    // From many addresses (through a trusted proxy), each within its own budget
+    // of failed logins.
+    let server = Server::start(dir.path(), &["--trusted-proxies", "127.0.0.1"]);
     server.add_agent("ayla", "en", "general", 1, false);
     let pid = server.pid();
     let before = threads(pid);
@@ -681,6 +683,7 @@ async fn a_login_flood_is_bounded() {
         async move {
             let r = http
                 .post(url)
+                .header("x-forwarded-for", format!("198.51.100.{n}"))
                 .json(&json!({"login": "ayla", "password": format!("wrong-{n}")}))
                 .send()
                 .await
@@ -715,4 +718,89 @@ async fn a_login_flood_is_bounded() {
     // The right password works once the flood is over.
     let token = server.login("ayla").await;
     assert!(!token.is_empty());
+}
+
+/// `POST /api/login` from `xff` (through a trusted proxy): its status, and its
+/// `Retry-After` if any.
+async fn login_from(server: &Server, xff: &str, password: &str) -> (u16, Option<u64>) {
+    let res = reqwest::Client::new()
+        .post(server.url("/api/login"))
+        .header("x-forwarded-for", xff)
+        .json(&json!({ "login": "ayla", "password": password }))
+        .send()
+        .await
+        .unwrap();
+    let retry = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    (res.status().as_u16(), retry)
+}
+
+/// Password guessing: an address that failed ten logins in a minute is refused
+/// (429, with when to try again) before any password check, the right one
+/// included; other addresses are not, and successful logins spend nothing, so a
+/// whole office behind one address signs in at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_are_limited_per_address_and_good_ones_are_not() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &["--trusted-proxies", "127.0.0.1"]);
+    server.add_agent("ayla", "en", "general", 2, false);
+    // Ten failures spend the budget; one attempt comes back every six seconds,
+    // so a slow machine may see one or two more checked before the refusal.
+    let mut failures = 0;
+    let retry = loop {
+        match login_from(&server, "198.51.100.1", "wrong-password").await {
+            (401, None) => failures += 1,
+            (429, retry) => break retry,
+            other => panic!("after {failures} failures: {other:?}"),
+        }
+        assert!(failures <= 12, "{failures} failed logins and no refusal");
+    };
+    assert!(failures >= 10, "refused after {failures} failures");
+    assert!(retry.is_some_and(|s| (1..=6).contains(&s)), "{retry:?}");
+    assert_eq!(
+        login_from(&server, "198.51.100.1", "secret-password")
+            .await
+            .0,
+        429,
+        "the right password is not even checked"
+    );
+    for i in 0..15 {
+        let got = login_from(&server, "198.51.100.2", "secret-password").await;
+        assert_eq!(got.0, 200, "office login {i}");
+    }
+    // One attempt's worth comes back after six seconds.
+    tokio::time::sleep(Duration::from_secs(retry.unwrap())).await;
+    assert_eq!(
+        login_from(&server, "198.51.100.1", "secret-password")
+            .await
+            .0,
+        200
+    );
+}
+
+/// A request whose body never arrives (headers sent, then one byte of a
+/// hundred) is answered 408 within the header timeout, and its socket closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_that_never_arrives_is_answered_and_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &["--hello-timeout-secs", "1"]);
+    let mut socket = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+    let head = "POST /api/login HTTP/1.1\r\nHost: pitboss\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{";
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(8), socket.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(read.is_ok(), "still open after 8 s: {answer}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    assert!(server.healthy().await);
 }

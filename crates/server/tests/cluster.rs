@@ -2325,3 +2325,69 @@ async fn a_node_that_stops_routing_reports_no_queue() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// PostgreSQL restarted (as for maintenance): every connection the node kept, the
+/// writer's and the idle readers', died with the old server. Once `/readyz` is 200
+/// again, the first write of each kind succeeds: a supervisor's transcript read
+/// (whose audit record goes through the writer), a message in an existing chat, and
+/// a new visitor's `start`. Each is the first write after its own restart, so each
+/// meets a writer connection that is already dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_writes_after_a_postgres_restart_succeed() {
+    let mut cluster = Cluster::start(Setup {
+        own_postgres: true,
+        ..Setup::nodes(1)
+    })
+    .await;
+    cluster.add_agent("ayla", 3, false);
+    cluster.add_agent("boss", 1, true);
+    let boss = cluster.login("boss").await;
+    let token = cluster.login("ayla").await;
+    let mut floor = Floor::new(vec![cluster.agent("ayla", &token, 0).await]);
+    let conv = floor.arrive(&cluster, 0, true).await;
+    floor.round(0).await;
+    floor.acked().await;
+
+    for step in ["transcript", "message", "start"] {
+        let pg = cluster.postgres.as_mut().unwrap();
+        pg.stop();
+        pg.start();
+        wait_ready(&cluster, 0, 200).await;
+        let back = Instant::now();
+        match step {
+            "transcript" => {
+                let path = format!("/api/conversations/{conv}/transcript");
+                let (status, body) = cluster.nodes[0].get(&path, &boss).await;
+                assert_eq!(
+                    status, 200,
+                    "the first transcript read after a restart: {body}"
+                );
+            }
+            "message" => {
+                let player = &mut floor.players[0];
+                let mark = player.mark();
+                assert!(player.say(&conv, "after-restart", "still here?").await);
+                let got = answer(player, mark, "after-restart", SETTLE).await;
+                let f = got.expect("an answer to the first message after a restart");
+                assert_eq!(f["type"], "ack", "the first message after a restart: {f}");
+            }
+            _ => {
+                let mut newcomer = cluster.visitor("newcomer", 0).await;
+                let f = start_once(&mut newcomer).await;
+                assert_eq!(f["type"], "resumed", "the first start after a restart: {f}");
+                let conversation = f["conversation"].as_str().unwrap().to_owned();
+                newcomer
+                    .wait_frame(0, "queued or no_agents", SETTLE, |f| {
+                        f["conversation"] == conversation.as_str()
+                            && (f["type"] == "queued" || f["type"] == "no_agents")
+                    })
+                    .await;
+            }
+        }
+        eprintln!(
+            "{step}: answered {:?} after /readyz was 200",
+            back.elapsed()
+        );
+    }
+    floor.verify(&cluster, &boss).await;
+}

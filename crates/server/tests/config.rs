@@ -3,7 +3,11 @@
 
 mod common;
 use common::*;
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flags_beat_environment_which_beats_the_file() {
@@ -212,4 +216,355 @@ async fn demo_agents_keep_a_given_password_across_starts() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(says), "{args:?}: {err}");
     }
+}
+
+/// How a `pitboss serve` run ended: refused at start (exit code, standard
+/// error), or listening (what it logged until then; the process is then killed).
+#[derive(Debug)]
+enum Start {
+    Refused(Option<i32>, String),
+    Listening(String),
+}
+
+/// Runs `pitboss serve --listen 127.0.0.1:0 --data-dir DIR ARGS…` with `env` on
+/// top of an environment without any `PITBOSS_*` setting these tests set, and
+/// waits at most 30 s for it to listen or exit.
+fn serve(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Start {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .env("RUST_LOG", "info");
+    for var in [
+        "PITBOSS_DEMO",
+        "PITBOSS_LOG",
+        "PITBOSS_LOG_FORMAT",
+        "PITBOSS_CONFIG",
+        "PGSSLMODE",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pitboss");
+    let log = Arc::new(Mutex::new(String::new()));
+    let readers = [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ]
+    .map(|stream| {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        })
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            for reader in readers {
+                reader.join().unwrap();
+            }
+            let text = log.lock().unwrap().clone();
+            return Start::Refused(status.code(), text);
+        }
+        let text = log.lock().unwrap().clone();
+        if text.contains("listening on") || Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Start::Listening(text);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `serve` with these settings must refuse to start with exit 1 and one `Error:`
+/// line saying `says`.
+#[track_caller]
+fn refused(dir: &Path, args: &[&str], env: &[(&str, &str)], says: &str) {
+    match serve(dir, args, env) {
+        Start::Refused(code, err) => {
+            assert_eq!(code, Some(1), "{args:?} {env:?}: {err}");
+            let line = err
+                .lines()
+                .find(|l| l.starts_with("Error: "))
+                .unwrap_or_else(|| panic!("{args:?} {env:?}: no error line: {err}"));
+            assert!(line.contains(says), "{args:?} {env:?}: {err}");
+        }
+        Start::Listening(log) => panic!("{args:?} {env:?} started:\n{log}"),
+    }
+}
+
+/// Whether a node started with these settings ran the demo.
+#[track_caller]
+fn runs_the_demo(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> bool {
+    match serve(dir, args, env) {
+        Start::Listening(log) => {
+            assert!(log.contains("listening on"), "{args:?} {env:?}: {log}");
+            log.contains("demo agent")
+        }
+        Start::Refused(code, err) => panic!("{args:?} {env:?} refused ({code:?}): {err}"),
+    }
+}
+
+/// The demo flag follows the rule of every setting: the flag, else the
+/// environment (true/false, 1/0, …), else the file; a `false` from the flag or
+/// the environment wins over the file's `true`.
+#[test]
+fn the_demo_setting_follows_flag_then_environment_then_file() {
+    let dir = tempdir();
+    let on = dir.path().join("demo-on.toml");
+    std::fs::write(&on, "demo = true\n").unwrap();
+    let off = dir.path().join("demo-off.toml");
+    std::fs::write(&off, "demo = false\n").unwrap();
+    let (on, off) = (on.to_str().unwrap(), off.to_str().unwrap());
+    for (args, env, demo) in [
+        (&["--config", on][..], &[][..], true),
+        (
+            &["--config", on][..],
+            &[("PITBOSS_DEMO", "false")][..],
+            false,
+        ),
+        (&["--config", on][..], &[("PITBOSS_DEMO", "0")][..], false),
+        (
+            &["--config", off][..],
+            &[("PITBOSS_DEMO", "true")][..],
+            true,
+        ),
+        (&[][..], &[("PITBOSS_DEMO", "1")][..], true),
+        (&[][..], &[("PITBOSS_DEMO", "false")][..], false),
+        (&["--demo"][..], &[("PITBOSS_DEMO", "false")][..], true),
+        (&["--config", on, "--demo=false"][..], &[][..], false),
+        (&["--config", off, "--demo"][..], &[][..], true),
+        (&[][..], &[][..], false),
+    ] {
+        // A fresh store each time: the demo creates its agents only where none exist.
+        let data = tempdir();
+        assert_eq!(
+            runs_the_demo(data.path(), args, env),
+            demo,
+            "{args:?} {env:?}"
+        );
+    }
+    // A value that is no boolean is a usage error, not a silent choice.
+    match serve(dir.path(), &[], &[("PITBOSS_DEMO", "maybe")]) {
+        Start::Refused(code, err) => assert_eq!(code, Some(2), "{err}"),
+        Start::Listening(log) => panic!("PITBOSS_DEMO=maybe started:\n{log}"),
+    }
+}
+
+/// The operator's own accounts that share a demo login (the README's `ayla` and
+/// `sam`) are left as they are by `--demo`, with a warning; the other demo
+/// agents are created with the demo password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_leaves_existing_accounts_as_they_are() {
+    let dir = tempdir();
+    let mut server = Server::start(dir.path(), &[]);
+    server.add_agent("sam", "en", "payments", 1, false);
+    server.kill();
+    server
+        .args
+        .extend(["--demo", "--demo-password", "demo-password"].map(String::from));
+    server.spawn();
+    // sam keeps the password, role, languages and departments given.
+    server.login("sam").await;
+    let out = Command::new(BIN)
+        .args(["agent", "list", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&out.stdout).into_owned();
+    let sam = list.lines().find(|l| l.starts_with("sam\t")).unwrap();
+    assert_eq!(
+        sam,
+        "sam\tAgent sam\tagent\tlanguages=en\tdepartments=payments\tcapacity=1"
+    );
+    assert!(list.contains("olga\tOlga\tagent"), "{list}");
+    let logs = server.logs();
+    assert!(
+        logs.contains("an account named sam exists already: left as it is")
+            && logs.contains("the demo password does not apply to it"),
+        "{logs}"
+    );
+    let res = reqwest::Client::new()
+        .post(server.url("/api/login"))
+        .json(&serde_json::json!({ "login": "olga", "password": "demo-password" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the demo password applies to olga");
+}
+
+/// Test keys, made for this test only (the private halves a casino keeps).
+const EC_PRIVATE: &str = r"-----BEGIN EC PRIVATE KEY-----
+MHcCAQEEIMZA+YjvPskE8bWDQODkNSNTko6dtyTDpjgEAyDgXLCXoAoGCCqGSM49
+AwEHoUQDQgAEojd1rW08p9KP6QThi3sA6NQv/vo5hyMkdzBGLhTPkIwdmzPLZb0F
+YhryM75pqpFQxaPhUv8hncHXZukXQaLKVA==
+-----END EC PRIVATE KEY-----
+";
+const RSA_PRIVATE: &str = r"-----BEGIN RSA PRIVATE KEY-----
+MIIEowIBAAKCAQEApAHu6zTjW1+W6b6EonKuvEHu4UUK4trOXT5tf7XIdr2IFf/V
+bAzSTq8ix12Tg6QmHNnaJDimL/5+0LjNbUBdDKCBmRDRG0qVV7QyFAB9d6Q5F8gJ
+mBTT6seOJZp9Z5f/xr9WlU/a7sBuTjTRdQP+yCZ6cfP/Mx5DXRPlbUbyCj3FtFw3
+/W/GbA1/igVjK4+TMlIBXKjy0n2x6Y2Dt5z30I9TX5DXdWcXi9QedVTYN3P5sw6X
+5/K9r71SvRbMp+TgVNc75TaGWyRoQYBkE0bRBRWp5+miFSdMoK7Kvdh7bOvD1AWc
+fuw9AW2/2Qxq/rwH0wdepHJk/19Z4UBra7vVNwIDAQABAoIBACEfQNSgoD/+XJiF
+QP0bwx1DBY7aJjotbVrYdj3CBSOx4E9tFPmW10xLw27W/6ko2AegmZUSGcH8mDjn
+8ZjcVE5uBe5XPpvP4rxNKIXwmWY1tNAQNpvPrQKv3Y3LlwL6aA4H62EJORJZq41A
+zoJe1bAvUTA9Ui9NL9aW45E/sDcP8nXfiaWud2CrH4QOeJ1hzdHZrcptuIY02bjA
+HJ4JvgNvX6X+Ug82rzVMLSGfw1gG2KroWX157KIcbS1G/sEMjVdAi5Kqh0UPDJHT
+IcTKrtzvKcBCXXamzC/kjCHeNZr7T7NBysloGl9c7//EIf1rRUDsmf5adWRvmyTe
+TIy3Cw0CgYEA4mkGRDsrg1zhq4mMyUCPOnwQHo+gGu1g54KTrij8gF0zZsif3ZFX
+mK8vTPAG6hIVwsRU2wksZQ5Wms2l37XQeHkV8JVP7pGSG3yJm10Akt7hoiubUs5J
+O3crUsyDRedKDKJ0zFldVD0rGHiUViKs4NJJPCs19lDSA7vH5OIwmgsCgYEAuXEc
+TZ3/k+B6058G2RxiAnkWrGFeFYeHbI2kxV/tsC/MyF1hXvsSnHIZ4IsoSp+uwp/o
+KQ2ODKeb3VG+PBAaJIhxIo36CGT1U/oIyiAdQ5ANKLcNZNVEbXfBusy4vjyWqvfb
+9KGjiDFuClhzBMQg0V9Yy1RVJYXns06mnnGRWQUCgYEAy/OHrZcPj3nv37I8nF4H
+p8tySdVfiGIlVOcPWWeabZeHYiN/vvvaSLQmi8v8roY0DAsH1XfiAfZ0lWaC8Y66
+iIuq89nM8z82uoPpAYc5qRQVdRyLAoDI/0RORnvsFOBQmCkPxbUKmYOweo7EMQNz
+b+J+DjFunsAXLz3Mx6Xp2hkCgYBUy/Q1SdpktHF183IeNWxb1SMZEC0Fi0PRz7NY
+zdTSjAkIVisAU67e+w36L6fs97fiJ1zx6NDb2IjdW1OyA2rw6bNSKbn7vK6yB9Od
+GbJIAscBpzLouNzhcbGUyahw1SPQaiaaZo9w56l58Zgmxch79S2VTKrizah1xbFL
+IoNkQQKBgF2DBj5bxrC0hY1zXK77POgZrfg28AidK5CnCmVplJrWhi5S1GOtxwzf
+W+KhPAnmCuVjjOB8Yr9N8r0mdRgDB5gGHeDIJki+iy1hajs2wzbSBCDhK28kJecC
+dUd5d3eBzbGRUrRTp0JhNuC05y3/cBh5ak9gvYKj9lFwDzo4ijAS
+-----END RSA PRIVATE KEY-----
+";
+
+/// RS256 and ES256 verify with the casino's public key: a node given the private
+/// key would refuse every token as "bad signature", so it refuses to start.
+#[test]
+fn a_private_player_token_key_is_refused_at_start() {
+    let dir = tempdir();
+    for (alg, pem) in [("ES256", EC_PRIVATE), ("RS256", RSA_PRIVATE)] {
+        let file = dir.path().join(format!("{alg}.pem"));
+        std::fs::write(&file, pem).unwrap();
+        refused(
+            dir.path(),
+            &[
+                "--player-token-alg",
+                alg,
+                "--player-token-key-file",
+                file.to_str().unwrap(),
+                "--player-token-issuer",
+                "casino",
+                "--player-token-audience",
+                "pitboss",
+            ],
+            &[],
+            "player-token key file holds a private key: give the public key instead",
+        );
+    }
+}
+
+/// A log format or filter the node cannot use is refused, from the flag, the
+/// environment or the file, rather than logging something else than asked.
+#[test]
+fn a_bad_log_setting_is_refused_at_start() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    for (name, text) in [
+        ("format.toml", "log_format = \"xml\"\n"),
+        ("filter.toml", "log = \"x=[[[\"\n"),
+    ] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let file = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (format_file, filter_file) = (file("format.toml"), file("filter.toml"));
+    for (args, env, says) in [
+        (
+            &["--log-format", "xml"][..],
+            &[][..],
+            "log-format must be text or json (got \"xml\")",
+        ),
+        (
+            &["--log-format", "JSON"][..],
+            &[][..],
+            "log-format must be text or json",
+        ),
+        (
+            &[][..],
+            &[("PITBOSS_LOG_FORMAT", "xml")][..],
+            "log-format must be text or json",
+        ),
+        (
+            &["--config", &format_file][..],
+            &[][..],
+            "log-format must be text or json",
+        ),
+        (
+            &["--log", "x=[[["][..],
+            &[][..],
+            "log: \"x=[[[\" is not a filter",
+        ),
+        (&[][..], &[("PITBOSS_LOG", "x=[[[")][..], "is not a filter"),
+        (&["--config", &filter_file][..], &[][..], "is not a filter"),
+    ] {
+        refused(&data, args, env, says);
+    }
+    // The documented values start.
+    for args in [
+        &["--log-format", "json", "--log", "pitboss_desk=debug,info"][..],
+        &["--log-format", "text"][..],
+    ] {
+        assert!(
+            matches!(serve(&data, args, &[]), Start::Listening(_)),
+            "{args:?}"
+        );
+    }
+}
+
+/// This build speaks plain TCP to Redis and PostgreSQL: a URL that demands TLS is
+/// refused at start with what to do instead, not by a driver's cryptic error.
+#[test]
+fn tls_urls_are_refused_at_start() {
+    let dir = tempdir();
+    let redis = "redis://127.0.0.1:1/0";
+    let postgres = "postgres://pitboss@127.0.0.1:1/pitboss";
+    let tls_postgres = format!("{postgres}?sslmode=require");
+    let redis_says = "TLS connections to Redis (rediss://) are not supported by this build: \
+                      keep the connection on a private network, or run a TLS tunnel";
+    let postgres_says = "TLS connections to PostgreSQL (sslmode=require) are not supported by \
+                         this build";
+    refused(
+        dir.path(),
+        &[
+            "--redis-url",
+            "rediss://127.0.0.1:1/0",
+            "--database-url",
+            postgres,
+        ],
+        &[],
+        redis_says,
+    );
+    refused(
+        dir.path(),
+        &["--redis-url", redis, "--database-url", &tls_postgres],
+        &[],
+        postgres_says,
+    );
+    refused(
+        dir.path(),
+        &["--redis-url", redis, "--database-url", postgres],
+        &[("PGSSLMODE", "verify-full")],
+        "(sslmode=verify-full) are not supported",
+    );
+    // The commands sharing the cluster's database refuse it the same way.
+    let out = Command::new(BIN)
+        .args(["agent", "list", "--database-url", &tls_postgres])
+        .env_remove("PGSSLMODE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(postgres_says),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

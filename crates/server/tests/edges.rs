@@ -666,4 +666,14 @@ async fn a_player_cannot_forge_lines_of_the_plain_text_transcript() {
         !text.contains("\nState: Closed"),
         "the name stays on its line: {text}"
     );
+
+    // The player's close is written in the server's own name: without theirs.
+    player
+        .send(json!({"type":"close","conversation":conv}))
+        .await;
+    let closed = ayla
+        .expect_where(|f| f["type"] == "message" && f["event"] == "closed")
+        .await;
+    assert_eq!(closed["text"], "The player closed the chat", "{closed}");
+    assert_eq!(closed["sender"]["role"], "system", "{closed}");
 }

@@ -7,6 +7,44 @@ use common::*;
 use serde_json::json;
 use std::time::Duration;
 
+/// A connection still sending its request's headers, or idle between requests,
+/// does not hold shutdown back until its header timeout: the node exits at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_does_not_wait_for_requests_that_never_finish_arriving() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempdir();
+    let mut server = Server::start(dir.path(), &[]);
+    let mut idle = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: pitboss\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 256];
+    let n = idle.read(&mut answer).await.unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    let mut half = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: pitboss\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let signalled = server.signal_term();
+    let status = server.wait_exit().await;
+    let took = signalled.elapsed();
+    assert!(
+        status.success(),
+        "exit status {status:?}\n{}",
+        server.logs()
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "shutdown took {took:?} with a request half sent (the header timeout is 10 s)"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_tells_clients_to_reconnect_and_exits_promptly_keeping_everything() {
     let dir = tempdir();

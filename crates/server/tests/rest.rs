@@ -251,6 +251,48 @@ async fn metrics_count_connections_entries_acks_and_queue_waits() {
     }
 }
 
+/// The console's page runs only its own code and is never framed by another
+/// site; API answers are never cached; the pretend casino exists only in the demo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_is_not_framed_api_answers_are_not_cached_and_the_demo_page_is_the_demos() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    let console = reqwest::get(server.url("/console")).await.unwrap();
+    assert_eq!(console.status(), 200);
+    let policy = console.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for part in [
+        "frame-ancestors 'none'",
+        "script-src 'self'",
+        "connect-src 'self'",
+    ] {
+        assert!(policy.contains(part), "{part} in {policy}");
+    }
+    assert_eq!(console.headers()["x-frame-options"], "DENY");
+
+    server.add_agent("sam", "en", "general", 1, true);
+    let token = server.login("sam").await;
+    let api = reqwest::Client::new()
+        .get(server.url("/api/departments"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 200);
+    assert_eq!(api.headers()["cache-control"], "no-store");
+    assert_eq!(api.headers()["x-content-type-options"], "nosniff");
+
+    let demo = reqwest::get(server.url("/demo/index.html")).await.unwrap();
+    assert_eq!(demo.status(), 404, "the demo page without --demo");
+    drop(server);
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &["--demo"]);
+    let demo = reqwest::get(server.url("/demo/index.html")).await.unwrap();
+    assert_eq!(demo.status(), 200, "the demo page with --demo");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rest_api_answers_cors_for_allowed_origins_only() {
     let dir = tempdir();

@@ -64,11 +64,15 @@
 //! configured, replicated), so an acknowledged write survives a crash of the database
 //! host. [`PostgresStore::synchronous_commit`] asks that connection what is in force.
 //!
-//! A connection that breaks fails its batch with `Unavailable` and is replaced for the
-//! next one; a broken batch is not retried. If it broke during COMMIT, the batch may
-//! have committed after all, unacknowledged and unreported: a client's resend then
-//! gets its original back as a duplicate, and a receiver that missed the entry sees
-//! the gap in sequence numbers and resumes from the store.
+//! A write connection found dead at the start of a batch (its `BEGIN` fails with an
+//! I/O error or a `FATAL`, as every kept connection does once after the database
+//! restarts) is replaced and the batch run once more: nothing of it was sent. Read
+//! connections are pinged before the pool hands them out. A connection that breaks
+//! later in a batch fails it with `Unavailable` and is replaced for the next one. A
+//! batch whose connection broke during COMMIT is never run again: it may have
+//! committed after all, unacknowledged and unreported: a client's resend then gets its
+//! original back as a duplicate, and a receiver that missed the entry sees the gap in
+//! sequence numbers and resumes from the store.
 
 use crate::queue::{
     audit_select, conversations_query, corrupt, db, from_db, kpi_query, read_marks, tag, to_db,
@@ -87,7 +91,8 @@ use pitboss_protocol::{
     PlayerCard, PlayerId, Role, Seq,
 };
 use sqlx::postgres::{
-    PgConnectOptions, PgConnection, PgExecutor, PgPool, PgPoolOptions, PgRow, Postgres,
+    PgConnectOptions, PgConnection, PgDatabaseError, PgExecutor, PgPool, PgPoolOptions, PgRow,
+    PgSeverity, Postgres,
 };
 use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Transaction};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -229,9 +234,14 @@ impl PostgresStore {
         let read_options = base
             .application_name(READER_APPLICATION_NAME)
             .options([("default_transaction_read_only", "on")]);
+        // `test_before_acquire` (sqlx's default, set here on purpose): an idle
+        // connection is pinged before it is handed out, one round trip per read,
+        // so connections that died with a database restart are replaced instead
+        // of failing the first reads after it.
         let reads = PgPoolOptions::new()
             .max_connections(options.read_connections.max(1))
             .acquire_timeout(CONNECT_TIMEOUT)
+            .test_before_acquire(true)
             .connect_with(read_options)
             .await
             .map_err(db)?;
@@ -698,6 +708,25 @@ fn is_retryable(e: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether `e` says the connection itself is gone, not that a statement failed: an
+/// I/O error (reset, closed, end of stream), a `FATAL` (or `PANIC`) from the server,
+/// which ends the session (`57P01` admin shutdown after a restart, `57P02`, `57P03`,
+/// a terminated backend), or a connection exception (class `08`).
+fn is_connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(d) => {
+            let fatal = d
+                .try_downcast_ref::<PgDatabaseError>()
+                .is_some_and(|pg| matches!(pg.severity(), PgSeverity::Fatal | PgSeverity::Panic));
+            fatal
+                || d.code()
+                    .is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
+        }
+        _ => false,
+    }
+}
+
 /// The writer task: owns this node's only write connection and commits queued writes
 /// in batches. Ends when the queue is closed and drained.
 struct Writer {
@@ -738,6 +767,9 @@ impl Writer {
         // Appends and creations run without savepoints until one of them fails
         // after writing; then the batch runs again with a savepoint around each.
         let mut guard_all = false;
+        // Whether the batch already ran again on a new connection because the
+        // one it found had died while idle (a database restart): once at most.
+        let mut reconnected = false;
         loop {
             let mut results = Vec::with_capacity(batch.len());
             let mut committed = Vec::new();
@@ -766,8 +798,23 @@ impl Writer {
                 }
                 Err(failure) => failure,
             };
+            let failure = match failure {
+                BatchFailure::Stale(e) if !reconnected => {
+                    // The connection was dead before the batch began: its BEGIN
+                    // failed, so nothing of the batch reached the server, let alone
+                    // a COMMIT. Dropped (no ROLLBACK on a dead connection); the batch
+                    // runs once more on a new one.
+                    self.conn = None;
+                    reconnected = true;
+                    tracing::info!(error = %e, writes = batch.len(), "write connection found dead; batch run on a new one");
+                    continue;
+                }
+                BatchFailure::Stale(e) => BatchFailure::Db(e),
+                failure => failure,
+            };
             self.abandon_transaction().await;
             let e = match failure {
+                BatchFailure::Stale(e) => e,
                 BatchFailure::Halfway(why) => {
                     tracing::debug!(error = %why, writes = batch.len(), "batch run again with savepoints");
                     guard_all = true;
@@ -835,10 +882,19 @@ impl Writer {
         committed: &mut Vec<(StoredEntry, u64)>,
         guard_all: bool,
     ) -> Result<(), BatchFailure> {
+        let reused = self.conn.is_some();
         let conn = self.connection().await?;
         // Explicit, whatever the database's default: the locking below relies on each
         // statement seeing what other nodes committed before it started.
-        exec(conn, "BEGIN ISOLATION LEVEL READ COMMITTED").await?;
+        if let Err(e) = exec(conn, "BEGIN ISOLATION LEVEL READ COMMITTED").await {
+            // A kept connection that is gone (the database restarted since the
+            // last batch) fails here, before anything of the batch was sent.
+            return Err(if reused && is_connection_lost(&e) {
+                BatchFailure::Stale(e)
+            } else {
+                BatchFailure::Db(e)
+            });
+        }
         // Every conversation this batch changes, locked now and in id order, so that
         // two nodes' batches never wait for each other in a cycle.
         let mut ids: Vec<String> = batch
@@ -957,6 +1013,11 @@ enum BatchFailure {
     /// The batch as a whole failed: run it again if retryable, else answer every
     /// write with the error.
     Db(sqlx::Error),
+    /// The connection kept from the last batch was already gone: BEGIN, the batch's
+    /// first statement, failed with a connection-level error
+    /// ([`is_connection_lost`]). Nothing of the batch was run, so it is run once
+    /// more on a new connection.
+    Stale(sqlx::Error),
     /// A write without a savepoint failed after it had written (or its statement
     /// aborted the transaction): run the batch again with savepoints. Why.
     Halfway(String),

@@ -129,10 +129,11 @@
 
   // Departments' display names in the console's language, else English, else the
   // tag itself (catalog kind "department").
-  var deptNames = {};
+  // Keyed by tags a player may pick ("__proto__" among them): no prototype.
+  var deptNames = Object.create(null);
   function loadDeptNames() {
     Promise.all([catalogOf("department", "en"), catalogOf("department", lang)]).then(function (r) {
-      deptNames = {};
+      deptNames = Object.create(null);
       r[0].concat(r[1]).forEach(function (i) { deptNames[i.key] = i.text; });
       renderOffers();
       renderQueue();
@@ -263,7 +264,7 @@
       show($("#live-section"), supervises(me));
       show($("#team-section"), supervises(me));
       show($("#depts-section"), supervises(me));
-      deptKpis = {};
+      deptKpis = Object.create(null);
       deptShown = null;
       show($("#catalog-section"), supervises(me));
       connect();
@@ -713,10 +714,10 @@
   // times; the others are counted in a note. One refresh at a time. Each card
   // shows chats started and answered; its button opens the other figures.
   var DEPT_MAX = 12;
-  var deptKpis = {}; // tag → Kpis, the last answer
+  var deptKpis = Object.create(null); // tag → Kpis, the last answer
   var deptShown = null; // the tags shown, in order; null before the first answer
   var deptTotal = 0;
-  var deptOpen = {}; // tag → true: its figures are open
+  var deptOpen = Object.create(null); // tag → true: its figures are open
   var deptLoading = false;
 
   function byDeptName(a, b) {

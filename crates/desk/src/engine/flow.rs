@@ -477,9 +477,7 @@ impl Desk {
             tracing::warn!(error = %e, "audit record not written: transcript not sent");
             Refusal(
                 ErrorCode::Overloaded,
-                format!(
-                    "the audit log cannot be written, so the transcript was not sent; retry ({e})"
-                ),
+                "the audit log cannot be written, so the transcript was not sent; retry".into(),
             )
         })
     }
@@ -545,7 +543,14 @@ impl Desk {
                 at: now_ms(),
             });
         }
-        let name = who.name.clone().unwrap_or_else(|| role_name(by).to_owned());
+        // A player's display name is theirs to choose: it never goes into a line
+        // the server writes in its own name (it could read "Pitboss: identity
+        // verified…"). Staff names are set by an admin.
+        let name = match by {
+            Role::Player => None,
+            _ => who.name.clone(),
+        }
+        .unwrap_or_else(|| role_name(by).to_owned());
         self.store
             .apply(Change {
                 conversation,

@@ -87,10 +87,15 @@ impl From<StoreError> for Refusal {
             // Only account writes meet this; no conversation path makes one.
             StoreError::LastAdmin => Refusal(ErrorCode::InvalidState, err.to_string()),
             StoreError::PlayerBusy => Refusal(ErrorCode::TooManyConversations, err.to_string()),
-            StoreError::Unavailable(e) => Refusal(
-                ErrorCode::Overloaded,
-                format!("storage unavailable: nothing was stored, retry ({e})"),
-            ),
+            // The database's own words stay in the log: they name hosts and
+            // internals no client should see.
+            StoreError::Unavailable(e) => {
+                tracing::debug!(error = %e, "refused: storage unavailable");
+                Refusal(
+                    ErrorCode::Overloaded,
+                    "storage unavailable: nothing was stored, retry".into(),
+                )
+            }
         }
     }
 }

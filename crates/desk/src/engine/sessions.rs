@@ -102,7 +102,7 @@ impl Desk {
                 "the password changed since this session began: log in again".into(),
             )),
             Ok(None) => Err(AuthError::Invalid("no such account".into())),
-            Err(e) => Err(AuthError::Unavailable(e.to_string())),
+            Err(e) => Err(store_unavailable(&e)),
         }
     }
 
@@ -118,7 +118,7 @@ impl Desk {
             .store
             .agent(&AgentId(login.to_owned()))
             .await
-            .map_err(|e| AuthError::Unavailable(e.to_string()))?;
+            .map_err(|e| store_unavailable(&e))?;
         // Verify against a fixed hash when the account does not exist, so timing
         // does not tell which logins exist.
         let hash = account
@@ -440,4 +440,11 @@ impl Desk {
     pub fn connection_count(&self) -> usize {
         self.conns.len()
     }
+}
+
+/// A session or login that cannot be checked now: the database's own words go to
+/// the log, the client gets a plain one.
+fn store_unavailable(err: &StoreError) -> AuthError {
+    tracing::warn!(error = %err, "cannot check a session or login: storage unavailable");
+    AuthError::Unavailable("storage unavailable: try again in a moment".into())
 }
