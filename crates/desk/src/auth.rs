@@ -621,53 +621,12 @@ mod tests {
             .is_err());
     }
 
-    /// Test keys, made for these tests only: an ES256 key pair (SEC1 and PKCS#8
-    /// private forms) and an RSA private key (PKCS#1).
-    const EC_PRIVATE_SEC1: &str = r"-----BEGIN EC PRIVATE KEY-----
-MHcCAQEEIMZA+YjvPskE8bWDQODkNSNTko6dtyTDpjgEAyDgXLCXoAoGCCqGSM49
-AwEHoUQDQgAEojd1rW08p9KP6QThi3sA6NQv/vo5hyMkdzBGLhTPkIwdmzPLZb0F
-YhryM75pqpFQxaPhUv8hncHXZukXQaLKVA==
------END EC PRIVATE KEY-----
-";
-    const EC_PRIVATE_PKCS8: &str = r"-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgxkD5iO8+yQTxtYNA
-4OQ1I1OSjp23JMOmOAQDIOBcsJehRANCAASiN3WtbTyn0o/pBOGLewDo1C/++jmH
-IyR3MEYuFM+QjB2bM8tlvQViGvIzvmmqkVDFo+FS/yGdwddm6RdBospU
------END PRIVATE KEY-----
-";
-    const EC_PUBLIC: &str = r"-----BEGIN PUBLIC KEY-----
-MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEojd1rW08p9KP6QThi3sA6NQv/vo5
-hyMkdzBGLhTPkIwdmzPLZb0FYhryM75pqpFQxaPhUv8hncHXZukXQaLKVA==
------END PUBLIC KEY-----
-";
-    const RSA_PRIVATE_PKCS1: &str = r"-----BEGIN RSA PRIVATE KEY-----
-MIIEowIBAAKCAQEApAHu6zTjW1+W6b6EonKuvEHu4UUK4trOXT5tf7XIdr2IFf/V
-bAzSTq8ix12Tg6QmHNnaJDimL/5+0LjNbUBdDKCBmRDRG0qVV7QyFAB9d6Q5F8gJ
-mBTT6seOJZp9Z5f/xr9WlU/a7sBuTjTRdQP+yCZ6cfP/Mx5DXRPlbUbyCj3FtFw3
-/W/GbA1/igVjK4+TMlIBXKjy0n2x6Y2Dt5z30I9TX5DXdWcXi9QedVTYN3P5sw6X
-5/K9r71SvRbMp+TgVNc75TaGWyRoQYBkE0bRBRWp5+miFSdMoK7Kvdh7bOvD1AWc
-fuw9AW2/2Qxq/rwH0wdepHJk/19Z4UBra7vVNwIDAQABAoIBACEfQNSgoD/+XJiF
-QP0bwx1DBY7aJjotbVrYdj3CBSOx4E9tFPmW10xLw27W/6ko2AegmZUSGcH8mDjn
-8ZjcVE5uBe5XPpvP4rxNKIXwmWY1tNAQNpvPrQKv3Y3LlwL6aA4H62EJORJZq41A
-zoJe1bAvUTA9Ui9NL9aW45E/sDcP8nXfiaWud2CrH4QOeJ1hzdHZrcptuIY02bjA
-HJ4JvgNvX6X+Ug82rzVMLSGfw1gG2KroWX157KIcbS1G/sEMjVdAi5Kqh0UPDJHT
-IcTKrtzvKcBCXXamzC/kjCHeNZr7T7NBysloGl9c7//EIf1rRUDsmf5adWRvmyTe
-TIy3Cw0CgYEA4mkGRDsrg1zhq4mMyUCPOnwQHo+gGu1g54KTrij8gF0zZsif3ZFX
-mK8vTPAG6hIVwsRU2wksZQ5Wms2l37XQeHkV8JVP7pGSG3yJm10Akt7hoiubUs5J
-O3crUsyDRedKDKJ0zFldVD0rGHiUViKs4NJJPCs19lDSA7vH5OIwmgsCgYEAuXEc
-TZ3/k+B6058G2RxiAnkWrGFeFYeHbI2kxV/tsC/MyF1hXvsSnHIZ4IsoSp+uwp/o
-KQ2ODKeb3VG+PBAaJIhxIo36CGT1U/oIyiAdQ5ANKLcNZNVEbXfBusy4vjyWqvfb
-9KGjiDFuClhzBMQg0V9Yy1RVJYXns06mnnGRWQUCgYEAy/OHrZcPj3nv37I8nF4H
-p8tySdVfiGIlVOcPWWeabZeHYiN/vvvaSLQmi8v8roY0DAsH1XfiAfZ0lWaC8Y66
-iIuq89nM8z82uoPpAYc5qRQVdRyLAoDI/0RORnvsFOBQmCkPxbUKmYOweo7EMQNz
-b+J+DjFunsAXLz3Mx6Xp2hkCgYBUy/Q1SdpktHF183IeNWxb1SMZEC0Fi0PRz7NY
-zdTSjAkIVisAU67e+w36L6fs97fiJ1zx6NDb2IjdW1OyA2rw6bNSKbn7vK6yB9Od
-GbJIAscBpzLouNzhcbGUyahw1SPQaiaaZo9w56l58Zgmxch79S2VTKrizah1xbFL
-IoNkQQKBgF2DBj5bxrC0hY1zXK77POgZrfg28AidK5CnCmVplJrWhi5S1GOtxwzf
-W+KhPAnmCuVjjOB8Yr9N8r0mdRgDB5gGHeDIJki+iy1hajs2wzbSBCDhK28kJecC
-dUd5d3eBzbGRUrRTp0JhNuC05y3/cBh5ak9gvYKj9lFwDzo4ijAS
------END RSA PRIVATE KEY-----
-";
+    /// Test keys, made for these tests only: private keys in the three PEM forms
+    /// a casino might hand over by mistake, and an ES256 key pair.
+    const EC_PRIVATE_SEC1: &str = include_str!("../tests/fixtures/es256-private-sec1.pem");
+    const EC_PRIVATE_PKCS8: &str = include_str!("../tests/fixtures/es256-private.pem");
+    const EC_PUBLIC: &str = include_str!("../tests/fixtures/es256-public.pem");
+    const RSA_PRIVATE_PKCS1: &str = include_str!("../tests/fixtures/rs256-private-pkcs1.pem");
 
     const SECRET: &[u8] = b"a-shared-secret-of-at-least-32-bytes";
 

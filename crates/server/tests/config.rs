@@ -402,40 +402,8 @@ async fn the_demo_leaves_existing_accounts_as_they_are() {
 }
 
 /// Test keys, made for this test only (the private halves a casino keeps).
-const EC_PRIVATE: &str = r"-----BEGIN EC PRIVATE KEY-----
-MHcCAQEEIMZA+YjvPskE8bWDQODkNSNTko6dtyTDpjgEAyDgXLCXoAoGCCqGSM49
-AwEHoUQDQgAEojd1rW08p9KP6QThi3sA6NQv/vo5hyMkdzBGLhTPkIwdmzPLZb0F
-YhryM75pqpFQxaPhUv8hncHXZukXQaLKVA==
------END EC PRIVATE KEY-----
-";
-const RSA_PRIVATE: &str = r"-----BEGIN RSA PRIVATE KEY-----
-MIIEowIBAAKCAQEApAHu6zTjW1+W6b6EonKuvEHu4UUK4trOXT5tf7XIdr2IFf/V
-bAzSTq8ix12Tg6QmHNnaJDimL/5+0LjNbUBdDKCBmRDRG0qVV7QyFAB9d6Q5F8gJ
-mBTT6seOJZp9Z5f/xr9WlU/a7sBuTjTRdQP+yCZ6cfP/Mx5DXRPlbUbyCj3FtFw3
-/W/GbA1/igVjK4+TMlIBXKjy0n2x6Y2Dt5z30I9TX5DXdWcXi9QedVTYN3P5sw6X
-5/K9r71SvRbMp+TgVNc75TaGWyRoQYBkE0bRBRWp5+miFSdMoK7Kvdh7bOvD1AWc
-fuw9AW2/2Qxq/rwH0wdepHJk/19Z4UBra7vVNwIDAQABAoIBACEfQNSgoD/+XJiF
-QP0bwx1DBY7aJjotbVrYdj3CBSOx4E9tFPmW10xLw27W/6ko2AegmZUSGcH8mDjn
-8ZjcVE5uBe5XPpvP4rxNKIXwmWY1tNAQNpvPrQKv3Y3LlwL6aA4H62EJORJZq41A
-zoJe1bAvUTA9Ui9NL9aW45E/sDcP8nXfiaWud2CrH4QOeJ1hzdHZrcptuIY02bjA
-HJ4JvgNvX6X+Ug82rzVMLSGfw1gG2KroWX157KIcbS1G/sEMjVdAi5Kqh0UPDJHT
-IcTKrtzvKcBCXXamzC/kjCHeNZr7T7NBysloGl9c7//EIf1rRUDsmf5adWRvmyTe
-TIy3Cw0CgYEA4mkGRDsrg1zhq4mMyUCPOnwQHo+gGu1g54KTrij8gF0zZsif3ZFX
-mK8vTPAG6hIVwsRU2wksZQ5Wms2l37XQeHkV8JVP7pGSG3yJm10Akt7hoiubUs5J
-O3crUsyDRedKDKJ0zFldVD0rGHiUViKs4NJJPCs19lDSA7vH5OIwmgsCgYEAuXEc
-TZ3/k+B6058G2RxiAnkWrGFeFYeHbI2kxV/tsC/MyF1hXvsSnHIZ4IsoSp+uwp/o
-KQ2ODKeb3VG+PBAaJIhxIo36CGT1U/oIyiAdQ5ANKLcNZNVEbXfBusy4vjyWqvfb
-9KGjiDFuClhzBMQg0V9Yy1RVJYXns06mnnGRWQUCgYEAy/OHrZcPj3nv37I8nF4H
-p8tySdVfiGIlVOcPWWeabZeHYiN/vvvaSLQmi8v8roY0DAsH1XfiAfZ0lWaC8Y66
-iIuq89nM8z82uoPpAYc5qRQVdRyLAoDI/0RORnvsFOBQmCkPxbUKmYOweo7EMQNz
-b+J+DjFunsAXLz3Mx6Xp2hkCgYBUy/Q1SdpktHF183IeNWxb1SMZEC0Fi0PRz7NY
-zdTSjAkIVisAU67e+w36L6fs97fiJ1zx6NDb2IjdW1OyA2rw6bNSKbn7vK6yB9Od
-GbJIAscBpzLouNzhcbGUyahw1SPQaiaaZo9w56l58Zgmxch79S2VTKrizah1xbFL
-IoNkQQKBgF2DBj5bxrC0hY1zXK77POgZrfg28AidK5CnCmVplJrWhi5S1GOtxwzf
-W+KhPAnmCuVjjOB8Yr9N8r0mdRgDB5gGHeDIJki+iy1hajs2wzbSBCDhK28kJecC
-dUd5d3eBzbGRUrRTp0JhNuC05y3/cBh5ak9gvYKj9lFwDzo4ijAS
------END RSA PRIVATE KEY-----
-";
+const EC_PRIVATE: &str = include_str!("../../desk/tests/fixtures/es256-private-sec1.pem");
+const RSA_PRIVATE: &str = include_str!("../../desk/tests/fixtures/rs256-private-pkcs1.pem");
 
 /// RS256 and ES256 verify with the casino's public key: a node given the private
 /// key would refuse every token as "bad signature", so it refuses to start.
