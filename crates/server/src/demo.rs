@@ -1,9 +1,9 @@
 //! `pitboss serve --demo`: demo agents in two languages, a supervisor, and canned
 //! replies and close reasons in every shipped language, so a new user sees the
-//! whole thing in a minute. The password is fresh at every start and logged,
-//! unless one is given (`--demo-password`, for several nodes on one store). It
-//! applies to the demo agents created at this start: accounts that exist already,
-//! the operator's own or an earlier demo's, are never changed.
+//! whole thing in a minute. The password is made at the first demo start and kept
+//! in the store, so every start and every node on that store logs the same one,
+//! unless one is given (`--demo-password`). Accounts that exist already are never
+//! changed: an earlier demo's still take the password, the operator's own do not.
 
 use pitboss_desk::auth::{hash_password, verify_password};
 use pitboss_protocol::{AgentId, Role};
@@ -113,19 +113,34 @@ const REASONS: &[(&str, &str, &str)] = &[
 /// `sam`), whose password, languages and departments the demo must not rewrite.
 pub(crate) async fn prepare(store: &dyn Store, password: Option<&str>) -> anyhow::Result<()> {
     let given = password.is_some();
-    let password = password.map_or_else(fresh_password, str::to_owned);
+    let password = match password {
+        Some(p) => p.to_owned(),
+        // Kept in the store: a restart, or another node, logs the password that
+        // the demo accounts made earlier still take.
+        None => {
+            let kept = store
+                .secret("demo_password", fresh_password().into_bytes())
+                .await?;
+            String::from_utf8(kept)
+                .map_err(|_| anyhow::anyhow!("the stored demo password is not text"))?
+        }
+    };
+    let shown = if given {
+        "(as given)"
+    } else {
+        password.as_str()
+    };
     let hash = hash_password(&password).map_err(|e| anyhow::anyhow!(e))?;
     for a in AGENTS {
         match store.agent(&AgentId(a.login.into())).await? {
             None => {
                 store.put_agent(demo_account(a, hash.clone())).await?;
-                log_demo_agent(a, if given { "(as given)" } else { &password });
+                log_demo_agent(a, shown);
             }
-            // The account a demo node made earlier with the same given password (a
-            // node of a demo cluster restarting): it is the demo's, and the
-            // password logged still applies.
-            Some(old) if given && verify_password(&password, &old.password_hash) => {
-                log_demo_agent(a, "(as given)");
+            // The account an earlier demo start made with this password (a restart,
+            // another node on the store): the password logged still applies.
+            Some(old) if verify_password(&password, &old.password_hash) => {
+                log_demo_agent(a, shown);
             }
             Some(_) => tracing::warn!(
                 login = a.login,

@@ -401,6 +401,40 @@ async fn the_demo_leaves_existing_accounts_as_they_are() {
     assert_eq!(res.status(), 200, "the demo password applies to olga");
 }
 
+/// The passwords the demo logged for `login`, oldest first.
+fn demo_passwords(logs: &str, login: &str) -> Vec<String> {
+    logs.lines()
+        .filter(|l| l.contains("demo agent") && l.contains(&format!("login=\"{login}\"")))
+        .filter_map(|l| l.split("password=").nth(1)?.split_whitespace().next())
+        .map(|p| p.trim_matches('"').to_owned())
+        .collect()
+}
+
+/// Without `--demo-password`, the demo's password is made at the first start and
+/// kept: a restart logs the same one, and the demo accounts still take it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_password_is_kept_across_starts() {
+    let dir = tempdir();
+    let mut server = Server::start(dir.path(), &["--demo"]);
+    server.kill();
+    server.spawn();
+    let logged = demo_passwords(&server.logs(), "ayla");
+    assert_eq!(logged.len(), 2, "{}", server.logs());
+    assert_eq!(logged[0], logged[1], "the same password at both starts");
+    assert!(logged[0].starts_with("demo-"), "{logged:?}");
+    let res = reqwest::Client::new()
+        .post(server.url("/api/login"))
+        .json(&serde_json::json!({ "login": "ayla", "password": logged[1] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        200,
+        "the password logged at the restart logs in"
+    );
+}
+
 /// Test keys, made for this test only (the private halves a casino keeps).
 const EC_PRIVATE: &str = include_str!("../../desk/tests/fixtures/es256-private-sec1.pem");
 const RSA_PRIVATE: &str = include_str!("../../desk/tests/fixtures/rs256-private-pkcs1.pem");
