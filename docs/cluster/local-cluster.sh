@@ -474,8 +474,8 @@ cmd_start() {
   say "  database        $database_url"
   say "  state and logs  $dir (cluster.env, node1.log ... node$NODES.log, nginx/logs/)"
   if ((demo)); then
-    # The first node creates the demo accounts, with its own password unless one
-    # is given (--demo-password); the others leave existing accounts as they are.
+    # The first node creates the demo accounts and keeps their password in the
+    # store (unless one is given with --demo-password); every node logs it.
     local password
     if ((given)); then
       password="the one given with --demo-password"
