@@ -45,7 +45,13 @@ impl Masker {
             .map(|p| p.as_ref().trim_end_matches('\r'))
             .filter(|p| !p.trim().is_empty())
             .map(|p| {
-                let re = Regex::new(p).map_err(|e| format!("mask pattern {p:?}: {e}"))?;
+                let re = Regex::new(p).map_err(|e| {
+                    // The parser's text draws the pattern with a caret over
+                    // several lines; its last line says what is wrong.
+                    let text = e.to_string();
+                    let why = text.lines().last().unwrap_or_default().trim().to_owned();
+                    format!("mask pattern {p:?}: {why}")
+                })?;
                 if re.is_match("") {
                     return Err(format!(
                         "mask pattern {p:?} matches empty text: it must match at least one character"

@@ -517,13 +517,31 @@ fn ms(secs: f64, what: &str) -> anyhow::Result<u64> {
     Ok((secs * 1000.0).round() as u64)
 }
 
+/// A TOML error on one line, as every start-up error is: where, then what.
+fn toml_error(text: &str, err: &toml::de::Error) -> String {
+    let what = err
+        .message()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    match err.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {what}")
+        }
+        None => what,
+    }
+}
+
 impl Settings {
     pub(crate) fn load(args: ServeArgs) -> anyhow::Result<Self> {
         let file: FileSettings = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading {}", path.display()))?;
-                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+                toml::from_str(&text).map_err(|e| {
+                    anyhow::anyhow!("parsing {}: {}", path.display(), toml_error(&text, &e))
+                })?
             }
             None => FileSettings::default(),
         };

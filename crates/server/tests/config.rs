@@ -64,9 +64,23 @@ fn a_bad_configuration_is_refused_with_a_clear_message() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("ofer_timeout_secs"),
-        "names the unknown key: {err}"
+        err.contains("ofer_timeout_secs") && err.contains("line 2"),
+        "names the unknown key and its line: {err}"
     );
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+
+    // A pattern the regular-expression parser refuses: one line too.
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--mask-pattern", "x["])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("mask pattern \"x[\""), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
 
     let out = Command::new(BIN)
         .args([
