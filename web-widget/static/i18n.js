@@ -51,6 +51,7 @@
     ["joined", /^(.+) answered your message$/, "ev_answered"],
     ["joined", /^(.+) took over the chat$/, "ev_took_over"],
     ["closed", /^The player left before an agent was free\.$/, "ev_abandoned"],
+    ["closed", /^The player closed the chat$/, "ev_closed_player"],
     ["closed", /^(?:The player|The agent|A supervisor|Pitboss) closed the chat$/, "ev_closed"],
     ["closed", /^(.+) closed the chat$/, "ev_closed_by"],
     ["transfer_requested", /^You are being transferred to (.+)\. Your/, "ev_transfer"],

@@ -895,6 +895,8 @@ describe("the console in Azerbaijani and Russian at 1280 px, across reloads and 
       await server.wait("the figures are shown", () => page.locator('#kpis [data-kpi="kpi_wait"] dd', { hasText: "59:59" }).waitFor());
     }
     assert.deepEqual(await kpiOverflow(olga), [], "Azerbaijani, an agent's own figures");
+    const rating = await olga.locator('#kpis [data-kpi="kpi_satisfaction"] dd').textContent();
+    assert.ok(rating.startsWith("4,3"), `a decimal comma in Azerbaijani: ${rating}`);
     const member = sam.locator('#team li[data-agent="olga"]');
     await member.getByRole("button", { name: fill(ru.team_kpis_of, { name: "Olga" }) }).click();
     await server.wait("olga's figures are shown in her card", () => member.locator('[data-kpi="kpi_wait"] dd', { hasText: "59:59" }).waitFor());

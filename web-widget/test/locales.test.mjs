@@ -34,8 +34,9 @@ const placeholders = (s) => [...s.matchAll(/\{(\w+)\}/g)].map((m) => m[1]).sort(
 /** Keys the code looks up: t("key"), the message states, data-i18n attributes, event keys. */
 // Event keys a namespace may leave out: the event then reads as the next pattern
 // of the same event (the widget, within its size budget, says "your agent was
-// disconnected" for a sign-off too).
-const OPTIONAL = { widget: ["ev_signed_off"], console: [] };
+// disconnected" for a sign-off too, and "the chat was closed" to the player who
+// closed it).
+const OPTIONAL = { widget: ["ev_signed_off", "ev_closed_player"], console: [] };
 
 function usedKeys(ns) {
   const files = ns === "widget" ? ["widget.js"] : ["console/console.js", "console/index.html"];
@@ -121,4 +122,7 @@ test("server events are put into the reader's language", () => {
   const desk = i18n.translator("console", "tr");
   assert.equal(i18n.eventText({ kind: "event", event: "requeued", text: signedOff }, desk), dicts.console.tr.ev_signed_off);
   assert.equal(i18n.eventText({ kind: "event", event: "requeued", text: "Your agent was disconnected; you are first in line for the next one." }, desk), dicts.console.tr.ev_requeued);
+  // Agents are told the player closed the chat; the player, who did, is not.
+  assert.equal(i18n.eventText({ kind: "event", event: "closed", text: "The player closed the chat" }, desk), "Oyuncu sohbeti kapattı");
+  assert.equal(i18n.eventText({ kind: "event", event: "closed", text: "Sam closed the chat" }, desk), "Sam sohbeti kapattı");
 });

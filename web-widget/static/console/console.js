@@ -696,7 +696,7 @@
       ["kpi_wait", spread(k.wait_ms)],
       ["kpi_first_response", spread(k.first_response_ms)],
       ["kpi_resolution", spread(k.resolution_ms)],
-      ["kpi_satisfaction", sat.rated ? t("kpi_rating", { mean: sat.mean.toFixed(1), count: sat.rated }) : none],
+      ["kpi_satisfaction", sat.rated ? t("kpi_rating", { mean: decimal(sat.mean), count: sat.rated }) : none],
       ["kpi_abandoned", String((k.conversations || {}).abandoned || 0)]
     ];
     clear(dl);
@@ -1633,6 +1633,13 @@
   function agentName(id) {
     for (var i = 0; i < agents.length; i++) if (agents[i].id === id) return agents[i].name;
     return id;
+  }
+  // One decimal, with the console's language's separator: English writes "4.0";
+  // Turkish, Azerbaijani and Russian write "4,0" (Chromium has no number data for
+  // Azerbaijani, so it is not asked).
+  function decimal(x) {
+    var s = x.toFixed(1);
+    return lang === "en" ? s : s.replace(".", ",");
   }
   // `up`: rounded up, for a bound ("90 % within"), which must stay true.
   function duration(ms, up) {

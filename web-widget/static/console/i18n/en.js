@@ -126,6 +126,7 @@ Pitboss.i18n.add("console", "en", {
   ev_answered: "{name} answered the offline message",
   ev_took_over: "{name} took over the chat",
   ev_closed: "The chat was closed",
+  ev_closed_player: "The player closed the chat",
   ev_closed_by: "{name} closed the chat",
   ev_abandoned: "The player left before an agent was free.",
   ev_transfer: "Transfer to {name} requested (the player is told).",
