@@ -210,6 +210,7 @@ async fn build(new: NewAccount) -> Result<AgentAccount, AccountError> {
         departments,
         capacity: new.capacity,
         created_at: now_ms(),
+        sessions_ended_at: 0,
     })
 }
 

@@ -91,13 +91,14 @@ impl Keys {
     }
 
     /// A session token for agent `login`, valid until `expires_ms` (Unix ms), and
-    /// only while the account's password hash is `password_hash`: a new password
-    /// ends every session issued before it.
-    pub fn agent_token(&self, login: &str, expires_ms: u64, password_hash: &str) -> String {
+    /// only while the account's credential (`AgentAccount::credential`: its
+    /// password hash and last sign-out) is `credential`: a new password or a
+    /// sign-out ends every session issued before it.
+    pub fn agent_token(&self, login: &str, expires_ms: u64, credential: &str) -> String {
         let payload = format!(
             "a1.{}.{expires_ms}.{}",
             B64.encode(login),
-            self.credential_mark(password_hash)
+            self.credential_mark(credential)
         );
         let sig = Self::sign(&self.agent, &payload);
         format!("{payload}.{sig}")
@@ -106,18 +107,19 @@ impl Keys {
     /// Bytes of the credential MAC a session token carries.
     const MARK_BYTES: usize = 12;
 
-    /// The keyed hash of a password hash that a session token carries a part of:
-    /// enough to tell a changed password, nothing that helps guess one.
-    fn credential_mac(&self, password_hash: &str) -> HmacSha256 {
+    /// The keyed hash of a credential (a password hash, and when the account
+    /// last signed out) that a session token carries a part of: enough to tell
+    /// a changed password or a sign-out, nothing that helps guess a password.
+    fn credential_mac(&self, credential: &str) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.agent).expect("HMAC takes keys of any size");
         mac.update(b"credential\n");
-        mac.update(password_hash.as_bytes());
+        mac.update(credential.as_bytes());
         mac
     }
 
-    /// The mark a session token issued under `password_hash` carries.
-    fn credential_mark(&self, password_hash: &str) -> String {
-        let full = self.credential_mac(password_hash).finalize().into_bytes();
+    /// The mark a session token issued under `credential` carries.
+    fn credential_mark(&self, credential: &str) -> String {
+        let full = self.credential_mac(credential).finalize().into_bytes();
         B64.encode(&full[..Self::MARK_BYTES])
     }
 
@@ -156,11 +158,11 @@ impl Keys {
     }
 
     /// Whether a session's `mark` (from [`Keys::check_agent`]) was issued under
-    /// this password hash (compared in constant time).
-    pub fn same_credential(&self, mark: &str, password_hash: &str) -> bool {
+    /// this credential (compared in constant time).
+    pub fn same_credential(&self, mark: &str, credential: &str) -> bool {
         match B64.decode(mark) {
             Ok(bytes) if bytes.len() == Self::MARK_BYTES => self
-                .credential_mac(password_hash)
+                .credential_mac(credential)
                 .verify_truncated_left(&bytes)
                 .is_ok(),
             _ => false,

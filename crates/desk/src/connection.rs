@@ -111,8 +111,8 @@ pub(crate) struct ConnShared {
     /// An agent connection's role as of its `hello` (`None` for players): what
     /// the connection may do follows it, so a change of role closes it.
     pub(crate) role: Option<pitboss_protocol::Role>,
-    /// An agent connection's password hash as of its `hello`: a new password
-    /// closes it.
+    /// An agent connection's credential (password hash and last sign-out) as
+    /// of its `hello`: a new password or a sign-out closes it.
     pub(crate) credential: Option<String>,
     /// Bounded: a client that does not read cannot grow the server's memory.
     pub(crate) tx: mpsc::Sender<Outbound>,

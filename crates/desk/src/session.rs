@@ -31,8 +31,9 @@ pub enum Session {
         /// The account's role, as it was when the connection said `hello`: what
         /// it may do is [`crate::permissions::allows`] of it.
         role: Role,
-        /// The account's password hash as it was at `hello`: a new password ends
-        /// the connection as it ends the session.
+        /// The account's credential (`AgentAccount::credential`) as it was at
+        /// `hello`: a new password or a sign-out ends the connection as it ends
+        /// the session.
         credential: String,
     },
 }

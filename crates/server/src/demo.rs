@@ -184,6 +184,7 @@ fn demo_account(a: &DemoAgent, hash: String) -> AgentAccount {
         departments: a.departments.iter().map(|s| s.to_string()).collect(),
         capacity: 3,
         created_at: now_ms(),
+        sessions_ended_at: 0,
     }
 }
 

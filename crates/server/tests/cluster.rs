@@ -1654,7 +1654,8 @@ async fn a_chat_whose_agent_was_removed_while_the_cluster_was_down_is_requeued()
 }
 
 /// An agent with consoles on two nodes signs out on one: both close with 4003,
-/// and the chat they owned goes back to the queue at once, for another agent.
+/// the chat they owned goes back to the queue at once, for another agent, and
+/// their session token is refused on both nodes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signing_out_on_one_node_closes_every_console_and_hands_the_chats_back() {
     let cluster = Cluster::start(Setup::nodes(2)).await;
@@ -1697,6 +1698,17 @@ async fn signing_out_on_one_node_closes_every_console_and_hands_the_chats_back()
         .map(|e| &e["detail"]["reason"])
         .collect();
     assert_eq!(reasons, [&json!("signed_out")], "{detail}");
+
+    // The session itself ended, on every node: the token is refused everywhere.
+    for node in 0..2 {
+        let res = reqwest::Client::new()
+            .get(format!("http://{}/api/me", cluster.addr(node)))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("GET /api/me");
+        assert_eq!(res.status(), 401, "node {node}");
+    }
 }
 
 /// Whether an agent got a definite answer about `conversation` after `since`:

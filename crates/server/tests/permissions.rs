@@ -581,6 +581,79 @@ async fn a_new_password_ends_the_accounts_sessions() {
     assert_eq!(res.status(), 200, "the new password logs in");
 }
 
+/// Signing out ends every session of the agent, not only the connections open
+/// then: a token from another browser, or a copy of the one signed out with, is
+/// refused over REST and in `hello` afterwards. Logging in again works, and the
+/// other accounts' sessions are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_ends_every_session_of_the_agent() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    server.add_agent("ayla", "en", "general", 2, false);
+    server.add_agent("boris", "en", "general", 2, false);
+    let other_browser = server.login("ayla").await;
+    let boris_t = server.login("boris").await;
+    let mut console = server.agent("ayla").await;
+    assert_eq!(server.get("/api/me", &other_browser).await.0, 200);
+
+    console.send(json!({"type":"sign_out"})).await;
+    assert_eq!(console.expect_close().await, Some(4003));
+    let (status, body) = server.get("/api/me", &other_browser).await;
+    assert_eq!(status, 401, "{body}");
+    let mut again = Client::connect(&server.addr).await;
+    again
+        .send(json!({"type":"hello","protocol":1,"auth":{"kind":"agent","token":other_browser}}))
+        .await;
+    let refused = again.expect("error").await;
+    assert_eq!(refused["code"], "unauthorized", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("signed out"),
+        "{refused}"
+    );
+    assert_eq!(again.expect_close().await, Some(4001));
+
+    assert_eq!(
+        server.get("/api/me", &boris_t).await.0,
+        200,
+        "boris is untouched"
+    );
+    let fresh = server.login("ayla").await;
+    assert_eq!(server.get_json("/api/me", &fresh).await["id"], "ayla");
+    let console = server.agent("ayla").await;
+    assert_eq!(console.welcome["type"], "welcome");
+}
+
+/// A console that missed being told of its agent's sign-out (recorded by
+/// another node, say, while the bus was down) is closed by the periodic account
+/// check, with 4003 as a sign-out closes it, not as a failed login. The sign-out
+/// is written into the store with the `sqlite3` tool, as another node would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_that_missed_its_sign_out_is_closed_as_signed_out() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    server.add_agent("ayla", "en", "general", 2, false);
+    let mut console = server.agent("ayla").await;
+    let out = std::process::Command::new("sqlite3")
+        .arg(dir.path().join("pitboss.db"))
+        .arg(".timeout 5000")
+        .arg("UPDATE agents SET sessions_ended_at = 1 WHERE id = 'ayla'")
+        .output()
+        .expect("the sqlite3 tool (Debian package sqlite3; .ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The account check runs every 5 s.
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(15), console.expect_close())
+        .await
+        .expect("closed within the account check");
+    assert_eq!(closed, Some(4003));
+}
+
 /// When the audit log cannot be written, the read it would record is refused with
 /// 503 `unavailable` rather than let through unrecorded. The failure is made with
 /// the `sqlite3` tool (a trigger refusing inserts into `audit_log`), which the test

@@ -57,6 +57,7 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         case!(observer_sees_every_entry_once),
         case!(events_and_handoffs_recorded),
         case!(agents_crud),
+        case!(ended_sessions_only_rise_and_outlive_a_replace),
         case!(an_admin_always_remains),
         case!(secret_get_or_create),
         case!(catalog_per_kind_and_language),
@@ -995,6 +996,51 @@ pub async fn agents_crud(store: Arc<dyn Store>) {
     assert!(!store.remove_agent(&bora.id).await.expect("remove again"));
     assert_eq!(store.agent(&bora.id).await.expect("read"), None);
     assert_eq!(store.agents().await.expect("list"), [ayla]);
+}
+
+/// `end_sessions` records when an account's sessions ended, only ever later, and
+/// changes the account's credential; replacing the account keeps it.
+pub async fn ended_sessions_only_rise_and_outlive_a_replace(store: Arc<dyn Store>) {
+    let mut bora = account("bora", Role::Agent);
+    store.put_agent(bora.clone()).await.expect("put bora");
+    let before = bora.credential();
+    assert!(store.end_sessions(&bora.id, 5_000).await.expect("end"));
+    let read = store.agent(&bora.id).await.expect("read").expect("bora");
+    assert_eq!(read.sessions_ended_at, 5_000);
+    assert_ne!(
+        read.credential(),
+        before,
+        "a sign-out changes the credential"
+    );
+    assert!(store
+        .end_sessions(&bora.id, 4_000)
+        .await
+        .expect("end earlier"));
+    assert_eq!(
+        store
+            .agent(&bora.id)
+            .await
+            .expect("read")
+            .expect("bora")
+            .sessions_ended_at,
+        5_000,
+        "an earlier time does not move it back"
+    );
+
+    bora.capacity = 9;
+    bora.sessions_ended_at = 0;
+    store.put_agent(bora.clone()).await.expect("replace bora");
+    let read = store.agent(&bora.id).await.expect("read").expect("bora");
+    assert_eq!(read.capacity, 9);
+    assert_eq!(
+        read.sessions_ended_at, 5_000,
+        "a replace keeps the sign-out"
+    );
+
+    assert!(!store
+        .end_sessions(&AgentId("nobody".into()), 6_000)
+        .await
+        .expect("end nobody's"));
 }
 
 /// The admin role is never taken from the only account that has it, by removal or
@@ -3354,5 +3400,6 @@ fn account(id: &str, role: Role) -> AgentAccount {
         departments: vec!["general".into(), "payments".into()],
         capacity: 3,
         created_at: 1_700_000_000_000,
+        sessions_ended_at: 0,
     }
 }

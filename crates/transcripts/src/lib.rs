@@ -504,6 +504,23 @@ pub struct AgentAccount {
     pub capacity: u32,
     /// Created, Unix ms.
     pub created_at: u64,
+    /// When the account last signed out, Unix ms; 0 if never. Sessions begun
+    /// before it are over. [`Store::put_agent`] leaves it as stored; only
+    /// [`Store::end_sessions`] moves it.
+    #[serde(default)]
+    pub sessions_ended_at: u64,
+}
+
+impl AgentAccount {
+    /// What a session of this account is issued under and checked against: the
+    /// password hash, and when the account last signed out. A new password or a
+    /// sign-out changes it, and so ends every session begun before.
+    pub fn credential(&self) -> String {
+        match self.sessions_ended_at {
+            0 => self.password_hash.clone(),
+            at => format!("{}\n{at}", self.password_hash),
+        }
+    }
 }
 
 /// What a catalog item is.
@@ -942,6 +959,11 @@ pub trait Store: Send + Sync + 'static {
     /// Removes an account; false if there was none. Removing the only admin fails
     /// with [`StoreError::LastAdmin`], as in [`Store::put_agent`].
     async fn remove_agent(&self, id: &AgentId) -> Result<bool>;
+
+    /// Ends every session of an account begun before `at` (Unix ms): records it
+    /// as the account's `sessions_ended_at`, which only ever rises. False if
+    /// there is no such account.
+    async fn end_sessions(&self, id: &AgentId, at: u64) -> Result<bool>;
 
     /// Catalog items of a kind, in one language or all, ordered by language and key.
     async fn catalog(&self, kind: CatalogKind, language: Option<&str>) -> Result<Vec<CatalogItem>>;

@@ -499,6 +499,10 @@ impl Store for PostgresStore {
         self.queue.remove_agent(id).await
     }
 
+    async fn end_sessions(&self, id: &AgentId, at: u64) -> Result<bool> {
+        self.queue.end_sessions(id, at).await
+    }
+
     async fn catalog(&self, kind: CatalogKind, language: Option<&str>) -> Result<Vec<CatalogItem>> {
         let rows = sqlx::query(
             "SELECT kind, language, key, text FROM catalog \
@@ -1081,6 +1085,17 @@ async fn execute(
                 .execute(&mut *conn)
                 .await
                 .map_err(fail)?;
+            Ok(Output::Removed(done.rows_affected() > 0))
+        }
+        Op::EndSessions(id, at) => {
+            let done = sqlx::query(
+                "UPDATE agents SET sessions_ended_at = GREATEST(sessions_ended_at, $1) WHERE id = $2",
+            )
+            .bind(to_db(*at))
+            .bind(&id.0)
+            .execute(&mut *conn)
+            .await
+            .map_err(fail)?;
             Ok(Output::Removed(done.rows_affected() > 0))
         }
         Op::Secret(name, fresh) => {
@@ -1820,7 +1835,7 @@ const ROUTING_EPOCH_SELECT: &str = "SELECT epoch FROM routing_fence WHERE id = 1
 
 /// The columns of an [`AgentAccount`].
 const AGENT_SELECT: &str = "SELECT id, name, password_hash, role, languages, departments, \
-     capacity, created_at FROM agents";
+     capacity, created_at, sessions_ended_at FROM agents";
 
 /// Decodes rows of (conversation_id, and the columns [`event_from_row`] reads).
 fn recorded_events(rows: &[PgRow]) -> Result<Vec<RecordedEvent>> {
@@ -1902,6 +1917,7 @@ fn agent_from_row(row: &PgRow) -> Result<AgentAccount> {
         departments: serde_json::from_str(&departments).map_err(corrupt)?,
         capacity: u32::try_from(capacity).map_err(corrupt)?,
         created_at: from_db(get(row, "created_at")?),
+        sessions_ended_at: from_db(get(row, "sessions_ended_at")?),
     })
 }
 

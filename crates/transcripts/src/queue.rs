@@ -48,6 +48,8 @@ pub(crate) enum Op {
     PutAgent(AgentAccount),
     /// `remove_agent`.
     RemoveAgent(AgentId),
+    /// `end_sessions`: the account and when.
+    EndSessions(AgentId, u64),
     /// `secret`: name and fresh bytes.
     Secret(String, Vec<u8>),
     /// `mark_read`.
@@ -96,7 +98,8 @@ pub(crate) enum Output {
     Unit,
     /// What an `apply` did.
     Applied(Applied),
-    /// Whether `remove_agent` or `remove_catalog` removed something.
+    /// Whether `remove_agent` or `remove_catalog` removed something, or
+    /// `end_sessions` found its account.
     Removed(bool),
     /// The secret's bytes.
     Secret(Vec<u8>),
@@ -220,6 +223,11 @@ impl WriteQueue {
     /// [`crate::Store::remove_agent`].
     pub(crate) async fn remove_agent(&self, id: &AgentId) -> Result<bool> {
         self.removed(Op::RemoveAgent(id.clone())).await
+    }
+
+    /// [`crate::Store::end_sessions`].
+    pub(crate) async fn end_sessions(&self, id: &AgentId, at: u64) -> Result<bool> {
+        self.removed(Op::EndSessions(id.clone(), at)).await
     }
 
     /// [`crate::Store::mark_read`].

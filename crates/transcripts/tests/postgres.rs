@@ -106,6 +106,7 @@ conformance_tests!(
     observer_sees_every_entry_once,
     events_and_handoffs_recorded,
     agents_crud,
+    ended_sessions_only_rise_and_outlive_a_replace,
     an_admin_always_remains,
     secret_get_or_create,
     catalog_per_kind_and_language,
@@ -445,6 +446,7 @@ async fn two_nodes_removing_each_others_admin_leave_one() {
         departments: vec!["general".into()],
         capacity: 3,
         created_at: 1_700_000_000_000,
+        sessions_ended_at: 0,
     };
     let mut survivor = admin("admin-0".into());
     nodes[0]
@@ -1701,6 +1703,7 @@ fn account(id: &str, name: &str, capacity: u32) -> AgentAccount {
         departments: vec!["payments".into()],
         capacity,
         created_at: 1_700_000_000_000,
+        sessions_ended_at: 0,
     }
 }
 

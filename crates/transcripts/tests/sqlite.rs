@@ -65,6 +65,7 @@ conformance_tests!(
     observer_sees_every_entry_once,
     events_and_handoffs_recorded,
     agents_crud,
+    ended_sessions_only_rise_and_outlive_a_replace,
     an_admin_always_remains,
     secret_get_or_create,
     catalog_per_kind_and_language,
@@ -192,6 +193,7 @@ async fn data_survives_reopen() {
         departments: vec!["payments".into()],
         capacity: 4,
         created_at: 1_700_000_000_000,
+        sessions_ended_at: 0,
     };
     store.put_agent(account.clone()).await.expect("agent");
     let secret = store.secret("jwt", vec![7; 32]).await.expect("secret");

@@ -154,6 +154,10 @@ impl Desk {
                 let Session::Agent { id, .. } = session else {
                     return refuse(ErrorCode::Forbidden, "only agents sign out");
                 };
+                // Every session token of the agent ends with it, not only the
+                // connections open now: one left in another browser, or copied,
+                // is refused from here on.
+                self.store.end_sessions(id, now_ms()).await?;
                 self.route(Command::SignOut { agent: id.clone() }).await?;
                 tracing::info!(agent = %id, "signed out");
                 self.broadcast(Event::SignedOut { agent: id.clone() }).await;

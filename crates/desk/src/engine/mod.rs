@@ -681,7 +681,7 @@ impl Desk {
             id: account.id.clone(),
             name: account.name.clone(),
             role: account.role,
-            credential: account.password_hash.clone(),
+            credential: account.credential(),
         };
         if let Some(live) = self.live.get(&id).map(|l| l.clone()) {
             if self.may_view_live(&session, &live) {

@@ -81,10 +81,10 @@ impl Desk {
                     e => invalid(e.to_string()),
                 })?;
                 Ok(Session::Agent {
+                    credential: account.credential(),
                     id: account.id,
                     name: account.name,
                     role: account.role,
-                    credential: account.password_hash,
                 })
             }
         }
@@ -95,11 +95,13 @@ impl Desk {
     pub async fn agent_session(&self, token: &str) -> Result<AgentAccount, AuthError> {
         let (login, mark) = self.keys.check_agent(token, now_ms())?;
         match self.store.agent(&AgentId(login)).await {
-            Ok(Some(account)) if self.keys.same_credential(&mark, &account.password_hash) => {
+            Ok(Some(account)) if self.keys.same_credential(&mark, &account.credential()) => {
                 Ok(account)
             }
             Ok(Some(_)) => Err(AuthError::Invalid(
-                "the password changed since this session began: log in again".into(),
+                "this session has ended (the agent signed out, or the password changed): \
+                 log in again"
+                    .into(),
             )),
             Ok(None) => Err(AuthError::Invalid("no such account".into())),
             Err(e) => Err(store_unavailable(&e)),
@@ -136,7 +138,7 @@ impl Desk {
         let token = self.keys.agent_token(
             &account.id.0,
             now_ms() + self.config.agent_session_ms,
-            &account.password_hash,
+            &account.credential(),
         );
         Ok(Some((token, account)))
     }
@@ -396,8 +398,9 @@ impl Desk {
 
     /// Closes this node's connections of `agent` that its account no longer
     /// allows: every one if the account is gone, those opened under another role
-    /// otherwise. The account's REST changes call it at once; other nodes catch
-    /// up within [`ACCOUNT_CHECK`].
+    /// or password otherwise, and those opened before the agent signed out (with
+    /// 4003, as the sign-out itself closes them). The account's REST changes call
+    /// it at once; other nodes catch up within [`ACCOUNT_CHECK`].
     pub fn enforce_account(&self, agent: &AgentId, account: Option<&AgentAccount>) {
         let mut closed = 0;
         let mut message = "this account was removed";
@@ -405,10 +408,23 @@ impl Desk {
             if let Some(a) = account {
                 if c.0.role != Some(a.role) {
                     message = "this account's role changed: log in again";
-                } else if c.0.credential.as_deref() != Some(a.password_hash.as_str()) {
-                    message = "this account's password changed: log in again";
-                } else {
+                } else if c.0.credential.as_deref() == Some(a.credential().as_str()) {
                     return;
+                } else if c
+                    .0
+                    .credential
+                    .as_deref()
+                    .and_then(|old| old.split('\n').next())
+                    == Some(a.password_hash.as_str())
+                {
+                    // Same password, later sign-out: the agent signed out
+                    // elsewhere, and this connection missed being told.
+                    message = "this account signed out";
+                    closed += 1;
+                    c.close(CloseCode::SignedOut);
+                    return;
+                } else {
+                    message = "this account's password changed: log in again";
                 }
             }
             closed += 1;
