@@ -5,9 +5,14 @@
 //! A card number is a run of 13 to 19 digits, optionally grouped by single spaces
 //! or hyphens, that passes the Luhn check. Every digit but the last four is
 //! replaced by `•`, keeping the grouping, so the player and the agent can still
-//! tell which card was meant. A run of digits longer than 19 is not a card number
-//! and is left alone (order numbers, phone numbers with prefixes). Configured
-//! patterns (regular expressions) are replaced by `[hidden]` as a whole.
+//! tell which card was meant. Players often type something right beside it (the
+//! security code, the expiry's month, another number), which makes the run as a
+//! whole no card number: then each card-shaped stretch of its groups is one
+//! (a single group of 13 to 19 digits, or groups of four or more digits with a
+//! last group of three or more), the longest first. A single group of more than
+//! 19 digits is not a card number and is left alone (order and reference
+//! numbers). Configured patterns (regular expressions) are replaced by
+//! `[hidden]` as a whole.
 //!
 //! Masking is a pure function of the text, so a resend of the same message masks
 //! to the same stored text and is recognised as a resend.
@@ -20,8 +25,8 @@ pub const HIDDEN: &str = "[hidden]";
 /// What replaces a hidden digit of a card number.
 pub const MASK_DIGIT: char = '•';
 
-/// Candidate card numbers: 13 to 19 digits, single spaces or hyphens between
-/// groups, not touching other digits.
+/// Runs of digits that may hold card numbers: 13 or more digits, single spaces
+/// or hyphens between groups.
 fn card_runs() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| Regex::new(r"\d(?:[ -]?\d){12,}").expect("valid card regex"))
@@ -75,27 +80,23 @@ impl Masker {
         let mut out = String::with_capacity(text.len());
         let mut last = 0;
         for run in card_runs().find_iter(text) {
-            let digits: Vec<u32> = run
-                .as_str()
-                .chars()
-                .filter_map(|c| c.to_digit(10))
-                .collect();
-            if !(13..=19).contains(&digits.len()) || !luhn(&digits) {
-                continue;
-            }
-            out.push_str(&text[last..run.start()]);
-            let keep_from = digits.len() - 4;
-            let mut seen = 0;
-            for c in run.as_str().chars() {
-                if c.is_ascii_digit() {
-                    out.push(if seen < keep_from { MASK_DIGIT } else { c });
-                    seen += 1;
-                } else {
-                    out.push(c);
+            for card in cards_in(run.as_str()) {
+                let (start, end) = (run.start() + card.start, run.start() + card.end);
+                out.push_str(&text[last..start]);
+                let digits = text[start..end].chars().filter(char::is_ascii_digit).count();
+                let keep_from = digits - 4;
+                let mut seen = 0;
+                for c in text[start..end].chars() {
+                    if c.is_ascii_digit() {
+                        out.push(if seen < keep_from { MASK_DIGIT } else { c });
+                        seen += 1;
+                    } else {
+                        out.push(c);
+                    }
                 }
+                last = end;
+                changed = true;
             }
-            last = run.end();
-            changed = true;
         }
         out.push_str(&text[last..]);
         for pattern in &self.patterns {
@@ -116,6 +117,58 @@ impl Masker {
         }
         changed.then_some(out)
     }
+}
+
+/// Where the card numbers are in one run of [`card_runs`], as byte ranges of it:
+/// the whole run if it is one; otherwise, from the left, the longest card-shaped
+/// stretch of whole groups starting at each group (see the module's header),
+/// continuing after it.
+fn cards_in(run: &str) -> Vec<std::ops::Range<usize>> {
+    let is_card = |s: &str| {
+        let digits: Vec<u32> = s.chars().filter_map(|c| c.to_digit(10)).collect();
+        (13..=19).contains(&digits.len()) && luhn(&digits)
+    };
+    if is_card(run) {
+        return vec![0..run.len()];
+    }
+    // Groups of ASCII digits, as byte ranges of the run.
+    let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut from = None;
+    for (i, c) in run.char_indices() {
+        if c.is_ascii_digit() {
+            from.get_or_insert(i);
+        } else if let Some(f) = from.take() {
+            groups.push(f..i);
+        }
+    }
+    if let Some(f) = from {
+        groups.push(f..run.len());
+    }
+    let mut cards = Vec::new();
+    let mut i = 0;
+    while i < groups.len() {
+        let mut longest = None;
+        let mut digits = 0;
+        for j in i..groups.len() {
+            digits += groups[j].len();
+            if digits > 19 {
+                break;
+            }
+            let shaped = j == i
+                || (groups[i..j].iter().all(|g| g.len() >= 4) && groups[j].len() >= 3);
+            if digits >= 13 && shaped && is_card(&run[groups[i].start..groups[j].end]) {
+                longest = Some(j);
+            }
+        }
+        match longest {
+            Some(j) => {
+                cards.push(groups[i].start..groups[j].end);
+                i = j + 1;
+            }
+            None => i += 1,
+        }
+    }
+    cards
 }
 
 /// The Luhn checksum of a card number, most significant digit first.
@@ -180,6 +233,37 @@ mod tests {
     }
 
     #[test]
+    fn a_card_number_beside_other_digits_is_still_masked() {
+        let m = cards();
+        // The security code, the expiry's month, a number before it.
+        assert_eq!(
+            m.mask("4111111111111111 123").as_deref(),
+            Some("••••••••••••1111 123")
+        );
+        assert_eq!(
+            m.mask("5500-0000-0000-0004 12/28").as_deref(),
+            Some("••••-••••-••••-0004 12/28")
+        );
+        assert_eq!(
+            m.mask("12 4012888888881881").as_deref(),
+            Some("12 ••••••••••••1881")
+        );
+        assert_eq!(
+            m.mask("card 4111 1111 1111 1111 cvv 123").as_deref(),
+            Some("card •••• •••• •••• 1111 cvv 123")
+        );
+        assert_eq!(
+            m.mask("4111 1111 1111 1111 737").as_deref(),
+            Some("•••• •••• •••• 1111 737")
+        );
+        // Two cards in one run.
+        assert_eq!(
+            m.mask("4111111111111111 5500005555555559").as_deref(),
+            Some("••••••••••••1111 ••••••••••••5559")
+        );
+    }
+
+    #[test]
     fn numbers_that_are_not_cards_are_left_alone() {
         let m = cards();
         // Luhn fails.
@@ -192,6 +276,10 @@ mod tests {
         assert_eq!(m.mask(""), None);
         // Two spaces break a group: these are two short numbers.
         assert_eq!(m.mask("4111 1111  1111 1111"), None);
+        // Short groups are not how card numbers are written: two phone numbers,
+        // some of whose stretches pass the Luhn check ("123 45 67 0533 765 43 24").
+        assert_eq!(m.mask("call 0532 123 45 67 0533 765 43 24"), None);
+        assert_eq!(m.mask("ids 12 345 678 901 234 56"), None);
     }
 
     #[test]
