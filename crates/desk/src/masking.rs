@@ -83,7 +83,10 @@ impl Masker {
             for card in cards_in(run.as_str()) {
                 let (start, end) = (run.start() + card.start, run.start() + card.end);
                 out.push_str(&text[last..start]);
-                let digits = text[start..end].chars().filter(char::is_ascii_digit).count();
+                let digits = text[start..end]
+                    .chars()
+                    .filter(char::is_ascii_digit)
+                    .count();
                 let keep_from = digits - 4;
                 let mut seen = 0;
                 for c in text[start..end].chars() {
@@ -154,8 +157,8 @@ fn cards_in(run: &str) -> Vec<std::ops::Range<usize>> {
             if digits > 19 {
                 break;
             }
-            let shaped = j == i
-                || (groups[i..j].iter().all(|g| g.len() >= 4) && groups[j].len() >= 3);
+            let shaped =
+                j == i || (groups[i..j].iter().all(|g| g.len() >= 4) && groups[j].len() >= 3);
             if digits >= 13 && shaped && is_card(&run[groups[i].start..groups[j].end]) {
                 longest = Some(j);
             }

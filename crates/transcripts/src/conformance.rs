@@ -2515,6 +2515,10 @@ pub async fn export_gathers_everything_of_one_player(store: Arc<dyn Store>) {
         ))
         .await
         .expect("append");
+    store
+        .mark_read(second, player("p:export"), 1)
+        .await
+        .expect("read mark");
     let other = create_for(
         &store,
         "p:other",
@@ -2574,6 +2578,11 @@ pub async fn export_gathers_everything_of_one_player(store: Arc<dyn Store>) {
     );
     assert_eq!(export.conversations[1].state, ConversationState::Active);
     assert_eq!(export.conversations[1].entries.len(), 1);
+    assert_eq!(
+        (c.player_read_seq, export.conversations[1].player_read_seq),
+        (0, 1),
+        "the player's read marks"
+    );
     let everything = serde_json::to_string(&export).expect("serialise");
     assert!(
         !everything.contains("other: hello"),

@@ -735,6 +735,9 @@ pub struct ExportedConversation {
     pub rating: Option<u8>,
     /// The rating's comment.
     pub rating_comment: Option<String>,
+    /// How far the player said they read: the highest public sequence number,
+    /// 0 for none.
+    pub player_read_seq: Seq,
     /// The player's card as recorded when the conversation started.
     pub card: PlayerCard,
     /// Every transcript entry, in order, private notes included (marked).
@@ -859,6 +862,7 @@ pub async fn export_from(snapshot: &mut dyn Snapshot, player: &PlayerId) -> Resu
             close_reason: record.close_reason,
             rating: record.summary.rating,
             rating_comment: record.rating_comment,
+            player_read_seq: record.read.player,
             card: record.player,
             entries,
             events: snapshot.events(id).await?,

@@ -112,6 +112,9 @@ pub struct SqliteStore {
     shared: Arc<Shared>,
     /// The background checkpoint task and what stops it, if there is one.
     checkpointer: std::sync::Mutex<Option<Checkpointer>>,
+    /// How to open a connection to the file that may write (for the log's
+    /// scrub after an erasure).
+    connect: SqliteConnectOptions,
 }
 
 /// The background checkpoint task: dropping `stop` ends it.
@@ -150,6 +153,9 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
+            // Deleted rows are overwritten with zeros, so what a retention purge
+            // or an erasure deletes cannot be read back from the file.
+            .pragma("secure_delete", "on")
             .pragma(
                 "wal_autocheckpoint",
                 options
@@ -184,7 +190,7 @@ impl SqliteStore {
         // journal mode is a property of the file, already WAL.
         let reads = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))
-            .connect_with(base.read_only(true))
+            .connect_with(base.clone().read_only(true))
             .await
             .map_err(db)?;
 
@@ -203,7 +209,37 @@ impl SqliteStore {
             reads,
             shared,
             checkpointer: std::sync::Mutex::new(checkpointer),
+            connect: base,
         }))
+    }
+
+    /// Empties the write-ahead log once everything in it is in the database file
+    /// (a `TRUNCATE` checkpoint), so that what an erasure just deleted is not left
+    /// in the log's older frames. It waits for readers and holds writers back
+    /// meanwhile, up to the busy timeout: an erasure is rare, and a checkpoint
+    /// that cannot finish now leaves the frames to be overwritten as the log
+    /// starts over.
+    async fn scrub_log(&self) {
+        let outcome = async {
+            let mut conn = self.connect.connect().await.map_err(db)?;
+            let row: (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&mut conn)
+                .await
+                .map_err(db)?;
+            let _ = conn.close().await;
+            Ok::<_, StoreError>(row.0 == 0)
+        }
+        .await;
+        match outcome {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                "the write-ahead log could not be emptied after an erasure (the database \
+                 was busy): its older frames are overwritten as the log starts over"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "emptying the write-ahead log after an erasure failed")
+            }
+        }
     }
 
     /// The journal mode (`"wal"`) and `synchronous` level (2 = FULL) in force on the
@@ -506,7 +542,11 @@ impl Store for SqliteStore {
     }
 
     async fn erase_player(&self, player: &PlayerId) -> Result<Deleted> {
-        self.queue.erase_player(player).await
+        let deleted = self.queue.erase_player(player).await?;
+        if deleted != Deleted::default() {
+            self.scrub_log().await;
+        }
+        Ok(deleted)
     }
 
     async fn ping(&self) -> Result<()> {

@@ -926,3 +926,96 @@ async fn texts_of(store: &SqliteStore, id: ConversationId) -> Vec<String> {
         .map(|e| e.text)
         .collect()
 }
+
+/// Closes `id` (resolved).
+async fn close(store: &SqliteStore, id: ConversationId) {
+    store
+        .apply(Change {
+            conversation: id,
+            set: Some(SetState {
+                state: ConversationState::Closed,
+                agent: None,
+                close_reason: Some("resolved".into()),
+                department: None,
+            }),
+            events: vec![event(LifecycleKind::Closed)],
+            ..Change::default()
+        })
+        .await
+        .expect("close");
+}
+
+/// Whether `needle` is anywhere in the store's database file or its write-ahead
+/// log, read as bytes.
+fn in_files(dir: &Path, needle: &str) -> Vec<String> {
+    ["pitboss.sqlite", "pitboss.sqlite-wal"]
+        .into_iter()
+        .filter(|name| {
+            std::fs::read(dir.join(name))
+                .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What an erasure deletes cannot be read back from the files afterwards: not
+/// from the database file's free space, nor from the log's older frames. What a
+/// retention purge deletes is overwritten in the database file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erased_and_purged_text_is_not_left_in_the_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), SqliteOptions::default()).await;
+    let erased = create(&store).await;
+    for i in 0..20 {
+        store
+            .apply(Change::append(
+                erased,
+                text(
+                    &format!("e{i}"),
+                    &format!("ZQX-ERASE-ME-{i:02} my account details"),
+                ),
+            ))
+            .await
+            .expect("append");
+    }
+    close(&store, erased).await;
+    // Another player's conversation, kept.
+    let kept = NewConversation {
+        player: PlayerCard {
+            id: PlayerId("p:2".into()),
+            ..PlayerCard::default()
+        },
+        ..new_conversation()
+    };
+    let kept_id = kept.id;
+    store.create_conversation(kept).await.expect("create");
+    store
+        .apply(Change::append(kept_id, text("k1", "ZQX-KEEP-ME")))
+        .await
+        .expect("append");
+    assert!(
+        !in_files(dir.path(), "ZQX-ERASE-ME-07").is_empty(),
+        "written"
+    );
+
+    let deleted = store
+        .erase_player(&PlayerId("p:1".into()))
+        .await
+        .expect("erase");
+    assert_eq!(deleted.conversations, 1);
+    assert_eq!(in_files(dir.path(), "ZQX-ERASE-ME-"), Vec::<String>::new());
+    assert!(
+        !in_files(dir.path(), "ZQX-KEEP-ME").is_empty(),
+        "the other player's text stays"
+    );
+
+    // A purge: the kept conversation, closed, goes; once the log is copied into
+    // the file (as the checkpoints do), the file does not hold its text.
+    close(&store, kept_id).await;
+    let purged = store.purge_closed(now_ms() + 1, 100).await.expect("purge");
+    assert_eq!(purged.deleted.conversations, 1);
+    side_sql(dir.path(), "PRAGMA wal_checkpoint(TRUNCATE)").await;
+    assert_eq!(in_files(dir.path(), "ZQX-KEEP-ME"), Vec::<String>::new());
+    store.shutdown().await;
+}
