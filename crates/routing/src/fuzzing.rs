@@ -730,6 +730,9 @@ struct Harness {
     offers: BTreeMap<ConversationId, ShadowOffer>,
     /// Owners and since when, from the decisions and restores.
     owners: BTreeMap<ConversationId, (AgentId, Millis)>,
+    /// Owned conversations restored rather than assigned: their release records
+    /// no handle time.
+    untimed: BTreeSet<ConversationId>,
     /// The line key of every queued conversation.
     queued: BTreeMap<ConversationId, LineKey>,
     /// The line key, department and deadline of every department-transfer waiter.
@@ -850,6 +853,7 @@ impl Harness {
             now: start,
             offers: BTreeMap::new(),
             owners: BTreeMap::new(),
+            untimed: BTreeSet::new(),
             queued: BTreeMap::new(),
             waiters: BTreeMap::new(),
             cooldowns: BTreeMap::new(),
@@ -988,6 +992,7 @@ impl Harness {
                 }
                 for (_, c) in owned {
                     self.owners.remove(&c);
+                    self.untimed.remove(&c);
                     self.waiters.remove(&c);
                     let key = self.key(0, 0);
                     self.queued.insert(c, key);
@@ -1073,6 +1078,7 @@ impl Harness {
                 self.expect_refusal(&result, None)?;
                 // An owner loses the conversation without an Assigned.
                 self.owners.remove(&c);
+                self.untimed.remove(&c);
                 self.waiters.remove(&c);
                 let key = self.key(0, 0);
                 self.queued.insert(c, key);
@@ -1099,6 +1105,7 @@ impl Harness {
                 self.expect_refusal(&result, expected)?;
                 if result.is_ok() {
                     self.owners.insert(c, (a.clone(), now));
+                    self.untimed.insert(c);
                     overriding = Some(a);
                 }
                 result
@@ -1163,8 +1170,11 @@ impl Harness {
                         "releasing an unknown conversation decided {ds:?}"
                     );
                 }
+                let timed = !self.untimed.remove(&c);
                 if let (Some((_, since)), Some(department)) = (self.owners.remove(&c), department) {
-                    self.record(&department, now - since);
+                    if timed {
+                        self.record(&department, now - since);
+                    }
                 }
                 self.queued.remove(&c);
                 self.waiters.remove(&c);
@@ -1667,6 +1677,7 @@ impl Harness {
                         );
                     }
                     self.owners.insert(*c, (a.clone(), now));
+                    self.untimed.remove(c);
                     self.queued.remove(c);
                     self.waiters.remove(c);
                 }

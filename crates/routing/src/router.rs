@@ -69,6 +69,9 @@ enum State {
     Owned {
         agent: AgentId,
         since: Millis,
+        /// Whether `since` is when the agent got it: false for a conversation
+        /// restored after a restart, whose handle time is not known here.
+        timed: bool,
         transfer: Option<Transfer>,
     },
 }
@@ -411,7 +414,8 @@ impl Router {
     /// Restores an owned conversation after a restart: counts against the agent's
     /// load (even above capacity if it must — it already exists).
     /// Err(UnknownAgent) if agent not known, Err(AlreadyKnown) if the conversation
-    /// is. `now` is taken as the time the agent got it (handle time starts there).
+    /// is. `now` stands for the time the agent got it; as that is not known, its
+    /// release records no handle time (the store's history holds the real one).
     /// Does not dispatch: it only adds load, so it cannot make an offer possible.
     pub fn restore_owned(
         &mut self,
@@ -434,6 +438,7 @@ impl Router {
                 state: State::Owned {
                     agent: agent.clone(),
                     since: now,
+                    timed: false,
                     transfer: None,
                 },
                 cooldowns: BTreeMap::new(),
@@ -609,7 +614,8 @@ impl Router {
     /// The conversation closed, or the queued player abandoned: removes it;
     /// withdraws any offer (Cancelled); cancels a pending transfer (OfferWithdrawn
     /// Cancelled to the offered agent, no TransferFailed); frees the owner's slot and
-    /// records the handle time (now − since assigned) for its department. Unknown
+    /// records the handle time (now − since assigned; none for a conversation
+    /// restored after a restart) for its department. Unknown
     /// conversation → empty Vec (idempotent). Dispatches (the freed slot goes at once
     /// to the longest-waiting eligible player).
     pub fn release(&mut self, conversation: ConversationId, now: Millis) -> Vec<Decision> {
@@ -630,12 +636,14 @@ impl Router {
                 );
                 self.leave_line(&key);
             }
-            State::Owned { since, .. } => {
-                let handled = now.saturating_sub(*since);
+            State::Owned { since, timed, .. } => {
+                let handled = timed.then(|| now.saturating_sub(*since));
                 let department = known.request.department.clone();
                 self.end_transfer(conversation, None, now, &mut out);
                 self.unown(conversation, now);
-                self.handle_times.record(&department, handled);
+                if let Some(handled) = handled {
+                    self.handle_times.record(&department, handled);
+                }
             }
         }
         self.conversations.remove(&conversation);
@@ -1042,6 +1050,7 @@ impl Router {
                 agent,
                 since,
                 transfer,
+                ..
             } => ConversationView::Owned {
                 request: c.request.clone(),
                 agent: agent.clone(),
@@ -1468,6 +1477,7 @@ impl Router {
             c.state = State::Owned {
                 agent: agent.clone(),
                 since: now,
+                timed: true,
                 transfer: None,
             };
         }

@@ -222,3 +222,23 @@ fn only_the_last_window_of_handle_times_counts() {
     r.record_handle_time("support", 30_000);
     assert_eq!(r.position(cid(1)), Some(pos(1, Some(20_000))));
 }
+
+/// A conversation restored after a restart (a failover) adds no handle time when
+/// it closes: when its agent got it is not known here, and the time since the
+/// restart would read as a short chat and pull the estimate down.
+#[test]
+fn a_restored_conversation_adds_no_handle_time() {
+    let mut r = router();
+    r.record_handle_time("support", 60_000);
+    add_online(&mut r, "ana", &["en"], &["support"], 1, 0);
+    r.restore_owned(cid(100), &agent("ana"), req("support", "en", 0), 2)
+        .unwrap();
+    r.enqueue(cid(1), req("support", "en", 0), 3).unwrap();
+    r.enqueue(cid(2), req("support", "en", 0), 4).unwrap();
+    assert_eq!(r.position(cid(1)), Some(pos(1, Some(60_000))));
+    r.release(cid(100), 10);
+    assert_eq!(offered_to(&r, cid(1)), Some(agent("ana")));
+    // c2 is the first without an offer: p = 1, F = 0, C = 1, H still 60 s.
+    assert_eq!(r.position(cid(2)), Some(pos(2, Some(60_000))));
+    invariants(&r);
+}

@@ -281,3 +281,33 @@ async fn agent_update_changes_only_the_fields_given() {
         ]
     );
 }
+
+/// A capacity lowered with `agent update` while the agent works takes effect
+/// without their reconnecting: within the account check (every 5 s), routing
+/// offers them no more than the new capacity allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capacity_changed_from_the_cli_reaches_routing_while_the_agent_works() {
+    let dir = tempdir();
+    let server = Server::start(dir.path(), &[]);
+    server.add_agent("ayla", "en", "general", 2, false);
+    let mut ayla = server.agent("ayla").await;
+    let mut first = server.visitor("en").await;
+    let conv = start_chat(&mut first, None).await;
+    accept(&mut ayla, &conv).await;
+
+    let out = update(dir.path(), &["ayla", "--capacity", "1"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    tokio::time::sleep(std::time::Duration::from_millis(6_500)).await;
+
+    let mut second = server.visitor("en").await;
+    let waiting = start_chat(&mut second, None).await;
+    let offered = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        ayla.expect_where(|v| v["type"] == "offer"),
+    )
+    .await;
+    assert!(
+        offered.is_err(),
+        "offered {waiting} beyond the new capacity: {offered:?}"
+    );
+}

@@ -683,3 +683,36 @@ async fn ayla_serving_a_player(server: &Server) -> (Client, Client, String) {
     player.expect("assigned").await;
     (ayla, player, conv)
 }
+
+/// A player queued before a restart keeps their whole wait: the offer made after
+/// it counts from when they arrived, not from when the node started again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_from_before_a_restart_is_counted_whole() {
+    let dir = tempdir();
+    let mut server = Server::start(dir.path(), &[]);
+    server.add_agent("ayla", "en", "general", 1, false);
+    server.add_agent("boris", "en", "general", 1, false);
+    // Ayla online and full: the next player waits in the queue.
+    let mut ayla = server.agent("ayla").await;
+    let mut served = server.visitor("en").await;
+    let first = start_chat(&mut served, None).await;
+    accept(&mut ayla, &first).await;
+    let mut player = server.visitor("en").await;
+    let conv = start_chat(&mut player, None).await;
+    let token = player.welcome["visitor_token"]
+        .as_str()
+        .expect("visitor_token")
+        .to_owned();
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    server.kill();
+    server.spawn();
+    let mut back = server.visitor_with(Some(&token), "en").await;
+    back.send(json!({"type":"resume","conversation":conv,"after":0}))
+        .await;
+    let mut boris = server.agent("boris").await;
+    let offer = boris
+        .expect_where(|v| v["type"] == "offer" && v["conversation"] == conv.as_str())
+        .await;
+    let waited = offer["waited_ms"].as_u64().expect("waited_ms");
+    assert!(waited >= 4_000, "waited {waited} ms: {offer}");
+}

@@ -213,6 +213,7 @@
     offers = {};
     renderOffers();
     showAwayNotice(false);
+    status = null;
     show($("#app"), false);
     show($("#login-view"), true);
     $("#login-error").textContent = message || "";
@@ -397,6 +398,12 @@
       if (f.client_id) return; // shown on the message itself
       if (f.frame === "resume" && (f.code === "forbidden" || f.code === "not_found")) return;
       if (f.frame === "transfer") { transferRefused(f); return; }
+      // An offer the server no longer has (the router that made it went down,
+      // say, and its withdrawal never came): its card goes.
+      if ((f.frame === "accept" || f.frame === "decline") && (f.code === "invalid_state" || f.code === "not_found") && offers[f.conversation]) {
+        delete offers[f.conversation];
+        renderOffers();
+      }
       toast(errorText(f));
     });
     client.start();
@@ -414,7 +421,11 @@
   }
 
   function onWelcome(w) {
+    // Back on another node after the one it used went down, the agent who was
+    // away may be greeted online (a new router did not hear of it): stay away.
+    var wasAway = status === "away";
     setStatusButtons(w.status || "online");
+    if (wasAway && w.status === "online") client.send({ type: "set_status", status: "away" });
     if (supervises(me)) loadAgents(); // the team's statuses, this one online now
     // The offers still open are sent again after `welcome` (docs/protocol.md
     // §5.2); those from before the connection dropped may have been withdrawn.
@@ -590,10 +601,17 @@
       var o = offers[el.getAttribute("data-offer")];
       if (o) el.textContent = t("waited", { time: duration(o.waited_ms + Date.now() - o.received) });
     });
+    var stale = [];
     $$("#offers .left").forEach(function (el) {
-      var o = offers[el.getAttribute("data-offer")];
-      if (o) el.textContent = !connected ? t("offer_paused") : t("offer_left", { n: Math.max(0, Math.ceil((o.received + o.expires_in_ms - Date.now()) / 1000)) });
+      var id = el.getAttribute("data-offer"), o = offers[id];
+      if (!o) return;
+      var left = o.received + o.expires_in_ms - Date.now();
+      // Its withdrawal is due at once when the time runs out; a card still here
+      // 10 s later was withdrawn by a server that could not say so.
+      if (connected && left < -10000) stale.push(id);
+      el.textContent = !connected ? t("offer_paused") : t("offer_left", { n: Math.max(0, Math.ceil(left / 1000)) });
     });
+    if (stale.length) { stale.forEach(function (id) { delete offers[id]; }); renderOffers(); }
   }
 
   function onAssigned(a) {

@@ -681,6 +681,7 @@ impl Desk {
 
     /// Sends a frame to every connection of a user, on every node.
     pub(super) fn tell(&self, user: &UserKey, frame: ServerFrame) {
+        self.note_status(user, &frame);
         self.each_conn(user, |c| {
             c.send(frame.clone());
         });
@@ -689,6 +690,17 @@ impl Desk {
                 user: user.clone(),
                 frame,
             });
+        }
+    }
+
+    /// Remembers a status routing gave an agent connected here (set away when an
+    /// offer expired unanswered, say), as this node announces it in its presence:
+    /// a router that takes over after a failover then starts from it.
+    fn note_status(&self, user: &UserKey, frame: &ServerFrame) {
+        if let (UserKey::Agent(agent), ServerFrame::Status { status }) = (user, frame) {
+            if *status != AgentStatus::Offline && self.users.contains_key(user) {
+                self.statuses.insert(agent.clone(), *status);
+            }
         }
     }
 
@@ -743,6 +755,7 @@ impl Desk {
                 }
             }
             Event::User { user, frame } => {
+                self.note_status(&user, &frame);
                 self.each_conn(&user, |c| {
                     c.send(frame.clone());
                 });

@@ -119,11 +119,19 @@ struct PendingTransfer {
     note: Option<String>,
 }
 
+/// Where the router's clock starts: far enough from zero that a time restored
+/// from the store (a queued player's arrival, before this desk started) is still
+/// a time on it, rather than cut at the desk's start.
+const ROUTER_CLOCK_ORIGIN: u64 = 365 * 24 * 3_600_000;
+
 /// Display name and role of an account, kept in memory for frames.
 #[derive(Clone)]
 struct AgentCard {
     name: String,
     role: Role,
+    /// What routing knows of the account, as this node last read it: a change
+    /// made elsewhere (the CLI, another node) is passed on to the router.
+    profile: AgentProfile,
 }
 
 impl AgentCard {
@@ -503,6 +511,7 @@ impl Desk {
             AgentCard {
                 name: account.name.clone(),
                 role: account.role,
+                profile: profile_of(account),
             },
         );
     }
@@ -555,9 +564,10 @@ impl Desk {
         self.router.lock().expect("router lock poisoned")
     }
 
-    /// Monotonic milliseconds since the desk started: the router's clock.
+    /// The router's clock: monotonic milliseconds since the desk started, from
+    /// [`ROUTER_CLOCK_ORIGIN`].
     fn now(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        ROUTER_CLOCK_ORIGIN + self.started.elapsed().as_millis() as u64
     }
 
     /// The store this desk writes to.

@@ -371,8 +371,9 @@ impl Desk {
 
     /// Every few seconds, closes the connections of agents whose account was
     /// removed meanwhile (a session token alone does not outlive its account), or
-    /// whose role changed (what a connection may do was fixed at its `hello`).
-    pub(super) async fn check_accounts(&self) {
+    /// whose role changed (what a connection may do was fixed at its `hello`),
+    /// and passes a changed profile on to routing.
+    pub(super) async fn check_accounts(self: &Arc<Self>) {
         {
             let mut last = self.accounts_checked.lock().expect("accounts lock");
             if last.is_some_and(|t| t.elapsed() < ACCOUNT_CHECK) {
@@ -392,6 +393,16 @@ impl Desk {
             // A store that does not answer closes nothing: it is checked again soon.
             if let Ok(account) = self.store.agent(&agent).await {
                 self.enforce_account(&agent, account.as_ref());
+                // A name, capacity, language or department changed where this
+                // node did not see it (`pitboss agent update`, another node):
+                // routing offers by the account as it is now.
+                if let Some(account) = account.filter(|a| {
+                    self.agents.get(&a.id).is_none_or(|known| {
+                        known.name != a.name || known.profile != super::profile_of(a)
+                    })
+                }) {
+                    self.refresh_agent(&account).await;
+                }
             }
         }
     }
