@@ -528,6 +528,21 @@ async fn the_last_admin_cannot_remove_or_demote_themself() {
     assert_eq!((status, body["error"].clone()), (403, json!("forbidden")));
 }
 
+/// Checks that a session token is refused over REST (401) and in `hello`
+/// (`unauthorized`, then 4001); returns the `hello`'s error frame.
+async fn session_refused(server: &Server, token: &str) -> Value {
+    let (status, body) = server.get("/api/me", token).await;
+    assert_eq!(status, 401, "{body}");
+    let mut again = Client::connect(&server.addr).await;
+    again
+        .send(json!({"type":"hello","protocol":1,"auth":{"kind":"agent","token":token}}))
+        .await;
+    let refused = again.expect("error").await;
+    assert_eq!(refused["code"], "unauthorized", "{refused}");
+    assert_eq!(again.expect_close().await, Some(4001));
+    refused
+}
+
 /// A new password ends the account's sessions: its open consoles close (4001),
 /// and the old session token is refused over REST and in `hello`. Other changes
 /// keep them.
@@ -563,14 +578,7 @@ async fn a_new_password_ends_the_accounts_sessions() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(console.expect_close().await, Some(4001));
-    let (status, body) = server.get("/api/me", &ayla_t).await;
-    assert_eq!(status, 401, "{body}");
-    let mut again = Client::connect(&server.addr).await;
-    again
-        .send(json!({"type":"hello","protocol":1,"auth":{"kind":"agent","token":ayla_t}}))
-        .await;
-    assert_eq!(again.expect("error").await["code"], "unauthorized");
-    assert_eq!(again.expect_close().await, Some(4001));
+    session_refused(&server, &ayla_t).await;
 
     let res = reqwest::Client::new()
         .post(server.url("/api/login"))
@@ -598,14 +606,7 @@ async fn signing_out_ends_every_session_of_the_agent() {
 
     console.send(json!({"type":"sign_out"})).await;
     assert_eq!(console.expect_close().await, Some(4003));
-    let (status, body) = server.get("/api/me", &other_browser).await;
-    assert_eq!(status, 401, "{body}");
-    let mut again = Client::connect(&server.addr).await;
-    again
-        .send(json!({"type":"hello","protocol":1,"auth":{"kind":"agent","token":other_browser}}))
-        .await;
-    let refused = again.expect("error").await;
-    assert_eq!(refused["code"], "unauthorized", "{refused}");
+    let refused = session_refused(&server, &other_browser).await;
     assert!(
         refused["message"]
             .as_str()
@@ -613,7 +614,6 @@ async fn signing_out_ends_every_session_of_the_agent() {
             .contains("signed out"),
         "{refused}"
     );
-    assert_eq!(again.expect_close().await, Some(4001));
 
     assert_eq!(
         server.get("/api/me", &boris_t).await.0,

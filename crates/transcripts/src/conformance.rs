@@ -3202,7 +3202,7 @@ async fn assign_at(store: &Arc<dyn Store>, id: ConversationId, at: u64) {
 }
 
 /// Closes a conversation (reason `resolved`).
-async fn close(store: &Arc<dyn Store>, id: ConversationId) {
+pub async fn close(store: &Arc<dyn Store>, id: ConversationId) {
     store
         .apply(Change {
             conversation: id,

@@ -927,22 +927,9 @@ async fn texts_of(store: &SqliteStore, id: ConversationId) -> Vec<String> {
         .collect()
 }
 
-/// Closes `id` (resolved).
-async fn close(store: &SqliteStore, id: ConversationId) {
-    store
-        .apply(Change {
-            conversation: id,
-            set: Some(SetState {
-                state: ConversationState::Closed,
-                agent: None,
-                close_reason: Some("resolved".into()),
-                department: None,
-            }),
-            events: vec![event(LifecycleKind::Closed)],
-            ..Change::default()
-        })
-        .await
-        .expect("close");
+/// Closes `id` (resolved), as the conformance cases do.
+async fn close(store: &Arc<SqliteStore>, id: ConversationId) {
+    conformance::close(&(store.clone() as Arc<dyn Store>), id).await;
 }
 
 /// Whether `needle` is anywhere in the store's database file or its write-ahead
