@@ -6,7 +6,7 @@
 
 import { describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, launchBrowser, newPage, stepsOf, consoleLogin } from "./helpers.mjs";
+import { startServer, launchBrowser, newPage, stepsOf, consoleLogin, playersPage } from "./helpers.mjs";
 
 describe("a console whose server restarts", () => {
   let server, browser, ayla;
@@ -59,7 +59,7 @@ describe("an offer whose withdrawal never comes", () => {
     server = await startServer({ args: ["--offer-timeout-secs", "5"] });
     browser = await launchBrowser();
     ayla = await newPage(await browser.newContext());
-    player = await newPage(await browser.newContext());
+    player = await playersPage(browser, server);
     await consoleLogin(server, ayla, "ayla");
   });
 
@@ -70,17 +70,8 @@ describe("an offer whose withdrawal never comes", () => {
   });
 
   step("leaves the console 10 s after its time ran out, though the socket stays open", async () => {
-    await player.goto(server.url + "/healthz");
-    await player.evaluate(() => new Promise((ok, fail) => {
-      const ws = new WebSocket(location.origin.replace("http", "ws") + "/ws");
-      ws.onopen = () => ws.send(JSON.stringify({ type: "hello", protocol: 1, auth: { kind: "visitor", name: "Deniz", language: "en" } }));
-      ws.onmessage = (e) => {
-        const f = JSON.parse(e.data);
-        if (f.type === "welcome") ws.send(JSON.stringify({ type: "start" }));
-        if (f.type === "queued" || f.type === "resumed") ok(true);
-      };
-      setTimeout(() => fail(new Error("the chat did not start")), 10000);
-    }));
+    await player.open("p1", "Deniz");
+    await player.start("p1", "en");
     const card = ayla.locator("#offers li");
     await server.wait("ayla is offered the chat", () => card.first().waitFor());
     // The server stops answering: no withdrawal will come, and the socket stays open.

@@ -13,55 +13,13 @@
 
 import { describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, launchBrowser, newPage, consoleLogin, axe, stepsOf, strings } from "./helpers.mjs";
+import { startServer, launchBrowser, newPage, consoleLogin, axe, stepsOf, strings, playersPage } from "./helpers.mjs";
 
 const en = strings("console", "en");
 const ru = strings("console", "ru");
 const fill = (s, vars) => s.replace(/\{(\w+)\}/g, (m, k) => (k in vars ? String(vars[k]) : m));
 
 const WIDE = { viewport: { width: 1280, height: 800 } };
-
-/** Scripted players: raw WebSocket visitors on a page of the server's origin. */
-async function playersPage(browser, server) {
-  const page = await newPage(await browser.newContext());
-  await page.goto(server.url + "/healthz");
-  await page.evaluate(() => {
-    window.__pb = { ws: {}, frames: [] };
-    window.__pbOpen = (key, name) => new Promise((ok, fail) => {
-      const ws = new WebSocket(location.origin.replace("http", "ws") + "/ws");
-      window.__pb.ws[key] = ws;
-      ws.onopen = () => ws.send(JSON.stringify({ type: "hello", protocol: 1, auth: { kind: "visitor", name } }));
-      ws.onmessage = (e) => {
-        const f = JSON.parse(e.data);
-        f.__key = key;
-        window.__pb.frames.push(f);
-        if (f.type === "welcome") ok(true);
-      };
-      setTimeout(() => fail(new Error("no welcome for " + key)), 10000);
-    });
-    window.__pbStart = (key, language, department) => new Promise((ok, fail) => {
-      const n = window.__pb.frames.length;
-      window.__pb.ws[key].send(JSON.stringify({ type: "start", language, department }));
-      const iv = setInterval(() => {
-        const f = window.__pb.frames.slice(n).find((x) => x.__key === key && (x.type === "resumed" || x.type === "error"));
-        if (!f) return;
-        clearInterval(iv);
-        if (f.type === "error") fail(new Error(f.code + " " + f.message)); else ok(f.conversation);
-      }, 50);
-      setTimeout(() => { clearInterval(iv); fail(new Error("no answer to start")); }, 10000);
-    });
-    window.__pbSend = (key, frame) => window.__pb.ws[key].send(JSON.stringify(frame));
-  });
-  let serial = 0;
-  return {
-    page,
-    open: (key, name) => page.evaluate(([k, n]) => window.__pbOpen(k, n), [key, name]),
-    start: (key, language, department) => page.evaluate(([k, l, d]) => window.__pbStart(k, l, d), [key, language, department]),
-    say: (key, conversation, text) => page.evaluate(([k, c, t, id]) => window.__pbSend(k, { type: "send", conversation: c, client_id: id, text: t }), [key, conversation, text, `m${++serial}`]),
-    rate: (key, conversation, score, comment) => page.evaluate(([k, c, s, m]) => window.__pbSend(k, { type: "rate", conversation: c, score: s, comment: m }), [key, conversation, score, comment]),
-    frames: () => page.evaluate(() => window.__pb.frames),
-  };
-}
 
 /** Records the frames a console page sends and receives. */
 function recordFrames(page) {

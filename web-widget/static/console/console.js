@@ -262,6 +262,8 @@
       $("#me").textContent = supervises(me) ? t("me_supervisor", { name: me.name }) : t("me_agent", { name: me.name });
       show($("#login-view"), false);
       show($("#app"), true);
+      // The login form went with the focus: start at the offers.
+      if (focusLost()) $("#offers-h").focus();
       show($("#live-section"), supervises(me));
       show($("#team-section"), supervises(me));
       show($("#depts-section"), supervises(me));
@@ -561,13 +563,38 @@
     toast.timer = setTimeout(function () { show(el, false); }, 6000);
   }
 
+  // Read out by screen readers (a polite live region, not shown): what arrives
+  // outside the agent's view, an offer or a message in another chat.
+  function announce(text) {
+    var el = $("#announce");
+    el.textContent = "";
+    setTimeout(function () { el.textContent = text; }, 50);
+  }
+
+  // Whether the keyboard focus went with the control that had it (removed,
+  // hidden or disabled by the action it ran), so it is on nothing now.
+  function focusLost() {
+    var a = doc.activeElement;
+    return !a || a === doc.body || a.disabled || !a.getClientRects().length;
+  }
+  // After an action that took the focused control away: the selected chat's
+  // reply box, else its tab, else the first open offer, else the offers list.
+  function refocus() {
+    if (!focusLost()) return;
+    var chat = selected && chats[selected];
+    var target = chat && !chat.composer.hidden ? chat.input : chat ? chat.tab : $("#offers button:not([disabled])") || $("#offers-h");
+    if (target) target.focus();
+  }
+
   // ----------------------------------------------------------------- offers
 
   function onOffer(o) {
     offers[o.conversation] = Object.assign({ received: Date.now() }, o);
     renderOffers();
     var who = playerName(o.player);
-    notify(o.transfer ? t("notify_transfer", { name: who }) : t("notify_offer", { name: who }), deptName(o.department) + " · " + o.language);
+    var title = o.transfer ? t("notify_transfer", { name: who }) : t("notify_offer", { name: who });
+    notify(title, deptName(o.department) + " · " + o.language);
+    announce(title);
   }
 
   function renderOffers() {
@@ -584,14 +611,16 @@
         o.transfer ? h("p", { class: "note", text: t("transfer_from", { name: o.transfer.from.name || o.transfer.from.id }) + (o.transfer.note ? ": " + o.transfer.note : "") }) : null,
         h("div", { class: "row" }, [
           h("button", { type: "button", class: "primary", "data-key": "accept-" + id, disabled: !connected, text: t("accept"), "aria-label": t("accept_from", { name: playerName(card) }), onclick: function () { accepting[id] = true; client.send({ type: "accept", conversation: id }); } }),
-          h("button", { type: "button", "data-key": "decline-" + id, disabled: !connected, text: t("decline"), onclick: function () { client.send({ type: "decline", conversation: id }); } })
+          h("button", { type: "button", "data-key": "decline-" + id, disabled: !connected, text: t("decline"), onclick: function () { declining = true; client.send({ type: "decline", conversation: id }); } })
         ])
       ]));
     }); });
     tickOffers();
     show($("#offers-empty"), !ids.length);
+    if (declining && focusLost()) { declining = false; refocus(); }
   }
   var accepting = {};
+  var declining = false;
 
   // Every second: how long each offered player has waited, and the time left
   // to answer (after it the server sets the agent away); without a connection,
@@ -631,6 +660,8 @@
     updateBadge(chat);
     refreshDetails(chat);
     if (accepting[a.conversation] || !selected) select(a.conversation);
+    // Accepted (or taken over) here: straight to the reply box.
+    if (accepting[a.conversation] && focusLost()) chat.input.focus();
     delete accepting[a.conversation];
     loadOffline();
   }
@@ -1164,6 +1195,7 @@
     }
     show($("#no-chats"), !Object.keys(chats).length);
     updateTitle();
+    refocus();
   }
 
   function end(chat, text) {
@@ -1175,8 +1207,11 @@
     banner(chat, text, true);
     chat.typing.textContent = "";
     chat.tab.classList.add("ended");
+    var inside = chat.panel.contains(doc.activeElement);
     updateActions(chat);
     updateBadge(chat);
+    // The reply box and the chat's buttons went: its "Close tab" is next.
+    if (selected === chat.id && (inside || focusLost()) && focusLost()) chat.closeTab.focus();
   }
 
   function banner(chat, text, important) {
@@ -1292,7 +1327,11 @@
     // unread again.
     if (m.sender && m.kind !== "event" && !(me && m.sender.id === me.id)) {
       if (selected !== m.conversation || doc.hidden) {
-        if (m.seq > seenSeq(m.conversation)) { chat.unread++; updateBadge(chat); }
+        if (m.seq > seenSeq(m.conversation)) {
+          chat.unread++;
+          updateBadge(chat);
+          if (selected !== m.conversation) announce(t("announce_message", { name: chat.label.textContent }));
+        }
       } else markRead(chat);
     }
     if (m.kind === "event" && m.event === "closed" && !chat.ended) end(chat, t("closed"));
@@ -1559,7 +1598,8 @@
     chat.transferPending = false;
     updateActions(chat);
     client.send({ type: "transfer", conversation: chat.id, to: to, note: note || null });
-    chat.transferBtn.focus();
+    // Its button waits for the answer (disabled): back to the reply box.
+    chat.input.focus();
   });
 
   // The server refused a transfer (the target is away, full…): the button works
@@ -1611,25 +1651,26 @@
     var load = {};
     liveList.forEach(function (c) { if (c.state === "active" && c.agent) load[c.agent] = (load[c.agent] || 0) + 1; });
     var ul = $("#team");
-    clear(ul);
-    var order = { online: 0, away: 1, offline: 2 };
-    agents.slice().sort(function (a, b) { return (order[a.status] || 2) - (order[b.status] || 2) || (a.name < b.name ? -1 : 1); }).forEach(function (a) {
-      var box = h("dl", { class: "kpis", hidden: !teamKpis[a.id] });
-      if (teamKpis[a.id]) fillKpis(box, teamKpis[a.id]);
-      var btn = h("button", { type: "button", class: "small", "aria-expanded": String(!!teamKpis[a.id]), text: t("team_kpis"), "aria-label": t("team_kpis_of", { name: a.name }) });
-      btn.addEventListener("click", function () {
-        if (teamKpis[a.id]) { delete teamKpis[a.id]; renderTeam(); return; }
-        api("/api/kpis?agent=" + encodeURIComponent(a.id)).then(function (k) { teamKpis[a.id] = k; renderTeam(); }, function () { /* try again */ });
+    rebuild(ul, function () {
+      var order = { online: 0, away: 1, offline: 2 };
+      agents.slice().sort(function (a, b) { return (order[a.status] || 2) - (order[b.status] || 2) || (a.name < b.name ? -1 : 1); }).forEach(function (a) {
+        var box = h("dl", { class: "kpis", hidden: !teamKpis[a.id] });
+        if (teamKpis[a.id]) fillKpis(box, teamKpis[a.id]);
+        var btn = h("button", { type: "button", class: "small", "data-key": "team-" + a.id, "aria-expanded": String(!!teamKpis[a.id]), text: t("team_kpis"), "aria-label": t("team_kpis_of", { name: a.name }) });
+        btn.addEventListener("click", function () {
+          if (teamKpis[a.id]) { delete teamKpis[a.id]; renderTeam(); return; }
+          api("/api/kpis?agent=" + encodeURIComponent(a.id)).then(function (k) { teamKpis[a.id] = k; renderTeam(); }, function () { /* try again */ });
+        });
+        ul.appendChild(h("li", { class: "card member", "data-agent": a.id }, [
+          h("div", { class: "row" }, [
+            h("strong", { text: a.name }),
+            h("span", { class: "dot " + (a.status || "offline"), text: statusText(a.status) })
+          ]),
+          h("span", { class: "sub", text: t("team_load", { n: load[a.id] || 0, cap: a.capacity == null ? "—" : a.capacity }) + " · " + (a.languages || []).join(", ").toUpperCase() }),
+          btn,
+          box
+        ]));
       });
-      ul.appendChild(h("li", { class: "card member", "data-agent": a.id }, [
-        h("div", { class: "row" }, [
-          h("strong", { text: a.name }),
-          h("span", { class: "dot " + (a.status || "offline"), text: statusText(a.status) })
-        ]),
-        h("span", { class: "sub", text: t("team_load", { n: load[a.id] || 0, cap: a.capacity == null ? "—" : a.capacity }) + " · " + (a.languages || []).join(", ").toUpperCase() }),
-        btn,
-        box
-      ]));
     });
     var online = agents.filter(function (a) { return a.status === "online"; }).length;
     $("#team-total").textContent = "(" + t("team_online", { n: online, total: agents.length }) + ")";

@@ -31,6 +31,7 @@ Pitboss.i18n.add("console", "az", {
   transfer_from: "{name} tərəfindən yönləndirmə",
   notify_offer: "Yeni söhbət: {name}",
   notify_transfer: "Yönləndirmə təklifi: {name}",
+  announce_message: "Yeni mesaj: {name}",
   queue: "Növbə",
   queue_empty: "Gözləyən yoxdur.",
   col_wait: "Gözləmə",

@@ -32,6 +32,7 @@ Pitboss.i18n.add("console", "en", {
   transfer_from: "Transfer from {name}",
   notify_offer: "New chat: {name}",
   notify_transfer: "Transfer offered: {name}",
+  announce_message: "New message from {name}",
   queue: "Queue",
   queue_empty: "Nobody is waiting.",
   col_wait: "Waiting",

@@ -31,6 +31,7 @@ Pitboss.i18n.add("console", "ru", {
   transfer_from: "Передача от оператора {name}",
   notify_offer: "Новый чат: {name}",
   notify_transfer: "Вам передают чат: {name}",
+  announce_message: "Новое сообщение: {name}",
   queue: "Очередь",
   queue_empty: "Никто не ждёт.",
   col_wait: "Ожидание",

@@ -31,6 +31,7 @@ Pitboss.i18n.add("console", "tr", {
   transfer_from: "{name} tarafından aktarma",
   notify_offer: "Yeni sohbet: {name}",
   notify_transfer: "Aktarma teklifi: {name}",
+  announce_message: "Yeni mesaj: {name}",
   queue: "Kuyruk",
   queue_empty: "Bekleyen kimse yok.",
   col_wait: "Bekleme",
