@@ -636,16 +636,9 @@ async fn a_console_that_missed_its_sign_out_is_closed_as_signed_out() {
     let server = Server::start(dir.path(), &[]);
     server.add_agent("ayla", "en", "general", 2, false);
     let mut console = server.agent("ayla").await;
-    let out = std::process::Command::new("sqlite3")
-        .arg(dir.path().join("pitboss.db"))
-        .arg(".timeout 5000")
-        .arg("UPDATE agents SET sessions_ended_at = 1 WHERE id = 'ayla'")
-        .output()
-        .expect("the sqlite3 tool (Debian package sqlite3; .ci/run installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    sqlite3(
+        &dir.path().join("pitboss.db"),
+        "UPDATE agents SET sessions_ended_at = 1 WHERE id = 'ayla'",
     );
     // The account check runs every 5 s.
     let closed = tokio::time::timeout(std::time::Duration::from_secs(15), console.expect_close())
@@ -676,16 +669,7 @@ async fn a_read_whose_audit_record_cannot_be_written_is_refused() {
     let refuse = "CREATE TRIGGER audit_refused BEFORE INSERT ON audit_log \
                   BEGIN SELECT RAISE(FAIL, 'audit log refused'); END;";
     let db = dir.path().join("pitboss.db");
-    let out = std::process::Command::new("sqlite3")
-        .arg(&db)
-        .arg(refuse)
-        .output()
-        .expect("the sqlite3 tool (Debian package sqlite3; .ci/run installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sqlite3(&db, refuse);
 
     for path in [
         transcript.clone(),
@@ -909,5 +893,22 @@ async fn a_supervisory_websocket_read_whose_record_cannot_be_written_is_refused(
     assert_eq!(
         audit(&server, &root_t, &format!("target={conv}")).await,
         [rec("sam", "transcript.read", &conv)]
+    );
+}
+
+/// Runs `sql` on the database file `db` with the `sqlite3` tool (Debian package
+/// sqlite3, which `.ci/run` installs), as another process writing to the node's
+/// file would, waiting up to 5 s for the node's writer.
+fn sqlite3(db: &std::path::Path, sql: &str) {
+    let out = std::process::Command::new("sqlite3")
+        .arg(db)
+        .arg(".timeout 5000")
+        .arg(sql)
+        .output()
+        .expect("the sqlite3 tool (Debian package sqlite3; .ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
