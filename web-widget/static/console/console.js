@@ -611,7 +611,7 @@
         o.transfer ? h("p", { class: "note", text: t("transfer_from", { name: o.transfer.from.name || o.transfer.from.id }) + (o.transfer.note ? ": " + o.transfer.note : "") }) : null,
         h("div", { class: "row" }, [
           h("button", { type: "button", class: "primary", "data-key": "accept-" + id, disabled: !connected, text: t("accept"), "aria-label": t("accept_from", { name: playerName(card) }), onclick: function () { accepting[id] = true; client.send({ type: "accept", conversation: id }); } }),
-          h("button", { type: "button", "data-key": "decline-" + id, disabled: !connected, text: t("decline"), onclick: function () { declining = true; client.send({ type: "decline", conversation: id }); } })
+          h("button", { type: "button", "data-key": "decline-" + id, disabled: !connected, text: t("decline"), "aria-label": t("decline_from", { name: playerName(card) }), onclick: function () { declining = true; client.send({ type: "decline", conversation: id }); } })
         ])
       ]));
     }); });

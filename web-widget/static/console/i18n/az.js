@@ -24,6 +24,7 @@ Pitboss.i18n.add("console", "az", {
   accept: "Qəbul et",
   accept_from: "{name} ilə söhbəti qəbul et",
   decline: "İmtina et",
+  decline_from: "{name} ilə söhbəti rədd et",
   waited: "{time} gözləyir",
   offer_left: "{n} san ərzində cavab verin",
   offers_paused: "Bağlantı yoxdur: bağlantı bərpa olunana qədər təkliflər və statusunuz gözləmədədir.",

@@ -25,6 +25,7 @@ Pitboss.i18n.add("console", "en", {
   accept: "Accept",
   accept_from: "Accept the chat with {name}",
   decline: "Decline",
+  decline_from: "Decline the chat with {name}",
   waited: "waiting {time}",
   offer_left: "answer within {n} s",
   offers_paused: "No connection: offers and your status are on hold until it is back.",

@@ -24,6 +24,7 @@ Pitboss.i18n.add("console", "ru", {
   accept: "Принять",
   accept_from: "Принять чат: {name}",
   decline: "Отклонить",
+  decline_from: "Отклонить чат: {name}",
   waited: "ждёт {time}",
   offer_left: "ответьте в течение {n} с",
   offers_paused: "Нет связи: предложения и ваш статус приостановлены, пока связь не восстановится.",

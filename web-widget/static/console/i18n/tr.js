@@ -24,6 +24,7 @@ Pitboss.i18n.add("console", "tr", {
   accept: "Kabul et",
   accept_from: "{name} ile sohbeti kabul et",
   decline: "Reddet",
+  decline_from: "{name} ile sohbeti reddet",
   waited: "{time} bekliyor",
   offer_left: "{n} sn içinde yanıtlayın",
   offers_paused: "Bağlantı yok: bağlantı geri gelene kadar teklifler ve durumunuz beklemede.",
