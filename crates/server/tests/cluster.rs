@@ -2403,3 +2403,53 @@ async fn the_first_writes_after_a_postgres_restart_succeed() {
     }
     floor.verify(&cluster, &boss).await;
 }
+
+/// An agent routing set away (an offer left unanswered) on a node that does not
+/// lead is still away after the leader is lost: their node announces the status
+/// routing gave them, and the new router starts from it rather than offering
+/// them chats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_set_away_by_routing_stays_away_after_a_failover() {
+    let mut cluster = Cluster::start(Setup {
+        node_args: vec!["--offer-timeout-secs".into(), "1".into()],
+        ..Setup::nodes(2)
+    })
+    .await;
+    cluster.add_agent("ayla", 1, false);
+    cluster.add_agent("sam", 1, true);
+    let leader = cluster.wait_leader(None).await;
+    let other = 1 - leader;
+    let token = cluster.login("ayla").await;
+    let mut ayla = cluster.agent("ayla", &token, other).await;
+    let mark = ayla.mark();
+    let mut player = cluster.visitor("player", other).await;
+    assert!(player.send(json!({"type":"start"})).await);
+    ayla.wait_frame(mark, "away after the unanswered offer", SETTLE, |f| {
+        f["type"] == "status" && f["status"] == "away"
+    })
+    .await;
+
+    cluster.kill(leader);
+    assert_eq!(cluster.wait_leader(Some(leader)).await, other);
+    let sam = cluster.login("sam").await;
+    let status = || async {
+        let agents = cluster.nodes[other].get_json("/api/agents", &sam).await;
+        agents["agents"]
+            .as_array()
+            .and_then(|list| list.iter().find(|a| a["id"] == "ayla"))
+            .map(|a| a["status"].clone())
+            .unwrap_or(Value::Null)
+    };
+    // The new router has heard the nodes' presence well within this.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(status().await, json!("away"));
+    ayla.pump();
+    let mark = ayla.mark();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ayla.pump();
+    assert_eq!(
+        ayla.find(mark, |f| f["type"] == "offer"),
+        None,
+        "no chat offered to an agent who is away"
+    );
+}
