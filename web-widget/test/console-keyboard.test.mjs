@@ -48,7 +48,7 @@ describe("the console from the keyboard", () => {
   });
 
   step("an offer is read out, and accepting it from the keyboard lands in its reply box", async () => {
-    await players.open("p1", "Deniz");
+    await players.open("p1", "Deniz", "tr");
     first = await players.start("p1", "en");
     const accept = ayla.locator(`[data-key="accept-${first}"]`);
     await server.wait("ayla is offered Deniz's chat", () => accept.waitFor());
@@ -59,6 +59,9 @@ describe("the console from the keyboard", () => {
     await focusOn(ayla, `input-${first}`, "the focus after accepting");
     await ayla.keyboard.type("Hello Deniz");
     assert.equal(await ayla.locator(`#input-${first}`).inputValue(), "Hello Deniz");
+    // The player's language by its name, with its code.
+    const language = ayla.locator(".chat:not([hidden]) .about dt", { hasText: en.attr_language }).locator("xpath=following-sibling::dd[1]");
+    await server.until("the player's language is named", async () => (await language.textContent()) === "Turkish (TR)", 5000);
   });
 
   step("declining from the keyboard leaves the focus in the console, not on the page", async () => {

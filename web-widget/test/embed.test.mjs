@@ -68,7 +68,7 @@ describe("the widget embedded on a casino page of another origin", () => {
     const about = ayla.locator(".chat:not([hidden]) .about");
     await server.wait("the player's attributes are shown beside the chat", () => about.getByText("MT").waitFor());
     const attrs = (await about.locator("dd").allTextContents()).join("|");
-    assert.match(attrs, /Deniz\|p:c-42\|TR\|VIP 3\|MT\|No\|Yes/);
+    assert.match(attrs, /Deniz\|p:c-42\|Turkish \(TR\)\|VIP 3\|MT\|No\|Yes/);
     await server.wait("the player sees who is helping, in Turkish", () => player.locator(W).getByText("Ayla ile sohbet ediyorsunuz.").waitFor());
     const input = player.getByRole("textbox", { name: "Mesajınız" });
     await input.fill("Merhaba, çekim talebim ne durumda?");

@@ -266,10 +266,10 @@ export async function playersPage(browser, server) {
   await page.goto(server.url + "/healthz");
   await page.evaluate(() => {
     window.__pb = { ws: {}, frames: [] };
-    window.__pbOpen = (key, name) => new Promise((ok, fail) => {
+    window.__pbOpen = (key, name, language) => new Promise((ok, fail) => {
       const ws = new WebSocket(location.origin.replace("http", "ws") + "/ws");
       window.__pb.ws[key] = ws;
-      ws.onopen = () => ws.send(JSON.stringify({ type: "hello", protocol: 1, auth: { kind: "visitor", name } }));
+      ws.onopen = () => ws.send(JSON.stringify({ type: "hello", protocol: 1, auth: { kind: "visitor", name, language } }));
       ws.onmessage = (e) => {
         const f = JSON.parse(e.data);
         f.__key = key;
@@ -294,7 +294,7 @@ export async function playersPage(browser, server) {
   let serial = 0;
   return {
     page,
-    open: (key, name) => page.evaluate(([k, n]) => window.__pbOpen(k, n), [key, name]),
+    open: (key, name, language) => page.evaluate(([k, n, l]) => window.__pbOpen(k, n, l), [key, name, language]),
     start: (key, language, department) => page.evaluate(([k, l, d]) => window.__pbStart(k, l, d), [key, language, department]),
     say: (key, conversation, text) => page.evaluate(([k, c, t, id]) => window.__pbSend(k, { type: "send", conversation: c, client_id: id, text: t }), [key, conversation, text, `m${++serial}`]),
     rate: (key, conversation, score, comment) => page.evaluate(([k, c, s, m]) => window.__pbSend(k, { type: "rate", conversation: c, score: s, comment: m }), [key, conversation, score, comment]),

@@ -1086,7 +1086,7 @@
     var rows = [
       [t("attr_name"), card.name || "—"],
       [t("attr_id"), card.id],
-      [t("attr_language"), (card.language || "—").toUpperCase()],
+      [t("attr_language"), languageName(card.language)],
       [t("attr_vip"), card.vip_tier ? t("vip", { n: card.vip_tier }) : t("no")],
       [t("attr_jurisdiction"), card.jurisdiction || "—"],
       [t("attr_self_excluded"), card.self_excluded ? t("yes") : t("no")],
@@ -1678,6 +1678,16 @@
   $("#team-refresh").addEventListener("click", function () { loadAgents(); loadLive(); });
 
   // ---------------------------------------------------------------- helpers
+
+  // A language by its name in the console's language, with the code the queue
+  // and the offers show ("Turkish (TR)"); the code alone where the browser has
+  // no name for it.
+  function languageName(code) {
+    if (!code) return "—";
+    var name = null;
+    try { name = new Intl.DisplayNames([lang], { type: "language" }).of(code); } catch (e) { /* no names here */ }
+    return name && name.toLowerCase() !== code.toLowerCase() ? name + " (" + code.toUpperCase() + ")" : code.toUpperCase();
+  }
 
   function playerName(card) {
     if (!card) return t("player");
