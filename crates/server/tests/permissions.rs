@@ -636,8 +636,8 @@ async fn a_console_that_missed_its_sign_out_is_closed_as_signed_out() {
     let server = Server::start(dir.path(), &[]);
     server.add_agent("ayla", "en", "general", 2, false);
     let mut console = server.agent("ayla").await;
-    sqlite3(
-        &dir.path().join("pitboss.db"),
+    sqlite(
+        dir.path(),
         "UPDATE agents SET sessions_ended_at = 1 WHERE id = 'ayla'",
     );
     // The account check runs every 5 s.
@@ -668,8 +668,7 @@ async fn a_read_whose_audit_record_cannot_be_written_is_refused() {
 
     let refuse = "CREATE TRIGGER audit_refused BEFORE INSERT ON audit_log \
                   BEGIN SELECT RAISE(FAIL, 'audit log refused'); END;";
-    let db = dir.path().join("pitboss.db");
-    sqlite3(&db, refuse);
+    sqlite(dir.path(), refuse);
 
     for path in [
         transcript.clone(),
@@ -688,13 +687,7 @@ async fn a_read_whose_audit_record_cannot_be_written_is_refused() {
     let (status, body) = server.get("/api/me", &ayla_t).await;
     assert_eq!(status, 200, "what is not audited still works: {body}");
 
-    let drop = "DROP TRIGGER audit_refused;";
-    let out = std::process::Command::new("sqlite3")
-        .arg(&db)
-        .arg(drop)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    sqlite(dir.path(), "DROP TRIGGER audit_refused;");
     assert_eq!(server.get(&transcript, &ayla_t).await.0, 200);
     // Only the reads that happened are in the log.
     assert_eq!(
@@ -730,10 +723,13 @@ async fn resume_texts(client: &mut Client, conv: &str) -> Vec<String> {
         .collect()
 }
 
-/// Runs one statement on a server's SQLite database with the `sqlite3` tool.
+/// Runs one statement on a server's SQLite database with the `sqlite3` tool, as
+/// another process writing to the node's file would (waiting up to 5 s for the
+/// node's writer).
 fn sqlite(dir: &std::path::Path, sql: &str) {
     let out = std::process::Command::new("sqlite3")
         .arg(dir.join("pitboss.db"))
+        .arg(".timeout 5000")
         .arg(sql)
         .output()
         .expect("the sqlite3 tool (Debian package sqlite3; .ci/run installs it)");
@@ -893,22 +889,5 @@ async fn a_supervisory_websocket_read_whose_record_cannot_be_written_is_refused(
     assert_eq!(
         audit(&server, &root_t, &format!("target={conv}")).await,
         [rec("sam", "transcript.read", &conv)]
-    );
-}
-
-/// Runs `sql` on the database file `db` with the `sqlite3` tool (Debian package
-/// sqlite3, which `.ci/run` installs), as another process writing to the node's
-/// file would, waiting up to 5 s for the node's writer.
-fn sqlite3(db: &std::path::Path, sql: &str) {
-    let out = std::process::Command::new("sqlite3")
-        .arg(db)
-        .arg(".timeout 5000")
-        .arg(sql)
-        .output()
-        .expect("the sqlite3 tool (Debian package sqlite3; .ci/run installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
 }
