@@ -521,6 +521,13 @@ impl AgentAccount {
             at => format!("{}\n{at}", self.password_hash),
         }
     }
+
+    /// Whether `credential` (from [`AgentAccount::credential`], as it was when a
+    /// session began) was issued under this account's current password: if it
+    /// differs from the credential now, the agent has signed out since.
+    pub fn same_password(&self, credential: &str) -> bool {
+        credential.split('\n').next() == Some(self.password_hash.as_str())
+    }
 }
 
 /// What a catalog item is.

@@ -425,8 +425,7 @@ impl Desk {
                     .0
                     .credential
                     .as_deref()
-                    .and_then(|old| old.split('\n').next())
-                    == Some(a.password_hash.as_str())
+                    .is_some_and(|old| a.same_password(old))
                 {
                     // Same password, later sign-out: the agent signed out
                     // elsewhere, and this connection missed being told.
